@@ -1,0 +1,27 @@
+"""commprof: is communication what slows your distributed training down, how much, and what to do.
+
+Public API (safe to call whether or not the process runs under ``commprof run``):
+
+* :func:`step` — mark the end of a training step (jobs without an optimizer, or custom loops);
+* :func:`load_run` — load a run directory for analysis.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["step", "load_run", "__version__"]
+
+
+def step() -> None:
+    """Mark the end of one training step.  A no-op outside ``commprof run``.
+
+    Optimizer steps are detected automatically; call this when there is no optimizer, or when a
+    "step" of yours is not one optimizer step.  Once called, explicit marks define the steps.
+    """
+    from commprof.capture import agent
+    agent.step()
+
+
+def load_run(path=None):
+    """Load a run directory (default: the latest under ./commprof-runs) as a :class:`~commprof.analysis.load.Run`."""
+    from commprof.analysis.load import load_run as _load
+    return _load(path)

@@ -1,0 +1,5 @@
+import sys
+
+from commprof.cli import main
+
+sys.exit(main())

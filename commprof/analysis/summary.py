@@ -1,0 +1,210 @@
+"""The whole analysis of a run: KPIs, per-op table, per-rank table, per-step series, verdict.
+
+:func:`summarize` is a pure function of a loaded :class:`~commprof.analysis.load.Run`; the report
+renderers only format what it returns.  KPI definitions: docs/kpis.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from commprof.analysis.collectives import add_sizes, op_table
+from commprof.analysis.exposure import rank_exposure
+from commprof.analysis.load import Run
+from commprof.analysis.steps import measured, step_windows, wall_window
+
+DEFAULT_WARMUP = 2
+
+
+@dataclass
+class Summary:
+    """Everything a report shows."""
+
+    run: dict
+    steps: pd.DataFrame  # rank, step, t_start, t_end, duration_s, comm_s, exposed_s, bytes, ...
+    step_info: dict
+    kpis: dict
+    ops: pd.DataFrame
+    ranks: pd.DataFrame
+    verdict: str
+    notes: list[str] = field(default_factory=list)
+    degraded: pd.DataFrame | None = None
+
+
+def summarize(run: Run, warmup: int = DEFAULT_WARMUP) -> Summary:
+    """Compute every KPI of ``run``; ``warmup`` first steps of each rank are left out of medians."""
+    coll = add_sizes(run.collectives) if len(run.collectives) else run.collectives.assign(
+        size_bytes=pd.Series(dtype="int64"), bus_bytes=pd.Series(dtype="float64"),
+        duration_ns=pd.Series(dtype="float64"))
+    steps = step_windows(run.marks, run.spans)
+    walls = wall_window(run.marks, coll)
+    step_rows, rank_rows = [], []
+    for rank in sorted(run.processes["rank"].unique()):
+        c = coll[coll["rank"] == rank]
+        exp = rank_exposure(c, run.waits[run.waits["rank"] == rank], run.spans[run.spans["rank"] == rank])
+        s = steps[steps["rank"] == rank].copy()
+        if len(s):
+            a, b = s["t_start"].to_numpy("float64"), s["t_end"].to_numpy("float64")
+            s["comm_ns"] = exp.comm_ns(a, b)
+            s["exposed_ns"] = exp.exposed_ns(a, b)
+            issue = c["t_issue"].to_numpy("float64")
+            idx = np.searchsorted(b, issue, side="left")  # step whose (start, end] holds the issue
+            inside = (idx < len(b)) & (issue > a[np.minimum(idx, len(b) - 1)])
+            by_step = pd.DataFrame({"i": idx[inside], "S": c["size_bytes"].to_numpy()[inside],
+                                    "B": c["bus_bytes"].to_numpy()[inside]}).groupby("i")
+            s["bytes"] = by_step["S"].sum().reindex(range(len(s)), fill_value=0).to_numpy()
+            s["bus_bytes"] = by_step["B"].sum().reindex(range(len(s)), fill_value=0.0).to_numpy()
+            s["ops"] = by_step["S"].size().reindex(range(len(s)), fill_value=0).to_numpy()
+            step_rows.append(s)
+        w = walls[walls["rank"] == rank]
+        proc = run.processes[run.processes["rank"] == rank].iloc[0]
+        row = {"rank": int(rank), "host": proc["host"], "attempt": int(proc["attempt"]),
+               "ops": int(len(c)), "bytes": int(c["size_bytes"].sum()),
+               "complete": bool(proc["complete"]), "exit_reason": proc["exit_reason"],
+               "training_thread": exp.training_thread}
+        if len(w):
+            wa, wb = float(w["t_start"].iloc[0]), float(w["t_end"].iloc[0])
+            wall = wb - wa
+            row.update(wall_s=wall / 1e9, comm_s=float(exp.comm_ns([wa], [wb])[0]) / 1e9,
+                       exposed_comm_s=float(exp.exposed_ns([wa], [wb])[0]) / 1e9)
+            row["comm_fraction_wall"] = row["comm_s"] * 1e9 / wall if wall > 0 else None
+            row["exposed_comm_fraction_wall"] = row["exposed_comm_s"] * 1e9 / wall if wall > 0 else None
+        rank_rows.append(row)
+    steps_df = _finish_steps(step_rows)
+    meas = measured(steps_df, warmup)
+    ranks_df = pd.DataFrame(rank_rows)
+    if len(meas):
+        per_rank = meas.groupby("rank").agg(
+            steps=("step", "size"), step_median_s=("duration_s", "median"),
+            comm_fraction=("comm_fraction", "median"),
+            exposed_comm_fraction=("exposed_comm_fraction", "median"),
+            bytes_per_step=("bytes", "median"), comm_s_per_step=("comm_s", "median"),
+            exposed_comm_s_per_step=("exposed_s", "median"))
+        ranks_df = ranks_df.merge(per_rank.reset_index(), on="rank", how="left")
+        ranks_df = ranks_df.merge(steps_df.groupby("rank").size().rename("steps_total").reset_index(),
+                                  on="rank", how="left")
+    kpis = _kpis(ranks_df, meas, coll)
+    step_info = _step_info(steps_df, meas, warmup)
+    info = _run_info(run, coll)
+    notes = list(run.notes)
+    if step_info["count"] == 0 and len(coll):
+        notes.append("no training steps detected (no optimizer.step() and no commprof.step()): "
+                     "step KPIs are empty, whole-run KPIs still apply")
+    return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=op_table(coll),
+                   ranks=ranks_df, verdict=verdict(kpis, step_info), notes=notes,
+                   degraded=run.degraded)
+
+
+def _finish_steps(step_rows: list[pd.DataFrame]) -> pd.DataFrame:
+    cols = ["rank", "step", "t_start", "t_end", "source", "duration_s", "comm_s", "exposed_s",
+            "comm_fraction", "exposed_comm_fraction", "bytes", "bus_bytes", "ops"]
+    if not step_rows:
+        return pd.DataFrame(columns=cols)
+    s = pd.concat(step_rows, ignore_index=True)
+    dur = (s["t_end"] - s["t_start"]).astype("float64")
+    s["duration_s"] = dur / 1e9
+    s["comm_s"] = s["comm_ns"] / 1e9
+    s["exposed_s"] = s["exposed_ns"] / 1e9
+    s["comm_fraction"] = np.where(dur > 0, s["comm_ns"] / dur.where(dur > 0, 1), 0.0)
+    s["exposed_comm_fraction"] = np.where(dur > 0, s["exposed_ns"] / dur.where(dur > 0, 1), 0.0)
+    return s[cols]
+
+
+def _median(series) -> float | None:
+    series = pd.Series(series).dropna()
+    return float(series.median()) if len(series) else None
+
+
+def _max(series) -> float | None:
+    series = pd.Series(series).dropna()
+    return float(series.max()) if len(series) else None
+
+
+def _kpis(ranks: pd.DataFrame, meas: pd.DataFrame, coll: pd.DataFrame) -> dict:
+    def col(name):
+        return ranks[name] if name in ranks else pd.Series(dtype="float64")
+
+    moving = coll[coll["size_bytes"] > 0]
+    t = moving["duration_ns"].sum()
+    return {
+        "bytes_per_step": _median(col("bytes_per_step")),
+        "comm_fraction": _median(col("comm_fraction")),
+        "exposed_comm_fraction": _median(col("exposed_comm_fraction")),
+        "comm_fraction_max_rank": _max(col("comm_fraction")),
+        "exposed_comm_fraction_max_rank": _max(col("exposed_comm_fraction")),
+        "comm_s_per_step": _median(col("comm_s_per_step")),
+        "exposed_comm_s_per_step": _median(col("exposed_comm_s_per_step")),
+        "bus_bytes_per_step": _median(meas.groupby("rank")["bus_bytes"].median()) if len(meas) else None,
+        "comm_fraction_wall": _median(col("comm_fraction_wall")),
+        "exposed_comm_fraction_wall": _median(col("exposed_comm_fraction_wall")),
+        "algbw_gbps": float(moving["size_bytes"].sum() / t) if t > 0 else None,
+        "busbw_gbps": float(moving["bus_bytes"].sum() / t) if t > 0 else None,
+    }
+
+
+def _step_info(steps: pd.DataFrame, meas: pd.DataFrame, warmup: int) -> dict:
+    counts = steps.groupby("rank").size() if len(steps) else pd.Series(dtype="int64")
+    per_step = (meas.groupby("step").agg(duration_s=("duration_s", "median"),
+                                         comm_fraction=("comm_fraction", "median"),
+                                         exposed_comm_fraction=("exposed_comm_fraction", "median"),
+                                         bytes=("bytes", "median"))
+                if len(meas) else pd.DataFrame())
+    return {
+        "count": int(counts.median()) if len(counts) else 0,
+        "count_min_rank": int(counts.min()) if len(counts) else 0,
+        "count_max_rank": int(counts.max()) if len(counts) else 0,
+        "source": str(steps["source"].iloc[0]) if len(steps) else "none",
+        "warmup": int(warmup),
+        "measured": int(meas.groupby("rank").size().median()) if len(meas) else 0,
+        "median_s": _median(meas.groupby("rank")["duration_s"].median()) if len(meas) else None,
+        "p90_s": float(meas["duration_s"].quantile(0.9)) if len(meas) else None,
+        "per_step": per_step.reset_index().to_dict("records") if len(per_step) else [],
+    }
+
+
+def _run_info(run: Run, coll: pd.DataFrame) -> dict:
+    m = run.manifest
+    procs = run.processes
+    world = procs["world_size"].dropna()
+    backends = sorted(b for b in run.groups["backend"].dropna().unique()) if len(run.groups) else []
+    start, end = m.get("start_wall_ns"), m.get("end_wall_ns")
+    return {
+        "path": str(run.path),
+        "world_size": int(world.max()) if len(world) else 0,
+        "ranks_captured": int(procs["rank"].nunique()),
+        "processes": int(len(procs)),
+        "hosts": sorted(procs["host"].dropna().unique().tolist()),
+        "nodes": int(procs["host"].nunique()),
+        "backend": ",".join(backends) if backends else "none",
+        "command": m.get("command", []),
+        "exit_code": m.get("exit_code"),
+        "signal": m.get("signal"),
+        "status": m.get("status"),
+        "duration_s": (end - start) / 1e9 if start and end else None,
+        "torch_version": m.get("torch_version"),
+        "commprof_version": m.get("commprof_version"),
+        "incomplete_ranks": sorted(int(r) for r in procs.loc[~procs["complete"], "rank"]),
+        "collectives": int(len(coll)),
+    }
+
+
+def verdict(kpis: dict, step_info: dict) -> str:
+    """One line: is communication what slows this job down?"""
+    exposed = kpis.get("exposed_comm_fraction")
+    total = kpis.get("comm_fraction")
+    basis = "of step time"
+    if exposed is None:
+        exposed, total, basis = (kpis.get("exposed_comm_fraction_wall"),
+                                 kpis.get("comm_fraction_wall"), "of wall time")
+    if exposed is None or (total or 0) == 0:
+        return "No communication captured: this job is not communication-bound."
+    bound = 1 / (1 - exposed) if exposed < 1 else float("inf")
+    head = (f"Communication is exposed for {exposed:.0%} {basis} (in flight {total:.0%}); "
+            f"free communication would speed steps up at most {bound:.2f}x")
+    if exposed < 0.05:
+        return head + " — not communication-bound: a faster network will not help much."
+    if exposed < 0.20:
+        return head + " — partly communication-bound: better overlap or fewer bytes may pay off."
+    return head + " — communication-bound: overlap, compress or shard differently before buying links."

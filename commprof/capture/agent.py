@@ -1,0 +1,141 @@
+"""The capture agent of one worker process: installs the hooks once, flushes at exit.
+
+Started by the bootstrap (``commprof/_bootstrap/sitecustomize.py``) right after the worker imports
+torch.  Nothing here may raise into the user's program: every failure is recorded in the capture
+as a "degraded" event and the job goes on.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import sys
+import time
+
+from commprof.capture.recorder import Recorder, clock
+from commprof.format import schema
+
+ENV_RUN_DIR = "COMMPROF_RUN_DIR"
+ENV_FLUSH = "COMMPROF_FLUSH_INTERVAL"
+
+_agent: "Agent | None" = None
+
+
+class Agent:
+    """One process's capture: recorder + collective hooks + step hooks."""
+
+    def __init__(self, torch_module, run_dir: str):
+        self.torch = torch_module
+        self.run_dir = run_dir
+        self.anchor = {"wall_ns": time.time_ns(), "mono_ns": clock()}
+        self.rec = Recorder(run_dir, self._file_meta, float(os.environ.get(ENV_FLUSH, "1.0")))
+        self.collectives = None
+        self.steps = None
+        self._prev_sigterm = None
+
+    def install(self) -> None:
+        from commprof.capture.collectives import CollectiveHooks
+        from commprof.capture.steps import StepHooks
+        rec = self.rec
+        rec.mark.append((schema.MARK_START, clock(), os.getpid()))
+        try:
+            self.collectives = CollectiveHooks(rec, self.torch)
+            self.collectives.install()
+        except Exception as exc:  # noqa: BLE001 - capture degrades, the job goes on
+            rec.degrade("install.collectives", exc)
+        self.steps = StepHooks(rec, self.collectives, self.torch)
+        self.steps.install()
+        atexit.register(self.close, "exit")
+        os.register_at_fork(after_in_child=rec.disable_in_child)
+        self._install_sigterm()
+        rec.start()
+
+    def _install_sigterm(self) -> None:
+        try:
+            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+                self._prev_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        except (ValueError, OSError) as exc:  # not the main thread: rely on atexit and the flusher
+            self.rec.degrade("install.sigterm", exc)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.close("SIGTERM")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # die exactly as without commprof
+
+    def close(self, reason: str) -> None:
+        if self.collectives is not None:
+            self.collectives.release_all()
+        self.rec.close(reason)
+
+    def _file_meta(self) -> tuple[str, dict]:
+        """Name and header of this process's capture file (decided at its first write)."""
+        env = os.environ
+        rank, world, source = _rank_and_world(self.torch)
+        restart = int(env.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+        header = {
+            "rank": rank, "world_size": world, "rank_source": source,
+            "local_rank": _int_or_none(env.get("LOCAL_RANK")),
+            "group_rank": _int_or_none(env.get("GROUP_RANK")),
+            "restart": restart, "run_id": env.get("TORCHELASTIC_RUN_ID"),
+            "host": socket.gethostname(), "pid": os.getpid(), "argv": list(sys.argv),
+            "clock": dict(self.anchor, name="perf_counter_ns"),
+            "torch_version": getattr(self.torch, "__version__", "?"),
+            "python": sys.version.split()[0],
+            "commprof_version": _version(),
+            "missing_ops": list(getattr(self.collectives, "missing", [])),
+        }
+        return f"rank{rank:05d}.a{restart}.p{os.getpid()}{schema.FILE_SUFFIX}", header
+
+
+def _int_or_none(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rank_and_world(torch_module) -> tuple[int, int, str]:
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), "env"
+    dist = torch_module.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), "process_group"
+    return 0, 1, "single_process"
+
+
+def _version() -> str:
+    from commprof import __version__
+    return __version__
+
+
+def start(torch_module) -> None:
+    """Install the agent once per process (idempotent).  Never raises."""
+    global _agent
+    if _agent is not None:
+        return
+    run_dir = os.environ.get(ENV_RUN_DIR)
+    if not run_dir:
+        return
+    try:
+        _agent = Agent(torch_module, run_dir)
+        _agent.install()
+    except Exception as exc:  # noqa: BLE001 - the user's job must never see this
+        _report_bootstrap_failure(run_dir, exc)
+
+
+def step() -> None:
+    """Mark the end of a training step (no-op when the process is not captured)."""
+    agent = _agent
+    if agent is not None and agent.steps is not None:
+        agent.steps.explicit_step()
+
+
+def _report_bootstrap_failure(run_dir: str, exc: BaseException) -> None:
+    try:
+        os.makedirs(os.path.join(run_dir, "ranks"), exist_ok=True)
+        with open(os.path.join(run_dir, "ranks", f"bootstrap-{os.getpid()}.err"), "a") as fh:
+            fh.write(f"{type(exc).__name__}: {exc}\n")
+    except OSError:
+        sys.stderr.write(f"commprof: capture disabled in pid {os.getpid()}: {exc}\n")

@@ -1,0 +1,324 @@
+"""Interposition on every ``c10d::`` operator: what each rank sends, on which group, and when.
+
+Mechanism (see docs/architecture.md): a Python kernel registered with ``torch.library`` on the
+``ADInplaceOrView`` dispatch key for each ``c10d::`` collective/P2P operator.  Every
+ProcessGroup method — called from Python, from DDP's C++ Reducer, FSDP, functional collectives or
+DTensor — dispatches through these operators, so one hook sees them all exactly once.  The kernel
+re-dispatches below its key (no deadlock: the GIL is not held inside gloo), records issue/return
+times, and subscribes to completion through the Work's future, or through ``Work.wait`` for the
+Works that have no future (gloo send/recv and reduce-scatter).
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+
+from commprof.capture.recorder import Recorder, clock
+from commprof.format import schema
+
+# c10d operator -> canonical op name
+C10D_OPS = {
+    "allreduce_": "all_reduce", "allreduce_coalesced_": "all_reduce_coalesced",
+    "allgather_": "all_gather", "_allgather_base_": "all_gather",
+    "allgather_coalesced_": "all_gather_coalesced",
+    "allgather_into_tensor_coalesced_": "all_gather_coalesced",
+    "reduce_scatter_": "reduce_scatter", "_reduce_scatter_base_": "reduce_scatter",
+    "reduce_scatter_tensor_coalesced_": "reduce_scatter_coalesced",
+    "alltoall_": "all_to_all", "alltoall_base_": "all_to_all",
+    "broadcast_": "broadcast", "reduce_": "reduce", "gather_": "gather", "scatter_": "scatter",
+    "barrier": "barrier", "monitored_barrier_": "monitored_barrier",
+    "send": "send", "recv_": "recv", "recv_any_source_": "recv",
+}
+_INPUT_ARGS = {"input_tensors", "input_tensor", "input", "inputs", "input_list"}
+_OUTPUT_ARGS = {"output_tensors", "output_tensor", "output", "outputs", "output_lists"}
+_PEER_ARGS = {"dst", "src", "root_rank"}
+_PENDING_SOFT_CAP = 64  # beyond this, finished future-less Works are released
+_PENDING_HARD_CAP = 1024  # beyond this, the oldest Works are forgotten (their wait goes unmatched)
+
+
+def _tensor_sizes(obj) -> tuple[int, int, object]:
+    """(numel, bytes, first dtype) of a tensor, a list of tensors or a list of lists."""
+    if obj is None:
+        return 0, 0, None
+    if isinstance(obj, (list, tuple)):
+        numel = nbytes = 0
+        dtype = None
+        for item in obj:
+            n, b, d = _tensor_sizes(item)
+            numel += n
+            nbytes += b
+            dtype = dtype or d
+        return numel, nbytes, dtype
+    return obj.numel(), obj.nbytes, obj.dtype
+
+
+class OpSpec:
+    """Where one operator's schema keeps its inputs, outputs, group, peer and Work."""
+
+    def __init__(self, c10d_name: str, op):
+        self.c10d_name = c10d_name
+        self.name = C10D_OPS[c10d_name]
+        self.op_code = schema.OP_INDEX[self.name]
+        self.op = op
+        names = [a.name for a in op._schema.arguments]
+        self.pg = names.index("process_group")
+        inplace = names.index("tensors") if "tensors" in names else None
+        self.inputs = [i for i, n in enumerate(names) if n in _INPUT_ARGS]
+        self.outputs = [i for i, n in enumerate(names) if n in _OUTPUT_ARGS]
+        if inplace is not None:
+            if self.name != "recv":
+                self.inputs.append(inplace)
+            if self.name != "send":
+                self.outputs.append(inplace)
+        peers = [i for i, n in enumerate(names) if n in _PEER_ARGS]
+        self.peer = peers[0] if peers else None
+        rets = op._schema.returns
+        works = [i for i, r in enumerate(rets) if "Work" in str(r.type)]
+        self.work_index = None if not works else (-1 if len(rets) == 1 else works[0])
+
+
+class CollectiveHooks:
+    """Registers the kernels and turns each call into records in a :class:`Recorder`."""
+
+    def __init__(self, recorder: Recorder, torch_module):
+        self.rec = recorder
+        self.torch = torch_module
+        c10d = torch_module._C._distributed_c10d
+        self.Work = c10d.Work
+        self.ProcessGroup = c10d.ProcessGroup
+        self.groups: dict[int, tuple[int, object]] = {}  # id(pybind pg) -> (group id, pg)
+        self.seq: dict[tuple[int, bool], int] = {}  # (group id, is p2p) -> next sequence number
+        self.pending: dict[int, tuple[int, object]] = {}  # id(Work) -> (record id, Work)
+        self.completed: list[int] = []  # ids of pending Works whose future completed
+        self.no_future: set[tuple[int, str]] = set()  # (op code, backend) without Work futures
+        self.dtype_codes = {}
+        for name, code in schema.DTYPE_INDEX.items():
+            dt = getattr(torch_module, name, None)
+            if isinstance(dt, torch_module.dtype):
+                self.dtype_codes[dt] = code
+        self.in_backward = 0  # maintained by the step hooks
+        self.in_py_wait = 0  # inside the Python functional-collectives wait_tensor wrapper
+        self._lib = None
+        self.missing: list[str] = []
+
+    # -- installation -------------------------------------------------------------------------
+    def install(self) -> None:
+        torch = self.torch
+        available = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
+                     if n.startswith("c10d::")}
+        self._lib = torch.library.Library("c10d", "IMPL")
+        after = torch._C._after_ADInplaceOrView_keyset
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
+            for c10d_name in C10D_OPS:
+                if c10d_name not in available:
+                    self.missing.append(c10d_name)
+                    continue
+                spec = OpSpec(c10d_name, getattr(torch.ops.c10d, c10d_name).default)
+                self._lib.impl(c10d_name, self._make_kernel(spec, after), "ADInplaceOrView",
+                               with_keyset=True)
+            self._install_wait_tensor(after)
+        self._patch_work_wait()
+
+    def _make_kernel(self, spec: OpSpec, after):
+        redispatch = spec.op.redispatch
+        on_call = self._on_call
+        rec = self.rec
+
+        def kernel(keyset, *args, **kwargs):
+            t0 = clock()
+            try:
+                out = redispatch(keyset & after, *args, **kwargs)
+            except BaseException:
+                if rec.enabled:
+                    try:
+                        on_call(spec, args, None, t0, clock(), schema.FLAG_FAILED)
+                    except Exception as exc:  # noqa: BLE001 - recorded, never raised
+                        rec.degrade("collective", exc)
+                raise
+            if rec.enabled:
+                try:
+                    on_call(spec, args, out, t0, clock(), 0)
+                except Exception as exc:  # noqa: BLE001 - recorded, never raised
+                    rec.degrade("collective", exc)
+            return out
+
+        return kernel
+
+    def _install_wait_tensor(self, after) -> None:
+        torch = self.torch
+        try:
+            op = torch.ops._c10d_functional.wait_tensor.default
+        except (AttributeError, RuntimeError) as exc:
+            self.rec.degrade("wait_tensor", exc)
+            return
+        self._flib = torch.library.Library("_c10d_functional", "IMPL")
+        redispatch = op.redispatch
+        rec = self.rec
+        hooks = self
+        get_ident = threading.get_ident
+
+        def wait_tensor(keyset, *args, **kwargs):
+            if hooks.in_py_wait:  # already timed by the Python wrapper below
+                return redispatch(keyset & after, *args, **kwargs)
+            t0 = clock()
+            try:
+                return redispatch(keyset & after, *args, **kwargs)
+            finally:
+                if rec.enabled:
+                    rec.wait.append((-1, get_ident(), t0, clock(), schema.WAIT_TENSOR))
+
+        self._flib.impl("wait_tensor", wait_tensor, "ADInplaceOrView", with_keyset=True)
+        # AsyncCollectiveTensor waits from inside __torch_dispatch__, where keys above Python
+        # (ADInplaceOrView included) are excluded: wrap the Python helper it calls as well.
+        try:
+            from torch.distributed import _functional_collectives as funcol
+        except ImportError as exc:
+            self.rec.degrade("wait_tensor.python", exc)
+            return
+        original = funcol.wait_tensor
+
+        def py_wait_tensor(*args, **kwargs):
+            t0 = clock()
+            hooks.in_py_wait += 1
+            try:
+                return original(*args, **kwargs)
+            finally:
+                hooks.in_py_wait -= 1
+                if rec.enabled:
+                    rec.wait.append((-1, get_ident(), t0, clock(), schema.WAIT_TENSOR))
+
+        py_wait_tensor.__wrapped__ = original
+        py_wait_tensor.__commprof_original__ = original
+        funcol.wait_tensor = py_wait_tensor
+
+    def _patch_work_wait(self) -> None:
+        Work = self.Work
+        original = Work.wait
+        pending = self.pending
+        rec = self.rec
+        get_ident = threading.get_ident
+
+        def wait(self, *args, **kwargs):
+            t0 = clock()
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                if rec.enabled:
+                    t1 = clock()
+                    entry = pending.pop(id(self), None)
+                    rid = entry[0] if entry is not None and entry[1] is self else -1
+                    rec.wait.append((rid, get_ident(), t0, t1, schema.WAIT_WORK))
+                    if rid >= 0:
+                        rec.done.append((rid, t1, schema.DONE_WAIT))
+
+        wait.__doc__ = original.__doc__
+        wait.__commprof_original__ = original
+        Work.wait = wait
+
+    # -- per call -------------------------------------------------------------------------------
+    def _group(self, pg_boxed) -> tuple[int, str]:
+        pg = self.ProcessGroup.unbox(pg_boxed)
+        entry = self.groups.get(id(pg))
+        if entry is None or entry[1] is not pg:
+            gid = len(self.groups)
+            entry = (gid, pg)
+            self.groups[id(pg)] = entry
+            self.rec.json.append(self._describe_group(gid, pg))
+        return entry[0], entry[1]
+
+    def _describe_group(self, gid: int, pg) -> dict:
+        info = {"type": "group", "id": gid}
+        for key, fn in (("name", lambda: pg.group_name), ("desc", lambda: pg.group_desc),
+                        ("size", pg.size), ("rank", pg.rank), ("backend", pg.name)):
+            try:
+                info[key] = fn()
+            except Exception as exc:  # noqa: BLE001 - a missing attribute degrades, visibly
+                self.rec.degrade(f"group.{key}", exc)
+        try:
+            ranks = self.torch.distributed.distributed_c10d._world.pg_group_ranks.get(pg)
+            if ranks:
+                info["ranks"] = [g for g, _ in sorted(ranks.items(), key=lambda kv: kv[1])]
+        except Exception as exc:  # noqa: BLE001
+            self.rec.degrade("group.ranks", exc)
+        return info
+
+    def _on_call(self, spec: OpSpec, args, out, t0: int, t1: int, flags: int) -> None:
+        rec = self.rec
+        rec.wants_file = True
+        gid, pg = self._group(args[spec.pg])
+        p2p = spec.name in ("send", "recv")
+        key = (gid, p2p)
+        seq = self.seq.get(key, 0)
+        self.seq[key] = seq + 1
+        in_n = in_b = out_n = out_b = 0
+        dtype = None
+        for i in spec.inputs:
+            n, b, d = _tensor_sizes(args[i])
+            in_n += n
+            in_b += b
+            dtype = dtype or d
+        for i in spec.outputs:
+            n, b, d = _tensor_sizes(args[i])
+            out_n += n
+            out_b += b
+            dtype = dtype or d
+        peer = args[spec.peer] if spec.peer is not None else -1
+        if self.in_backward:
+            flags |= schema.FLAG_IN_BACKWARD
+        rid = rec.next_id()
+        if out is not None and spec.work_index is not None:
+            flags |= self._track_work(spec, rid, out if spec.work_index == -1 else out[spec.work_index], pg)
+        rec.coll.append((rid, spec.op_code, gid, seq, self.dtype_codes.get(dtype, 0), flags,
+                         peer if peer is not None else -1, in_n, in_b, out_n, out_b,
+                         threading.get_ident(), t0, t1))
+        rec.records += 1
+
+    def _track_work(self, spec: OpSpec, rid: int, boxed, pg) -> int:
+        work = self.Work.unbox(boxed)
+        pending = self.pending
+        if self.completed or len(pending) >= _PENDING_SOFT_CAP:
+            self._release()
+        key = id(work)
+        pending[key] = (rid, work)  # keeps the pybind wrapper alive so wait() sees this object
+        fkey = (spec.op_code, id(pg))
+        if fkey in self.no_future:
+            return 0
+        try:
+            fut = work.get_future()
+        except RuntimeError:  # "Work::getFuture not implemented" (gloo send/recv, reduce-scatter)
+            self.no_future.add(fkey)
+            return 0
+        done = self.rec.done
+        completed = self.completed
+
+        def on_done(_fut, rid=rid, key=key):
+            # Runs on a backend thread: append only; the Work is released on the main thread.
+            done.append((rid, clock(), schema.DONE_FUTURE))
+            completed.append(key)
+
+        fut.add_done_callback(on_done)
+        return schema.FLAG_HAS_FUTURE
+
+    def _release(self) -> None:
+        """Drop our references to finished Works (on the issuing thread, never a backend's).
+
+        A kept Work keeps its tensors alive, so references must not outlive completion by long.
+        """
+        pending = self.pending
+        completed = self.completed  # appended to by backend threads: drain in place
+        n = len(completed)
+        keys = completed[:n]
+        del completed[:n]
+        for key in keys:
+            pending.pop(key, None)
+        if len(pending) >= _PENDING_SOFT_CAP:
+            for key in [k for k, (_, w) in pending.items() if w.is_completed()]:
+                del pending[key]
+            while len(pending) >= _PENDING_HARD_CAP:
+                del pending[next(iter(pending))]
+
+    def release_all(self) -> None:
+        """Forget every Work (at exit, before the interpreter finalizes)."""
+        self.pending.clear()
+        del self.completed[:]

@@ -1,0 +1,128 @@
+"""In-memory buffers of one worker's capture, and the flusher that streams them to disk.
+
+Hot-path methods only append tuples to lists (atomic under the GIL); a daemon thread encodes and
+appends them to the capture file every ``flush_interval`` seconds, and :meth:`Recorder.close`
+does a final flush plus trailer at exit or on SIGTERM.  Standard library only.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import traceback
+
+from commprof.format import schema
+from commprof.format.writer import CaptureWriter, encode_batch, encode_json
+
+log = logging.getLogger("commprof.capture")
+clock = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux: one time base for all processes of a host
+
+
+class Recorder:
+    """Buffers and writes the records of one process."""
+
+    def __init__(self, run_dir: str, meta_fn, flush_interval: float = 1.0):
+        self.run_dir = run_dir
+        self._meta_fn = meta_fn  # called once, at first write: returns (file name, header dict)
+        self.flush_interval = flush_interval
+        self.writer: CaptureWriter | None = None
+        self.next_id = itertools.count().__next__
+        self.coll: list = []
+        self.done: list = []
+        self.wait: list = []
+        self.mark: list = []
+        self.span: list = []
+        self.json: list = []
+        self.degraded: dict[str, list] = {}  # where -> [count, first message]
+        self._degraded_written: dict[str, int] = {}
+        self.records = 0  # collectives recorded
+        self.enabled = True
+        self.wants_file = False  # set by the first event that makes this process worth a file
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- failure accounting ---------------------------------------------------------------
+    def degrade(self, where: str, exc: BaseException) -> None:
+        """Count an internal failure; it is recorded in the capture, never raised."""
+        entry = self.degraded.get(where)
+        if entry is None:
+            msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self.degraded[where] = [1, msg]
+            log.debug("commprof degraded in %s: %s", where, msg)
+        else:
+            entry[0] += 1
+
+    # -- flushing ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background flusher."""
+        self._thread = threading.Thread(target=self._loop, name="commprof-flush", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            self.flush()
+
+    def _take(self, name: str) -> list:
+        rows = getattr(self, name)
+        setattr(self, name, [])  # appenders racing with this see either list; both get written
+        return rows
+
+    def flush(self) -> None:
+        """Encode and append everything buffered so far.  Never raises."""
+        if not self.enabled:
+            return
+        with self._flush_lock:
+            try:
+                self._flush_locked()
+            except Exception as exc:  # noqa: BLE001 - recorded; the job must go on
+                self.degrade("writer", exc)
+
+    def _flush_locked(self) -> None:
+        if not self.wants_file:
+            return
+        parts = []
+        for obj in self._take("json"):
+            parts.append(encode_json(obj))
+        for where, (count, msg) in list(self.degraded.items()):
+            if self._degraded_written.get(where) != count:
+                parts.append(encode_json({"type": "degraded", "where": where, "count": count,
+                                          "error": msg}))
+                self._degraded_written[where] = count
+        for kind, name in ((schema.KIND_COLL, "coll"), (schema.KIND_DONE, "done"),
+                           (schema.KIND_WAIT, "wait"), (schema.KIND_MARK, "mark"),
+                           (schema.KIND_SPAN, "span")):
+            rows = self._take(name)
+            if rows:
+                parts.append(encode_batch(kind, rows))
+        if not parts:
+            return
+        if self.writer is None:
+            fname, header = self._meta_fn()
+            os.makedirs(os.path.join(self.run_dir, "ranks"), exist_ok=True)
+            self.writer = CaptureWriter(os.path.join(self.run_dir, "ranks", fname), header)
+        self.writer.write(b"".join(parts))
+
+    def close(self, reason: str) -> None:
+        """Final flush and trailer.  Idempotent; never raises."""
+        if not self.enabled:
+            return
+        self._stop.set()
+        self.mark.append((schema.MARK_EXIT, clock(), 0))
+        self.flush()
+        with self._flush_lock:
+            try:
+                if self.writer is not None:
+                    self.writer.close({"reason": reason, "records": self.records,
+                                       "bytes": self.writer.bytes_written})
+            except Exception as exc:  # noqa: BLE001 - nothing left to record into
+                log.warning("commprof could not finish %s: %s", self.writer.path, exc)
+        self.enabled = False
+
+    def disable_in_child(self) -> None:
+        """After fork: the child must never write the parent's buffers or file."""
+        self.enabled = False
+        self.coll, self.done, self.wait, self.mark, self.span, self.json = [], [], [], [], [], []
+        self.writer = None

@@ -1,0 +1,131 @@
+"""Step boundaries and the spans that define exposed communication, without code changes.
+
+* ``torch.optim`` global optimizer step post-hooks mark the end of each optimizer step;
+* :func:`commprof.step` marks explicit boundaries (jobs without an optimizer, custom loops);
+* ``torch.autograd.backward`` is wrapped to record backward spans (DDP's gradient all-reduces
+  finish inside backward: its tail is where DDP exposes communication);
+* ``init_process_group`` / ``destroy_process_group`` are wrapped to bound the whole-run window.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+
+from commprof.capture.recorder import Recorder, clock
+from commprof.format import schema
+
+
+class StepHooks:
+    """Installs the step, backward and process-group hooks into one :class:`Recorder`."""
+
+    def __init__(self, recorder: Recorder, collectives, torch_module):
+        self.rec = recorder
+        self.collectives = collectives  # CollectiveHooks or None: its in_backward is kept here
+        self.torch = torch_module
+        self.optimizers: dict[int, int] = {}  # id(optimizer) -> ordinal of first step
+        self.explicit_steps = 0
+
+    def install(self) -> None:
+        for name, fn in (("optimizer_hook", self._install_optimizer_hook),
+                         ("backward", self._patch_backward),
+                         ("process_group", self._patch_process_group)):
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - that part degrades, visibly
+                self.rec.degrade(f"install.{name}", exc)
+
+    # -- optimizer steps -------------------------------------------------------------------------
+    def _install_optimizer_hook(self) -> None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+        register_optimizer_step_post_hook(self._on_optimizer_step)
+
+    def _on_optimizer_step(self, optimizer, args, kwargs) -> None:
+        rec = self.rec
+        if not rec.enabled:
+            return
+        t = clock()
+        try:
+            ordinal = self.optimizers.get(id(optimizer))
+            if ordinal is None:
+                ordinal = self.optimizers[id(optimizer)] = len(self.optimizers)
+            rec.mark.append((schema.MARK_STEP_OPTIMIZER, t, ordinal))
+            rec.wants_file = True
+        except Exception as exc:  # noqa: BLE001
+            rec.degrade("optimizer_hook", exc)
+
+    def explicit_step(self) -> None:
+        """Mark the end of a training step (``commprof.step()``)."""
+        rec = self.rec
+        if rec.enabled:
+            self.explicit_steps += 1
+            rec.mark.append((schema.MARK_STEP_EXPLICIT, clock(), self.explicit_steps))
+            rec.wants_file = True
+
+    # -- backward spans ----------------------------------------------------------------------------
+    def _patch_backward(self) -> None:
+        autograd = self.torch.autograd
+        original = autograd.backward
+        rec = self.rec
+        hooks = self.collectives
+        get_ident = threading.get_ident
+
+        @functools.wraps(original)
+        def backward(*args, **kwargs):
+            t0 = clock()
+            if hooks is not None:
+                hooks.in_backward += 1
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if hooks is not None:
+                    hooks.in_backward -= 1
+                if rec.enabled:
+                    rec.span.append((schema.SPAN_BACKWARD, get_ident(), t0, clock()))
+
+        backward.__commprof_original__ = original
+        autograd.backward = backward
+
+    # -- process-group lifetime ----------------------------------------------------------------------
+    def _patch_process_group(self) -> None:
+        import torch.distributed as dist
+        from torch.distributed import distributed_c10d
+        modules = [distributed_c10d, dist]
+        try:
+            from torch.distributed import device_mesh
+            modules.append(device_mesh)
+        except ImportError:
+            pass
+        rec = self.rec
+
+        def init_marker(result, args, kwargs):
+            rec.mark.append((schema.MARK_PG_INIT, clock(), 0))
+            rec.wants_file = True
+
+        def destroy_marker(result, args, kwargs):
+            group = args[0] if args else kwargs.get("group")
+            rec.mark.append((schema.MARK_PG_DESTROY, clock(), 0 if group is None else 1))
+
+        for name, after in (("init_process_group", init_marker),
+                            ("destroy_process_group", destroy_marker)):
+            original = getattr(distributed_c10d, name)
+            wrapped = _wrap_after(original, after, rec, name)
+            for mod in modules:
+                if getattr(mod, name, None) is original:
+                    setattr(mod, name, wrapped)
+
+
+def _wrap_after(original, after, rec: Recorder, where: str):
+    """``original`` that then calls ``after(result, args, kwargs)``, whose errors are recorded."""
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        result = original(*args, **kwargs)
+        if rec.enabled:
+            try:
+                after(result, args, kwargs)
+            except Exception as exc:  # noqa: BLE001
+                rec.degrade(where, exc)
+        return result
+
+    wrapper.__commprof_original__ = original
+    return wrapper

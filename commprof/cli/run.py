@@ -1,0 +1,49 @@
+"""``commprof run [OPTIONS] -- COMMAND ...``"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from commprof.launch import rundir, supervisor
+
+
+def run_command(command: list[str], out: str | None = None, flush_interval: float = 1.0,
+                quiet: bool = False) -> tuple[int, Path]:
+    """Run ``command`` under capture.  Returns (job return code, run directory)."""
+    supervisor.check_command(command)
+    run_dir = rundir.new_run_dir(out, command)
+    boot = supervisor.prepare_bootstrap(run_dir)
+    env = supervisor.job_environment(run_dir, boot,
+                                     extra={"COMMPROF_FLUSH_INTERVAL": str(flush_interval)})
+    manifest = rundir.start_manifest(command, env)
+    rundir.write_manifest(run_dir, manifest)
+    say = (lambda msg: None) if quiet else (lambda msg: print(f"commprof: {msg}", file=sys.stderr))
+    for warning in supervisor.startup_warnings(command, env):
+        say(f"warning: {warning}")
+    say(f"capturing into {run_dir}")
+    t0 = time.time_ns()
+    returncode = None
+    try:
+        returncode = supervisor.run_job(command, env)
+    finally:
+        manifest.update(status="finished" if returncode is not None else "launcher-failed",
+                        end_wall_ns=time.time_ns(), duration_s=(time.time_ns() - t0) / 1e9)
+        if returncode is not None:
+            manifest["exit_code"] = returncode if returncode >= 0 else 128 - returncode
+            manifest["signal"] = -returncode if returncode < 0 else None
+        rundir.write_manifest(run_dir, manifest)
+    captured = rundir.count_captures(run_dir)
+    if captured == 0:
+        say("warning: no process was captured (did the job import torch? see "
+            "docs/troubleshooting.md)")
+    say(f"{captured} process capture(s) written to {run_dir}")
+    say(f"next: commprof report {_shell_path(run_dir)}")
+    return returncode, run_dir
+
+
+def _shell_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

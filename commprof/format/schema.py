@@ -1,0 +1,95 @@
+"""The capture file's layout: every byte-level constant lives here.
+
+A capture file (one per rank process and attempt, ``*.cpf``) is::
+
+    header:  MAGIC (8 bytes) | u16 schema version | u32 json length | json | u32 crc32(json)
+    frames:  u8 kind | u32 payload length | u32 crc32(payload) | payload      (repeated)
+
+Fixed-size record kinds (``COLL``, ``DONE``, ``WAIT``, ``MARK``, ``SPAN``) carry a batch of packed
+little-endian structs; ``JSON`` frames carry one UTF-8 JSON object (process groups, events,
+the trailer).  Nothing is pickled.  A frame whose length or checksum does not verify ends the
+readable part of the file (a torn tail from a killed process) and is reported, never fatal.
+"""
+from __future__ import annotations
+
+import struct
+
+MAGIC = b"COMMPROF"
+SCHEMA_VERSION = 1
+FILE_SUFFIX = ".cpf"
+
+HEADER_PREFIX = struct.Struct("<8sHI")  # magic, version, json length
+FRAME_HEADER = struct.Struct("<BII")  # kind, payload length, crc32
+
+# Frame kinds.
+KIND_COLL = 1  # one collective / P2P call, written once its host-side call returned
+KIND_DONE = 2  # completion time of a record (from a Work future callback or a wait)
+KIND_WAIT = 3  # a span during which a thread waited on communication (Work.wait, wait_tensor)
+KIND_MARK = 4  # an instant: step boundary, process-group init/teardown, ...
+KIND_SPAN = 5  # an interval on one thread: autograd backward calls
+KIND_JSON = 6  # one JSON object: {"type": "group"|"event"|"trailer", ...}
+
+# Struct layouts (little-endian, no padding).  Field names are the reader's column names.
+COLL_FIELDS = (
+    ("id", "q"), ("op", "H"), ("group", "I"), ("seq", "q"), ("dtype", "B"), ("flags", "B"),
+    ("peer", "i"), ("in_numel", "q"), ("in_bytes", "q"), ("out_numel", "q"), ("out_bytes", "q"),
+    ("thread", "Q"), ("t_issue", "q"), ("t_return", "q"),
+)
+DONE_FIELDS = (("id", "q"), ("t_done", "q"), ("source", "B"))
+WAIT_FIELDS = (("id", "q"), ("thread", "Q"), ("t_start", "q"), ("t_end", "q"), ("source", "B"))
+MARK_FIELDS = (("kind", "B"), ("t", "q"), ("value", "q"))
+SPAN_FIELDS = (("kind", "B"), ("thread", "Q"), ("t_start", "q"), ("t_end", "q"))
+
+FIXED_KINDS = {
+    KIND_COLL: COLL_FIELDS,
+    KIND_DONE: DONE_FIELDS,
+    KIND_WAIT: WAIT_FIELDS,
+    KIND_MARK: MARK_FIELDS,
+    KIND_SPAN: SPAN_FIELDS,
+}
+
+
+def struct_for(fields) -> struct.Struct:
+    """The packed little-endian struct of one record kind."""
+    return struct.Struct("<" + "".join(code for _, code in fields))
+
+
+# COLL.flags bits
+FLAG_HAS_FUTURE = 1  # completion will arrive from a Work future callback
+FLAG_IN_BACKWARD = 2  # issued while an autograd backward call was running on the issuing thread
+FLAG_FAILED = 4  # the call raised (the exception went on to the caller untouched)
+
+# DONE.source / WAIT.source
+DONE_FUTURE = 1  # Work future callback (backend thread)
+DONE_WAIT = 2  # end of a Python Work.wait on this record's Work
+WAIT_WORK = 1  # torch.distributed Work.wait() called from Python
+WAIT_TENSOR = 2  # _c10d_functional::wait_tensor (functional collectives, DTensor)
+
+# MARK.kind
+MARK_STEP_OPTIMIZER = 1  # an optimizer.step() finished (value: optimizer ordinal)
+MARK_STEP_EXPLICIT = 2  # commprof.step() was called (value: user step counter)
+MARK_PG_INIT = 3  # init_process_group returned
+MARK_PG_DESTROY = 4  # destroy_process_group was called
+MARK_START = 5  # capture started in this process
+MARK_EXIT = 6  # the process is exiting (atexit or SIGTERM)
+
+# SPAN.kind
+SPAN_BACKWARD = 1  # torch.autograd.backward() / Tensor.backward()
+
+# Canonical operation names, in a fixed order: the COLL.op field indexes this tuple.
+# Append only (the order is part of the schema).
+OPS = (
+    "unknown", "all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce",
+    "gather", "scatter", "all_to_all", "barrier", "send", "recv",
+    "all_reduce_coalesced", "all_gather_coalesced", "reduce_scatter_coalesced",
+    "monitored_barrier",
+)
+OP_INDEX = {name: i for i, name in enumerate(OPS)}
+
+# dtype codes: index into this tuple (append only).
+DTYPES = (
+    "unknown", "float32", "float64", "float16", "bfloat16", "int8", "uint8", "int16", "int32",
+    "int64", "bool", "complex64", "complex128", "float8_e4m3fn", "float8_e5m2", "uint16",
+    "uint32", "uint64",
+)
+DTYPE_INDEX = {name: i for i, name in enumerate(DTYPES)}

@@ -1,0 +1,100 @@
+"""Run-directory creation and the run manifest (parent side; never imports torch)."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+from commprof.errors import RunDirError
+from commprof.format.reader import MANIFEST
+
+DEFAULT_ROOT = "commprof-runs"
+MANIFEST_SCHEMA = "commprof.run/1"
+# Environment variables worth keeping with a run (values of anything else are never recorded).
+ENV_KEEP = re.compile(r"^(WORLD_SIZE|RANK|LOCAL_RANK|LOCAL_WORLD_SIZE|MASTER_ADDR|MASTER_PORT|"
+                      r"OMP_NUM_THREADS|CUDA_VISIBLE_DEVICES|NCCL_.*|GLOO_.*|TORCH_.*|"
+                      r"SLURM_JOB_ID|SLURM_NNODES|SLURM_NTASKS|COMMPROF_.*)$")
+
+
+def new_run_dir(out: str | None, command: list[str]) -> Path:
+    """Create the run directory: ``out`` (must be empty or absent) or a new timestamped one."""
+    if out:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunDirError(f"{path}: already exists and is not an empty directory; "
+                              "choose another --out")
+    else:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = _slug(command)
+        root = Path(DEFAULT_ROOT)
+        path = root / f"{stamp}-{name}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = root / f"{stamp}-{name}-{n}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "ranks").mkdir(exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot create a writable run directory: "
+                          f"{exc.strerror or exc}") from exc
+    return path.resolve()
+
+
+def _slug(command: list[str]) -> str:
+    script = next((a for a in command if a.endswith(".py")), None)
+    base = os.path.basename(script or (command[0] if command else "run"))
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base.removesuffix(".py"))[:40] or "run"
+
+
+def latest_run(root: str | os.PathLike = DEFAULT_ROOT) -> Path:
+    """The most recently started run under ``root``."""
+    root = Path(root)
+    runs = [p for p in root.glob("*") if (p / MANIFEST).is_file()] if root.is_dir() else []
+    if not runs:
+        raise RunDirError(f"{root}: no commprof runs here; run `commprof run -- COMMAND` first, "
+                          "or name a run directory")
+    return max(runs, key=lambda p: (p / MANIFEST).stat().st_mtime_ns)
+
+
+def write_manifest(run_dir: Path, manifest: dict) -> None:
+    """Atomically (re)write the manifest."""
+    tmp = run_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, run_dir / MANIFEST)
+
+
+def start_manifest(command: list[str], env: dict) -> dict:
+    from commprof import __version__
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "status": "running",
+        "command": list(command),
+        "cwd": os.getcwd(),
+        "host": socket.gethostname(),
+        "start_wall_ns": time.time_ns(),
+        "env": {k: v for k, v in sorted(env.items()) if ENV_KEEP.match(k)},
+        "commprof_version": __version__,
+        "torch_version": _torch_version(),
+    }
+
+
+def _torch_version() -> str | None:
+    from importlib import metadata
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def count_captures(run_dir: Path) -> int:
+    """Number of capture files in a run directory."""
+    from commprof.format.schema import FILE_SUFFIX
+    return sum(1 for _ in (Path(run_dir) / "ranks").glob("*" + FILE_SUFFIX))

@@ -1,0 +1,131 @@
+"""Runs the user's command with capture injected; passes its exit status and signals through.
+
+The command runs in its own process group.  When commprof owns the terminal's foreground, that
+group is made the foreground one, so Ctrl-C reaches the job exactly as it would without commprof.
+Signals sent to commprof itself (SIGTERM from a scheduler, SIGINT from ``kill``) are forwarded to
+the job's process group.  A job killed by signal N makes commprof die of signal N too.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import commprof
+from commprof.errors import UsageError
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+             signal.SIGUSR1, signal.SIGUSR2)
+BOOTSTRAP_SRC = Path(commprof.__file__).parent / "_bootstrap" / "sitecustomize.py"
+
+
+def prepare_bootstrap(run_dir: Path) -> Path:
+    """A directory holding only ``sitecustomize.py`` and a link to this commprof package."""
+    boot = run_dir / "bootstrap"
+    boot.mkdir(exist_ok=True)
+    shutil.copyfile(BOOTSTRAP_SRC, boot / "sitecustomize.py")
+    link = boot / "commprof"
+    if not link.exists():
+        link.symlink_to(Path(commprof.__file__).parent, target_is_directory=True)
+    return boot
+
+
+def job_environment(run_dir: Path, boot: Path, base: dict | None = None,
+                    extra: dict | None = None) -> dict:
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join([str(boot)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["COMMPROF_RUN_DIR"] = str(run_dir)
+    env.update(extra or {})
+    return env
+
+
+def startup_warnings(command: list[str], env: dict) -> list[str]:
+    """Why capture may not reach some processes of ``command`` (``python -I``, ``-E``, ``-S``)."""
+    out = []
+    for i, arg in enumerate(command):
+        if os.path.basename(arg).startswith("python"):
+            for flag in command[i + 1:]:
+                if not flag.startswith("-") or flag in ("-m", "-c"):
+                    break
+                if flag.startswith("--"):
+                    continue
+                for letter, why in (("I", "isolated mode ignores PYTHONPATH"),
+                                    ("E", "-E ignores PYTHONPATH"),
+                                    ("S", "-S skips site, so sitecustomize never runs")):
+                    if letter in flag[1:]:
+                        out.append(f"`{arg} {flag}`: {why}; that process will not be captured")
+    return out
+
+
+def check_command(command: list[str], env: dict | None = None) -> None:
+    """Refuse an empty or unknown command before anything is created."""
+    if not command:
+        raise UsageError("no command given: use `commprof run [OPTIONS] -- COMMAND ...`")
+    path = (env or os.environ).get("PATH")
+    if shutil.which(command[0], path=path) is None and not os.path.exists(command[0]):
+        raise UsageError(f"{command[0]}: command not found")
+
+
+def run_job(command: list[str], env: dict) -> int:
+    """Run ``command``; return its exit code, or ``-N`` if signal N killed it."""
+    check_command(command, env)
+    tty = _foreground_tty()
+    proc = subprocess.Popen(command, env=env, process_group=0)
+    if tty is not None:
+        _set_foreground(tty, proc.pid)
+
+    def forward(signum, frame):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled by `forward`
+                continue
+    finally:
+        if tty is not None:
+            _set_foreground(tty, os.getpgrp())
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _foreground_tty() -> int | None:
+    try:
+        fd = sys.stdin.fileno()
+        if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+            return fd
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def _set_foreground(fd: int, pgid: int) -> None:
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, pgid)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
+def die_like(returncode: int) -> int:
+    """Exit status for commprof: the job's code, or re-raise the signal that killed it."""
+    if returncode < 0:
+        sig = -returncode
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        time.sleep(1)  # the signal is delivered before this returns
+        return 128 + sig
+    return returncode

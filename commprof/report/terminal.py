@@ -1,0 +1,116 @@
+"""The one-page terminal report (rich): banner with the three KPIs, per-op and per-rank tables."""
+from __future__ import annotations
+
+import io
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from commprof.report.units import fmt_bytes, fmt_gbps, fmt_pct, fmt_seconds
+
+MAX_RANK_ROWS = 16
+
+
+class TerminalRenderer:
+    """Rich tables; plain text when not writing to a colour terminal."""
+
+    name = "terminal"
+    suffixes = (".txt",)
+
+    def render(self, doc: dict, *, color: bool = False, width: int | None = None) -> str:
+        buf = io.StringIO()
+        console = Console(file=buf, force_terminal=color, no_color=not color, width=width or 120,
+                          highlight=False, soft_wrap=False)
+        console.print(banner(doc))
+        if doc["ops"]:
+            console.print(ops_table(doc))
+        if doc["ranks"]:
+            console.print(ranks_table(doc))
+        for line in notes(doc):
+            console.print(line)
+        console.print(Text(doc["verdict"], style="bold"))
+        return buf.getvalue()
+
+
+def banner(doc: dict) -> Panel:
+    run, steps, k = doc["run"], doc["steps"], doc["kpis"]
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    command = " ".join(run.get("command") or []) or "-"
+    grid.add_row("command", command if len(command) < 100 else command[:97] + "...")
+    grid.add_row("ranks", f"{run['ranks_captured']} of world size {run['world_size']} on "
+                          f"{run['nodes']} node(s), backend {run['backend']}; exit code "
+                          f"{_exit(run)}")
+    step_line = (f"{steps['count']} ({steps['source']}); median {fmt_seconds(steps['median_s'])} "
+                 f"over {steps['measured']} measured after {steps['warmup']} warm-up"
+                 if steps["count"] else "none detected (see notes)")
+    grid.add_row("steps", step_line)
+    grid.add_row("", "")
+    grid.add_row("bytes synchronized", f"{fmt_bytes(k['bytes_per_step'])} per step per rank "
+                                       f"(bus {fmt_bytes(k['bus_bytes_per_step'])})")
+    grid.add_row("communication", f"in flight {fmt_pct(k['comm_fraction'])} of step time, "
+                                  f"exposed {fmt_pct(k['exposed_comm_fraction'])} "
+                                  f"(worst rank {fmt_pct(k['exposed_comm_fraction_max_rank'])})")
+    grid.add_row("  whole run", f"in flight {fmt_pct(k['comm_fraction_wall'])} of wall time, "
+                                f"exposed {fmt_pct(k['exposed_comm_fraction_wall'])}")
+    grid.add_row("observed bandwidth", f"algbw {fmt_gbps(k['algbw_gbps'])}, busbw "
+                                       f"{fmt_gbps(k['busbw_gbps'])} (time-weighted, all ops)")
+    return Panel(grid, title=f"commprof report — {run['path']}", title_align="left")
+
+
+def _exit(run: dict) -> str:
+    if run.get("signal"):
+        return f"{run['exit_code']} (signal {run['signal']})"
+    return "-" if run.get("exit_code") is None else str(run["exit_code"])
+
+
+def ops_table(doc: dict) -> Table:
+    t = Table(title="Collectives (per rank, whole run)", title_justify="left")
+    for name, just in (("op", "left"), ("n", "right"), ("count", "right"), ("bytes", "right"),
+                       ("bytes/step", "right"), ("time", "right"), ("p50", "right"),
+                       ("p99", "right"), ("algbw", "right"), ("busbw", "right")):
+        t.add_column(name, justify=just)
+    steps = doc["steps"]["count"] or None
+    for op in doc["ops"]:
+        t.add_row(op["op"], str(op["group_size"]), str(op["count"]), fmt_bytes(op["bytes"]),
+                  fmt_bytes(op["bytes"] / steps) if steps else "-", fmt_seconds(op["time_s"]),
+                  fmt_seconds(op["p50_s"]), fmt_seconds(op["p99_s"]), fmt_gbps(op["algbw_gbps"]),
+                  fmt_gbps(op["busbw_gbps"]))
+    return t
+
+
+def ranks_table(doc: dict) -> Table:
+    t = Table(title="Ranks", title_justify="left")
+    for name in ("rank", "host", "ops", "bytes", "step", "comm", "exposed", "exposed (wall)",
+                 "status"):
+        t.add_column(name, justify="left" if name in ("host", "status") else "right")
+    rows = doc["ranks"]
+    shown = rows if len(rows) <= MAX_RANK_ROWS else _extremes(rows)
+    for r in shown:
+        t.add_row(str(r["rank"]), str(r.get("host") or "-"), str(r["ops"]), fmt_bytes(r["bytes"]),
+                  fmt_seconds(r.get("step_median_s")), fmt_pct(r.get("comm_fraction")),
+                  fmt_pct(r.get("exposed_comm_fraction")),
+                  fmt_pct(r.get("exposed_comm_fraction_wall")),
+                  "ok" if r.get("complete") else f"incomplete ({r.get('exit_reason') or 'died?'})")
+    if len(shown) < len(rows):
+        t.caption = f"{len(shown)} of {len(rows)} ranks shown (most and least exposed); see --format json"
+    return t
+
+
+def _extremes(rows: list[dict]) -> list[dict]:
+    key = [r for r in rows if r.get("exposed_comm_fraction") is not None]
+    key.sort(key=lambda r: r["exposed_comm_fraction"])
+    half = MAX_RANK_ROWS // 2
+    picked = key[:half] + key[-half:] if len(key) > MAX_RANK_ROWS else key
+    return sorted({r["rank"]: r for r in picked}.values(), key=lambda r: r["rank"])
+
+
+def notes(doc: dict) -> list[Text]:
+    out = [Text(f"note: {n}", style="yellow") for n in doc.get("notes", [])]
+    for d in doc.get("degraded", []):
+        out.append(Text(f"commprof degraded on rank {d['rank']}: {d['where']} failed {d['count']}x "
+                        f"({d['error']})", style="red"))
+    return out

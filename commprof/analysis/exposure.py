@@ -2,7 +2,8 @@
 
 * **In flight**: the union over every collective/P2P call of [issue, end], end being the
   completion (Work future callback, or the end of a Python ``wait()`` on its Work), or the call's
-  return when neither was seen.
+  return when neither was seen; plus every exposed interval (being blocked on communication
+  means communication is in flight), so that exposed ⊆ in flight.
 * **Exposed**: the union of the intervals during which the *training thread* (the thread that
   issued most calls) was blocked on communication: inside a c10d call, inside ``Work.wait()``
   or ``wait_tensor``, and — for collectives issued from autograd (DDP's Reducer) — the tail of each
@@ -51,6 +52,9 @@ def rank_exposure(coll: pd.DataFrame, waits: pd.DataFrame, spans: pd.DataFrame) 
     starts.append(tail_s)
     ends.append(tail_e)
     exposed = intervals.union(np.concatenate(starts), np.concatenate(ends))
+    # Blocked on communication means communication is in flight: keep exposed ⊆ in flight.
+    inflight = intervals.union(np.concatenate([inflight[0], exposed[0]]),
+                               np.concatenate([inflight[1], exposed[1]]))
     return RankExposure(inflight, exposed, thread)
 
 

@@ -138,8 +138,11 @@ def _collectives(coll: np.ndarray, done: np.ndarray, wait: np.ndarray) -> pd.Dat
     df["t_done"] = df["t_future"].fillna(df["wait_end"])
     df["done_source"] = np.where(df["t_future"].notna(), "future",
                                  np.where(df["wait_end"].notna(), "wait", "unknown"))
-    # End of the in-flight interval: completion, or the call's return when completion is unknown.
-    df["t_end"] = np.fmax(df["t_done"].to_numpy(dtype="float64"), df["t_return"].to_numpy(dtype="float64"))
+    # End of the in-flight interval: completion or the end of a Python wait on it, whichever is
+    # later, or the call's return when neither was seen.
+    df["t_end"] = np.fmax(np.fmax(df["t_done"].to_numpy(dtype="float64"),
+                                  df["wait_end"].to_numpy(dtype="float64")),
+                          df["t_return"].to_numpy(dtype="float64"))
     return df
 
 

@@ -39,3 +39,14 @@ def report(
     """Summarize a run: the three KPIs, per-op and per-rank tables, a verdict."""
     from commprof.cli.report import report_command
     return report_command(run_dir, fmt, output, warmup, width)
+
+
+@app.command()
+def demo(
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default: a new one under ./commprof-runs/).")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps of the demo job.")] = 100,
+    nproc: Annotated[int, typer.Option(help="Ranks (processes) on this machine.")] = 2,
+) -> int:
+    """Run the bundled DDP demo (gloo, CPU) under `commprof run` and print its report."""
+    from commprof.cli.demo import demo_command
+    return demo_command(out, steps, nproc)

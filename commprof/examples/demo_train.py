@@ -1,0 +1,53 @@
+"""commprof's demo job: a small DDP training loop on CPU/gloo (an ordinary script: no commprof code).
+
+    torchrun --standalone --nproc-per-node 2 demo_train.py --steps 40
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    w = args.width
+    model = nn.Sequential(nn.Linear(256, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(),
+                          nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 10))
+    ddp = DDP(model, bucket_cap_mb=1)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(rank)
+    t0 = time.perf_counter()
+    for step in range(args.steps):
+        x = torch.randn(args.batch, 256, generator=gen)
+        y = torch.randint(0, 10, (args.batch,), generator=gen)
+        loss = nn.functional.cross_entropy(ddp(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if rank == 0 and (step + 1) % 10 == 0:
+            print(f"step {step + 1:4d}  loss {loss.item():.4f}", flush=True)
+    if rank == 0:
+        n = sum(p.numel() for p in model.parameters())
+        print(f"trained {args.steps} steps of a {n / 1e6:.1f} M-parameter MLP on "
+              f"{dist.get_world_size()} ranks in {time.perf_counter() - t0:.1f} s", flush=True)
+    dist.destroy_process_group()
+    time.sleep(0.2)  # torch 2.13 + gloo: lets gloo threads settle before interpreter exit
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()

@@ -1,0 +1,67 @@
+"""End-to-end KPI checks against ground truth each job measures or the test computes itself."""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+
+import pytest
+
+from runner import HERE, commprof, report_json, torchrun
+
+pytestmark = pytest.mark.slow
+JOBS = HERE / "kpi_jobs"
+
+
+def test_blocking_allreduce_bytes_and_exposed_fraction(tmp_path):
+    steps, numel, compute_ms = 12, 1 << 20, 20.0
+    out = tmp_path / "job"
+    out.mkdir()
+    run = tmp_path / "run"
+    proc = commprof("run", "--out", str(run), "--", *torchrun(JOBS / "blocking_allreduce.py",
+                                                                   str(steps), str(numel), str(compute_ms)),
+                    env={"KPI_OUT": str(out)})
+    assert proc.returncode == 0, proc.stderr
+    doc = report_json(run, "--warmup", "2")
+    assert doc["steps"]["count"] == steps
+    assert doc["steps"]["source"] == "optimizer"
+    op = {o["op"]: o for o in doc["ops"]}["all_reduce"]
+    assert op["count"] == steps
+    assert op["bytes"] == steps * numel * 4  # nccl-tests S of all_reduce: the tensor's bytes
+    assert doc["kpis"]["bytes_per_step"] == numel * 4
+    for rank_row in doc["ranks"]:
+        truth = json.loads((out / f"rank{rank_row['rank']}.json").read_text())
+        assert truth["numel"] * truth["itemsize"] == numel * 4
+        measured = truth["steps"][2:]  # the same warm-up as the report's
+        job_fraction = statistics.median(ar / st for st, ar in measured)
+        got = rank_row["exposed_comm_fraction"]
+        print(f"rank {rank_row['rank']}: job measured {job_fraction:.4f}, commprof {got:.4f}")
+        assert abs(got - job_fraction) <= 0.02
+        # a blocking collective is in flight at least as long as the caller is blocked on it
+        assert rank_row["comm_fraction"] >= got - 1e-9
+        assert rank_row["steps"] == steps - 2
+
+
+def test_plain_python_exit_code_and_output_pass_through(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("import sys, torch\n"
+                      "print('hello from the job')\n"
+                      "print('to stderr', file=sys.stderr)\n"
+                      "p = torch.nn.Parameter(torch.zeros(2)); o = torch.optim.SGD([p], lr=1)\n"
+                      "for _ in range(3):\n"
+                      "    p.grad = torch.ones(2); o.step()\n"
+                      "sys.exit(3)\n")
+    bare = __import__("subprocess").run([sys.executable, str(script)], capture_output=True, text=True)
+    run = tmp_path / "run"
+    proc = commprof("run", "--out", str(run), "--", sys.executable, str(script))
+    assert bare.returncode == 3
+    assert proc.returncode == 3
+    assert proc.stdout == bare.stdout  # commprof writes nothing to stdout
+    job_err = [l for l in proc.stderr.splitlines() if not l.startswith("commprof:")]
+    assert job_err == bare.stderr.splitlines()
+    doc = report_json(run)
+    assert doc["run"]["exit_code"] == 3
+    assert doc["steps"]["count"] == 3
+    assert doc["ops"] == []
+    assert doc["run"]["world_size"] == 1
+    assert "No communication" in doc["verdict"]

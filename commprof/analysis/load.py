@@ -46,6 +46,10 @@ def load_run(path: str | Path | None = None) -> Run:
     manifest = reader.read_manifest(run_dir)
     caps = [reader.read_capture(p) for p in reader.capture_paths(run_dir)]
     notes = [f"{c.path.name}: {c.damage}; records before it were kept" for c in caps if c.damage]
+    missing = sorted({m for c in caps for m in c.header.get("missing_ops", [])})
+    if missing:
+        notes.append("this torch has no " + ", ".join(missing) + " operator(s): such calls are not "
+                     "captured")
     for err in sorted((run_dir / "ranks").glob("bootstrap-*.err")):
         notes.append(f"{err.name}: {err.read_text().strip()}")
     caps = _latest_attempts(caps)
@@ -138,6 +142,17 @@ def _collectives(coll: np.ndarray, done: np.ndarray, wait: np.ndarray) -> pd.Dat
     df["t_done"] = df["t_future"].fillna(df["wait_end"])
     df["done_source"] = np.where(df["t_future"].notna(), "future",
                                  np.where(df["wait_end"].notna(), "wait", "unknown"))
+    # Synchronous: a Python wait on the Work began, on the issuing thread, before that thread
+    # issued anything else (what every blocking torch.distributed call does).
+    if len(df):
+        nxt = (df.sort_values("t_issue").groupby("thread")["t_issue"].shift(-1)
+               .reindex(df.index))
+        waited = pd.DataFrame(wait).query("id >= 0").groupby("id")["thread"].first()
+        same_thread = df["id"].map(waited) == df["thread"]
+        df["async_op"] = ~(df["wait_start"].notna() & same_thread
+                           & (nxt.isna() | (df["wait_start"] <= nxt)))
+    else:
+        df["async_op"] = pd.Series(dtype=bool)
     # End of the in-flight interval: completion or the end of a Python wait on it, whichever is
     # later, or the call's return when neither was seen.
     df["t_end"] = np.fmax(np.fmax(df["t_done"].to_numpy(dtype="float64"),
@@ -157,4 +172,16 @@ def _attach_groups(coll: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
                                                                    "backend"]]
     out = coll.merge(g, on=_PROC_KEYS + ["group"], how="left")
     out["group_size"] = out["group_size"].fillna(1).astype("int64")
+    ranks = groups.set_index(_PROC_KEYS + ["gid"])["ranks"].to_dict()
+    keys = zip(out["rank"], out["attempt"], out["pid"], out["group"], out["peer"])
+    out["peer_global"] = [_global_peer(ranks.get((r, a, p, g)), peer) for r, a, p, g, peer in keys]
     return out
+
+
+def _global_peer(group_ranks, peer: int) -> int:
+    """Global rank of a group-local peer/root (-1 when none or unknown)."""
+    if peer < 0:
+        return -1
+    if isinstance(group_ranks, list) and peer < len(group_ranks):
+        return int(group_ranks[peer])
+    return int(peer)

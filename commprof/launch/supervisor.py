@@ -124,7 +124,10 @@ def die_like(returncode: int) -> int:
         sig = -returncode
         sys.stdout.flush()
         sys.stderr.flush()
-        signal.signal(sig, signal.SIG_DFL)
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL/SIGSTOP: always default
+            pass
         os.kill(os.getpid(), sig)
         time.sleep(1)  # the signal is delivered before this returns
         return 128 + sig

@@ -64,13 +64,16 @@ def measured(steps: pd.DataFrame, warmup: int) -> pd.DataFrame:
 def wall_window(marks: pd.DataFrame, coll: pd.DataFrame) -> pd.DataFrame:
     """Per rank: the whole-run window, process-group init → teardown (or exit / last record)."""
     rows = []
-    for rank, m in marks.groupby("rank", sort=True):
+    for rank in sorted(set(marks["rank"].unique()) | set(coll["rank"].unique())):
+        m = marks[marks["rank"] == rank]
         c = coll[coll["rank"] == rank]
+        if not len(m) and not len(c):
+            continue
         init = m.loc[m["kind"] == schema.MARK_PG_INIT, "t"]
         start = init.min() if len(init) else (c["t_issue"].min() if len(c) else m["t"].min())
         destroy = m.loc[(m["kind"] == schema.MARK_PG_DESTROY) & (m["value"] == 0), "t"]
         exit_ = m.loc[m["kind"] == schema.MARK_EXIT, "t"]
-        last = max(m["t"].max(), c["t_end"].max() if len(c) else -np.inf)
+        last = max(m["t"].max() if len(m) else -np.inf, c["t_end"].max() if len(c) else -np.inf)
         end = destroy.max() if len(destroy) else (exit_.max() if len(exit_) else last)
         rows.append({"rank": rank, "t_start": float(start), "t_end": float(max(end, start)),
                      "start_source": "process_group_init" if len(init) else "first_event",

@@ -16,6 +16,9 @@ from commprof.analysis.load import Run
 from commprof.analysis.steps import measured, step_windows, wall_window
 
 DEFAULT_WARMUP = 2
+_STEP_RANK_COLUMNS = ("steps", "steps_total", "step_median_s", "comm_fraction",
+                      "exposed_comm_fraction", "bytes_per_step", "comm_s_per_step",
+                      "exposed_comm_s_per_step")
 
 
 @dataclass
@@ -85,6 +88,9 @@ def summarize(run: Run, warmup: int = DEFAULT_WARMUP) -> Summary:
         ranks_df = ranks_df.merge(per_rank.reset_index(), on="rank", how="left")
         ranks_df = ranks_df.merge(steps_df.groupby("rank").size().rename("steps_total").reset_index(),
                                   on="rank", how="left")
+    for col in _STEP_RANK_COLUMNS:  # the document's keys exist even when there are no steps
+        if col not in ranks_df:
+            ranks_df[col] = None
     kpis = _kpis(ranks_df, meas, coll)
     step_info = _step_info(steps_df, meas, warmup)
     info = _run_info(run, coll)

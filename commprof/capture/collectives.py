@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+import weakref
 
 from commprof.capture.recorder import Recorder, clock
 from commprof.format import schema
@@ -34,6 +35,13 @@ _OUTPUT_ARGS = {"output_tensors", "output_tensor", "output", "outputs", "output_
 _PEER_ARGS = {"dst", "src", "root_rank"}
 _PENDING_SOFT_CAP = 64  # beyond this, finished future-less Works are released
 _PENDING_HARD_CAP = 1024  # beyond this, the oldest Works are forgotten (their wait goes unmatched)
+
+
+def _safe(fn):
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - an attribute this torch lacks: treated as unknown
+        return None
 
 
 def _tensor_sizes(obj) -> tuple[int, int, object]:
@@ -59,6 +67,10 @@ class OpSpec:
         self.c10d_name = c10d_name
         self.name = C10D_OPS[c10d_name]
         self.op_code = schema.OP_INDEX[self.name]
+        # A coalesced call on one tensor is the plain operation (functional collectives issue
+        # single-tensor all_gather / reduce_scatter through the coalesced operators).
+        base = self.name.removesuffix("_coalesced")
+        self.single_code = schema.OP_INDEX[base] if base != self.name else None
         self.op = op
         names = [a.name for a in op._schema.arguments]
         self.pg = names.index("process_group")
@@ -86,7 +98,9 @@ class CollectiveHooks:
         c10d = torch_module._C._distributed_c10d
         self.Work = c10d.Work
         self.ProcessGroup = c10d.ProcessGroup
-        self.groups: dict[int, tuple[int, object]] = {}  # id(pybind pg) -> (group id, pg)
+        self.groups: dict[int, tuple[int, object]] = {}  # id(pybind pg) -> (group id, weakref)
+        self.group_names: dict[str, int] = {}  # group_name -> group id
+        self.next_gid = 0
         self.seq: dict[tuple[int, bool], int] = {}  # (group id, is p2p) -> next sequence number
         self.pending: dict[int, tuple[int, object]] = {}  # id(Work) -> (record id, Work)
         self.completed: list[int] = []  # ids of pending Works whose future completed
@@ -217,15 +231,23 @@ class CollectiveHooks:
         Work.wait = wait
 
     # -- per call -------------------------------------------------------------------------------
-    def _group(self, pg_boxed) -> tuple[int, str]:
+    def _group(self, pg_boxed) -> tuple[int, object]:
+        """(group id, pybind ProcessGroup) of a boxed process group; registers new groups."""
         pg = self.ProcessGroup.unbox(pg_boxed)
         entry = self.groups.get(id(pg))
-        if entry is None or entry[1] is not pg:
-            gid = len(self.groups)
-            entry = (gid, pg)
-            self.groups[id(pg)] = entry
+        if entry is not None and entry[1]() is pg:
+            return entry[0], pg
+        # Unknown wrapper: the same group seen through another wrapper keeps its id (by name).
+        name = _safe(lambda: pg.group_name)
+        gid = self.group_names.get(name) if name is not None else None
+        if gid is None:
+            gid = self.next_gid
+            self.next_gid += 1
+            if name is not None:
+                self.group_names[name] = gid
             self.rec.json.append(self._describe_group(gid, pg))
-        return entry[0], entry[1]
+        self.groups[id(pg)] = (gid, weakref.ref(pg))  # weak: never keep a destroyed group alive
+        return gid, pg
 
     def _describe_group(self, gid: int, pg) -> dict:
         info = {"type": "group", "id": gid}
@@ -266,10 +288,13 @@ class CollectiveHooks:
         peer = args[spec.peer] if spec.peer is not None else -1
         if self.in_backward:
             flags |= schema.FLAG_IN_BACKWARD
+        op_code = spec.op_code
+        if spec.single_code is not None and len(args[spec.inputs[0]]) == 1:
+            op_code = spec.single_code
         rid = rec.next_id()
         if out is not None and spec.work_index is not None:
             flags |= self._track_work(spec, rid, out if spec.work_index == -1 else out[spec.work_index], pg)
-        rec.coll.append((rid, spec.op_code, gid, seq, self.dtype_codes.get(dtype, 0), flags,
+        rec.coll.append((rid, op_code, gid, seq, self.dtype_codes.get(dtype, 0), flags,
                          peer if peer is not None else -1, in_n, in_b, out_n, out_b,
                          threading.get_ident(), t0, t1))
         rec.records += 1

@@ -19,15 +19,39 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except _click_exceptions() as exc:
+    except _usage_exceptions() as exc:  # bad flags or arguments: click's own short message
         exc.show()
         return exc.exit_code
+    except _exit_exceptions() as exc:
+        return int(getattr(exc, "exit_code", 1) or 0)
     return int(result or 0)
 
 
-def _click_exceptions():
-    import click
-    return (click.ClickException,)
+def _usage_exceptions() -> tuple[type, ...]:
+    """Usage-error classes of the click that typer uses (typer >= 0.20 vendors its own)."""
+    classes = []
+    try:
+        from typer._click.exceptions import ClickException as vendored
+        classes.append(vendored)
+    except ImportError:
+        pass
+    try:
+        import click
+        classes.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(classes)
+
+
+def _exit_exceptions() -> tuple[type, ...]:
+    import typer
+    classes = [typer.Exit]
+    try:
+        import click
+        classes.append(click.exceptions.Exit)
+    except ImportError:
+        pass
+    return tuple(classes)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -89,7 +89,14 @@ def read_capture(path: str | os.PathLike) -> RankCapture:
                 break
             chunks[kind].append(body)
         elif kind == schema.KIND_JSON:
-            obj = json.loads(body)
+            try:
+                obj = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                cap.damage = f"frame at byte {pos} is not valid JSON"
+                break
+            if not isinstance(obj, dict):
+                cap.damage = f"frame at byte {pos} is not a JSON object"
+                break
             typ = obj.get("type")
             if typ == "group":
                 cap.groups.append(obj)

@@ -56,7 +56,9 @@ def struct_for(fields) -> struct.Struct:
 
 # COLL.flags bits
 FLAG_HAS_FUTURE = 1  # completion will arrive from a Work future callback
-FLAG_IN_BACKWARD = 2  # issued while an autograd backward call was running on the issuing thread
+# issued while an autograd backward call was running in this process, on any thread: on GPUs the
+# autograd engine runs DDP's hooks (and so issues its all-reduces) on its own device threads
+FLAG_IN_BACKWARD = 2
 FLAG_FAILED = 4  # the call raised (the exception went on to the caller untouched)
 
 # DONE.source / WAIT.source

@@ -5,7 +5,8 @@
   return when neither was seen; plus every exposed interval (being blocked on communication
   means communication is in flight), so that exposed ⊆ in flight.
 * **Exposed**: the union of the intervals during which the *training thread* (the thread that
-  issued most calls) was blocked on communication: inside a c10d call, inside ``Work.wait()``
+  issued most calls) was blocked on communication: inside a c10d call (for a synchronous call,
+  from its issue to the end of its wait), inside ``Work.wait()``
   or ``wait_tensor``, and — for collectives issued from autograd (DDP's Reducer) — the tail of each
   backward call after its last such issue, intersected with the in-flight union (DDP waits for
   its buckets there, in C++, before backward returns).
@@ -45,8 +46,12 @@ def rank_exposure(coll: pd.DataFrame, waits: pd.DataFrame, spans: pd.DataFrame) 
     thread = int(coll["thread"].value_counts().idxmax())
     mine = coll[coll["thread"] == thread]
     w = waits[waits["thread"] == thread]
+    # A synchronous call blocks from its issue to the end of its wait, the Python glue between
+    # the two included; other calls block while they run, and waits while they wait.
+    sync_end = mine["wait_end"].where(~mine["async_op"].astype(bool)).to_numpy("float64")
+    call_end = np.fmax(mine["t_return"].to_numpy("float64"), sync_end)
     starts = [mine["t_issue"].to_numpy("float64"), w["t_start"].to_numpy("float64")]
-    ends = [mine["t_return"].to_numpy("float64"), w["t_end"].to_numpy("float64")]
+    ends = [call_end, w["t_end"].to_numpy("float64")]
     tail_s, tail_e = _backward_tails(mine, spans[(spans["thread"] == thread)
                                                  & (spans["kind"] == schema.SPAN_BACKWARD)], inflight)
     starts.append(tail_s)

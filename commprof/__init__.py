@@ -8,7 +8,7 @@ Public API (safe to call whether or not the process runs under ``commprof run``)
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["step", "load_run", "__version__"]
+__all__ = ["step", "step_scope", "load_run", "__version__"]
 
 
 def step() -> None:
@@ -19,6 +19,23 @@ def step() -> None:
     """
     from commprof.capture import agent
     agent.step()
+
+
+class step_scope:
+    """Context manager around one training step: ``with commprof.step_scope(): train_one_step()``.
+
+    Entering marks the step's start and leaving marks its end (like :func:`step`), so time spent
+    outside the ``with`` block belongs to no step.  A no-op outside ``commprof run``.
+    """
+
+    def __enter__(self):
+        from commprof.capture import agent
+        agent.step_begin()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        step()
+        return False
 
 
 def load_run(path=None):

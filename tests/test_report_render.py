@@ -560,3 +560,19 @@ def test_rank_with_collectives_but_no_marks_still_has_whole_run_kpis(tmp_path):
     # window: first issue (50 ms) to last completion (280 ms)
     assert row["wall_s"] == approx(0.23)
     assert doc["kpis"]["comm_fraction_wall"] == approx(0.09 / 0.23)
+
+
+def test_step_scope_excludes_time_between_steps(tmp_path):
+    """`with commprof.step_scope():` begin marks start the step; the gaps belong to no step."""
+    # steps of 60 ms run in [100k, 100k+60) ms, 40 ms of evaluation between them
+    marks = []
+    for k in range(3):
+        marks.append((schema.MARK_STEP_BEGIN, k * 100 * MS, k + 1))
+        marks.append((schema.MARK_STEP_EXPLICIT, (k * 100 + 60) * MS, k + 1))
+    colls = [Coll("all_reduce", in_bytes=1000, t_issue=(k * 100 + 30) * MS,
+                  t_return=(k * 100 + 30) * MS, t_done=(k * 100 + 45) * MS) for k in range(3)]
+    run = write_run(tmp_path / "run", [Rank(0, collectives=colls, marks=marks, start=0, pg_init=0)])
+    s = summary_of(run)
+    assert s.step_info["source"] == "explicit"
+    assert list(s.steps["duration_s"]) == pytest.approx([0.060] * 3)
+    assert list(s.steps["comm_fraction"]) == pytest.approx([15 / 60] * 3)

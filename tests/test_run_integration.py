@@ -58,3 +58,26 @@ def test_demo_runs_and_reports(tmp_path):
     # the demo's MLP: 256->1024->1024->1024->10, float32 gradients all-reduced every step
     grad_bytes = 4 * ((256 * 1024 + 1024) + 2 * (1024 * 1024 + 1024) + (1024 * 10 + 10))
     assert doc["kpis"]["bytes_per_step"] == grad_bytes
+
+
+def test_explicit_step_api_in_a_real_process(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("import time, torch, commprof\n"
+                      "for _ in range(4):\n"
+                      "    with commprof.step_scope():\n"
+                      "        time.sleep(0.05)\n"
+                      "    time.sleep(0.10)  # evaluation: outside every step\n")
+    run = tmp_path / "run"
+    proc = commprof("run", "--out", str(run), "--", sys.executable, str(script))
+    assert proc.returncode == 0, proc.stderr
+    doc = report_json(run, "--warmup", "0")
+    assert doc["steps"]["count"] == 4 and doc["steps"]["source"] == "explicit"
+    assert 0.05 <= doc["steps"]["median_s"] < 0.08
+
+
+def test_step_api_is_a_no_op_without_commprof(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("import commprof\ncommprof.step()\nwith commprof.step_scope():\n    pass\n"
+                      "print('fine')\n")
+    proc = __import__("subprocess").run([sys.executable, str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == "fine\n", proc.stderr

@@ -1,6 +1,7 @@
 """Step windows of each rank, from the marks the capture recorded.
 
-Boundaries, in order of preference (per rank): explicit ``commprof.step()`` marks; else the
+Boundaries, in order of preference (per rank): explicit ``commprof.step()`` marks (with
+``commprof.step_scope()``, the step starts where the block was entered); else the
 end of each ``step()`` of the first optimizer that stepped; else the end of each autograd
 backward call; else none (whole-run KPIs only).  Step k spans (boundary k-1, boundary k]; the
 first step starts at process-group init (or capture start when there is none).
@@ -24,6 +25,8 @@ def step_windows(marks: pd.DataFrame, spans: pd.DataFrame) -> pd.DataFrame:
             continue
         origin = _origin(m, ends[0])
         starts = np.concatenate(([origin], ends[:-1]))
+        if source == "explicit":
+            starts = _explicit_starts(m, starts, ends)
         rows.append(pd.DataFrame({"rank": rank, "step": np.arange(len(ends)), "t_start": starts,
                                   "t_end": ends, "source": source}))
     if not rows:
@@ -42,6 +45,18 @@ def _boundaries(m: pd.DataFrame, spans: pd.DataFrame) -> tuple[np.ndarray, str]:
     if len(bw):
         return np.sort(bw), "backward"
     return np.zeros(0, dtype="int64"), "none"
+
+
+def _explicit_starts(m: pd.DataFrame, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A ``step_scope`` begin mark inside (previous end, end] starts that step there instead."""
+    begins = np.sort(m.loc[m["kind"] == schema.MARK_STEP_BEGIN, "t"].to_numpy())
+    if not len(begins):
+        return starts
+    starts = starts.astype("float64").copy()
+    i = np.searchsorted(begins, ends, side="right") - 1  # last begin at or before each end
+    ok = (i >= 0) & (begins[np.maximum(i, 0)] >= starts)
+    starts[ok] = begins[i[ok]]
+    return starts
 
 
 def _origin(m: pd.DataFrame, first_end) -> float:

@@ -132,6 +132,13 @@ def step() -> None:
         agent.steps.explicit_step()
 
 
+def step_begin() -> None:
+    """Mark the start of a training step (no-op when the process is not captured)."""
+    agent = _agent
+    if agent is not None and agent.steps is not None:
+        agent.steps.explicit_begin()
+
+
 def _report_bootstrap_failure(run_dir: str, exc: BaseException) -> None:
     try:
         os.makedirs(os.path.join(run_dir, "ranks"), exist_ok=True)

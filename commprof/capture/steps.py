@@ -61,6 +61,12 @@ class StepHooks:
             rec.mark.append((schema.MARK_STEP_EXPLICIT, clock(), self.explicit_steps))
             rec.wants_file = True
 
+    def explicit_begin(self) -> None:
+        """Mark the start of a training step (``with commprof.step_scope():``)."""
+        rec = self.rec
+        if rec.enabled:
+            rec.mark.append((schema.MARK_STEP_BEGIN, clock(), self.explicit_steps + 1))
+
     # -- backward spans ----------------------------------------------------------------------------
     def _patch_backward(self) -> None:
         autograd = self.torch.autograd

@@ -74,6 +74,7 @@ MARK_PG_INIT = 3  # init_process_group returned
 MARK_PG_DESTROY = 4  # destroy_process_group was called
 MARK_START = 5  # capture started in this process
 MARK_EXIT = 6  # the process is exiting (atexit or SIGTERM)
+MARK_STEP_BEGIN = 7  # `with commprof.step_scope():` entered (value: user step counter + 1)
 
 # SPAN.kind
 SPAN_BACKWARD = 1  # torch.autograd.backward() / Tensor.backward()

@@ -269,10 +269,9 @@ def test_ddp_backward_allreduce_bytes(job_run):
 
 
 # -- 2. Python API ------------------------------------------------------------------------------
-# Calls of api_ops.py that commprof is known to get wrong: left out of test_python_api_ops (the
-# captured rows of the same sizes too, in case they appear or are mis-flagged) and checked by
-# their own strict xfail tests below.
-KNOWN_GAPS = ("inference_mode", "thread_backward")
+# Calls of api_ops.py with their own test below: left out of test_python_api_ops (the captured
+# rows of the same sizes too).
+KNOWN_GAPS = ("thread_backward",)
 
 
 def _without_gaps(data: dict, seen: list) -> tuple[list, list]:
@@ -307,11 +306,9 @@ def test_object_collectives_counted_once(job_run):
         assert len(seen) == len(expected)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "collectives issued under torch.inference_mode() are not captured at all (all_reduce of "
-    "33 float32 = 132 B and broadcast of 3 int32 = 12 B: 0 records of 2 on each rank); the "
-    "ADInplaceOrView kernel is skipped because inference mode excludes that dispatch key"))
 def test_inference_mode_collectives_captured(job_run):
+    """Under inference_mode the dispatcher kernel is skipped; the Python-API fallback records the
+    call exactly once."""
     run = job_run("api_ops.py")
     for c in run.caps:
         data = run.expect[c.rank]

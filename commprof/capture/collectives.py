@@ -82,6 +82,7 @@ class OpSpec:
                 self.inputs.append(inplace)
             if self.name != "send":
                 self.outputs.append(inplace)
+        self.p2p = self.name in ("send", "recv")
         peers = [i for i, n in enumerate(names) if n in _PEER_ARGS]
         self.peer = peers[0] if peers else None
         rets = op._schema.returns
@@ -133,6 +134,11 @@ class CollectiveHooks:
                                with_keyset=True)
             self._install_wait_tensor(after)
         self._patch_work_wait()
+        try:
+            from commprof.capture import inference_mode
+            inference_mode.install(self, torch)
+        except Exception as exc:  # noqa: BLE001 - that fallback degrades, visibly
+            self.rec.degrade("install.inference_mode", exc)
 
     def _make_kernel(self, spec: OpSpec, after):
         redispatch = spec.op.redispatch
@@ -231,12 +237,11 @@ class CollectiveHooks:
         Work.wait = wait
 
     # -- per call -------------------------------------------------------------------------------
-    def _group(self, pg_boxed) -> tuple[int, object]:
-        """(group id, pybind ProcessGroup) of a boxed process group; registers new groups."""
-        pg = self.ProcessGroup.unbox(pg_boxed)
+    def _group(self, pg) -> int:
+        """Group id of a (pybind) process group; registers new groups."""
         entry = self.groups.get(id(pg))
         if entry is not None and entry[1]() is pg:
-            return entry[0], pg
+            return entry[0]
         # Unknown wrapper: the same group seen through another wrapper keeps its id (by name).
         name = _safe(lambda: pg.group_name)
         gid = self.group_names.get(name) if name is not None else None
@@ -247,7 +252,7 @@ class CollectiveHooks:
                 self.group_names[name] = gid
             self.rec.json.append(self._describe_group(gid, pg))
         self.groups[id(pg)] = (gid, weakref.ref(pg))  # weak: never keep a destroyed group alive
-        return gid, pg
+        return gid
 
     def _describe_group(self, gid: int, pg) -> dict:
         info = {"type": "group", "id": gid}
@@ -266,47 +271,44 @@ class CollectiveHooks:
         return info
 
     def _on_call(self, spec: OpSpec, args, out, t0: int, t1: int, flags: int) -> None:
-        rec = self.rec
-        rec.wants_file = True
-        gid, pg = self._group(args[spec.pg])
-        p2p = spec.name in ("send", "recv")
-        key = (gid, p2p)
-        seq = self.seq.get(key, 0)
-        self.seq[key] = seq + 1
-        in_n = in_b = out_n = out_b = 0
-        dtype = None
-        for i in spec.inputs:
-            n, b, d = _tensor_sizes(args[i])
-            in_n += n
-            in_b += b
-            dtype = dtype or d
-        for i in spec.outputs:
-            n, b, d = _tensor_sizes(args[i])
-            out_n += n
-            out_b += b
-            dtype = dtype or d
-        peer = args[spec.peer] if spec.peer is not None else -1
-        if self.in_backward:
-            flags |= schema.FLAG_IN_BACKWARD
         op_code = spec.op_code
         if spec.single_code is not None and len(args[spec.inputs[0]]) == 1:
             op_code = spec.single_code
-        rid = rec.next_id()
+        work = None
         if out is not None and spec.work_index is not None:
-            flags |= self._track_work(spec, rid, out if spec.work_index == -1 else out[spec.work_index], pg)
-        rec.coll.append((rid, op_code, gid, seq, self.dtype_codes.get(dtype, 0), flags,
-                         peer if peer is not None else -1, in_n, in_b, out_n, out_b,
+            work = self.Work.unbox(out if spec.work_index == -1 else out[spec.work_index])
+        self.record(op_code, spec.p2p, self.ProcessGroup.unbox(args[spec.pg]),
+                    [args[i] for i in spec.inputs], [args[i] for i in spec.outputs],
+                    args[spec.peer] if spec.peer is not None else -1, work, t0, t1, flags)
+
+    def record(self, op_code: int, p2p: bool, pg, inputs: list, outputs: list, peer, work,
+               t0: int, t1: int, flags: int) -> None:
+        """Append one COLL record (``pg`` and ``work`` are pybind objects, ``peer`` group-local)."""
+        rec = self.rec
+        rec.wants_file = True
+        gid = self._group(pg)
+        key = (gid, p2p)
+        seq = self.seq.get(key, 0)
+        self.seq[key] = seq + 1
+        in_n, in_b, dtype = _tensor_sizes(inputs)
+        out_n, out_b, out_dtype = _tensor_sizes(outputs)
+        if self.in_backward:
+            flags |= schema.FLAG_IN_BACKWARD
+        rid = rec.next_id()
+        if work is not None:
+            flags |= self._track_work(op_code, rid, work, pg)
+        rec.coll.append((rid, op_code, gid, seq, self.dtype_codes.get(dtype or out_dtype, 0), flags,
+                         -1 if peer is None else peer, in_n, in_b, out_n, out_b,
                          threading.get_ident(), t0, t1))
         rec.records += 1
 
-    def _track_work(self, spec: OpSpec, rid: int, boxed, pg) -> int:
-        work = self.Work.unbox(boxed)
+    def _track_work(self, op_code: int, rid: int, work, pg) -> int:
         pending = self.pending
         if self.completed or len(pending) >= _PENDING_SOFT_CAP:
             self._release()
         key = id(work)
         pending[key] = (rid, work)  # keeps the pybind wrapper alive so wait() sees this object
-        fkey = (spec.op_code, id(pg))
+        fkey = (op_code, id(pg))
         if fkey in self.no_future:
             return 0
         try:

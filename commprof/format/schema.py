@@ -60,6 +60,7 @@ FLAG_HAS_FUTURE = 1  # completion will arrive from a Work future callback
 # autograd engine runs DDP's hooks (and so issues its all-reduces) on its own device threads
 FLAG_IN_BACKWARD = 2
 FLAG_FAILED = 4  # the call raised (the exception went on to the caller untouched)
+FLAG_INFERENCE_MODE = 8  # recorded by the Python-API fallback under torch.inference_mode()
 
 # DONE.source / WAIT.source
 DONE_FUTURE = 1  # Work future callback (backend thread)

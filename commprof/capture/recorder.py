@@ -66,9 +66,16 @@ class Recorder:
             self.flush()
 
     def _take(self, name: str) -> list:
+        """Remove and return what the list ``name`` holds now.
+
+        The lists are never replaced: hot paths (and completion callbacks that captured a list)
+        append concurrently, and whatever lands after the slice stays for the next flush.
+        """
         rows = getattr(self, name)
-        setattr(self, name, [])  # appenders racing with this see either list; both get written
-        return rows
+        n = len(rows)
+        taken = rows[:n]
+        del rows[:n]
+        return taken
 
     def flush(self) -> None:
         """Encode and append everything buffered so far.  Never raises."""
@@ -124,5 +131,6 @@ class Recorder:
     def disable_in_child(self) -> None:
         """After fork: the child must never write the parent's buffers or file."""
         self.enabled = False
-        self.coll, self.done, self.wait, self.mark, self.span, self.json = [], [], [], [], [], []
+        for rows in (self.coll, self.done, self.wait, self.mark, self.span, self.json):
+            del rows[:]
         self.writer = None

@@ -65,3 +65,28 @@ def test_plain_python_exit_code_and_output_pass_through(tmp_path):
     assert doc["ops"] == []
     assert doc["run"]["world_size"] == 1
     assert "No communication" in doc["verdict"]
+
+
+def test_overlapped_allreduce_is_in_flight_but_not_exposed(tmp_path):
+    """async_op=True, compute, then wait: in flight ≈ the job's own completion polling; exposed
+    ≈ the time the job spent inside the call and the wait, not the compute in between."""
+    steps, numel, compute_ms = 12, 1 << 18, 30.0
+    out = tmp_path / "job"
+    out.mkdir()
+    run = tmp_path / "run"
+    proc = commprof("run", "--out", str(run), "--", *torchrun(JOBS / "overlapped_allreduce.py",
+                                                                   str(steps), str(numel), str(compute_ms)),
+                    env={"KPI_OUT": str(out)})
+    assert proc.returncode == 0, proc.stderr
+    doc = report_json(run, "--warmup", "2")
+    assert {o["op"]: o["count"] for o in doc["ops"]}["all_reduce"] == steps
+    for row in doc["ranks"]:
+        truth = json.loads((out / f"rank{row['rank']}.json").read_text())["steps"][2:]
+        low = statistics.median(lo / s for s, lo, hi, b in truth)
+        high = statistics.median(hi / s for s, lo, hi, b in truth)
+        blocked = statistics.median(b / s for s, lo, hi, b in truth)
+        print(f"rank {row['rank']}: job in flight [{low:.4f}, {high:.4f}] blocked {blocked:.4f}; "
+              f"commprof comm {row['comm_fraction']:.4f} exposed {row['exposed_comm_fraction']:.4f}")
+        assert low - 0.02 <= row["comm_fraction"] <= high + 0.02
+        assert abs(row["exposed_comm_fraction"] - blocked) <= 0.02
+        assert row["exposed_comm_fraction"] < row["comm_fraction"]

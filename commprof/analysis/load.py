@@ -135,28 +135,20 @@ def _collectives(coll: np.ndarray, done: np.ndarray, wait: np.ndarray) -> pd.Dat
     df["failed"] = (flags & schema.FLAG_FAILED) != 0
     d = pd.DataFrame(done)
     fut = d[d["source"] == schema.DONE_FUTURE].groupby("id")["t_done"].min()
-    w = pd.DataFrame(wait)
-    w = w[w["id"] >= 0].groupby("id").agg(wait_start=("t_start", "min"), wait_end=("t_end", "max"))
+    matched = pd.DataFrame(wait)
+    matched = matched[matched["id"] >= 0]
+    w = matched.groupby("id").agg(wait_start=("t_start", "min"), wait_end=("t_end", "max"))
     df = df.join(fut.rename("t_future"), on="id").join(w, on="id")
     # Completion: the future callback if any, else the end of a Python wait on the Work.
     df["t_done"] = df["t_future"].fillna(df["wait_end"])
     df["done_source"] = np.where(df["t_future"].notna(), "future",
                                  np.where(df["wait_end"].notna(), "wait", "unknown"))
-    # Synchronous: a Python wait on the Work began, on the issuing thread, before that thread
-    # issued anything else (what every blocking torch.distributed call does).
-    if len(df):
-        nxt = (df.sort_values("t_issue").groupby("thread")["t_issue"].shift(-1)
-               .reindex(df.index))
-        waited = pd.DataFrame(wait).query("id >= 0").groupby("id")["thread"].first()
-        same_thread = df["id"].map(waited) == df["thread"]
-        df["async_op"] = ~(df["wait_start"].notna() & same_thread
-                           & (nxt.isna() | (df["wait_start"] <= nxt)))
-    else:
-        df["async_op"] = pd.Series(dtype=bool)
-    # End of the in-flight interval: completion or the end of a Python wait on it, whichever is
-    # later, or the call's return when neither was seen.
-    df["t_end"] = np.fmax(np.fmax(df["t_done"].to_numpy(dtype="float64"),
-                                  df["wait_end"].to_numpy(dtype="float64")),
+    # Synchronous: torch.distributed's own blocking call waited on the Work (async_op=False).
+    sync = matched.loc[matched["source"] == schema.WAIT_SYNC_API, "id"].unique()
+    df["async_op"] = ~df["id"].isin(sync)
+    # End of the in-flight interval: completion, or the call's return when it was not seen.
+    # (Waits are added to the in-flight union separately: see analysis/exposure.py.)
+    df["t_end"] = np.fmax(df["t_done"].to_numpy(dtype="float64"),
                           df["t_return"].to_numpy(dtype="float64"))
     return df
 

@@ -10,6 +10,8 @@ Works that have no future (gloo send/recv and reduce-scatter).
 """
 from __future__ import annotations
 
+import inspect
+import sys
 import threading
 import warnings
 import weakref
@@ -35,6 +37,18 @@ _OUTPUT_ARGS = {"output_tensors", "output_tensor", "output", "outputs", "output_
 _PEER_ARGS = {"dst", "src", "root_rank"}
 _PENDING_SOFT_CAP = 64  # beyond this, finished future-less Works are released
 _PENDING_HARD_CAP = 1024  # beyond this, the oldest Works are forgotten (their wait goes unmatched)
+
+
+def _blocking_api_codes(torch_module) -> frozenset:
+    """Code objects of the ``torch.distributed`` functions that wait on their own Work."""
+    from torch.distributed import distributed_c10d as c10d
+    codes = set()
+    for value in vars(c10d).values():
+        fn = inspect.unwrap(getattr(value, "__commprof_original__", value)) if callable(value) else None
+        code = getattr(fn, "__code__", None)
+        if code is not None and code.co_filename == c10d.__file__:
+            codes.add(code)
+    return frozenset(codes)
 
 
 def _safe(fn):
@@ -218,6 +232,8 @@ class CollectiveHooks:
         pending = self.pending
         rec = self.rec
         get_ident = threading.get_ident
+        api_codes = _blocking_api_codes(self.torch)
+        getframe = sys._getframe
 
         def wait(self, *args, **kwargs):
             t0 = clock()
@@ -228,7 +244,9 @@ class CollectiveHooks:
                     t1 = clock()
                     entry = pending.pop(id(self), None)
                     rid = entry[0] if entry is not None and entry[1] is self else -1
-                    rec.wait.append((rid, get_ident(), t0, t1, schema.WAIT_WORK))
+                    # Called by torch.distributed itself: the wait of a blocking (async_op=False) call.
+                    source = schema.WAIT_SYNC_API if getframe(1).f_code in api_codes else schema.WAIT_WORK
+                    rec.wait.append((rid, get_ident(), t0, t1, source))
                     if rid >= 0:
                         rec.done.append((rid, t1, schema.DONE_WAIT))
 

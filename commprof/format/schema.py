@@ -67,6 +67,7 @@ DONE_FUTURE = 1  # Work future callback (backend thread)
 DONE_WAIT = 2  # end of a Python Work.wait on this record's Work
 WAIT_WORK = 1  # torch.distributed Work.wait() called from Python
 WAIT_TENSOR = 2  # _c10d_functional::wait_tensor (functional collectives, DTensor)
+WAIT_SYNC_API = 3  # Work.wait() made by a blocking torch.distributed call (async_op=False) itself
 
 # MARK.kind
 MARK_STEP_OPTIMIZER = 1  # an optimizer.step() finished (value: optimizer ordinal)

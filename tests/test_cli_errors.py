@@ -103,6 +103,18 @@ def test_report_directory_without_manifest(ran):
 
 
 @case
+def report_run_without_captures(base):
+    run = write_run(base / "run", [])
+    return ["report", run], {"ranks": run / "ranks"}
+
+
+def test_report_run_without_captures(ran):
+    """A run in which no process was captured is an error, not "no communication"."""
+    c = ran["report_run_without_captures"]
+    assert_one_error_line(c.proc, c.info["ranks"], "no process of the job was captured")
+
+
+@case
 def report_corrupt_manifest(base):
     run = good_run(base)
     manifest = run / "manifest.json"

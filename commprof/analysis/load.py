@@ -44,8 +44,18 @@ def load_run(path: str | Path | None = None) -> Run:
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: not a directory")
     manifest = reader.read_manifest(run_dir)
-    caps = [reader.read_capture(p) for p in reader.capture_paths(run_dir)]
+    paths = reader.capture_paths(run_dir)
+    if not paths:
+        errs = sorted((run_dir / "ranks").glob("bootstrap-*.err"))
+        why = (f"; {errs[0].name}: {errs[0].read_text().strip()}" if errs else
+               " (see docs/troubleshooting.md: python -I/-E, a job that never imports torch, ...)")
+        raise RunDirError(f"{run_dir / 'ranks'}: no capture files: no process of the job was "
+                          f"captured{why}")
+    caps = [reader.read_capture(p) for p in paths]
     notes = [f"{c.path.name}: {c.damage}; records before it were kept" for c in caps if c.damage]
+    if manifest.get("status") == "running":
+        notes.append("the run has not finished, or its `commprof run` was killed: this covers what "
+                     "the workers had flushed so far")
     missing = sorted({m for c in caps for m in c.header.get("missing_ops", [])})
     if missing:
         notes.append("this torch has no " + ", ".join(missing) + " operator(s): such calls are not "

@@ -1,0 +1,1 @@
+"""Analyses: pandas frames in, KPI frames and dataclasses out; no printing."""

@@ -1,0 +1,1 @@
+"""Example jobs shipped with commprof (run as scripts, never imported by commprof)."""

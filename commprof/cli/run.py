@@ -38,8 +38,25 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         say("warning: no process was captured (did the job import torch? see "
             "docs/troubleshooting.md)")
     say(f"{captured} process capture(s) written to {run_dir}")
+    if captured and not quiet:
+        say(_one_line_summary(run_dir))
     say(f"next: commprof report {_shell_path(run_dir)}")
     return returncode, run_dir
+
+
+SUMMARY_MAX_BYTES = 64 << 20  # larger captures: leave the analysis to `commprof report`
+
+
+def _one_line_summary(run_dir: Path) -> str:
+    """The report's verdict, for runs small enough to analyse in a moment."""
+    size = sum(p.stat().st_size for p in (run_dir / "ranks").glob("*.cpf"))
+    if size > SUMMARY_MAX_BYTES:
+        return f"captured {size / 1e6:.0f} MB"
+    from commprof.cli.report import build_document
+    try:
+        return build_document(str(run_dir), warmup=2)["verdict"]
+    except Exception as exc:  # noqa: BLE001 - the job's exit status must still pass through
+        return f"summary unavailable ({type(exc).__name__}: {exc}); try `commprof report`"
 
 
 def _shell_path(path: Path) -> str:

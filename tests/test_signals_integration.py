@@ -1,6 +1,7 @@
 """Signals reach the job as without commprof; DataLoader workers are not captured as ranks."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -47,7 +48,7 @@ def test_signal_to_commprof_reaches_the_job(tmp_path, sig, code, line):
     out, err = proc.communicate(timeout=60)
     assert line in out
     assert proc.returncode == code
-    assert report_json(tmp_path / "run")["run"]["exit_code"] == code
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["exit_code"] == code
 
 
 def test_job_killed_by_a_signal_kills_commprof_the_same_way(tmp_path):
@@ -55,8 +56,8 @@ def test_job_killed_by_a_signal_kills_commprof_the_same_way(tmp_path):
     script.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
     proc = commprof("run", "--out", str(tmp_path / "run"), "--", sys.executable, str(script))
     assert proc.returncode == -signal.SIGKILL
-    doc = report_json(tmp_path / "run")
-    assert doc["run"]["signal"] == signal.SIGKILL
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["signal"] == signal.SIGKILL and manifest["status"] == "finished"
 
 
 DATALOADER_JOB = """

@@ -50,7 +50,8 @@ def load_run(path: str | Path | None = None) -> Run:
         why = (f"; {errs[0].name}: {errs[0].read_text().strip()}" if errs else
                " (see docs/troubleshooting.md: python -I/-E, a job that never imports torch, ...)")
         raise RunDirError(f"{run_dir / 'ranks'}: no capture files: no process of the job was "
-                          f"captured{why}")
+                          f"captured, or none initialised a process group, called a collective or "
+                          f"stepped an optimizer{why}")
     caps = [reader.read_capture(p) for p in paths]
     notes = [f"{c.path.name}: {c.damage}; records before it were kept" for c in caps if c.damage]
     if manifest.get("status") == "running":

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import io
 
-from rich.console import Console, Group
+from rich import box
+from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -39,8 +40,11 @@ def banner(doc: dict) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    command = " ".join(run.get("command") or []) or "-"
-    grid.add_row("command", command if len(command) < 100 else command[:97] + "...")
+    argv = list(run.get("command") or [])
+    if argv and "/" in argv[0]:
+        argv[0] = argv[0].rsplit("/", 1)[1]  # the interpreter's path says little
+    command = " ".join(argv) or "-"
+    grid.add_row("command", command if len(command) < 200 else command[:197] + "...")
     grid.add_row("ranks", f"{run['ranks_captured']} of world size {run['world_size']} on "
                           f"{run['nodes']} node(s), backend {run['backend']}; exit code "
                           f"{_exit(run)}")
@@ -68,25 +72,34 @@ def _exit(run: dict) -> str:
 
 
 def ops_table(doc: dict) -> Table:
-    t = Table(title="Collectives (per rank, whole run)", title_justify="left")
+    t = Table(title="Collectives (per rank, whole run; bandwidth in GB/s)", title_justify="left",
+              box=box.SIMPLE_HEAD)
     for name, just in (("op", "left"), ("n", "right"), ("count", "right"), ("bytes", "right"),
                        ("bytes/step", "right"), ("time", "right"), ("p50", "right"),
                        ("p99", "right"), ("algbw", "right"), ("busbw", "right")):
-        t.add_column(name, justify=just)
+        t.add_column(name, justify=just, no_wrap=True)
     steps = doc["steps"]["count"] or None
     for op in doc["ops"]:
         t.add_row(op["op"], str(op["group_size"]), str(op["count"]), fmt_bytes(op["bytes"]),
                   fmt_bytes(op["bytes"] / steps) if steps else "-", fmt_seconds(op["time_s"]),
-                  fmt_seconds(op["p50_s"]), fmt_seconds(op["p99_s"]), fmt_gbps(op["algbw_gbps"]),
-                  fmt_gbps(op["busbw_gbps"]))
+                  fmt_seconds(op["p50_s"]), fmt_seconds(op["p99_s"]), _bw(op["algbw_gbps"]),
+                  _bw(op["busbw_gbps"]))
     return t
 
 
+def _bw(gbps) -> str:
+    if gbps is None:
+        return "-"
+    return f"{gbps:.3g}" if gbps >= 0.001 or gbps == 0 else "<0.001"
+
+
 def ranks_table(doc: dict) -> Table:
-    t = Table(title="Ranks", title_justify="left")
+    t = Table(title="Ranks (step columns: median over measured steps)", title_justify="left",
+              box=box.SIMPLE_HEAD)
     for name in ("rank", "host", "ops", "bytes", "step", "comm", "exposed", "exposed (wall)",
                  "status"):
-        t.add_column(name, justify="left" if name in ("host", "status") else "right")
+        t.add_column(name, justify="left" if name in ("host", "status") else "right",
+                     no_wrap=name != "host")
     rows = doc["ranks"]
     shown = rows if len(rows) <= MAX_RANK_ROWS else _extremes(rows)
     for r in shown:

@@ -268,6 +268,26 @@ def test_ddp_backward_allreduce_bytes(job_run):
         assert f32_bcast == [grad_bytes]
 
 
+def test_ddp_report_bytes_and_steps(job_run):
+    """The same ground truth through the report: all_reduce bytes per rank for the run ==
+    steps x the gradient bytes, steps == optimizer steps, bytes per step == gradient bytes."""
+    from commprof.analysis.load import load_run
+    from commprof.analysis.summary import summarize
+    from commprof.report.document import build
+
+    run = job_run("ddp_mlp.py")
+    facts = run.expect[0]["facts"]
+    grad_bytes = spec_bytes(facts["grad_param_specs"])
+    doc = build(summarize(load_run(run.run_dir)))
+    all_reduce = {(o["op"], o["group_size"]): o for o in doc["ops"]}[("all_reduce", 2)]
+    assert all_reduce["bytes"] == facts["steps"] * grad_bytes
+    assert all_reduce["ranks"] == 2
+    assert doc["steps"]["count"] == facts["steps"] and doc["steps"]["source"] == "optimizer"
+    assert doc["kpis"]["bytes_per_step"] == grad_bytes
+    for row in doc["ranks"]:
+        assert row["bytes_per_step"] == grad_bytes
+
+
 # -- 2. Python API ------------------------------------------------------------------------------
 # Calls of api_ops.py with their own test below: left out of test_python_api_ops (the captured
 # rows of the same sizes too).

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 import sys
 
 import pytest
@@ -11,18 +12,24 @@ from runner import HERE, commprof, report_json, torchrun
 
 pytestmark = pytest.mark.slow
 JOBS = HERE / "kpi_jobs"
+WARMUP = 2
+
+
+def run_kpi_job(tmp_path, script: str, *args) -> tuple[dict, dict]:
+    """Run kpi_jobs/<script> on 2 ranks under commprof: (report document, per-rank job truth)."""
+    out = tmp_path / "job"
+    out.mkdir()
+    run = tmp_path / "run"
+    proc = commprof("run", "--out", str(run), "--", *torchrun(JOBS / script, *map(str, args)),
+                    env={"KPI_OUT": str(out)})
+    assert proc.returncode == 0, proc.stderr
+    truth = {r: json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)}
+    return report_json(run, "--warmup", str(WARMUP)), truth
 
 
 def test_blocking_allreduce_bytes_and_exposed_fraction(tmp_path):
     steps, numel, compute_ms = 12, 1 << 20, 20.0
-    out = tmp_path / "job"
-    out.mkdir()
-    run = tmp_path / "run"
-    proc = commprof("run", "--out", str(run), "--", *torchrun(JOBS / "blocking_allreduce.py",
-                                                                   str(steps), str(numel), str(compute_ms)),
-                    env={"KPI_OUT": str(out)})
-    assert proc.returncode == 0, proc.stderr
-    doc = report_json(run, "--warmup", "2")
+    doc, truths = run_kpi_job(tmp_path, "blocking_allreduce.py", steps, numel, compute_ms)
     assert doc["steps"]["count"] == steps
     assert doc["steps"]["source"] == "optimizer"
     op = {o["op"]: o for o in doc["ops"]}["all_reduce"]
@@ -30,9 +37,9 @@ def test_blocking_allreduce_bytes_and_exposed_fraction(tmp_path):
     assert op["bytes"] == steps * numel * 4  # nccl-tests S of all_reduce: the tensor's bytes
     assert doc["kpis"]["bytes_per_step"] == numel * 4
     for rank_row in doc["ranks"]:
-        truth = json.loads((out / f"rank{rank_row['rank']}.json").read_text())
+        truth = truths[rank_row["rank"]]
         assert truth["numel"] * truth["itemsize"] == numel * 4
-        measured = truth["steps"][2:]  # the same warm-up as the report's
+        measured = truth["steps"][WARMUP:]  # the same warm-up as the report's
         job_fraction = statistics.median(ar / st for st, ar in measured)
         got = rank_row["exposed_comm_fraction"]
         print(f"rank {rank_row['rank']}: job measured {job_fraction:.4f}, commprof {got:.4f}")
@@ -51,7 +58,7 @@ def test_plain_python_exit_code_and_output_pass_through(tmp_path):
                       "for _ in range(3):\n"
                       "    p.grad = torch.ones(2); o.step()\n"
                       "sys.exit(3)\n")
-    bare = __import__("subprocess").run([sys.executable, str(script)], capture_output=True, text=True)
+    bare = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     run = tmp_path / "run"
     proc = commprof("run", "--out", str(run), "--", sys.executable, str(script))
     assert bare.returncode == 3
@@ -71,17 +78,10 @@ def test_overlapped_allreduce_is_in_flight_but_not_exposed(tmp_path):
     """async_op=True, compute, then wait: in flight ≈ the job's own completion polling; exposed
     ≈ the time the job spent inside the call and the wait, not the compute in between."""
     steps, numel, compute_ms = 12, 1 << 18, 30.0
-    out = tmp_path / "job"
-    out.mkdir()
-    run = tmp_path / "run"
-    proc = commprof("run", "--out", str(run), "--", *torchrun(JOBS / "overlapped_allreduce.py",
-                                                                   str(steps), str(numel), str(compute_ms)),
-                    env={"KPI_OUT": str(out)})
-    assert proc.returncode == 0, proc.stderr
-    doc = report_json(run, "--warmup", "2")
+    doc, truths = run_kpi_job(tmp_path, "overlapped_allreduce.py", steps, numel, compute_ms)
     assert {o["op"]: o["count"] for o in doc["ops"]}["all_reduce"] == steps
     for row in doc["ranks"]:
-        truth = json.loads((out / f"rank{row['rank']}.json").read_text())["steps"][2:]
+        truth = truths[row["rank"]]["steps"][WARMUP:]
         low = statistics.median(lo / s for s, lo, hi, b in truth)
         high = statistics.median(hi / s for s, lo, hi, b in truth)
         blocked = statistics.median(b / s for s, lo, hi, b in truth)

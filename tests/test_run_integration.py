@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -79,5 +80,5 @@ def test_step_api_is_a_no_op_without_commprof(tmp_path):
     script = tmp_path / "job.py"
     script.write_text("import commprof\ncommprof.step()\nwith commprof.step_scope():\n    pass\n"
                       "print('fine')\n")
-    proc = __import__("subprocess").run([sys.executable, str(script)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout == "fine\n", proc.stderr

@@ -119,7 +119,7 @@ class CollectiveHooks:
         self.seq: dict[tuple[int, bool], int] = {}  # (group id, is p2p) -> next sequence number
         self.pending: dict[int, tuple[int, object]] = {}  # id(Work) -> (record id, Work)
         self.completed: list[int] = []  # ids of pending Works whose future completed
-        self.no_future: set[tuple[int, str]] = set()  # (op code, backend) without Work futures
+        self.no_future: set[tuple[int, int]] = set()  # (op code, id(group)) whose Works lack futures
         self.dtype_codes = {}
         for name, code in schema.DTYPE_INDEX.items():
             dt = getattr(torch_module, name, None)

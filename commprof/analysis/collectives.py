@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from commprof.format import schema
+
 _ALLREDUCE = {"all_reduce", "all_reduce_coalesced"}
 _N_MINUS_1_OVER_N = {"all_gather", "all_gather_coalesced", "reduce_scatter",
                      "reduce_scatter_coalesced", "all_to_all", "gather", "scatter"}
@@ -31,63 +33,116 @@ def bus_factor(op: str, n: int) -> float:
     return 0.0
 
 
+_SIZE_FROM_INPUT = ["all_reduce", "all_reduce_coalesced", "reduce_scatter",
+                    "reduce_scatter_coalesced", "all_to_all", "broadcast", "reduce", "send"]
+_SIZE_FROM_OUTPUT = ["all_gather", "all_gather_coalesced", "recv"]
+OP_TABLE_COLUMNS = ["op", "group_size", "count", "bytes", "in_bytes", "out_bytes", "time_s",
+                    "p50_s", "p99_s", "max_s", "algbw_gbps", "busbw_gbps", "bus_factor", "ranks",
+                    "dtype"]
+
+
+def _op_codes(op: pd.Series) -> np.ndarray:
+    """Schema op codes of an op column (categorical from the loader, or plain strings)."""
+    if isinstance(op.dtype, pd.CategoricalDtype) and list(op.cat.categories) == list(schema.OPS):
+        return op.cat.codes.to_numpy().astype("int64")
+    return op.map(schema.OP_INDEX).fillna(0).to_numpy().astype("int64")
+
+
+_IN_CODES = [schema.OP_INDEX[o] for o in _SIZE_FROM_INPUT]
+_OUT_CODES = [schema.OP_INDEX[o] for o in _SIZE_FROM_OUTPUT]
+
+
 def add_sizes(coll: pd.DataFrame) -> pd.DataFrame:
     """Add ``size_bytes`` (S), ``bus_bytes`` (S × bus factor) and ``duration_ns`` columns."""
     df = coll.copy()
-    op = df["op"].to_numpy()
+    code = _op_codes(df["op"])
     n = df["group_size"].to_numpy(dtype="int64")
     inb = df["in_bytes"].to_numpy(dtype="int64")
     outb = df["out_bytes"].to_numpy(dtype="int64")
     size = np.zeros(len(df), dtype="int64")
-    take_in = np.isin(op, ["all_reduce", "all_reduce_coalesced", "reduce_scatter",
-                           "reduce_scatter_coalesced", "all_to_all", "broadcast", "reduce", "send"])
-    take_out = np.isin(op, ["all_gather", "all_gather_coalesced", "recv"])
+    take_in = np.isin(code, _IN_CODES)
+    take_out = np.isin(code, _OUT_CODES)
     size[take_in] = inb[take_in]
     size[take_out] = outb[take_out]
-    g = op == "gather"
+    g = code == schema.OP_INDEX["gather"]
     size[g] = inb[g] * n[g]
-    sc = op == "scatter"
+    sc = code == schema.OP_INDEX["scatter"]
     size[sc] = outb[sc] * n[sc]
     df["size_bytes"] = size
-    factors = np.array([bus_factor(o, int(k)) for o, k in zip(op, n)]) if len(df) else np.zeros(0)
+    factors = np.zeros(len(df))
+    if len(df):
+        pair = code * 1_000_003 + n  # one key per (op, group size)
+        uniq, inverse = np.unique(pair, return_inverse=True)
+        table = np.array([bus_factor(schema.OPS[int(u // 1_000_003)], int(u % 1_000_003))
+                          for u in uniq])
+        factors = table[inverse]
     df["bus_bytes"] = size * factors
     df["duration_ns"] = df["t_end"] - df["t_issue"]
     return df
 
 
-def op_table(coll: pd.DataFrame) -> pd.DataFrame:
-    """One row per (op, group size): per-rank count and bytes, latency quantiles, algbw, busbw.
+def rank_op_partial(coll: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """One rank's sums per (op, group size), and its call durations (ns) per (op, group size).
+
+    ``coll`` has :func:`add_sizes`' columns.  Feed the results of every rank to
+    :func:`combine_op_tables`.
+    """
+    if not len(coll):
+        return pd.DataFrame(), {}
+    grouped = coll.groupby(["op", "group_size"], sort=False, observed=True)
+    part = grouped.agg(count=("id", "size"), bytes=("size_bytes", "sum"),
+                       in_bytes=("in_bytes", "sum"), out_bytes=("out_bytes", "sum"),
+                       time_ns=("duration_ns", "sum"))
+    part.index = pd.MultiIndex.from_tuples([(str(o), int(n)) for o, n in part.index],
+                                           names=["op", "group_size"])
+    pairs = coll.groupby(["op", "dtype"], sort=False, observed=True).size().index
+    dtypes: dict[str, set] = {}
+    for op, dt in pairs:
+        dtypes.setdefault(str(op), set()).add(str(dt))
+    part["dtype"] = [",".join(sorted(dtypes[op])) for op, _ in part.index]
+    durations = {(str(o), int(n)): g.to_numpy("float64") for (o, n), g in grouped["duration_ns"]}
+    return part, durations
+
+
+def combine_op_tables(partials: list[pd.DataFrame], durations: list[dict]) -> pd.DataFrame:
+    """The op table of a run from every rank's :func:`rank_op_partial`.
 
     ``count``/``bytes``/``in_bytes``/``out_bytes``/``time_s`` are per rank (the mean over the ranks
     that issued the op); latencies are over every call of every rank; ``algbw_gbps`` is
     Σ S / Σ t over all calls, ``busbw_gbps`` = algbw × bus factor.
     """
-    cols = ["op", "group_size", "count", "bytes", "in_bytes", "out_bytes", "time_s", "p50_s",
-            "p99_s", "max_s", "algbw_gbps", "busbw_gbps", "bus_factor", "ranks", "dtype"]
-    if not len(coll):
-        return pd.DataFrame(columns=cols)
-    df = coll if "size_bytes" in coll else add_sizes(coll)
-    per_rank = (df.groupby(["op", "group_size", "rank"], sort=False)
-                .agg(count=("id", "size"), bytes=("size_bytes", "sum"), in_bytes=("in_bytes", "sum"),
-                     out_bytes=("out_bytes", "sum"), time_ns=("duration_ns", "sum")))
-    agg = per_rank.groupby(level=["op", "group_size"], sort=False).agg(
-        count=("count", "mean"), bytes=("bytes", "mean"), in_bytes=("in_bytes", "mean"),
-        out_bytes=("out_bytes", "mean"), time_ns=("time_ns", "mean"), ranks=("count", "size"))
-    lat = df.groupby(["op", "group_size"], sort=False)["duration_ns"].quantile([0.5, 0.99]).unstack()
-    mx = df.groupby(["op", "group_size"], sort=False)["duration_ns"].max()
-    tot = df.groupby(["op", "group_size"], sort=False).agg(S=("size_bytes", "sum"),
-                                                            T=("duration_ns", "sum"))
-    dtypes = df.groupby(["op", "group_size"], sort=False)["dtype"].agg(
-        lambda s: ",".join(sorted(set(s))))
-    out = agg.join(lat).join(mx.rename("max_ns")).join(tot).join(dtypes)
+    partials = [p for p in partials if len(p)]
+    if not partials:
+        return pd.DataFrame(columns=OP_TABLE_COLUMNS)
+    per_rank = pd.concat(partials)
+    levels = ["op", "group_size"]
+    out = per_rank.groupby(level=levels, sort=False).agg(
+        count=("count", "mean"), bytes_mean=("bytes", "mean"), in_bytes=("in_bytes", "mean"),
+        out_bytes=("out_bytes", "mean"), time_mean=("time_ns", "mean"), ranks=("count", "size"),
+        S=("bytes", "sum"), T=("time_ns", "sum"),
+        dtype=("dtype", lambda x: ",".join(sorted(set(",".join(x).split(","))))))
+    stats = []
+    for key in out.index:
+        d = np.concatenate([dd[key] for dd in durations if key in dd])
+        stats.append((np.quantile(d, 0.5), np.quantile(d, 0.99), d.max()))
+    out[["p50", "p99", "mx"]] = np.asarray(stats, dtype="float64")
     out = out.reset_index()
     out["algbw_gbps"] = np.where(out["T"] > 0, out["S"] / out["T"].where(out["T"] > 0, 1), 0.0)
     out["bus_factor"] = [bus_factor(o, int(n)) for o, n in zip(out["op"], out["group_size"])]
     out["busbw_gbps"] = out["algbw_gbps"] * out["bus_factor"]
+    out["bytes"] = out["bytes_mean"]
     for c in ("count", "bytes", "in_bytes", "out_bytes"):
         out[c] = out[c].round().astype("int64")
-    out["time_s"] = out["time_ns"] / 1e9
-    out["p50_s"] = out[0.5] / 1e9
-    out["p99_s"] = out[0.99] / 1e9
-    out["max_s"] = out["max_ns"] / 1e9
-    return out[cols].sort_values("time_s", ascending=False, kind="stable").reset_index(drop=True)
+    out["time_s"] = out["time_mean"] / 1e9
+    out["p50_s"], out["p99_s"], out["max_s"] = out["p50"] / 1e9, out["p99"] / 1e9, out["mx"] / 1e9
+    return (out[OP_TABLE_COLUMNS].sort_values("time_s", ascending=False, kind="stable")
+            .reset_index(drop=True))
+
+
+def op_table(coll: pd.DataFrame) -> pd.DataFrame:
+    """The op table of concatenated frames of any number of ranks (see :func:`combine_op_tables`)."""
+    if not len(coll):
+        return pd.DataFrame(columns=OP_TABLE_COLUMNS)
+    df = coll if "size_bytes" in coll else add_sizes(coll)
+    parts = [rank_op_partial(g) for _, g in df.groupby("rank", sort=True)]
+    return combine_op_tables([p for p, _ in parts], [d for _, d in parts])

@@ -72,12 +72,15 @@ def _backward_tails(mine: pd.DataFrame, backward: pd.DataFrame, inflight):
     bs = backward["t_start"].to_numpy("float64")
     be = backward["t_end"].to_numpy("float64")
     last_idx = np.searchsorted(issued, be, side="right") - 1
+    ms, me = inflight
     out_s, out_e = [], []
     for i, (s, e) in enumerate(zip(bs, be)):
         j = last_idx[i]
         if j < 0 or issued[j] < s:
             continue  # no collective issued inside this backward call
-        cs, ce = intervals.clip(*inflight, issued[j], e)
+        lo = np.searchsorted(me, issued[j], side="right")  # the union is sorted and disjoint:
+        hi = np.searchsorted(ms, e, side="left")  # only [lo, hi) can overlap the tail
+        cs, ce = intervals.clip(ms[lo:hi], me[lo:hi], issued[j], e)
         out_s.append(cs)
         out_e.append(ce)
     if not out_s:

@@ -1,13 +1,19 @@
-"""Load a run directory into per-rank pandas DataFrames (the analyses' only input).
+"""Load a run directory into per-process pandas DataFrames (the analyses' only input).
 
-:func:`load_run` reads every capture file through :mod:`commprof.format.reader` and returns a
-:class:`Run` whose frames carry a ``rank`` column (and ``attempt`` for torchrun restarts).
+Two ways in, one per scale:
+
+* :func:`open_run` + :meth:`RunSource.iter_ranks` stream one process at a time — what
+  ``commprof report`` uses, so memory stays bounded by the largest capture file;
+* :func:`load_run` concatenates every process into one :class:`Run` (``rank`` / ``attempt`` /
+  ``pid`` columns), convenient for notebooks and tests.
+
 Times stay in integer nanoseconds of each process's monotonic clock.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -16,10 +22,53 @@ from commprof.errors import RunDirError
 from commprof.format import reader, schema
 from commprof.launch.rundir import latest_run
 
+_PROC_KEYS = ["rank", "attempt", "pid"]
+_OP_NAMES = pd.Index(schema.OPS, dtype=object)
+_DTYPE_NAMES = pd.Index(schema.DTYPES, dtype=object)
+GROUP_COLUMNS = _PROC_KEYS + ["gid", "name", "desc", "size", "group_rank", "backend", "ranks"]
+DEGRADED_COLUMNS = _PROC_KEYS + ["where", "count", "error"]
+
+
+@dataclass
+class RankData:
+    """Everything one captured process recorded, as frames."""
+
+    key: dict  # rank, attempt, pid
+    process: dict  # one row of Run.processes
+    collectives: pd.DataFrame
+    waits: pd.DataFrame
+    marks: pd.DataFrame
+    spans: pd.DataFrame
+    groups: pd.DataFrame
+    degraded: pd.DataFrame
+
+    @property
+    def rank(self) -> int:
+        return int(self.key["rank"])
+
+
+@dataclass
+class RunSource:
+    """A run directory opened for streaming: manifest, capture files to use, notes."""
+
+    path: Path
+    manifest: dict
+    paths: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+    def iter_ranks(self) -> Iterator[RankData]:
+        """Each capture file in turn (damaged files add a note)."""
+        for path in self.paths:
+            data = read_rank(path)
+            if data.process["damage"]:
+                self.notes.append(f"{path.name}: {data.process['damage']}; records before it "
+                                  "were kept")
+            yield data
+
 
 @dataclass
 class Run:
-    """One run directory, loaded."""
+    """One run directory, loaded whole."""
 
     path: Path
     manifest: dict
@@ -32,12 +81,23 @@ class Run:
     degraded: pd.DataFrame  # rank, where, count, error
     notes: list[str] = field(default_factory=list)  # damaged files, bootstrap failures, ...
 
+    def iter_ranks(self) -> Iterator[RankData]:
+        """The loaded frames split back into one :class:`RankData` per process."""
+        for proc in self.processes.to_dict("records"):
+            key = {k: proc[k] for k in _PROC_KEYS}
 
-_PROC_KEYS = ["rank", "attempt", "pid"]
+            def mine(df: pd.DataFrame) -> pd.DataFrame:
+                mask = np.ones(len(df), dtype=bool)
+                for k, v in key.items():
+                    mask &= (df[k] == v).to_numpy()
+                return df[mask]
+
+            yield RankData(key, proc, mine(self.collectives), mine(self.waits), mine(self.marks),
+                           mine(self.spans), mine(self.groups), mine(self.degraded))
 
 
-def load_run(path: str | Path | None = None) -> Run:
-    """Load ``path`` (default: the latest run under ./commprof-runs)."""
+def open_run(path: str | Path | None = None) -> RunSource:
+    """Check a run directory and list the capture files to analyse (each rank's last attempt)."""
     run_dir = Path(path) if path is not None else latest_run()
     if not run_dir.exists():
         raise RunDirError(f"{run_dir}: no such run directory")
@@ -52,74 +112,80 @@ def load_run(path: str | Path | None = None) -> Run:
         raise RunDirError(f"{run_dir / 'ranks'}: no capture files: no process of the job was "
                           f"captured, or none initialised a process group, called a collective or "
                           f"stepped an optimizer{why}")
-    caps = [reader.read_capture(p) for p in paths]
-    notes = [f"{c.path.name}: {c.damage}; records before it were kept" for c in caps if c.damage]
+    headers = {p: reader.read_header(p) for p in paths}
+    notes = []
     if manifest.get("status") == "running":
         notes.append("the run has not finished, or its `commprof run` was killed: this covers what "
                      "the workers had flushed so far")
-    missing = sorted({m for c in caps for m in c.header.get("missing_ops", [])})
+    missing = sorted({m for h in headers.values() for m in h.get("missing_ops", [])})
     if missing:
         notes.append("this torch has no " + ", ".join(missing) + " operator(s): such calls are not "
                      "captured")
     for err in sorted((run_dir / "ranks").glob("bootstrap-*.err")):
         notes.append(f"{err.name}: {err.read_text().strip()}")
-    caps = _latest_attempts(caps)
-    procs, colls, waits, marks, spans, groups, degraded = [], [], [], [], [], [], []
-    for cap in caps:
-        h = cap.header
-        key = {"rank": cap.rank, "attempt": int(h.get("restart", 0)), "pid": int(h.get("pid", -1))}
-        a = cap.arrays
-        procs.append(dict(key, host=h.get("host"), world_size=h.get("world_size"),
-                          local_rank=h.get("local_rank"), complete=cap.complete,
-                          exit_reason=(cap.trailer or {}).get("reason"), damage=cap.damage,
-                          torch_version=h.get("torch_version"), file=cap.path.name,
-                          clock_wall_ns=h.get("clock", {}).get("wall_ns"),
-                          clock_mono_ns=h.get("clock", {}).get("mono_ns"),
-                          missing_ops=",".join(h.get("missing_ops", []))))
-        colls.append(_with_key(_collectives(a["coll"], a["done"], a["wait"]), key))
-        waits.append(_with_key(pd.DataFrame(a["wait"]), key))
-        marks.append(_with_key(pd.DataFrame(a["mark"]), key))
-        spans.append(_with_key(pd.DataFrame(a["span"]), key))
-        for g in cap.groups:
-            groups.append(dict(key, gid=g["id"], name=g.get("name"), desc=g.get("desc"),
-                               size=g.get("size"), group_rank=g.get("rank"),
-                               backend=g.get("backend"), ranks=g.get("ranks")))
-        for e in cap.events:
-            if e.get("type") == "degraded":
-                degraded.append(dict(key, where=e["where"], count=e["count"], error=e["error"]))
-    empty_groups = pd.DataFrame(columns=_PROC_KEYS + ["gid", "name", "desc", "size", "group_rank",
-                                                      "backend", "ranks"])
-    groups_df = pd.DataFrame(groups) if groups else empty_groups
-    if degraded:
-        degraded_df = (pd.DataFrame(degraded).groupby(_PROC_KEYS + ["where"], as_index=False)
-                       .agg(count=("count", "max"), error=("error", "first")))
-    else:
-        degraded_df = pd.DataFrame(columns=_PROC_KEYS + ["where", "count", "error"])
-    coll_df = _concat(colls, _collectives(*(np.empty(0, reader.DTYPES[k]) for k in (
-        schema.KIND_COLL, schema.KIND_DONE, schema.KIND_WAIT))))
-    coll_df = _attach_groups(coll_df, groups_df)
-    return Run(
-        path=run_dir.resolve(), manifest=manifest,
-        processes=pd.DataFrame(procs, columns=_PROC_KEYS + ["host", "world_size", "local_rank",
-                                                            "complete", "exit_reason", "damage",
-                                                            "torch_version", "file",
-                                                            "clock_wall_ns", "clock_mono_ns",
-                                                            "missing_ops"]),
-        collectives=coll_df,
-        waits=_concat(waits, pd.DataFrame(np.empty(0, reader.DTYPES[schema.KIND_WAIT]))),
-        marks=_concat(marks, pd.DataFrame(np.empty(0, reader.DTYPES[schema.KIND_MARK]))),
-        spans=_concat(spans, pd.DataFrame(np.empty(0, reader.DTYPES[schema.KIND_SPAN]))),
-        groups=groups_df, degraded=degraded_df, notes=notes)
+    return RunSource(run_dir.resolve(), manifest, _latest_attempts(headers), notes)
 
 
-def _latest_attempts(caps: list[reader.RankCapture]) -> list[reader.RankCapture]:
-    """Keep each rank's last torchrun attempt (earlier attempts are not mixed into the KPIs)."""
-    def attempt(cap):
-        return int(cap.header.get("restart", 0) or 0)
+def load_run(path: str | Path | None = None) -> Run:
+    """Load ``path`` (default: the latest run under ./commprof-runs) whole."""
+    src = open_run(path)
+    parts = list(src.iter_ranks())
+
+    def cat(name: str) -> pd.DataFrame:
+        frames = [getattr(p, name) for p in parts if len(getattr(p, name))]
+        return (pd.concat(frames, ignore_index=True) if frames
+                else getattr(parts[0], name).iloc[0:0].reset_index(drop=True))
+
+    return Run(path=src.path, manifest=src.manifest,
+               processes=pd.DataFrame([p.process for p in parts]),
+               collectives=cat("collectives"), waits=cat("waits"), marks=cat("marks"),
+               spans=cat("spans"), groups=cat("groups"), degraded=cat("degraded"), notes=src.notes)
+
+
+def _latest_attempts(headers: dict[Path, dict]) -> list[Path]:
+    """Each rank's last torchrun attempt (earlier attempts are not mixed into the KPIs)."""
+    def attempt(h):
+        return int(h.get("restart", 0) or 0)
     last: dict[int, int] = {}
-    for cap in caps:
-        last[cap.rank] = max(last.get(cap.rank, -1), attempt(cap))
-    return [cap for cap in caps if attempt(cap) == last[cap.rank]]
+    for h in headers.values():
+        last[int(h["rank"])] = max(last.get(int(h["rank"]), -1), attempt(h))
+    return [p for p, h in headers.items() if attempt(h) == last[int(h["rank"])]]
+
+
+def read_rank(path: Path) -> RankData:
+    """One capture file as frames."""
+    cap = reader.read_capture(path)
+    h = cap.header
+    key = {"rank": cap.rank, "attempt": int(h.get("restart", 0) or 0), "pid": int(h.get("pid", -1))}
+    a = cap.arrays
+    process = dict(key, host=h.get("host"), world_size=h.get("world_size"),
+                   local_rank=h.get("local_rank"), complete=cap.complete,
+                   exit_reason=(cap.trailer or {}).get("reason"), damage=cap.damage,
+                   torch_version=h.get("torch_version"), file=cap.path.name,
+                   clock_wall_ns=h.get("clock", {}).get("wall_ns"),
+                   clock_mono_ns=h.get("clock", {}).get("mono_ns"),
+                   missing_ops=",".join(h.get("missing_ops", [])),
+                   **_self_cost(cap.events))
+    groups = pd.DataFrame([dict(key, gid=g["id"], name=g.get("name"), desc=g.get("desc"),
+                                size=g.get("size"), group_rank=g.get("rank"),
+                                backend=g.get("backend"), ranks=g.get("ranks"))
+                           for g in cap.groups], columns=GROUP_COLUMNS)
+    degraded = [dict(key, where=e["where"], count=e["count"], error=e["error"])
+                for e in cap.events if e.get("type") == "degraded"]
+    degraded_df = (pd.DataFrame(degraded).groupby(_PROC_KEYS + ["where"], as_index=False)
+                   .agg(count=("count", "max"), error=("error", "first"))
+                   if degraded else pd.DataFrame(columns=DEGRADED_COLUMNS))
+    coll = _attach_groups(_collectives(a["coll"], a["done"], a["wait"]), groups)
+    return RankData(key, process, _with_key(coll, key), _with_key(pd.DataFrame(a["wait"]), key),
+                    _with_key(pd.DataFrame(a["mark"]), key), _with_key(pd.DataFrame(a["span"]), key),
+                    groups, degraded_df)
+
+
+def _self_cost(events: list[dict]) -> dict:
+    """The last self-reported recording cost of a process (calls recorded, ns spent)."""
+    last = next((e for e in reversed(events) if e.get("type") == "self_cost"), None)
+    return {"self_calls": last["calls"] if last else 0,
+            "self_record_ns": last["record_ns"] if last else 0}
 
 
 def _with_key(df: pd.DataFrame, key: dict) -> pd.DataFrame:
@@ -129,19 +195,14 @@ def _with_key(df: pd.DataFrame, key: dict) -> pd.DataFrame:
     return df
 
 
-def _concat(frames: list[pd.DataFrame], empty: pd.DataFrame) -> pd.DataFrame:
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return _with_key(empty, {"rank": 0, "attempt": 0, "pid": 0}).iloc[0:0]
-    return pd.concat(frames, ignore_index=True)
-
-
 def _collectives(coll: np.ndarray, done: np.ndarray, wait: np.ndarray) -> pd.DataFrame:
     """COLL records joined with their completion and their first matched Python wait."""
     df = pd.DataFrame(coll)
-    df["op"] = np.asarray(schema.OPS, dtype=object)[df["op"].to_numpy()] if len(df) else []
-    df["dtype"] = np.asarray(schema.DTYPES, dtype=object)[df["dtype"].to_numpy()] if len(df) else []
-    flags = df["flags"].to_numpy() if len(df) else np.zeros(0, np.uint8)
+    # Categoricals: the codes stay as they were captured, no string per record.
+    df["op"] = pd.Categorical.from_codes(df["op"].to_numpy().astype("int64"), categories=_OP_NAMES)
+    df["dtype"] = pd.Categorical.from_codes(df["dtype"].to_numpy().astype("int64"),
+                                            categories=_DTYPE_NAMES)
+    flags = df["flags"].to_numpy()
     df["in_backward"] = (flags & schema.FLAG_IN_BACKWARD) != 0
     df["failed"] = (flags & schema.FLAG_FAILED) != 0
     d = pd.DataFrame(done)
@@ -152,8 +213,9 @@ def _collectives(coll: np.ndarray, done: np.ndarray, wait: np.ndarray) -> pd.Dat
     df = df.join(fut.rename("t_future"), on="id").join(w, on="id")
     # Completion: the future callback if any, else the end of a Python wait on the Work.
     df["t_done"] = df["t_future"].fillna(df["wait_end"])
-    df["done_source"] = np.where(df["t_future"].notna(), "future",
-                                 np.where(df["wait_end"].notna(), "wait", "unknown"))
+    df["done_source"] = pd.Categorical.from_codes(
+        np.where(df["t_future"].notna(), 0, np.where(df["wait_end"].notna(), 1, 2)),
+        categories=["future", "wait", "unknown"])
     # Synchronous: torch.distributed's own blocking call waited on the Work (async_op=False).
     sync = matched.loc[matched["source"] == schema.WAIT_SYNC_API, "id"].unique()
     df["async_op"] = ~df["id"].isin(sync)
@@ -165,26 +227,22 @@ def _collectives(coll: np.ndarray, done: np.ndarray, wait: np.ndarray) -> pd.Dat
 
 
 def _attach_groups(coll: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
-    if not len(coll):
-        for col in ("group_name", "group_desc", "group_size", "backend"):
-            coll[col] = pd.Series(dtype=object)
-        return coll
-    g = groups.rename(columns={"gid": "group", "name": "group_name", "desc": "group_desc",
-                               "size": "group_size"})[_PROC_KEYS + ["group", "group_name",
-                                                                   "group_desc", "group_size",
-                                                                   "backend"]]
-    out = coll.merge(g, on=_PROC_KEYS + ["group"], how="left")
-    out["group_size"] = out["group_size"].fillna(1).astype("int64")
-    ranks = groups.set_index(_PROC_KEYS + ["gid"])["ranks"].to_dict()
-    keys = zip(out["rank"], out["attempt"], out["pid"], out["group"], out["peer"])
-    out["peer_global"] = [_global_peer(ranks.get((r, a, p, g)), peer) for r, a, p, g, peer in keys]
-    return out
-
-
-def _global_peer(group_ranks, peer: int) -> int:
-    """Global rank of a group-local peer/root (-1 when none or unknown)."""
-    if peer < 0:
-        return -1
-    if isinstance(group_ranks, list) and peer < len(group_ranks):
-        return int(group_ranks[peer])
-    return int(peer)
+    """Each record's group size and its peer's global rank (other group facts: ``groups``)."""
+    gids = coll["group"].to_numpy()
+    peer = coll["peer"].to_numpy().astype("int64")
+    size = np.ones(len(coll), dtype="int64")
+    peer_global = np.where(peer >= 0, peer, -1)
+    info = {int(g["gid"]): g for g in groups.to_dict("records")}
+    for gid in np.unique(gids):
+        g = info.get(int(gid))
+        if g is None:
+            continue
+        rows = gids == gid
+        size[rows] = g["size"] if g["size"] is not None else 1
+        ranks = g["ranks"]
+        if isinstance(ranks, list) and ranks:
+            table = np.asarray(ranks, dtype="int64")
+            p = rows & (peer >= 0) & (peer < len(table))
+            peer_global[p] = table[peer[p]]
+    coll["group_size"], coll["peer_global"] = size, peer_global
+    return coll

@@ -1,21 +1,26 @@
 """The whole analysis of a run: KPIs, per-op table, per-rank table, per-step series, verdict.
 
-:func:`summarize` is a pure function of a loaded :class:`~commprof.analysis.load.Run`; the report
-renderers only format what it returns.  KPI definitions: docs/kpis.md.
+:func:`summarize` is a pure function of a run (streamed one process at a time through
+:func:`analyze_rank`, or already loaded); the report renderers only format what it returns.
+KPI definitions: docs/kpis.md.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from commprof.analysis.collectives import add_sizes, op_table
+from commprof.analysis.collectives import add_sizes, combine_op_tables, rank_op_partial
 from commprof.analysis.exposure import rank_exposure
-from commprof.analysis.load import Run
+from commprof.analysis.load import RankData, Run, RunSource, open_run
 from commprof.analysis.steps import measured, step_windows, wall_window
 
 DEFAULT_WARMUP = 2
+# Host time the dispatcher hop into a Python kernel adds to one gloo call (not measurable from
+# inside the run): `python benchmarks/passthrough_kernel_cost.py`, 2-core x86_64, torch 2.13.
+DISPATCH_NS_PER_CALL_ESTIMATE = 12_300
 _STEP_RANK_COLUMNS = ("steps", "steps_total", "step_median_s", "comm_fraction",
                       "exposed_comm_fraction", "bytes_per_step", "comm_s_per_step",
                       "exposed_comm_s_per_step")
@@ -34,50 +39,77 @@ class Summary:
     verdict: str
     notes: list[str] = field(default_factory=list)
     degraded: pd.DataFrame | None = None
+    overhead: dict = field(default_factory=dict)
 
 
-def summarize(run: Run, warmup: int = DEFAULT_WARMUP) -> Summary:
-    """Compute every KPI of ``run``; ``warmup`` first steps of each rank are left out of medians."""
-    coll = add_sizes(run.collectives) if len(run.collectives) else run.collectives.assign(
-        size_bytes=pd.Series(dtype="int64"), bus_bytes=pd.Series(dtype="float64"),
-        duration_ns=pd.Series(dtype="float64"))
-    steps = step_windows(run.marks, run.spans)
-    walls = wall_window(run.marks, coll)
-    step_rows, rank_rows = [], []
-    for rank in sorted(run.processes["rank"].unique()):
-        c = coll[coll["rank"] == rank]
-        exp = rank_exposure(c, run.waits[run.waits["rank"] == rank], run.spans[run.spans["rank"] == rank])
-        s = steps[steps["rank"] == rank].copy()
-        if len(s):
-            a, b = s["t_start"].to_numpy("float64"), s["t_end"].to_numpy("float64")
-            s["comm_ns"] = exp.comm_ns(a, b)
-            s["exposed_ns"] = exp.exposed_ns(a, b)
-            issue = c["t_issue"].to_numpy("float64")
-            idx = np.searchsorted(b, issue, side="left")  # step whose (start, end] holds the issue
-            inside = (idx < len(b)) & (issue > a[np.minimum(idx, len(b) - 1)])
-            by_step = pd.DataFrame({"i": idx[inside], "S": c["size_bytes"].to_numpy()[inside],
-                                    "B": c["bus_bytes"].to_numpy()[inside]}).groupby("i")
-            s["bytes"] = by_step["S"].sum().reindex(range(len(s)), fill_value=0).to_numpy()
-            s["bus_bytes"] = by_step["B"].sum().reindex(range(len(s)), fill_value=0.0).to_numpy()
-            s["ops"] = by_step["S"].size().reindex(range(len(s)), fill_value=0).to_numpy()
-            step_rows.append(s)
-        w = walls[walls["rank"] == rank]
-        proc = run.processes[run.processes["rank"] == rank].iloc[0]
-        row = {"rank": int(rank), "host": proc["host"], "attempt": int(proc["attempt"]),
-               "ops": int(len(c)), "bytes": int(c["size_bytes"].sum()),
-               "complete": bool(proc["complete"]), "exit_reason": proc["exit_reason"],
-               "training_thread": exp.training_thread}
-        if len(w):
-            wa, wb = float(w["t_start"].iloc[0]), float(w["t_end"].iloc[0])
-            wall = wb - wa
-            row.update(wall_s=wall / 1e9, comm_s=float(exp.comm_ns([wa], [wb])[0]) / 1e9,
-                       exposed_comm_s=float(exp.exposed_ns([wa], [wb])[0]) / 1e9)
-            row["comm_fraction_wall"] = row["comm_s"] * 1e9 / wall if wall > 0 else None
-            row["exposed_comm_fraction_wall"] = row["exposed_comm_s"] * 1e9 / wall if wall > 0 else None
-        rank_rows.append(row)
-    steps_df = _finish_steps(step_rows)
+@dataclass
+class RankPart:
+    """What one process contributes to a summary (small: no per-record frames)."""
+
+    row: dict  # the ranks[] row
+    process: dict
+    steps: pd.DataFrame  # per step, with metrics
+    ops: pd.DataFrame  # rank_op_partial
+    durations: dict  # (op, group size) -> call durations, ns
+    moving_bytes: float  # Σ S of calls with S > 0
+    moving_bus_bytes: float
+    moving_ns: float  # Σ duration of those calls
+    backends: set
+    collectives: int
+    degraded: pd.DataFrame
+
+
+def analyze_rank(rd: RankData) -> RankPart:
+    """Every per-rank quantity of one process (steps, exposure, op sums, whole-run window)."""
+    c = add_sizes(rd.collectives)
+    exp = rank_exposure(c, rd.waits, rd.spans)
+    s = step_windows(rd.marks, rd.spans)
+    if len(s):
+        a, b = s["t_start"].to_numpy("float64"), s["t_end"].to_numpy("float64")
+        s["comm_ns"] = exp.comm_ns(a, b)
+        s["exposed_ns"] = exp.exposed_ns(a, b)
+        issue = c["t_issue"].to_numpy("float64")
+        idx = np.searchsorted(b, issue, side="left")  # step whose (start, end] holds the issue
+        inside = (idx < len(b)) & (issue > a[np.minimum(idx, len(b) - 1)])
+        n = len(s)
+        s["bytes"] = np.bincount(idx[inside], weights=c["size_bytes"].to_numpy()[inside], minlength=n)[:n]
+        s["bus_bytes"] = np.bincount(idx[inside], weights=c["bus_bytes"].to_numpy()[inside], minlength=n)[:n]
+        s["ops"] = np.bincount(idx[inside], minlength=n)[:n]
+    w = wall_window(rd.marks, c)
+    proc = rd.process
+    row = {"rank": int(rd.rank), "host": proc["host"], "attempt": int(proc["attempt"]),
+           "ops": int(len(c)), "bytes": int(c["size_bytes"].sum()),
+           "complete": bool(proc["complete"]), "exit_reason": proc["exit_reason"],
+           "training_thread": exp.training_thread}
+    if len(w):
+        wa, wb = float(w["t_start"].iloc[0]), float(w["t_end"].iloc[0])
+        wall = wb - wa
+        row.update(wall_s=wall / 1e9, comm_s=float(exp.comm_ns([wa], [wb])[0]) / 1e9,
+                   exposed_comm_s=float(exp.exposed_ns([wa], [wb])[0]) / 1e9)
+        row["comm_fraction_wall"] = row["comm_s"] * 1e9 / wall if wall > 0 else None
+        row["exposed_comm_fraction_wall"] = row["exposed_comm_s"] * 1e9 / wall if wall > 0 else None
+    ops, durations = rank_op_partial(c)
+    moving = c[c["size_bytes"] > 0]
+    backends = set(rd.groups["backend"].dropna()) if len(rd.groups) else set()
+    return RankPart(row=row, process=proc, steps=s, ops=ops, durations=durations,
+                    moving_bytes=float(moving["size_bytes"].sum()),
+                    moving_bus_bytes=float(moving["bus_bytes"].sum()),
+                    moving_ns=float(moving["duration_ns"].sum()), backends=backends,
+                    collectives=int(len(c)), degraded=rd.degraded)
+
+
+def summarize(source: Run | RunSource | str | Path | None = None,
+              warmup: int = DEFAULT_WARMUP) -> Summary:
+    """Compute every KPI of a run; each rank's first ``warmup`` steps are left out of medians.
+
+    ``source``: a loaded :class:`Run`, an opened :class:`RunSource` (streamed one process at a
+    time: memory is bounded by the largest capture file), or a run directory path.
+    """
+    src = source if isinstance(source, (Run, RunSource)) else open_run(source)
+    parts = [analyze_rank(rd) for rd in src.iter_ranks()]
+    steps_df = _finish_steps([p.steps for p in parts if len(p.steps)])
     meas = measured(steps_df, warmup)
-    ranks_df = pd.DataFrame(rank_rows)
+    ranks_df = pd.DataFrame([p.row for p in parts])
     if len(meas):
         per_rank = meas.groupby("rank").agg(
             steps=("step", "size"), step_median_s=("duration_s", "median"),
@@ -91,16 +123,41 @@ def summarize(run: Run, warmup: int = DEFAULT_WARMUP) -> Summary:
     for col in _STEP_RANK_COLUMNS:  # the document's keys exist even when there are no steps
         if col not in ranks_df:
             ranks_df[col] = None
-    kpis = _kpis(ranks_df, meas, coll)
+    ops = combine_op_tables([p.ops for p in parts], [p.durations for p in parts])
+    moving_ns = sum(p.moving_ns for p in parts)
+    bandwidth = {
+        "algbw_gbps": sum(p.moving_bytes for p in parts) / moving_ns if moving_ns > 0 else None,
+        "busbw_gbps": sum(p.moving_bus_bytes for p in parts) / moving_ns if moving_ns > 0 else None,
+    }
+    kpis = _kpis(ranks_df, meas, bandwidth)
     step_info = _step_info(steps_df, meas, warmup)
-    info = _run_info(run, coll)
-    notes = list(run.notes)
-    if step_info["count"] == 0 and len(coll):
+    info = _run_info(src, parts)
+    notes = list(src.notes)
+    if step_info["count"] == 0 and info["collectives"]:
         notes.append("no training steps detected (no optimizer.step() and no commprof.step()): "
                      "step KPIs are empty, whole-run KPIs still apply")
-    return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=op_table(coll),
+    degraded = [p.degraded for p in parts if len(p.degraded)]
+    return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
                    ranks=ranks_df, verdict=verdict(kpis, step_info), notes=notes,
-                   degraded=run.degraded)
+                   degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
+                   overhead=self_overhead(parts, ranks_df))
+
+
+def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:
+    """commprof's own cost in this run: recording time measured by the hooks themselves, plus an
+    estimate of the dispatcher hop (a benchmark constant: it cannot be timed from inside)."""
+    calls = sum(int(p.process.get("self_calls") or 0) for p in parts)
+    record_ns = sum(int(p.process.get("self_record_ns") or 0) for p in parts)
+    n = max(len(parts), 1)
+    total_ns = record_ns + calls * DISPATCH_NS_PER_CALL_ESTIMATE
+    wall = ranks["wall_s"].sum() if "wall_s" in ranks else 0.0
+    return {
+        "calls": calls,
+        "record_us_per_call": record_ns / calls / 1e3 if calls else None,
+        "dispatch_us_per_call_estimate": DISPATCH_NS_PER_CALL_ESTIMATE / 1e3,
+        "estimated_s_per_rank": total_ns / n / 1e9,
+        "estimated_fraction_of_wall": total_ns / 1e9 / wall if wall else None,
+    }
 
 
 def _finish_steps(step_rows: list[pd.DataFrame]) -> pd.DataFrame:
@@ -128,12 +185,10 @@ def _max(series) -> float | None:
     return float(series.max()) if len(series) else None
 
 
-def _kpis(ranks: pd.DataFrame, meas: pd.DataFrame, coll: pd.DataFrame) -> dict:
+def _kpis(ranks: pd.DataFrame, meas: pd.DataFrame, bandwidth: dict) -> dict:
     def col(name):
         return ranks[name] if name in ranks else pd.Series(dtype="float64")
 
-    moving = coll[coll["size_bytes"] > 0]
-    t = moving["duration_ns"].sum()
     return {
         "bytes_per_step": _median(col("bytes_per_step")),
         "comm_fraction": _median(col("comm_fraction")),
@@ -145,8 +200,7 @@ def _kpis(ranks: pd.DataFrame, meas: pd.DataFrame, coll: pd.DataFrame) -> dict:
         "bus_bytes_per_step": _median(meas.groupby("rank")["bus_bytes"].median()) if len(meas) else None,
         "comm_fraction_wall": _median(col("comm_fraction_wall")),
         "exposed_comm_fraction_wall": _median(col("exposed_comm_fraction_wall")),
-        "algbw_gbps": float(moving["size_bytes"].sum() / t) if t > 0 else None,
-        "busbw_gbps": float(moving["bus_bytes"].sum() / t) if t > 0 else None,
+        **bandwidth,
     }
 
 
@@ -170,14 +224,14 @@ def _step_info(steps: pd.DataFrame, meas: pd.DataFrame, warmup: int) -> dict:
     }
 
 
-def _run_info(run: Run, coll: pd.DataFrame) -> dict:
-    m = run.manifest
-    procs = run.processes
+def _run_info(src: Run | RunSource, parts: list[RankPart]) -> dict:
+    m = src.manifest
+    procs = pd.DataFrame([p.process for p in parts])
     world = procs["world_size"].dropna()
-    backends = sorted(b for b in run.groups["backend"].dropna().unique()) if len(run.groups) else []
+    backends = sorted(set().union(*(p.backends for p in parts)))
     start, end = m.get("start_wall_ns"), m.get("end_wall_ns")
     return {
-        "path": str(run.path),
+        "path": str(src.path),
         "world_size": int(world.max()) if len(world) else 0,
         "ranks_captured": int(procs["rank"].nunique()),
         "processes": int(len(procs)),
@@ -192,7 +246,7 @@ def _run_info(run: Run, coll: pd.DataFrame) -> dict:
         "torch_version": m.get("torch_version"),
         "commprof_version": m.get("commprof_version"),
         "incomplete_ranks": sorted(int(r) for r in procs.loc[~procs["complete"], "rank"]),
-        "collectives": int(len(coll)),
+        "collectives": sum(p.collectives for p in parts),
     }
 
 

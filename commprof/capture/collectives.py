@@ -171,10 +171,12 @@ class CollectiveHooks:
                         rec.degrade("collective", exc)
                 raise
             if rec.enabled:
+                t1 = clock()
                 try:
-                    on_call(spec, args, out, t0, clock(), 0)
+                    on_call(spec, args, out, t0, t1, 0)
                 except Exception as exc:  # noqa: BLE001 - recorded, never raised
                     rec.degrade("collective", exc)
+                rec.self_ns += clock() - t1  # commprof's own work in this call (self-reported)
             return out
 
         return kernel

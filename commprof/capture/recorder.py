@@ -38,6 +38,8 @@ class Recorder:
         self.degraded: dict[str, list] = {}  # where -> [count, first message]
         self._degraded_written: dict[str, int] = {}
         self.records = 0  # collectives recorded
+        self.self_ns = 0  # time spent recording inside the hooks (reported as commprof's own cost)
+        self._self_written = (0, 0)
         self.enabled = True
         self.wants_file = False  # set by the first event that makes this process worth a file
         self._flush_lock = threading.Lock()
@@ -98,6 +100,10 @@ class Recorder:
                 parts.append(encode_json({"type": "degraded", "where": where, "count": count,
                                           "error": msg}))
                 self._degraded_written[where] = count
+        cost = (self.records, self.self_ns)
+        if cost != self._self_written:
+            parts.append(encode_json({"type": "self_cost", "calls": cost[0], "record_ns": cost[1]}))
+            self._self_written = cost
         for kind, name in ((schema.KIND_COLL, "coll"), (schema.KIND_DONE, "done"),
                            (schema.KIND_WAIT, "wait"), (schema.KIND_MARK, "mark"),
                            (schema.KIND_SPAN, "span")):

@@ -9,12 +9,12 @@ from commprof.errors import UsageError
 
 def build_document(run_dir: str | None, warmup: int) -> dict:
     """Load, analyse and build the report document of a run."""
-    from commprof.analysis.load import load_run
+    from commprof.analysis.load import open_run
     from commprof.analysis.summary import summarize
     from commprof.report.document import build
     if warmup < 0:
         raise UsageError(f"--warmup {warmup}: must be >= 0")
-    return build(summarize(load_run(run_dir), warmup=warmup))
+    return build(summarize(open_run(run_dir), warmup=warmup))
 
 
 def report_command(run_dir: str | None, fmt: str | None, output: str | None, warmup: int,

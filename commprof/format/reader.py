@@ -49,13 +49,8 @@ class RankCapture:
         return self.trailer is not None
 
 
-def read_capture(path: str | os.PathLike) -> RankCapture:
-    """Parse one capture file (see the module docstring for the torn-tail behaviour)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CaptureFormatError(path, 0, f"cannot read: {exc.strerror}") from exc
+def _parse_header(data: bytes, path: Path) -> tuple[dict, int]:
+    """(header dict, offset of the first frame); raises CaptureFormatError."""
     prefix = schema.HEADER_PREFIX
     if len(data) < prefix.size or data[:8] != schema.MAGIC:
         raise CaptureFormatError(path, 0, "not a commprof capture file (bad magic)")
@@ -66,17 +61,44 @@ def read_capture(path: str | os.PathLike) -> RankCapture:
     end = prefix.size + hlen
     if len(data) < end + 4 or zlib.crc32(data[prefix.size:end]) != int.from_bytes(data[end:end + 4], "little"):
         raise CaptureFormatError(path, prefix.size, "header is truncated or corrupt")
-    header = json.loads(data[prefix.size:end])
-    pos = end + 4
+    try:
+        header = json.loads(data[prefix.size:end])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CaptureFormatError(path, prefix.size, "header is not valid JSON") from exc
+    return header, end + 4
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """Only the header of a capture file (cheap: reads its first bytes)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(schema.HEADER_PREFIX.size)
+            if len(data) == schema.HEADER_PREFIX.size and data[:8] == schema.MAGIC:
+                data += fh.read(schema.HEADER_PREFIX.unpack_from(data, 0)[2] + 4)
+    except OSError as exc:
+        raise CaptureFormatError(path, 0, f"cannot read: {exc.strerror}") from exc
+    return _parse_header(data, path)[0]
+
+
+def read_capture(path: str | os.PathLike) -> RankCapture:
+    """Parse one capture file (see the module docstring for the torn-tail behaviour)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CaptureFormatError(path, 0, f"cannot read: {exc.strerror}") from exc
+    header, pos = _parse_header(data, path)
     chunks: dict[int, list[bytes]] = {k: [] for k in schema.FIXED_KINDS}
     cap = RankCapture(path=path, header=header, arrays={})
     fh = schema.FRAME_HEADER
+    view = memoryview(data)  # frame bodies are views, not copies
     while pos < len(data):
         if pos + fh.size > len(data):
             cap.damage = f"torn frame header at byte {pos}"
             break
         kind, length, crc = fh.unpack_from(data, pos)
-        body = data[pos + fh.size: pos + fh.size + length]
+        body = view[pos + fh.size: pos + fh.size + length]
         if len(body) < length:
             cap.damage = f"torn frame at byte {pos} ({len(body)} of {length} bytes)"
             break
@@ -90,7 +112,7 @@ def read_capture(path: str | os.PathLike) -> RankCapture:
             chunks[kind].append(body)
         elif kind == schema.KIND_JSON:
             try:
-                obj = json.loads(body)
+                obj = json.loads(bytes(body))
             except (UnicodeDecodeError, json.JSONDecodeError):
                 cap.damage = f"frame at byte {pos} is not valid JSON"
                 break

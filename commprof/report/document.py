@@ -33,6 +33,7 @@ def build(summary: Summary) -> dict:
         "kpis": summary.kpis,
         "ops": _records(summary.ops, _OP_KEYS),
         "ranks": _records(summary.ranks, _RANK_KEYS),
+        "overhead": summary.overhead,
         "verdict": summary.verdict,
         "notes": summary.notes,
         "degraded": _records(summary.degraded, ["rank", "where", "count", "error"])

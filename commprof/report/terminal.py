@@ -62,6 +62,12 @@ def banner(doc: dict) -> Panel:
                                 f"exposed {fmt_pct(k['exposed_comm_fraction_wall'])}")
     grid.add_row("observed bandwidth", f"algbw {fmt_gbps(k['algbw_gbps'])}, busbw "
                                        f"{fmt_gbps(k['busbw_gbps'])} (time-weighted, all ops)")
+    o = doc.get("overhead") or {}
+    if o.get("calls"):
+        grid.add_row("commprof's own cost",
+                     f"{o['record_us_per_call']:.1f} µs/call recording (measured) + ≈ "
+                     f"{o['dispatch_us_per_call_estimate']:.0f} µs/call dispatch (benchmark) ≈ "
+                     f"{fmt_pct(o['estimated_fraction_of_wall'])} of wall time")
     return Panel(grid, title=f"commprof report — {run['path']}", title_align="left")
 
 

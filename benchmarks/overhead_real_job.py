@@ -1,0 +1,187 @@
+"""What does capture cost a real training job?  Step times of one DDP job, five ways, interleaved.
+
+The job (benchmarks/jobs/ddp_step_times.py: the demo's 2.4 M-parameter MLP, DDP on 2 ranks,
+gloo, 3 all-reduce buckets per step, ~22 ms steps on a 2-core machine) measures its own step
+times — the time between successive optimizer.step() returns, after --warmup steps — and
+writes them to a file.  It runs under five configurations, interleaved A B C D E A B C D E ...:
+
+  plain            python -m torch.distributed.run --nproc-per-node 2 ... job
+  commprof         python -m commprof run -q --out DIR -- <the plain command>
+  commprof-all     the same with every `commprof run` option on: today that is only
+                   --flush-interval, set to 0.1 s (10x more frequent flushes than the default);
+                   --all-options changes the option string when more options exist
+  torch.profiler   the plain command, the job profiling every step with torch.profiler
+                   (CPU activity, record_shapes=True, schedule(wait=0, warmup=0, active=all
+                   steps), prof.step() after each optimizer step, Chrome trace exported after
+                   the loop) — the job code is otherwise identical
+  DEBUG=DETAIL     the plain command with TORCH_DISTRIBUTED_DEBUG=DETAIL in the environment.
+                   With torch 2.13 + gloo this job dies with SIGSEGV while constructing DDP
+                   (gdb: c10d::Logger::set_env_variables(), which treats the gloo backend as
+                   ProcessGroupGloo although DETAIL wrapped it in a ProcessGroupWrapper; the same
+                   happens with a 1-layer DDP model and no commprof).  A configuration that
+                   fails is reported as failed and not run again; the others go on.
+
+Per run, the value is the median of all step times of both ranks.  Reported per configuration:
+the median over reps of those per-run medians, their min–max, the ratio of medians to plain,
+and the spread of the paired per-rep ratios (run i of a configuration over run i of plain,
+which ran seconds apart).
+
+    python benchmarks/overhead_real_job.py                 # 5 reps, 150 steps: ~4 min on 2 cores
+    python benchmarks/overhead_real_job.py --reps 7 --steps 200
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+JOB = HERE / "jobs" / "ddp_step_times.py"
+TARGET = 1.01  # commprof default / plain, from the performance issue
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_run(config: str, args, tmp: Path, tag: str) -> tuple[float, dict]:
+    """Run the job once under ``config``; return (median step time in s, extra info)."""
+    times = tmp / f"{tag}.times"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+              "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+              "--max-restarts", "0", str(JOB), "--steps", str(args.steps),
+              "--warmup", str(args.warmup), "--width", str(args.width),
+              "--batch", str(args.batch), "--times-out", str(times)]
+    env = dict(os.environ)
+    env.pop("TORCH_DISTRIBUTED_DEBUG", None)
+    env.pop("COMMPROF_RUN_DIR", None)
+    cmd = launch
+    run_dir = tmp / f"{tag}.commprof"
+    if config == "commprof":
+        cmd = [sys.executable, "-m", "commprof", "run", "-q", "--out", str(run_dir), "--"] + launch
+    elif config == "commprof-all":
+        cmd = ([sys.executable, "-m", "commprof", "run", "-q", "--out", str(run_dir)]
+               + shlex.split(args.all_options) + ["--"] + launch)
+    elif config == "torch.profiler":
+        cmd = launch + ["--torch-profiler", str(tmp / f"{tag}.trace")]
+    elif config == "DEBUG=DETAIL":
+        env["TORCH_DISTRIBUTED_DEBUG"] = "DETAIL"
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        if config == "plain":
+            sys.exit(f"plain run {tag} failed (exit {p.returncode}):\n$ {shlex.join(cmd)}\n"
+                     f"{p.stderr[-3000:]}")
+        why = "SIGSEGV in a worker" if "SIGSEGV" in p.stderr else f"exit {p.returncode}"
+        return None, {"wall": wall, "failed": why, "cmd": cmd, "stderr": p.stderr}
+    steps = []
+    for rank in (0, 1):
+        steps += [float(line) for line in Path(f"{times}.rank{rank}").read_text().split()]
+    info = {"wall": wall}
+    if config.startswith("commprof"):
+        info["captures"] = len(list((run_dir / "ranks").glob("*.cpf")))
+    for f in tmp.glob(f"{tag}.*"):  # traces are ~14 MB per rank: do not keep them
+        if f.is_file():
+            f.unlink()
+    return statistics.median(steps), info
+
+
+def spread(values: list[float], fmt: str) -> str:
+    return f"{fmt.format(min(values))}–{fmt.format(max(values))}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=5, help="runs per configuration (default 5)")
+    ap.add_argument("--steps", type=int, default=150, help="measured steps per run")
+    ap.add_argument("--warmup", type=int, default=10, help="steps dropped at the start of a run")
+    ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--all-options", default="--flush-interval 0.1",
+                    help="the `commprof run` options of the 'commprof-all' configuration")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds per run")
+    args = ap.parse_args()
+
+    configs = ["plain", "commprof", "commprof-all", "torch.profiler", "DEBUG=DETAIL"]
+    labels = {"plain": "plain", "commprof": "commprof run (default)",
+              "commprof-all": f"commprof run {args.all_options}",
+              "torch.profiler": "torch.profiler, every step", "DEBUG=DETAIL":
+              "TORCH_DISTRIBUTED_DEBUG=DETAIL"}
+    res: dict[str, list[float]] = {c: [] for c in configs}
+    failed: dict[str, str] = {}
+    t_start = time.perf_counter()
+    load0 = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="commprof-overhead-") as d:
+        tmp = Path(d)
+        for rep in range(args.reps):
+            for k, config in enumerate(configs):
+                if config in failed:
+                    continue
+                med, info = one_run(config, args, tmp, f"r{rep}c{k}")
+                if med is None:
+                    failed[config] = info["failed"]
+                    lines = info["stderr"].splitlines()
+                    hint = next((ln.strip() for key in ("SIGSEGV", "Fatal", "Error")
+                                 for ln in lines if key in ln), "")
+                    print(f"rep {rep} {config:15s} FAILED ({info['failed']}); not run again.\n"
+                          f"  command: {shlex.join(info['cmd'])}\n  stderr: {hint[:200]}",
+                          flush=True)
+                    continue
+                res[config].append(med)
+                extra = f"  captures={info['captures']}" if "captures" in info else ""
+                print(f"rep {rep} {config:15s} median step {med * 1e3:7.2f} ms  "
+                      f"(run {info['wall']:.1f} s){extra}", flush=True)
+                if "captures" in info and info["captures"] != 2:
+                    print(f"  warning: expected 2 capture files, found {info['captures']}")
+    elapsed = time.perf_counter() - t_start
+
+    base = res["plain"]
+    base_med = statistics.median(base)
+    print()
+    print(f"DDP MLP width {args.width}, batch {args.batch}, 2 ranks, gloo; {args.steps} steps "
+          f"after {args.warmup} warm-up per run; {args.reps} interleaved reps per configuration; "
+          f"{elapsed:.0f} s in all; load average {load0[0]:.2f} at start, "
+          f"{os.getloadavg()[0]:.2f} at end ({os.cpu_count()} CPUs)")
+    print(f"{'configuration':40s}{'median step':>12s}{'per-rep min–max':>20s}"
+          f"{'ratio':>8s}{'paired ratio median [min–max]':>32s}")
+    ratios = {}
+    for config in configs:
+        vals = res[config]
+        if config in failed or len(vals) < args.reps:
+            print(f"{labels[config]:40s}  failed: {failed.get(config, 'missing reps')}")
+            continue
+        med = statistics.median(vals)
+        ratio = med / base_med
+        paired = [v / b for v, b in zip(vals, base)]
+        ratios[config] = (ratio, paired)
+        pr = ("" if config == "plain" else
+              f"{statistics.median(paired):.3f} [{spread(paired, '{:.3f}')}]")
+        print(f"{labels[config]:40s}{med * 1e3:9.2f} ms{spread([v * 1e3 for v in vals], '{:.2f}'):>17s} ms"
+              f"{ratio:8.3f}{pr:>32s}")
+
+    def part(config: str, name: str) -> str:
+        if config not in ratios:
+            return f"{name}/plain = n/a ({failed.get(config, 'missing reps')})"
+        r, paired = ratios[config]
+        return f"{name}/plain = {r:.3f} [{spread(paired, '{:.3f}')}]"
+
+    print(f"summary: {part('commprof', 'commprof default')} (target <= {TARGET}), "
+          f"{part('commprof-all', 'commprof ' + args.all_options)}, "
+          f"{part('torch.profiler', 'torch.profiler')}, "
+          f"{part('DEBUG=DETAIL', 'DEBUG=DETAIL')}; "
+          f"plain median step {base_med * 1e3:.1f} ms; medians of {args.reps} interleaved reps, "
+          f"[min–max of paired per-rep ratios]")
+
+
+if __name__ == "__main__":
+    main()

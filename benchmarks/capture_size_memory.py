@@ -11,7 +11,8 @@
      default 100000 and 500000), plain and under `commprof run`, interleaved (plain n1,
      commprof n1, plain n2, commprof n2, ... for --reps rounds).  Each rank reports its own
      ru_maxrss at the end of the job (before destroy_process_group) and RSS samples taken every
-     n/10 calls.  Added = commprof − plain, per rank; the per-collective slope is
+     n/10 calls (their slope over the second half of the run is a second, in-run estimate of
+     per-call growth).  Added = commprof − plain, per rank; the per-collective slope is
      (added(n2) − added(n1)) / (n2 − n1), and "added at 1M" is extrapolated from it when
      1,000,000 is not one of the sizes.
 
@@ -182,7 +183,7 @@ def part_memory(tmp: Path, args) -> str:
         return statistics.median(v[rank] for v in maxrss[(n, under)])
 
     print(f"\n  {'collectives':>12s}{'rank':>5s}{'plain MiB':>11s}{'commprof MiB':>14s}"
-          f"{'added MiB':>11s}{'  in-run RSS growth, last 90% of calls (B/call)':>48s}")
+          f"{'added MiB':>11s}{'  RSS growth in the 2nd half of the run (B/call)':>48s}")
     added: dict[int, list[float]] = {}
     for n in sizes:
         for rank in (0, 1):
@@ -193,7 +194,7 @@ def part_memory(tmp: Path, args) -> str:
                 vals = []
                 for rep_samples in samples[(n, under)]:
                     s = rep_samples[rank]
-                    (i0, r0), (i1, r1) = s[1], s[-1]
+                    (i0, r0), (i1, r1) = s[len(s) // 2], s[-1]  # second half: buffers are warm
                     vals.append((r1 - r0) / (i1 - i0) if i1 > i0 else 0.0)
                 growth.append(statistics.median(vals))
             print(f"  {n:12,d}{rank:5d}{p / 1024:11.1f}{c / 1024:14.1f}{(c - p) / 1024:11.2f}"

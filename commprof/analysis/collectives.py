@@ -89,18 +89,32 @@ def rank_op_partial(coll: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """
     if not len(coll):
         return pd.DataFrame(), {}
-    grouped = coll.groupby(["op", "group_size"], sort=False, observed=True)
-    part = grouped.agg(count=("id", "size"), bytes=("size_bytes", "sum"),
-                       in_bytes=("in_bytes", "sum"), out_bytes=("out_bytes", "sum"),
-                       time_ns=("duration_ns", "sum"))
-    part.index = pd.MultiIndex.from_tuples([(str(o), int(n)) for o, n in part.index],
-                                           names=["op", "group_size"])
-    pairs = coll.groupby(["op", "dtype"], sort=False, observed=True).size().index
-    dtypes: dict[str, set] = {}
-    for op, dt in pairs:
-        dtypes.setdefault(str(op), set()).add(str(dt))
-    part["dtype"] = [",".join(sorted(dtypes[op])) for op, _ in part.index]
-    durations = {(str(o), int(n)): g.to_numpy("float64") for (o, n), g in grouped["duration_ns"]}
+    code = _op_codes(coll["op"])
+    size = coll["group_size"].to_numpy("int64")
+    keys, inverse = np.unique(code * 1_000_003 + size, return_inverse=True)
+    m = len(keys)
+
+    def total(col: str) -> np.ndarray:
+        return np.bincount(inverse, weights=coll[col].to_numpy("float64"), minlength=m)
+
+    dtype = coll["dtype"]
+    dcode = (dtype.cat.codes.to_numpy() if isinstance(dtype.dtype, pd.CategoricalDtype)
+             else dtype.map(schema.DTYPE_INDEX).fillna(0).to_numpy()).astype("int64")
+    pairs = np.unique(inverse * 1000 + dcode)
+    dtypes = [set() for _ in range(m)]
+    for pair in pairs:
+        dtypes[pair // 1000].add(schema.DTYPES[pair % 1000])
+    ops = [schema.OPS[int(k // 1_000_003)] for k in keys]
+    sizes = [int(k % 1_000_003) for k in keys]
+    part = pd.DataFrame({"count": np.bincount(inverse, minlength=m), "bytes": total("size_bytes"),
+                         "in_bytes": total("in_bytes"), "out_bytes": total("out_bytes"),
+                         "time_ns": total("duration_ns"),
+                         "dtype": [",".join(sorted(d)) for d in dtypes]},
+                        index=pd.MultiIndex.from_arrays([ops, sizes], names=["op", "group_size"]))
+    by_key = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[by_key], np.arange(m + 1))
+    dur = coll["duration_ns"].to_numpy("float64")[by_key]
+    durations = {(ops[i], sizes[i]): dur[bounds[i]:bounds[i + 1]] for i in range(m)}
     return part, durations
 
 

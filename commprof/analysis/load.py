@@ -196,33 +196,49 @@ def _with_key(df: pd.DataFrame, key: dict) -> pd.DataFrame:
 
 
 def _collectives(coll: np.ndarray, done: np.ndarray, wait: np.ndarray) -> pd.DataFrame:
-    """COLL records joined with their completion and their first matched Python wait."""
+    """COLL records joined with their completion and their matched Python waits (numpy joins)."""
+    n = len(coll)
+    ids = coll["id"]
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+
+    def rows_of(record_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row index, mask of record_ids that name a COLL record)."""
+        pos = np.searchsorted(sorted_ids, record_ids)
+        ok = pos < n
+        ok[ok] = sorted_ids[pos[ok]] == record_ids[ok]
+        return order[pos[ok]], ok
+
+    t_future = np.full(n, np.nan)
+    fut = done[done["source"] == schema.DONE_FUTURE]
+    rows, ok = rows_of(fut["id"])
+    np.fmin.at(t_future, rows, fut["t_done"][ok].astype("float64"))
+    wait_start, wait_end = np.full(n, np.nan), np.full(n, np.nan)
+    sync = np.zeros(n, dtype=bool)
+    matched = wait[wait["id"] >= 0]
+    rows, ok = rows_of(matched["id"])
+    np.fmin.at(wait_start, rows, matched["t_start"][ok].astype("float64"))
+    np.fmax.at(wait_end, rows, matched["t_end"][ok].astype("float64"))
+    # Synchronous: torch.distributed's own blocking call waited on the Work (async_op=False).
+    sync[rows[matched["source"][ok] == schema.WAIT_SYNC_API]] = True
     df = pd.DataFrame(coll)
     # Categoricals: the codes stay as they were captured, no string per record.
-    df["op"] = pd.Categorical.from_codes(df["op"].to_numpy().astype("int64"), categories=_OP_NAMES)
-    df["dtype"] = pd.Categorical.from_codes(df["dtype"].to_numpy().astype("int64"),
-                                            categories=_DTYPE_NAMES)
-    flags = df["flags"].to_numpy()
+    df["op"] = pd.Categorical.from_codes(coll["op"].astype("int64"), categories=_OP_NAMES)
+    df["dtype"] = pd.Categorical.from_codes(coll["dtype"].astype("int64"), categories=_DTYPE_NAMES)
+    flags = coll["flags"]
     df["in_backward"] = (flags & schema.FLAG_IN_BACKWARD) != 0
     df["failed"] = (flags & schema.FLAG_FAILED) != 0
-    d = pd.DataFrame(done)
-    fut = d[d["source"] == schema.DONE_FUTURE].groupby("id")["t_done"].min()
-    matched = pd.DataFrame(wait)
-    matched = matched[matched["id"] >= 0]
-    w = matched.groupby("id").agg(wait_start=("t_start", "min"), wait_end=("t_end", "max"))
-    df = df.join(fut.rename("t_future"), on="id").join(w, on="id")
     # Completion: the future callback if any, else the end of a Python wait on the Work.
-    df["t_done"] = df["t_future"].fillna(df["wait_end"])
+    has_future = ~np.isnan(t_future)
+    t_done = np.where(has_future, t_future, wait_end)
+    df["t_future"], df["wait_start"], df["wait_end"], df["t_done"] = t_future, wait_start, wait_end, t_done
     df["done_source"] = pd.Categorical.from_codes(
-        np.where(df["t_future"].notna(), 0, np.where(df["wait_end"].notna(), 1, 2)),
+        np.where(has_future, 0, np.where(~np.isnan(wait_end), 1, 2)),
         categories=["future", "wait", "unknown"])
-    # Synchronous: torch.distributed's own blocking call waited on the Work (async_op=False).
-    sync = matched.loc[matched["source"] == schema.WAIT_SYNC_API, "id"].unique()
-    df["async_op"] = ~df["id"].isin(sync)
+    df["async_op"] = ~sync
     # End of the in-flight interval: completion, or the call's return when it was not seen.
     # (Waits are added to the in-flight union separately: see analysis/exposure.py.)
-    df["t_end"] = np.fmax(df["t_done"].to_numpy(dtype="float64"),
-                          df["t_return"].to_numpy(dtype="float64"))
+    df["t_end"] = np.fmax(t_done, coll["t_return"].astype("float64"))
     return df
 
 

@@ -1,8 +1,10 @@
-"""Host time commprof adds to one collective call: a loop of tiny all_reduces, with and without.
+"""Host time commprof adds per communication call: tiny all_reduces and small isend/irecv pairs.
 
-A 1-rank gloo group keeps the collective itself cheap and noise-free, so the difference is the
-capture's own cost (dispatcher kernel, record, completion callback, Work.wait wrapper).  Runs
-plain and under `commprof run` alternately, --reps times each, and prints the medians.
+* all_reduce: a loop of --ops blocking all_reduces of 1 float on a 1-rank gloo group (the
+  collective itself is cheap and noise-free, so the difference is the capture's own cost);
+* isend/irecv: --ops pairs of 16-float async isend (rank 0) / irecv (rank 1), each waited, on
+  2 ranks under torchrun.
+Each runs plain and under `commprof run`, alternately, --reps times; medians are printed.
 
     python benchmarks/per_op_cost.py --ops 20000 --reps 5
 """
@@ -17,34 +19,50 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-JOB = textwrap.dedent("""
+ALLREDUCE = textwrap.dedent("""
     import os, sys, time, torch, torch.distributed as dist
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2], RANK="0", WORLD_SIZE="1")
     dist.init_process_group("gloo")
     n = int(sys.argv[1]); x = torch.ones(1)
-    for _ in range(200):
+    for _ in range(500):
         dist.all_reduce(x)
     t0 = time.perf_counter_ns()
     for _ in range(n):
         dist.all_reduce(x)
-    sync = (time.perf_counter_ns() - t0) / n
-    t0 = time.perf_counter_ns()
-    for _ in range(n):
-        dist.all_reduce(x, async_op=True).wait()
-    asyn = (time.perf_counter_ns() - t0) / n
-    print(f"RESULT {sync / 1e3:.3f} {asyn / 1e3:.3f}")
+    print(f"RESULT {(time.perf_counter_ns() - t0) / n / 1e3:.3f}")
     dist.destroy_process_group()
 """)
 
+P2P = textwrap.dedent("""
+    import sys, time, torch, torch.distributed as dist
+    dist.init_process_group("gloo")
+    rank, n = dist.get_rank(), int(sys.argv[1])
+    x = torch.ones(16)
+    def pair():
+        (dist.isend(x, 1) if rank == 0 else dist.irecv(x, 0)).wait()
+    for _ in range(500):
+        pair()
+    dist.barrier()
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        pair()
+    if rank == 0:
+        print(f"RESULT {(time.perf_counter_ns() - t0) / n / 1e3:.3f}", flush=True)
+    dist.destroy_process_group()
+    time.sleep(0.2)
+""")
 
-def run(job: Path, ops: int, port: int, under: bool, tmp: Path, i: int) -> tuple[float, float]:
-    cmd = [sys.executable, str(job), str(ops), str(port)]
+
+def run(kind: str, script: Path, ops: int, port: int, under: bool, tmp: Path, tag: str) -> float:
+    if kind == "all_reduce":
+        cmd = [sys.executable, str(script), str(ops), str(port)]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+               "--master-addr=127.0.0.1", f"--master-port={port}", str(script), str(ops)]
     if under:
-        cmd = [sys.executable, "-m", "commprof", "run", "-q", "--out", str(tmp / f"r{i}"), "--"] + cmd
+        cmd = [sys.executable, "-m", "commprof", "run", "-q", "--out", str(tmp / tag), "--"] + cmd
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
-    line = next(l for l in out.splitlines() if l.startswith("RESULT"))
-    sync, asyn = map(float, line.split()[1:])
-    return sync, asyn
+    return float(next(l for l in out.splitlines() if l.startswith("RESULT")).split()[1])
 
 
 def main() -> None:
@@ -52,22 +70,31 @@ def main() -> None:
     ap.add_argument("--ops", type=int, default=20000)
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
-    res = {False: [], True: []}
+    res = {(k, u): [] for k in ("all_reduce", "isend/irecv") for u in (False, True)}
+    port = 29500
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        job = tmp / "job.py"
-        job.write_text(JOB)
+        scripts = {"all_reduce": tmp / "allreduce.py", "isend/irecv": tmp / "p2p.py"}
+        scripts["all_reduce"].write_text(ALLREDUCE)
+        scripts["isend/irecv"].write_text(P2P)
         for i in range(args.reps):
-            for under in (False, True):
-                res[under].append(run(job, args.ops, 29500 + i * 2 + under, under, tmp, i))
-    print(f"{'':22s}{'sync all_reduce':>18s}{'async+wait':>14s}   (µs per call, median of {args.reps})")
-    med = {u: [statistics.median(r[k] for r in res[u]) for k in (0, 1)] for u in res}
-    for under, label in ((False, "plain"), (True, "under commprof")):
-        print(f"{label:22s}{med[under][0]:18.2f}{med[under][1]:14.2f}")
-    print(f"{'added by commprof':22s}{med[True][0] - med[False][0]:18.2f}"
-          f"{med[True][1] - med[False][1]:14.2f}")
-    print(f"summary: commprof adds {med[True][0] - med[False][0]:.2f} µs per synchronous all_reduce "
-          f"({med[True][0] / med[False][0]:.2f}x of {med[False][0]:.2f} µs)")
+            for kind in scripts:
+                for under in (False, True):
+                    port += 1
+                    res[(kind, under)].append(run(kind, scripts[kind], args.ops, port, under, tmp,
+                                                  f"{kind.replace('/', '_')}{i}"))
+    print(f"{'µs per op (median of ' + str(args.reps) + ')':28s}{'plain':>10s}{'commprof':>10s}"
+          f"{'added':>10s}{'ratio':>8s}")
+    lines = []
+    for kind in ("all_reduce", "isend/irecv"):
+        plain = statistics.median(res[(kind, False)])
+        under = statistics.median(res[(kind, True)])
+        spread = (min(res[(kind, True)]) - max(res[(kind, False)]),
+                  max(res[(kind, True)]) - min(res[(kind, False)]))
+        print(f"{kind:28s}{plain:10.2f}{under:10.2f}{under - plain:10.2f}{under / plain:8.2f}"
+              f"   (added, worst/best pairing: {spread[0]:.1f} .. {spread[1]:.1f})")
+        lines.append(f"{kind} +{under - plain:.1f} µs/op")
+    print("summary: commprof adds " + ", ".join(lines) + " (target <= 5 µs per op)")
 
 
 if __name__ == "__main__":

@@ -63,18 +63,7 @@ def analyze_rank(rd: RankData) -> RankPart:
     """Every per-rank quantity of one process (steps, exposure, op sums, whole-run window)."""
     c = add_sizes(rd.collectives)
     exp = rank_exposure(c, rd.waits, rd.spans)
-    s = step_windows(rd.marks, rd.spans)
-    if len(s):
-        a, b = s["t_start"].to_numpy("float64"), s["t_end"].to_numpy("float64")
-        s["comm_ns"] = exp.comm_ns(a, b)
-        s["exposed_ns"] = exp.exposed_ns(a, b)
-        issue = c["t_issue"].to_numpy("float64")
-        idx = np.searchsorted(b, issue, side="left")  # step whose (start, end] holds the issue
-        inside = (idx < len(b)) & (issue > a[np.minimum(idx, len(b) - 1)])
-        n = len(s)
-        s["bytes"] = np.bincount(idx[inside], weights=c["size_bytes"].to_numpy()[inside], minlength=n)[:n]
-        s["bus_bytes"] = np.bincount(idx[inside], weights=c["bus_bytes"].to_numpy()[inside], minlength=n)[:n]
-        s["ops"] = np.bincount(idx[inside], minlength=n)[:n]
+    s = _step_metrics(step_windows(rd.marks, rd.spans), c, exp)
     w = wall_window(rd.marks, c)
     proc = rd.process
     row = {"rank": int(rd.rank), "host": proc["host"], "attempt": int(proc["attempt"]),
@@ -96,6 +85,26 @@ def analyze_rank(rd: RankData) -> RankPart:
                     moving_bus_bytes=float(moving["bus_bytes"].sum()),
                     moving_ns=float(moving["duration_ns"].sum()), backends=backends,
                     collectives=int(len(c)), degraded=rd.degraded)
+
+
+def _step_metrics(s: pd.DataFrame, c: pd.DataFrame, exp) -> pd.DataFrame:
+    """Add comm/exposed time and the S, bus bytes and count of the calls issued in each step."""
+    if not len(s):
+        return s
+    a, b = s["t_start"].to_numpy("float64"), s["t_end"].to_numpy("float64")
+    s["comm_ns"] = exp.comm_ns(a, b)
+    s["exposed_ns"] = exp.exposed_ns(a, b)
+    issue = c["t_issue"].to_numpy("float64")
+    idx = np.searchsorted(b, issue, side="left")  # the step whose (start, end] holds the issue
+    inside = (idx < len(b)) & (issue > a[np.minimum(idx, len(b) - 1)])
+    n = len(s)
+
+    def per_step(col: str | None) -> np.ndarray:
+        weights = c[col].to_numpy("float64")[inside] if col else None
+        return np.bincount(idx[inside], weights=weights, minlength=n)[:n]
+
+    s["bytes"], s["bus_bytes"], s["ops"] = per_step("size_bytes"), per_step("bus_bytes"), per_step(None)
+    return s
 
 
 def summarize(source: Run | RunSource | str | Path | None = None,

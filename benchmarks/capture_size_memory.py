@@ -16,9 +16,9 @@
      (added(n2) − added(n1)) / (n2 − n1), and "added at 1M" is extrapolated from it when
      1,000,000 is not one of the sizes.
 
-A 2-rank tiny all_reduce costs ~130–220 µs plain and ~60–90 µs more under commprof on a 2-core
-machine, so 1,000,000 of them take ~4–5 min per run, ~9 min plain + commprof: the default sizes
-keep the whole script under 10 minutes; `--collectives 200000 1000000` measures 1M directly.
+A 2-rank tiny all_reduce took ~225 µs plain and ~300 µs under commprof on a 2-core machine, so
+1,000,000 of them take ~4 min plain + ~5 min captured: the defaults (~5.5 min in all) keep the
+script under 10 minutes; `--collectives 200000 1000000 --skip-size` measures 1M directly (~11 min).
 
     python benchmarks/capture_size_memory.py
     python benchmarks/capture_size_memory.py --collectives 200000 1000000
@@ -162,6 +162,10 @@ def part_memory(tmp: Path, args) -> str:
             for under in (False, True):
                 res = run_job(tmp, f"mem{rep}n{n}u{int(under)}", n, 0, under, args.timeout)
                 ranks = res["ranks"]
+                if args.json_out:
+                    with open(args.json_out, "a") as fh:
+                        for r in ranks:
+                            fh.write(json.dumps(dict(r, commprof=under)) + "\n")
                 maxrss.setdefault((n, under), []).append([r["maxrss_kib"] for r in ranks])
                 per_call.setdefault((n, under), []).append(
                     statistics.mean(r["t_allreduce"] for r in ranks) / n * 1e6)
@@ -229,6 +233,8 @@ def main() -> None:
     ap.add_argument("--skip-size", action="store_true", help="skip part (i)")
     ap.add_argument("--skip-memory", action="store_true", help="skip part (ii)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per job run")
+    ap.add_argument("--json-out", metavar="FILE",
+                    help="(ii) append every rank's raw report (RSS samples included) to FILE")
     args = ap.parse_args()
     args.collectives = sorted(args.collectives)
     if args.collectives[0] == args.collectives[1]:

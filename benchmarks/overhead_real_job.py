@@ -16,15 +16,19 @@ writes them to a file.  It runs under five configurations, interleaved A B C D E
                    the loop) — the job code is otherwise identical
   DEBUG=DETAIL     the plain command with TORCH_DISTRIBUTED_DEBUG=DETAIL in the environment.
                    With torch 2.13 + gloo this job dies with SIGSEGV while constructing DDP
-                   (gdb: c10d::Logger::set_env_variables(), which treats the gloo backend as
-                   ProcessGroupGloo although DETAIL wrapped it in a ProcessGroupWrapper; the same
-                   happens with a 1-layer DDP model and no commprof).  A configuration that
+                   (gdb: the fault is in c10d::Logger::set_env_variables(); DETAIL wraps the
+                   gloo backend in a ProcessGroupWrapper, which that function's gloo branch
+                   presumably casts to ProcessGroupGloo; a 1-layer DDP model without commprof
+                   crashes the same way).  A configuration that
                    fails is reported as failed and not run again; the others go on.
 
-Per run, the value is the median of all step times of both ranks.  Reported per configuration:
+Per run, the value is the median of all step times of both ranks (also shown: their 10th
+percentile, and the median process CPU time per step, which other load on the machine inflates
+much less than wall time).  Reported per configuration:
 the median over reps of those per-run medians, their min–max, the ratio of medians to plain,
 and the spread of the paired per-rep ratios (run i of a configuration over run i of plain,
-which ran seconds apart).
+which ran seconds apart).  On a shared 2-core machine the paired ratios of two identical
+setups spread by about ±5 % over 5–7 reps, so a 1 % target is below what one default run resolves.
 
     python benchmarks/overhead_real_job.py                 # 5 reps, 150 steps: ~4 min on 2 cores
     python benchmarks/overhead_real_job.py --reps 7 --steps 200
@@ -53,8 +57,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def one_run(config: str, args, tmp: Path, tag: str) -> tuple[float, dict]:
-    """Run the job once under ``config``; return (median step time in s, extra info)."""
+def one_run(config: str, args, tmp: Path, tag: str) -> tuple[dict | None, dict]:
+    """Run the job once under ``config``; return (metrics in s, or None if it failed; info)."""
     times = tmp / f"{tag}.times"
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
@@ -77,23 +81,29 @@ def one_run(config: str, args, tmp: Path, tag: str) -> tuple[float, dict]:
         env["TORCH_DISTRIBUTED_DEBUG"] = "DETAIL"
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-    wall = time.perf_counter() - t0
+    wall_s = time.perf_counter() - t0
     if p.returncode != 0:
         if config == "plain":
             sys.exit(f"plain run {tag} failed (exit {p.returncode}):\n$ {shlex.join(cmd)}\n"
                      f"{p.stderr[-3000:]}")
         why = "SIGSEGV in a worker" if "SIGSEGV" in p.stderr else f"exit {p.returncode}"
-        return None, {"wall": wall, "failed": why, "cmd": cmd, "stderr": p.stderr}
-    steps = []
+        return None, {"wall": wall_s, "failed": why, "cmd": cmd, "stderr": p.stderr}
+    wall, cpu = [], []
     for rank in (0, 1):
-        steps += [float(line) for line in Path(f"{times}.rank{rank}").read_text().split()]
-    info = {"wall": wall}
+        for line in Path(f"{times}.rank{rank}").read_text().splitlines():
+            w, c = line.split()
+            wall.append(float(w))
+            cpu.append(float(c))
+    info = {"wall": wall_s}
     if config.startswith("commprof"):
         info["captures"] = len(list((run_dir / "ranks").glob("*.cpf")))
     for f in tmp.glob(f"{tag}.*"):  # traces are ~14 MB per rank: do not keep them
         if f.is_file():
             f.unlink()
-    return statistics.median(steps), info
+    wall.sort()
+    metrics = {"median": statistics.median(wall), "p10": wall[len(wall) // 10],
+               "cpu": statistics.median(cpu)}
+    return metrics, info
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -117,7 +127,7 @@ def main() -> None:
               "commprof-all": f"commprof run {args.all_options}",
               "torch.profiler": "torch.profiler, every step", "DEBUG=DETAIL":
               "TORCH_DISTRIBUTED_DEBUG=DETAIL"}
-    res: dict[str, list[float]] = {c: [] for c in configs}
+    res: dict[str, list[dict]] = {c: [] for c in configs}
     failed: dict[str, str] = {}
     t_start = time.perf_counter()
     load0 = os.getloadavg()
@@ -127,8 +137,8 @@ def main() -> None:
             for k, config in enumerate(configs):
                 if config in failed:
                     continue
-                med, info = one_run(config, args, tmp, f"r{rep}c{k}")
-                if med is None:
+                m, info = one_run(config, args, tmp, f"r{rep}c{k}")
+                if m is None:
                     failed[config] = info["failed"]
                     lines = info["stderr"].splitlines()
                     hint = next((ln.strip() for key in ("SIGSEGV", "Fatal", "Error")
@@ -137,49 +147,58 @@ def main() -> None:
                           f"  command: {shlex.join(info['cmd'])}\n  stderr: {hint[:200]}",
                           flush=True)
                     continue
-                res[config].append(med)
+                res[config].append(m)
                 extra = f"  captures={info['captures']}" if "captures" in info else ""
-                print(f"rep {rep} {config:15s} median step {med * 1e3:7.2f} ms  "
-                      f"(run {info['wall']:.1f} s){extra}", flush=True)
+                print(f"rep {rep} {config:15s} step median {m['median'] * 1e3:6.2f} ms, "
+                      f"p10 {m['p10'] * 1e3:6.2f} ms, CPU {m['cpu'] * 1e3:6.2f} ms/step  "
+                      f"(run {info['wall']:.1f} s, load {os.getloadavg()[0]:.1f}){extra}", flush=True)
                 if "captures" in info and info["captures"] != 2:
                     print(f"  warning: expected 2 capture files, found {info['captures']}")
     elapsed = time.perf_counter() - t_start
 
-    base = res["plain"]
-    base_med = statistics.median(base)
     print()
     print(f"DDP MLP width {args.width}, batch {args.batch}, 2 ranks, gloo; {args.steps} steps "
           f"after {args.warmup} warm-up per run; {args.reps} interleaved reps per configuration; "
           f"{elapsed:.0f} s in all; load average {load0[0]:.2f} at start, "
           f"{os.getloadavg()[0]:.2f} at end ({os.cpu_count()} CPUs)")
-    print(f"{'configuration':40s}{'median step':>12s}{'per-rep min–max':>20s}"
-          f"{'ratio':>8s}{'paired ratio median [min–max]':>32s}")
-    ratios = {}
-    for config in configs:
-        vals = res[config]
-        if config in failed or len(vals) < args.reps:
-            print(f"{labels[config]:40s}  failed: {failed.get(config, 'missing reps')}")
-            continue
-        med = statistics.median(vals)
-        ratio = med / base_med
-        paired = [v / b for v, b in zip(vals, base)]
-        ratios[config] = (ratio, paired)
-        pr = ("" if config == "plain" else
-              f"{statistics.median(paired):.3f} [{spread(paired, '{:.3f}')}]")
-        print(f"{labels[config]:40s}{med * 1e3:9.2f} ms{spread([v * 1e3 for v in vals], '{:.2f}'):>17s} ms"
-              f"{ratio:8.3f}{pr:>32s}")
+    ratios: dict[str, dict[str, tuple[float, list[float]]]] = {}
+    for metric, title in (("median", "step time: median over reps of each rep's median step (the headline)"),
+                          ("p10", "step time: median over reps of each rep's 10th-percentile step "
+                                  "(less sensitive to other load)"),
+                          ("cpu", "process CPU time per step (all threads, gloo's included; not "
+                                  "inflated while the process waits for a core)")):
+        print(f"\n{title}")
+        print(f"{'configuration':40s}{'median':>11s}{'per-rep min–max':>20s}"
+              f"{'ratio':>8s}{'paired ratio median [min–max]':>32s}")
+        base = [m[metric] for m in res["plain"]]
+        base_med = statistics.median(base)
+        for config in configs:
+            vals = [m[metric] for m in res[config]]
+            if config in failed or len(vals) < args.reps:
+                print(f"{labels[config]:40s}  failed: {failed.get(config, 'missing reps')}")
+                continue
+            med = statistics.median(vals)
+            paired = [v / b for v, b in zip(vals, base)]
+            ratios.setdefault(metric, {})[config] = (med / base_med, paired)
+            pr = ("" if config == "plain" else
+                  f"{statistics.median(paired):.3f} [{spread(paired, '{:.3f}')}]")
+            print(f"{labels[config]:40s}{med * 1e3:8.2f} ms"
+                  f"{spread([v * 1e3 for v in vals], '{:.2f}'):>17s} ms"
+                  f"{med / base_med:8.3f}{pr:>32s}")
 
-    def part(config: str, name: str) -> str:
-        if config not in ratios:
+    def part(config: str, name: str, metric: str = "median") -> str:
+        if config not in ratios.get(metric, {}):
             return f"{name}/plain = n/a ({failed.get(config, 'missing reps')})"
-        r, paired = ratios[config]
+        r, paired = ratios[metric][config]
         return f"{name}/plain = {r:.3f} [{spread(paired, '{:.3f}')}]"
 
+    plain_med = statistics.median(m["median"] for m in res["plain"])
     print(f"summary: {part('commprof', 'commprof default')} (target <= {TARGET}), "
           f"{part('commprof-all', 'commprof ' + args.all_options)}, "
           f"{part('torch.profiler', 'torch.profiler')}, "
           f"{part('DEBUG=DETAIL', 'DEBUG=DETAIL')}; "
-          f"plain median step {base_med * 1e3:.1f} ms; medians of {args.reps} interleaved reps, "
+          f"CPU per step: {part('commprof', 'commprof default', 'cpu')}; "
+          f"plain median step {plain_med * 1e3:.1f} ms; medians of {args.reps} interleaved reps, "
           f"[min–max of paired per-rep ratios]")
 
 

@@ -3,7 +3,8 @@
 The same MLP shape as commprof/examples/demo_train.py (2.4 M parameters at --width 1024,
 bucket_cap_mb=1 so DDP issues a few all-reduce buckets per step).  A step time is the time
 between two successive ``optimizer.step()`` returns; the first --warmup steps are dropped.
-Each rank writes its step times (seconds, one per line) to ``<--times-out>.rank<R>``.
+Each rank writes one line per step to ``<--times-out>.rank<R>``: the step's wall time and the
+CPU time the whole process (all threads: gloo's included) used during it, in seconds.
 
 ``--torch-profiler TRACE`` runs the identical loop inside ``torch.profiler.profile`` (CPU
 activity, record_shapes, a schedule that records every step, ``prof.step()`` after each
@@ -66,14 +67,14 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            ends.append(time.perf_counter())
+            ends.append((time.perf_counter(), time.process_time()))
             if prof is not None:
                 prof.step()
     if prof is not None:
         prof.export_chrome_trace(f"{args.torch_profiler}.rank{rank}.json")
-    times = [b - a for a, b in zip(ends[args.warmup:], ends[args.warmup + 1:])]
-    with open(f"{args.times_out}.rank{rank}", "w") as fh:
-        fh.write("".join(f"{t:.9f}\n" for t in times))
+    rows = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(ends[args.warmup:], ends[args.warmup + 1:])]
+    with open(f"{args.times_out}.rank{rank}", "w") as fh:  # wall s, process CPU s (all threads)
+        fh.write("".join(f"{w:.9f} {c:.9f}\n" for w, c in rows))
     dist.destroy_process_group()
     time.sleep(0.2)  # torch 2.13 + gloo: lets gloo threads settle before interpreter exit
 

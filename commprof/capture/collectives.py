@@ -117,7 +117,7 @@ class CollectiveHooks:
         self.group_names: dict[str, int] = {}  # group_name -> group id
         self.next_gid = 0
         self.seq: dict[tuple[int, bool], int] = {}  # (group id, is p2p) -> next sequence number
-        self.pending: dict[int, tuple[int, object]] = {}  # id(Work) -> (record id, Work)
+        self.pending: dict[int, tuple] = {}  # id(Work) -> (record id, Work, has a future)
         self.completed: list[int] = []  # ids of pending Works whose future completed
         self.no_future: set[tuple[int, int]] = set()  # (op code, id(group)) whose Works lack futures
         self.dtype_codes = {}
@@ -246,10 +246,11 @@ class CollectiveHooks:
                     t1 = clock()
                     entry = pending.pop(id(self), None)
                     rid = entry[0] if entry is not None and entry[1] is self else -1
+                    has_future = entry is not None and entry[2]
                     # Called by torch.distributed itself: the wait of a blocking (async_op=False) call.
                     source = schema.WAIT_SYNC_API if getframe(1).f_code in api_codes else schema.WAIT_WORK
                     rec.wait.append((rid, get_ident(), t0, t1, source))
-                    if rid >= 0:
+                    if rid >= 0 and not has_future:  # else the future gives completion
                         rec.done.append((rid, t1, schema.DONE_WAIT))
 
         wait.__doc__ = original.__doc__
@@ -327,7 +328,8 @@ class CollectiveHooks:
         if self.completed or len(pending) >= _PENDING_SOFT_CAP:
             self._release()
         key = id(work)
-        pending[key] = (rid, work)  # keeps the pybind wrapper alive so wait() sees this object
+        # Keeps the pybind wrapper alive so that wait() sees this very object.
+        pending[key] = (rid, work, False)
         fkey = (op_code, id(pg))
         if fkey in self.no_future:
             return 0
@@ -336,6 +338,7 @@ class CollectiveHooks:
         except RuntimeError:  # "Work::getFuture not implemented" (gloo send/recv, reduce-scatter)
             self.no_future.add(fkey)
             return 0
+        pending[key] = (rid, work, True)
         done = self.rec.done
         completed = self.completed
 
@@ -360,7 +363,7 @@ class CollectiveHooks:
         for key in keys:
             pending.pop(key, None)
         if len(pending) >= _PENDING_SOFT_CAP:
-            for key in [k for k, (_, w) in pending.items() if w.is_completed()]:
+            for key in [k for k, (_, w, _) in pending.items() if w.is_completed()]:
                 del pending[key]
             while len(pending) >= _PENDING_HARD_CAP:
                 del pending[next(iter(pending))]

@@ -5,6 +5,7 @@ import sys
 import time
 from pathlib import Path
 
+from commprof.errors import RunDirError
 from commprof.launch import rundir, supervisor
 
 
@@ -17,7 +18,10 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     env = supervisor.job_environment(run_dir, boot,
                                      extra={"COMMPROF_FLUSH_INTERVAL": str(flush_interval)})
     manifest = rundir.start_manifest(command, env)
-    rundir.write_manifest(run_dir, manifest)
+    try:
+        rundir.write_manifest(run_dir, manifest)
+    except OSError as exc:
+        raise RunDirError(f"{run_dir / 'manifest.json'}: cannot write: {exc.strerror or exc}") from exc
     say = (lambda msg: None) if quiet else (lambda msg: print(f"commprof: {msg}", file=sys.stderr))
     for warning in supervisor.startup_warnings(command, env):
         say(f"warning: {warning}")
@@ -32,7 +36,10 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         if returncode is not None:
             manifest["exit_code"] = returncode if returncode >= 0 else 128 - returncode
             manifest["signal"] = -returncode if returncode < 0 else None
-        rundir.write_manifest(run_dir, manifest)
+        try:
+            rundir.write_manifest(run_dir, manifest)
+        except OSError as exc:  # the job's exit status still passes through
+            say(f"warning: could not finish {run_dir / 'manifest.json'}: {exc.strerror or exc}")
     captured = rundir.count_captures(run_dir)
     if captured == 0:
         say("warning: no process was captured (did the job import torch? see "

@@ -37,15 +37,29 @@ def new_run_dir(out: str | None, command: list[str]) -> Path:
             n += 1
             path = root / f"{stamp}-{name}-{n}"
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "ranks").mkdir(exist_ok=True)
+        _mkdirs(path)
+        (path / "ranks").mkdir(mode=DIR_MODE, exist_ok=True)
         probe = path / ".write-test"
-        probe.write_bytes(b"")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         probe.unlink()
     except OSError as exc:
         raise RunDirError(f"{path}: cannot create a writable run directory: "
                           f"{exc.strerror or exc}") from exc
     return path.resolve()
+
+
+DIR_MODE = 0o755  # never group/world-writable, whatever the umask
+
+
+def _mkdirs(path: Path) -> None:
+    """Create ``path`` and missing parents with :data:`DIR_MODE` (further limited by the umask)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(mode=DIR_MODE, exist_ok=True)
 
 
 def _slug(command: list[str]) -> str:
@@ -67,7 +81,10 @@ def latest_run(root: str | os.PathLike = DEFAULT_ROOT) -> Path:
 def write_manifest(run_dir: Path, manifest: dict) -> None:
     """Atomically (re)write the manifest."""
     tmp = run_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    # O_NOFOLLOW: a symlink planted at the temporary name must not redirect the write.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, run_dir / MANIFEST)
 
 

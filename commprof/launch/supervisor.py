@@ -26,7 +26,7 @@ BOOTSTRAP_SRC = Path(commprof.__file__).parent / "_bootstrap" / "sitecustomize.p
 def prepare_bootstrap(run_dir: Path) -> Path:
     """A directory holding only ``sitecustomize.py`` and a link to this commprof package."""
     boot = run_dir / "bootstrap"
-    boot.mkdir(exist_ok=True)
+    boot.mkdir(mode=0o755, exist_ok=True)
     shutil.copyfile(BOOTSTRAP_SRC, boot / "sitecustomize.py")
     link = boot / "commprof"
     if not link.exists():

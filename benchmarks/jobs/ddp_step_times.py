@@ -27,6 +27,8 @@ import torch.distributed as dist  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
+from commprof.examples.demo_train import build_mlp  # noqa: E402  (a plain module: no capture)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -42,9 +44,7 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)
-    w = args.width
-    model = nn.Sequential(nn.Linear(256, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(),
-                          nn.Linear(w, w), nn.ReLU(), nn.Linear(w, 10))
+    model = build_mlp(args.width)  # the demo's model: the benchmark measures the demo's job
     ddp = DDP(model, bucket_cap_mb=1)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(rank)

@@ -46,6 +46,9 @@ class Agent:
             rec.degrade("install.collectives", exc)
         self.steps = StepHooks(rec, self.collectives, self.torch)
         self.steps.install()
+        if os.environ.get("COMMPROF_FAULT"):
+            from commprof.capture import faults
+            faults.install(self)
         atexit.register(self.close, "exit")
         os.register_at_fork(after_in_child=rec.disable_in_child)
         self._install_sigterm()

@@ -6,9 +6,11 @@ does a final flush plus trailer at exit or on SIGTERM.  Standard library only.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 import traceback
@@ -17,7 +19,8 @@ from commprof.format import schema
 from commprof.format.writer import CaptureWriter, encode_batch, encode_json
 
 log = logging.getLogger("commprof.capture")
-clock = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux: one time base for all processes of a host
+clock = time.perf_counter_ns
+_STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}  # CLOCK_MONOTONIC on Linux: one time base for all processes of a host
 
 
 class Recorder:
@@ -86,6 +89,10 @@ class Recorder:
         with self._flush_lock:
             try:
                 self._flush_locked()
+            except OSError as exc:
+                self.degrade("writer", exc)
+                if exc.errno in _STORAGE_FULL:
+                    self._stop_recording(exc)
             except Exception as exc:  # noqa: BLE001 - recorded; the job must go on
                 self.degrade("writer", exc)
 
@@ -117,6 +124,16 @@ class Recorder:
             os.makedirs(os.path.join(self.run_dir, "ranks"), exist_ok=True)
             self.writer = CaptureWriter(os.path.join(self.run_dir, "ranks", fname), header)
         self.writer.write(b"".join(parts))
+
+    def _stop_recording(self, exc: OSError) -> None:
+        """Storage is gone: stop recording (the job goes on), and say so once on stderr."""
+        self.enabled = False
+        path = self.writer.path if self.writer is not None else self.run_dir
+        try:
+            sys.stderr.write(f"commprof: stopped recording in pid {os.getpid()}: {path}: "
+                             f"{exc.strerror or exc}; what was written before is kept\n")
+        except (OSError, ValueError):  # stderr closed: nothing else to tell
+            return
 
     def close(self, reason: str) -> None:
         """Final flush and trailer.  Idempotent; never raises."""

@@ -1,0 +1,49 @@
+"""Injected failures inside commprof never change the job: same results, same exit status."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from runner import HERE, commprof, report_json, torchrun
+
+pytestmark = pytest.mark.slow
+JOB = HERE / "fault_jobs" / "ddp_checksum.py"
+
+
+def _lines(text: str) -> list[str]:
+    return sorted(l for l in text.splitlines() if l.startswith("rank "))
+
+
+@pytest.fixture(scope="module")
+def plain():
+    proc = subprocess.run(torchrun(JOB), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(_lines(proc.stdout)) == 2
+    return proc
+
+
+def test_failing_hooks_are_recorded_and_change_nothing(tmp_path, plain):
+    run = tmp_path / "run"
+    proc = commprof("run", "--out", str(run), "--", *torchrun(JOB),
+                    env={"COMMPROF_FAULT": "collective,steps"})
+    assert proc.returncode == 0, proc.stderr
+    assert _lines(proc.stdout) == _lines(plain.stdout)  # bit-identical training results
+    doc = report_json(run)
+    where = {(d["rank"], d["where"]) for d in doc["degraded"]}
+    assert where == {(r, w) for r in (0, 1) for w in ("collective", "optimizer_hook")}
+    assert all(d["count"] >= 8 for d in doc["degraded"])
+    text = commprof("report", str(run)).stdout
+    assert "commprof degraded on rank 0: collective failed" in text
+
+
+def test_disk_full_stops_recording_not_the_job(tmp_path, plain):
+    run = tmp_path / "run"
+    proc = commprof("run", "--out", str(run), "--flush-interval", "0.05", "--", *torchrun(JOB),
+                    env={"COMMPROF_FAULT": "writer"})
+    assert proc.returncode == 0, proc.stderr
+    assert _lines(proc.stdout) == _lines(plain.stdout)
+    assert proc.stderr.count("commprof: stopped recording in pid") == 2
+    assert "No space left on device" in proc.stderr
+    doc = report_json(run)  # what was written before the failure is still readable
+    assert doc["run"]["incomplete_ranks"] == [0, 1]

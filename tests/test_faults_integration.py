@@ -47,3 +47,20 @@ def test_disk_full_stops_recording_not_the_job(tmp_path, plain):
     assert "No space left on device" in proc.stderr
     doc = report_json(run)  # what was written before the failure is still readable
     assert doc["run"]["incomplete_ranks"] == [0, 1]
+
+
+def test_a_rank_that_dies_keeps_its_records_and_is_marked(tmp_path):
+    run = tmp_path / "run"
+    proc = commprof("run", "--out", str(run), "--flush-interval", "0.1", "--",
+                    *torchrun(HERE / "fault_jobs" / "rank_dies.py"), timeout=300)
+    assert proc.returncode != 0  # torchrun reports the failed worker
+    doc = report_json(run, "--warmup", "0")
+    ranks = {r["rank"]: r for r in doc["ranks"]}
+    assert not ranks[1]["complete"] and ranks[1]["last_record_s"] > 0
+    assert ranks[1]["steps_total"] == 4  # everything flushed before the death is there
+    assert doc["run"]["incomplete_ranks"] == [1]
+    # rank 0 was stopped by torchrun's SIGTERM and flushed on the way out
+    assert ranks[0]["complete"] and ranks[0]["exit_reason"] == "SIGTERM"
+    assert ranks[0]["steps_total"] >= 4
+    text = commprof("report", str(run)).stdout
+    assert "died? (last record at" in text

@@ -16,6 +16,7 @@ from commprof.analysis.collectives import add_sizes, combine_op_tables, rank_op_
 from commprof.analysis.exposure import rank_exposure
 from commprof.analysis.load import RankData, Run, RunSource, open_run
 from commprof.analysis.steps import measured, step_windows, wall_window
+from commprof.format import schema
 
 DEFAULT_WARMUP = 2
 # Host time the dispatcher hop into a Python kernel adds to one gloo call (not measurable from
@@ -66,10 +67,14 @@ def analyze_rank(rd: RankData) -> RankPart:
     s = _step_metrics(step_windows(rd.marks, rd.spans), c, exp)
     w = wall_window(rd.marks, c)
     proc = rd.process
+    if not proc["complete"]:
+        row_extra = {"last_record_s": _last_record_s(rd, c)}
+    else:
+        row_extra = {"last_record_s": None}
     row = {"rank": int(rd.rank), "host": proc["host"], "attempt": int(proc["attempt"]),
            "ops": int(len(c)), "bytes": int(c["size_bytes"].sum()),
            "complete": bool(proc["complete"]), "exit_reason": proc["exit_reason"],
-           "training_thread": exp.training_thread}
+           "training_thread": exp.training_thread, **row_extra}
     if len(w):
         wa, wb = float(w["t_start"].iloc[0]), float(w["t_end"].iloc[0])
         wall = wb - wa
@@ -85,6 +90,20 @@ def analyze_rank(rd: RankData) -> RankPart:
                     moving_bus_bytes=float(moving["bus_bytes"].sum()),
                     moving_ns=float(moving["duration_ns"].sum()), backends=backends,
                     collectives=int(len(c)), degraded=rd.degraded)
+
+
+def _last_record_s(rd: RankData, c: pd.DataFrame) -> float | None:
+    """Seconds from a process's capture start to the last thing it recorded (for a rank that
+    died: about when it died, give or take one flush interval)."""
+    times = [rd.marks["t"].max() if len(rd.marks) else np.nan,
+             c["t_return"].max() if len(c) else np.nan,
+             rd.waits["t_end"].max() if len(rd.waits) else np.nan,
+             rd.spans["t_end"].max() if len(rd.spans) else np.nan]
+    last = np.nanmax(np.asarray(times, dtype="float64")) if not all(pd.isna(times)) else np.nan
+    start = rd.marks.loc[rd.marks["kind"] == schema.MARK_START, "t"]
+    origin = float(start.min()) if len(start) else float(rd.process.get("clock_mono_ns") or np.nan)
+    value = (last - origin) / 1e9
+    return None if np.isnan(value) else float(value)
 
 
 def _step_metrics(s: pd.DataFrame, c: pd.DataFrame, exp) -> pd.DataFrame:

@@ -20,7 +20,7 @@ _RANK_KEYS = ["rank", "host", "attempt", "ops", "bytes", "comm_s", "exposed_comm
               "comm_fraction", "exposed_comm_fraction", "comm_fraction_wall",
               "exposed_comm_fraction_wall", "wall_s", "steps", "steps_total", "step_median_s",
               "bytes_per_step", "comm_s_per_step", "exposed_comm_s_per_step", "complete",
-              "exit_reason"]
+              "exit_reason", "last_record_s"]
 
 
 def build(summary: Summary) -> dict:

@@ -113,10 +113,17 @@ def ranks_table(doc: dict) -> Table:
                   fmt_seconds(r.get("step_median_s")), fmt_pct(r.get("comm_fraction")),
                   fmt_pct(r.get("exposed_comm_fraction")),
                   fmt_pct(r.get("exposed_comm_fraction_wall")),
-                  "ok" if r.get("complete") else f"incomplete ({r.get('exit_reason') or 'died?'})")
+                  _status(r))
     if len(shown) < len(rows):
         t.caption = f"{len(shown)} of {len(rows)} ranks shown (most and least exposed); see --format json"
     return t
+
+
+def _status(r: dict) -> str:
+    if r.get("complete"):
+        return "ok" if r.get("exit_reason") in (None, "exit") else f"ok ({r['exit_reason']})"
+    last = r.get("last_record_s")
+    return "died?" if last is None else f"died? (last record at {last:.1f} s)"
 
 
 def _extremes(rows: list[dict]) -> list[dict]:

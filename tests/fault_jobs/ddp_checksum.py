@@ -21,6 +21,6 @@ for step in range(8):
     extra = torch.ones(5) * (rank + 1)
     dist.all_reduce(extra)
 checksum = sum(float(p.double().sum()) for p in model.parameters())
-print(f"rank {rank} checksum {checksum:.12f} extra {extra.tolist()}", flush=True)
+print(f"rank {rank} checksum {checksum:.12f} extra {extra.tolist()}\n", end="", flush=True)  # one write
 dist.destroy_process_group()
 time.sleep(0.2)

@@ -123,7 +123,8 @@ def _status(r: dict) -> str:
     if r.get("complete"):
         return "ok" if r.get("exit_reason") in (None, "exit") else f"ok ({r['exit_reason']})"
     last = r.get("last_record_s")
-    return "died?" if last is None else f"died? (last record at {last:.1f} s)"
+    when = "" if last is None else f", last record at {last:.1f} s"
+    return f"incomplete (died?{when})"
 
 
 def _extremes(rows: list[dict]) -> list[dict]:

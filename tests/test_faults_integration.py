@@ -64,3 +64,4 @@ def test_a_rank_that_dies_keeps_its_records_and_is_marked(tmp_path):
     assert ranks[0]["steps_total"] >= 4
     text = commprof("report", str(run)).stdout
     assert "incomplete (died?, last record at" in text
+

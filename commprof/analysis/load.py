@@ -55,6 +55,7 @@ class RunSource:
     manifest: dict
     paths: list[Path]
     notes: list[str] = field(default_factory=list)
+    attempts: list[int] = field(default_factory=lambda: [0])  # torchrun restart counts seen
 
     def iter_ranks(self) -> Iterator[RankData]:
         """Each capture file in turn (damaged files add a note)."""
@@ -123,7 +124,13 @@ def open_run(path: str | Path | None = None) -> RunSource:
                      "captured")
     for err in sorted((run_dir / "ranks").glob("bootstrap-*.err")):
         notes.append(f"{err.name}: {err.read_text().strip()}")
-    return RunSource(run_dir.resolve(), manifest, _latest_attempts(headers), notes)
+    attempts = sorted({int(h.get("restart", 0) or 0) for h in headers.values()})
+    if len(attempts) > 1:
+        notes.append(f"torchrun ran {len(attempts)} attempts (restart counts "
+                     f"{', '.join(map(str, attempts))}): the KPIs cover each rank's last attempt; "
+                     "earlier attempts' captures are kept in ranks/*.a<N>.*")
+    return RunSource(run_dir.resolve(), manifest, _latest_attempts(headers), notes,
+                     attempts=attempts)
 
 
 def load_run(path: str | Path | None = None) -> Run:

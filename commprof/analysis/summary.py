@@ -275,6 +275,7 @@ def _run_info(src: Run | RunSource, parts: list[RankPart]) -> dict:
         "commprof_version": m.get("commprof_version"),
         "incomplete_ranks": sorted(int(r) for r in procs.loc[~procs["complete"], "rank"]),
         "collectives": sum(p.collectives for p in parts),
+        "attempts": list(getattr(src, "attempts", None) or sorted({int(p.process["attempt"]) for p in parts})),
     }
 
 

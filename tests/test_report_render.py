@@ -17,7 +17,7 @@ from commprof.cli.report import build_document
 from commprof.format import schema
 from commprof.report.renderers import renderers
 
-from synthetic import (MAIN_THREAD, MS, OTHER_THREAD, Coll, Rank, Span, Wait, periodic_rank,
+from synthetic import (MS, OTHER_THREAD, Coll, Rank, Span, Wait, periodic_rank,
                        step_marks, write_run)
 
 TOL = 1e-9

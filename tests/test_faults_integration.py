@@ -1,6 +1,7 @@
 """Injected failures inside commprof never change the job: same results, same exit status."""
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -65,3 +66,40 @@ def test_a_rank_that_dies_keeps_its_records_and_is_marked(tmp_path):
     text = commprof("report", str(run)).stdout
     assert "incomplete (died?, last record at" in text
 
+
+
+HANG_JOB = HERE / "fault_jobs" / "hang_job.py"
+
+
+def test_hang_is_reported_and_the_job_stopped_with_kill_on_hang(tmp_path):
+    run = tmp_path / "run"
+    before = 3  # all-reduces every rank completes before rank 2 stops coming
+    proc = commprof("run", "--out", str(run), "--flush-interval", "0.2", "--hang-timeout", "2",
+                    "--kill-on-hang", "--", *torchrun(HANG_JOB, "2", "600", str(before), nproc=3),
+                    timeout=120)
+    assert proc.returncode != 0, proc.stderr  # stopped, not finished
+    assert "HANG:" in proc.stderr and "--kill-on-hang: sending SIGTERM" in proc.stderr
+    hang = json.loads((run / "hang.json").read_text())
+    (blocked,) = hang["blocked"]
+    assert blocked["op"]["op"] == "all_reduce" and blocked["op"]["seq"] == before
+    assert blocked["op"]["bytes"] == 262144 * 4
+    assert blocked["waiting_ranks"] == [0, 1] and blocked["never_arrived"] == [2]
+    assert hang["killed"] == "SIGTERM"
+    last = {r["rank"]: r["last_completed"]["seq"] for r in hang["ranks"]}
+    assert last == {0: before - 1, 1: before - 1, 2: before - 1}
+    doc = report_json(run, "--warmup", "0")
+    assert doc["hang"]["blocked"] == hang["blocked"]
+    assert "hang detected; the job was stopped (SIGTERM)" in commprof("report", str(run)).stdout
+
+
+def test_a_late_rank_is_reported_but_the_job_left_alone(tmp_path):
+    run = tmp_path / "run"
+    proc = commprof("run", "--out", str(run), "--flush-interval", "0.2", "--hang-timeout", "2",
+                    "--", *torchrun(HANG_JOB, "1", "5", "2"), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(l for l in proc.stdout.splitlines() if l.endswith("done")) == \
+        ["rank 0 done", "rank 1 done"]
+    assert "HANG:" in proc.stderr and "the stuck collectives finished" in proc.stderr
+    hang = json.loads((run / "hang.json").read_text())
+    assert hang["blocked"][0]["never_arrived"] == [1] and "killed" not in hang
+    assert hang["resolved_wall_ns"] > hang["detected_wall_ns"]

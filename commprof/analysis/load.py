@@ -56,6 +56,7 @@ class RunSource:
     paths: list[Path]
     notes: list[str] = field(default_factory=list)
     attempts: list[int] = field(default_factory=lambda: [0])  # torchrun restart counts seen
+    hang: dict | None = None  # hang.json (``commprof run --hang-timeout``), if a hang was seen
 
     def iter_ranks(self) -> Iterator[RankData]:
         """Each capture file in turn (damaged files add a note)."""
@@ -81,6 +82,7 @@ class Run:
     groups: pd.DataFrame  # rank, gid, name, desc, size, backend, ranks
     degraded: pd.DataFrame  # rank, where, count, error
     notes: list[str] = field(default_factory=list)  # damaged files, bootstrap failures, ...
+    hang: dict | None = None  # hang.json, if ``commprof run --hang-timeout`` saw a hang
 
     def iter_ranks(self) -> Iterator[RankData]:
         """The loaded frames split back into one :class:`RankData` per process."""
@@ -130,7 +132,7 @@ def open_run(path: str | Path | None = None) -> RunSource:
                      f"{', '.join(map(str, attempts))}): the KPIs cover each rank's last attempt; "
                      "earlier attempts' captures are kept in ranks/*.a<N>.*")
     return RunSource(run_dir.resolve(), manifest, _latest_attempts(headers), notes,
-                     attempts=attempts)
+                     attempts=attempts, hang=reader.read_hang(run_dir))
 
 
 def load_run(path: str | Path | None = None) -> Run:
@@ -146,7 +148,8 @@ def load_run(path: str | Path | None = None) -> Run:
     return Run(path=src.path, manifest=src.manifest,
                processes=pd.DataFrame([p.process for p in parts]),
                collectives=cat("collectives"), waits=cat("waits"), marks=cat("marks"),
-               spans=cat("spans"), groups=cat("groups"), degraded=cat("degraded"), notes=src.notes)
+               spans=cat("spans"), groups=cat("groups"), degraded=cat("degraded"), notes=src.notes,
+               hang=src.hang)
 
 
 def _latest_attempts(headers: dict[Path, dict]) -> list[Path]:

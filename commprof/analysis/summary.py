@@ -41,6 +41,7 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     degraded: pd.DataFrame | None = None
     overhead: dict = field(default_factory=dict)
+    hang: dict | None = None  # the hang report (commprof.hang/1), when one was written
 
 
 @dataclass
@@ -168,7 +169,7 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
                    ranks=ranks_df, verdict=verdict(kpis, step_info), notes=notes,
                    degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
-                   overhead=self_overhead(parts, ranks_df))
+                   overhead=self_overhead(parts, ranks_df), hang=src.hang)
 
 
 def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:

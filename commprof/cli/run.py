@@ -5,14 +5,22 @@ import sys
 import time
 from pathlib import Path
 
-from commprof.errors import RunDirError
+from commprof.errors import RunDirError, UsageError
 from commprof.launch import rundir, supervisor
 
 
 def run_command(command: list[str], out: str | None = None, flush_interval: float = 1.0,
-                quiet: bool = False) -> tuple[int, Path]:
+                quiet: bool = False, hang_timeout: float | None = None,
+                kill_on_hang: bool = False) -> tuple[int, Path]:
     """Run ``command`` under capture.  Returns (job return code, run directory)."""
     supervisor.check_command(command)
+    if flush_interval <= 0:
+        raise UsageError(f"--flush-interval {flush_interval}: must be > 0")
+    if kill_on_hang and hang_timeout is None:
+        raise UsageError("--kill-on-hang needs --hang-timeout SECONDS")
+    if hang_timeout is not None and hang_timeout < 2 * flush_interval:
+        raise UsageError(f"--hang-timeout {hang_timeout}: must be at least twice --flush-interval "
+                         f"({flush_interval} s), or records still in the workers' buffers read as stuck")
     run_dir = rundir.new_run_dir(out, command)
     boot = supervisor.prepare_bootstrap(run_dir)
     env = supervisor.job_environment(run_dir, boot,
@@ -28,9 +36,18 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     say(f"capturing into {run_dir}")
     t0 = time.time_ns()
     returncode = None
+    watch = None
+    if hang_timeout is not None:
+        from commprof.launch.hangwatch import HangWatch
+        watch = HangWatch(run_dir, hang_timeout, kill_on_hang, say)
+        say(f"hang watch: reporting collectives pending longer than {hang_timeout:g} s")
     try:
-        returncode = supervisor.run_job(command, env)
+        returncode = supervisor.run_job(command, env, tick=watch.tick if watch else None,
+                                        tick_interval=watch.interval_s if watch else 1.0)
     finally:
+        if watch is not None and watch.episodes:
+            manifest["hang"] = {"episodes": watch.episodes,
+                                "killed": (watch.reported or {}).get("killed")}
         manifest.update(status="finished" if returncode is not None else "launcher-failed",
                         end_wall_ns=time.time_ns(), duration_s=(time.time_ns() - t0) / 1e9)
         if returncode is not None:

@@ -89,50 +89,107 @@ def read_capture(path: str | os.PathLike) -> RankCapture:
     except OSError as exc:
         raise CaptureFormatError(path, 0, f"cannot read: {exc.strerror}") from exc
     header, pos = _parse_header(data, path)
-    chunks: dict[int, list[bytes]] = {k: [] for k in schema.FIXED_KINDS}
     cap = RankCapture(path=path, header=header, arrays={})
+    chunks, objects, _, cap.damage = _parse_frames(memoryview(data), pos)
+    for obj in objects:
+        typ = obj.get("type")
+        if typ == "group":
+            cap.groups.append(obj)
+        elif typ == "trailer":
+            cap.trailer = obj
+        else:
+            cap.events.append(obj)
+    cap.arrays = _join(chunks)
+    return cap
+
+
+def _join(chunks: dict[int, list]) -> dict[str, np.ndarray]:
+    return {KIND_NAMES[kind]: np.frombuffer(b"".join(parts), dtype=DTYPES[kind])
+            for kind, parts in chunks.items()}
+
+
+def _parse_frames(view: memoryview, pos: int, live: bool = False):
+    """Frames from ``pos`` on: (record bytes per kind, JSON objects, end offset, damage).
+
+    Stops at the first frame that is torn or does not verify.  With ``live`` (a file still being
+    written), a frame cut short by the end of the data is not damage: reading resumes there later.
+    """
+    chunks: dict[int, list] = {k: [] for k in schema.FIXED_KINDS}
+    objects: list[dict] = []
     fh = schema.FRAME_HEADER
-    view = memoryview(data)  # frame bodies are views, not copies
-    while pos < len(data):
-        if pos + fh.size > len(data):
-            cap.damage = f"torn frame header at byte {pos}"
+    size = len(view)
+    damage = None
+    while pos < size:
+        if pos + fh.size > size:
+            damage = None if live else f"torn frame header at byte {pos}"
             break
-        kind, length, crc = fh.unpack_from(data, pos)
+        kind, length, crc = fh.unpack_from(view, pos)
         body = view[pos + fh.size: pos + fh.size + length]
         if len(body) < length:
-            cap.damage = f"torn frame at byte {pos} ({len(body)} of {length} bytes)"
+            damage = None if live else f"torn frame at byte {pos} ({len(body)} of {length} bytes)"
             break
         if zlib.crc32(body) != crc:
-            cap.damage = f"checksum mismatch in frame at byte {pos}"
+            damage = f"checksum mismatch in frame at byte {pos}"
             break
         if kind in chunks:
             if length % DTYPES[kind].itemsize:
-                cap.damage = f"frame at byte {pos} has a partial record"
+                damage = f"frame at byte {pos} has a partial record"
                 break
             chunks[kind].append(body)
         elif kind == schema.KIND_JSON:
             try:
                 obj = json.loads(bytes(body))
             except (UnicodeDecodeError, json.JSONDecodeError):
-                cap.damage = f"frame at byte {pos} is not valid JSON"
+                damage = f"frame at byte {pos} is not valid JSON"
                 break
             if not isinstance(obj, dict):
-                cap.damage = f"frame at byte {pos} is not a JSON object"
+                damage = f"frame at byte {pos} is not a JSON object"
                 break
-            typ = obj.get("type")
-            if typ == "group":
-                cap.groups.append(obj)
-            elif typ == "trailer":
-                cap.trailer = obj
-            else:
-                cap.events.append(obj)
+            objects.append(obj)
         else:
-            cap.damage = f"unknown frame kind {kind} at byte {pos}"
+            damage = f"unknown frame kind {kind} at byte {pos}"
             break
         pos += fh.size + length
-    for kind, parts in chunks.items():
-        cap.arrays[KIND_NAMES[kind]] = np.frombuffer(b"".join(parts), dtype=DTYPES[kind])
-    return cap
+    return chunks, objects, pos, damage
+
+
+class CaptureTail:
+    """Follows a capture file that is still being written: each :meth:`poll` returns the new frames.
+
+    Used by ``commprof run``'s hang watch.  A frame not yet completely written is left for the
+    next poll; a frame that does not verify stops the tail for good (``damage`` says why).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.header: dict | None = None
+        self.damage: str | None = None
+        self._pos = 0
+
+    def poll(self) -> tuple[dict[str, np.ndarray], list[dict]]:
+        """(new records per kind, new JSON objects) since the last poll."""
+        if self.damage is not None:
+            return {}, []
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._pos)
+                data = fh.read()
+        except OSError as exc:
+            self.damage = f"cannot read: {exc.strerror}"
+            return {}, []
+        base = self._pos
+        start = 0
+        if self.header is None:
+            try:
+                self.header, start = _parse_header(data, self.path)
+            except CaptureFormatError as exc:
+                if len(data) < schema.HEADER_PREFIX.size or "truncated" in exc.reason:
+                    return {}, []  # the header is still being written
+                self.damage = exc.reason
+                return {}, []
+        chunks, objects, end, self.damage = _parse_frames(memoryview(data), start, live=True)
+        self._pos = base + end
+        return _join(chunks), objects
 
 
 MANIFEST = "manifest.json"
@@ -147,6 +204,26 @@ def read_manifest(run_dir: str | os.PathLike) -> dict:
         raise CaptureFormatError(path, 0, "missing: not a commprof run directory") from exc
     except json.JSONDecodeError as exc:
         raise CaptureFormatError(path, exc.pos, f"invalid JSON: {exc.msg}") from exc
+
+
+HANG = "hang.json"
+HANG_SCHEMA_PREFIX = "commprof.hang/"
+
+
+def read_hang(run_dir: str | os.PathLike) -> dict | None:
+    """The hang report ``commprof run --hang-timeout`` wrote, or None when there is none."""
+    path = Path(run_dir) / HANG
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CaptureFormatError(path, getattr(exc, "pos", 0), f"invalid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith(HANG_SCHEMA_PREFIX):
+        raise CaptureFormatError(path, 0, "not a commprof hang report (no commprof.hang schema)")
+    if not isinstance(doc.get("blocked"), list) or not isinstance(doc.get("ranks"), list):
+        raise CaptureFormatError(path, 0, "hang report lacks its 'blocked' or 'ranks' list")
+    return doc
 
 
 def capture_paths(run_dir: str | os.PathLike) -> list[Path]:

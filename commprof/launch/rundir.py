@@ -80,12 +80,17 @@ def latest_run(root: str | os.PathLike = DEFAULT_ROOT) -> Path:
 
 def write_manifest(run_dir: Path, manifest: dict) -> None:
     """Atomically (re)write the manifest."""
-    tmp = run_dir / (MANIFEST + ".tmp")
+    write_json_atomic(Path(run_dir) / MANIFEST, manifest)
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write ``obj`` as JSON to ``path`` via a temporary file and a rename (readers never see half)."""
+    tmp = path.with_name(path.name + ".tmp")
     # O_NOFOLLOW: a symlink planted at the temporary name must not redirect the write.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, run_dir / MANIFEST)
+        fh.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 def start_manifest(command: list[str], env: dict) -> dict:

@@ -70,8 +70,12 @@ def check_command(command: list[str], env: dict | None = None) -> None:
         raise UsageError(f"{command[0]}: command not found")
 
 
-def run_job(command: list[str], env: dict) -> int:
-    """Run ``command``; return its exit code, or ``-N`` if signal N killed it."""
+def run_job(command: list[str], env: dict, tick=None, tick_interval: float = 1.0) -> int:
+    """Run ``command``; return its exit code, or ``-N`` if signal N killed it.
+
+    ``tick(pgid)``, when given, is called every ``tick_interval`` seconds while the job runs (the
+    hang watch); an exception from it is reported once and the ticks stop — the job goes on.
+    """
     check_command(command, env)
     tty = _foreground_tty()
     proc = subprocess.Popen(command, env=env, process_group=0)
@@ -88,7 +92,18 @@ def run_job(command: list[str], env: dict) -> int:
     try:
         while True:
             try:
-                return proc.wait()
+                if tick is None:
+                    return proc.wait()
+                try:
+                    return proc.wait(timeout=tick_interval)
+                except subprocess.TimeoutExpired:
+                    pass
+                try:
+                    tick(proc.pid)
+                except Exception as exc:  # noqa: BLE001 - the watch never takes the job down
+                    print(f"commprof: warning: hang watch stopped: {type(exc).__name__}: {exc}",
+                          file=sys.stderr)
+                    tick = None
             except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled by `forward`
                 continue
     finally:

@@ -35,6 +35,7 @@ def build(summary: Summary) -> dict:
         "ranks": _records(summary.ranks, _RANK_KEYS),
         "overhead": summary.overhead,
         "verdict": summary.verdict,
+        "hang": summary.hang,
         "notes": summary.notes,
         "degraded": _records(summary.degraded, ["rank", "where", "count", "error"])
         if summary.degraded is not None else [],

@@ -25,6 +25,8 @@ class TerminalRenderer:
         console = Console(file=buf, force_terminal=color, no_color=not color, width=width or 120,
                           highlight=False, soft_wrap=False)
         console.print(banner(doc))
+        if doc.get("hang"):
+            console.print(hang_panel(doc["hang"]))
         if doc["ops"]:
             console.print(ops_table(doc))
         if doc["ranks"]:
@@ -33,6 +35,15 @@ class TerminalRenderer:
             console.print(line)
         console.print(Text(doc["verdict"], style="bold"))
         return buf.getvalue()
+
+
+def hang_panel(hang: dict) -> Panel:
+    """What ``commprof run --hang-timeout`` found stuck, and on whom it waited."""
+    from commprof.report.hang_text import hang_lines
+    status = (f"; the job was stopped ({hang['killed']})" if hang.get("killed") else
+              "; it later finished" if hang.get("resolved_wall_ns") else "")
+    return Panel(Text("\n".join(hang_lines(hang))), title=f"hang detected{status}",
+                 title_align="left", border_style="red")
 
 
 def banner(doc: dict) -> Panel:
@@ -44,10 +55,11 @@ def banner(doc: dict) -> Panel:
     if argv and "/" in argv[0]:
         argv[0] = argv[0].rsplit("/", 1)[1]  # the interpreter's path says little
     command = " ".join(argv) or "-"
-    grid.add_row("command", command if len(command) < 200 else command[:197] + "...")
-    grid.add_row("ranks", f"{run['ranks_captured']} of world size {run['world_size']} on "
-                          f"{run['nodes']} node(s), backend {run['backend']}; exit code "
-                          f"{_exit(run)}")
+    # Captured strings (command, hosts, paths, group names) are Text, never rich markup.
+    grid.add_row("command", Text(command if len(command) < 200 else command[:197] + "..."))
+    grid.add_row("ranks", Text(f"{run['ranks_captured']} of world size {run['world_size']} on "
+                               f"{run['nodes']} node(s), backend {run['backend']}; exit code "
+                               f"{_exit(run)}"))
     step_line = (f"{steps['count']} ({steps['source']}); median {fmt_seconds(steps['median_s'])} "
                  f"over {steps['measured']} measured after {steps['warmup']} warm-up"
                  if steps["count"] else "none detected (see notes)")
@@ -68,7 +80,7 @@ def banner(doc: dict) -> Panel:
                      f"{o['record_us_per_call']:.1f} µs/call recording (measured) + ≈ "
                      f"{o['dispatch_us_per_call_estimate']:.0f} µs/call dispatch (benchmark) ≈ "
                      f"{fmt_pct(o['estimated_fraction_of_wall'])} of wall time")
-    return Panel(grid, title=f"commprof report — {run['path']}", title_align="left")
+    return Panel(grid, title=Text(f"commprof report — {run['path']}"), title_align="left")
 
 
 def _exit(run: dict) -> str:
@@ -86,7 +98,7 @@ def ops_table(doc: dict) -> Table:
         t.add_column(name, justify=just, no_wrap=True)
     steps = doc["steps"]["count"] or None
     for op in doc["ops"]:
-        t.add_row(op["op"], str(op["group_size"]), str(op["count"]), fmt_bytes(op["bytes"]),
+        t.add_row(Text(op["op"]), str(op["group_size"]), str(op["count"]), fmt_bytes(op["bytes"]),
                   fmt_bytes(op["bytes"] / steps) if steps else "-", fmt_seconds(op["time_s"]),
                   fmt_seconds(op["p50_s"]), fmt_seconds(op["p99_s"]), _bw(op["algbw_gbps"]),
                   _bw(op["busbw_gbps"]))
@@ -109,7 +121,7 @@ def ranks_table(doc: dict) -> Table:
     rows = doc["ranks"]
     shown = rows if len(rows) <= MAX_RANK_ROWS else _extremes(rows)
     for r in shown:
-        t.add_row(str(r["rank"]), str(r.get("host") or "-"), str(r["ops"]), fmt_bytes(r["bytes"]),
+        t.add_row(str(r["rank"]), Text(str(r.get("host") or "-")), str(r["ops"]), fmt_bytes(r["bytes"]),
                   fmt_seconds(r.get("step_median_s")), fmt_pct(r.get("comm_fraction")),
                   fmt_pct(r.get("exposed_comm_fraction")),
                   fmt_pct(r.get("exposed_comm_fraction_wall")),

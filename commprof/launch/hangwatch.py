@@ -1,0 +1,146 @@
+"""``commprof run --hang-timeout S``: watch the captures as they grow and report a hang.
+
+The supervisor calls :meth:`HangWatch.tick` between waits on the job.  Each tick tails the new
+frames of every capture file (workers flush every ``--flush-interval`` seconds), feeds them to
+:class:`commprof.analysis.hang.HangTracker`, and when a collective has been pending longer than
+``S`` writes ``hang.json`` into the run directory, prints a summary once, and — only with
+``--kill-on-hang`` — stops the job (SIGTERM to its process group, so every worker flushes; SIGKILL
+after a grace period).  Runs in the supervisor process: nothing is added to the workers.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+from commprof.analysis.hang import HangTracker
+from commprof.format import schema
+from commprof.format.reader import CaptureTail
+from commprof.launch.rundir import write_json_atomic
+
+HANG_FILE = "hang.json"
+KILL_GRACE_S = 10.0
+
+
+class HangWatch:
+    """Tails a run directory's captures and reports collectives stuck longer than ``timeout_s``."""
+
+    def __init__(self, run_dir: Path, timeout_s: float, kill: bool,
+                 say: Callable[[str], None], clock: Callable[[], int] = time.perf_counter_ns):
+        self.run_dir = Path(run_dir)
+        self.timeout_s = timeout_s
+        self.kill = kill
+        self.say = say
+        self.clock = clock
+        self.tracker = HangTracker()
+        self.tails: dict[Path, CaptureTail] = {}
+        self.rank_of: dict[Path, int] = {}
+        self.reported: dict | None = None  # the diagnosis last written
+        self.episodes = 0
+        self.killed_at: float | None = None
+        self.host = socket.gethostname()
+
+    @property
+    def interval_s(self) -> float:
+        """How often to tick: often enough to report within ~10% of the timeout."""
+        return max(0.2, min(1.0, self.timeout_s / 10))
+
+    def tick(self, job_pgid: int | None = None) -> None:
+        """Read what the workers wrote since the last tick; report (and maybe stop) a hang."""
+        self._discover()
+        for path, tail in self.tails.items():
+            arrays, objects = tail.poll()
+            if path not in self.rank_of:
+                if tail.header is None:
+                    continue
+                self._start_rank(path, tail.header)
+            if self.rank_of.get(path) is not None and (objects or any(len(a) for a in arrays.values())):
+                self.tracker.feed(self.rank_of[path], arrays, objects)
+        if self.killed_at is not None:  # the report stands as written when the job was stopped
+            self._stop(job_pgid)
+            return
+        diagnosis = self.tracker.diagnose(self.clock(), self.timeout_s)
+        if diagnosis is None:
+            if self.reported is not None:
+                self.say("the stuck collectives finished (completed or failed); the job goes on")
+                self.reported["resolved_wall_ns"] = time.time_ns()
+                self._write(self.reported)
+                self.reported = None
+            return
+        if self.reported is None or _shape(self.reported) != _shape(diagnosis):
+            first = self.reported is None
+            if first:
+                self.episodes += 1
+            elif "killed" in self.reported:
+                diagnosis["killed"] = self.reported["killed"]
+            diagnosis["episode"] = self.episodes
+            diagnosis["detected_wall_ns"] = time.time_ns()
+            self._write(diagnosis)
+            self.reported = diagnosis
+            if first:
+                from commprof.report.hang_text import hang_lines
+                for line in hang_lines(diagnosis):
+                    self.say(line)
+                self.say(f"hang report: {self.run_dir / HANG_FILE}" + (
+                    "" if self.kill else " (the job is left running; --kill-on-hang stops it)"))
+        if self.kill and job_pgid is not None:
+            self._stop(job_pgid)
+
+    def _discover(self) -> None:
+        for path in sorted((self.run_dir / "ranks").glob("*" + schema.FILE_SUFFIX)):
+            if path not in self.tails:
+                self.tails[path] = CaptureTail(path)
+
+    def _start_rank(self, path: Path, header: dict) -> None:
+        rank = int(header.get("rank", -1))
+        # A newer attempt (torchrun restart) or process of the same rank replaces the older one.
+        for other, r in list(self.rank_of.items()):
+            if r == rank:
+                self.rank_of[other] = None
+        self.rank_of[path] = rank
+        self.tracker.add_rank(rank, header, self._clock_offset(header))
+
+    def _clock_offset(self, header: dict) -> int:
+        """Watcher clock minus the rank's clock (0 on this host: one CLOCK_MONOTONIC)."""
+        anchor = header.get("clock") or {}
+        if header.get("host") == self.host or "wall_ns" not in anchor:
+            return 0
+        return (self.clock() - time.time_ns()) - (int(anchor["mono_ns"]) - int(anchor["wall_ns"]))
+
+    def _write(self, diagnosis: dict) -> None:
+        try:
+            write_json_atomic(self.run_dir / HANG_FILE, diagnosis)
+        except OSError as exc:
+            self.say(f"warning: cannot write {self.run_dir / HANG_FILE}: {exc.strerror or exc}")
+
+    def _stop(self, pgid: int | None) -> None:
+        if pgid is None:
+            return
+        now = time.monotonic()
+        if self.killed_at is None:
+            self.say(f"--kill-on-hang: sending SIGTERM to the job (SIGKILL in {KILL_GRACE_S:.0f} s)")
+            self.killed_at = now
+            self.reported["killed"] = "SIGTERM"
+            self._write(self.reported)
+            _killpg(pgid, signal.SIGTERM)
+        elif now - self.killed_at > KILL_GRACE_S and self.reported.get("killed") != "SIGKILL":
+            self.say("the job ignored SIGTERM: sending SIGKILL")
+            self.reported["killed"] = "SIGKILL"
+            self._write(self.reported)
+            _killpg(pgid, signal.SIGKILL)
+
+
+def _shape(diagnosis: dict) -> list:
+    """What identifies a hang (ages aside): which collectives are blocked on whom."""
+    return [(b["op"].get("group"), b["op"].get("seq"), b["op"].get("p2p_ordinal"),
+             b["waiting_ranks"], b["never_arrived"]) for b in diagnosis["blocked"]]
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass

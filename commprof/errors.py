@@ -24,3 +24,15 @@ class CaptureFormatError(CommprofError):
     def __init__(self, path: str | os.PathLike, offset: int, reason: str):
         self.path, self.offset, self.reason = str(path), offset, reason
         super().__init__(f"{path}: {reason}" + (f" (at byte {offset})" if offset else ""))
+
+
+class TruncatedCaptureError(CaptureFormatError):
+    """A capture file that ends before its header does: its process died while creating it."""
+
+
+class ReportFileError(CommprofError):
+    """A saved report document (JSON) is unreadable or not shaped like one."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")

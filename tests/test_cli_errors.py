@@ -275,3 +275,121 @@ def test_usage_errors_are_short_and_exit_2(ran, name):
     assert "Traceback" not in proc.stderr and "╭" not in proc.stderr, proc.stderr
     assert len(proc.stderr.splitlines()) <= 4, proc.stderr
     assert "error" in proc.stderr.lower()
+
+
+@case
+def run_out_parent_missing(base):
+    out = base / "no-such-parent" / "run"
+    return ["run", "--out", out, "--", sys.executable, "-c", "pass"], {"out": out}
+
+
+@case
+def run_out_under_a_file(base):
+    (base / "afile").write_text("x")
+    out = base / "afile" / "run"
+    return ["run", "--out", out, "--", sys.executable, "-c", "pass"], {"out": out}
+
+
+@pytest.mark.parametrize("name", ["run_out_parent_missing", "run_out_under_a_file"])
+def test_run_refuses_an_output_directory_it_cannot_create(ran, name):
+    c = ran[name]
+    assert_one_error_line(c.proc, c.info["out"], "parent directory")
+    assert not c.info["out"].parent.is_dir() and list(c.cwd.iterdir()) == []
+
+
+@case
+def run_kill_on_hang_alone(base):
+    return ["run", "--kill-on-hang", "--", sys.executable, "-c", "pass"], {}
+
+
+@case
+def run_hang_timeout_too_short(base):
+    return ["run", "--hang-timeout", "0.5", "--", sys.executable, "-c", "pass"], {}
+
+
+def test_run_hang_options_are_checked_before_launch(ran):
+    assert_one_error_line(ran["run_kill_on_hang_alone"].proc, "--kill-on-hang", "--hang-timeout")
+    assert_one_error_line(ran["run_hang_timeout_too_short"].proc, "--hang-timeout 0.5",
+                          "--flush-interval")
+    for name in ("run_kill_on_hang_alone", "run_hang_timeout_too_short"):
+        assert list(ran[name].cwd.iterdir()) == []
+
+
+def _saved_report(base: Path, edit) -> Path:
+    """A real JSON report of a synthetic run, then edited by hand (``edit(text) -> text``)."""
+    run = good_run(base)
+    out = base / "saved.json"
+    proc = subprocess.run([sys.executable, "-m", "commprof", "report", str(run), "-o", str(out)],
+                          capture_output=True, text=True, timeout=120, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    out.write_text(edit(out.read_text()))
+    return out
+
+
+@case
+def report_saved_json_rerendered(base):
+    return ["report", _saved_report(base, lambda t: t)], {}
+
+
+def test_a_saved_json_report_renders_again(ran):
+    c = ran["report_saved_json_rerendered"]
+    assert c.proc.returncode == 0, c.proc.stderr
+    assert "bytes synchronized" in c.proc.stdout
+
+
+@case
+def report_json_edited_type(base):
+    def edit(text):
+        doc = json.loads(text)
+        doc["kpis"]["exposed_comm_fraction"] = "12%"
+        return json.dumps(doc)
+    return ["report", _saved_report(base, edit)], {}
+
+
+@case
+def report_json_edited_truncated(base):
+    return ["report", _saved_report(base, lambda t: t[: len(t) // 2])], {}
+
+
+@case
+def report_json_edited_schema(base):
+    return ["report", _saved_report(base, lambda t: t.replace("commprof.report/1", "commprof.report/9"))], {}
+
+
+@case
+def report_json_edited_row(base):
+    def edit(text):
+        doc = json.loads(text)
+        del doc["ops"][0]["count"]
+        return json.dumps(doc)
+    return ["report", _saved_report(base, edit)], {}
+
+
+@case
+def report_json_not_a_report(base):
+    path = base / "other.json"
+    path.write_text('{"hello": "world"}')
+    return ["report", path], {}
+
+
+@pytest.mark.parametrize("name, needles", [
+    ("report_json_edited_type", ["saved.json", "kpis.exposed_comm_fraction", "number or null", "12%"]),
+    ("report_json_edited_truncated", ["saved.json", "invalid JSON at line"]),
+    ("report_json_edited_schema", ["saved.json", "commprof.report/9"]),
+    ("report_json_edited_row", ["saved.json", "ops[0].count: missing"]),
+    ("report_json_not_a_report", ["other.json", "not a commprof report"]),
+])
+def test_hand_edited_json_report(ran, name, needles):
+    assert_one_error_line(ran[name].proc, *needles)
+
+
+@case
+def report_corrupt_hang(base):
+    run = good_run(base)
+    (run / "hang.json").write_text('{"schema": "commprof.hang/1", "blocked": ')
+    return ["report", run], {"hang": run / "hang.json"}
+
+
+def test_report_corrupt_hang_file(ran):
+    c = ran["report_corrupt_hang"]
+    assert_one_error_line(c.proc, c.info["hang"], "invalid JSON")

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from commprof.errors import CaptureFormatError
+from commprof.errors import CaptureFormatError, TruncatedCaptureError
 from commprof.format import reader, schema
 from commprof.format.reader import read_capture
 from commprof.format.writer import CaptureWriter, encode_batch, encode_frame, encode_header, encode_json
@@ -313,7 +313,8 @@ def _assert_format_error(path, *words):
 def test_empty_file(tmp_path):
     path = tmp_path / "empty.cpf"
     path.write_bytes(b"")
-    _assert_format_error(path, "magic")
+    err = _assert_format_error(path, "empty file")
+    assert isinstance(err, TruncatedCaptureError)  # `commprof report` leaves it out with a note
 
 
 def test_missing_file(tmp_path):
@@ -368,4 +369,18 @@ def test_header_layout_is_as_documented():
     assert int.from_bytes(h[14 + n:], "little") == zlib.crc32(body)
     f = encode_json({"type": "event", "x": 1})
     kind, length, crc = struct.unpack_from("<BII", f, 0)
-    assert kind == schema.KIND_JSON and length == len(f) - 9 and crc == zlib.crc32(f[9:])
+    assert kind == schema.KIND_JSON and length == len(f) - 9
+    assert crc == zlib.crc32(f[9:], zlib.crc32(f[:5]))  # v2: kind and length are covered too
+
+
+def test_version_1_files_are_still_read(tmp_path):
+    """v1 frames carried crc32(payload) only; readers of v2 still read them."""
+    body = json.dumps(META).encode()
+    payload = struct.pack("<Bqq", 1, 2, 3)
+    v1 = (schema.HEADER_PREFIX.pack(schema.MAGIC, 1, len(body)) + body
+          + zlib.crc32(body).to_bytes(4, "little")
+          + struct.pack("<BII", schema.KIND_MARK, len(payload), zlib.crc32(payload)) + payload)
+    path = tmp_path / "v1.cpf"
+    path.write_bytes(v1)
+    cap = read_capture(path)
+    assert cap.damage is None and cap.arrays["mark"].tolist() == [(1, 2, 3)]

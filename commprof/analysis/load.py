@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from commprof.errors import RunDirError
+from commprof.errors import RunDirError, TruncatedCaptureError
 from commprof.format import reader, schema
 from commprof.launch.rundir import latest_run
 
@@ -115,8 +115,20 @@ def open_run(path: str | Path | None = None) -> RunSource:
         raise RunDirError(f"{run_dir / 'ranks'}: no capture files: no process of the job was "
                           f"captured, or none initialised a process group, called a collective or "
                           f"stepped an optimizer{why}")
-    headers = {p: reader.read_header(p) for p in paths}
-    notes = []
+    headers, notes = {}, []
+    for p in paths:
+        try:
+            headers[p] = reader.read_header(p)
+        except TruncatedCaptureError as exc:  # a process that died while creating its file
+            notes.append(f"{p.name}: {exc.reason}: left out")
+    if not headers:
+        raise RunDirError(f"{run_dir / 'ranks'}: no readable capture file ({'; '.join(notes)})")
+    world = max((int(h.get("world_size") or 0) for h in headers.values()), default=0)
+    absent = sorted(set(range(world)) - {int(h["rank"]) for h in headers.values()})
+    if absent:
+        notes.append(f"no capture from rank(s) {_span_list(absent)} of world size {world}: the "
+                     "KPIs cover the ranks captured (a process that never imported torch, or ran "
+                     "on a node without `commprof run`?)")
     if manifest.get("status") == "running":
         notes.append("the run has not finished, or its `commprof run` was killed: this covers what "
                      "the workers had flushed so far")
@@ -150,6 +162,18 @@ def load_run(path: str | Path | None = None) -> Run:
                collectives=cat("collectives"), waits=cat("waits"), marks=cat("marks"),
                spans=cat("spans"), groups=cat("groups"), degraded=cat("degraded"), notes=src.notes,
                hang=src.hang)
+
+
+def _span_list(ranks: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
+    out, start = [], None
+    for i, r in enumerate(ranks):
+        if start is None:
+            start = r
+        if i + 1 == len(ranks) or ranks[i + 1] != r + 1:
+            out.append(str(start) if start == r else f"{start}-{r}")
+            start = None
+    return ", ".join(out)
 
 
 def _latest_attempts(headers: dict[Path, dict]) -> list[Path]:

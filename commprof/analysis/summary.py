@@ -275,6 +275,8 @@ def _run_info(src: Run | RunSource, parts: list[RankPart]) -> dict:
         "torch_version": m.get("torch_version"),
         "commprof_version": m.get("commprof_version"),
         "incomplete_ranks": sorted(int(r) for r in procs.loc[~procs["complete"], "rank"]),
+        "missing_ranks": sorted(set(range(int(world.max()) if len(world) else 0))
+                                - {int(r) for r in procs["rank"]}),
         "collectives": sum(p.collectives for p in parts),
         "attempts": list(getattr(src, "attempts", None) or sorted({int(p.process["attempt"]) for p in parts})),
     }

@@ -77,6 +77,7 @@ class Agent:
         rank, world, source = _rank_and_world(self.torch)
         restart = int(env.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
         header = {
+            "schema_minor": schema.SCHEMA_MINOR,
             "rank": rank, "world_size": world, "rank_source": source,
             "local_rank": _int_or_none(env.get("LOCAL_RANK")),
             "group_rank": _int_or_none(env.get("GROUP_RANK")),

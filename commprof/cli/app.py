@@ -33,7 +33,7 @@ def run(
 
 @app.command()
 def report(
-    run_dir: Annotated[Optional[str], typer.Argument(help="Run directory (default: the latest under ./commprof-runs).")] = None,
+    run_dir: Annotated[Optional[str], typer.Argument(help="Run directory (default: the latest under ./commprof-runs), or a saved JSON report to render again.")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="terminal or json (default: from -o's suffix, else terminal).")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
     warmup: Annotated[int, typer.Option(help="Steps of each rank left out of the medians.")] = 2,

@@ -21,7 +21,11 @@ def report_command(run_dir: str | None, fmt: str | None, output: str | None, war
                    width: int | None) -> int:
     from commprof.report.renderers import choose
     renderer = choose(fmt, output)
-    doc = build_document(run_dir, warmup)
+    if run_dir is not None and run_dir.endswith(".json") and not os.path.isdir(run_dir):
+        from commprof.report.document import load
+        doc = load(run_dir)  # a saved report, rendered again (e.g. as a table)
+    else:
+        doc = build_document(run_dir, warmup)
     if output:
         color = False
     else:

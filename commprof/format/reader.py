@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from commprof.errors import CaptureFormatError
+from commprof.errors import CaptureFormatError, TruncatedCaptureError
 from commprof.format import schema
 
 _NP_CODES = {"q": "<i8", "Q": "<u8", "i": "<i4", "I": "<u4", "H": "<u2", "B": "u1"}
@@ -49,23 +49,32 @@ class RankCapture:
         return self.trailer is not None
 
 
-def _parse_header(data: bytes, path: Path) -> tuple[dict, int]:
-    """(header dict, offset of the first frame); raises CaptureFormatError."""
+def _parse_header(data: bytes, path: Path) -> tuple[dict, int, int]:
+    """(header dict, offset of the first frame, schema version); raises CaptureFormatError."""
     prefix = schema.HEADER_PREFIX
-    if len(data) < prefix.size or data[:8] != schema.MAGIC:
+    if not data:
+        raise TruncatedCaptureError(path, 0, "empty file (its process died while creating it?)")
+    if data[:len(schema.MAGIC)] != schema.MAGIC[:len(data)]:
         raise CaptureFormatError(path, 0, "not a commprof capture file (bad magic)")
+    if len(data) < prefix.size:
+        raise TruncatedCaptureError(path, 0, f"ends inside its header ({len(data)} bytes)")
     _, version, hlen = prefix.unpack_from(data, 0)
     if version > schema.SCHEMA_VERSION:
         raise CaptureFormatError(path, 8, f"schema version {version} is newer than this commprof "
                                           f"understands ({schema.SCHEMA_VERSION}); upgrade commprof")
     end = prefix.size + hlen
-    if len(data) < end + 4 or zlib.crc32(data[prefix.size:end]) != int.from_bytes(data[end:end + 4], "little"):
-        raise CaptureFormatError(path, prefix.size, "header is truncated or corrupt")
+    if len(data) < end + 4:
+        raise TruncatedCaptureError(path, prefix.size, f"ends inside its header ({len(data)} of "
+                                                       f"{end + 4} bytes)")
+    if zlib.crc32(data[prefix.size:end]) != int.from_bytes(data[end:end + 4], "little"):
+        raise CaptureFormatError(path, prefix.size, "header is corrupt (checksum mismatch)")
     try:
         header = json.loads(data[prefix.size:end])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CaptureFormatError(path, prefix.size, "header is not valid JSON") from exc
-    return header, end + 4
+    if not isinstance(header, dict) or not isinstance(header.get("rank"), int):
+        raise CaptureFormatError(path, prefix.size, "header has no integer 'rank'")
+    return header, end + 4, version
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -88,9 +97,9 @@ def read_capture(path: str | os.PathLike) -> RankCapture:
         data = path.read_bytes()
     except OSError as exc:
         raise CaptureFormatError(path, 0, f"cannot read: {exc.strerror}") from exc
-    header, pos = _parse_header(data, path)
+    header, pos, version = _parse_header(data, path)
     cap = RankCapture(path=path, header=header, arrays={})
-    chunks, objects, _, cap.damage = _parse_frames(memoryview(data), pos)
+    chunks, objects, _, cap.damage = _parse_frames(memoryview(data), pos, version)
     for obj in objects:
         typ = obj.get("type")
         if typ == "group":
@@ -108,7 +117,7 @@ def _join(chunks: dict[int, list]) -> dict[str, np.ndarray]:
             for kind, parts in chunks.items()}
 
 
-def _parse_frames(view: memoryview, pos: int, live: bool = False):
+def _parse_frames(view: memoryview, pos: int, version: int, live: bool = False):
     """Frames from ``pos`` on: (record bytes per kind, JSON objects, end offset, damage).
 
     Stops at the first frame that is torn or does not verify.  With ``live`` (a file still being
@@ -124,11 +133,14 @@ def _parse_frames(view: memoryview, pos: int, live: bool = False):
             damage = None if live else f"torn frame header at byte {pos}"
             break
         kind, length, crc = fh.unpack_from(view, pos)
+        if kind == 0 and length == 0 and not any(view[pos:pos + 4096]):
+            damage = f"zero-filled from byte {pos} (data lost in a crash before reaching disk?)"
+            break
         body = view[pos + fh.size: pos + fh.size + length]
         if len(body) < length:
             damage = None if live else f"torn frame at byte {pos} ({len(body)} of {length} bytes)"
             break
-        if zlib.crc32(body) != crc:
+        if schema.frame_crc(kind, body, version) != crc:
             damage = f"checksum mismatch in frame at byte {pos}"
             break
         if kind in chunks:
@@ -165,6 +177,7 @@ class CaptureTail:
         self.header: dict | None = None
         self.damage: str | None = None
         self._pos = 0
+        self._version = schema.SCHEMA_VERSION
 
     def poll(self) -> tuple[dict[str, np.ndarray], list[dict]]:
         """(new records per kind, new JSON objects) since the last poll."""
@@ -181,13 +194,14 @@ class CaptureTail:
         start = 0
         if self.header is None:
             try:
-                self.header, start = _parse_header(data, self.path)
+                self.header, start, self._version = _parse_header(data, self.path)
+            except TruncatedCaptureError:
+                return {}, []  # the header is still being written
             except CaptureFormatError as exc:
-                if len(data) < schema.HEADER_PREFIX.size or "truncated" in exc.reason:
-                    return {}, []  # the header is still being written
                 self.damage = exc.reason
                 return {}, []
-        chunks, objects, end, self.damage = _parse_frames(memoryview(data), start, live=True)
+        chunks, objects, end, self.damage = _parse_frames(memoryview(data), start, self._version,
+                                                              live=True)
         self._pos = base + end
         return _join(chunks), objects
 

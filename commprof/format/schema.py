@@ -3,7 +3,7 @@
 A capture file (one per rank process and attempt, ``*.cpf``) is::
 
     header:  MAGIC (8 bytes) | u16 schema version | u32 json length | json | u32 crc32(json)
-    frames:  u8 kind | u32 payload length | u32 crc32(payload) | payload      (repeated)
+    frames:  u8 kind | u32 payload length | u32 crc32(kind, length, payload) | payload  (repeated)
 
 Fixed-size record kinds (``COLL``, ``DONE``, ``WAIT``, ``MARK``, ``SPAN``) carry a batch of packed
 little-endian structs; ``JSON`` frames carry one UTF-8 JSON object (process groups, events,
@@ -13,9 +13,14 @@ readable part of the file (a torn tail from a killed process) and is reported, n
 from __future__ import annotations
 
 import struct
+import zlib
 
 MAGIC = b"COMMPROF"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # major: a reader refuses files of a newer major (v1 still read: see frame_crc)
+# minor (header key "schema_minor"): additive changes only (new header keys, JSON frame types,
+# record kinds appended at the end of a frame list); readers of any minor read every file of
+# their major, taking a missing key as unknown.
+SCHEMA_MINOR = 1
 FILE_SUFFIX = ".cpf"
 
 HEADER_PREFIX = struct.Struct("<8sHI")  # magic, version, json length
@@ -47,6 +52,17 @@ FIXED_KINDS = {
     KIND_MARK: MARK_FIELDS,
     KIND_SPAN: SPAN_FIELDS,
 }
+
+
+_KIND_LENGTH = struct.Struct("<BI")
+
+
+def frame_crc(kind: int, payload, version: int = SCHEMA_VERSION) -> int:
+    """The CRC32 a frame carries: over kind, length and payload (v1 files: payload only, so a
+    flipped kind byte went unnoticed; found by the reader's fuzz test)."""
+    if version < 2:
+        return zlib.crc32(payload)
+    return zlib.crc32(payload, zlib.crc32(_KIND_LENGTH.pack(kind, len(payload))))
 
 
 def struct_for(fields) -> struct.Struct:

@@ -25,7 +25,7 @@ def encode_header(meta: dict) -> bytes:
 
 def encode_frame(kind: int, payload: bytes) -> bytes:
     """One framed payload."""
-    return schema.FRAME_HEADER.pack(kind, len(payload), zlib.crc32(payload)) + payload
+    return schema.FRAME_HEADER.pack(kind, len(payload), schema.frame_crc(kind, payload)) + payload
 
 
 def encode_batch(kind: int, rows) -> bytes:

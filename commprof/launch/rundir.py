@@ -27,6 +27,10 @@ def new_run_dir(out: str | None, command: list[str]) -> Path:
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RunDirError(f"{path}: already exists and is not an empty directory; "
                               "choose another --out")
+        if not path.parent.is_dir():  # like mkdir without -p: a typo must not grow a new tree
+            what = "is not a directory" if path.parent.exists() else "does not exist"
+            raise RunDirError(f"{path}: parent directory {path.parent} {what}; create it first "
+                              "or choose another --out")
     else:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = _slug(command)

@@ -5,12 +5,16 @@ times seconds, bandwidths GB/s (1e9 bytes/s), fractions in [0, 1]; unknown value
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+from numbers import Number
 
 import numpy as np
 import pandas as pd
 
 from commprof.analysis.summary import Summary
+from commprof.errors import ReportFileError
 
 SCHEMA = "commprof.report/1"
 
@@ -62,3 +66,91 @@ def _clean(obj):
     if obj is pd.NA or obj is pd.NaT:
         return None
     return obj
+
+
+# What a saved document must look like to be rendered again (or gated on): type per key path.
+# ``num?`` is a number or null.  Keys beyond these are allowed (the contract only adds keys).
+_REQUIRED = {
+    "run": dict, "steps": dict, "kpis": dict, "ops": list, "ranks": list, "verdict": str,
+    "notes": list,
+    "run.world_size": int, "run.ranks_captured": int, "steps.count": int,
+    **{f"kpis.{k}": "num?" for k in ("bytes_per_step", "bus_bytes_per_step", "comm_fraction",
+                                     "exposed_comm_fraction", "comm_fraction_wall",
+                                     "exposed_comm_fraction_wall", "algbw_gbps", "busbw_gbps")},
+}
+_ROW_REQUIRED = {"ops": {"op": str, "count": int, "bytes": "num?", "time_s": "num?"},
+                 "ranks": {"rank": int, "ops": int, "bytes": "num?"}}
+
+
+def load(path: str | os.PathLike) -> dict:
+    """A report document saved as JSON (``commprof report -o r.json``), checked key by key.
+
+    Raises :class:`~commprof.errors.ReportFileError` naming the file and the first bad key.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except FileNotFoundError as exc:
+        raise ReportFileError(path, "no such file") from exc
+    except OSError as exc:
+        raise ReportFileError(path, f"cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ReportFileError(path, "not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise ReportFileError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: "
+                                    f"{exc.msg}") from exc
+    if not isinstance(doc, dict):
+        raise ReportFileError(path, f"expected a JSON object, got {_kind(doc)}")
+    schema = doc.get("schema")
+    if not isinstance(schema, str) or not schema.startswith("commprof.report/"):
+        raise ReportFileError(path, f"not a commprof report (schema {schema!r}, expected {SCHEMA!r})")
+    if schema != SCHEMA:
+        raise ReportFileError(path, f"report schema {schema!r} is not {SCHEMA!r} "
+                                    "(written by another commprof version)")
+    for key, want in _REQUIRED.items():
+        _check(path, key, _get(doc, key), want)
+    for table, columns in _ROW_REQUIRED.items():
+        for i, row in enumerate(doc[table]):
+            if not isinstance(row, dict):
+                raise ReportFileError(path, f"{table}[{i}]: expected an object, got {_kind(row)}")
+            for key, want in columns.items():
+                _check(path, f"{table}[{i}].{key}", row.get(key, _MISSING), want)
+    return doc
+
+
+_MISSING = object()
+
+
+def _get(doc: dict, dotted: str):
+    obj = doc
+    for part in dotted.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return _MISSING
+        obj = obj[part]
+    return obj
+
+
+def _check(path, key: str, value, want) -> None:
+    if value is _MISSING:
+        raise ReportFileError(path, f"{key}: missing")
+    if want == "num?":
+        ok = value is None or (isinstance(value, Number) and not isinstance(value, bool))
+        what = "a number or null"
+    elif want is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        what = "an integer"
+    else:
+        ok = isinstance(value, want)
+        what = {dict: "an object", list: "a list", str: "a string"}[want]
+    if not ok:
+        raise ReportFileError(path, f"{key}: expected {what}, got {_kind(value)} {_short(value)}")
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -50,10 +50,11 @@ def test_disk_full_stops_recording_not_the_job(tmp_path, plain):
     assert doc["run"]["incomplete_ranks"] == [0, 1]
 
 
-def test_a_rank_that_dies_keeps_its_records_and_is_marked(tmp_path):
+@pytest.mark.parametrize("how", ["exit", "kill", "segv"])
+def test_a_rank_that_dies_keeps_its_records_and_is_marked(tmp_path, how):
     run = tmp_path / "run"
     proc = commprof("run", "--out", str(run), "--flush-interval", "0.1", "--",
-                    *torchrun(HERE / "fault_jobs" / "rank_dies.py"), timeout=300)
+                    *torchrun(HERE / "fault_jobs" / "rank_dies.py", how), timeout=300)
     assert proc.returncode != 0  # torchrun reports the failed worker
     doc = report_json(run, "--warmup", "0")
     ranks = {r["rank"]: r for r in doc["ranks"]}

@@ -16,6 +16,7 @@ from commprof.analysis.summary import summarize
 from commprof.cli.report import build_document
 from commprof.format import schema
 from commprof.report.renderers import renderers
+from commprof.report.document import load as load_document
 
 from synthetic import (MS, OTHER_THREAD, Coll, Rank, Span, Wait, periodic_rank,
                        step_marks, write_run)
@@ -438,8 +439,27 @@ def no_steps_run(tmp_path):
     return write_run(tmp_path / "nosteps", ranks)
 
 
+HOSTILE = "[bold red]x[/] [link=http://evil]y[/link]"  # rich markup must print as typed
+
+
+def hostile_strings_run(tmp_path):
+    """Captured strings that look like rich markup, plus a hang report naming such a group."""
+    ranks = [periodic_rank(0), periodic_rank(1, host=HOSTILE)]
+    run = write_run(tmp_path / "hostile", ranks, command=["torchrun", HOSTILE, "t.py"])
+    op = {"op": "all_reduce", "group": HOSTILE, "group_desc": HOSTILE, "group_size": 2,
+          "bytes": 8, "seq": 3}
+    hang = {"schema": "commprof.hang/1", "timeout_s": 2.0, "oldest_pending_s": 2.5, "episode": 1,
+            "blocked": [{"op": op, "waiting_ranks": [0], "never_arrived": [1], "not_captured": []}],
+            "ranks": [{"rank": 0, "last_completed": dict(op, seq=2, age_s=2.6),
+                       "pending": [dict(op, age_s=2.5)], "pending_count": 1, "exited": False},
+                      {"rank": 1, "last_completed": dict(op, seq=2, age_s=2.6), "pending": [],
+                       "pending_count": 0, "exited": False}]}
+    (run / "hang.json").write_text(json.dumps(hang))
+    return run
+
+
 SCENARIOS = {"normal": normal_run, "zero_collectives": zero_collectives_run,
-             "no_steps": no_steps_run}
+             "no_steps": no_steps_run, "hostile_strings": hostile_strings_run}
 
 
 @pytest.fixture(scope="module")
@@ -454,12 +474,24 @@ def scenario_doc(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("scenario", [
-    "normal", "zero_collectives",
-    "no_steps",
-])
-def test_document_contract(scenario_doc, scenario):
-    assert_contract(scenario_doc(scenario))
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_document_contract(scenario_doc, scenario, tmp_path):
+    doc = scenario_doc(scenario)
+    assert_contract(doc)
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(doc))
+    assert load_document(saved) == doc  # what `commprof report saved.json` reads back
+
+
+def test_captured_strings_are_never_markup(scenario_doc):
+    doc = scenario_doc("hostile_strings")
+    out = renderers()["terminal"].render(doc, color=True, width=200)
+    plain = renderers()["terminal"].render(doc, color=False, width=300)
+    assert f"torchrun {HOSTILE} t.py" in plain  # the command, printed as typed
+    assert f"│ 1      {HOSTILE}" in plain or f" 1   {HOSTILE}" in _flat(plain)  # a host
+    assert f"on group {HOSTILE} [{HOSTILE}]" in plain  # a group name in the hang panel
+    assert "\x1b]8;" not in out  # no hyperlink escape was produced from captured text
+    assert "hang detected" in plain and "never arrived: ranks 1" in plain
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

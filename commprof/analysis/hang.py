@@ -111,27 +111,34 @@ class HangTracker:
                 st.exited = True
         coll = arrays.get("coll")
         done = arrays.get("done")
-        done_ids = set(done["id"].tolist()) if done is not None and len(done) else set()
+        done_ids = done["id"] if done is not None else np.empty(0, dtype=np.int64)
+        later = done_ids  # completions of records fed in earlier calls (or not yet fed)
         if coll is not None and len(coll):
             st.last_record_ns = max(st.last_record_ns, int(coll["t_return"].max()))
             self._add_records(st, coll, done_ids)
-        for rid in done_ids:  # completions of records fed earlier
+            later = done_ids[~np.isin(done_ids, coll["id"])]
+        for rid in later.tolist():  # few: a batch's completions mostly match its own records
             op = st.pending.pop(rid, None)
             if op is not None:
                 self._completed(st, op)
             elif len(st.orphans) < _ORPHAN_CAP:
                 st.orphans.add(rid)
 
-    def _add_records(self, st: _RankState, coll: np.ndarray, done_ids: set) -> None:
+    def _add_records(self, st: _RankState, coll: np.ndarray, done_ids: np.ndarray) -> None:
         failed = (coll["flags"] & schema.FLAG_FAILED) != 0
         is_p2p = np.isin(coll["op"], list(_P2P_OPS))
         # Sequence bookkeeping for every record; details only for the few still pending.
-        for gid, p2p in set(zip(coll["group"].tolist(), is_p2p.tolist())):
-            sel = (coll["group"] == gid) & (is_p2p == p2p)
-            key = (int(gid), bool(p2p))
-            st.issued[key] = max(st.issued.get(key, 0), int(coll["seq"][sel].max()) + 1)
+        kind = coll["group"].astype(np.int64) * 2 + is_p2p  # (group, is P2P) as one key
+        for k in np.unique(kind).tolist():
+            key = (k // 2, bool(k % 2))
+            top = int(coll["seq"][kind == k].max()) + 1
+            st.issued[key] = max(st.issued.get(key, 0), top)
         ids = coll["id"]
-        known_done = np.isin(ids, np.fromiter(done_ids | st.orphans, dtype=np.int64))
+        known_done = np.isin(ids, done_ids)
+        if st.orphans:
+            was_orphan = np.isin(ids, np.fromiter(st.orphans, dtype=np.int64))
+            st.orphans.difference_update(ids[was_orphan].tolist())
+            known_done |= was_orphan
         p2p_rows = np.flatnonzero(is_p2p)
         ordinals = {}
         for i in p2p_rows.tolist():  # P2P ordinals need every P2P record, in issue order
@@ -141,8 +148,8 @@ class HangTracker:
         # The last completed record per (group, kind), and everything still pending.
         interesting = np.flatnonzero(~known_done & ~failed).tolist()
         done_rows = np.flatnonzero(known_done | failed)
-        for gid, p2p in set(zip(coll["group"][done_rows].tolist(), is_p2p[done_rows].tolist())):
-            rows = done_rows[(coll["group"][done_rows] == gid) & (is_p2p[done_rows] == p2p)]
+        for k in np.unique(kind[done_rows]).tolist():
+            rows = done_rows[kind[done_rows] == k]
             interesting.append(int(rows[np.argmax(coll["seq"][rows])]))
         for i in interesting:
             row = coll[i]
@@ -150,7 +157,6 @@ class HangTracker:
                      int(max(row["in_bytes"], row["out_bytes"])), int(row["t_issue"]),
                      int(row["peer"]) if bool(is_p2p[i]) else -1, ordinals.get(i, -1))
             if known_done[i] or failed[i]:
-                st.orphans.discard(op.rid)
                 self._completed(st, op)
             else:
                 st.pending[op.rid] = op

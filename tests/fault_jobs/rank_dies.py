@@ -1,6 +1,9 @@
-"""Rank 1 dies abruptly (os._exit) after 4 steps; rank 0, sleeping after its 4th step, is then
-stopped by torchrun with SIGTERM."""
+"""Rank 1 dies abruptly after 4 steps — `rank_dies.py [exit|kill|segv]`: os._exit(1), SIGKILL
+from itself, or a segmentation fault; rank 0, sleeping after its 4th step, is then stopped by
+torchrun with SIGTERM."""
+import ctypes
 import os
+import signal
 import sys
 import time
 
@@ -17,6 +20,11 @@ for step in range(50):
     opt.step()
     if rank == 1 and step == 3:
         time.sleep(0.3)  # > the test's flush interval: the 4 steps reach the disk
+        how = sys.argv[1] if len(sys.argv) > 1 else "exit"
+        if how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif how == "segv":
+            ctypes.string_at(0)  # reads address 0: SIGSEGV
         os._exit(1)
     if rank == 0 and step == 3:
         time.sleep(60)  # torchrun's SIGTERM arrives here

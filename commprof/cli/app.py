@@ -22,12 +22,14 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No commprof messages on stderr.")] = False,
     hang_timeout: Annotated[Optional[float], typer.Option(help="Report a hang when a collective stays pending this many seconds (writes RUN/hang.json).")] = None,
     kill_on_hang: Annotated[bool, typer.Option(help="Stop the job (SIGTERM, then SIGKILL) once a hang is reported.")] = False,
+    sample_hz: Annotated[float, typer.Option(help="Link counter samples per second on this node (0: off).")] = 10.0,
 ) -> int:
     """Run COMMAND (e.g. `torchrun ... train.py`) with every collective of every worker captured."""
     from commprof.cli.run import run_command
     from commprof.launch.supervisor import die_like
     returncode, _ = run_command(list(command), out=out, flush_interval=flush_interval, quiet=quiet,
-                                hang_timeout=hang_timeout, kill_on_hang=kill_on_hang)
+                                hang_timeout=hang_timeout, kill_on_hang=kill_on_hang,
+                                sample_hz=sample_hz)
     return die_like(returncode)
 
 

@@ -11,11 +11,13 @@ from commprof.launch import rundir, supervisor
 
 def run_command(command: list[str], out: str | None = None, flush_interval: float = 1.0,
                 quiet: bool = False, hang_timeout: float | None = None,
-                kill_on_hang: bool = False) -> tuple[int, Path]:
+                kill_on_hang: bool = False, sample_hz: float = 10.0) -> tuple[int, Path]:
     """Run ``command`` under capture.  Returns (job return code, run directory)."""
     supervisor.check_command(command)
     if flush_interval <= 0:
         raise UsageError(f"--flush-interval {flush_interval}: must be > 0")
+    if sample_hz < 0 or sample_hz > 1000:
+        raise UsageError(f"--sample-hz {sample_hz}: must be between 0 (off) and 1000")
     if kill_on_hang and hang_timeout is None:
         raise UsageError("--kill-on-hang needs --hang-timeout SECONDS")
     if hang_timeout is not None and hang_timeout < 2 * flush_interval:
@@ -41,10 +43,19 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         from commprof.launch.hangwatch import HangWatch
         watch = HangWatch(run_dir, hang_timeout, kill_on_hang, say)
         say(f"hang watch: reporting collectives pending longer than {hang_timeout:g} s")
+    sampler = _start_sampler(run_dir, sample_hz, say) if sample_hz > 0 else None
+    job = {}
+    if sampler is not None:
+        for src in sampler.sources:
+            if src.name == "tcp":
+                src.job_pids = lambda: supervisor.process_tree(job.get("pid"))
     try:
         returncode = supervisor.run_job(command, env, tick=watch.tick if watch else None,
-                                        tick_interval=watch.interval_s if watch else 1.0)
+                                        tick_interval=watch.interval_s if watch else 1.0,
+                                        started=lambda pid: job.update(pid=pid))
     finally:
+        if sampler is not None:
+            sampler.stop()
         if watch is not None and watch.episodes:
             manifest["hang"] = {"episodes": watch.episodes,
                                 "killed": (watch.reported or {}).get("killed")}
@@ -66,6 +77,18 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         say(_one_line_summary(run_dir))
     say(f"next: commprof report {_shell_path(run_dir)}")
     return returncode, run_dir
+
+
+def _start_sampler(run_dir: Path, hz: float, say):
+    """The node sampler (NIC, InfiniBand, NVML, TCP RTT), or None if it cannot start."""
+    from commprof.sampling.sampler import NodeSampler, default_sources
+    try:
+        sampler = NodeSampler(run_dir, default_sources(job_pids=lambda: []), hz=hz)
+    except OSError as exc:
+        say(f"warning: link sampling off: {exc}")
+        return None
+    sampler.start()
+    return sampler
 
 
 SUMMARY_MAX_BYTES = 64 << 20  # larger captures: leave the analysis to `commprof report`

@@ -18,13 +18,13 @@ import numpy as np
 from commprof.errors import CaptureFormatError, TruncatedCaptureError
 from commprof.format import schema
 
-_NP_CODES = {"q": "<i8", "Q": "<u8", "i": "<i4", "I": "<u4", "H": "<u2", "B": "u1"}
+_NP_CODES = {"q": "<i8", "Q": "<u8", "i": "<i4", "I": "<u4", "H": "<u2", "B": "u1", "d": "<f8"}
 DTYPES = {
     kind: np.dtype([(name, _NP_CODES[code]) for name, code in fields])
     for kind, fields in schema.FIXED_KINDS.items()
 }
 KIND_NAMES = {schema.KIND_COLL: "coll", schema.KIND_DONE: "done", schema.KIND_WAIT: "wait",
-              schema.KIND_MARK: "mark", schema.KIND_SPAN: "span"}
+              schema.KIND_MARK: "mark", schema.KIND_SPAN: "span", schema.KIND_SAMPLE: "sample"}
 
 
 @dataclass
@@ -49,7 +49,7 @@ class RankCapture:
         return self.trailer is not None
 
 
-def _parse_header(data: bytes, path: Path) -> tuple[dict, int, int]:
+def _parse_header(data: bytes, path: Path, need_rank: bool = True) -> tuple[dict, int, int]:
     """(header dict, offset of the first frame, schema version); raises CaptureFormatError."""
     prefix = schema.HEADER_PREFIX
     if not data:
@@ -72,7 +72,9 @@ def _parse_header(data: bytes, path: Path) -> tuple[dict, int, int]:
         header = json.loads(data[prefix.size:end])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CaptureFormatError(path, prefix.size, "header is not valid JSON") from exc
-    if not isinstance(header, dict) or not isinstance(header.get("rank"), int):
+    if not isinstance(header, dict):
+        raise CaptureFormatError(path, prefix.size, "header is not a JSON object")
+    if need_rank and not isinstance(header.get("rank"), int):
         raise CaptureFormatError(path, prefix.size, "header has no integer 'rank'")
     return header, end + 4, version
 
@@ -90,14 +92,17 @@ def read_header(path: str | os.PathLike) -> dict:
     return _parse_header(data, path)[0]
 
 
-def read_capture(path: str | os.PathLike) -> RankCapture:
-    """Parse one capture file (see the module docstring for the torn-tail behaviour)."""
+def read_capture(path: str | os.PathLike, need_rank: bool = True) -> RankCapture:
+    """Parse one capture file (see the module docstring for the torn-tail behaviour).
+
+    ``need_rank=False`` reads a node sampler file (``*.cps``: same framing, no rank).
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise CaptureFormatError(path, 0, f"cannot read: {exc.strerror}") from exc
-    header, pos, version = _parse_header(data, path)
+    header, pos, version = _parse_header(data, path, need_rank)
     cap = RankCapture(path=path, header=header, arrays={})
     chunks, objects, _, cap.damage = _parse_frames(memoryview(data), pos, version)
     for obj in objects:
@@ -237,6 +242,32 @@ def read_hang(run_dir: str | os.PathLike) -> dict | None:
         raise CaptureFormatError(path, 0, "not a commprof hang report (no commprof.hang schema)")
     if not isinstance(doc.get("blocked"), list) or not isinstance(doc.get("ranks"), list):
         raise CaptureFormatError(path, 0, "hang report lacks its 'blocked' or 'ranks' list")
+    return doc
+
+
+def sample_paths(run_dir: str | os.PathLike) -> list[Path]:
+    """All node sampler files of a run (``RUN/nodes/*.cps``), in name order."""
+    return sorted((Path(run_dir) / "nodes").glob("*" + schema.SAMPLES_SUFFIX))
+
+
+PROBE = "probe.json"
+
+
+def read_probe(path: str | os.PathLike) -> dict | None:
+    """A probe result (``commprof probe -o``, or ``RUN/probe.json``); None when absent."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PROBE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CaptureFormatError(path, getattr(exc, "pos", 0), f"invalid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("commprof.probe/"):
+        raise CaptureFormatError(path, 0, "not a commprof probe result (no commprof.probe schema)")
+    if not isinstance(doc.get("results"), list):
+        raise CaptureFormatError(path, 0, "probe result lacks its 'results' list")
     return doc
 
 

@@ -20,8 +20,9 @@ SCHEMA_VERSION = 2  # major: a reader refuses files of a newer major (v1 still r
 # minor (header key "schema_minor"): additive changes only (new header keys, JSON frame types,
 # record kinds appended at the end of a frame list); readers of any minor read every file of
 # their major, taking a missing key as unknown.
-SCHEMA_MINOR = 1
-FILE_SUFFIX = ".cpf"
+SCHEMA_MINOR = 2  # 2: SAMPLE frames (node sampler files)
+FILE_SUFFIX = ".cpf"  # one per captured process, under RUN/ranks/
+SAMPLES_SUFFIX = ".cps"  # one per node sampler, under RUN/nodes/ (same framing, no rank)
 
 HEADER_PREFIX = struct.Struct("<8sHI")  # magic, version, json length
 FRAME_HEADER = struct.Struct("<BII")  # kind, payload length, crc32
@@ -33,6 +34,7 @@ KIND_WAIT = 3  # a span during which a thread waited on communication (Work.wait
 KIND_MARK = 4  # an instant: step boundary, process-group init/teardown, ...
 KIND_SPAN = 5  # an interval on one thread: autograd backward calls
 KIND_JSON = 6  # one JSON object: {"type": "group"|"event"|"trailer", ...}
+KIND_SAMPLE = 7  # node sampler: one value of one series (a counter or a gauge) at one instant
 
 # Struct layouts (little-endian, no padding).  Field names are the reader's column names.
 COLL_FIELDS = (
@@ -44,6 +46,7 @@ DONE_FIELDS = (("id", "q"), ("t_done", "q"), ("source", "B"))
 WAIT_FIELDS = (("id", "q"), ("thread", "Q"), ("t_start", "q"), ("t_end", "q"), ("source", "B"))
 MARK_FIELDS = (("kind", "B"), ("t", "q"), ("value", "q"))
 SPAN_FIELDS = (("kind", "B"), ("thread", "Q"), ("t_start", "q"), ("t_end", "q"))
+SAMPLE_FIELDS = (("series", "I"), ("t", "q"), ("value", "d"))
 
 FIXED_KINDS = {
     KIND_COLL: COLL_FIELDS,
@@ -51,6 +54,7 @@ FIXED_KINDS = {
     KIND_WAIT: WAIT_FIELDS,
     KIND_MARK: MARK_FIELDS,
     KIND_SPAN: SPAN_FIELDS,
+    KIND_SAMPLE: SAMPLE_FIELDS,
 }
 
 

@@ -70,15 +70,19 @@ def check_command(command: list[str], env: dict | None = None) -> None:
         raise UsageError(f"{command[0]}: command not found")
 
 
-def run_job(command: list[str], env: dict, tick=None, tick_interval: float = 1.0) -> int:
+def run_job(command: list[str], env: dict, tick=None, tick_interval: float = 1.0,
+            started=None) -> int:
     """Run ``command``; return its exit code, or ``-N`` if signal N killed it.
 
     ``tick(pgid)``, when given, is called every ``tick_interval`` seconds while the job runs (the
     hang watch); an exception from it is reported once and the ticks stop — the job goes on.
+    ``started(pid)`` is called once the job's process exists.
     """
     check_command(command, env)
     tty = _foreground_tty()
     proc = subprocess.Popen(command, env=env, process_group=0)
+    if started is not None:
+        started(proc.pid)
     if tty is not None:
         _set_foreground(tty, proc.pid)
 
@@ -147,3 +151,15 @@ def die_like(returncode: int) -> int:
         time.sleep(1)  # the signal is delivered before this returns
         return 128 + sig
     return returncode
+
+
+def process_tree(pid: int | None) -> list[int]:
+    """``pid`` and all its descendants (the job's processes), or [] before the job started."""
+    if pid is None:
+        return []
+    import psutil
+    try:
+        root = psutil.Process(pid)
+        return [pid] + [c.pid for c in root.children(recursive=True)]
+    except psutil.Error:
+        return []

@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from commprof.analysis import intervals
 from commprof.analysis.collectives import add_sizes, combine_op_tables, rank_op_partial
 from commprof.analysis.exposure import rank_exposure
+from commprof.analysis.links import size_buckets, summarize_links
 from commprof.analysis.load import RankData, Run, RunSource, open_run
 from commprof.analysis.steps import measured, step_windows, wall_window
-from commprof.format import schema
+from commprof.format import reader, schema
 
 DEFAULT_WARMUP = 2
 # Host time the dispatcher hop into a Python kernel adds to one gloo call (not measurable from
@@ -42,6 +44,7 @@ class Summary:
     degraded: pd.DataFrame | None = None
     overhead: dict = field(default_factory=dict)
     hang: dict | None = None  # the hang report (commprof.hang/1), when one was written
+    links: dict | None = None  # node sampler and probe figures (analysis/links.py)
 
 
 @dataclass
@@ -59,6 +62,9 @@ class RankPart:
     backends: set
     collectives: int
     degraded: pd.DataFrame
+    bus_bytes: float = 0.0  # Σ bus bytes of every call (links: wire / logical)
+    buckets: pd.DataFrame | None = None  # calls per (op, n, size bucket) (links: efficiency)
+    inflight: tuple | None = None  # union of in-flight intervals (links: communication windows)
 
 
 def analyze_rank(rd: RankData) -> RankPart:
@@ -90,7 +96,9 @@ def analyze_rank(rd: RankData) -> RankPart:
                     moving_bytes=float(moving["size_bytes"].sum()),
                     moving_bus_bytes=float(moving["bus_bytes"].sum()),
                     moving_ns=float(moving["duration_ns"].sum()), backends=backends,
-                    collectives=int(len(c)), degraded=rd.degraded)
+                    collectives=int(len(c)), degraded=rd.degraded,
+                    bus_bytes=float(c["bus_bytes"].sum()), buckets=size_buckets(c),
+                    inflight=exp.inflight)
 
 
 def _last_record_s(rd: RankData, c: pd.DataFrame) -> float | None:
@@ -135,7 +143,18 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     time: memory is bounded by the largest capture file), or a run directory path.
     """
     src = source if isinstance(source, (Run, RunSource)) else open_run(source)
-    parts = [analyze_rank(rd) for rd in src.iter_ranks()]
+    sampled = bool(reader.sample_paths(src.path))
+    windows: dict[str, tuple] = {}  # host -> in-flight union of its ranks (only when sampled)
+    parts = []
+    for rd in src.iter_ranks():
+        part = analyze_rank(rd)
+        if sampled and part.inflight is not None and len(part.inflight[0]):
+            host = str(part.row["host"])
+            old = windows.get(host, (np.zeros(0), np.zeros(0)))
+            windows[host] = intervals.union(np.concatenate([old[0], part.inflight[0]]),
+                                            np.concatenate([old[1], part.inflight[1]]))
+        part.inflight = None  # bounded memory: not kept per rank
+        parts.append(part)
     steps_df = _finish_steps([p.steps for p in parts if len(p.steps)])
     meas = measured(steps_df, warmup)
     ranks_df = pd.DataFrame([p.row for p in parts])
@@ -166,10 +185,23 @@ def summarize(source: Run | RunSource | str | Path | None = None,
         notes.append("no training steps detected (no optimizer.step() and no commprof.step()): "
                      "step KPIs are empty, whole-run KPIs still apply")
     degraded = [p.degraded for p in parts if len(p.degraded)]
+    links = _links(src, parts, windows)
     return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
                    ranks=ranks_df, verdict=verdict(kpis, step_info), notes=notes,
                    degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
-                   overhead=self_overhead(parts, ranks_df), hang=src.hang)
+                   overhead=self_overhead(parts, ranks_df), hang=src.hang, links=links)
+
+
+def _links(src, parts: list[RankPart], windows: dict) -> dict | None:
+    """The Links section (node samplers, probe), or None when the run has neither."""
+    bus: dict[str, float] = {}
+    for p in parts:
+        host = str(p.row["host"])
+        bus[host] = bus.get(host, 0.0) + p.bus_bytes
+    tables = [p.buckets for p in parts if p.buckets is not None and len(p.buckets)]
+    buckets = (pd.concat(tables).groupby(["op", "group_size", "bucket"], as_index=False).sum()
+               if tables else pd.DataFrame())
+    return summarize_links(src.path, windows, bus, buckets, reader.read_probe(src.path))
 
 
 def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:

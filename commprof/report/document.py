@@ -40,6 +40,7 @@ def build(summary: Summary) -> dict:
         "overhead": summary.overhead,
         "verdict": summary.verdict,
         "hang": summary.hang,
+        "links": summary.links,
         "notes": summary.notes,
         "degraded": _records(summary.degraded, ["rank", "where", "count", "error"])
         if summary.degraded is not None else [],

@@ -31,6 +31,9 @@ class TerminalRenderer:
             console.print(ops_table(doc))
         if doc["ranks"]:
             console.print(ranks_table(doc))
+        if doc.get("links"):
+            for part in links_section(doc["links"]):
+                console.print(part)
         for line in notes(doc):
             console.print(line)
         console.print(Text(doc["verdict"], style="bold"))
@@ -152,4 +155,66 @@ def notes(doc: dict) -> list[Text]:
     for d in doc.get("degraded", []):
         out.append(Text(f"commprof degraded on rank {d['rank']}: {d['where']} failed {d['count']}x "
                         f"({d['error']})", style="red"))
+    return out
+
+
+def _rate(bps) -> str:
+    return "-" if bps is None else fmt_bytes(bps) + "/s"
+
+
+def links_section(links: dict) -> list:
+    """Tables: link throughput (node sampler), TCP RTT, efficiency against the probe."""
+    out = []
+    rows = [r for r in links.get("interfaces", []) if (r.get("tx_bytes") or 0) + (r.get("rx_bytes") or 0) > 0]
+    idle = len(links.get("interfaces", [])) - len(rows)
+    costs = [f"{s['host']}: {fmt_pct(s.get('cpu_fraction_of_core'))} of a core at {s.get('hz'):g} Hz"
+             for s in links.get("sampler", []) if s.get("hz")]
+    if links.get("sampler"):
+        t = Table(title=Text("Links (node sampler; bytes/s, 1 MB = 1e6 B; cost " + "; ".join(costs) + ")"),
+                  title_justify="left", box=box.SIMPLE_HEAD)
+        for name in ("link", "tx", "tx mean", "tx peak", "tx in comm", "rx mean", "rx peak",
+                     "wire/logical"):
+            t.add_column(name, justify="left" if name == "link" else "right", no_wrap=True)
+        for r in sorted(rows, key=lambda r: -(r.get("tx_bytes") or 0)):
+            name = f"{r['host']}:{r['source']}/{r['device']}" + (" (loopback)" if r.get("loopback") else "")
+            ratio = r.get("wire_to_logical")
+            t.add_row(Text(name), fmt_bytes(r.get("tx_bytes")), _rate(r.get("tx_mean_Bps")),
+                      _rate(r.get("tx_peak_Bps")), _rate(r.get("tx_comm_Bps")),
+                      _rate(r.get("rx_mean_Bps")), _rate(r.get("rx_peak_Bps")),
+                      "-" if ratio is None else f"{ratio:.3f}")
+        if idle:
+            t.caption = f"{idle} idle interface(s) not shown; see --format json"
+        out.append(t)
+        for g in links.get("gauges", []):
+            value = (f"{fmt_bytes(g['mean'])}/s mean, {fmt_bytes(g['peak'])}/s peak" if g["unit"] == "B/s"
+                     else f"{g['mean']:.1f}{g['unit']} mean, {g['peak']:.1f}{g['unit']} peak")
+            out.append(Text(f"{g['host']}:{g['source']}/{g['device']} {g['metric']}: {value}"))
+        for r in links.get("tcp", []):
+            out.append(Text(f"TCP to {r['peer']} ({r['host']}): smoothed RTT {r['srtt_ms_median']:.3g} ms "
+                            f"median, {r['srtt_ms_p90']:.3g} ms p90 over {r['samples']} samples; "
+                            f"rttvar {r['rttvar_ms_median']:.3g} ms; {r['retrans']:.0f} retransmits; "
+                            f"{r['connections_max']} connection(s)"))
+        for s in links.get("sampler", []):
+            missing = [f"{name}: {st.get('why')}" for name, st in sorted(s.get("sources", {}).items())
+                       if not st.get("available")]
+            if missing:
+                out.append(Text(f"not sampled on {s['host']}: " + "; ".join(missing), style="dim"))
+    probe = links.get("probe")
+    if probe:
+        lat = probe.get("latency_us") or {}
+        out.append(Text(f"probe: {probe.get('backend')} on {probe.get('world_size')} ranks; small-message "
+                        f"latency {lat.get('all_reduce', '-')} µs (all_reduce), "
+                        f"{lat.get('sendrecv', '-')} µs one way (send/recv)"))
+    if links.get("efficiency"):
+        t = Table(title="Efficiency: the job's busbw vs the probe's at the same size (GB/s)",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+        for name in ("op", "n", "size", "calls", "job busbw", "probe busbw", "efficiency"):
+            t.add_column(name, justify="left" if name == "op" else "right", no_wrap=True)
+        for e in links["efficiency"]:
+            t.add_row(Text(e["op"]), str(e["group_size"]), fmt_bytes(e["size_bytes"]), str(e["count"]),
+                      _bw(e["job_busbw_gbps"]), _bw(e["probe_busbw_gbps"]),
+                      fmt_pct(e["efficiency"]) + ("" if e.get("same_group_size") else " (n differs)"))
+        out.append(t)
+    for n in links.get("notes", []):
+        out.append(Text(f"note: {n}", style="yellow"))
     return out

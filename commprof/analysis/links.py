@@ -1,0 +1,263 @@
+"""Link KPIs: what the fabric carried during the run, and how the job's collectives compare
+with what it can carry (docs/kpis.md, "Links").
+
+Inputs: the node sampler files (``RUN/nodes/*.cps``), per host the union of the intervals during
+which any local rank had a collective in flight (the *communication windows*), per host the
+collectives' bus bytes, the job's calls bucketed by size, and an optional probe result.
+
+* **throughput** of a counter series: ``Δbytes / Δt`` between consecutive samples (bytes/s);
+  *mean* = (last − first) / (t_last − t_first); *peak* = the largest one-interval rate;
+  *during communication* = bytes counted in the intervals weighted by their overlap with the
+  communication windows, divided by the overlap time.
+* **wire / logical**: bytes an interface transmitted over the run ÷ Σ over this host's ranks of
+  the collectives' bus bytes (S × nccl-tests factor, i.e. what a ring algorithm sends per rank).
+  ≈ 1 when all of the collectives' traffic crossed that interface with negligible overhead.
+* **efficiency**: the job's busbw for an (op, group size, message-size bucket) — Σ bus bytes /
+  Σ call durations (issue → completion) — divided by the probe's busbw for the same op at the
+  same size (log-log interpolation of the probe's sweep).
+
+Pure functions of numpy/pandas data; no printing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from commprof.analysis import intervals
+from commprof.errors import CaptureFormatError
+from commprof.format import reader
+
+
+@dataclass
+class NodeSamples:
+    """One node sampler file, as frames."""
+
+    path: Path
+    header: dict
+    series: pd.DataFrame  # id, source, device, metric, unit, kind, note
+    samples: pd.DataFrame  # series, t, value
+    cost: dict | None
+    degraded: list[dict] = field(default_factory=list)
+    damage: str | None = None
+
+    @property
+    def host(self) -> str:
+        return str(self.header.get("host", "?"))
+
+
+def read_node_samples(path: Path) -> NodeSamples:
+    """Parse one ``*.cps`` file (torn tails are kept up to the last good frame)."""
+    cap = reader.read_capture(path, need_rank=False)
+    series = pd.DataFrame([e for e in cap.events if e.get("type") == "series"],
+                          columns=["id", "source", "device", "metric", "unit", "kind", "note"])
+    costs = [e for e in cap.events if e.get("type") == "cost"]
+    cost = cap.trailer if cap.trailer and "cpu_ns" in cap.trailer else (costs[-1] if costs else None)
+    samples = pd.DataFrame(cap.arrays["sample"]) if len(cap.arrays["sample"]) else \
+        pd.DataFrame({"series": pd.Series(dtype="int64"), "t": pd.Series(dtype="int64"),
+                      "value": pd.Series(dtype="float64")})
+    return NodeSamples(path, cap.header, series, samples, cost,
+                       [e for e in cap.events if e.get("type") == "degraded"], cap.damage)
+
+
+def load_node_samples(run_dir: Path) -> tuple[list[NodeSamples], list[str]]:
+    """Every sampler file of a run, and notes about the ones that could not be read."""
+    nodes, notes = [], []
+    for path in reader.sample_paths(run_dir):
+        try:
+            ns = read_node_samples(path)
+        except CaptureFormatError as exc:
+            notes.append(f"{path.name}: {exc.reason}: left out")
+            continue
+        if ns.damage:
+            notes.append(f"{path.name}: {ns.damage}; samples before it were kept")
+        nodes.append(ns)
+    return nodes, notes
+
+
+# -- counters ----------------------------------------------------------------------------------
+
+def counter_rates(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(interval starts, interval ends, rate per second) of a cumulative counter; intervals where
+    the counter went backwards (a reset) are dropped."""
+    order = np.argsort(t, kind="stable")
+    t, v = t[order].astype("float64"), v[order].astype("float64")
+    dt, dv = np.diff(t), np.diff(v)
+    ok = (dt > 0) & (dv >= 0)
+    return t[:-1][ok], t[1:][ok], dv[ok] / dt[ok] * 1e9
+
+
+def throughput(t: np.ndarray, v: np.ndarray, windows: tuple[np.ndarray, np.ndarray] | None) -> dict:
+    """Total, mean, peak and during-communication rate of one counter (see the module doc)."""
+    a, b, rate = counter_rates(t, v)
+    out = {"bytes": float(v.max() - v.min()) if len(v) else 0.0,
+           "mean_Bps": None, "peak_Bps": None, "comm_Bps": None}
+    if not len(rate):
+        return out
+    span = b[-1] - a[0]
+    out["bytes"] = float(np.sum(rate * (b - a) / 1e9))
+    out["mean_Bps"] = out["bytes"] / span * 1e9 if span > 0 else None
+    out["peak_Bps"] = float(rate.max())
+    if windows is not None and len(windows[0]):
+        overlap = intervals.covered(windows[0], windows[1], a, b)
+        if overlap.sum() > 0:
+            out["comm_Bps"] = float(np.sum(rate * overlap) / overlap.sum())
+    return out
+
+
+def link_rows(node: NodeSamples, windows, bus_bytes: float | None) -> list[dict]:
+    """One row per (source, device) byte counter pair: tx/rx throughput and wire/logical."""
+    rows = []
+    s = node.series
+    counters = s[(s["kind"] == "counter") & s["metric"].isin(["tx_bytes", "rx_bytes"])]
+    for (source, device), grp in counters.groupby(["source", "device"], sort=True):
+        row = {"host": node.host, "source": source, "device": device,
+               "loopback": bool((grp["note"] == "loopback").any())}
+        for metric in ("tx_bytes", "rx_bytes"):
+            ids = grp.loc[grp["metric"] == metric, "id"]
+            d = metric[:2]
+            if not len(ids):
+                continue
+            smp = node.samples[node.samples["series"] == int(ids.iloc[0])]
+            tp = throughput(smp["t"].to_numpy(), smp["value"].to_numpy(), windows)
+            row.update({f"{d}_bytes": tp["bytes"], f"{d}_mean_Bps": tp["mean_Bps"],
+                        f"{d}_peak_Bps": tp["peak_Bps"], f"{d}_comm_Bps": tp["comm_Bps"]})
+        tx = row.get("tx_bytes")
+        row["logical_bus_bytes"] = bus_bytes
+        row["wire_to_logical"] = tx / bus_bytes if bus_bytes and tx is not None else None
+        rows.append(row)
+    return rows
+
+
+def gauge_rows(node: NodeSamples) -> list[dict]:
+    """Per (source, device, metric) gauge (PCIe rates, GPU utilisation): mean and peak."""
+    rows = []
+    s = node.series
+    for _, ser in s[(s["kind"] == "gauge") & (s["source"] != "tcp")].iterrows():
+        v = node.samples.loc[node.samples["series"] == int(ser["id"]), "value"].to_numpy()
+        if len(v):
+            rows.append({"host": node.host, "source": ser["source"], "device": ser["device"],
+                         "metric": ser["metric"], "unit": ser["unit"], "mean": float(v.mean()),
+                         "peak": float(v.max())})
+    return rows
+
+
+def tcp_rows(node: NodeSamples) -> list[dict]:
+    """Per peer address: smoothed RTT (median, p90, max), RTT variance, new retransmits."""
+    rows = []
+    s = node.series[node.series["source"] == "tcp"]
+    for peer, grp in s.groupby("device", sort=True):
+        def values(metric):
+            ids = grp.loc[grp["metric"] == metric, "id"]
+            if not len(ids):
+                return np.zeros(0)
+            return node.samples.loc[node.samples["series"] == int(ids.iloc[0]), "value"].to_numpy()
+        srtt, var, retr, conns = (values(m) for m in ("srtt_ms", "rttvar_ms", "retrans", "connections"))
+        if not len(srtt):
+            continue
+        rows.append({"host": node.host, "peer": peer, "samples": int(len(srtt)),
+                     "srtt_ms_median": float(np.median(srtt)),
+                     "srtt_ms_p90": float(np.percentile(srtt, 90)), "srtt_ms_max": float(srtt.max()),
+                     "rttvar_ms_median": float(np.median(var)) if len(var) else None,
+                     "retrans": float(retr.max() - retr.min()) if len(retr) else None,
+                     "connections_max": int(conns.max()) if len(conns) else None})
+    return rows
+
+
+def sampler_row(node: NodeSamples) -> dict:
+    """The sampler's own cost on one node: CPU time as a share of one core."""
+    cost = node.cost or {}
+    wall, cpu = cost.get("wall_ns"), cost.get("cpu_ns")
+    return {"host": node.host, "hz": node.header.get("hz"), "ticks": cost.get("ticks"),
+            "cpu_fraction_of_core": cpu / wall if wall and cpu is not None else None,
+            "sources": node.header.get("sources", {}), "degraded": node.degraded}
+
+
+# -- efficiency against a probe ---------------------------------------------------------------
+
+def size_buckets(coll: pd.DataFrame) -> pd.DataFrame:
+    """One rank's calls per (op, group size, power-of-two size bucket): count, Σ S, Σ bus bytes,
+    Σ duration (ns).  ``coll`` has :func:`commprof.analysis.collectives.add_sizes`' columns."""
+    c = coll[(coll["size_bytes"] > 0) & coll["duration_ns"].notna() & (coll["duration_ns"] > 0)]
+    if not len(c):
+        return pd.DataFrame(columns=["op", "group_size", "bucket", "count", "bytes", "bus_bytes",
+                                     "time_ns"])
+    bucket = np.floor(np.log2(c["size_bytes"].to_numpy("float64"))).astype("int64")
+    df = pd.DataFrame({"op": c["op"].astype(str).to_numpy(), "group_size": c["group_size"].to_numpy(),
+                       "bucket": bucket, "bytes": c["size_bytes"].to_numpy("float64"),
+                       "bus_bytes": c["bus_bytes"].to_numpy("float64"),
+                       "time_ns": c["duration_ns"].to_numpy("float64")})
+    df["count"] = 1
+    return df.groupby(["op", "group_size", "bucket"], as_index=False)[
+        ["count", "bytes", "bus_bytes", "time_ns"]].sum()
+
+
+_PROBE_OP = {"all_reduce": "all_reduce", "all_gather": "all_gather",
+             "reduce_scatter": "reduce_scatter", "broadcast": "broadcast",
+             "all_to_all": "all_to_all", "send": "sendrecv", "recv": "sendrecv"}
+
+
+def probe_busbw(probe: dict, op: str, size: float) -> float | None:
+    """The probe's busbw (GB/s) for ``op`` at ``size`` bytes, log-log interpolated; None outside
+    the swept range or for an op the probe did not run."""
+    name = _PROBE_OP.get(op)
+    pts = sorted((r["size_bytes"], r["busbw_gbps"]) for r in probe.get("results", [])
+                 if r.get("op") == name and r.get("busbw_gbps"))
+    if not pts or size < pts[0][0] or size > pts[-1][0]:
+        return None
+    xs = np.log([p[0] for p in pts])
+    ys = np.log([p[1] for p in pts])
+    return float(math.exp(np.interp(math.log(size), xs, ys)))
+
+
+def efficiency_rows(buckets: pd.DataFrame, probe: dict | None) -> list[dict]:
+    """Job busbw vs probed busbw per (op, group size, size bucket), largest traffic first."""
+    if probe is None or not len(buckets):
+        return []
+    n_probe = probe.get("world_size")
+    rows = []
+    for _, r in buckets.sort_values("bus_bytes", ascending=False).iterrows():
+        size = r["bytes"] / r["count"]
+        ref = probe_busbw(probe, r["op"], size)
+        if ref is None:
+            continue
+        job = r["bus_bytes"] / r["time_ns"]  # bytes/ns = GB/s
+        rows.append({"op": r["op"], "group_size": int(r["group_size"]), "size_bytes": float(size),
+                     "count": int(r["count"]), "job_busbw_gbps": float(job),
+                     "probe_busbw_gbps": ref, "efficiency": float(job / ref) if ref else None,
+                     "same_group_size": n_probe is None or int(n_probe) == int(r["group_size"])})
+    return rows[:12]
+
+
+def summarize_links(run_dir: Path, windows: dict, bus_bytes: dict, buckets: pd.DataFrame,
+                    probe: dict | None) -> dict | None:
+    """The document's ``links`` section, or None when the run has no sampler file and no probe.
+
+    ``windows``: host -> (starts, ends) union of in-flight intervals; ``bus_bytes``: host -> Σ bus
+    bytes of its ranks' collectives.
+    """
+    nodes, notes = load_node_samples(run_dir)
+    if not nodes and probe is None:
+        return None
+    out = {"sampler": [], "interfaces": [], "gauges": [], "tcp": [], "efficiency": [],
+           "probe": _probe_summary(probe), "notes": notes}
+    for node in nodes:
+        out["sampler"].append(sampler_row(node))
+        out["interfaces"] += link_rows(node, windows.get(node.host), bus_bytes.get(node.host))
+        out["gauges"] += gauge_rows(node)
+        out["tcp"] += tcp_rows(node)
+        srcs = node.header.get("sources", {})
+        if srcs.get("infiniband", {}).get("available"):
+            notes.append(f"{node.host}: no RTT is sampled on InfiniBand/RoCE (TCP sockets only)")
+    out["efficiency"] = efficiency_rows(buckets, probe)
+    return out
+
+
+def _probe_summary(probe: dict | None) -> dict | None:
+    if probe is None:
+        return None
+    return {k: probe.get(k) for k in ("backend", "world_size", "nodes", "latency_us",
+                                       "started_wall_ns", "source")}

@@ -23,13 +23,15 @@ def run(
     hang_timeout: Annotated[Optional[float], typer.Option(help="Report a hang when a collective stays pending this many seconds (writes RUN/hang.json).")] = None,
     kill_on_hang: Annotated[bool, typer.Option(help="Stop the job (SIGTERM, then SIGKILL) once a hang is reported.")] = False,
     sample_hz: Annotated[float, typer.Option(help="Link counter samples per second on this node (0: off).")] = 10.0,
+    probe: Annotated[bool, typer.Option(help="Run `commprof probe` with the job's torchrun launcher first (RUN/probe.json).")] = False,
+    probe_sizes: Annotated[str, typer.Option(help="Sizes for --probe.")] = "8B:16MiB:4",
 ) -> int:
     """Run COMMAND (e.g. `torchrun ... train.py`) with every collective of every worker captured."""
     from commprof.cli.run import run_command
     from commprof.launch.supervisor import die_like
     returncode, _ = run_command(list(command), out=out, flush_interval=flush_interval, quiet=quiet,
                                 hang_timeout=hang_timeout, kill_on_hang=kill_on_hang,
-                                sample_hz=sample_hz)
+                                sample_hz=sample_hz, probe=probe, probe_sizes=probe_sizes)
     return die_like(returncode)
 
 
@@ -44,6 +46,23 @@ def report(
     """Summarize a run: the three KPIs, per-op and per-rank tables, a verdict."""
     from commprof.cli.report import report_command
     return report_command(run_dir, fmt, output, warmup, width)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def probe(
+    launcher: Annotated[Optional[list[str]], typer.Argument(help="Optional: `-- torchrun [OPTIONS]` (no script) for multi-node.")] = None,
+    nproc: Annotated[int, typer.Option(help="Ranks on this machine (without a launcher).")] = 2,
+    sizes: Annotated[str, typer.Option(help="MIN:MAX[:FACTOR] (x2 default) or a list: 8B:256MiB, 1K,1M.")] = "8B:64MiB",
+    ops: Annotated[str, typer.Option(help="Comma-separated: " + "all_reduce,all_gather,reduce_scatter,broadcast,all_to_all,sendrecv")] = "all_reduce,all_gather,reduce_scatter,broadcast,all_to_all,sendrecv",
+    backend: Annotated[Optional[str], typer.Option(help="gloo or nccl (default: nccl with CUDA, else gloo).")] = None,
+    iters: Annotated[int, typer.Option(help="Timed iterations per size, at most.")] = 20,
+    budget: Annotated[float, typer.Option(help="Seconds per (op, size), at most: fewer iterations for large sizes.")] = 2.0,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Result JSON (default: ./commprof-runs/probe-STAMP.json).")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="terminal or json.")] = None,
+) -> int:
+    """Measure what the fabric can do: nccl-tests-style sweep with the job's backend."""
+    from commprof.cli.probe import probe_command
+    return probe_command(list(launcher or []), nproc, sizes, ops, backend, iters, budget, output, fmt)
 
 
 @app.command()

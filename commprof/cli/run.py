@@ -5,15 +5,17 @@ import sys
 import time
 from pathlib import Path
 
-from commprof.errors import RunDirError, UsageError
+from commprof.errors import CommprofError, RunDirError, UsageError
 from commprof.launch import rundir, supervisor
 
 
 def run_command(command: list[str], out: str | None = None, flush_interval: float = 1.0,
                 quiet: bool = False, hang_timeout: float | None = None,
-                kill_on_hang: bool = False, sample_hz: float = 10.0) -> tuple[int, Path]:
+                kill_on_hang: bool = False, sample_hz: float = 10.0, probe: bool = False,
+                probe_sizes: str = "8B:16MiB:4") -> tuple[int, Path]:
     """Run ``command`` under capture.  Returns (job return code, run directory)."""
     supervisor.check_command(command)
+    probe_prefix = _probe_launcher(command, probe_sizes) if probe else None
     if flush_interval <= 0:
         raise UsageError(f"--flush-interval {flush_interval}: must be > 0")
     if sample_hz < 0 or sample_hz > 1000:
@@ -43,6 +45,8 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         from commprof.launch.hangwatch import HangWatch
         watch = HangWatch(run_dir, hang_timeout, kill_on_hang, say)
         say(f"hang watch: reporting collectives pending longer than {hang_timeout:g} s")
+    if probe_prefix is not None:
+        _probe_before(probe_prefix, run_dir, probe_sizes, say)
     sampler = _start_sampler(run_dir, sample_hz, say) if sample_hz > 0 else None
     job = {}
     if sampler is not None:
@@ -77,6 +81,31 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         say(_one_line_summary(run_dir))
     say(f"next: commprof report {_shell_path(run_dir)}")
     return returncode, run_dir
+
+
+def _probe_launcher(command: list[str], sizes: str) -> list[str]:
+    """The job's torchrun launcher, to run the probe with (refused before anything starts)."""
+    from commprof.cli.probe import check_options, torchrun_prefix
+    check_options(sizes, "all_reduce", None, 1, 1, 1.0)
+    prefix = torchrun_prefix(command)
+    if prefix is None:
+        raise UsageError("--probe needs a torchrun command (`torchrun ...` or "
+                         "`python -m torch.distributed.run ...`): it runs the probe with the "
+                         "job's own launcher")
+    return prefix
+
+
+def _probe_before(prefix: list[str], run_dir: Path, sizes: str, say) -> None:
+    """``commprof probe`` with the job's launcher, into RUN/probe.json; a failure is a warning."""
+    from commprof.cli.probe import run_probe, worker_args
+    out = run_dir / "probe.json"
+    ops = "all_reduce,all_gather,reduce_scatter,sendrecv"
+    say(f"probing the fabric first ({ops} at {sizes}) into {out}")
+    cmd = prefix + worker_args(out, sizes, ops, None, 10, 1.0)
+    try:
+        run_probe(cmd, out)
+    except CommprofError as exc:
+        say(f"warning: probe skipped: {exc}")
 
 
 def _start_sampler(run_dir: Path, hz: float, say):

@@ -59,8 +59,8 @@ def read_node_samples(path: Path) -> NodeSamples:
     samples = pd.DataFrame(cap.arrays["sample"]) if len(cap.arrays["sample"]) else \
         pd.DataFrame({"series": pd.Series(dtype="int64"), "t": pd.Series(dtype="int64"),
                       "value": pd.Series(dtype="float64")})
-    return NodeSamples(path, cap.header, series, samples, cost,
-                       [e for e in cap.events if e.get("type") == "degraded"], cap.damage)
+    degraded = {e.get("where"): e for e in cap.events if e.get("type") == "degraded"}  # last wins
+    return NodeSamples(path, cap.header, series, samples, cost, list(degraded.values()), cap.damage)
 
 
 def load_node_samples(run_dir: Path) -> tuple[list[NodeSamples], list[str]]:

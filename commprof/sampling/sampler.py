@@ -53,6 +53,7 @@ class NodeSampler:
         self._last_read: dict[str, int] = {}
         self._failures: dict[str, int] = {}
         self._degraded: dict[str, list] = {}
+        self._degraded_written: dict[str, int] = {}
         self.ticks = 0
         self.cpu_ns = 0
         self.started_ns = clock()
@@ -106,8 +107,10 @@ class NodeSampler:
         if rows:
             frames.append(encode_batch(schema.KIND_SAMPLE, rows))
         for where, (count, err) in self._degraded.items():
-            frames.append(encode_json({"type": "degraded", "where": where, "count": count,
-                                       "error": err}))
+            if self._degraded_written.get(where) != count:  # a new count supersedes the last
+                self._degraded_written[where] = count
+                frames.append(encode_json({"type": "degraded", "where": where, "count": count,
+                                           "error": err}))
         self.cpu_ns += self.cpu_clock() - c0
         frames.append(encode_json(self.cost()))
         try:

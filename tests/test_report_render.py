@@ -459,8 +459,47 @@ def hostile_strings_run(tmp_path):
     return run
 
 
+def sampled_run(tmp_path):
+    """A run with a node sampler file (a loopback counter in step with the collectives, a fake
+    NVML GPU) and a probe result: the Links section."""
+    from commprof.sampling.nvml import NvmlSource
+    from commprof.sampling.sampler import NodeSampler
+    from commprof.sampling.series import Series
+    from fakes import fake_pynvml
+
+    run = write_run(tmp_path / "sampled", [periodic_rank(0, steps=4), periodic_rank(1, steps=4)])
+
+    class Loopback:
+        name, period_s, sent = "nic", 0.0, 0
+
+        def status(self):
+            return {"available": True, "why": None}
+
+        def read(self, emit):
+            self.sent += 2_000_000  # per 100 ms tick: 20 MB/s
+            emit(Series("nic", "lo", "tx_bytes", "B", note="loopback"), float(self.sent))
+            emit(Series("nic", "lo", "rx_bytes", "B", note="loopback"), float(self.sent))
+
+    fake_pynvml.reset()
+    clock = iter(range(0, 10**12, 100 * MS))
+    sampler = NodeSampler(run, [Loopback(), NvmlSource(fake_pynvml)], hz=10,
+                          clock=lambda: next(clock), host="node0")
+    for _ in range(5):
+        sampler.tick()
+    sampler.stop()
+    probe = {"schema": "commprof.probe/1", "backend": "gloo", "world_size": 2, "nodes": 1,
+             "latency_us": {"all_reduce": 120.0, "sendrecv": 40.0},
+             "results": [{"op": "all_reduce", "size_bytes": s, "busbw_gbps": 0.5 * s / 4_000_000,
+                          "algbw_gbps": 0.5 * s / 4_000_000, "time_median_s": 1e-3,
+                          "time_p99_s": 2e-3, "iters": 5, "count": s // 4, "bus_factor": 1.0}
+                         for s in (1_000_000, 16_000_000)]}
+    (run / "probe.json").write_text(json.dumps(probe))
+    return run
+
+
 SCENARIOS = {"normal": normal_run, "zero_collectives": zero_collectives_run,
-             "no_steps": no_steps_run, "hostile_strings": hostile_strings_run}
+             "no_steps": no_steps_run, "hostile_strings": hostile_strings_run,
+             "sampled": sampled_run}
 
 
 @pytest.fixture(scope="module")
@@ -628,3 +667,23 @@ def test_torchrun_attempts_are_kept_apart(tmp_path):
     assert doc["steps"]["count"] == 5
     assert {r["attempt"] for r in doc["ranks"]} == {1} and len(doc["ranks"]) == 2
     assert any("2 attempts" in n for n in doc["notes"])
+
+
+def test_links_section(scenario_doc):
+    doc = scenario_doc("sampled")
+    lk = doc["links"]
+    (lo,) = [r for r in lk["interfaces"] if r["device"] == "lo"]
+    assert lo["loopback"] and lo["tx_mean_Bps"] == approx(20e6)
+    # both ranks' collectives: 2 ranks x 4 steps x 4 MB x bus factor 1 (n=2)
+    assert lo["logical_bus_bytes"] == approx(2 * 4 * 4_000_000)
+    assert lo["wire_to_logical"] == approx(lo["tx_bytes"] / lo["logical_bus_bytes"])
+    nv = [r for r in lk["interfaces"] if r["source"] == "nvlink"]
+    assert [r["device"] for r in nv] == ["gpu0"]  # gpu1 has no NVLink
+    assert {g["metric"] for g in lk["gauges"]} >= {"utilization", "tx_rate", "rx_rate"}
+    (eff,) = lk["efficiency"]  # 4 MB all_reduce vs the probe's 0.5 GB/s there
+    assert eff["probe_busbw_gbps"] == approx(0.5)
+    assert eff["job_busbw_gbps"] == approx(4_000_000 / 30e6)  # S / (issue -> done = 30 ms)
+    assert lk["probe"]["latency_us"] == {"all_reduce": 120.0, "sendrecv": 40.0}
+    text = _flat(renderers()["terminal"].render(doc, color=False, width=160))
+    assert "Links (node sampler" in text and "node0:nic/lo (loopback)" in text
+    assert "node0:nvlink/gpu0" in text and "Efficiency" in text

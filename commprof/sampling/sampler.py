@@ -31,7 +31,7 @@ class NodeSampler:
 
     def __init__(self, run_dir: str | os.PathLike, sources: list[Source], hz: float = 10.0,
                  flush_interval: float = 1.0, clock=time.perf_counter_ns,
-                 cpu_clock=time.thread_time_ns):
+                 cpu_clock=time.thread_time_ns, host: str | None = None):
         if hz <= 0:
             raise ValueError("hz must be > 0")
         self.sources = list(sources)
@@ -39,7 +39,7 @@ class NodeSampler:
         self.flush_interval = flush_interval
         self.clock = clock
         self.cpu_clock = cpu_clock
-        host = socket.gethostname()
+        host = host or socket.gethostname()
         self.path = os.path.join(run_dir, "nodes", f"{host}.p{os.getpid()}{schema.SAMPLES_SUFFIX}")
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
         header = {"kind": "samples", "schema_minor": schema.SCHEMA_MINOR, "host": host,

@@ -17,10 +17,10 @@ from commprof.format.writer import CaptureWriter, encode_batch, encode_frame, en
 
 # Value ranges of every struct code the schema uses (independent of the reader's numpy mapping).
 _RANGES = {"q": (-2**63, 2**63 - 1), "Q": (0, 2**64 - 1), "i": (-2**31, 2**31 - 1),
-           "I": (0, 2**32 - 1), "H": (0, 2**16 - 1), "B": (0, 2**8 - 1)}
-_NP = {"q": "<i8", "Q": "<u8", "i": "<i4", "I": "<u4", "H": "<u2", "B": "u1"}
+           "I": (0, 2**32 - 1), "H": (0, 2**16 - 1), "B": (0, 2**8 - 1), "d": (-1e300, 1e300)}
+_NP = {"q": "<i8", "Q": "<u8", "i": "<i4", "I": "<u4", "H": "<u2", "B": "u1", "d": "<f8"}
 ARRAY_NAMES = {schema.KIND_COLL: "coll", schema.KIND_DONE: "done", schema.KIND_WAIT: "wait",
-               schema.KIND_MARK: "mark", schema.KIND_SPAN: "span"}
+               schema.KIND_MARK: "mark", schema.KIND_SPAN: "span", schema.KIND_SAMPLE: "sample"}
 META = {"rank": 3, "world_size": 8, "host": "node-a", "pid": 4242, "restart": 1,
         "argv": ["train.py", "--lr", "0.1"], "clock": {"wall_ns": 1, "mono_ns": 2}}
 
@@ -31,7 +31,8 @@ def random_rows(kind: int, count: int, rng: random.Random) -> list[tuple]:
     rows = [tuple(_RANGES[code][0] for _, code in fields),
             tuple(_RANGES[code][1] for _, code in fields)]
     for _ in range(max(count - 2, 0)):
-        rows.append(tuple(rng.randint(*_RANGES[code]) for _, code in fields))
+        rows.append(tuple(rng.uniform(*_RANGES[code]) if code == "d" else rng.randint(*_RANGES[code])
+                          for _, code in fields))
     return rows[:count]
 
 
@@ -101,7 +102,7 @@ def full_plan(rng: random.Random, frames_per_kind: int = 2) -> list:
 
 # -- round trip -------------------------------------------------------------------------------
 
-def test_fixed_kinds_are_the_five_record_arrays():
+def test_fixed_kinds_are_the_record_arrays():
     assert set(schema.FIXED_KINDS) == set(ARRAY_NAMES)
     assert set(reader.KIND_NAMES.values()) == set(ARRAY_NAMES.values())
     for kind, fields in schema.FIXED_KINDS.items():

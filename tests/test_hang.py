@@ -152,7 +152,7 @@ def test_capture_tail_follows_a_growing_file_byte_by_byte(tmp_path):
     growing = tmp_path / "growing.cpf"
     growing.write_bytes(b"")
     tail = reader.CaptureTail(growing)
-    got = {k: [] for k in ("coll", "done", "wait", "mark", "span")}
+    got = {k: [] for k in reader.KIND_NAMES.values()}
     objects = []
     with open(growing, "ab") as fh:
         for i in range(0, len(data), 7):  # 7-byte writes: every frame is torn at some poll

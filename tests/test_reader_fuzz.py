@@ -57,7 +57,8 @@ def assert_prefix(cap, full=FULL) -> None:
 def test_the_real_capture_is_whole():
     assert FULL.damage is None and FULL.complete
     assert len(ENDS) > 10 and ENDS[-1] == len(BYTES)
-    assert {k: len(v) > 0 for k, v in FULL.arrays.items()} == dict.fromkeys(FULL.arrays, True)
+    rank_kinds = ("coll", "done", "wait", "mark", "span")  # what a rank's capture holds
+    assert {k: len(FULL.arrays[k]) > 0 for k in rank_kinds} == dict.fromkeys(rank_kinds, True)
 
 
 def test_a_version_1_real_capture_is_still_read():

@@ -1,66 +1,76 @@
-"""CPU cost of per-node counter sampling at 10 Hz and 100 Hz (% of one core).
+"""CPU cost of the real node sampler (commprof.sampling) at 10 Hz and 100 Hz, % of one core.
 
-commprof's per-node sampler (issue 5) reads NIC counters with psutil.net_io_counters(pernic=True)
-(and NVML counters where GPUs exist) at a fixed rate and appends deltas to a buffer.  Until that
-sampler lands, this measures the same loop on its own: read every interface's counters, compute
-deltas, append them; the process's CPU time over wall time is the cost.  Re-run it against the
-real sampler when issue 5 is done.
+Runs :class:`commprof.sampling.sampler.NodeSampler` with the default sources (every NIC via
+psutil, InfiniBand sysfs, NVML where present, TCP RTT via `ss` once a second) for ``--seconds``,
+with this process standing in for the job (it holds a few TCP connections that carry traffic, so
+the TCP source has sockets to look up).  Cost = the sampler thread's CPU time + its `ss` children's,
+÷ wall time — the same figure the report shows (`links.sampler[].cpu_fraction_of_core`).  Also
+prints this process's total CPU over the same time, as a cross-check.
 
     python benchmarks/sampler_cost.py --seconds 10
 """
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import tempfile
+import threading
 import time
 
-import psutil
+from commprof.analysis.links import read_node_samples
+from commprof.sampling.sampler import NodeSampler, default_sources
 
 
-def sample_loop(hz: float, seconds: float) -> tuple[float, int, int]:
-    """(CPU % of one core, samples taken, interfaces per sample)."""
-    period = 1.0 / hz
-    rows = []
-    prev = psutil.net_io_counters(pernic=True)
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    deadline = t0 + seconds
-    next_t = t0
-    n = 0
-    while True:
-        next_t += period
-        now = time.perf_counter()
-        if now >= deadline:
-            break
-        if next_t > now:
-            time.sleep(next_t - now)
-        cur = psutil.net_io_counters(pernic=True)
-        ts = time.perf_counter_ns()
-        for nic, c in cur.items():
-            p = prev.get(nic)
-            if p is not None:
-                rows.append((ts, nic, c.bytes_sent - p.bytes_sent, c.bytes_recv - p.bytes_recv,
-                             c.packets_sent - p.packets_sent, c.packets_recv - p.packets_recv))
-        prev = cur
-        n += 1
-    cpu = time.process_time() - cpu0
-    wall = time.perf_counter() - t0
-    return 100 * cpu / wall, n, len(prev)
+def traffic(stop: threading.Event) -> None:
+    """Three loopback connections exchanging 64 kB every 50 ms (a stand-in job's sockets)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    pairs = []
+    for _ in range(3):
+        c = socket.create_connection(server.getsockname())
+        s, _ = server.accept()
+        pairs.append((c, s))
+    buf = b"x" * 65536
+    while not stop.wait(0.05):
+        for c, s in pairs:
+            c.sendall(buf)
+            got = 0
+            while got < len(buf):
+                got += len(s.recv(len(buf) - got))
+    for c, s in pairs:
+        c.close()
+        s.close()
+    server.close()
+
+
+def measure(hz: float, seconds: float) -> tuple[float, float, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        sampler = NodeSampler(tmp, default_sources(job_pids=lambda: [os.getpid()]), hz=hz)
+        cpu0 = time.process_time()
+        sampler.start()
+        time.sleep(seconds)
+        sampler.stop()
+        total = (time.process_time() - cpu0) / seconds
+        node = read_node_samples(sampler.path)
+        return node.cost["cpu_ns"] / node.cost["wall_ns"], total, node.cost["ticks"]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=10)
-    ap.add_argument("--reps", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--hz", type=float, nargs="+", default=[10.0, 100.0])
     args = ap.parse_args()
-    print(f"{'rate':>8s}{'CPU % of one core (median)':>30s}{'samples':>10s}{'NICs':>6s}")
-    out = {}
-    for hz in (10, 100):
-        runs = [sample_loop(hz, args.seconds) for _ in range(args.reps)]
-        cpu = sorted(r[0] for r in runs)[len(runs) // 2]
-        out[hz] = cpu
-        print(f"{hz:>6d}Hz{cpu:>30.2f}{runs[0][1]:>10d}{runs[0][2]:>6d}   "
-              f"(runs: {', '.join(f'{r[0]:.2f}' for r in runs)})")
-    print(f"summary: NIC sampling loop costs {out[10]:.2f}% of one core at 10 Hz and "
-          f"{out[100]:.2f}% at 100 Hz (psutil {psutil.__version__})")
+    stop = threading.Event()
+    t = threading.Thread(target=traffic, args=(stop,), daemon=True)
+    t.start()
+    try:
+        for hz in args.hz:
+            own, total, ticks = measure(hz, args.seconds)
+            print(f"{hz:g} Hz: sampler {own * 100:.2f}% of one core ({ticks} ticks in "
+                  f"{args.seconds:g} s); whole process incl. the traffic thread {total * 100:.2f}%")
+    finally:
+        stop.set()
+        t.join()
 
 
 if __name__ == "__main__":

@@ -87,6 +87,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 NS_DIR = Path("/run/netns")
+ETC_NETNS = Path("/etc/netns")
 PREFIX = "nl"
 IFNAMSIZ = 16  # including the NUL: names may have at most 15 characters
 TBF_LATENCY_MS = 20
@@ -123,6 +124,27 @@ def _delete_ns(ns: str) -> None:
         except ProcessLookupError:
             pass
     _sh(["ip", "netns", "del", ns], check=False)
+    shutil.rmtree(ETC_NETNS / ns, ignore_errors=True)
+    try:
+        ETC_NETNS.rmdir()  # only succeeds when no other lab uses it
+    except OSError:
+        pass
+
+
+def _write_etc(ns: str, hosts: str) -> None:
+    """Per-namespace /etc/hosts and /etc/resolv.conf (``ip netns exec`` bind-mounts
+    ``/etc/netns/NS/*`` over ``/etc/*``): the lab addresses resolve (torch's c10d
+    reverse-resolves peers) and no DNS query is attempted (there is no route out)."""
+    for _ in range(5):  # another lab's cleanup may rmdir /etc/netns concurrently
+        try:
+            (ETC_NETNS / ns).mkdir(parents=True, exist_ok=True)
+            (ETC_NETNS / ns / "hosts").write_text(hosts)
+            (ETC_NETNS / ns / "resolv.conf").write_text(
+                "# netlab: no DNS inside the lab\nnameserver 127.0.0.1\n"
+                "options timeout:1 attempts:1\n")
+            return
+        except FileNotFoundError:
+            continue
 
 
 def _pid_alive(pid: int) -> bool:
@@ -244,6 +266,7 @@ class Lab:
         for ns in (self.ns_a, self.ns_b):
             _sh(["ip", "netns", "add", ns])
             self._created.append(ns)
+            _write_etc(ns, self._hosts_text())
             _sh(["ip", "-n", ns, "link", "set", "lo", "up"])
         _sh(["ip", "link", "add", self.veth_a, "netns", self.ns_a, "type", "veth",
              "peer", "name", self.veth_b, "netns", self.ns_b])
@@ -257,6 +280,17 @@ class Lab:
             self._offloads_off()
         if self.delay_ms is not None:
             self._start_delay()
+
+    def _hosts_text(self) -> str:
+        try:
+            base = Path("/etc/hosts").read_text()
+        except OSError:
+            base = "127.0.0.1 localhost\n"
+        lines = [f"{self.veth_addr_a} nodea", f"{self.veth_addr_b} nodeb"]
+        if self.delay_ms is not None:
+            lines = [f"{self.tun_addr_a} nodea", f"{self.tun_addr_b} nodeb",
+                     f"{self.veth_addr_a} nodea-veth", f"{self.veth_addr_b} nodeb-veth"]
+        return base.rstrip("\n") + "\n# netlab\n" + "\n".join(lines) + "\n"
 
     def _tbf(self, ns: str, dev: str) -> None:
         _sh(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "tbf",
@@ -398,15 +432,24 @@ class Lab:
                       port: int | None = None, wrapper_a: list[str] | None = None,
                       wrapper_b: list[str] | None = None, env_a: dict | None = None,
                       env_b: dict | None = None, timeout: float = 120,
-                      cwd: str | os.PathLike | None = None,
+                      cwd: str | os.PathLike | None = None, peer_grace: float = 15,
                       ) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
         """Run a 2-node torchrun job: node 0 in A (hosting the static rendezvous on
         ``addr_a:port``), node 1 in B.  Returns both ``CompletedProcess`` (text output).
 
         ``wrapper_x`` is an argv prefix put before that node's torchrun argv;
-        ``env_x`` is merged over :meth:`env_for`.  On timeout both process
+        ``env_x`` is merged over :meth:`env_for`.  If one node exits non-zero,
+        the other gets ``peer_grace`` seconds before its process group is
+        SIGTERMed (torchrun would otherwise wait up to 300 s in its exit
+        barrier); its returncode is then negative.  On ``timeout`` both process
         groups are killed and ``subprocess.TimeoutExpired`` is raised with both
         nodes' output so far in ``.output``.
+
+        Note: node 1's torchrun agent occasionally logs "Error waiting on exit
+        barrier" when node 0 (which hosts the store) exits first; the return
+        codes are still 0.  Worker scripts should call
+        ``dist.destroy_process_group()``, or gloo may abort at exit
+        ("terminate called without an active exception").
         """
         if port is None:  # a fresh namespace: nothing else listens there
             port = 29500 + next(self._port_seq)
@@ -421,12 +464,20 @@ class Lab:
             nodes.append((p, out, err))
         deadline = time.monotonic() + timeout
         timed_out = False
-        for p, _, _ in nodes:
-            try:
-                p.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+        while True:
+            codes = [p.poll() for p, _, _ in nodes]
+            if all(c is not None for c in codes):
+                break
+            if any(c not in (None, 0) for c in codes):
+                # One node failed: its peer may sit in torchrun's exit barrier
+                # (default 300 s); give it peer_grace seconds, then stop it.
+                deadline = min(deadline, time.monotonic() + peer_grace)
+                if time.monotonic() >= deadline:
+                    break
+            elif time.monotonic() >= deadline:
                 timed_out = True
                 break
+            time.sleep(0.05)
         results = []
         for p, out, err in nodes:
             if p.poll() is None:

@@ -49,7 +49,7 @@ def test_unshaped_link_and_cleanup():
             import socket
             s = socket.create_server(("{lab.addr_a}", 23456)); c, _ = s.accept()
             c.sendall(c.recv(16).upper())""")])
-        lab._wait_listen("a", 23456, server)
+        lab.wait_listen("a", 23456, server)
         client = lab.run("b", ["python3", "-c", textwrap.dedent(f"""
             import socket
             c = socket.create_connection(("{lab.addr_a}", 23456), timeout=5)

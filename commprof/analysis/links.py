@@ -155,13 +155,15 @@ def tcp_rows(node: NodeSamples) -> list[dict]:
             if not len(ids):
                 return np.zeros(0)
             return node.samples.loc[node.samples["series"] == int(ids.iloc[0]), "value"].to_numpy()
-        srtt, var, retr, conns = (values(m) for m in ("srtt_ms", "rttvar_ms", "retrans", "connections"))
+        srtt, var, retr, conns, minrtt = (values(m) for m in ("srtt_ms", "rttvar_ms", "retrans",
+                                                              "connections", "minrtt_ms"))
         if not len(srtt):
             continue
         rows.append({"host": node.host, "peer": peer, "samples": int(len(srtt)),
                      "srtt_ms_median": float(np.median(srtt)),
                      "srtt_ms_p90": float(np.percentile(srtt, 90)), "srtt_ms_max": float(srtt.max()),
                      "rttvar_ms_median": float(np.median(var)) if len(var) else None,
+                     "minrtt_ms": float(minrtt.min()) if len(minrtt) else None,
                      "retrans": float(retr.max() - retr.min()) if len(retr) else None,
                      "connections_max": int(conns.max()) if len(conns) else None})
     return rows

@@ -190,8 +190,10 @@ def links_section(links: dict) -> list:
                      else f"{g['mean']:.1f}{g['unit']} mean, {g['peak']:.1f}{g['unit']} peak")
             out.append(Text(f"{g['host']}:{g['source']}/{g['device']} {g['metric']}: {value}"))
         for r in links.get("tcp", []):
-            out.append(Text(f"TCP to {r['peer']} ({r['host']}): smoothed RTT {r['srtt_ms_median']:.3g} ms "
-                            f"median, {r['srtt_ms_p90']:.3g} ms p90 over {r['samples']} samples; "
+            path = "" if r.get("minrtt_ms") is None else f"path RTT {r['minrtt_ms']:.3g} ms (min); "
+            out.append(Text(f"TCP to {r['peer']} ({r['host']}): {path}smoothed RTT "
+                            f"{r['srtt_ms_median']:.3g} ms median, {r['srtt_ms_p90']:.3g} ms p90 over "
+                            f"{r['samples']} samples; "
                             f"rttvar {r['rttvar_ms_median']:.3g} ms; {r['retrans']:.0f} retransmits; "
                             f"{r['connections_max']} connection(s)"))
         for s in links.get("sampler", []):

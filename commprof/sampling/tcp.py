@@ -5,7 +5,8 @@ Every ``period_s`` the source lists the socket inodes held by the job's processe
 (iproute2's sock_diag client: present wherever ``ip`` is, a stable text format, and no new Python
 dependency; a pyroute2 in-process query would save the fork, ~2 ms per period, but adds a
 netlink library to every install).  Per peer address it emits the median smoothed RTT and RTT
-variance over the job's connections to that peer, the sum of their retransmitted segments (as the
+variance over the job's connections to that peer, the smallest ``minrtt`` among them (the path's
+round trip without queueing or delayed ACKs), the sum of their retransmitted segments (as the
 kernel counts them since each connection opened) and the number of connections.
 
 gloo, NCCL's socket transport and the rendezvous store all use TCP; NCCL over InfiniBand/RoCE
@@ -25,6 +26,7 @@ from commprof.sampling.series import GAUGE, Emit, Series
 _INO = re.compile(r"\bino:(\d+)")
 _RTT = re.compile(r"\brtt:([\d.]+)/([\d.]+)")
 _RETRANS = re.compile(r"\bretrans:\d+/(\d+)")
+_MINRTT = re.compile(r"\bminrtt:([\d.]+)")
 
 
 def parse_ss(text: str) -> list[dict]:
@@ -41,7 +43,7 @@ def parse_ss(text: str) -> list[dict]:
                 current = None
                 continue
             current = {"local": parts[2], "peer": parts[3], "inode": int(m.group(1)),
-                       "srtt_ms": None, "rttvar_ms": None, "retrans": 0}
+                       "srtt_ms": None, "rttvar_ms": None, "minrtt_ms": None, "retrans": 0}
             conns.append(current)
         elif current is not None:
             m = _RTT.search(line)
@@ -50,6 +52,9 @@ def parse_ss(text: str) -> list[dict]:
             m = _RETRANS.search(line)
             if m:
                 current["retrans"] = int(m.group(1))
+            m = _MINRTT.search(line)
+            if m:
+                current["minrtt_ms"] = float(m.group(1))
     return conns
 
 
@@ -127,5 +132,8 @@ class TcpSource:
                  statistics.median(c["srtt_ms"] for c in conns))
             emit(Series("tcp", peer, "rttvar_ms", "ms", GAUGE),
                  statistics.median(c["rttvar_ms"] for c in conns))
+            mins = [c["minrtt_ms"] for c in conns if c["minrtt_ms"] is not None]
+            if mins:  # the path's RTT without queueing or delayed ACKs
+                emit(Series("tcp", peer, "minrtt_ms", "ms", GAUGE), min(mins))
             emit(Series("tcp", peer, "retrans", "segments", GAUGE), float(sum(c["retrans"] for c in conns)))
             emit(Series("tcp", peer, "connections", "", GAUGE), float(len(conns)))

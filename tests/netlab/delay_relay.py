@@ -72,25 +72,13 @@ def open_tun(name: str) -> int:
 def relay(fd_a: int, fd_b: int, delay_s: float) -> None:
     peer = {fd_a: fd_b, fd_b: fd_a}
     queues: dict[int, collections.deque] = {fd_a: collections.deque(), fd_b: collections.deque()}
-    stop = False
-
-    def _stop(signum, _frame):
-        print(f"relay: stopping on signal {signum}", file=sys.stderr, flush=True)
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     fds = [fd_a, fd_b]
     clock = time.monotonic
-    while not stop:
+    while True:
         now = clock()
         due = [q[0][0] for q in queues.values() if q]
         timeout = max(0.0, min(due) - now) if due else 1.0
-        try:
-            readable, _, _ = select.select(fds, [], [], timeout)
-        except InterruptedError:
-            continue
+        readable, _, _ = select.select(fds, [], [], timeout)
         now = clock()
         for fd in readable:
             q = queues[fd]
@@ -140,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tun-b", required=True)
     ap.add_argument("--delay-ms", type=float, required=True, help="one-way delay per direction")
     args = ap.parse_args(argv)
+    # SIGTERM/SIGINT (also sent when the parent dies) end the relay at once.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     _libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)  # wake up on time (default slack is 50 us)
     if os.getppid() == 1:  # parent already gone before prctl took effect

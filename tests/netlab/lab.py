@@ -11,9 +11,8 @@ What a :class:`Lab` creates (all removed again on exit)
   cannot clash with anything anyway);
 * with ``rate_mbit=R``: ``tc qdisc add dev <veth> root tbf rate Rmbit burst B
   latency 20ms`` on BOTH ends, so each direction is shaped independently to R.
-  ``B = max(R*1e6/8 * 1 ms, 32 KiB)`` -- a millisecond of line rate, and at least
-  a couple of 64 KiB-ish GSO segments' worth so that tbf does not have to
-  re-segment every TSO burst;
+  ``B = max(4 ms of R, 64 KiB)`` (see :func:`tbf_burst_bytes`: a 1 ms / 32 KiB
+  bucket lost 2-9 % of the rate to late watchdog wakeups on this 2-vCPU VM);
 * with ``delay_ms=D`` (the kernel has no ``sch_netem``): a TUN device in each
   namespace (``nl<pid>_<n>ta`` = ``10.234.X.1`` peer ``10.234.X.2``, and
   ``..tb`` the other way) plus a userspace relay process
@@ -28,17 +27,23 @@ What a :class:`Lab` creates (all removed again on exit)
 
 Measured on the 2-vCPU dev VM (kernel 6.18, iperf3 3.12, MTU 1500)
 -----------------------------------------------------------------
-* ``iperf3 --bidir`` TCP goodput per direction on the tbf-shaped veth:
-  200 mbit -> ~191 Mbit/s each way (95.5-95.7 %), 500 mbit -> ~477 Mbit/s
-  each way (~95.4 %).  That is the expected payload fraction: tbf counts the
-  whole 1514-byte Ethernet frame, TCP carries 1448 payload bytes (with
-  timestamps) -> 1448/1514 = 95.6 %.
-* ``delay_ms=5``: ICMP RTT A->B ~10.2-10.4 ms (2*D plus ~0.2-0.4 ms of relay and
-  scheduling overhead; the relay is a Python process, so under heavy CPU load
-  or at very high packet rates it adds more and its throughput is limited to a
-  few hundred Mbit/s).
-* one ``with Lab(...)`` setup + teardown takes ~0.1-0.3 s; a two-node gloo
-  ``torchrun_pair`` ~5-8 s (dominated by importing torch four times).
+* ``iperf3 --bidir`` TCP goodput per direction on the tbf-shaped veth, 2-3 s
+  runs: 200 mbit -> 95.2-95.7 % of R (~191 Mbit/s each way), 500 mbit ->
+  95.1-95.7 % (~477 Mbit/s each way); the same with both vCPUs busy with other
+  work and with ``offload=False``.  That is the payload ceiling: tbf counts whole
+  1514-byte Ethernet frames, TCP carries 1448 payload bytes each (timestamps on)
+  -> 1448/1514 = 95.6 %.  Unshaped veth: ~13 Gbit/s each way.
+* ``delay_ms=5``: ICMP RTT A->B median 10.1-10.7 ms (2*D + 0.1-0.7 ms of relay
+  and scheduling overhead), also with both vCPUs busy.  Unshaped TUN link
+  without delay: RTT ~0.2 ms.
+* The Python relay moves ~100 k packets/s (~1 Gbit/s per direction); above that
+  the TUN queue drops packets (TCP retransmits), so combine ``delay_ms`` with a
+  ``rate_mbit`` up to ~500: 200 or 500 mbit + 5 ms gave 94-95 % of R per
+  direction (bidir), no retransmits (TUN frames are bare IP packets: ceiling
+  1448/1500 = 96.5 %, minus the reverse flow's ACKs).
+* ``with Lab(...)`` setup + teardown: ~0.04 s (~0.16 s with delay);
+  ``torchrun_pair`` of a 1-process-per-node gloo all_reduce: 4-6 s (importing
+  torch dominates), ~11 s with 2 processes per node.
 
 How to run
 ----------
@@ -49,7 +54,7 @@ lab cannot work here (tests pass it to ``pytest.skip``)::
     from netlab import Lab, netlab_available
     with Lab(rate_mbit=200, delay_ms=5) as lab:
         a, b = lab.torchrun_pair([str(script)], nproc_per_node=1)
-        lab.iperf3_bidir(seconds=2)   # {'a_to_b_bps': ..., 'b_to_a_bps': ...}
+        lab.iperf3_bidir(seconds=2)   # {'a_to_b_bps': ..., 'b_to_a_bps': ..., 'json': {...}}
         lab.ping_rtt_ms()              # median RTT A->B in ms
 
     cd /work/main && python -m pytest -q tests/test_netlab.py
@@ -57,16 +62,19 @@ lab cannot work here (tests pass it to ``pytest.skip``)::
 Cleanup guarantees
 ------------------
 ``Lab.close()`` (called by ``__exit__``, also when ``__enter__`` itself fails
-half-way, and from an ``atexit`` hook for labs never closed) kills every
-process started through ``popen``/``torchrun_pair`` (whole process group:
-SIGTERM, then SIGKILL after 3 s), then SIGKILLs any process still living in
-either namespace (``ip netns pids``: only things this lab started can be in
-there), stops the delay relay, and deletes both namespaces -- which destroys
-the veth pair and the TUN devices with them.  Namespaces left behind by a
-process that was SIGKILLed (so never ran its cleanup) are reaped by the next
-``Lab`` whose prefix scan finds ``nl<pid>_*`` names of pids that are no
-longer alive.  Traffic is only ever sent to addresses inside the lab's own
-namespaces.
+half-way, and from an ``atexit`` hook for labs never closed; idempotent) kills
+every process started through ``popen``/``torchrun_pair`` (whole process
+group: SIGTERM, then SIGKILL after 3 s), stops the delay relay, SIGKILLs any
+process still living in either namespace (``ip netns pids``: only things this
+lab started can be in there), deletes both namespaces -- which destroys the
+veth pair and the TUN devices with them -- and removes the per-namespace
+``/etc/netns/NS/{hosts,resolv.conf}`` it wrote (so ``ip netns exec`` resolves
+``nodea``/``nodeb`` and never tries DNS).  If the owning process is SIGKILLed
+instead: the relay gets SIGTERM via ``PR_SET_PDEATHSIG`` (so create a Lab from
+a thread that outlives it -- normally the main thread), and the next ``Lab``
+(or :func:`reap_stale`) deletes ``nl<pid>_*`` namespaces whose pid is dead,
+with whatever still runs inside.  Traffic is only ever sent to addresses
+inside the lab's own namespaces.
 """
 from __future__ import annotations
 
@@ -501,7 +509,7 @@ class Lab:
         """TCP ``iperf3 --bidir`` A<->B; received bits/s per direction (and the raw JSON)."""
         server = self.popen("b", ["iperf3", "-s", "-1", "-B", self.addr_b, "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait_listen("b", port, server)
+        self.wait_listen("b", port, server)
         proc = self.run("a", ["iperf3", "-c", self.addr_b, "-p", str(port), "--bidir", "-J",
                               "-t", str(seconds)], timeout=seconds + 30)
         try:
@@ -519,7 +527,8 @@ class Lab:
                 "b_to_a_bps": end["sum_received_bidir_reverse"]["bits_per_second"],
                 "json": data}
 
-    def _wait_listen(self, ns: str, port: int, proc: subprocess.Popen, timeout: float = 10) -> None:
+    def wait_listen(self, ns: str, port: int, proc: subprocess.Popen, timeout: float = 10) -> None:
+        """Wait until a TCP socket listens on ``port`` in ``ns`` (raise if ``proc`` exits first)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:

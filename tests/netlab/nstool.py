@@ -72,7 +72,7 @@ def _ethtool(sock: socket.socket, iface: str, cmd: int, data: int = 0) -> int:
     buf = ctypes.create_string_buffer(struct.pack("II", cmd, data))
     ifr = struct.pack("16sP", iface.encode(), ctypes.addressof(buf)) + bytes(16)
     fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifr)
-    return struct.unpack("II", buf.raw)[1]
+    return struct.unpack("II", buf.raw[:8])[1]
 
 
 def offload(iface: str, on: bool) -> dict:

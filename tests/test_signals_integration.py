@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from commprof.analysis.links import read_node_samples
+from commprof.format.reader import read_capture
 from runner import commprof, report_json, torchrun
 
 pytestmark = pytest.mark.slow
@@ -47,6 +49,11 @@ def test_signal_to_commprof_reaches_the_job(tmp_path, sig, code, line):
     assert line in out
     assert proc.returncode == code
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["exit_code"] == code
+    # The node sampler stopped with the job and closed its file cleanly.
+    (samples,) = (tmp_path / "run" / "nodes").glob("*.cps")
+    node = read_node_samples(samples)
+    assert node.damage is None and node.cost["ticks"] >= 1
+    assert read_capture(samples, need_rank=False).trailer["reason"] == "stopped"
 
 
 def test_job_killed_by_a_signal_kills_commprof_the_same_way(tmp_path):
@@ -56,6 +63,8 @@ def test_job_killed_by_a_signal_kills_commprof_the_same_way(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["signal"] == signal.SIGKILL and manifest["status"] == "finished"
+    (samples,) = (tmp_path / "run" / "nodes").glob("*.cps")  # closed although the job crashed
+    assert read_capture(samples, need_rank=False).trailer["reason"] == "stopped"
 
 
 DATALOADER_JOB = """

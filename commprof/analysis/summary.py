@@ -45,6 +45,7 @@ class Summary:
     overhead: dict = field(default_factory=dict)
     hang: dict | None = None  # the hang report (commprof.hang/1), when one was written
     links: dict | None = None  # node sampler and probe figures (analysis/links.py)
+    op_sizes: pd.DataFrame | None = None  # calls per (op, n, power-of-two size bucket), all ranks
 
 
 @dataclass
@@ -185,22 +186,30 @@ def summarize(source: Run | RunSource | str | Path | None = None,
         notes.append("no training steps detected (no optimizer.step() and no commprof.step()): "
                      "step KPIs are empty, whole-run KPIs still apply")
     degraded = [p.degraded for p in parts if len(p.degraded)]
-    links = _links(src, parts, windows)
+    op_sizes = _op_sizes(parts)
+    links = _links(src, parts, windows, op_sizes)
     return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
                    ranks=ranks_df, verdict=verdict(kpis, step_info), notes=notes,
                    degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
-                   overhead=self_overhead(parts, ranks_df), hang=src.hang, links=links)
+                   overhead=self_overhead(parts, ranks_df), hang=src.hang, links=links,
+                   op_sizes=op_sizes)
 
 
-def _links(src, parts: list[RankPart], windows: dict) -> dict | None:
+def _op_sizes(parts: list[RankPart]) -> pd.DataFrame:
+    """Every rank's calls per (op, group size, size bucket), summed over ranks."""
+    tables = [p.buckets for p in parts if p.buckets is not None and len(p.buckets)]
+    if not tables:
+        return pd.DataFrame(columns=["op", "group_size", "bucket", "count", "bytes", "bus_bytes",
+                                     "time_ns"])
+    return pd.concat(tables).groupby(["op", "group_size", "bucket"], as_index=False).sum()
+
+
+def _links(src, parts: list[RankPart], windows: dict, buckets: pd.DataFrame) -> dict | None:
     """The Links section (node samplers, probe), or None when the run has neither."""
     bus: dict[str, float] = {}
     for p in parts:
         host = str(p.row["host"])
         bus[host] = bus.get(host, 0.0) + p.bus_bytes
-    tables = [p.buckets for p in parts if p.buckets is not None and len(p.buckets)]
-    buckets = (pd.concat(tables).groupby(["op", "group_size", "bucket"], as_index=False).sum()
-               if tables else pd.DataFrame())
     return summarize_links(src.path, windows, bus, buckets, reader.read_probe(src.path))
 
 

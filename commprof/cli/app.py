@@ -42,10 +42,58 @@ def report(
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
     warmup: Annotated[int, typer.Option(help="Steps of each rank left out of the medians.")] = 2,
     width: Annotated[Optional[int], typer.Option(help="Terminal report width.")] = None,
+    save_baseline: Annotated[Optional[str], typer.Option(help="Write a compact baseline (commprof.baseline/1) for `commprof gate --baseline` instead of a report.")] = None,
 ) -> int:
     """Summarize a run: the three KPIs, per-op and per-rank tables, a verdict."""
+    if save_baseline:
+        from commprof.cli.gate import save_baseline_command
+        return save_baseline_command(run_dir, save_baseline, "auto" if warmup == 2 else str(warmup))
     from commprof.cli.report import report_command
     return report_command(run_dir, fmt, output, warmup, width)
+
+
+@app.command()
+def gate(
+    run: Annotated[str, typer.Argument(help="The run to check: run directory, saved report or baseline.")],
+    baseline: Annotated[Optional[str], typer.Option(help="Run directory, saved report or baseline to compare against.")] = None,
+    max_comm_fraction: Annotated[Optional[str], typer.Option(help="Median in-flight share of step time, e.g. 0.30.")] = None,
+    max_exposed_comm_fraction: Annotated[Optional[str], typer.Option(help="Median exposed share of step time, e.g. 0.15.")] = None,
+    max_bytes_per_step: Annotated[Optional[str], typer.Option(help="Median S per step per rank, e.g. 1.2GB.")] = None,
+    max_step_time: Annotated[Optional[str], typer.Option(help="Median step time, e.g. 250ms.")] = None,
+    min_busbw: Annotated[Optional[list[str]], typer.Option(help="OP[:SIZE+]=RATE, e.g. all_reduce:1MB+=10GB/s (repeatable).")] = None,
+    max_regression: Annotated[Optional[list[str]], typer.Option(help="METRIC=+AMOUNT vs --baseline: exposed_comm_fraction=+5pp, step_time=+10% (repeatable).")] = None,
+    max: Annotated[Optional[list[str]], typer.Option("--max", help="Any metric: METRIC=VALUE upper limit (repeatable).")] = None,
+    min: Annotated[Optional[list[str]], typer.Option("--min", help="Any metric: METRIC=VALUE lower limit (repeatable).")] = None,
+    skip_steps: Annotated[Optional[str], typer.Option(help="Warm-up steps to leave out: a number, or auto (detected).")] = None,
+    confidence: Annotated[Optional[float], typer.Option(help="Bootstrap confidence for regressions (default 0.95).")] = None,
+    config: Annotated[Optional[str], typer.Option(help="Rules file (default: ./commprof.toml [gate] or pyproject.toml [tool.commprof.gate]).")] = None,
+    junit: Annotated[Optional[str], typer.Option(help="Write JUnit XML (one testcase per rule).")] = None,
+    markdown: Annotated[Optional[str], typer.Option(help="Write a Markdown table (also appended to $GITHUB_STEP_SUMMARY when set).")] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the results as JSON.")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Table width.")] = None,
+) -> int:
+    """Check a run against rules; exit 0 pass, 1 a rule failed, 2 bad input."""
+    from commprof.cli.gate import gate_command
+    flags = dict(baseline=baseline, max_comm_fraction=max_comm_fraction,
+                 max_exposed_comm_fraction=max_exposed_comm_fraction,
+                 max_bytes_per_step=max_bytes_per_step, max_step_time=max_step_time,
+                 min_busbw=min_busbw, max_regression=max_regression, max=max, min=min,
+                 skip_steps=skip_steps, confidence=confidence)
+    return gate_command(run, flags, config, junit, markdown, json_out, width)
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="Run A (directory, saved report or baseline).")],
+    b: Annotated[str, typer.Argument(help="Run B.")],
+    skip_steps: Annotated[Optional[str], typer.Option(help="Warm-up steps to leave out: a number, or auto.")] = None,
+    confidence: Annotated[float, typer.Option(help="Bootstrap confidence of 'within noise'.")] = 0.95,
+    markdown: Annotated[Optional[str], typer.Option(help="Write a Markdown table.")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Table width.")] = None,
+) -> int:
+    """Side-by-side KPIs of two runs: deltas and a verdict per KPI (better / worse / within noise)."""
+    from commprof.cli.gate import compare_command
+    return compare_command(a, b, skip_steps, confidence, markdown, width)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -41,10 +41,19 @@ def build(summary: Summary) -> dict:
         "verdict": summary.verdict,
         "hang": summary.hang,
         "links": summary.links,
+        "op_sizes": _op_sizes(summary.op_sizes),
         "notes": summary.notes,
         "degraded": _records(summary.degraded, ["rank", "where", "count", "error"])
         if summary.degraded is not None else [],
     })
+
+
+def _op_sizes(df: pd.DataFrame | None) -> list[dict]:
+    """Calls per (op, group size, size bucket [2^bucket, 2^(bucket+1)) bytes), all ranks summed."""
+    if df is None or not len(df):
+        return []
+    out = df.assign(time_s=df["time_ns"] / 1e9).drop(columns=["time_ns"])
+    return _records(out, ["op", "group_size", "bucket", "count", "bytes", "bus_bytes", "time_s"])
 
 
 def _records(df: pd.DataFrame, keys: list[str]) -> list[dict]:

@@ -1,0 +1,48 @@
+"""KPI-by-KPI comparison of two runs (``commprof compare A B``): values, spreads, deltas, and a
+verdict per KPI — better, worse or within noise (the bootstrap CI of the change holds 0)."""
+from __future__ import annotations
+
+from commprof.gate import stats
+from commprof.gate.measure import Measurements
+from commprof.gate.rules import METRICS, metric_value
+
+ORDER = ["step_time", "comm_fraction", "exposed_comm_fraction", "bytes_per_step",
+         "comm_fraction_wall", "exposed_comm_fraction_wall", "bus_bytes_per_step", "algbw", "busbw"]
+
+
+def _op_metrics(a: Measurements, b: Measurements) -> list[str]:
+    ops = sorted({r["op"] for m in (a, b) for r in m.op_sizes if r.get("bus_bytes")})
+    return [f"busbw:{op}" for op in ops]
+
+
+def compare(a: Measurements, b: Measurements, confidence: float = 0.95) -> list[dict]:
+    """One row per KPI present in either run (B relative to A)."""
+    rows = []
+    for name in ORDER + _op_metrics(a, b):
+        unit, lower_better = METRICS.get(name, ("GB/s", False))
+        va, sa = metric_value(a, name)
+        vb, sb = metric_value(b, name)
+        if va is None and vb is None:
+            continue
+        row = {"metric": name, "unit": unit, "lower_is_better": lower_better, "a": va, "b": vb,
+               "a_iqr": stats.iqr(sa) if sa is not None else None,
+               "b_iqr": stats.iqr(sb) if sb is not None else None,
+               "delta": None, "relative": None, "ci": None, "verdict": "n/a"}
+        if va is not None and vb is not None:
+            row["delta"] = vb - va
+            row["relative"] = vb / va - 1 if va else None
+            ci = stats.diff_ci(sa, sb, False, confidence) if sa is not None and sb is not None else None
+            row["ci"] = ci
+            if ci is not None:
+                if ci[0] <= 0 <= ci[1]:
+                    verdict = "within noise"
+                else:
+                    verdict = "worse" if (ci[0] > 0) == lower_better else "better"
+            elif va == vb:
+                verdict = "same"
+            else:
+                worse = (vb > va) == lower_better
+                verdict = ("worse" if worse else "better") + " (no spread)"
+            row["verdict"] = verdict
+        rows.append(row)
+    return rows

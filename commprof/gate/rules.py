@@ -1,0 +1,335 @@
+"""Gate rules: syntax, configuration files, evaluation.
+
+Metrics (``METRICS``; per-step series are compared by their median over measured steps):
+
+=============================  ======  =========  ===============================================
+name                           unit    better     source
+=============================  ======  =========  ===============================================
+step_time                      s       lower      per step: median over ranks of step duration
+comm_fraction                  frac    lower      per step: in-flight share of the step
+exposed_comm_fraction          frac    lower      per step: exposed share of the step
+bytes_per_step                 B       lower      per step: S issued in the step (per rank)
+comm_fraction_wall             frac    lower      whole run
+exposed_comm_fraction_wall     frac    lower      whole run
+bus_bytes_per_step             B       lower      KPI (median over ranks and steps)
+algbw, busbw                   GB/s    higher     whole run, all ops
+busbw:OP[:SIZE+]               GB/s    higher     calls of OP with mean S >= SIZE (op_sizes)
+=============================  ======  =========  ===============================================
+
+Rules: limits (``--max-comm-fraction 0.3``, ``--max-exposed-comm-fraction``,
+``--max-bytes-per-step 1.2GB``, ``--max-step-time 250ms``, ``--min-busbw all_reduce:1MB+=10GB/s``,
+generic ``--max METRIC=VALUE`` / ``--min METRIC=VALUE``) and regressions against a baseline
+(``--max-regression exposed_comm_fraction=+5pp``, ``step_time=+10%``, ``bytes_per_step=+100MB``).
+A regression fails only when the whole confidence interval of the change (bootstrap over steps)
+lies beyond the allowed amount, so differences inside the runs' own noise never fail a gate.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from commprof.errors import UsageError
+from commprof.gate import stats
+from commprof.gate.measure import Measurements
+
+# name -> (unit, lower is better)
+METRICS = {
+    "step_time": ("s", True), "comm_fraction": ("frac", True),
+    "exposed_comm_fraction": ("frac", True), "bytes_per_step": ("B", True),
+    "comm_fraction_wall": ("frac", True), "exposed_comm_fraction_wall": ("frac", True),
+    "bus_bytes_per_step": ("B", True), "algbw": ("GB/s", False), "busbw": ("GB/s", False),
+}
+_BUSBW = re.compile(r"^busbw:([a-z_]+)(?::([0-9.]+[A-Za-z]*)\+)?$")
+
+
+def metric_info(name: str) -> tuple[str, bool]:
+    """(unit, lower is better) of a metric name; raises UsageError for an unknown one."""
+    if name in METRICS:
+        return METRICS[name]
+    m = _BUSBW.match(name)
+    if m:
+        if m.group(2):
+            _size(m.group(2), name)
+        return "GB/s", False
+    raise UsageError(f"unknown metric {name!r}; known: {', '.join(METRICS)}, busbw:OP[:SIZE+]")
+
+
+def metric_value(m: Measurements, name: str) -> tuple[float | None, np.ndarray | None]:
+    """(value, per-step series or None) of ``name`` in ``m``."""
+    b = _BUSBW.match(name)
+    if b:
+        op, size = b.group(1), _size(b.group(2), name) if b.group(2) else 0
+        rows = [r for r in m.op_sizes if r.get("op") == op and r.get("count")
+                and r["bytes"] / r["count"] >= size]
+        t = sum(r["time_s"] for r in rows)
+        return (sum(r["bus_bytes"] for r in rows) / t / 1e9 if t > 0 else None), None
+    x = m.series.get(name)
+    if x is not None and len(x):
+        return float(np.median(x)), x
+    return m.values.get(name), None
+
+
+# -- values --------------------------------------------------------------------------------------
+
+def _size(text: str, rule: str) -> float:
+    from commprof.probe.sizes import parse_size
+    try:
+        return float(parse_size(text))
+    except ValueError as exc:
+        raise UsageError(f"{rule}: {exc}") from exc
+
+
+def parse_value(text: str, unit: str, rule: str) -> float:
+    """A limit in the metric's unit: ``0.3``/``30%`` (fractions), ``1.2GB`` (bytes), ``250ms``,
+    ``10GB/s``/``80Gbit/s`` (bandwidth, returned in GB/s)."""
+    t = str(text).strip()
+    try:
+        if unit == "frac":
+            v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+            if not 0 <= v <= 1:
+                raise ValueError
+            return v
+        if unit == "B":
+            return _size(t, rule)
+        if unit == "s":
+            for suffix, scale in (("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("s", 1.0)):
+                if t.endswith(suffix):
+                    return float(t[: -len(suffix)]) * scale
+            return float(t)
+        if unit == "GB/s":
+            for suffix, scale in (("GB/s", 1.0), ("MB/s", 1e-3), ("Gbit/s", 1 / 8), ("Mbit/s", 1e-3 / 8)):
+                if t.endswith(suffix):
+                    return float(t[: -len(suffix)]) * scale
+            return float(t)
+    except ValueError:
+        pass
+    examples = {"frac": "0.3 or 30%", "B": "1.2GB", "s": "250ms", "GB/s": "10GB/s"}[unit]
+    raise UsageError(f"{rule}: {text!r} is not a value in {unit} (e.g. {examples})")
+
+
+# -- rules ---------------------------------------------------------------------------------------
+
+@dataclass
+class Rule:
+    text: str  # as the user wrote it (for messages)
+    metric: str
+    kind: str  # "max", "min" or "regression"
+    limit: float  # limit in the metric's unit; for regressions the allowed worsening
+    mode: str = ""  # regression: "pp", "%" or "abs"
+
+
+@dataclass
+class Result:
+    rule: Rule
+    status: str  # "pass" or "fail"
+    measured: float | None
+    baseline: float | None = None
+    change: float | None = None  # regression: worsening (pp, % or unit), positive = worse
+    ci: tuple[float, float] | None = None  # of the measured median / of the worsening
+    message: str = ""  # one line: rule, measured value(s), limit
+    detail: str = ""  # short: the change and its interval, for tables
+
+
+def parse_limit(kind: str, spec: str, flag: str) -> Rule:
+    """``--max METRIC=VALUE`` / ``--min METRIC=VALUE``."""
+    if "=" not in spec:
+        raise UsageError(f"{flag} {spec!r}: use METRIC=VALUE")
+    metric, value = spec.split("=", 1)
+    unit, _ = metric_info(metric.strip())
+    return Rule(f"{flag} {spec}", metric.strip(), kind, parse_value(value, unit, f"{flag} {spec}"))
+
+
+def parse_min_busbw(spec: str) -> Rule:
+    """``all_reduce:1MB+=10GB/s`` -> busbw:all_reduce:1MB+ >= 10 GB/s."""
+    if "=" not in spec:
+        raise UsageError(f"--min-busbw {spec!r}: use OP[:SIZE+]=RATE, e.g. all_reduce:1MB+=10GB/s")
+    where, value = spec.rsplit("=", 1)
+    rule = parse_limit("min", f"busbw:{where.strip()}={value}", "--min-busbw")
+    rule.text = f"--min-busbw {spec}"
+    return rule
+
+
+_REGRESSION = re.compile(r"^\s*([a-z_:.0-9A-Z+]+?)\s*=\s*([+-]?)\s*([0-9.]+)\s*(pp|%|[A-Za-z/]*)\s*$")
+
+
+def parse_regression(spec: str) -> Rule:
+    """``exposed_comm_fraction=+5pp``, ``step_time=+10%``, ``bytes_per_step=+100MB``,
+    ``busbw=-10%`` (for higher-is-better metrics the sign may be omitted: a drop is the regression)."""
+    m = _REGRESSION.match(spec)
+    text = f"--max-regression {spec}"
+    if not m:
+        raise UsageError(f"{text}: use METRIC=+AMOUNT with pp, % or a unit, e.g. "
+                         "exposed_comm_fraction=+5pp or step_time=+10%")
+    metric, sign, number, suffix = m.groups()
+    unit, lower_better = metric_info(metric)
+    if (sign == "-" and lower_better) or (sign == "+" and not lower_better):
+        raise UsageError(f"{text}: {metric} gets worse when it "
+                         f"{'grows' if lower_better else 'drops'}; write the allowed worsening as "
+                         f"{'+' if lower_better else '-'}{number}{suffix}")
+    if suffix == "pp":
+        if unit != "frac":
+            raise UsageError(f"{text}: pp (percentage points) applies to fractions only")
+        return Rule(text, metric, "regression", float(number) / 100, "pp")
+    if suffix == "%":
+        return Rule(text, metric, "regression", float(number) / 100, "%")
+    return Rule(text, metric, "regression", parse_value(number + suffix, unit, text), "abs")
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+CONFIG_KEYS = {"baseline", "skip_steps", "confidence", "max_comm_fraction",
+               "max_exposed_comm_fraction", "max_bytes_per_step", "max_step_time", "min_busbw",
+               "max_regression", "max", "min"}
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """``commprof.toml`` (table ``[gate]``) or ``pyproject.toml`` with ``[tool.commprof.gate]``,
+    in the working directory or the nearest parent that has one."""
+    d = (start or Path.cwd()).resolve()
+    for folder in (d, *d.parents):
+        if (folder / "commprof.toml").is_file():
+            return folder / "commprof.toml"
+        py = folder / "pyproject.toml"
+        if py.is_file() and _gate_table(py) is not None:
+            return py
+    return None
+
+
+def _gate_table(path: Path) -> dict | None:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from exc
+    if path.name == "pyproject.toml":
+        return data.get("tool", {}).get("commprof", {}).get("gate")
+    return data.get("gate", data)
+
+
+def load_config(path: Path | None) -> tuple[dict, Path | None]:
+    """The gate table of ``path`` (or of the file :func:`find_config` finds), checked."""
+    path = path or find_config()
+    if path is None:
+        return {}, None
+    table = _gate_table(Path(path)) or {}
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: the gate table must be a table")
+    unknown = sorted(set(table) - CONFIG_KEYS)
+    if unknown:
+        raise UsageError(f"{path}: unknown gate key(s) {', '.join(unknown)}; known: "
+                         + ", ".join(sorted(CONFIG_KEYS)))
+    for key in ("min_busbw", "max_regression", "max", "min"):
+        if key in table and isinstance(table[key], str):
+            table[key] = [table[key]]
+    return table, Path(path)
+
+
+def build_rules(opts: dict) -> list[Rule]:
+    """Rules from merged options (file values overridden by flags)."""
+    rules = []
+    for key, metric in (("max_comm_fraction", "comm_fraction"),
+                        ("max_exposed_comm_fraction", "exposed_comm_fraction"),
+                        ("max_bytes_per_step", "bytes_per_step"), ("max_step_time", "step_time")):
+        if opts.get(key) is not None:
+            flag = "--" + key.replace("_", "-")
+            unit, _ = metric_info(metric)
+            rules.append(Rule(f"{flag} {opts[key]}", metric, "max",
+                              parse_value(str(opts[key]), unit, f"{flag} {opts[key]}")))
+    for spec in opts.get("min_busbw") or []:
+        rules.append(parse_min_busbw(spec))
+    for spec in opts.get("max") or []:
+        rules.append(parse_limit("max", spec, "--max"))
+    for spec in opts.get("min") or []:
+        rules.append(parse_limit("min", spec, "--min"))
+    for spec in opts.get("max_regression") or []:
+        rules.append(parse_regression(spec))
+    return rules
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+def evaluate(rule: Rule, cur: Measurements, base: Measurements | None,
+             confidence: float = 0.95) -> Result:
+    unit, lower_better = metric_info(rule.metric)
+    value, series = metric_value(cur, rule.metric)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return Result(rule, "fail", None, message=f"{rule.text}: no {rule.metric} in {cur.source} "
+                                                  "(no steps, or no such calls): cannot verify")
+    if rule.kind in ("max", "min"):
+        ok = value <= rule.limit if rule.kind == "max" else value >= rule.limit
+        ci = stats.median_ci(series, confidence) if series is not None else None
+        word = "<=" if rule.kind == "max" else ">="
+        span = f"{confidence:.0%} CI {fmt(ci[0], unit)}..{fmt(ci[1], unit)}" if ci else "single value"
+        msg = f"{rule.metric} = {fmt(value, unit)} (must be {word} {fmt(rule.limit, unit)}); {span}"
+        return Result(rule, "pass" if ok else "fail", value, ci=ci, message=f"{rule.text}: {msg}",
+                      detail=span)
+    if base is None:
+        raise UsageError(f"{rule.text}: needs --baseline (a run directory, report or baseline file)")
+    bvalue, bseries = metric_value(base, rule.metric)
+    if bvalue is None:
+        return Result(rule, "fail", value, message=f"{rule.text}: no {rule.metric} in the baseline "
+                                                   f"{base.source}: cannot compare")
+    relative = rule.mode == "%"
+    sign = 1 if lower_better else -1
+    change = sign * ((value / bvalue - 1) if relative else (value - bvalue)) if not (
+        relative and bvalue == 0) else math.inf
+    ci = None
+    if series is not None and bseries is not None:
+        raw = stats.diff_ci(bseries, series, relative, confidence)
+        if raw is not None:
+            ci = tuple(sorted((sign * raw[0], sign * raw[1])))
+    lower = ci[0] if ci else change
+    failed = lower > rule.limit
+    noise = ci is not None and ci[0] <= 0 <= ci[1]
+    shown = _fmt_change(change, rule.mode, unit)
+    msg = (f"{rule.metric} {fmt(bvalue, unit)} -> {fmt(value, unit)} ({'worse' if change > 0 else 'better'} by "
+           f"{shown.lstrip('+-')}; allowed {_fmt_change(rule.limit, rule.mode, unit)})")
+    shown = f"worsening {shown}"
+    if ci:
+        span = (f"{_fmt_change(ci[0], rule.mode, unit)}..{_fmt_change(ci[1], rule.mode, unit)}"
+                + (", within noise" if noise else ""))
+        msg += f"; {confidence:.0%} CI of the worsening {span}"
+        detail = f"{shown} ({confidence:.0%} CI {span})"
+    else:
+        msg += "; no per-step spread for this metric: compared as single values"
+        detail = f"{shown} (single values)"
+    return Result(rule, "fail" if failed else "pass", value, bvalue, change, ci,
+                  f"{rule.text}: {msg}", detail)
+
+
+def fmt(v: float | None, unit: str) -> str:
+    if v is None:
+        return "-"
+    if unit == "frac":
+        return f"{v * 100:.2f}%"
+    if unit == "B":
+        from commprof.report.units import fmt_bytes
+        return fmt_bytes(v)
+    if unit == "s":
+        from commprof.report.units import fmt_seconds
+        return fmt_seconds(v)
+    return f"{v:.4g} {unit}"
+
+
+def _fmt_change(v: float, mode: str, unit: str) -> str:
+    if mode == "pp":
+        return f"{v * 100:+.2f}pp"
+    if mode == "%":
+        return f"{v * 100:+.1f}%"
+    return ("+" if v >= 0 else "-") + fmt(abs(v), unit)
+
+
+def confidence_value(v) -> float:
+    c = float(v)
+    if not 0.5 <= c < 1:
+        raise UsageError(f"--confidence {v}: between 0.5 and 1 (e.g. 0.95)")
+    return c
+
+
+def env_summary_path() -> str | None:
+    return os.environ.get("GITHUB_STEP_SUMMARY") or None

@@ -1,0 +1,129 @@
+"""Presentation of gate results and comparisons: rich table, JUnit XML, Markdown, JSON."""
+from __future__ import annotations
+
+import io
+import json
+import xml.etree.ElementTree as ET
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from commprof.gate.rules import Result, fmt
+
+
+def _console(buf, color: bool, width: int | None) -> Console:
+    return Console(file=buf, force_terminal=color, no_color=not color, width=width or 120,
+                   highlight=False)
+
+
+def gate_text(results: list[Result], header: list[str], color: bool = False,
+              width: int | None = None) -> str:
+    buf = io.StringIO()
+    con = _console(buf, color, width)
+    for line in header:
+        con.print(Text(line))
+    t = Table(box=box.SIMPLE_HEAD)
+    for name in ("", "rule", "measured", "baseline", "limit / allowed", "change / interval"):
+        t.add_column(name, no_wrap=name != "change / interval")
+    for r in results:
+        unit = _unit(r)
+        mark = Text("PASS", style="green") if r.status == "pass" else Text("FAIL", style="bold red")
+        limit = (fmt(r.rule.limit, unit) if r.rule.kind != "regression"
+                 else {"pp": f"+{r.rule.limit * 100:.2f}pp", "%": f"+{r.rule.limit * 100:.1f}%"}.get(
+                     r.rule.mode, fmt(r.rule.limit, unit)))
+        t.add_row(mark, Text(r.rule.text), fmt(r.measured, unit), fmt(r.baseline, unit), limit,
+                  Text(r.detail))
+    con.print(t)
+    failed = [r for r in results if r.status == "fail"]
+    for r in failed:
+        con.print(Text(f"FAIL {r.message}", style="red"))
+    con.print(Text(f"{len(results) - len(failed)} of {len(results)} rule(s) passed",
+                   style="bold green" if not failed else "bold red"))
+    return buf.getvalue()
+
+
+def _unit(r: Result) -> str:
+    from commprof.gate.rules import metric_info
+    return metric_info(r.rule.metric)[0]
+
+
+def gate_json(results: list[Result], info: dict) -> str:
+    return json.dumps({"schema": "commprof.gate/1", **info, "passed": all(r.status == "pass" for r in results),
+                       "rules": [{"rule": r.rule.text, "metric": r.rule.metric, "kind": r.rule.kind,
+                                  "limit": r.rule.limit, "mode": r.rule.mode or None,
+                                  "status": r.status, "measured": r.measured,
+                                  "baseline": r.baseline, "change": r.change,
+                                  "ci": list(r.ci) if r.ci else None, "message": r.message}
+                                 for r in results]}, indent=1) + "\n"
+
+
+def junit_xml(results: list[Result], suite: str = "commprof gate") -> str:
+    """One ``<testcase>`` per rule, ``<failure message=…>`` on failed ones (JUnit common schema)."""
+    failures = sum(r.status == "fail" for r in results)
+    root = ET.Element("testsuites", name=suite, tests=str(len(results)), failures=str(failures))
+    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(results)),
+                       failures=str(failures), errors="0", skipped="0")
+    for r in results:
+        tc = ET.SubElement(ts, "testcase", classname="commprof.gate", name=r.rule.text)
+        if r.status == "fail":
+            f = ET.SubElement(tc, "failure", message=r.message, type="GateFailure")
+            f.text = r.message
+        else:
+            out = ET.SubElement(tc, "system-out")
+            out.text = r.message
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def gate_markdown(results: list[Result], header: list[str]) -> str:
+    failed = sum(r.status == "fail" for r in results)
+    lines = [f"### commprof gate: {'❌ ' + str(failed) + ' rule(s) failed' if failed else '✅ passed'}",
+             ""] + [f"- {_md_escape(h)}" for h in header] + [
+        "", "| | rule | measured | baseline | detail |", "|---|---|---|---|---|"]
+    for r in results:
+        unit = _unit(r)
+        lines.append(f"| {'✅' if r.status == 'pass' else '❌'} | `{_md_escape(r.rule.text)}` | "
+                     f"{fmt(r.measured, unit)} | {fmt(r.baseline, unit)} | "
+                     f"{_md_escape(r.message.split(': ', 1)[-1])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _delta(row: dict) -> str:
+    if row["delta"] is None:
+        return "-"
+    if row["unit"] == "frac":
+        return f"{row['delta'] * 100:+.2f}pp"
+    return f"{row['relative'] * 100:+.1f}%" if row["relative"] is not None else fmt(row["delta"], row["unit"])
+
+
+def _spread(v, iqr, unit) -> str:
+    return fmt(v, unit) + (f" [{fmt(iqr[0], unit)}..{fmt(iqr[1], unit)}]" if iqr else "")
+
+
+def compare_text(rows: list[dict], a: str, b: str, color: bool = False, width: int | None = None) -> str:
+    buf = io.StringIO()
+    con = _console(buf, color, width)
+    t = Table(box=box.SIMPLE_HEAD, title=Text(f"A = {a}\nB = {b}\n(median [IQR] over measured steps)"),
+              title_justify="left")
+    for name in ("KPI", "A", "B", "B vs A", "verdict"):
+        t.add_column(name, no_wrap=True)
+    for r in rows:
+        style = {"worse": "red", "better": "green"}.get(r["verdict"].split(" ")[0], "")
+        t.add_row(r["metric"], _spread(r["a"], r["a_iqr"], r["unit"]),
+                  _spread(r["b"], r["b_iqr"], r["unit"]), _delta(r), Text(r["verdict"], style=style))
+    con.print(t)
+    return buf.getvalue()
+
+
+def compare_markdown(rows: list[dict], a: str, b: str) -> str:
+    lines = [f"A = `{_md_escape(a)}`, B = `{_md_escape(b)}`", "", "| KPI | A | B | B vs A | verdict |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['metric']} | {_spread(r['a'], r['a_iqr'], r['unit'])} | "
+                     f"{_spread(r['b'], r['b_iqr'], r['unit'])} | {_delta(r)} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"

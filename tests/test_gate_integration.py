@@ -1,0 +1,74 @@
+"""Gates on real torchrun runs (gloo): no false failure between runs of the same job, a failure
+with both values named when communication gets heavier."""
+from __future__ import annotations
+
+import itertools
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from runner import HERE, commprof, torchrun
+
+pytestmark = pytest.mark.slow
+JOB = HERE / "jobs" / "gate_job.py"
+STEPS = "30"
+RULES = ["--max-regression", "exposed_comm_fraction=+5pp", "--max-regression", "step_time=+10%",
+         "--max-regression", "bytes_per_step=+10%"]
+
+
+def _run(out, extra_numel: int):
+    proc = commprof("run", "-q", "--out", str(out), "--sample-hz", "0", "--",
+                    *torchrun(JOB, STEPS, str(extra_numel)))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Five runs of the same job (as baselines, plus the run directories) and one heavier run."""
+    base = tmp_path_factory.mktemp("gate")
+    same = [_run(base / f"same{i}", 0) for i in range(5)]
+    heavy = _run(base / "heavy", 2 * 1024 * 1024)  # + an 8 MiB all_reduce per step
+    files = []
+    for d in same:
+        f = d.with_suffix(".baseline.json")
+        proc = commprof("report", str(d), "--save-baseline", str(f))
+        assert proc.returncode == 0, proc.stderr
+        files.append(f)
+    return same, files, heavy
+
+
+def test_runs_of_the_same_job_never_fail_the_gate(runs):
+    same, files, _ = runs
+    outcomes = []
+    for a, b in itertools.pairwise(range(5)):
+        for base, cur in ((a, b), (b, a)):  # both orderings
+            proc = commprof("gate", str(files[cur]), "--baseline", str(files[base]), *RULES)
+            outcomes.append((base, cur, proc.returncode, proc.stdout))
+    failed = [o for o in outcomes if o[2] != 0]
+    assert not failed, "\n".join(o[3] for o in failed)
+    # A run directory against a baseline file takes the same path.
+    proc = commprof("gate", str(same[1]), "--baseline", str(files[0]), *RULES)
+    assert proc.returncode == 0, proc.stdout
+    proc = commprof("compare", str(same[0]), str(same[1]))
+    assert proc.returncode == 0
+    bytes_row = next(l for l in proc.stdout.splitlines() if l.strip().startswith("bytes_per_step"))
+    assert "within noise" in bytes_row or "same" in bytes_row
+
+
+def test_heavier_communication_fails_and_names_the_kpi_and_both_values(runs, tmp_path):
+    same, files, heavy = runs
+    junit = tmp_path / "gate.xml"
+    proc = commprof("gate", str(heavy), "--baseline", str(files[0]), *RULES, "--junit", str(junit))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    fails = [l for l in proc.stdout.splitlines() if l.startswith("FAIL --max-regression")]
+    by_rule = {l.split(":")[0]: l for l in fails}
+    assert "FAIL --max-regression bytes_per_step=+10%" in by_rule
+    assert "FAIL --max-regression exposed_comm_fraction=+5pp" in by_rule
+    line = by_rule["FAIL --max-regression bytes_per_step=+10%"]
+    assert "bytes_per_step 1.05 MB -> 9.44 MB" in line  # 1 MiB, then 1 MiB + 8 MiB, per step
+    suite = ET.parse(junit).getroot()
+    assert int(suite.get("failures")) >= 2 and suite.get("tests") == "3"
+    proc = commprof("compare", str(same[0]), str(heavy))
+    row = next(l for l in proc.stdout.splitlines() if l.strip().startswith("exposed_comm_fraction "))
+    assert row.rstrip().endswith("worse")

@@ -234,6 +234,45 @@ def efficiency_rows(buckets: pd.DataFrame, probe: dict | None) -> list[dict]:
     return rows[:12]
 
 
+TIMELINE_POINTS = 600  # per series, at most (the HTML report's link chart)
+TIMELINE_WINDOWS = 300  # communication windows per host, at most
+
+
+def timeline(node: NodeSamples, windows, rows: list[dict]) -> list[dict]:
+    """Throughput over time of the interfaces that carried traffic, and the host's communication
+    windows, on one time axis (seconds from the sampler's first sample); downsampled by averaging."""
+    s = node.series
+    if not len(node.samples):
+        return []
+    t0 = float(node.samples["t"].min())
+    busy = {(r["source"], r["device"]) for r in rows if (r.get("tx_bytes") or 0) + (r.get("rx_bytes") or 0) > 0}
+    out = []
+    for source, device in sorted(busy):
+        entry = {"host": node.host, "source": source, "device": device}
+        for metric in ("tx_bytes", "rx_bytes"):
+            ids = s.loc[(s["source"] == source) & (s["device"] == device) & (s["metric"] == metric), "id"]
+            if not len(ids):
+                continue
+            smp = node.samples[node.samples["series"] == int(ids.iloc[0])]
+            a, b, rate = counter_rates(smp["t"].to_numpy(), smp["value"].to_numpy())
+            mid = ((a + b) / 2 - t0) / 1e9
+            k = max(1, int(np.ceil(len(rate) / TIMELINE_POINTS)))
+            n = len(rate) // k * k
+            if n:
+                entry["t_s"] = mid[:n].reshape(-1, k).mean(axis=1).round(4).tolist()
+                entry[f"{metric[:2]}_Bps"] = rate[:n].reshape(-1, k).mean(axis=1).round(1).tolist()
+        out.append(entry)
+    if out and windows is not None and len(windows[0]):
+        ws, we = (np.asarray(windows[0]) - t0) / 1e9, (np.asarray(windows[1]) - t0) / 1e9
+        if len(ws) > TIMELINE_WINDOWS:  # merge gaps shorter than 1/TIMELINE_WINDOWS of the span
+            gap = (we.max() - ws.min()) / TIMELINE_WINDOWS
+            ws, we = intervals.union(ws, we + gap)
+            we = we - gap
+        for entry in out:
+            entry["comm_windows_s"] = [[round(float(a), 4), round(float(b), 4)] for a, b in zip(ws, we)]
+    return out
+
+
 def summarize_links(run_dir: Path, windows: dict, bus_bytes: dict, buckets: pd.DataFrame,
                     probe: dict | None) -> dict | None:
     """The document's ``links`` section, or None when the run has no sampler file and no probe.
@@ -245,10 +284,14 @@ def summarize_links(run_dir: Path, windows: dict, bus_bytes: dict, buckets: pd.D
     if not nodes and probe is None:
         return None
     out = {"sampler": [], "interfaces": [], "gauges": [], "tcp": [], "efficiency": [],
-           "probe": _probe_summary(probe), "notes": notes}
+           "probe": _probe_summary(probe), "timeline": [], "notes": notes,
+           "probe_curve": [{k: r.get(k) for k in ("op", "size_bytes", "busbw_gbps")}
+                           for r in (probe or {}).get("results", [])]}
     for node in nodes:
         out["sampler"].append(sampler_row(node))
-        out["interfaces"] += link_rows(node, windows.get(node.host), bus_bytes.get(node.host))
+        rows = link_rows(node, windows.get(node.host), bus_bytes.get(node.host))
+        out["interfaces"] += rows
+        out["timeline"] += timeline(node, windows.get(node.host), rows)
         out["gauges"] += gauge_rows(node)
         out["tcp"] += tcp_rows(node)
         srcs = node.header.get("sources", {})

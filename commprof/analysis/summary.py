@@ -314,6 +314,8 @@ def _run_info(src: Run | RunSource, parts: list[RankPart]) -> dict:
         "status": m.get("status"),
         "duration_s": (end - start) / 1e9 if start and end else None,
         "torch_version": m.get("torch_version"),
+        "nccl_version": next((v for v in procs.get("nccl_version", []) if v), None)
+        if "nccl_version" in procs else None,
         "commprof_version": m.get("commprof_version"),
         "incomplete_ranks": sorted(int(r) for r in procs.loc[~procs["complete"], "rank"]),
         "missing_ranks": sorted(set(range(int(world.max()) if len(world) else 0))

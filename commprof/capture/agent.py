@@ -85,6 +85,7 @@ class Agent:
             "host": socket.gethostname(), "pid": os.getpid(), "argv": list(sys.argv),
             "clock": dict(self.anchor, name="perf_counter_ns"),
             "torch_version": getattr(self.torch, "__version__", "?"),
+            "nccl_version": _nccl_version(self.torch),
             "python": sys.version.split()[0],
             "commprof_version": _version(),
             "missing_ops": list(getattr(self.collectives, "missing", [])),
@@ -150,3 +151,14 @@ def _report_bootstrap_failure(run_dir: str, exc: BaseException) -> None:
             fh.write(f"{type(exc).__name__}: {exc}\n")
     except OSError:
         sys.stderr.write(f"commprof: capture disabled in pid {os.getpid()}: {exc}\n")
+
+
+def _nccl_version(torch) -> str | None:
+    """NCCL's version where this torch has CUDA (no device is touched), else None."""
+    try:
+        if not torch.cuda.is_available():
+            return None
+        v = torch.cuda.nccl.version()
+        return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    except Exception:  # noqa: BLE001 - a build without NCCL: unknown, not an error
+        return None

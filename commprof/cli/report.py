@@ -21,6 +21,10 @@ def report_command(run_dir: str | None, fmt: str | None, output: str | None, war
                    width: int | None) -> int:
     from commprof.report.renderers import choose
     renderer = choose(fmt, output)
+    if hasattr(renderer, "render_run"):  # the trace: every record, straight from the run
+        if run_dir is not None and run_dir.endswith(".json") and not os.path.isdir(run_dir):
+            renderer.render(None)  # raises the explanation
+        return _emit(renderer.render_run(run_dir), output)
     if run_dir is not None and run_dir.endswith(".json") and not os.path.isdir(run_dir):
         from commprof.report.document import load
         doc = load(run_dir)  # a saved report, rendered again (e.g. as a table)
@@ -30,7 +34,10 @@ def report_command(run_dir: str | None, fmt: str | None, output: str | None, war
         color = False
     else:
         color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    text = renderer.render(doc, color=color, width=width)
+    return _emit(renderer.render(doc, color=color, width=width), output)
+
+
+def _emit(text: str, output: str | None) -> int:
     if output:
         try:
             with open(output, "w") as fh:

@@ -27,8 +27,10 @@ class JsonRenderer:
 
 
 def renderers() -> dict[str, Renderer]:
+    from commprof.report.html import HtmlRenderer
     from commprof.report.terminal import TerminalRenderer
-    return {r.name: r for r in (TerminalRenderer(), JsonRenderer())}
+    from commprof.report.trace import TraceRenderer
+    return {r.name: r for r in (TerminalRenderer(), JsonRenderer(), HtmlRenderer(), TraceRenderer())}
 
 
 def choose(fmt: str | None, output: str | None) -> Renderer:
@@ -39,8 +41,10 @@ def choose(fmt: str | None, output: str | None) -> Renderer:
             raise UsageError(f"--format {fmt}: unknown format (choose from {', '.join(table)})")
         return table[fmt]
     if output:
-        for r in table.values():
-            if any(output.endswith(s) for s in r.suffixes):
+        by_suffix = sorted(((s, r) for r in table.values() for s in r.suffixes),
+                           key=lambda sr: -len(sr[0]))  # ".trace.json" before ".json"
+        for suffix, r in by_suffix:
+            if output.endswith(suffix):
                 return r
         raise UsageError(f"-o {output}: cannot infer the format from the suffix; "
                          f"add --format ({', '.join(table)})")

@@ -1,0 +1,345 @@
+"""The self-contained HTML report: verdict, step timeline, ops, ranks, links, commprof's own cost.
+
+Charts are plotly figures (built with ``plotly.graph_objects``) drawn by plotly.js, which is
+inlined from the ``plotly`` package: the file opens offline, with hover and zoom, and needs no
+server (docs/architecture.md says why plotly).  Every string that came from the run (command
+line, hosts, paths, group and interface names) is HTML-escaped; the data handed to the charts is
+JSON with ``<``, ``>`` and ``&`` escaped, so nothing captured can close a ``<script>``.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+
+from commprof.report.units import fmt_bytes, fmt_pct, fmt_seconds
+
+_COLORS = {"compute": "#8da0cb", "hidden": "#66c2a5", "exposed": "#fc8d62"}
+
+
+def _e(value) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _script_json(obj) -> str:
+    """JSON safe inside <script>: no '<', '>' or '&' survives literally."""
+    text = json.dumps(obj, allow_nan=False, default=float)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _plotly_js() -> str:
+    import plotly
+    path = os.path.join(os.path.dirname(plotly.__file__), "package_data", "plotly.min.js")
+    with open(path, encoding="utf-8") as fh:
+        return fh.read().replace("</script", "<\\/script")
+
+
+class HtmlRenderer:
+    """One file, no network: ``commprof report RUN -o report.html``."""
+
+    name = "html"
+    suffixes = (".html", ".htm")
+
+    def render(self, doc: dict, *, color: bool = False, width: int | None = None) -> str:
+        figures = {name: fig for name, fig in (
+            ("step-timeline", step_timeline(doc)), ("op-bandwidth", op_bandwidth(doc)),
+            ("rank-view", rank_view(doc)), ("link-timeline", link_timeline(doc))) if fig}
+        body = "\n".join([banner(doc), hang(doc), steps_section(doc, "step-timeline" in figures),
+                          ops_section(doc, "op-bandwidth" in figures), ranks_section(doc),
+                          links_section(doc, "link-timeline" in figures), overhead_section(doc),
+                          notes_section(doc)])
+        return _PAGE.format(title=_e(f"commprof report — {doc['run'].get('path')}"), style=_STYLE,
+                            plotly=_plotly_js(), body=body, figures=_script_json(figures),
+                            script=_SCRIPT)
+
+
+# -- sections ------------------------------------------------------------------------------------
+
+def banner(doc: dict) -> str:
+    k, run, steps = doc["kpis"], doc["run"], doc["steps"]
+    exposed = k.get("exposed_comm_fraction")
+    if exposed is None:
+        exposed = k.get("exposed_comm_fraction_wall")
+    level = "unknown" if exposed is None else "bad" if exposed >= 0.25 else "warn" if exposed >= 0.10 else "good"
+    word = {"bad": "a bottleneck", "warn": "a partial bottleneck", "good": "not the bottleneck",
+            "unknown": "unmeasured"}[level]
+    comm = k.get("comm_fraction") if k.get("comm_fraction") is not None else k.get("comm_fraction_wall")
+    scope = "step time" if k.get("comm_fraction") is not None else "wall time"
+    headline = (f"Communication is {fmt_pct(comm)} of {scope} ({fmt_pct(exposed)} exposed) — {word}")
+    cards = [("bytes synchronized", f"{fmt_bytes(k.get('bytes_per_step'))} per step per rank",
+              f"bus {fmt_bytes(k.get('bus_bytes_per_step'))}"),
+             ("communication share", f"{fmt_pct(k.get('exposed_comm_fraction'))} exposed",
+              f"{fmt_pct(k.get('comm_fraction'))} in flight; worst rank "
+              f"{fmt_pct(k.get('exposed_comm_fraction_max_rank'))}"),
+             ("bandwidth achieved", f"busbw {_gbps(k.get('busbw_gbps'))}",
+              f"algbw {_gbps(k.get('algbw_gbps'))}, time-weighted over all ops")]
+    meta = [("command", " ".join(run.get("command") or [])),
+            ("ranks", f"{run.get('ranks_captured')} of world size {run.get('world_size')} on "
+                      f"{run.get('nodes')} node(s): {', '.join(run.get('hosts') or [])}"),
+            ("backend", run.get("backend")), ("torch", run.get("torch_version")),
+            ("NCCL", run.get("nccl_version") or "n/a (not a CUDA build)"),
+            ("exit", run.get("exit_code")), ("steps",
+             f"{steps.get('count')} ({steps.get('source')}); median {fmt_seconds(steps.get('median_s'))}, "
+             f"{steps.get('measured')} measured after {steps.get('warmup')} warm-up"),
+            ("run directory", run.get("path"))]
+    return (f'<header class="verdict {level}"><h1 id="verdict">{_e(headline)}</h1>'
+            f'<p class="sentence">{_e(doc.get("verdict"))}</p><div class="cards">'
+            + "".join(f'<div class="card"><h3>{_e(t)}</h3><div class="big">{_e(v)}</div>'
+                      f'<div class="small">{_e(d)}</div></div>' for t, v, d in cards)
+            + '</div><table class="meta">'
+            + "".join(f"<tr><th>{_e(a)}</th><td>{_e(b)}</td></tr>" for a, b in meta)
+            + "</table></header>")
+
+
+def hang(doc: dict) -> str:
+    h = doc.get("hang")
+    if not h:
+        return ""
+    from commprof.report.hang_text import hang_lines
+    return ('<section id="hang" class="alert"><h2>Hang detected</h2><pre>'
+            + _e("\n".join(hang_lines(h))) + "</pre></section>")
+
+
+def steps_section(doc: dict, chart: bool) -> str:
+    if not chart:
+        return '<section id="steps"><h2>Steps</h2><p>No training steps were detected.</p></section>'
+    return ('<section id="steps"><h2>Step timeline</h2><p class="help">Each measured step (median '
+            'over ranks): compute, communication hidden behind compute, and exposed communication '
+            '(the training thread waited).</p><div id="step-timeline" class="chart"></div></section>')
+
+
+def ops_section(doc: dict, chart: bool) -> str:
+    head = ["op", "n", "count", "bytes", "time", "p50", "p99", "algbw GB/s", "busbw GB/s", "dtype"]
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
+            o["op"], o["group_size"], o["count"], fmt_bytes(o["bytes"]), fmt_seconds(o["time_s"]),
+            fmt_seconds(o["p50_s"]), fmt_seconds(o["p99_s"]), _num(o.get("algbw_gbps")),
+            _num(o.get("busbw_gbps")), o.get("dtype"))) + "</tr>" for o in doc["ops"])
+    table = ('<table class="sortable" id="op-table"><thead><tr>'
+             + "".join(f"<th>{_e(h)}</th>" for h in head) + f"</tr></thead><tbody>{rows}</tbody></table>")
+    plot = ('<p class="help">Achieved busbw per call-size bucket (marker area: calls); dashed: '
+            'the probe (<code>commprof probe</code>) when one was run.</p>'
+            '<div id="op-bandwidth" class="chart"></div>') if chart else ""
+    return f'<section id="ops"><h2>Collectives (per rank, whole run)</h2>{table}{plot}</section>'
+
+
+def ranks_section(doc: dict) -> str:
+    head = ["rank", "host", "ops", "bytes", "step", "comm", "exposed", "status"]
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
+            r["rank"], r.get("host"), r["ops"], fmt_bytes(r["bytes"]), fmt_seconds(r.get("step_median_s")),
+            fmt_pct(r.get("comm_fraction")), fmt_pct(r.get("exposed_comm_fraction")),
+            "ok" if r.get("complete") else "incomplete")) + "</tr>" for r in doc["ranks"])
+    return ('<section id="ranks"><h2>Ranks</h2><p class="help">Communication time per rank over '
+            'the whole run: in flight, and exposed (the training thread waited). A rank that waits '
+            'much less than the others is often the straggler they wait for.</p>'
+            '<div id="rank-view" class="chart"></div><table class="sortable" id="rank-table"><thead><tr>'
+            + "".join(f"<th>{_e(h)}</th>" for h in head) + f"</tr></thead><tbody>{rows}</tbody></table></section>")
+
+
+def links_section(doc: dict, chart: bool) -> str:
+    lk = doc.get("links")
+    if not lk:
+        return ""
+    parts = ['<section id="links"><h2>Links</h2>']
+    if chart:
+        parts.append('<p class="help">Throughput of each busy interface over time; shaded: '
+                     'a collective was in flight on that host.</p><div id="link-timeline" class="chart"></div>')
+    head = ["link", "tx", "tx mean", "tx peak", "tx in comm", "rx mean", "wire/logical"]
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
+            f"{r['host']}:{r['source']}/{r['device']}", fmt_bytes(r.get("tx_bytes")),
+            _rate(r.get("tx_mean_Bps")), _rate(r.get("tx_peak_Bps")), _rate(r.get("tx_comm_Bps")),
+            _rate(r.get("rx_mean_Bps")),
+            "-" if r.get("wire_to_logical") is None else f"{r['wire_to_logical']:.3f}")) + "</tr>"
+        for r in lk.get("interfaces", []) if (r.get("tx_bytes") or 0) + (r.get("rx_bytes") or 0) > 0)
+    parts.append('<table class="sortable"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head)
+                 + f"</tr></thead><tbody>{rows}</tbody></table>")
+    for t in lk.get("tcp", []):
+        parts.append(f"<p>TCP to {_e(t['peer'])}: path RTT {_e(t.get('minrtt_ms'))} ms, smoothed "
+                     f"{_e(round(t['srtt_ms_median'], 3))} ms median, {_e(t.get('retrans'))} retransmits</p>")
+    for e in lk.get("efficiency", []):
+        parts.append(f"<p>{_e(e['op'])} at {_e(fmt_bytes(e['size_bytes']))}: job busbw "
+                     f"{_e(_num(e['job_busbw_gbps']))} GB/s = {_e(fmt_pct(e['efficiency']))} of the probe's</p>")
+    for s in lk.get("sampler", []):
+        parts.append(f'<p class="small">sampler on {_e(s["host"])}: {_e(fmt_pct(s.get("cpu_fraction_of_core")))} '
+                     f'of a core at {_e(s.get("hz"))} Hz</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def overhead_section(doc: dict) -> str:
+    o = doc.get("overhead") or {}
+    if not o.get("calls"):
+        return ""
+    return ('<section id="overhead"><h2>What commprof cost this run</h2><p>'
+            f"{_e(o['calls'])} calls recorded; recording measured at {_e(round(o['record_us_per_call'] or 0, 1))} µs "
+            f"per call inside the hooks, plus ≈ {_e(round(o['dispatch_us_per_call_estimate']))} µs per call "
+            f"of dispatch (benchmark): about {_e(fmt_pct(o.get('estimated_fraction_of_wall')))} of wall "
+            "time.</p></section>")
+
+
+def notes_section(doc: dict) -> str:
+    items = [f"<li>{_e(n)}</li>" for n in doc.get("notes", [])]
+    items += [f"<li class=\"bad\">commprof degraded on rank {_e(d['rank'])}: {_e(d['where'])} failed "
+              f"{_e(d['count'])}x ({_e(d['error'])})</li>" for d in doc.get("degraded", [])]
+    return f'<section id="notes"><h2>Notes</h2><ul>{"".join(items)}</ul></section>' if items else ""
+
+
+# -- figures (plotly JSON) ---------------------------------------------------------------------
+
+def _fig(data, layout) -> dict:
+    import plotly.graph_objects as go
+    base = dict(margin=dict(l=60, r=20, t=30, b=50), height=360, template="plotly_white",
+                legend=dict(orientation="h", y=1.12))
+    return go.Figure(data=data, layout={**base, **layout}).to_plotly_json()
+
+
+def step_timeline(doc: dict) -> dict | None:
+    import plotly.graph_objects as go
+    rows = doc["steps"].get("per_step") or []
+    if not rows:
+        return None
+    x = [r["step"] for r in rows]
+    dur = [r["duration_s"] * 1e3 for r in rows]
+    comm = [min(r.get("comm_fraction") or 0, 1) for r in rows]
+    exp = [min(r.get("exposed_comm_fraction") or 0, c) for r, c in zip(rows, comm)]
+    compute = [d * (1 - c) for d, c in zip(dur, comm)]
+    hidden = [d * (c - e) for d, c, e in zip(dur, comm, exp)]
+    exposed = [d * e for d, e in zip(dur, exp)]
+    data = [go.Bar(x=x, y=compute, name="compute", marker_color=_COLORS["compute"]),
+            go.Bar(x=x, y=hidden, name="communication hidden", marker_color=_COLORS["hidden"]),
+            go.Bar(x=x, y=exposed, name="communication exposed", marker_color=_COLORS["exposed"])]
+    return _fig(data, dict(barmode="stack", xaxis_title="step", yaxis_title="ms"))
+
+
+def op_bandwidth(doc: dict) -> dict | None:
+    import plotly.graph_objects as go
+    rows = [r for r in doc.get("op_sizes") or [] if r.get("time_s") and r.get("bus_bytes")]
+    if not rows:
+        return None
+    data = []
+    for op in sorted({r["op"] for r in rows}):
+        mine = sorted((r for r in rows if r["op"] == op), key=lambda r: r["bytes"] / r["count"])
+        data.append(go.Scatter(
+            x=[r["bytes"] / r["count"] for r in mine], y=[r["bus_bytes"] / r["time_s"] / 1e9 for r in mine],
+            mode="markers+lines", name=op,
+            marker=dict(size=[min(30, 6 + 2 * r["count"] ** 0.5) for r in mine]),
+            text=[f"{r['count']} calls, n={r['group_size']}" for r in mine]))
+    curve = (doc.get("links") or {}).get("probe_curve") or []
+    for op in sorted({c["op"] for c in curve}):
+        pts = sorted((c for c in curve if c["op"] == op and c.get("busbw_gbps")), key=lambda c: c["size_bytes"])
+        data.append(go.Scatter(x=[c["size_bytes"] for c in pts], y=[c["busbw_gbps"] for c in pts],
+                               mode="lines", line=dict(dash="dash"), name=f"probe {op}"))
+    return _fig(data, dict(xaxis=dict(type="log", title="message size S (bytes)"),
+                           yaxis=dict(type="log", title="busbw (GB/s)")))
+
+
+def rank_view(doc: dict) -> dict | None:
+    import plotly.graph_objects as go
+    ranks = [r for r in doc["ranks"] if r.get("comm_s") is not None]
+    if not ranks:
+        return None
+    x = [str(r["rank"]) for r in ranks]
+    data = [go.Bar(x=x, y=[r["comm_s"] for r in ranks], name="in flight (s)", marker_color=_COLORS["hidden"]),
+            go.Bar(x=x, y=[r["exposed_comm_s"] for r in ranks], name="exposed / waiting (s)",
+                   marker_color=_COLORS["exposed"])]
+    return _fig(data, dict(barmode="group", xaxis=dict(title="rank", type="category"),
+                           yaxis_title="seconds, whole run"))
+
+
+def link_timeline(doc: dict) -> dict | None:
+    import plotly.graph_objects as go
+    series = ((doc.get("links") or {}).get("timeline")) or []
+    series = [s for s in series if s.get("t_s")]
+    if not series:
+        return None
+    data, shapes = [], []
+    for s in series:
+        label = html.escape(f"{s['host']}:{s['source']}/{s['device']}")
+        for d in ("tx", "rx"):
+            if s.get(f"{d}_Bps"):
+                data.append(go.Scatter(x=s["t_s"], y=[v / 1e6 for v in s[f"{d}_Bps"]], mode="lines",
+                                       name=f"{label} {d}"))
+    for a, b in series[0].get("comm_windows_s", []):
+        shapes.append(dict(type="rect", xref="x", yref="paper", x0=a, x1=b, y0=0, y1=1,
+                           fillcolor="rgba(252,141,98,0.15)", line=dict(width=0), layer="below"))
+    return _fig(data, dict(xaxis_title="seconds since sampling started", yaxis_title="MB/s",
+                           shapes=shapes))
+
+
+def _gbps(v) -> str:
+    return "-" if v is None else f"{v:.3g} GB/s"
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def _rate(v) -> str:
+    return "-" if v is None else fmt_bytes(v) + "/s"
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
+header.verdict{padding:24px 32px;border-bottom:4px solid #999;background:#fff}
+header.good{border-color:#1a9850}header.warn{border-color:#fdae61}header.bad{border-color:#d73027}
+h1{margin:0 0 8px;font-size:26px}.sentence{margin:0 0 16px;color:#444}
+.cards{display:flex;gap:16px;flex-wrap:wrap}.card{background:#f4f4f6;border-radius:8px;padding:12px 16px;min-width:220px}
+.card h3{margin:0;font-size:12px;text-transform:uppercase;color:#666}.big{font-size:20px;font-weight:600}
+.small{font-size:12px;color:#666}table{border-collapse:collapse;margin:8px 0}
+td,th{padding:4px 10px;border-bottom:1px solid #e4e4e4;text-align:right;font-variant-numeric:tabular-nums}
+td:first-child,th:first-child{text-align:left}table.meta td,table.meta th{text-align:left;border:0;padding:2px 12px 2px 0}
+table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \\2195";color:#bbb}
+section{background:#fff;margin:16px 32px;padding:8px 20px 16px;border-radius:8px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
+.help{color:#555;font-size:13px}.chart{width:100%;min-height:360px}.alert{border-left:4px solid #d73027}
+li.bad{color:#d73027}#js-errors{color:#d73027;white-space:pre}
+"""
+
+_SCRIPT = """
+(function(){
+  var figs = FIGURES;
+  Object.keys(figs).forEach(function(id){
+    var el = document.getElementById(id);
+    if (el) Plotly.newPlot(el, figs[id].data, figs[id].layout, {displaylogo:false, responsive:true});
+  });
+  document.querySelectorAll('table.sortable').forEach(function(table){
+    table.querySelectorAll('th').forEach(function(th, col){
+      th.addEventListener('click', function(){
+        var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+        var dir = th.dataset.dir === 'asc' ? -1 : 1; th.dataset.dir = dir > 0 ? 'asc' : 'desc';
+        function key(r){ var t = r.cells[col].textContent.trim(); var m = t.match(/^-?[0-9.]+(e[-+]?[0-9]+)?/);
+          if (!m) return t; var v = parseFloat(m[0]); var u = t.slice(m[0].length).trim();
+          var s = {'kB':1e3,'MB':1e6,'GB':1e9,'TB':1e12,'ms':1e-3,'\\u00b5s':1e-6,'ns':1e-9}[u.split('/')[0]] || 1;
+          return v * s; }
+        rows.sort(function(a, b){ var x = key(a), y = key(b);
+          return (typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y))) * dir; });
+        rows.forEach(function(r){ body.appendChild(r); });
+      });
+    });
+  });
+  document.body.dataset.rendered = 'yes';
+})();
+"""
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{style}</style>
+<script>
+window.__commprofErrors = [];
+function __commprofError(msg){{ window.__commprofErrors.push(String(msg));
+  var d = document.getElementById('js-errors'); if (d) {{ d.hidden = false; d.textContent += msg + '\\n'; }} }}
+window.addEventListener('error', function(e){{ __commprofError(e.message); }});
+(function(){{ var orig = console.error; console.error = function(){{
+  __commprofError(Array.prototype.join.call(arguments, ' ')); return orig.apply(console, arguments); }}; }})();
+</script>
+<script>{plotly}</script>
+</head><body>
+<div id="js-errors" hidden></div>
+{body}
+<footer style="margin:16px 32px;color:#888;font-size:12px">commprof report — self-contained; charts by plotly.js (inlined)</footer>
+<script>var FIGURES = {figures};</script>
+<script>{script}</script>
+</body></html>
+"""

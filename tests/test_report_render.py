@@ -687,3 +687,18 @@ def test_links_section(scenario_doc):
     text = _flat(renderers()["terminal"].render(doc, color=False, width=160))
     assert "Links (node sampler" in text and "node0:nic/lo (loopback)" in text
     assert "node0:nvlink/gpu0" in text and "Efficiency" in text
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_trace_of_every_scenario(tmp_path, scenario):
+    from commprof.report.renderers import exporters
+    run = SCENARIOS[scenario](tmp_path)
+    doc = json.loads(exporters()["trace"].render_run(str(run)))
+    events = doc["traceEvents"]
+    ranks = {e["pid"] for e in events if e["ph"] == "M" and e["name"] == "process_name"
+             and e["args"]["name"].startswith("rank ")}
+    assert len(ranks) == len(load_run(run).processes)
+    n_coll = sum(1 for e in events if e.get("cat") == "collective")
+    assert n_coll == len(load_run(run).collectives)
+    for e in events:
+        assert {"ph", "name", "pid", "tid", "ts"} <= set(e)

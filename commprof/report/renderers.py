@@ -27,15 +27,21 @@ class JsonRenderer:
 
 
 def renderers() -> dict[str, Renderer]:
+    """Renderers of the report document (terminal, json, html)."""
     from commprof.report.html import HtmlRenderer
     from commprof.report.terminal import TerminalRenderer
+    return {r.name: r for r in (TerminalRenderer(), JsonRenderer(), HtmlRenderer())}
+
+
+def exporters() -> dict:
+    """Formats built from the run's records rather than the document (``render_run(run_dir)``)."""
     from commprof.report.trace import TraceRenderer
-    return {r.name: r for r in (TerminalRenderer(), JsonRenderer(), HtmlRenderer(), TraceRenderer())}
+    return {r.name: r for r in (TraceRenderer(),)}
 
 
 def choose(fmt: str | None, output: str | None) -> Renderer:
     """The renderer named by ``fmt``, else inferred from ``output``'s suffix, else the terminal."""
-    table = renderers()
+    table = {**renderers(), **exporters()}
     if fmt:
         if fmt not in table:
             raise UsageError(f"--format {fmt}: unknown format (choose from {', '.join(table)})")

@@ -63,10 +63,11 @@ def read_node_samples(path: Path) -> NodeSamples:
     return NodeSamples(path, cap.header, series, samples, cost, list(degraded.values()), cap.damage)
 
 
-def load_node_samples(run_dir: Path) -> tuple[list[NodeSamples], list[str]]:
-    """Every sampler file of a run, and notes about the ones that could not be read."""
+def load_node_samples(run_dirs) -> tuple[list[NodeSamples], list[str]]:
+    """Every sampler file of a run (one directory, or a list), and notes about unreadable ones."""
     nodes, notes = [], []
-    for path in reader.sample_paths(run_dir):
+    dirs = run_dirs if isinstance(run_dirs, (list, tuple)) else [run_dirs]
+    for path in [p for d in dirs for p in reader.sample_paths(d)]:
         try:
             ns = read_node_samples(path)
         except CaptureFormatError as exc:
@@ -273,7 +274,7 @@ def timeline(node: NodeSamples, windows, rows: list[dict]) -> list[dict]:
     return out
 
 
-def summarize_links(run_dir: Path, windows: dict, bus_bytes: dict, buckets: pd.DataFrame,
+def summarize_links(run_dir, windows: dict, bus_bytes: dict, buckets: pd.DataFrame,
                     probe: dict | None) -> dict | None:
     """The document's ``links`` section, or None when the run has no sampler file and no probe.
 

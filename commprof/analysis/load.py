@@ -23,6 +23,7 @@ from commprof.format import reader, schema
 from commprof.launch.rundir import latest_run
 
 _PROC_KEYS = ["rank", "attempt", "pid"]
+MANIFEST_NAME = reader.MANIFEST
 _OP_NAMES = pd.Index(schema.OPS, dtype=object)
 _DTYPE_NAMES = pd.Index(schema.DTYPES, dtype=object)
 GROUP_COLUMNS = _PROC_KEYS + ["gid", "name", "desc", "size", "group_rank", "backend", "ranks"]
@@ -57,6 +58,7 @@ class RunSource:
     notes: list[str] = field(default_factory=list)
     attempts: list[int] = field(default_factory=lambda: [0])  # torchrun restart counts seen
     hang: dict | None = None  # hang.json (``commprof run --hang-timeout``), if a hang was seen
+    dirs: list[Path] = field(default_factory=list)  # every directory merged (path is the first)
 
     def iter_ranks(self) -> Iterator[RankData]:
         """Each capture file in turn (damaged files add a note)."""
@@ -83,6 +85,7 @@ class Run:
     degraded: pd.DataFrame  # rank, where, count, error
     notes: list[str] = field(default_factory=list)  # damaged files, bootstrap failures, ...
     hang: dict | None = None  # hang.json, if ``commprof run --hang-timeout`` saw a hang
+    dirs: list[Path] = field(default_factory=list)
 
     def iter_ranks(self) -> Iterator[RankData]:
         """The loaded frames split back into one :class:`RankData` per process."""
@@ -99,15 +102,56 @@ class Run:
                            mine(self.spans), mine(self.groups), mine(self.degraded))
 
 
-def open_run(path: str | Path | None = None) -> RunSource:
-    """Check a run directory and list the capture files to analyse (each rank's last attempt)."""
-    run_dir = Path(path) if path is not None else latest_run()
+def _check_dir(run_dir: Path) -> None:
     if not run_dir.exists():
         raise RunDirError(f"{run_dir}: no such run directory")
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: not a directory")
-    manifest = reader.read_manifest(run_dir)
-    paths = reader.capture_paths(run_dir)
+
+
+def _merge_dirs(dirs: list[Path]) -> tuple[list[Path], list[str]]:
+    """Capture files of several directories of one run (e.g. one per node), after checking that
+    they are the same run: every directory's captures must carry the same run id."""
+    ids: dict[Path, str | None] = {}
+    paths = []
+    for d in dirs:
+        _check_dir(d)
+        reader.read_manifest(d)
+        mine = reader.capture_paths(d)
+        found = {reader.first_run_id(p) for p in mine} - {None}
+        if len(found) > 1:
+            raise RunDirError(f"{d}: holds captures of {len(found)} different runs")
+        ids[d] = next(iter(found), None)
+        paths += mine
+    known = {d: i for d, i in ids.items() if i is not None}
+    first = next(iter(known.items()), None)
+    for d, i in known.items():
+        if i != first[1]:
+            raise RunDirError(f"{d}: a different run (run id {i[:12]}…) from {first[0]} "
+                              f"(run id {first[1][:12]}…): give directories of one run only")
+    notes = [f"merged {len(dirs)} run directories: {', '.join(str(d) for d in dirs)}"]
+    if len(known) < len(dirs):
+        notes.append("some directories' captures carry no run id (no process group, or an older "
+                     "commprof): their belonging to this run was not checked")
+    return paths, notes
+
+
+def open_run(path: str | Path | list | None = None) -> RunSource:
+    """Check a run directory (or several directories of one run, e.g. one per node) and list the
+    capture files to analyse (each rank's last attempt)."""
+    if isinstance(path, (list, tuple)) and len(path) > 1:
+        dirs = [Path(p) for p in path]
+        run_dir = dirs[0]
+        paths, merge_notes = _merge_dirs(dirs)
+        manifest = reader.read_manifest(run_dir)
+    else:
+        if isinstance(path, (list, tuple)):
+            path = path[0] if path else None
+        run_dir = Path(path) if path is not None else latest_run()
+        _check_dir(run_dir)
+        dirs, merge_notes = [run_dir], []
+        manifest = reader.read_manifest(run_dir)
+        paths = reader.capture_paths(run_dir)
     if not paths:
         errs = sorted((run_dir / "ranks").glob("bootstrap-*.err"))
         why = (f"; {errs[0].name}: {errs[0].read_text().strip()}" if errs else
@@ -115,12 +159,18 @@ def open_run(path: str | Path | None = None) -> RunSource:
         raise RunDirError(f"{run_dir / 'ranks'}: no capture files: no process of the job was "
                           f"captured, or none initialised a process group, called a collective or "
                           f"stepped an optimizer{why}")
-    headers, notes = {}, []
+    headers, notes = {}, list(merge_notes)
+    seen = set()
     for p in paths:
         try:
-            headers[p] = reader.read_header(p)
+            h = reader.read_header(p)
         except TruncatedCaptureError as exc:  # a process that died while creating its file
             notes.append(f"{p.name}: {exc.reason}: left out")
+            continue
+        ident = (h.get("rank"), h.get("restart"), h.get("pid"), h.get("host"))
+        if ident not in seen:  # the same file reached through two directories counts once
+            seen.add(ident)
+            headers[p] = h
     if not headers:
         raise RunDirError(f"{run_dir / 'ranks'}: no readable capture file ({'; '.join(notes)})")
     world = max((int(h.get("world_size") or 0) for h in headers.values()), default=0)
@@ -129,6 +179,10 @@ def open_run(path: str | Path | None = None) -> RunSource:
         notes.append(f"no capture from rank(s) {_span_list(absent)} of world size {world}: the "
                      "KPIs cover the ranks captured (a process that never imported torch, or ran "
                      "on a node without `commprof run`?)")
+    joined = sorted(run_dir.glob("manifest.*.json"))
+    if joined:
+        notes.append(f"{len(joined) + 1} `commprof run` processes shared this directory (--join); "
+                     f"the run's exit status is the one in {MANIFEST_NAME}")
     if manifest.get("status") == "running":
         notes.append("the run has not finished, or its `commprof run` was killed: this covers what "
                      "the workers had flushed so far")
@@ -144,7 +198,8 @@ def open_run(path: str | Path | None = None) -> RunSource:
                      f"{', '.join(map(str, attempts))}): the KPIs cover each rank's last attempt; "
                      "earlier attempts' captures are kept in ranks/*.a<N>.*")
     return RunSource(run_dir.resolve(), manifest, _latest_attempts(headers), notes,
-                     attempts=attempts, hang=reader.read_hang(run_dir))
+                     attempts=attempts, hang=reader.read_hang(run_dir),
+                     dirs=[d.resolve() for d in dirs])
 
 
 def load_run(path: str | Path | None = None) -> Run:
@@ -161,7 +216,7 @@ def load_run(path: str | Path | None = None) -> Run:
                processes=pd.DataFrame([p.process for p in parts]),
                collectives=cat("collectives"), waits=cat("waits"), marks=cat("marks"),
                spans=cat("spans"), groups=cat("groups"), degraded=cat("degraded"), notes=src.notes,
-               hang=src.hang)
+               hang=src.hang, dirs=src.dirs)
 
 
 def _span_list(ranks: list[int]) -> str:

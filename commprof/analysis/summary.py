@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import intervals
+from commprof.analysis import clocks, crossrank, intervals
 from commprof.analysis.collectives import add_sizes, combine_op_tables, rank_op_partial
 from commprof.analysis.exposure import rank_exposure
 from commprof.analysis.links import size_buckets, summarize_links
@@ -46,6 +46,8 @@ class Summary:
     hang: dict | None = None  # the hang report (commprof.hang/1), when one was written
     links: dict | None = None  # node sampler and probe figures (analysis/links.py)
     op_sizes: pd.DataFrame | None = None  # calls per (op, n, power-of-two size bucket), all ranks
+    cross_rank: dict | None = None  # analysis/crossrank.py: wait vs transfer, stragglers
+    clock_alignment: dict | None = None  # analysis/clocks.py
 
 
 @dataclass
@@ -144,11 +146,13 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     time: memory is bounded by the largest capture file), or a run directory path.
     """
     src = source if isinstance(source, (Run, RunSource)) else open_run(source)
-    sampled = bool(reader.sample_paths(src.path))
+    sampled = any(reader.sample_paths(d) for d in (src.dirs or [src.path]))
     windows: dict[str, tuple] = {}  # host -> in-flight union of its ranks (only when sampled)
-    parts = []
+    parts, calls, syncs = [], [], []
     for rd in src.iter_ranks():
         part = analyze_rank(rd)
+        calls.append(crossrank.rank_calls(rd.rank, rd.collectives, rd.groups))
+        syncs.append(clocks.sync_marks(rd.marks))
         if sampled and part.inflight is not None and len(part.inflight[0]):
             host = str(part.row["host"])
             old = windows.get(host, (np.zeros(0), np.zeros(0)))
@@ -186,13 +190,42 @@ def summarize(source: Run | RunSource | str | Path | None = None,
         notes.append("no training steps detected (no optimizer.step() and no commprof.step()): "
                      "step KPIs are empty, whole-run KPIs still apply")
     degraded = [p.degraded for p in parts if len(p.degraded)]
+    cross, clock_info = _cross_rank(parts, calls, syncs, steps_df, meas, info)
+    kpis["wait_fraction_wall"] = kpis["transfer_fraction_wall"] = None
+    if cross is not None:
+        extra = cross["per_rank"].assign(wait_s=lambda d: d["wait_ns"] / 1e9,
+                                         transfer_s=lambda d: d["transfer_ns"] / 1e9)
+        ranks_df = ranks_df.merge(extra[["rank", "wait_s", "transfer_s", "last_share"]], on="rank",
+                                  how="left")
+        for name, col in (("wait_fraction_wall", "wait_s"), ("transfer_fraction_wall", "transfer_s")):
+            frac = (ranks_df[col] / ranks_df["wall_s"]) if "wall_s" in ranks_df else pd.Series(dtype=float)
+            kpis[name] = _median(frac.dropna()) if len(frac.dropna()) else None
+        sig = [s for s in cross["stragglers"] if s["significant"]]
+        if sig:
+            s0 = sig[0]
+            notes.append(f"rank {s0['rank']} was last in {s0['share_of_steps']:.0%} of measured steps, "
+                         f"costing each other rank {s0['wait_cost_per_step_s'] * 1e3:.1f} ms/step of waiting")
     op_sizes = _op_sizes(parts)
     links = _links(src, parts, windows, op_sizes)
     return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
                    ranks=ranks_df, verdict=verdict(kpis, step_info), notes=notes,
                    degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
                    overhead=self_overhead(parts, ranks_df), hang=src.hang, links=links,
-                   op_sizes=op_sizes)
+                   op_sizes=op_sizes, cross_rank=cross, clock_alignment=clock_info)
+
+
+def _cross_rank(parts, calls, syncs, steps_df, meas, info) -> tuple[dict | None, dict | None]:
+    """Clock alignment and the cross-rank analysis (None, None for single-rank runs)."""
+    procs = pd.DataFrame([p.process for p in parts])
+    if procs["rank"].nunique() < 2:
+        return None, None
+    sync = pd.concat(syncs, ignore_index=True) if syncs else pd.DataFrame(columns=["rank", "phase", "round", "t"])
+    rank_clocks = clocks.align(sync, procs)
+    steps0 = steps_df[steps_df["rank"] == 0] if len(steps_df) else steps_df
+    measured_steps = set(meas.loc[meas["rank"] == 0, "step"].tolist()) if len(meas) else set()
+    cross = crossrank.analyze(pd.concat(calls, ignore_index=True), rank_clocks, steps0,
+                              measured_steps, int(info["world_size"] or procs["rank"].nunique()))
+    return cross, clocks.summary(rank_clocks)
 
 
 def _op_sizes(parts: list[RankPart]) -> pd.DataFrame:
@@ -210,7 +243,7 @@ def _links(src, parts: list[RankPart], windows: dict, buckets: pd.DataFrame) -> 
     for p in parts:
         host = str(p.row["host"])
         bus[host] = bus.get(host, 0.0) + p.bus_bytes
-    return summarize_links(src.path, windows, bus, buckets, reader.read_probe(src.path))
+    return summarize_links(src.dirs or [src.path], windows, bus, buckets, reader.read_probe(src.path))
 
 
 def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:

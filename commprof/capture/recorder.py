@@ -19,7 +19,25 @@ from commprof.format import schema
 from commprof.format.writer import CaptureWriter, encode_batch, encode_json
 
 log = logging.getLogger("commprof.capture")
-clock = time.perf_counter_ns
+
+
+def _skew_ns() -> int:
+    """Test hook ``COMMPROF_CLOCK_SKEW=RANK:NS``: that rank's clock reads NS later (a host whose
+    clock is off), to test cross-rank alignment.  Nothing is skewed when it is unset."""
+    spec = os.environ.get("COMMPROF_CLOCK_SKEW", "")
+    rank, _, ns = spec.partition(":")
+    try:
+        return int(ns) if spec and rank == os.environ.get("RANK") else 0
+    except ValueError:
+        return 0
+
+
+_SKEW = _skew_ns()
+if _SKEW:
+    def clock() -> int:
+        return time.perf_counter_ns() + _SKEW
+else:
+    clock = time.perf_counter_ns
 _STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}  # CLOCK_MONOTONIC on Linux: one time base for all processes of a host
 
 

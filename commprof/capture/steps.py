@@ -12,6 +12,7 @@ import functools
 import threading
 
 from commprof.capture.recorder import Recorder, clock
+from commprof.capture import clocksync
 from commprof.format import schema
 
 
@@ -103,28 +104,42 @@ class StepHooks:
             pass
         rec = self.rec
 
+        torch = self.torch
+
         def init_marker(result, args, kwargs):
             rec.mark.append((schema.MARK_PG_INIT, clock(), 0))
             rec.wants_file = True
+            clocksync.exchange(rec, torch, phase=0)
 
         def destroy_marker(result, args, kwargs):
             group = args[0] if args else kwargs.get("group")
             rec.mark.append((schema.MARK_PG_DESTROY, clock(), 0 if group is None else 1))
 
-        for name, after in (("init_process_group", init_marker),
-                            ("destroy_process_group", destroy_marker)):
+        def before_destroy(args, kwargs):
+            group = args[0] if args else kwargs.get("group")
+            if group is None or group is distributed_c10d.GroupMember.WORLD:
+                clocksync.exchange(rec, torch, phase=1)
+
+        for name, after, before in (("init_process_group", init_marker, None),
+                                    ("destroy_process_group", destroy_marker, before_destroy)):
             original = getattr(distributed_c10d, name)
-            wrapped = _wrap_after(original, after, rec, name)
+            wrapped = _wrap_after(original, after, rec, name, before)
             for mod in modules:
                 if getattr(mod, name, None) is original:
                     setattr(mod, name, wrapped)
 
 
-def _wrap_after(original, after, rec: Recorder, where: str):
-    """``original`` that then calls ``after(result, args, kwargs)``, whose errors are recorded."""
+def _wrap_after(original, after, rec: Recorder, where: str, before=None):
+    """``original`` that then calls ``after(result, args, kwargs)`` (and first ``before(args,
+    kwargs)``, if given); their errors are recorded, never raised."""
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
+        if before is not None and rec.enabled:
+            try:
+                before(args, kwargs)
+            except Exception as exc:  # noqa: BLE001
+                rec.degrade(where + ".before", exc)
         result = original(*args, **kwargs)
         if rec.enabled:
             try:

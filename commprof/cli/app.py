@@ -17,7 +17,7 @@ def _root() -> None:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     command: Annotated[list[str], typer.Argument(help="The job to run, after `--`.")],
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default: a new one under ./commprof-runs/).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default: a new one under ./commprof-runs/); {VAR} expands from the environment, e.g. runs/{SLURM_JOB_ID}/{SLURM_NODEID}.")] = None,
     flush_interval: Annotated[float, typer.Option(help="Seconds between capture flushes in each worker.")] = 1.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No commprof messages on stderr.")] = False,
     hang_timeout: Annotated[Optional[float], typer.Option(help="Report a hang when a collective stays pending this many seconds (writes RUN/hang.json).")] = None,
@@ -25,19 +25,21 @@ def run(
     sample_hz: Annotated[float, typer.Option(help="Link counter samples per second on this node (0: off).")] = 10.0,
     probe: Annotated[bool, typer.Option(help="Run `commprof probe` with the job's torchrun launcher first (RUN/probe.json).")] = False,
     probe_sizes: Annotated[str, typer.Option(help="Sizes for --probe.")] = "8B:16MiB:4",
+    join: Annotated[bool, typer.Option(help="Share --out with the other nodes' `commprof run` (a shared file system): create it or add to it.")] = False,
 ) -> int:
     """Run COMMAND (e.g. `torchrun ... train.py`) with every collective of every worker captured."""
     from commprof.cli.run import run_command
     from commprof.launch.supervisor import die_like
     returncode, _ = run_command(list(command), out=out, flush_interval=flush_interval, quiet=quiet,
                                 hang_timeout=hang_timeout, kill_on_hang=kill_on_hang,
-                                sample_hz=sample_hz, probe=probe, probe_sizes=probe_sizes)
+                                sample_hz=sample_hz, probe=probe, probe_sizes=probe_sizes,
+                                join=join)
     return die_like(returncode)
 
 
 @app.command()
 def report(
-    run_dir: Annotated[Optional[str], typer.Argument(help="Run directory (default: the latest under ./commprof-runs), or a saved JSON report to render again.")] = None,
+    run_dir: Annotated[Optional[list[str]], typer.Argument(help="Run directory (default: the latest under ./commprof-runs); several directories of one run (one per node) are merged; or a saved JSON report to render again.")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="terminal or json (default: from -o's suffix, else terminal).")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
     warmup: Annotated[int, typer.Option(help="Steps of each rank left out of the medians.")] = 2,
@@ -47,7 +49,8 @@ def report(
     """Summarize a run: the three KPIs, per-op and per-rank tables, a verdict."""
     if save_baseline:
         from commprof.cli.gate import save_baseline_command
-        return save_baseline_command(run_dir, save_baseline, "auto" if warmup == 2 else str(warmup))
+        return save_baseline_command(run_dir[0] if run_dir else None, save_baseline,
+                                     "auto" if warmup == 2 else str(warmup))
     from commprof.cli.report import report_command
     return report_command(run_dir, fmt, output, warmup, width)
 

@@ -7,7 +7,7 @@ import sys
 from commprof.errors import UsageError
 
 
-def build_document(run_dir: str | None, warmup: int) -> dict:
+def build_document(run_dir, warmup: int) -> dict:
     """Load, analyse and build the report document of a run."""
     from commprof.analysis.load import open_run
     from commprof.analysis.summary import summarize
@@ -17,19 +17,23 @@ def build_document(run_dir: str | None, warmup: int) -> dict:
     return build(summarize(open_run(run_dir), warmup=warmup))
 
 
-def report_command(run_dir: str | None, fmt: str | None, output: str | None, warmup: int,
+def report_command(run_dir, fmt: str | None, output: str | None, warmup: int,
                    width: int | None) -> int:
+    """``run_dir``: None (the latest run), one path, or a list (directories of one run, merged)."""
     from commprof.report.renderers import choose
     renderer = choose(fmt, output)
+    dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir or [])
+    saved = len(dirs) == 1 and dirs[0].endswith(".json") and not os.path.isdir(dirs[0])
+    target = dirs if len(dirs) > 1 else (dirs[0] if dirs else None)
     if hasattr(renderer, "render_run"):  # the trace: every record, straight from the run
-        if run_dir is not None and run_dir.endswith(".json") and not os.path.isdir(run_dir):
+        if saved:
             renderer.render(None)  # raises the explanation
-        return _emit(renderer.render_run(run_dir), output)
-    if run_dir is not None and run_dir.endswith(".json") and not os.path.isdir(run_dir):
+        return _emit(renderer.render_run(target), output)
+    if saved:
         from commprof.report.document import load
-        doc = load(run_dir)  # a saved report, rendered again (e.g. as a table)
+        doc = load(dirs[0])  # a saved report, rendered again (e.g. as a table)
     else:
-        doc = build_document(run_dir, warmup)
+        doc = build_document(target, warmup)
     if output:
         color = False
     else:

@@ -12,7 +12,7 @@ from commprof.launch import rundir, supervisor
 def run_command(command: list[str], out: str | None = None, flush_interval: float = 1.0,
                 quiet: bool = False, hang_timeout: float | None = None,
                 kill_on_hang: bool = False, sample_hz: float = 10.0, probe: bool = False,
-                probe_sizes: str = "8B:16MiB:4") -> tuple[int, Path]:
+                probe_sizes: str = "8B:16MiB:4", join: bool = False) -> tuple[int, Path]:
     """Run ``command`` under capture.  Returns (job return code, run directory)."""
     supervisor.check_command(command)
     probe_prefix = _probe_launcher(command, probe_sizes) if probe else None
@@ -25,15 +25,23 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     if hang_timeout is not None and hang_timeout < 2 * flush_interval:
         raise UsageError(f"--hang-timeout {hang_timeout}: must be at least twice --flush-interval "
                          f"({flush_interval} s), or records still in the workers' buffers read as stuck")
-    run_dir = rundir.new_run_dir(out, command)
+    if out:
+        out = rundir.expand_out(out)
+    if join:
+        if not out:
+            raise UsageError("--join needs --out DIR (the run directory every node shares)")
+        run_dir, owner = rundir.join_run_dir(out)
+    else:
+        run_dir, owner = rundir.new_run_dir(out, command), True
+    manifest_file = rundir.manifest_name(owner)
     boot = supervisor.prepare_bootstrap(run_dir)
     env = supervisor.job_environment(run_dir, boot,
                                      extra={"COMMPROF_FLUSH_INTERVAL": str(flush_interval)})
     manifest = rundir.start_manifest(command, env)
     try:
-        rundir.write_manifest(run_dir, manifest)
+        rundir.write_manifest(run_dir, manifest, manifest_file)
     except OSError as exc:
-        raise RunDirError(f"{run_dir / 'manifest.json'}: cannot write: {exc.strerror or exc}") from exc
+        raise RunDirError(f"{run_dir / manifest_file}: cannot write: {exc.strerror or exc}") from exc
     say = (lambda msg: None) if quiet else (lambda msg: print(f"commprof: {msg}", file=sys.stderr))
     for warning in supervisor.startup_warnings(command, env):
         say(f"warning: {warning}")
@@ -69,7 +77,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
             manifest["exit_code"] = returncode if returncode >= 0 else 128 - returncode
             manifest["signal"] = -returncode if returncode < 0 else None
         try:
-            rundir.write_manifest(run_dir, manifest)
+            rundir.write_manifest(run_dir, manifest, manifest_file)
         except OSError as exc:  # the job's exit status still passes through
             say(f"warning: could not finish {run_dir / 'manifest.json'}: {exc.strerror or exc}")
     captured = rundir.count_captures(run_dir)

@@ -225,6 +225,20 @@ def read_manifest(run_dir: str | os.PathLike) -> dict:
         raise CaptureFormatError(path, exc.pos, f"invalid JSON: {exc.msg}") from exc
 
 
+def first_run_id(path: str | os.PathLike, max_bytes: int = 1 << 20) -> str | None:
+    """The run id a capture recorded (its ``run`` JSON frame, written right after process-group
+    init), reading at most ``max_bytes`` from the start; None when there is none."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes)
+        header, pos, version = _parse_header(data, path)
+    except (OSError, CaptureFormatError):
+        return None
+    _, objects, _, _ = _parse_frames(memoryview(data), pos, version, live=True)
+    return next((o.get("run_id") for o in objects if o.get("type") == "run"), None)
+
+
 HANG = "hang.json"
 HANG_SCHEMA_PREFIX = "commprof.hang/"
 

@@ -20,7 +20,7 @@ SCHEMA_VERSION = 2  # major: a reader refuses files of a newer major (v1 still r
 # minor (header key "schema_minor"): additive changes only (new header keys, JSON frame types,
 # record kinds appended at the end of a frame list); readers of any minor read every file of
 # their major, taking a missing key as unknown.
-SCHEMA_MINOR = 2  # 2: SAMPLE frames (node sampler files)
+SCHEMA_MINOR = 3  # 2: SAMPLE frames (node sampler files); 3: clock-sync marks, run id
 FILE_SUFFIX = ".cpf"  # one per captured process, under RUN/ranks/
 SAMPLES_SUFFIX = ".cps"  # one per node sampler, under RUN/nodes/ (same framing, no rank)
 
@@ -97,6 +97,7 @@ MARK_PG_DESTROY = 4  # destroy_process_group was called
 MARK_START = 5  # capture started in this process
 MARK_EXIT = 6  # the process is exiting (atexit or SIGTERM)
 MARK_STEP_BEGIN = 7  # `with commprof.step_scope():` entered (value: user step counter + 1)
+MARK_CLOCK_SYNC = 8  # a clock-probe barrier returned (value: phase * 100 + round; capture/clocksync)
 
 # SPAN.kind
 SPAN_BACKWARD = 1  # torch.autograd.backward() / Tensor.backward()

@@ -20,6 +20,42 @@ ENV_KEEP = re.compile(r"^(WORLD_SIZE|RANK|LOCAL_RANK|LOCAL_WORLD_SIZE|MASTER_ADD
                       r"SLURM_JOB_ID|SLURM_NNODES|SLURM_NTASKS|COMMPROF_.*)$")
 
 
+def expand_out(out: str) -> str:
+    """``{VAR}`` in ``--out`` from the environment: ``runs/{SLURM_JOB_ID}/{SLURM_PROCID}``."""
+    def sub(m):
+        value = os.environ.get(m.group(1))
+        if value is None:
+            raise RunDirError(f"--out {out}: {{{m.group(1)}}} is not set in the environment")
+        return value
+    return re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, out)
+
+
+def join_run_dir(out: str) -> tuple[Path, bool]:
+    """``--join``: use ``out`` whether or not another ``commprof run`` of the same job (another node,
+    on a shared file system) created it; returns (path, True if this process created it)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path}: exists and is not a directory")
+    if not path.parent.is_dir():
+        raise RunDirError(f"{path}: parent directory {path.parent} does not exist")
+    try:
+        path.mkdir(mode=DIR_MODE, exist_ok=True)
+        (path / "ranks").mkdir(mode=DIR_MODE, exist_ok=True)
+        fd = os.open(path / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        os.close(fd)  # a placeholder: this process owns manifest.json
+        return path.resolve(), True
+    except FileExistsError:
+        return path.resolve(), False
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot create a writable run directory: "
+                          f"{exc.strerror or exc}") from exc
+
+
+def manifest_name(owner: bool) -> str:
+    """manifest.json for the process that created the directory; one file per joining process."""
+    return MANIFEST if owner else f"manifest.{socket.gethostname()}.{os.getpid()}.json"
+
+
 def new_run_dir(out: str | None, command: list[str]) -> Path:
     """Create the run directory: ``out`` (must be empty or absent) or a new timestamped one."""
     if out:
@@ -82,9 +118,9 @@ def latest_run(root: str | os.PathLike = DEFAULT_ROOT) -> Path:
     return max(runs, key=lambda p: (p / MANIFEST).stat().st_mtime_ns)
 
 
-def write_manifest(run_dir: Path, manifest: dict) -> None:
-    """Atomically (re)write the manifest."""
-    write_json_atomic(Path(run_dir) / MANIFEST, manifest)
+def write_manifest(run_dir: Path, manifest: dict, name: str = MANIFEST) -> None:
+    """Atomically (re)write the manifest (``name``: see :func:`manifest_name`)."""
+    write_json_atomic(Path(run_dir) / name, manifest)
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:

@@ -24,7 +24,7 @@ _RANK_KEYS = ["rank", "host", "attempt", "ops", "bytes", "comm_s", "exposed_comm
               "comm_fraction", "exposed_comm_fraction", "comm_fraction_wall",
               "exposed_comm_fraction_wall", "wall_s", "steps", "steps_total", "step_median_s",
               "bytes_per_step", "comm_s_per_step", "exposed_comm_s_per_step", "complete",
-              "exit_reason", "last_record_s"]
+              "exit_reason", "last_record_s", "wait_s", "transfer_s", "last_share"]
 
 
 def build(summary: Summary) -> dict:
@@ -42,6 +42,12 @@ def build(summary: Summary) -> dict:
         "hang": summary.hang,
         "links": summary.links,
         "op_sizes": _op_sizes(summary.op_sizes),
+        "stragglers": (summary.cross_rank or {}).get("stragglers", []),
+        "clock_alignment": summary.clock_alignment,
+        "cross_rank": None if summary.cross_rank is None else {
+            "instances": summary.cross_rank["instances"],
+            "unmatched_records": summary.cross_rank["unmatched_records"],
+            "per_step": summary.cross_rank["per_step"]},
         "notes": summary.notes,
         "degraded": _records(summary.degraded, ["rank", "where", "count", "error"])
         if summary.degraded is not None else [],

@@ -43,9 +43,11 @@ class HtmlRenderer:
     def render(self, doc: dict, *, color: bool = False, width: int | None = None) -> str:
         figures = {name: fig for name, fig in (
             ("step-timeline", step_timeline(doc)), ("op-bandwidth", op_bandwidth(doc)),
-            ("rank-view", rank_view(doc)), ("link-timeline", link_timeline(doc))) if fig}
+            ("rank-view", rank_view(doc)), ("arrivals", arrivals(doc)),
+            ("link-timeline", link_timeline(doc))) if fig}
         body = "\n".join([banner(doc), hang(doc), steps_section(doc, "step-timeline" in figures),
-                          ops_section(doc, "op-bandwidth" in figures), ranks_section(doc),
+                          ops_section(doc, "op-bandwidth" in figures),
+                          ranks_section(doc, "arrivals" in figures),
                           links_section(doc, "link-timeline" in figures), overhead_section(doc),
                           notes_section(doc)])
         return _PAGE.format(title=_e(f"commprof report — {doc['run'].get('path')}"), style=_STYLE,
@@ -123,17 +125,27 @@ def ops_section(doc: dict, chart: bool) -> str:
     return f'<section id="ops"><h2>Collectives (per rank, whole run)</h2>{table}{plot}</section>'
 
 
-def ranks_section(doc: dict) -> str:
-    head = ["rank", "host", "ops", "bytes", "step", "comm", "exposed", "status"]
+def ranks_section(doc: dict, arrivals_chart: bool = False) -> str:
+    head = ["rank", "host", "ops", "bytes", "step", "comm", "exposed", "wait", "transfer",
+            "last arrival", "status"]
     rows = "".join(
         "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
             r["rank"], r.get("host"), r["ops"], fmt_bytes(r["bytes"]), fmt_seconds(r.get("step_median_s")),
             fmt_pct(r.get("comm_fraction")), fmt_pct(r.get("exposed_comm_fraction")),
+            fmt_seconds(r.get("wait_s")), fmt_seconds(r.get("transfer_s")), fmt_pct(r.get("last_share")),
             "ok" if r.get("complete") else "incomplete")) + "</tr>" for r in doc["ranks"])
-    return ('<section id="ranks"><h2>Ranks</h2><p class="help">Communication time per rank over '
-            'the whole run: in flight, and exposed (the training thread waited). A rank that waits '
-            'much less than the others is often the straggler they wait for.</p>'
-            '<div id="rank-view" class="chart"></div><table class="sortable" id="rank-table"><thead><tr>'
+    strag = "".join(
+        f'<p class="bad"><b>Straggler:</b> rank {_e(s["rank"])} was last in '
+        f'{_e(fmt_pct(s["share_of_steps"]))} of measured steps, costing each other rank '
+        f'{_e(round(s["wait_cost_per_step_s"] * 1e3, 1))} ms/step of waiting.</p>'
+        for s in doc.get("stragglers") or [] if s.get("significant"))
+    chart = ('<p class="help">Per step, how long each rank waited for the last one to arrive '
+             '(clocks aligned to rank 0).</p><div id="arrivals" class="chart"></div>') if arrivals_chart else ""
+    return ('<section id="ranks"><h2>Ranks</h2>' + strag + '<p class="help">Communication time per '
+            'rank over the whole run: in flight, exposed (the training thread waited), waiting for '
+            'late ranks, and transfer once all had arrived. A rank that waits much less than the '
+            'others is often the straggler they wait for.</p>'
+            '<div id="rank-view" class="chart"></div>' + chart + '<table class="sortable" id="rank-table"><thead><tr>'
             + "".join(f"<th>{_e(h)}</th>" for h in head) + f"</tr></thead><tbody>{rows}</tbody></table></section>")
 
 
@@ -242,10 +254,27 @@ def rank_view(doc: dict) -> dict | None:
         return None
     x = [str(r["rank"]) for r in ranks]
     data = [go.Bar(x=x, y=[r["comm_s"] for r in ranks], name="in flight (s)", marker_color=_COLORS["hidden"]),
-            go.Bar(x=x, y=[r["exposed_comm_s"] for r in ranks], name="exposed / waiting (s)",
+            go.Bar(x=x, y=[r["exposed_comm_s"] for r in ranks], name="exposed (s)",
                    marker_color=_COLORS["exposed"])]
+    if any(r.get("wait_s") is not None for r in ranks):
+        data += [go.Bar(x=x, y=[r.get("wait_s") for r in ranks], name="waiting for late ranks (s)",
+                        marker_color="#e78ac3"),
+                 go.Bar(x=x, y=[r.get("transfer_s") for r in ranks], name="transfer (s)",
+                        marker_color="#a6d854")]
     return _fig(data, dict(barmode="group", xaxis=dict(title="rank", type="category"),
                            yaxis_title="seconds, whole run"))
+
+
+def arrivals(doc: dict) -> dict | None:
+    """Per measured step, each rank's wait for late ranks (ms): the straggler waits ~0."""
+    import plotly.graph_objects as go
+    rows = ((doc.get("cross_rank") or {}).get("per_step")) or []
+    if not rows:
+        return None
+    ranks = rows[0]["ranks"]
+    data = [go.Scatter(x=[r["step"] for r in rows], y=[r["wait_s"][i] * 1e3 for r in rows],
+                       mode="lines+markers", name=f"rank {rank}") for i, rank in enumerate(ranks)]
+    return _fig(data, dict(xaxis_title="step", yaxis_title="ms waiting for the last rank"))
 
 
 def link_timeline(doc: dict) -> dict | None:
@@ -293,7 +322,7 @@ td:first-child,th:first-child{text-align:left}table.meta td,table.meta th{text-a
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \\2195";color:#bbb}
 section{background:#fff;margin:16px 32px;padding:8px 20px 16px;border-radius:8px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
 .help{color:#555;font-size:13px}.chart{width:100%;min-height:360px}.alert{border-left:4px solid #d73027}
-li.bad{color:#d73027}#js-errors{color:#d73027;white-space:pre}
+li.bad,p.bad{color:#d73027}#js-errors{color:#d73027;white-space:pre}
 """
 
 _SCRIPT = """

@@ -117,10 +117,12 @@ def _bw(gbps) -> str:
 def ranks_table(doc: dict) -> Table:
     t = Table(title="Ranks (step columns: median over measured steps)", title_justify="left",
               box=box.SIMPLE_HEAD)
-    for name in ("rank", "host", "ops", "bytes", "step", "comm", "exposed", "exposed (wall)",
-                 "status"):
+    cross = any(r.get("wait_s") is not None for r in doc["ranks"])
+    names = ("rank", "host", "ops", "bytes", "step", "comm", "exposed", "exposed (wall)") + (
+        ("wait", "transfer", "last") if cross else ()) + ("status",)
+    for name in names:
         t.add_column(name, justify="left" if name in ("host", "status") else "right",
-                     no_wrap=name != "host")
+                     no_wrap=name != "status", min_width=6 if name == "host" else None)
     rows = doc["ranks"]
     shown = rows if len(rows) <= MAX_RANK_ROWS else _extremes(rows)
     for r in shown:
@@ -128,6 +130,8 @@ def ranks_table(doc: dict) -> Table:
                   fmt_seconds(r.get("step_median_s")), fmt_pct(r.get("comm_fraction")),
                   fmt_pct(r.get("exposed_comm_fraction")),
                   fmt_pct(r.get("exposed_comm_fraction_wall")),
+                  *((fmt_seconds(r.get("wait_s")), fmt_seconds(r.get("transfer_s")),
+                     fmt_pct(r.get("last_share"))) if cross else ()),
                   _status(r))
     if len(shown) < len(rows):
         t.caption = f"{len(shown)} of {len(rows)} ranks shown (most and least exposed); see --format json"
@@ -151,7 +155,20 @@ def _extremes(rows: list[dict]) -> list[dict]:
 
 
 def notes(doc: dict) -> list[Text]:
-    out = [Text(f"note: {n}", style="yellow") for n in doc.get("notes", [])]
+    out = []
+    for st in doc.get("stragglers") or []:
+        if st.get("significant"):
+            out.append(Text(f"straggler: rank {st['rank']} was last in {st['share_of_steps']:.0%} of "
+                            f"measured steps, costing each other rank "
+                            f"{st['wait_cost_per_step_s'] * 1e3:.1f} ms/step of waiting "
+                            f"(p = {st['p_value']:.1g})", style="bold magenta"))
+    ca = doc.get("clock_alignment")
+    if ca and ca.get("max_uncertainty_ms") is not None:
+        out.append(Text(f"clocks aligned to rank 0 (barrier probes; uncertainty up to "
+                        f"{ca['max_uncertainty_ms']:.3g} ms); wait = time after arriving until the last "
+                        "rank arrived, transfer = from then to the first completion", style="dim"))
+    out += [Text(f"note: {n}", style="yellow") for n in doc.get("notes", [])
+            if not n.startswith("rank ") or "was last in" not in n]
     for d in doc.get("degraded", []):
         out.append(Text(f"commprof degraded on rank {d['rank']}: {d['where']} failed {d['count']}x "
                         f"({d['error']})", style="red"))

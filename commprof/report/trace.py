@@ -7,9 +7,9 @@ bytes, group size, sequence number and the call's busbw in ``args``), backward p
 on their thread, and each collective's in-flight time (issue → completion) as an async slice.
 One more process per node carries the node sampler's throughput as counter tracks.
 
-Time: microseconds since the earliest capture start, converted from each process's monotonic
-clock through its wall-clock anchor, so ranks on different hosts line up as well as their wall
-clocks agree (NTP: typically well under a millisecond).  Unlike the report document, the trace is
+Time: microseconds since the earliest capture start, on rank 0's clock: every rank is moved onto it
+with the offsets of :mod:`commprof.analysis.clocks` (barrier probes at init and teardown, else
+one host's shared monotonic clock, else wall-clock anchors).  Unlike the report document, the trace is
 built from the run directory itself (every record), through the one reader
 (:func:`commprof.analysis.load.open_run`).
 """
@@ -51,16 +51,26 @@ def trace_events(source) -> list[dict]:
     ranks = list(source.iter_ranks())
     if not ranks:
         return []
+    import pandas as pd
+
+    from commprof.analysis import clocks as clocks_mod
     walls = [r.process["clock_wall_ns"] for r in ranks if r.process.get("clock_wall_ns") is not None]
     origin = min(walls) if walls else 0
+    procs = pd.DataFrame([r.process for r in ranks])
+    aligned = clocks_mod.align(pd.concat([clocks_mod.sync_marks(r.marks) for r in ranks],
+                                         ignore_index=True), procs)
+    ref = next((r.process for r in ranks if int(r.rank) == 0), None)
     meta, events = [], []
     for rd in ranks:
         p = rd.process
         pid = int(rd.rank) + 1_000_000 * int(rd.key["attempt"])
-        shift = (p.get("clock_wall_ns") or 0) - (p.get("clock_mono_ns") or 0) - origin
+        clk = aligned.get(int(rd.rank))
+        base = ref if (ref is not None and clk is not None) else p  # rank 0's clock, else its own
+        shift = (base.get("clock_wall_ns") or 0) - (base.get("clock_mono_ns") or 0) - origin
 
-        def us(t):
-            return (np.asarray(t, dtype="float64") + shift) / 1e3
+        def us(t, clk=clk if base is ref else None, shift=shift):
+            t = np.asarray(t, dtype="float64")
+            return ((clk.to_reference(t) if clk is not None else t) + shift) / 1e3
 
         label = f"rank {rd.rank} ({p.get('host')})" + (f" attempt {rd.key['attempt']}" if rd.key["attempt"] else "")
         meta += [_meta(pid, 0, "process_name", {"name": label}),
@@ -107,7 +117,7 @@ def trace_events(source) -> list[dict]:
             a, b = us(s["t_start"]), us(s["t_end"])
             for i, row in enumerate(s.itertuples()):
                 events.append(_slice(pid, tid(int(row.thread)), "backward", a[i], b[i], "backward", {}))
-    events += _counters(source.path, origin, meta)
+    events += _counters(getattr(source, "dirs", None) or [source.path], origin, meta)
     return meta + sorted(events, key=lambda e: (e["pid"], e["tid"], e["ts"], -e.get("dur", 0)))
 
 

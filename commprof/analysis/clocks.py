@@ -1,0 +1,111 @@
+"""Putting every rank on one time axis (rank 0's clock), without assuming synchronized clocks.
+
+Per rank, in order of preference:
+
+* **barrier probes** (``MARK_CLOCK_SYNC``, capture/clocksync.py): the offset at each phase is the
+  median over rounds of (rank 0's reading − this rank's reading) of the same barrier; its
+  uncertainty is the robust spread of those differences (1.4826 × their median absolute
+  deviation; a barrier releases ranks within about one network latency, which the spread
+  includes).  With both phases (after init, before destroy) the offset is interpolated linearly in
+  time — clock drift — unless the two estimates agree within their uncertainty, where one mean
+  offset is used.
+* **same host as rank 0**: offset 0 (one CLOCK_MONOTONIC per host), uncertainty 0;
+* **wall-clock anchors** (each capture's header): the hosts' wall clocks are trusted, uncertainty
+  unknown (reported as None).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from commprof.format import schema
+
+
+@dataclass
+class RankClock:
+    """How to move one rank's timestamps onto rank 0's clock."""
+
+    rank: int
+    method: str  # "barrier", "same-host", "wall-anchor"
+    t_ref: tuple[float, ...]  # this rank's clock at the estimates (1 or 2 phases)
+    offset_ns: tuple[float, ...]  # add to this rank's time at t_ref[i]
+    uncertainty_ns: float | None
+
+    def to_reference(self, t):
+        t = np.asarray(t, dtype="float64")
+        if len(self.offset_ns) == 1 or self.t_ref[1] == self.t_ref[0]:
+            return t + self.offset_ns[0]
+        slope = (self.offset_ns[1] - self.offset_ns[0]) / (self.t_ref[1] - self.t_ref[0])
+        return t + self.offset_ns[0] + slope * (t - self.t_ref[0])
+
+    @property
+    def drift_ppm(self) -> float | None:
+        if len(self.offset_ns) < 2 or self.t_ref[1] == self.t_ref[0]:
+            return None
+        return (self.offset_ns[1] - self.offset_ns[0]) / (self.t_ref[1] - self.t_ref[0]) * 1e6
+
+
+def sync_marks(marks: pd.DataFrame) -> pd.DataFrame:
+    """rank, phase, round, t of the clock probes in a marks frame."""
+    m = marks[marks["kind"] == schema.MARK_CLOCK_SYNC]
+    return pd.DataFrame({"rank": m["rank"].to_numpy(), "phase": (m["value"] // 100).to_numpy(),
+                         "round": (m["value"] % 100).to_numpy(), "t": m["t"].to_numpy("float64")})
+
+
+def align(sync: pd.DataFrame, processes: pd.DataFrame) -> dict[int, RankClock]:
+    """One :class:`RankClock` per rank of ``processes`` (columns rank, host, clock_wall_ns,
+    clock_mono_ns), from the probes in ``sync`` (from :func:`sync_marks`, all ranks)."""
+    procs = processes.drop_duplicates("rank", keep="last").set_index("rank")
+    out: dict[int, RankClock] = {}
+    if 0 not in procs.index:
+        ref_host, ref_anchor = None, None
+    else:
+        ref_host = procs.loc[0, "host"]
+        ref_anchor = _anchor(procs.loc[0])
+    ref = sync[sync["rank"] == 0].set_index(["phase", "round"])["t"]
+    for rank, row in procs.iterrows():
+        rank = int(rank)
+        if rank == 0:
+            out[0] = RankClock(0, "reference", (0.0,), (0.0,), 0.0)
+            continue
+        mine = sync[sync["rank"] == rank].set_index(["phase", "round"])["t"]
+        joined = pd.concat([ref.rename("ref"), mine.rename("mine")], axis=1, join="inner")
+        if len(joined):
+            t_ref, offs, spreads = [], [], []
+            for _, g in joined.groupby(level="phase"):
+                d = (g["ref"] - g["mine"]).to_numpy()
+                t_ref.append(float(g["mine"].median()))
+                offs.append(float(np.median(d)))
+                # robust spread: a descheduled process wakes late in one round, not in all
+                spreads.append(float(1.4826 * np.median(np.abs(d - np.median(d)))))
+            unc = max(spreads)
+            if len(offs) == 2 and abs(offs[1] - offs[0]) <= 2 * (spreads[0] + spreads[1]):
+                t_ref, offs = [float(np.mean(t_ref))], [float(np.mean(offs))]  # no drift beyond noise
+            out[rank] = RankClock(rank, "barrier", tuple(t_ref), tuple(offs), unc)
+        elif ref_host is not None and row["host"] == ref_host:
+            out[rank] = RankClock(rank, "same-host", (0.0,), (0.0,), 0.0)
+        elif ref_anchor is not None and _anchor(row) is not None:
+            out[rank] = RankClock(rank, "wall-anchor", (0.0,), (_anchor(row) - ref_anchor,), None)
+        else:
+            out[rank] = RankClock(rank, "none", (0.0,), (0.0,), None)
+    return out
+
+
+def _anchor(row) -> float | None:
+    """wall − mono of a process: its monotonic clock → wall clock shift."""
+    wall, mono = row.get("clock_wall_ns"), row.get("clock_mono_ns")
+    if wall is None or mono is None or pd.isna(wall) or pd.isna(mono):
+        return None
+    return float(wall) - float(mono)
+
+
+def summary(clocks: dict[int, RankClock]) -> dict:
+    """The document's ``clock_alignment`` section."""
+    rows = [{"rank": c.rank, "method": c.method, "offset_ms": round(c.offset_ns[0] / 1e6, 6),
+             "uncertainty_ms": None if c.uncertainty_ns is None else round(c.uncertainty_ns / 1e6, 6),
+             "drift_ppm": None if c.drift_ppm is None else round(c.drift_ppm, 3)}
+            for c in sorted(clocks.values(), key=lambda c: c.rank)]
+    unc = [r["uncertainty_ms"] for r in rows if r["uncertainty_ms"] is not None]
+    return {"reference_rank": 0, "max_uncertainty_ms": max(unc) if unc else None, "ranks": rows}

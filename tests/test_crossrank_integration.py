@@ -1,0 +1,118 @@
+"""Wait vs transfer and stragglers on real runs: 4 ranks on this machine, and 2 "nodes" (network
+namespaces joined by a veth pair); clock skew injected through COMMPROF_CLOCK_SKEW."""
+from __future__ import annotations
+
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from netlab import Lab, netlab_available
+from runner import HERE, commprof, report_json, torchrun
+
+pytestmark = pytest.mark.slow
+JOB = HERE / "jobs" / "straggler_job.py"
+S_MS = 50
+STEPS = 30
+
+
+def _run(out, slow_rank: int, sleep_ms: float, env=None, nproc=4):
+    proc = commprof("run", "-q", "--out", str(out), "--sample-hz", "0", "--",
+                    *torchrun(JOB, str(slow_rank), str(sleep_ms), str(STEPS), nproc=nproc), env=env)
+    assert proc.returncode == 0, proc.stderr
+    return report_json(out)
+
+
+def assert_straggler(doc, rank: int, sleep_ms: float = S_MS):
+    sig = [s for s in doc["stragglers"] if s["significant"]]
+    assert [s["rank"] for s in sig] == [rank], doc["stragglers"]
+    s = sig[0]
+    assert s["share_of_steps"] >= 0.95
+    assert s["wait_cost_per_step_s"] * 1e3 == pytest.approx(sleep_ms, rel=0.20)
+    # every other rank's own wait, per measured step, is S ± 20 %
+    per_step = doc["cross_rank"]["per_step"]
+    ranks = per_step[0]["ranks"]
+    for i, r in enumerate(ranks):
+        waits = np.array([row["wait_s"][i] for row in per_step]) * 1e3
+        if r == rank:
+            assert np.median(waits) < 0.2 * sleep_ms
+        else:
+            assert np.median(waits) == pytest.approx(sleep_ms, rel=0.20), (r, waits)
+
+
+def test_four_ranks_one_slow(tmp_path):
+    doc = _run(tmp_path / "run", 2, S_MS)
+    assert_straggler(doc, 2)
+    by_rank = {r["rank"]: r for r in doc["ranks"]}
+    assert by_rank[2]["wait_s"] < 0.2 * by_rank[0]["wait_s"]
+    assert all(r["transfer_s"] > 0 for r in doc["ranks"])
+    assert doc["kpis"]["wait_fraction_wall"] > 0
+
+
+def test_no_injected_delay_no_significant_straggler(tmp_path):
+    doc = _run(tmp_path / "run", -1, 0)
+    assert not [s for s in doc["stragglers"] if s["significant"]], doc["stragglers"]
+
+
+def test_a_skewed_clock_is_corrected(tmp_path):
+    doc = _run(tmp_path / "run", 2, S_MS, env={"COMMPROF_CLOCK_SKEW": "1:5000000000"})  # rank 1 +5 s
+    offsets = {r["rank"]: r for r in doc["clock_alignment"]["ranks"]}
+    assert offsets[1]["method"] == "barrier"
+    assert offsets[1]["offset_ms"] == pytest.approx(-5000, abs=5)
+    assert_straggler(doc, 2)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    why = netlab_available()
+    if why:
+        pytest.skip(f"netlab unavailable: {why}")
+    base = tmp_path_factory.mktemp("twonode")
+    wrap = [[sys.executable, "-m", "commprof", "run", "-q", "--out", str(base / f"node{i}"),
+             "--sample-hz", "10", "--"] for i in (0, 1)]
+    with Lab(rate_mbit=500) as lab:
+        # global rank 1 (node B) is the slow one
+        a, b = lab.torchrun_pair([str(JOB), "1", str(S_MS), str(STEPS)], wrapper_a=wrap[0],
+                                 wrapper_b=wrap[1], cwd=base, timeout=240)
+        assert a.returncode == 0 and b.returncode == 0, a.stderr[-3000:] + b.stderr[-3000:]
+        shared = base / "shared"
+        join = [sys.executable, "-m", "commprof", "run", "-q", "--out", str(shared), "--join",
+                "--sample-hz", "10", "--"]
+        c, d = lab.torchrun_pair([str(JOB), "1", str(S_MS), str(STEPS)], wrapper_a=join,
+                                 wrapper_b=join, cwd=base, timeout=240)
+        assert c.returncode == 0 and d.returncode == 0, c.stderr[-3000:] + d.stderr[-3000:]
+    return base
+
+
+def test_two_nodes_merged_per_node_directories(two_nodes):
+    proc = commprof("report", str(two_nodes / "node0"), str(two_nodes / "node1"), "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    import json
+    doc = json.loads(proc.stdout)
+    assert doc["run"]["ranks_captured"] == 2
+    assert_straggler(doc, 1)
+    # the same captures in one directory (as on a shared file system) give the same KPIs
+    one = two_nodes / "copied"
+    shutil.copytree(two_nodes / "node0", one)
+    for f in (two_nodes / "node1" / "ranks").glob("*.cpf"):
+        shutil.copy(f, one / "ranks" / f.name)
+    for f in (two_nodes / "node1" / "nodes").glob("*.cps"):
+        shutil.copy(f, one / "nodes" / ("b-" + f.name))
+    single = report_json(one)
+    for key in ("bytes_per_step", "comm_fraction", "exposed_comm_fraction", "wait_fraction_wall"):
+        assert single["kpis"][key] == pytest.approx(doc["kpis"][key]), key
+    assert single["stragglers"] == doc["stragglers"]
+
+
+def test_two_nodes_sharing_one_directory(two_nodes):
+    doc = report_json(two_nodes / "shared")
+    assert doc["run"]["ranks_captured"] == 2
+    assert any("shared this directory" in n for n in doc["notes"])
+    assert_straggler(doc, 1)
+
+
+def test_directories_of_different_runs_are_refused(two_nodes):
+    proc = commprof("report", str(two_nodes / "node0"), str(two_nodes / "shared"))
+    assert proc.returncode == 2
+    assert "a different run" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from commprof.analysis import gpu_times
 from commprof.errors import RunDirError, TruncatedCaptureError
 from commprof.format import reader, schema
 from commprof.launch.rundir import latest_run
@@ -42,6 +43,7 @@ class RankData:
     spans: pd.DataFrame
     groups: pd.DataFrame
     degraded: pd.DataFrame
+    fr: pd.DataFrame = field(default_factory=pd.DataFrame)  # Flight Recorder entries with GPU timing
 
     @property
     def rank(self) -> int:
@@ -266,9 +268,15 @@ def read_rank(path: Path) -> RankData:
                    .agg(count=("count", "max"), error=("error", "first"))
                    if degraded else pd.DataFrame(columns=DEGRADED_COLUMNS))
     coll = _attach_groups(_collectives(a["coll"], a["done"], a["wait"]), groups)
+    fr, fr_stats = gpu_times.fr_frame(cap.events)
+    process.update(fr_seen=fr_stats["seen"], fr_lost=fr_stats["lost"])
+    anchor = h.get("clock", {})
+    if len(fr) and "wall_ns" in anchor:
+        names = dict(zip(groups["gid"], groups["name"].astype(str)))
+        coll["gpu_duration_ns"] = gpu_times.attach(coll, fr, names, anchor["wall_ns"] - anchor["mono_ns"])
     return RankData(key, process, _with_key(coll, key), _with_key(pd.DataFrame(a["wait"]), key),
                     _with_key(pd.DataFrame(a["mark"]), key), _with_key(pd.DataFrame(a["span"]), key),
-                    groups, degraded_df)
+                    groups, degraded_df, fr)
 
 
 def _self_cost(events: list[dict]) -> dict:

@@ -68,6 +68,7 @@ class RankPart:
     bus_bytes: float = 0.0  # Σ bus bytes of every call (links: wire / logical)
     buckets: pd.DataFrame | None = None  # calls per (op, n, size bucket) (links: efficiency)
     inflight: tuple | None = None  # union of in-flight intervals (links: communication windows)
+    gpu: pd.DataFrame | None = None  # per (op, n): calls with a GPU-side duration, their sums
 
 
 def analyze_rank(rd: RankData) -> RankPart:
@@ -101,7 +102,18 @@ def analyze_rank(rd: RankData) -> RankPart:
                     moving_ns=float(moving["duration_ns"].sum()), backends=backends,
                     collectives=int(len(c)), degraded=rd.degraded,
                     bus_bytes=float(c["bus_bytes"].sum()), buckets=size_buckets(c),
-                    inflight=exp.inflight)
+                    inflight=exp.inflight, gpu=_gpu_partial(c))
+
+
+def _gpu_partial(c: pd.DataFrame) -> pd.DataFrame | None:
+    """Per (op, group size): count, Σ GPU duration and Σ bus bytes of calls timed on the GPU."""
+    if "gpu_duration_ns" not in c or not c["gpu_duration_ns"].notna().any():
+        return None
+    g = c[c["gpu_duration_ns"].notna()]
+    return (g.assign(op=g["op"].astype(str))
+            .groupby(["op", "group_size"], as_index=False)
+            .agg(gpu_calls=("gpu_duration_ns", "size"), gpu_time_ns=("gpu_duration_ns", "sum"),
+                 gpu_bus_bytes=("bus_bytes", "sum")))
 
 
 def _last_record_s(rd: RankData, c: pd.DataFrame) -> float | None:
@@ -205,6 +217,11 @@ def summarize(source: Run | RunSource | str | Path | None = None,
             s0 = sig[0]
             notes.append(f"rank {s0['rank']} was last in {s0['share_of_steps']:.0%} of measured steps, "
                          f"costing each other rank {s0['wait_cost_per_step_s'] * 1e3:.1f} ms/step of waiting")
+    ops, gpu_info = _gpu_columns(ops, parts)
+    info["gpu_timing"] = gpu_info
+    if gpu_info["fr_entries_lost"]:
+        notes.append(f"PyTorch's Flight Recorder overwrote {gpu_info['fr_entries_lost']} entries before "
+                     "commprof read them: their GPU times are missing; raise TORCH_FR_BUFFER_SIZE")
     op_sizes = _op_sizes(parts)
     links = _links(src, parts, windows, op_sizes)
     return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
@@ -226,6 +243,32 @@ def _cross_rank(parts, calls, syncs, steps_df, meas, info) -> tuple[dict | None,
     cross = crossrank.analyze(pd.concat(calls, ignore_index=True), rank_clocks, steps0,
                               measured_steps, int(info["world_size"] or procs["rank"].nunique()))
     return cross, clocks.summary(rank_clocks)
+
+
+def _gpu_columns(ops: pd.DataFrame, parts: list[RankPart]) -> tuple[pd.DataFrame, dict]:
+    """Add gpu_time_s (per rank, like time_s), gpu_busbw_gbps and time_source to the op table."""
+    tables = [p.gpu for p in parts if p.gpu is not None]
+    info = {"calls_with_gpu_time": 0,
+            "fr_entries_seen": int(sum(p.process.get("fr_seen", 0) or 0 for p in parts)),
+            "fr_entries_lost": int(sum(p.process.get("fr_lost", 0) or 0 for p in parts)),
+            "source": None}
+    ops = ops.copy()
+    for col in ("gpu_time_s", "gpu_busbw_gbps"):
+        ops[col] = np.nan
+    ops["time_source"] = "host"
+    if not tables or not len(ops):
+        return ops, info
+    g = pd.concat(tables).groupby(["op", "group_size"], as_index=False).agg(
+        gpu_calls=("gpu_calls", "sum"), gpu_time_ns=("gpu_time_ns", "sum"),
+        gpu_bus_bytes=("gpu_bus_bytes", "sum"), ranks=("gpu_calls", "size"))
+    info["calls_with_gpu_time"] = int(g["gpu_calls"].sum())
+    info["source"] = "CUDA events (PyTorch Flight Recorder, TORCH_NCCL_ENABLE_TIMING=1)"
+    for row in g.itertuples():
+        sel = (ops["op"] == row.op) & (ops["group_size"] == row.group_size)
+        ops.loc[sel, "gpu_time_s"] = row.gpu_time_ns / 1e9 / row.ranks
+        ops.loc[sel, "gpu_busbw_gbps"] = row.gpu_bus_bytes / row.gpu_time_ns if row.gpu_time_ns else np.nan
+        ops.loc[sel, "time_source"] = "host + gpu"
+    return ops, info
 
 
 def _op_sizes(parts: list[RankPart]) -> pd.DataFrame:

@@ -46,6 +46,10 @@ class Agent:
             rec.degrade("install.collectives", exc)
         self.steps = StepHooks(rec, self.collectives, self.torch)
         self.steps.install()
+        if os.environ.get("TORCH_FR_BUFFER_SIZE", "0") not in ("", "0"):
+            from commprof.capture.flight_recorder import Drain
+            backends = self.collectives.backends if self.collectives is not None else set()
+            rec.before_flush.append(Drain(rec, self.torch, backends=backends))
         if os.environ.get("COMMPROF_FAULT"):
             from commprof.capture import faults
             faults.install(self)
@@ -86,6 +90,7 @@ class Agent:
             "clock": dict(self.anchor, name="perf_counter_ns"),
             "torch_version": getattr(self.torch, "__version__", "?"),
             "nccl_version": _nccl_version(self.torch),
+            "cuda_version": getattr(getattr(self.torch, "version", None), "cuda", None),
             "python": sys.version.split()[0],
             "commprof_version": _version(),
             "missing_ops": list(getattr(self.collectives, "missing", [])),

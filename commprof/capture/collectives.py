@@ -125,6 +125,7 @@ class CollectiveHooks:
             dt = getattr(torch_module, name, None)
             if isinstance(dt, torch_module.dtype):
                 self.dtype_codes[dt] = code
+        self.backends: set[str] = set()  # backends of the groups seen ("gloo", "nccl", ...)
         self.in_backward = 0  # maintained by the step hooks
         self.in_py_wait = 0  # inside the Python functional-collectives wait_tensor wrapper
         self._lib = None
@@ -283,6 +284,7 @@ class CollectiveHooks:
                 info[key] = fn()
             except Exception as exc:  # noqa: BLE001 - a missing attribute degrades, visibly
                 self.rec.degrade(f"group.{key}", exc)
+        self.backends.update(str(info.get("backend", "")).lower().split(":"))
         try:
             ranks = self.torch.distributed.distributed_c10d._world.pg_group_ranks.get(pg)
             if ranks:

@@ -66,6 +66,8 @@ class Recorder:
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.before_flush: list = []  # callables run by the flusher first (e.g. the FR drain)
+        self.closing = False  # set for the final flush (hooks that run only once read it)
 
     # -- failure accounting ---------------------------------------------------------------
     def degrade(self, where: str, exc: BaseException) -> None:
@@ -117,6 +119,11 @@ class Recorder:
     def _flush_locked(self) -> None:
         if not self.wants_file:
             return
+        for hook in self.before_flush:
+            try:
+                hook()
+            except Exception as exc:  # noqa: BLE001 - that source of records degrades, visibly
+                self.degrade(f"flush.{getattr(hook, '__name__', type(hook).__name__)}", exc)
         parts = []
         for obj in self._take("json"):
             parts.append(encode_json(obj))
@@ -159,6 +166,7 @@ class Recorder:
             return
         self._stop.set()
         self.mark.append((schema.MARK_EXIT, clock(), 0))
+        self.closing = True
         self.flush()
         with self._flush_lock:
             try:

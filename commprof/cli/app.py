@@ -26,6 +26,7 @@ def run(
     probe: Annotated[bool, typer.Option(help="Run `commprof probe` with the job's torchrun launcher first (RUN/probe.json).")] = False,
     probe_sizes: Annotated[str, typer.Option(help="Sizes for --probe.")] = "8B:16MiB:4",
     join: Annotated[bool, typer.Option(help="Share --out with the other nodes' `commprof run` (a shared file system): create it or add to it.")] = False,
+    gpu_timing: Annotated[bool, typer.Option(help="GPU-side NCCL op times through PyTorch's Flight Recorder (sets TORCH_FR_BUFFER_SIZE and TORCH_NCCL_ENABLE_TIMING unless you did).")] = True,
 ) -> int:
     """Run COMMAND (e.g. `torchrun ... train.py`) with every collective of every worker captured."""
     from commprof.cli.run import run_command
@@ -33,7 +34,7 @@ def run(
     returncode, _ = run_command(list(command), out=out, flush_interval=flush_interval, quiet=quiet,
                                 hang_timeout=hang_timeout, kill_on_hang=kill_on_hang,
                                 sample_hz=sample_hz, probe=probe, probe_sizes=probe_sizes,
-                                join=join)
+                                join=join, gpu_timing=gpu_timing)
     return die_like(returncode)
 
 

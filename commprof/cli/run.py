@@ -1,6 +1,7 @@
 """``commprof run [OPTIONS] -- COMMAND ...``"""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ from commprof.launch import rundir, supervisor
 def run_command(command: list[str], out: str | None = None, flush_interval: float = 1.0,
                 quiet: bool = False, hang_timeout: float | None = None,
                 kill_on_hang: bool = False, sample_hz: float = 10.0, probe: bool = False,
-                probe_sizes: str = "8B:16MiB:4", join: bool = False) -> tuple[int, Path]:
+                probe_sizes: str = "8B:16MiB:4", join: bool = False,
+                gpu_timing: bool = True) -> tuple[int, Path]:
     """Run ``command`` under capture.  Returns (job return code, run directory)."""
     supervisor.check_command(command)
     probe_prefix = _probe_launcher(command, probe_sizes) if probe else None
@@ -35,8 +37,13 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         run_dir, owner = rundir.new_run_dir(out, command), True
     manifest_file = rundir.manifest_name(owner)
     boot = supervisor.prepare_bootstrap(run_dir)
-    env = supervisor.job_environment(run_dir, boot,
-                                     extra={"COMMPROF_FLUSH_INTERVAL": str(flush_interval)})
+    extra = {"COMMPROF_FLUSH_INTERVAL": str(flush_interval)}
+    if gpu_timing:  # PyTorch's Flight Recorder with CUDA-event timing (capture/flight_recorder.py)
+        for key, value in (("TORCH_FR_BUFFER_SIZE", "2000"), ("TORCH_NCCL_ENABLE_TIMING", "1")):
+            if key not in os.environ and not (key == "TORCH_FR_BUFFER_SIZE"
+                                              and "TORCH_NCCL_TRACE_BUFFER_SIZE" in os.environ):
+                extra[key] = value
+    env = supervisor.job_environment(run_dir, boot, extra=extra)
     manifest = rundir.start_manifest(command, env)
     try:
         rundir.write_manifest(run_dir, manifest, manifest_file)

@@ -50,6 +50,7 @@ class NvmlSource:
     def __init__(self, nvml=None):
         self._why = None
         self.gpus: list[_Gpu] = []
+        self.system: dict = {}
         try:
             self.nv = nvml if nvml is not None else load_nvml()
         except ImportError as exc:
@@ -63,6 +64,15 @@ class NvmlSource:
             return
         if count == 0:
             self._why = "NVML lists no GPU"
+        self.system = {}
+        for key, fn in (("driver_version", "nvmlSystemGetDriverVersion"),
+                        ("cuda_driver_version", "nvmlSystemGetCudaDriverVersion")):
+            try:
+                value = getattr(self.nv, fn)()
+                self.system[key] = value.decode() if isinstance(value, bytes) else value
+            except Exception as exc:  # noqa: BLE001 - an older driver: unknown
+                self.system[key] = None
+                log.debug("%s: %s", fn, exc)
         for i in range(count):
             try:
                 h = self.nv.nvmlDeviceGetHandleByIndex(i)
@@ -106,7 +116,7 @@ class NvmlSource:
     def status(self) -> dict:
         if self.nv is None or (self._why and not self.gpus):
             return {"available": False, "why": self._why}
-        return {"available": True, "why": self._why,
+        return {"available": True, "why": self._why, **self.system,
                 "gpus": [{"index": g.index, "name": g.name,
                           "nvlink": g.nvlink_scopes is not None, "pcie": g.pcie,
                           "utilization": g.util, "why": g.why} for g in self.gpus]}

@@ -37,6 +37,14 @@ def nvmlShutdown():
     calls.append("nvmlShutdown")
 
 
+def nvmlSystemGetDriverVersion():
+    return b"550.54.15"
+
+
+def nvmlSystemGetCudaDriverVersion():
+    return 12040
+
+
 def nvmlDeviceGetCount():
     return 2
 

@@ -118,6 +118,22 @@ def probe(
 
 
 @app.command()
+def whatif(
+    run: Annotated[Optional[str], typer.Argument(help="Run directory (default: the latest).")] = None,
+    bandwidth: Annotated[Optional[str], typer.Option(help="Link bandwidth factor, e.g. x2.")] = None,
+    bytes_: Annotated[Optional[str], typer.Option("--bytes", help="Bytes divisor, e.g. /2 (fp16/bf16 compression).")] = None,
+    sync_every: Annotated[int, typer.Option(help="Synchronize every k steps (gradient accumulation).")] = 1,
+    overlap: Annotated[bool, typer.Option("--overlap", help="Perfect overlap: no exposed communication.")] = False,
+    no_straggler: Annotated[bool, typer.Option("--no-straggler", help="The significant straggler arrives on time.")] = False,
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="terminal or json.")] = None,
+    warmup: Annotated[int, typer.Option(help="Steps of each rank left out of the medians.")] = 2,
+) -> int:
+    """Project the step time of a run under changes you choose (a custom what-if scenario)."""
+    from commprof.cli.whatif import whatif_command
+    return whatif_command(run, bandwidth, bytes_, sync_every, overlap, no_straggler, fmt, warmup)
+
+
+@app.command()
 def demo(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default: a new one under ./commprof-runs/).")] = None,
     steps: Annotated[int, typer.Option(help="Training steps of the demo job.")] = 100,

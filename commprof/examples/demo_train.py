@@ -25,6 +25,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--compress", choices=["none", "fp16", "bf16"], default="none",
+                        help="DDP gradient compression hook")
+    parser.add_argument("--accumulate", type=int, default=1,
+                        help="micro-batches per optimizer step (DDP no_sync on all but the last)")
     args = parser.parse_args()
 
     dist.init_process_group("gloo")
@@ -32,15 +36,24 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_mlp(args.width)
     ddp = DDP(model, bucket_cap_mb=1)
+    if args.compress != "none":
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+        hook = default_hooks.fp16_compress_hook if args.compress == "fp16" else default_hooks.bf16_compress_hook
+        ddp.register_comm_hook(state=None, hook=hook)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(rank)
     t0 = time.perf_counter()
     for step in range(args.steps):
-        x = torch.randn(args.batch, 256, generator=gen)
-        y = torch.randint(0, 10, (args.batch,), generator=gen)
-        loss = nn.functional.cross_entropy(ddp(x), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        for micro in range(args.accumulate):
+            x = torch.randn(args.batch, 256, generator=gen)
+            y = torch.randint(0, 10, (args.batch,), generator=gen)
+            if micro < args.accumulate - 1:
+                with ddp.no_sync():  # gradients accumulate locally, no communication
+                    nn.functional.cross_entropy(ddp(x), y).backward()
+            else:
+                loss = nn.functional.cross_entropy(ddp(x), y)
+                loss.backward()
         opt.step()
         if rank == 0 and (step + 1) % 10 == 0:
             print(f"step {step + 1:4d}  loss {loss.item():.4f}", flush=True)

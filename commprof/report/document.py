@@ -30,6 +30,14 @@ _RANK_KEYS = ["rank", "host", "attempt", "ops", "bytes", "comm_s", "exposed_comm
 
 def build(summary: Summary) -> dict:
     """The JSON-ready report document of ``summary``."""
+    from commprof.analysis import whatif
+    doc = _build(summary)
+    doc["whatif"] = _clean(whatif.scenarios(doc))
+    doc["recommendations"] = _clean(whatif.recommendations(doc, doc["whatif"]))
+    return doc
+
+
+def _build(summary: Summary) -> dict:
     steps = dict(summary.step_info)
     return _clean({
         "schema": SCHEMA,

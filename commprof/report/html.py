@@ -48,6 +48,7 @@ class HtmlRenderer:
         body = "\n".join([banner(doc), hang(doc), steps_section(doc, "step-timeline" in figures),
                           ops_section(doc, "op-bandwidth" in figures),
                           ranks_section(doc, "arrivals" in figures),
+                          whatif_section(doc),
                           links_section(doc, "link-timeline" in figures), overhead_section(doc),
                           notes_section(doc)])
         return _PAGE.format(title=_e(f"commprof report — {doc['run'].get('path')}"), style=_STYLE,
@@ -147,6 +148,24 @@ def ranks_section(doc: dict, arrivals_chart: bool = False) -> str:
             'others is often the straggler they wait for.</p>'
             '<div id="rank-view" class="chart"></div>' + chart + '<table class="sortable" id="rank-table"><thead><tr>'
             + "".join(f"<th>{_e(h)}</th>" for h in head) + f"</tr></thead><tbody>{rows}</tbody></table></section>")
+
+
+def whatif_section(doc: dict) -> str:
+    rows = doc.get("whatif") or []
+    if not rows:
+        return ""
+    head = ["scenario", "projected step", "speed-up", "comm", "exposed", "model"]
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
+            w["name"], fmt_seconds(w["step_time_s"]), f"{w['speedup']:.2f}x", fmt_pct(w["comm_fraction"]),
+            fmt_pct(w["exposed_comm_fraction"]), w["model"])) + "</tr>" for w in rows)
+    recs = "".join(f"<li><b>{_e(r['action'])}</b> ({_e(r['kind'])}): ~{_e(round(r['projected_saving'] * 100))}% "
+                   f"per step — {_e(r['evidence'])}</li>" for r in doc.get("recommendations") or [])
+    return ('<section id="whatif"><h2>What if</h2><p class="help">Projected from this run '
+            '(docs/whatif.md); measured step: ' + _e(fmt_seconds(doc["steps"].get("median_s"))) + '</p>'
+            '<table class="sortable"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head)
+            + f"</tr></thead><tbody>{body}</tbody></table>"
+            + (f"<h3>Recommendations</h3><ol>{recs}</ol>" if recs else "") + "</section>")
 
 
 def links_section(doc: dict, chart: bool) -> str:

@@ -34,6 +34,9 @@ class TerminalRenderer:
         if doc.get("links"):
             for part in links_section(doc["links"]):
                 console.print(part)
+        if doc.get("whatif"):
+            for part in whatif_section(doc):
+                console.print(part)
         for line in notes(doc):
             console.print(line)
         console.print(Text(doc["verdict"], style="bold"))
@@ -236,4 +239,24 @@ def links_section(links: dict) -> list:
         out.append(t)
     for n in links.get("notes", []):
         out.append(Text(f"note: {n}", style="yellow"))
+    return out
+
+
+def whatif_section(doc: dict) -> list:
+    """Projected step time under each scenario, then the ranked recommendations."""
+    t = Table(title="What if (projected from this run; model: docs/whatif.md)", title_justify="left",
+              box=box.SIMPLE_HEAD)
+    for name in ("scenario", "step", "speed-up", "comm", "exposed"):
+        t.add_column(name, justify="left" if name == "scenario" else "right", no_wrap=True)
+    t.add_row("measured", fmt_seconds(doc["steps"].get("median_s")), "1.00x",
+              fmt_pct(doc["kpis"].get("comm_fraction")), fmt_pct(doc["kpis"].get("exposed_comm_fraction")))
+    for w in doc["whatif"]:
+        t.add_row(w["name"], fmt_seconds(w["step_time_s"]), f"{w['speedup']:.2f}x",
+                  fmt_pct(w["comm_fraction"]), fmt_pct(w["exposed_comm_fraction"]))
+    out = [t]
+    recs = doc.get("recommendations") or []
+    if recs:
+        out.append(Text("Recommendations (ranked by projected saving per step):", style="bold"))
+        out += [Text(f"  {i}. ({r['kind']}) {r['action']}: ~{r['projected_saving'] * 100:.0f}% — "
+                     f"{r['evidence']}") for i, r in enumerate(recs[:5], 1)]
     return out

@@ -1,0 +1,160 @@
+"""What-if projections: the measured step under a faster network, fewer bytes, rarer syncs, perfect
+overlap or no straggler — and recommendations ranked by projected saving (docs/whatif.md).
+
+Inputs (medians over measured steps, from the report document): step time ``T``, communication in
+flight per step ``C``, exposed per step ``E``, the wait a significant straggler costs each other
+rank per step ``W`` (0 without one), and a per-step latency floor ``A`` (calls per step × the
+probe's small-message latency; 0 without a probe).  Model, in one line each:
+
+* exposed communication splits into waiting for a late rank (``W``: does not scale with the
+  network) and waiting for transfers (``E_t = E − W``); in-flight transfer time is ``C_t = C − W``;
+* bandwidth × b and bytes ÷ d scale transfer time beyond the latency floor:
+  ``C_t' = A + (C_t − A) / (b·d)``; the time saved ``Δ = C_t − C_t'`` comes off the exposed tail
+  first: ``E_t' = max(0, E_t − Δ)`` (communication that was hidden stays hidden);
+* perfect overlap: ``E' = 0``; removing the straggler: ``W' = 0``;
+* a synchronizing step takes ``T_s = max((T − E) + E_t' + W', C_t' + W')`` — communication cannot
+  hide in less compute than it takes;
+* synchronizing every k steps (gradient accumulation): one step in k synchronizes, the others
+  take ``T − C`` (no communication at all — on CPU backends hidden communication also slows
+  compute, so the compute of a non-synchronizing step is the step minus *all* communication):
+  ``T' = (T_s + (k − 1)(T − C)) / k`` per step; fractions are ``(C_t' + W')/k ÷ T'`` and
+  ``(E_t' + W')/k ÷ T'``.
+
+Known limits: compute time is assumed unchanged (compression hooks add a cast, accumulation adds
+nothing), gloo's CPU-side reduction is counted as transfer, and latency is modelled only with a
+probe.  Pure functions of the document; no printing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Baseline:
+    step_s: float
+    comm_s: float
+    exposed_s: float
+    straggler_wait_s: float = 0.0
+    latency_floor_s: float = 0.0
+
+    @classmethod
+    def from_document(cls, doc: dict) -> "Baseline | None":
+        k = doc.get("kpis") or {}
+        step = (doc.get("steps") or {}).get("median_s")
+        comm, exposed = k.get("comm_s_per_step"), k.get("exposed_comm_s_per_step")
+        if step is None or comm is None or exposed is None:
+            return None
+        wait = max((s["wait_cost_per_step_s"] for s in doc.get("stragglers") or [] if s.get("significant")),
+                   default=0.0)
+        floor = 0.0
+        probe = (doc.get("links") or {}).get("probe") or {}
+        lat = (probe.get("latency_us") or {}).get("all_reduce")
+        steps = (doc.get("steps") or {}).get("count") or 0
+        if lat and steps:
+            calls_per_step = sum(o.get("count") or 0 for o in doc.get("ops", [])) / steps
+            floor = calls_per_step * lat / 1e6
+        return cls(float(step), float(comm), float(min(exposed, step)), float(min(wait, exposed)), floor)
+
+
+def project(b: Baseline, bandwidth: float = 1.0, bytes_div: float = 1.0, sync_every: int = 1,
+            overlap: bool = False, no_straggler: bool = False) -> dict:
+    """Projected step time and communication fractions under one combination of changes."""
+    if bandwidth <= 0 or bytes_div <= 0 or sync_every < 1:
+        raise ValueError("bandwidth and bytes factors must be > 0, sync_every >= 1")
+    wait = 0.0 if no_straggler else b.straggler_wait_s
+    e_t = max(b.exposed_s - b.straggler_wait_s, 0.0)
+    c_t = max(b.comm_s - b.straggler_wait_s, e_t)
+    floor = min(b.latency_floor_s, c_t)
+    c_t2 = floor + (c_t - floor) / (bandwidth * bytes_div)
+    e_t2 = max(0.0, e_t - (c_t - c_t2))
+    if overlap:
+        e_t2, wait = 0.0, 0.0
+    compute = b.step_s - b.exposed_s
+    # a synchronizing step: communication cannot hide in less compute than it takes
+    step_sync = max(compute + e_t2 + wait, c_t2 + wait)
+    # a step that does not synchronize: all communication gone, hidden included (on CPU backends
+    # hidden communication competes with compute for the cores)
+    step_local = max(b.step_s - b.comm_s, 0.0)
+    step2 = (step_sync + (sync_every - 1) * step_local) / sync_every
+    exposed2 = (e_t2 + wait) / sync_every
+    comm2 = (c_t2 + wait) / sync_every
+    return {"step_time_s": step2, "speedup": b.step_s / step2 if step2 > 0 else None,
+            "saving": 1 - step2 / b.step_s if b.step_s > 0 else None,
+            "comm_fraction": comm2 / step2 if step2 > 0 else None,
+            "exposed_comm_fraction": exposed2 / step2 if step2 > 0 else None}
+
+
+SCENARIOS = [
+    ("bandwidth x2", dict(bandwidth=2), "link bandwidth doubled (infrastructure): transfer time beyond "
+     "the latency floor halves, waiting for late ranks does not"),
+    ("bandwidth x4", dict(bandwidth=4), "link bandwidth ×4: transfer time beyond the latency floor ÷4"),
+    ("bytes /2", dict(bytes_div=2), "half the bytes (fp16/bf16 gradient compression hook): transfer "
+     "time beyond the latency floor halves, compute unchanged"),
+    ("bytes /10", dict(bytes_div=10), "a tenth of the bytes (PowerSGD, top-k): transfer time ÷10, "
+     "compression compute ignored"),
+    ("sync every 4 steps", dict(sync_every=4), "gradient accumulation over 4 micro-steps (DDP "
+     "no_sync): one step in 4 synchronizes, the other 3 take the step time minus all communication "
+     "(time per micro-step shown)"),
+    ("perfect overlap", dict(overlap=True), "all communication hidden behind compute: the upper "
+     "bound of scheduling fixes (bucketing, prefetch, async)"),
+    ("no straggler", dict(no_straggler=True), "the significant straggler arrives on time: its cost "
+     "to the other ranks per step disappears"),
+]
+
+
+def scenarios(doc: dict) -> list[dict]:
+    """The document's ``whatif`` list (empty when the run has no step KPIs)."""
+    b = Baseline.from_document(doc)
+    if b is None:
+        return []
+    inputs = {"step_s": b.step_s, "comm_s_per_step": b.comm_s, "exposed_s_per_step": b.exposed_s,
+              "straggler_wait_s_per_step": b.straggler_wait_s, "latency_floor_s_per_step": b.latency_floor_s}
+    out = []
+    for name, kwargs, model in SCENARIOS:
+        if name == "no straggler" and b.straggler_wait_s == 0:
+            continue
+        out.append({"name": name, "model": model, "inputs": inputs, "changes": kwargs,
+                    **project(b, **kwargs)})
+    return out
+
+
+def recommendations(doc: dict, whatif: list[dict]) -> list[dict]:
+    """Software and infrastructure options ranked by projected saving, each with its evidence."""
+    by = {w["name"]: w for w in whatif}
+    if not by:
+        return []
+    k = doc["kpis"]
+    step = doc["steps"]["median_s"]
+    exposed_pct = (k.get("exposed_comm_fraction") or 0) * 100
+    ops = {o["op"]: o for o in doc.get("ops", [])}
+    ar = ops.get("all_reduce") or {}
+    dtype = ar.get("dtype") or "?"
+    recs = []
+
+    def add(scenario: str, kind: str, action: str, evidence: str):
+        w = by.get(scenario)
+        if w and (w["saving"] or 0) > 0.005:
+            recs.append({"scenario": scenario, "kind": kind, "action": action, "evidence": evidence,
+                         "projected_saving": w["saving"], "projected_step_time_s": w["step_time_s"]})
+
+    comp = ("a bf16 compression hook: `ddp.register_comm_hook(None, "
+            "default_hooks.bf16_compress_hook)`" if "float32" in dtype else
+            "halving the bytes synchronized (a lower-precision or compressed gradient format)")
+    add("bytes /2", "software", comp,
+        f"gradients are synchronized as {dtype} and {exposed_pct:.0f}% of step time is exposed "
+        f"communication ({(k.get('bytes_per_step') or 0) / 1e6:.2f} MB per step per rank)")
+    add("sync every 4 steps", "software", "gradient accumulation over 4 micro-batches with DDP `no_sync()`",
+        f"{exposed_pct:.0f}% of each step is exposed communication, paid every step")
+    add("perfect overlap", "software", "better overlap (DDP bucket_cap_mb, FSDP prefetch, async collectives)",
+        f"{exposed_pct:.0f}% of step time ({(k.get('exposed_comm_s_per_step') or 0) * 1e3:.1f} ms of "
+        f"{step * 1e3:.1f} ms) is communication nothing overlaps: the most any scheduling fix can save")
+    strag = [s for s in doc.get("stragglers") or [] if s.get("significant")]
+    if strag:
+        s = strag[0]
+        add("no straggler", "software", f"find out why rank {s['rank']} is late (data loading, a "
+            "slower device, host contention)", f"rank {s['rank']} was last in {s['share_of_steps']:.0%} of "
+            f"steps, costing each other rank {s['wait_cost_per_step_s'] * 1e3:.1f} ms/step")
+    add("bandwidth x2", "infrastructure", "a 2× faster network",
+        f"transfer is {(k.get('comm_s_per_step') or 0) * 1e3:.1f} ms in flight per step; only its "
+        "exposed part shortens the step")
+    return sorted(recs, key=lambda r: -r["projected_saving"])

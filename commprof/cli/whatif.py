@@ -1,0 +1,54 @@
+"""``commprof whatif RUN --bandwidth x2 --bytes /2 --sync-every 4 --overlap --no-straggler``"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+from commprof.errors import UsageError
+
+
+def _factor(text: str | None, flag: str, symbol: str) -> float:
+    """``x2`` / ``2`` (bandwidth), ``/2`` / ``2`` (bytes)."""
+    if text is None:
+        return 1.0
+    m = re.fullmatch(rf"\s*{re.escape(symbol)}?\s*([0-9]*\.?[0-9]+)\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise UsageError(f"{flag} {text!r}: use e.g. {symbol}2 (a positive factor)")
+    return float(m.group(1))
+
+
+def whatif_command(run: str | None, bandwidth: str | None, bytes_: str | None, sync_every: int,
+                   overlap: bool, no_straggler: bool, fmt: str | None, warmup: int) -> int:
+    from commprof.analysis import whatif
+    from commprof.cli.report import build_document
+    from commprof.report.units import fmt_pct, fmt_seconds
+    b_factor = _factor(bandwidth, "--bandwidth", "x")
+    d_factor = _factor(bytes_, "--bytes", "/")
+    if sync_every < 1:
+        raise UsageError(f"--sync-every {sync_every}: must be >= 1")
+    doc = build_document(run, warmup)
+    base = whatif.Baseline.from_document(doc)
+    if base is None:
+        raise UsageError(f"{doc['run']['path']}: no training steps were detected, so there is no step "
+                         "time to project (see docs/whatif.md)")
+    changes = dict(bandwidth=b_factor, bytes_div=d_factor, sync_every=sync_every, overlap=overlap,
+                   no_straggler=no_straggler)
+    result = whatif.project(base, **changes)
+    if fmt == "json":
+        sys.stdout.write(json.dumps({"changes": changes, "inputs": vars(base), **result}, indent=2) + "\n")
+        return 0
+    desc = ", ".join(p for p in (f"bandwidth x{b_factor:g}" if b_factor != 1 else "",
+                                 f"bytes /{d_factor:g}" if d_factor != 1 else "",
+                                 f"sync every {sync_every} steps" if sync_every > 1 else "",
+                                 "perfect overlap" if overlap else "",
+                                 "no straggler" if no_straggler else "") if p) or "no change"
+    print(f"measured:  step {fmt_seconds(base.step_s)}, communication in flight "
+          f"{fmt_seconds(base.comm_s)}/step, exposed {fmt_seconds(base.exposed_s)}/step, "
+          f"straggler wait {fmt_seconds(base.straggler_wait_s)}/step")
+    print(f"projected ({desc}): step {fmt_seconds(result['step_time_s'])} "
+          f"({result['speedup']:.2f}x), communication {fmt_pct(result['comm_fraction'])} of the step, "
+          f"exposed {fmt_pct(result['exposed_comm_fraction'])}")
+    print("model: docs/whatif.md (exposed transfer shrinks first; waiting for late ranks does not "
+          "scale with bandwidth)")
+    return 0

@@ -266,3 +266,20 @@ def test_probe_interpolation_and_efficiency():
                             "time_ns": [4 * float(1 << 21) / 1.0]})  # 1 B/ns = 1 GB/s
     (row,) = links.efficiency_rows(buckets, probe)
     assert row["job_busbw_gbps"] == pytest.approx(1.0) and row["efficiency"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("damage, words", [(lambda b: b"GARBAGE!", "bad magic"),
+                                           (lambda b: b[:-7], "samples before it were kept")])
+def test_a_damaged_sampler_file_is_a_note_not_an_error(tmp_path, damage, words):
+    from synthetic import periodic_rank, write_run
+    from runner import commprof
+    run = write_run(tmp_path / "run", [periodic_rank(0), periodic_rank(1)])
+    s, _ = run_sampler(run, [Ramp()], ticks=5)
+    path = s.path if isinstance(s.path, str) else str(s.path)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    with open(path, "wb") as fh:
+        fh.write(damage(data))
+    proc = commprof("report", str(run), "--width", "200")
+    assert proc.returncode == 0, proc.stderr
+    assert words in proc.stdout

@@ -282,7 +282,7 @@ def summarize_links(run_dir, windows: dict, bus_bytes: dict, buckets: pd.DataFra
     bytes of its ranks' collectives.
     """
     nodes, notes = load_node_samples(run_dir)
-    if not nodes and probe is None:
+    if not nodes and probe is None and not notes:
         return None
     out = {"sampler": [], "interfaces": [], "gauges": [], "tcp": [], "efficiency": [],
            "probe": _probe_summary(probe), "timeline": [], "notes": notes,

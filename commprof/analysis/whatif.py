@@ -1,8 +1,8 @@
 """What-if projections: the measured step under a faster network, fewer bytes, rarer syncs, perfect
 overlap or no straggler — and recommendations ranked by projected saving (docs/whatif.md).
 
-Inputs (medians over measured steps, from the report document): step time ``T``, communication in
-flight per step ``C``, exposed per step ``E``, the wait a significant straggler costs each other
+Inputs (each measured step, median over ranks, from the report document): step time ``T``,
+communication in flight ``C``, exposed ``E``, the wait a significant straggler costs each other
 rank per step ``W`` (0 without one), and a per-step latency floor ``A`` (calls per step × the
 probe's small-message latency; 0 without a probe).  Model, in one line each:
 
@@ -20,6 +20,9 @@ probe's small-message latency; 0 without a probe).  Model, in one line each:
   ``T' = (T_s + (k − 1)(T − C)) / k`` per step; fractions are ``(C_t' + W')/k ÷ T'`` and
   ``(E_t' + W')/k ÷ T'``.
 
+Every measured step is projected on its own and the median over steps is reported (medians of
+differences, not differences of medians: a noisy step does not skew the compute estimate).
+
 Known limits: compute time is assumed unchanged (compression hooks add a cast, accumulation adds
 nothing), gloo's CPU-side reduction is counted as transfer, and latency is modelled only with a
 probe.  Pure functions of the document; no printing.
@@ -28,22 +31,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass
 class Baseline:
-    step_s: float
-    comm_s: float
-    exposed_s: float
+    """The measured steps a projection starts from: per step (median over ranks) its time, the
+    communication in flight and exposed in it; plus the straggler wait and latency floor per step.
+    Scalars are one step."""
+
+    step_s: object
+    comm_s: object
+    exposed_s: object
     straggler_wait_s: float = 0.0
     latency_floor_s: float = 0.0
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t = np.atleast_1d(np.asarray(self.step_s, dtype="float64"))
+        c = np.atleast_1d(np.asarray(self.comm_s, dtype="float64"))
+        e = np.minimum(np.atleast_1d(np.asarray(self.exposed_s, dtype="float64")), t)
+        return t, c, e
+
+    @property
+    def median_step_s(self) -> float:
+        return float(np.median(self.arrays()[0]))
+
     @classmethod
     def from_document(cls, doc: dict) -> "Baseline | None":
-        k = doc.get("kpis") or {}
-        step = (doc.get("steps") or {}).get("median_s")
-        comm, exposed = k.get("comm_s_per_step"), k.get("exposed_comm_s_per_step")
-        if step is None or comm is None or exposed is None:
+        rows = (doc.get("steps") or {}).get("per_step") or []
+        rows = [r for r in rows if r.get("duration_s") is not None
+                and r.get("comm_fraction") is not None and r.get("exposed_comm_fraction") is not None]
+        if not rows:
             return None
+        t = np.array([r["duration_s"] for r in rows])
+        c = np.array([r["comm_fraction"] for r in rows]) * t
+        e = np.array([r["exposed_comm_fraction"] for r in rows]) * t
         wait = max((s["wait_cost_per_step_s"] for s in doc.get("stragglers") or [] if s.get("significant")),
                    default=0.0)
         floor = 0.0
@@ -53,33 +75,38 @@ class Baseline:
         if lat and steps:
             calls_per_step = sum(o.get("count") or 0 for o in doc.get("ops", [])) / steps
             floor = calls_per_step * lat / 1e6
-        return cls(float(step), float(comm), float(min(exposed, step)), float(min(wait, exposed)), floor)
+        return cls(t, c, e, float(wait), floor)
 
 
 def project(b: Baseline, bandwidth: float = 1.0, bytes_div: float = 1.0, sync_every: int = 1,
             overlap: bool = False, no_straggler: bool = False) -> dict:
-    """Projected step time and communication fractions under one combination of changes."""
+    """Projected step time and communication fractions under one combination of changes:
+    each measured step is projected, and the median over steps reported."""
     if bandwidth <= 0 or bytes_div <= 0 or sync_every < 1:
         raise ValueError("bandwidth and bytes factors must be > 0, sync_every >= 1")
-    wait = 0.0 if no_straggler else b.straggler_wait_s
-    e_t = max(b.exposed_s - b.straggler_wait_s, 0.0)
-    c_t = max(b.comm_s - b.straggler_wait_s, e_t)
-    floor = min(b.latency_floor_s, c_t)
+    t, c, e = b.arrays()
+    w0 = np.minimum(b.straggler_wait_s, e)
+    wait = np.zeros_like(e) if no_straggler else w0
+    e_t = np.maximum(e - w0, 0.0)
+    c_t = np.maximum(c - w0, e_t)
+    floor = np.minimum(b.latency_floor_s, c_t)
     c_t2 = floor + (c_t - floor) / (bandwidth * bytes_div)
-    e_t2 = max(0.0, e_t - (c_t - c_t2))
+    e_t2 = np.maximum(0.0, e_t - (c_t - c_t2))
     if overlap:
-        e_t2, wait = 0.0, 0.0
-    compute = b.step_s - b.exposed_s
+        e_t2, wait = np.zeros_like(e_t2), np.zeros_like(wait)
+    compute = t - e
     # a synchronizing step: communication cannot hide in less compute than it takes
-    step_sync = max(compute + e_t2 + wait, c_t2 + wait)
+    step_sync = np.maximum(compute + e_t2 + wait, c_t2 + wait)
     # a step that does not synchronize: all communication gone, hidden included (on CPU backends
     # hidden communication competes with compute for the cores)
-    step_local = max(b.step_s - b.comm_s, 0.0)
-    step2 = (step_sync + (sync_every - 1) * step_local) / sync_every
-    exposed2 = (e_t2 + wait) / sync_every
-    comm2 = (c_t2 + wait) / sync_every
-    return {"step_time_s": step2, "speedup": b.step_s / step2 if step2 > 0 else None,
-            "saving": 1 - step2 / b.step_s if b.step_s > 0 else None,
+    step_local = np.maximum(t - c, 0.0)
+    steps2 = (step_sync + (sync_every - 1) * step_local) / sync_every
+    step2 = float(np.median(steps2))
+    exposed2 = float(np.median((e_t2 + wait) / sync_every))
+    comm2 = float(np.median((c_t2 + wait) / sync_every))
+    base = b.median_step_s
+    return {"step_time_s": step2, "speedup": base / step2 if step2 > 0 else None,
+            "saving": 1 - step2 / base if base > 0 else None,
             "comm_fraction": comm2 / step2 if step2 > 0 else None,
             "exposed_comm_fraction": exposed2 / step2 if step2 > 0 else None}
 
@@ -107,7 +134,9 @@ def scenarios(doc: dict) -> list[dict]:
     b = Baseline.from_document(doc)
     if b is None:
         return []
-    inputs = {"step_s": b.step_s, "comm_s_per_step": b.comm_s, "exposed_s_per_step": b.exposed_s,
+    t, c, e = b.arrays()
+    inputs = {"steps": int(len(t)), "step_s": b.median_step_s, "comm_s_per_step": float(np.median(c)),
+              "exposed_s_per_step": float(np.median(e)),
               "straggler_wait_s_per_step": b.straggler_wait_s, "latency_floor_s_per_step": b.latency_floor_s}
     out = []
     for name, kwargs, model in SCENARIOS:

@@ -228,3 +228,14 @@ def test_save_baseline_round_trip_from_a_run(tmp_path):
     assert proc.returncode == 0, proc.stdout
     proc = run_gate("compare", str(path), str(run))
     assert proc.returncode == 0 and "within noise" in proc.stdout or "same" in proc.stdout
+
+
+def test_binomial_tail_is_exact_and_survives_long_runs():
+    from math import comb
+    from commprof.analysis.crossrank import binom_tail
+    exact = sum(comb(20, i) * 0.25 ** i * 0.75 ** (20 - i) for i in range(9, 21))
+    assert binom_tail(9, 20, 0.25) == pytest.approx(exact, rel=1e-9)
+    assert binom_tail(0, 20, 0.25) == 1.0 and binom_tail(21, 20, 0.25) == 0.0
+    # no overflow at 5,000 steps; the normal approximation with continuity correction: 0.0529
+    assert binom_tail(1300, 5000, 0.25) == pytest.approx(0.0529, rel=0.03)
+    assert binom_tail(5000, 5000, 0.25) < 1e-300 or binom_tail(5000, 5000, 0.25) == 0.0

@@ -48,8 +48,17 @@ def rank_calls(rank: int, coll: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFr
 
 
 def binom_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p)."""
-    return float(sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k, n + 1)))
+    """P(X >= k) for X ~ Binomial(n, p), in log space (runs have thousands of steps)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    base = math.lgamma(n + 1)
+    logs = [base - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
+            for i in range(k, n + 1)]
+    top = max(logs)
+    return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
 
 
 def analyze(calls: pd.DataFrame, clocks: dict[int, RankClock], steps0: pd.DataFrame,

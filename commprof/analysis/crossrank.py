@@ -1,5 +1,5 @@
 """Cross-rank analysis: each collective instance seen by all its ranks — wait vs transfer, and
-stragglers (docs/kpis.md, "Wait, transfer, stragglers").
+stragglers (docs/kpis.md, "Wait vs transfer, and stragglers").
 
 A collective *instance* is the set of records with the same process group (by name) and sequence
 number on that group, one per member rank; only instances with every member present are used.
@@ -16,35 +16,55 @@ On rank 0's clock (:mod:`commprof.analysis.clocks`), with ``a_r`` the time rank 
 * A straggler is **significant** when it is the step straggler in at least half the measured steps,
   that share is unlikely under chance (binomial p < 0.01 with p₀ = 1/ranks), and its median
   lateness margin over the second-latest rank exceeds max(0.5 ms, 3 × the clock uncertainty).
+
+Memory: 36 bytes per non-P2P call of every rank (the calls of all ranks are needed at once);
+every step below is a numpy pass over sorted arrays, no per-call Python.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from commprof.analysis.clocks import RankClock
 
-CALL_COLUMNS = ["rank", "group", "group_size", "seq", "op", "t_issue", "t_end"]
 MAX_STEPS_SHOWN = 2000
+_P2P = ("send", "recv")
 
 
-def rank_calls(rank: int, coll: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
-    """The columns cross-rank matching needs from one rank's collectives (no P2P, no failures);
-    groups are named as the process group is (the same on every member)."""
-    if not len(coll):
-        return pd.DataFrame(columns=CALL_COLUMNS)
-    c = coll[~coll["op"].astype(str).isin(["send", "recv"])]
-    if "failed" in c:
-        c = c[~c["failed"].astype(bool)]
-    names = dict(zip(groups["gid"], groups["name"].astype(str))) if len(groups) else {}
-    return pd.DataFrame({"rank": rank,
-                         "group": [names.get(g, f"gid{g}") for g in c["group"].to_numpy()],
-                         "group_size": c["group_size"].to_numpy(), "seq": c["seq"].to_numpy(),
-                         "op": c["op"].astype(str).to_numpy(),
-                         "t_issue": c["t_issue"].to_numpy("float64"),
-                         "t_end": c["t_end"].to_numpy("float64")})
+@dataclass
+class Calls:
+    """Compact per-call arrays of every rank (group names interned to small integers)."""
+
+    names: dict = field(default_factory=dict)  # group name -> code
+    parts: list = field(default_factory=list)  # (rank, code, size, seq, t_issue, t_end) per rank
+
+    def add(self, rank: int, coll: pd.DataFrame, groups: pd.DataFrame) -> None:
+        """The columns matching needs from one rank's collectives (no P2P, no failed calls)."""
+        if not len(coll):
+            return
+        keep = ~coll["op"].astype(str).isin(_P2P).to_numpy()
+        if "failed" in coll:
+            keep &= ~coll["failed"].to_numpy().astype(bool)
+        gid_name = dict(zip(groups["gid"], groups["name"].astype(str))) if len(groups) else {}
+        gids = coll["group"].to_numpy()[keep]
+        lut = {}
+        for g in np.unique(gids).tolist():
+            name = gid_name.get(g, f"gid{g}")
+            lut[g] = self.names.setdefault(name, len(self.names))
+        codes = np.array([lut[g] for g in np.unique(gids).tolist()], dtype=np.int64)
+        code = codes[np.searchsorted(np.unique(gids), gids)] if len(gids) else gids.astype(np.int64)
+        self.parts.append((int(rank), code.astype(np.int32),
+                           coll["group_size"].to_numpy()[keep].astype(np.int32),
+                           coll["seq"].to_numpy()[keep].astype(np.int64),
+                           coll["t_issue"].to_numpy("float64")[keep],
+                           coll["t_end"].to_numpy("float64")[keep]))
+
+    @property
+    def ranks(self) -> int:
+        return len({p[0] for p in self.parts})
 
 
 def binom_tail(k: int, n: int, p: float) -> float:
@@ -61,59 +81,93 @@ def binom_tail(k: int, n: int, p: float) -> float:
     return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
 
 
-def analyze(calls: pd.DataFrame, clocks: dict[int, RankClock], steps0: pd.DataFrame,
+def analyze(calls: Calls, clocks: dict[int, RankClock], steps0: pd.DataFrame,
             measured_steps: set[int], world: int) -> dict | None:
     """Per-rank wait/transfer, stragglers and per-step waits; None with fewer than two ranks."""
-    if not len(calls) or calls["rank"].nunique() < 2:
+    if calls.ranks < 2:
         return None
-    c = calls.copy()
-    c["a"] = np.nan
-    c["e"] = np.nan
-    for rank, idx in c.groupby("rank").groups.items():
-        clk = clocks.get(int(rank))
+    rank_l, key_l, size_l, a_l, e_l = [], [], [], [], []
+    while calls.parts:  # consumed as they are joined: peak memory ~ one copy of the calls
+        rank, code, size, seq, t_issue, t_end = calls.parts.pop()
+        clk = clocks.get(rank)
         if clk is None:
             continue
-        c.loc[idx, "a"] = clk.to_reference(c.loc[idx, "t_issue"].to_numpy())
-        c.loc[idx, "e"] = clk.to_reference(c.loc[idx, "t_end"].to_numpy())
-    c = c[np.isfinite(c["a"])]
-    key = ["group", "seq"]
-    size = c.groupby(key)["rank"].transform("nunique")
-    c = c[size == c["group_size"]]
-    unmatched = int(len(calls) - len(c))
-    if not len(c):
+        rank_l.append(np.full(len(seq), rank, dtype=np.int32))
+        key_l.append(code.astype(np.int64) * (1 << 40) + seq)
+        size_l.append(size)
+        a_l.append(clk.to_reference(t_issue))
+        e_l.append(clk.to_reference(t_end))
+    if not rank_l:
         return None
-    g = c.groupby(key, sort=False)
-    c["L"] = g["a"].transform("max")
-    c["wait"] = c["L"] - c["a"]
-    first_end = g["e"].transform("min")
-    c["transfer"] = np.maximum(first_end - c["L"], 0.0)
-    inst = c.sort_values("a").groupby(key, sort=False).agg(
-        L=("L", "first"), transfer=("transfer", "first"), size=("group_size", "first"),
-        last=("rank", "last"), total_wait=("wait", "sum"),
-        second=("a", lambda s: s.iloc[-2] if len(s) > 1 else np.nan))
-    inst["margin"] = inst["L"] - inst["second"]
-    inst["per_other"] = inst["total_wait"] / np.maximum(inst["size"] - 1, 1)
-    # steps (rank 0's windows, reference clock)
-    inst["step"] = -1
+    key = np.concatenate(key_l)
+    del key_l
+    total = len(key)
+    order = np.argsort(key, kind="stable")  # each instance becomes one contiguous run
+    key = key[order]
+
+    def take(chunks, order):
+        joined = np.concatenate(chunks)
+        chunks.clear()
+        return joined[order]
+
+    rank, size, a, e = (take(c, order) for c in (rank_l, size_l, a_l, e_l))
+    del order
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    counts = np.diff(np.r_[starts, len(key)])
+    complete = counts == size[starts]
+    del size
+    if not complete.any():
+        return None
+    if not complete.all():
+        row_ok = np.repeat(complete, counts)
+        key, rank, a, e = key[row_ok], rank[row_ok], a[row_ok], e[row_ok]
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        counts = np.diff(np.r_[starts, len(key)])
+    last_arrival = np.maximum.reduceat(a, starts)
+    l_row = np.repeat(last_arrival, counts)
+    is_last = a == l_row
+    # the last rank: the first row of each instance that arrived at L
+    seg_of_row = np.repeat(np.arange(len(starts)), counts)
+    first_idx = np.full(len(starts), -1)
+    rows_last = np.flatnonzero(is_last)
+    segs = seg_of_row[rows_last]
+    _, first_pos = np.unique(segs, return_index=True)
+    first_idx[segs[first_pos]] = rows_last[first_pos]
+    last_rank = rank[first_idx]
+    second = np.maximum.reduceat(np.where(is_last, -np.inf, a), starts)
+    second = np.where(np.isfinite(second), second, last_arrival)  # ties: margin 0
+    first_end = np.minimum.reduceat(np.where(np.isfinite(e), e, np.inf), starts)
+    transfer = np.maximum(np.where(np.isfinite(first_end), first_end - last_arrival, 0.0), 0.0)
+    wait = l_row - a
+    del l_row, is_last, seg_of_row
+    inst_total_wait = np.add.reduceat(wait, starts)
+    n_inst = len(starts)
+    ranks_u = np.unique(rank)
+    idx = np.searchsorted(ranks_u, rank)
+    per_rank = pd.DataFrame({
+        "rank": ranks_u,
+        "wait_ns": np.bincount(idx, weights=wait, minlength=len(ranks_u)),
+        "transfer_ns": np.bincount(idx, weights=np.repeat(transfer, counts), minlength=len(ranks_u)),
+        "instances": np.bincount(idx, minlength=len(ranks_u)),
+        "last_share": np.bincount(np.searchsorted(ranks_u, last_rank), minlength=len(ranks_u)) / n_inst})
+    inst = pd.DataFrame({"L": last_arrival, "last": last_rank, "margin": last_arrival - second,
+                         "per_other": inst_total_wait / np.maximum(counts - 1, 1), "step": -1})
     if len(steps0):
-        ends = steps0["t_end"].to_numpy("float64")
-        starts = steps0["t_start"].to_numpy("float64")
-        i = np.searchsorted(ends, inst["L"].to_numpy(), side="left")
-        ok = (i < len(ends)) & (inst["L"].to_numpy() > starts[np.minimum(i, len(ends) - 1)])
+        s_end = steps0["t_end"].to_numpy("float64")
+        s_start = steps0["t_start"].to_numpy("float64")
+        i = np.searchsorted(s_end, last_arrival, side="left")
+        ok = (i < len(s_end)) & (last_arrival > s_start[np.minimum(i, len(s_end) - 1)])
         inst.loc[ok, "step"] = steps0["step"].to_numpy()[i[ok]]
-    per_rank = c.groupby("rank").agg(wait_ns=("wait", "sum"), transfer_ns=("transfer", "sum"),
-                                     instances=("seq", "size"))
-    last_counts = inst.groupby("last").size()
-    per_rank["last_share"] = (last_counts.reindex(per_rank.index).fillna(0) / len(inst)).to_numpy()
     uncertainty = max((clk.uncertainty_ns or 0.0) for clk in clocks.values()) if clocks else 0.0
-    step_rows = inst[inst["step"].isin(measured_steps)]
-    stragglers, per_step = _stragglers(step_rows, c, measured_steps, world, uncertainty)
-    return {"per_rank": per_rank.reset_index(), "stragglers": stragglers, "per_step": per_step,
-            "instances": int(len(inst)), "unmatched_records": unmatched}
+    row_step = np.repeat(inst["step"].to_numpy(), counts)
+    stragglers, per_step = _stragglers(inst[inst["step"].isin(measured_steps)], row_step, rank,
+                                       wait, measured_steps, world, uncertainty)
+    return {"per_rank": per_rank, "stragglers": stragglers, "per_step": per_step,
+            "instances": int(n_inst), "unmatched_records": int(total - len(key))}
 
 
-def _stragglers(inst: pd.DataFrame, calls: pd.DataFrame, measured: set[int], world: int,
-                uncertainty_ns: float) -> tuple[list[dict], list[dict]]:
+def _stragglers(inst: pd.DataFrame, row_step: np.ndarray, row_rank: np.ndarray, row_wait: np.ndarray,
+                measured: set[int], world: int, uncertainty_ns: float) -> tuple[list[dict], list[dict]]:
     if not len(inst) or not measured:
         return [], []
     caused = inst.groupby(["step", "last"])["per_other"].sum().unstack(fill_value=0.0)
@@ -121,10 +175,11 @@ def _stragglers(inst: pd.DataFrame, calls: pd.DataFrame, measured: set[int], wor
     step_straggler = caused.idxmax(axis=1)[caused.max(axis=1) > 0]
     out = []
     threshold_ns = max(0.5e6, 3 * uncertainty_ns)
-    for rank in sorted(set(step_straggler.to_numpy().tolist()), key=lambda r: -(step_straggler == r).sum()):
-        k = int((step_straggler == rank).sum())
+    counts = step_straggler.value_counts()
+    for rank, k in counts.items():
+        k = int(k)
         share = k / n_steps
-        cost = float(caused[rank].sum()) / n_steps if rank in caused else 0.0
+        cost = float(caused[rank].sum()) / n_steps
         margins = inst.loc[inst["last"] == rank, "margin"].dropna()
         margin = float(margins.median()) if len(margins) else 0.0
         p_value = binom_tail(k, n_steps, 1 / max(world, 2))
@@ -132,10 +187,16 @@ def _stragglers(inst: pd.DataFrame, calls: pd.DataFrame, measured: set[int], wor
                     "wait_cost_per_step_s": cost / 1e9, "median_margin_s": margin / 1e9,
                     "p_value": p_value,
                     "significant": bool(share >= 0.5 and p_value < 0.01 and margin > threshold_ns)})
-    waits = (calls.merge(inst[["step"]].reset_index(), on=["group", "seq"])
-             .groupby(["step", "rank"])["wait"].sum().unstack(fill_value=0.0))
-    per_step = [{"step": int(s), "wait_s": [round(float(v) / 1e9, 6) for v in row.to_numpy()],
-                 "ranks": [int(r) for r in row.index], "straggler": int(step_straggler[s])
-                 if s in step_straggler.index else None}
-                for s, row in list(waits.iterrows())[:MAX_STEPS_SHOWN]]
-    return out, per_step
+    # per measured step, each rank's total wait (a small steps x ranks matrix)
+    sel = np.isin(row_step, list(measured))
+    ranks_u = np.unique(row_rank)
+    steps_u = np.array(sorted(measured))
+    si = np.searchsorted(steps_u, row_step[sel])
+    ri = np.searchsorted(ranks_u, row_rank[sel])
+    mat = np.zeros((len(steps_u), len(ranks_u)))
+    np.add.at(mat, (si, ri), row_wait[sel])
+    per_step = [{"step": int(s), "ranks": [int(r) for r in ranks_u],
+                 "wait_s": [round(float(v) / 1e9, 6) for v in mat[j]],
+                 "straggler": int(step_straggler[s]) if s in step_straggler.index else None}
+                for j, s in enumerate(steps_u[:MAX_STEPS_SHOWN])]
+    return sorted(out, key=lambda d: -d["steps_last"]), per_step

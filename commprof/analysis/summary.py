@@ -160,10 +160,10 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     src = source if isinstance(source, (Run, RunSource)) else open_run(source)
     sampled = any(reader.sample_paths(d) for d in (src.dirs or [src.path]))
     windows: dict[str, tuple] = {}  # host -> in-flight union of its ranks (only when sampled)
-    parts, calls, syncs = [], [], []
+    parts, calls, syncs = [], crossrank.Calls(), []
     for rd in src.iter_ranks():
         part = analyze_rank(rd)
-        calls.append(crossrank.rank_calls(rd.rank, rd.collectives, rd.groups))
+        calls.add(rd.rank, rd.collectives, rd.groups)
         syncs.append(clocks.sync_marks(rd.marks))
         if sampled and part.inflight is not None and len(part.inflight[0]):
             host = str(part.row["host"])
@@ -240,8 +240,8 @@ def _cross_rank(parts, calls, syncs, steps_df, meas, info) -> tuple[dict | None,
     rank_clocks = clocks.align(sync, procs)
     steps0 = steps_df[steps_df["rank"] == 0] if len(steps_df) else steps_df
     measured_steps = set(meas.loc[meas["rank"] == 0, "step"].tolist()) if len(meas) else set()
-    cross = crossrank.analyze(pd.concat(calls, ignore_index=True), rank_clocks, steps0,
-                              measured_steps, int(info["world_size"] or procs["rank"].nunique()))
+    cross = crossrank.analyze(calls, rank_clocks, steps0, measured_steps,
+                              int(info["world_size"] or procs["rank"].nunique()))
     return cross, clocks.summary(rank_clocks)
 
 

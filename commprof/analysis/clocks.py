@@ -64,14 +64,16 @@ def align(sync: pd.DataFrame, processes: pd.DataFrame) -> dict[int, RankClock]:
     else:
         ref_host = procs.loc[0, "host"]
         ref_anchor = _anchor(procs.loc[0])
-    ref = sync[sync["rank"] == 0].set_index(["phase", "round"])["t"]
+    by_rank = {int(r): g.set_index(["phase", "round"])["t"] for r, g in sync.groupby("rank")}
+    ref = by_rank.get(0)
     for rank, row in procs.iterrows():
         rank = int(rank)
         if rank == 0:
             out[0] = RankClock(0, "reference", (0.0,), (0.0,), 0.0)
             continue
-        mine = sync[sync["rank"] == rank].set_index(["phase", "round"])["t"]
-        joined = pd.concat([ref.rename("ref"), mine.rename("mine")], axis=1, join="inner")
+        mine = by_rank.get(rank)
+        joined = (pd.concat([ref.rename("ref"), mine.rename("mine")], axis=1, join="inner")
+                  if ref is not None and mine is not None else ())
         if len(joined):
             t_ref, offs, spreads = [], [], []
             for _, g in joined.groupby(level="phase"):

@@ -181,21 +181,37 @@ def sampler_row(node: NodeSamples) -> dict:
 
 # -- efficiency against a probe ---------------------------------------------------------------
 
+BUCKET_COLUMNS = ["op", "group_size", "bucket", "count", "bytes", "bus_bytes", "time_ns"]
+
+
 def size_buckets(coll: pd.DataFrame) -> pd.DataFrame:
     """One rank's calls per (op, group size, power-of-two size bucket): count, Σ S, Σ bus bytes,
-    Σ duration (ns).  ``coll`` has :func:`commprof.analysis.collectives.add_sizes`' columns."""
-    c = coll[(coll["size_bytes"] > 0) & coll["duration_ns"].notna() & (coll["duration_ns"] > 0)]
-    if not len(c):
-        return pd.DataFrame(columns=["op", "group_size", "bucket", "count", "bytes", "bus_bytes",
-                                     "time_ns"])
-    bucket = np.floor(np.log2(c["size_bytes"].to_numpy("float64"))).astype("int64")
-    df = pd.DataFrame({"op": c["op"].astype(str).to_numpy(), "group_size": c["group_size"].to_numpy(),
-                       "bucket": bucket, "bytes": c["size_bytes"].to_numpy("float64"),
-                       "bus_bytes": c["bus_bytes"].to_numpy("float64"),
-                       "time_ns": c["duration_ns"].to_numpy("float64")})
-    df["count"] = 1
-    return df.groupby(["op", "group_size", "bucket"], as_index=False)[
-        ["count", "bytes", "bus_bytes", "time_ns"]].sum()
+    Σ duration (ns).  ``coll`` has :func:`commprof.analysis.collectives.add_sizes`' columns.
+    numpy only (it runs once per rank)."""
+    size = coll["size_bytes"].to_numpy("float64")
+    dur = coll["duration_ns"].to_numpy("float64")
+    ok = (size > 0) & np.isfinite(dur) & (dur > 0)
+    if not ok.any():
+        return pd.DataFrame(columns=BUCKET_COLUMNS)
+    from commprof.analysis.collectives import _op_codes
+    from commprof.format import schema
+    codes = _op_codes(coll["op"])[ok]
+    uniq, op_code = np.unique(codes, return_inverse=True)
+    ops = np.array([schema.OPS[c] for c in uniq.tolist()], dtype=object)
+    n = coll["group_size"].to_numpy()[ok].astype(np.int64)
+    bucket = np.floor(np.log2(size[ok])).astype(np.int64)
+    key = (op_code.astype(np.int64) * (1 << 32) + n) * 128 + bucket
+    keys, inv = np.unique(key, return_inverse=True)
+    m = len(keys)
+
+    def total(values):
+        return np.bincount(inv, weights=values, minlength=m)
+
+    return pd.DataFrame({"op": ops[keys // 128 // (1 << 32)], "group_size": (keys // 128) % (1 << 32),
+                         "bucket": keys % 128, "count": np.bincount(inv, minlength=m),
+                         "bytes": total(size[ok]),
+                         "bus_bytes": total(coll["bus_bytes"].to_numpy("float64")[ok]),
+                         "time_ns": total(dur[ok])})
 
 
 _PROBE_OP = {"all_reduce": "all_reduce", "all_gather": "all_gather",

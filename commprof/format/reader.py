@@ -243,20 +243,26 @@ HANG = "hang.json"
 HANG_SCHEMA_PREFIX = "commprof.hang/"
 
 
-def read_hang(run_dir: str | os.PathLike) -> dict | None:
-    """The hang report ``commprof run --hang-timeout`` wrote, or None when there is none."""
-    path = Path(run_dir) / HANG
+def _read_json_document(path: Path, schema_prefix: str, what: str, lists: tuple[str, ...]) -> dict | None:
+    """A JSON document of ``schema_prefix`` with ``lists`` holding lists; None when absent."""
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CaptureFormatError(path, getattr(exc, "pos", 0), f"invalid JSON: {exc}") from exc
-    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith(HANG_SCHEMA_PREFIX):
-        raise CaptureFormatError(path, 0, "not a commprof hang report (no commprof.hang schema)")
-    if not isinstance(doc.get("blocked"), list) or not isinstance(doc.get("ranks"), list):
-        raise CaptureFormatError(path, 0, "hang report lacks its 'blocked' or 'ranks' list")
+    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith(schema_prefix):
+        raise CaptureFormatError(path, 0, f"not a commprof {what} (no {schema_prefix.rstrip('/')} schema)")
+    missing = [k for k in lists if not isinstance(doc.get(k), list)]
+    if missing:
+        raise CaptureFormatError(path, 0, f"{what} lacks its {' and '.join(repr(k) for k in missing)} list")
     return doc
+
+
+def read_hang(run_dir: str | os.PathLike) -> dict | None:
+    """The hang report ``commprof run --hang-timeout`` wrote, or None when there is none."""
+    return _read_json_document(Path(run_dir) / HANG, HANG_SCHEMA_PREFIX, "hang report",
+                               ("blocked", "ranks"))
 
 
 def sample_paths(run_dir: str | os.PathLike) -> list[Path]:
@@ -272,17 +278,7 @@ def read_probe(path: str | os.PathLike) -> dict | None:
     path = Path(path)
     if path.is_dir():
         path = path / PROBE
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CaptureFormatError(path, getattr(exc, "pos", 0), f"invalid JSON: {exc}") from exc
-    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("commprof.probe/"):
-        raise CaptureFormatError(path, 0, "not a commprof probe result (no commprof.probe schema)")
-    if not isinstance(doc.get("results"), list):
-        raise CaptureFormatError(path, 0, "probe result lacks its 'results' list")
-    return doc
+    return _read_json_document(path, "commprof.probe/", "probe result", ("results",))
 
 
 def capture_paths(run_dir: str | os.PathLike) -> list[Path]:

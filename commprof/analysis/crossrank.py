@@ -49,13 +49,10 @@ class Calls:
         if "failed" in coll:
             keep &= ~coll["failed"].to_numpy().astype(bool)
         gid_name = dict(zip(groups["gid"], groups["name"].astype(str))) if len(groups) else {}
-        gids = coll["group"].to_numpy()[keep]
-        lut = {}
-        for g in np.unique(gids).tolist():
-            name = gid_name.get(g, f"gid{g}")
-            lut[g] = self.names.setdefault(name, len(self.names))
-        codes = np.array([lut[g] for g in np.unique(gids).tolist()], dtype=np.int64)
-        code = codes[np.searchsorted(np.unique(gids), gids)] if len(gids) else gids.astype(np.int64)
+        uniq, inverse = np.unique(coll["group"].to_numpy()[keep], return_inverse=True)
+        codes = np.array([self.names.setdefault(gid_name.get(g, f"gid{g}"), len(self.names))
+                          for g in uniq.tolist()], dtype=np.int64)
+        code = codes[inverse]
         self.parts.append((int(rank), code.astype(np.int32),
                            coll["group_size"].to_numpy()[keep].astype(np.int32),
                            coll["seq"].to_numpy()[keep].astype(np.int64),

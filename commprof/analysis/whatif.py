@@ -56,6 +56,14 @@ class Baseline:
     def median_step_s(self) -> float:
         return float(np.median(self.arrays()[0]))
 
+    def inputs(self) -> dict:
+        """What a projection starts from, as medians over the measured steps (for reports)."""
+        t, c, e = self.arrays()
+        return {"steps": int(len(t)), "step_s": float(np.median(t)),
+                "comm_s_per_step": float(np.median(c)), "exposed_s_per_step": float(np.median(e)),
+                "straggler_wait_s_per_step": self.straggler_wait_s,
+                "latency_floor_s_per_step": self.latency_floor_s}
+
     @classmethod
     def from_document(cls, doc: dict) -> "Baseline | None":
         rows = (doc.get("steps") or {}).get("per_step") or []
@@ -134,10 +142,7 @@ def scenarios(doc: dict) -> list[dict]:
     b = Baseline.from_document(doc)
     if b is None:
         return []
-    t, c, e = b.arrays()
-    inputs = {"steps": int(len(t)), "step_s": b.median_step_s, "comm_s_per_step": float(np.median(c)),
-              "exposed_s_per_step": float(np.median(e)),
-              "straggler_wait_s_per_step": b.straggler_wait_s, "latency_floor_s_per_step": b.latency_floor_s}
+    inputs = b.inputs()
     out = []
     for name, kwargs, model in SCENARIOS:
         if name == "no straggler" and b.straggler_wait_s == 0:

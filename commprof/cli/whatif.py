@@ -36,21 +36,18 @@ def whatif_command(run: str | None, bandwidth: str | None, bytes_: str | None, s
                    no_straggler=no_straggler)
     result = whatif.project(base, **changes)
     if fmt == "json":
-        t, c, e = base.arrays()
-        inputs = {"steps": int(len(t)), "step_s": base.median_step_s,
-                  "comm_s_per_step": float(sorted(c)[len(c) // 2]), "exposed_s_per_step": float(sorted(e)[len(e) // 2]),
-                  "straggler_wait_s_per_step": base.straggler_wait_s}
-        sys.stdout.write(json.dumps({"changes": changes, "inputs": inputs, **result}, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"changes": changes, "inputs": base.inputs(), **result}, indent=2) + "\n")
         return 0
     desc = ", ".join(p for p in (f"bandwidth x{b_factor:g}" if b_factor != 1 else "",
                                  f"bytes /{d_factor:g}" if d_factor != 1 else "",
                                  f"sync every {sync_every} steps" if sync_every > 1 else "",
                                  "perfect overlap" if overlap else "",
                                  "no straggler" if no_straggler else "") if p) or "no change"
-    t, c, e = base.arrays()
-    print(f"measured ({len(t)} steps, medians):  step {fmt_seconds(base.median_step_s)}, communication "
-          f"in flight {fmt_seconds(sorted(c)[len(c) // 2])}/step, exposed {fmt_seconds(sorted(e)[len(e) // 2])}/step, "
-          f"straggler wait {fmt_seconds(base.straggler_wait_s)}/step")
+    i = base.inputs()
+    print(f"measured ({i['steps']} steps, medians):  step {fmt_seconds(i['step_s'])}, communication "
+          f"in flight {fmt_seconds(i['comm_s_per_step'])}/step, exposed "
+          f"{fmt_seconds(i['exposed_s_per_step'])}/step, straggler wait "
+          f"{fmt_seconds(i['straggler_wait_s_per_step'])}/step")
     print(f"projected ({desc}): step {fmt_seconds(result['step_time_s'])} "
           f"({result['speedup']:.2f}x), communication {fmt_pct(result['comm_fraction'])} of the step, "
           f"exposed {fmt_pct(result['exposed_comm_fraction'])}")

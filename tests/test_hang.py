@@ -188,3 +188,14 @@ def test_capture_tail_of_a_file_that_is_not_a_capture(tmp_path):
     tail = reader.CaptureTail(path)
     tail.poll()
     assert "bad magic" in tail.damage
+
+
+def test_a_rank_that_arrives_during_the_episode_stays_named():
+    from commprof.launch.hangwatch import _keep_evidence
+    op = {"op": "all_reduce", "group": "0", "seq": 2}
+    before = {"blocked": [{"op": op, "waiting_ranks": [0], "never_arrived": [1], "not_captured": []}]}
+    now = {"blocked": [{"op": dict(op), "waiting_ranks": [0, 1], "never_arrived": [],
+                        "not_captured": []}]}
+    _keep_evidence(before, now)
+    assert now["blocked"][0]["arrived_late"] == [1] and now["blocked"][0]["never_arrived"] == []
+    assert "arrived late: ranks 1" in "\n".join(hang_lines({"blocked": now["blocked"], "ranks": []}))

@@ -70,6 +70,8 @@ class HangWatch:
                 self._write(self.reported)
                 self.reported = None
             return
+        if self.reported is not None:
+            _keep_evidence(self.reported, diagnosis)
         if self.reported is None or _shape(self.reported) != _shape(diagnosis):
             first = self.reported is None
             if first:
@@ -77,7 +79,8 @@ class HangWatch:
             elif "killed" in self.reported:
                 diagnosis["killed"] = self.reported["killed"]
             diagnosis["episode"] = self.episodes
-            diagnosis["detected_wall_ns"] = time.time_ns()
+            diagnosis["detected_wall_ns"] = (time.time_ns() if first
+                                             else self.reported["detected_wall_ns"])
             self._write(diagnosis)
             self.reported = diagnosis
             if first:
@@ -131,6 +134,27 @@ class HangWatch:
             self.reported["killed"] = "SIGKILL"
             self._write(self.reported)
             _killpg(pgid, signal.SIGKILL)
+
+
+def _keep_evidence(before: dict, now: dict) -> None:
+    """Within one hang episode, a rank that had not arrived stays named: when it arrives at last
+    (its record can reach the disk before the others' completions do), it moves to
+    ``arrived_late`` instead of vanishing from the report."""
+    prev = {_op_key(b): b for b in before.get("blocked", [])}
+    for b in now.get("blocked", []):
+        old = prev.get(_op_key(b))
+        if old is None:
+            continue
+        missing = set(old.get("never_arrived", [])) | set(old.get("arrived_late", []))
+        late = sorted(missing - set(b["never_arrived"]))
+        if late:
+            b["arrived_late"] = late
+            b["never_arrived"] = sorted(set(b["never_arrived"]) | (missing - set(late)))
+
+
+def _op_key(blocked: dict) -> tuple:
+    op = blocked["op"]
+    return (op.get("group"), op.get("op"), op.get("seq"), op.get("peer"), op.get("p2p_ordinal"))
 
 
 def _shape(diagnosis: dict) -> list:

@@ -34,6 +34,7 @@ def hang_lines(diag: dict) -> list[str]:
         lines.append(f"  stuck: {describe_op(b.get('op'))} -- waiting: ranks "
                      f"{_ranks(b.get('waiting_ranks', []))}; never arrived: ranks "
                      f"{_ranks(b.get('never_arrived', []))}"
+                     + (f"; arrived late: ranks {_ranks(b['arrived_late'])}" if b.get("arrived_late") else "")
                      + (f"; not captured here: ranks {_ranks(b['not_captured'])}"
                         if b.get("not_captured") else ""))
     for r in diag.get("ranks", []):

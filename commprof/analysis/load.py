@@ -257,6 +257,7 @@ def read_rank(path: Path) -> RankData:
                    clock_wall_ns=h.get("clock", {}).get("wall_ns"),
                    clock_mono_ns=h.get("clock", {}).get("mono_ns"),
                    missing_ops=",".join(h.get("missing_ops", [])),
+                   intra_op_threads=h.get("intra_op_threads"), cpus=h.get("cpus"),
                    **_self_cost(cap.events))
     groups = pd.DataFrame([dict(key, gid=g["id"], name=g.get("name"), desc=g.get("desc"),
                                 size=g.get("size"), group_rank=g.get("rank"),

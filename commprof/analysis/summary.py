@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import clocks, crossrank, intervals
+from commprof.analysis import clocks, cpu, crossrank, intervals
 from commprof.analysis.collectives import add_sizes, combine_op_tables, rank_op_partial
 from commprof.analysis.exposure import rank_exposure
 from commprof.analysis.links import size_buckets, summarize_links
@@ -217,6 +217,9 @@ def summarize(source: Run | RunSource | str | Path | None = None,
             s0 = sig[0]
             notes.append(f"rank {s0['rank']} was last in {s0['share_of_steps']:.0%} of measured steps, "
                          f"costing each other rank {s0['wait_cost_per_step_s'] * 1e3:.1f} ms/step of waiting")
+    info["oversubscribed_hosts"] = cpu.oversubscribed_hosts(pd.DataFrame([p.process for p in parts]))
+    if cpu.note(info["oversubscribed_hosts"]):
+        notes.append(cpu.note(info["oversubscribed_hosts"]))
     ops, gpu_info = _gpu_columns(ops, parts)
     info["gpu_timing"] = gpu_info
     if gpu_info["fr_entries_lost"]:

@@ -94,8 +94,22 @@ class Agent:
             "python": sys.version.split()[0],
             "commprof_version": _version(),
             "missing_ops": list(getattr(self.collectives, "missing", [])),
+            **_cpu_threads(self.torch),
         }
         return f"rank{rank:05d}.a{restart}.p{os.getpid()}{schema.FILE_SUFFIX}", header
+
+
+def _cpu_threads(torch) -> dict:
+    """Intra-op threads and the CPUs this process may run on (to tell oversubscribed cores)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = list(range(os.cpu_count() or 0))
+    try:
+        threads = int(torch.get_num_threads())
+    except (AttributeError, RuntimeError):
+        threads = None
+    return {"intra_op_threads": threads, "cpus": cpus}
 
 
 def _int_or_none(value):

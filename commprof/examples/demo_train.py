@@ -8,10 +8,15 @@ import argparse
 import os
 import time
 
-import torch
-import torch.distributed as dist
-import torch.nn as nn
-from torch.nn.parallel import DistributedDataParallel as DDP
+# One intra-op thread per rank (torchrun sets this only with --nproc-per-node > 1); it must be set
+# before torch is imported, since OpenMP reads it when it loads.  More threads than cores share
+# would oversubscribe them: OpenMP's spin-waits then slow compute whenever gloo's threads run.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 
 def build_mlp(width: int = 1024) -> nn.Module:
@@ -66,5 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main()

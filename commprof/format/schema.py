@@ -20,7 +20,8 @@ SCHEMA_VERSION = 2  # major: a reader refuses files of a newer major (v1 still r
 # minor (header key "schema_minor"): additive changes only (new header keys, JSON frame types,
 # record kinds appended at the end of a frame list); readers of any minor read every file of
 # their major, taking a missing key as unknown.
-SCHEMA_MINOR = 3  # 2: SAMPLE frames (node sampler files); 3: clock-sync marks, run id
+SCHEMA_MINOR = 4  # 2: SAMPLE frames (node sampler files); 3: clock-sync marks, run id;
+# 4: header intra_op_threads and cpus (oversubscription check)
 FILE_SUFFIX = ".cpf"  # one per captured process, under RUN/ranks/
 SAMPLES_SUFFIX = ".cps"  # one per node sampler, under RUN/nodes/ (same framing, no rank)
 

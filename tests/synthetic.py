@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from commprof.format import schema
+from commprof.format import layout, schema
 from commprof.format.writer import CaptureWriter, encode_batch, encode_json
 from commprof.launch import rundir
 
@@ -155,7 +155,7 @@ def rank_frames(spec: Rank, world_size: int) -> tuple[str, dict, list[bytes]]:
             frames.append(encode_batch(kind, chunk))
     for event in spec.events:
         frames.append(encode_json(event))
-    name = f"rank{spec.rank:05d}.a{spec.restart}.p{pid}{schema.FILE_SUFFIX}"
+    name = layout.capture_name(spec.rank, spec.restart, pid)
     return name, header, frames
 
 
@@ -177,7 +177,7 @@ def write_run(run_dir: str | Path, ranks: list[Rank], *, world_size: int | None 
               manifest: dict | None = None) -> Path:
     """Create ``run_dir`` (manifest + one capture file per rank) and return it."""
     run_dir = Path(run_dir)
-    (run_dir / "ranks").mkdir(parents=True, exist_ok=True)
+    layout.ranks_dir(run_dir).mkdir(parents=True, exist_ok=True)
     world = world_size if world_size is not None else max((r.rank for r in ranks), default=-1) + 1
     now = time.time_ns()
     data = {
@@ -191,13 +191,13 @@ def write_run(run_dir: str | Path, ranks: list[Rank], *, world_size: int | None 
     rundir.write_manifest(run_dir, data)
     for spec in ranks:
         name, _, _ = rank_frames(spec, world)
-        write_capture(run_dir / "ranks" / name, spec, world)
+        write_capture(layout.ranks_dir(run_dir) / name, spec, world)
     return run_dir
 
 
 def capture_file(run_dir: str | Path, rank: int = 0) -> Path:
     """The capture file of ``rank`` in a run written by :func:`write_run`."""
-    (path,) = sorted((Path(run_dir) / "ranks").glob(f"rank{rank:05d}.*{schema.FILE_SUFFIX}"))
+    (path,) = [p for p in layout.capture_paths(run_dir) if p.name.startswith(f"rank{rank:05d}.")]
     return path
 
 
@@ -223,3 +223,13 @@ def periodic_rank(rank: int = 0, *, steps: int = 3, step_ms: int = 100, issue_ms
                 marks=step_marks([(k + 1) * step_ms * MS for k in range(steps)]),
                 host=host, start=0, pg_init=0, pg_destroy=end if destroy else None,
                 exit=end + MS)
+
+
+def probe_result(**extra) -> dict:
+    """A commprof.probe/1 result: all_reduce at 1 MB and 16 MB, busbw growing with size."""
+    return {"schema": "commprof.probe/1", "backend": "gloo", "world_size": 2, "nodes": 1,
+            "latency_us": {"all_reduce": 120.0, "sendrecv": 40.0},
+            "results": [{"op": "all_reduce", "size_bytes": s, "busbw_gbps": 0.5 * s / 4_000_000,
+                         "algbw_gbps": 0.5 * s / 4_000_000, "time_median_s": 1e-3,
+                         "time_p99_s": 2e-3, "iters": 5, "count": s // 4, "bus_factor": 1.0}
+                        for s in (1_000_000, 16_000_000)], **extra}

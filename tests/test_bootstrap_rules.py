@@ -6,7 +6,8 @@ import os
 import pytest
 
 from commprof.capture import bootstrap
-from commprof.capture.bootstrap import ENV_OWNER, is_launcher, should_capture
+from commprof.capture.bootstrap import is_launcher, should_capture
+from commprof.capture.config import ENV_OWNER, CaptureConfig
 
 TORCHRUN_ENV = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
 WORKER_ENV = {**TORCHRUN_ENV, "RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4",
@@ -40,46 +41,46 @@ def test_not_launcher_argvs(argv):
 
 @pytest.mark.parametrize("argv", LAUNCHER_ARGVS, ids=lambda a: " ".join(a)[:40])
 def test_torchrun_agent_is_skipped(argv):
-    assert should_capture(env=dict(TORCHRUN_ENV), argv=argv, pid=100) is False
-    assert should_capture(env={}, argv=argv, pid=100) is False
+    assert should_capture(CaptureConfig.from_env(dict(TORCHRUN_ENV)), argv=argv, pid=100) is False
+    assert should_capture(CaptureConfig.from_env({}), argv=argv, pid=100) is False
 
 
 def test_worker_is_captured():
-    assert should_capture(env=dict(WORKER_ENV), argv=["train.py"], pid=200) is True
+    assert should_capture(CaptureConfig.from_env(dict(WORKER_ENV)), argv=["train.py"], pid=200) is True
 
 
 def test_worker_is_captured_whatever_its_argv():
     # LOCAL_RANK set: a worker even if its argv[0] looks like a launcher (nested torchrun).
     for argv in LAUNCHER_ARGVS:
-        assert should_capture(env=dict(WORKER_ENV), argv=argv, pid=200) is True
+        assert should_capture(CaptureConfig.from_env(dict(WORKER_ENV)), argv=argv, pid=200) is True
 
 
 def test_worker_owning_its_rank_is_captured():
     env = {**WORKER_ENV, ENV_OWNER: "3:200"}
-    assert should_capture(env=env, argv=["train.py"], pid=200) is True
+    assert should_capture(CaptureConfig.from_env(env), argv=["train.py"], pid=200) is True
 
 
 def test_dataloader_child_of_a_captured_rank_is_skipped():
     env = {**WORKER_ENV, ENV_OWNER: "3:200"}  # inherited from the rank-3 worker, pid 200
-    assert should_capture(env=env, argv=["-c"], pid=201) is False
-    assert should_capture(env=env, argv=["train.py"], pid=9999) is False
+    assert should_capture(CaptureConfig.from_env(env), argv=["-c"], pid=201) is False
+    assert should_capture(CaptureConfig.from_env(env), argv=["train.py"], pid=9999) is False
 
 
 def test_owner_of_another_rank_does_not_skip():
     # RANK differs from the owner's: e.g. a process that was given its own RANK.
     env = {**WORKER_ENV, "RANK": "2", ENV_OWNER: "3:200"}
-    assert should_capture(env=env, argv=["train.py"], pid=201) is True
+    assert should_capture(CaptureConfig.from_env(env), argv=["train.py"], pid=201) is True
 
 
 def test_empty_owner_does_not_skip():
     env = {**WORKER_ENV, ENV_OWNER: ""}
-    assert should_capture(env=env, argv=["train.py"], pid=201) is True
+    assert should_capture(CaptureConfig.from_env(env), argv=["train.py"], pid=201) is True
 
 
 @pytest.mark.parametrize("argv", [["train.py"], ["-c"], ["-m", "pkg"], []])
 def test_plain_python_is_captured(argv):
-    assert should_capture(env={}, argv=argv, pid=300) is True
-    assert should_capture(env={"PATH": "/usr/bin"}, argv=argv, pid=300) is True
+    assert should_capture(CaptureConfig.from_env({}), argv=argv, pid=300) is True
+    assert should_capture(CaptureConfig.from_env({"PATH": "/usr/bin"}), argv=argv, pid=300) is True
 
 
 def test_defaults_read_this_process(monkeypatch):

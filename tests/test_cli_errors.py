@@ -236,6 +236,45 @@ def test_run_unknown_command_creates_nothing(ran):
 
 
 @case
+def run_unknown_option(base):
+    marker = base / "job-ran"
+    return (["run", "--bogus", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"],
+            {"marker": marker})
+
+
+@case
+def run_unknown_short_option_without_dashdash(base):
+    marker = base / "job-ran"
+    return (["run", "-Z", sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"],
+            {"marker": marker})
+
+
+@pytest.mark.parametrize("name, option", [("run_unknown_option", "--bogus"),
+                                          ("run_unknown_short_option_without_dashdash", "-Z")])
+def test_run_unknown_option_is_a_usage_error(ran, name, option):
+    """An option of `commprof run` that does not exist is named; it is not taken for the job."""
+    c = ran[name]
+    assert c.proc.returncode == 2
+    line = assert_one_error_line(c.proc, f"error: {option}: no such option", "commprof run")
+    assert "not found" not in line
+    assert not c.info["marker"].exists() and list(c.cwd.iterdir()) == []
+
+
+@case
+def run_job_options_pass_through(base):
+    argv = base / "argv.json"
+    code = f"import json, sys; json.dump(sys.argv[1:], open({str(argv)!r}, 'w'))"
+    return (["run", "--quiet", "--out", base / "run", sys.executable, "-c", code, "--bogus", "-Z"],
+            {"argv": argv})
+
+
+def test_unknown_options_after_the_command_are_the_jobs(ran):
+    c = ran["run_job_options_pass_through"]
+    assert c.proc.returncode == 0, c.proc.stderr
+    assert json.loads(c.info["argv"].read_text()) == ["--bogus", "-Z"]
+
+
+@case
 def run_out_not_empty(base):
     out = base / "busy"
     out.mkdir()
@@ -279,22 +318,44 @@ def test_usage_errors_are_short_and_exit_2(ran, name):
 
 @case
 def run_out_parent_missing(base):
-    out = base / "no-such-parent" / "run"
+    out = base / "no-such-parent" / "deeper" / "run"
     return ["run", "--out", out, "--", sys.executable, "-c", "pass"], {"out": out}
+
+
+def test_run_creates_missing_parents_of_out(ran):
+    """`--out runs/exp1` works without a `runs/` (docs/guide.md), like `mkdir -p`."""
+    c = ran["run_out_parent_missing"]
+    assert c.proc.returncode == 0, c.proc.stderr
+    assert (c.info["out"] / "manifest.json").is_file() and (c.info["out"] / "ranks").is_dir()
+    assert list(c.cwd.iterdir()) == []
 
 
 @case
 def run_out_under_a_file(base):
     (base / "afile").write_text("x")
-    out = base / "afile" / "run"
-    return ["run", "--out", out, "--", sys.executable, "-c", "pass"], {"out": out}
+    out = base / "afile" / "sub" / "run"
+    return (["run", "--out", out, "--", sys.executable, "-c", "pass"],
+            {"out": out, "file": base / "afile"})
 
 
-@pytest.mark.parametrize("name", ["run_out_parent_missing", "run_out_under_a_file"])
-def test_run_refuses_an_output_directory_it_cannot_create(ran, name):
-    c = ran[name]
-    assert_one_error_line(c.proc, c.info["out"], "parent directory")
-    assert not c.info["out"].parent.is_dir() and list(c.cwd.iterdir()) == []
+def test_run_refuses_an_output_directory_below_a_file(ran):
+    c = ran["run_out_under_a_file"]
+    assert_one_error_line(c.proc, c.info["out"], f"{c.info['file']} is not a directory")
+    assert c.info["file"].read_text() == "x" and list(c.cwd.iterdir()) == []
+
+
+@case
+def run_out_cannot_create(base):
+    out = base / "new-parent" / ("x" * 300)  # a name longer than any file system allows
+    return (["run", "--out", out, "--", sys.executable, "-c", "pass"],
+            {"out": out, "parent": base / "new-parent"})
+
+
+def test_run_refuses_an_output_directory_it_cannot_create(ran):
+    c = ran["run_out_cannot_create"]
+    assert_one_error_line(c.proc, c.info["out"], "cannot create")
+    assert not c.info["parent"].exists()  # the parents it made for it are gone again
+    assert list(c.cwd.iterdir()) == []
 
 
 @case
@@ -393,3 +454,27 @@ def report_corrupt_hang(base):
 def test_report_corrupt_hang_file(ran):
     c = ran["report_corrupt_hang"]
     assert_one_error_line(c.proc, c.info["hang"], "invalid JSON")
+
+
+# -- help ---------------------------------------------------------------------------------------
+
+def test_top_level_help_gives_each_command_a_complete_sentence():
+    """`commprof --help` lists each command with one whole sentence (click cuts a docstring at its
+    first ". " — "Run COMMAND (e.g." — or mid-phrase with "...")."""
+    from commprof.cli.app import app
+    import typer.main
+    names = list(typer.main.get_command(app).commands)
+    proc = subprocess.run([sys.executable, "-m", "commprof", "--help"], capture_output=True,
+                          text=True, timeout=60, env=dict(_env(), COLUMNS="200"))
+    assert proc.returncode == 0, proc.stderr
+    section = proc.stdout.split("Commands:", 1)[1].strip().splitlines()
+    assert len(section) == len(names), proc.stdout  # one line each: nothing wrapped
+    listed = {}
+    for line in section:
+        name, _, text = line.strip().partition(" ")
+        listed[name] = text.strip()
+    assert sorted(listed) == sorted(names)
+    for name, text in listed.items():
+        assert text[:1].isupper() and text.endswith(".") and not text.endswith(".."), (name, text)
+        assert "…" not in text and "e.g." not in text.split()[-1], (name, text)
+        assert text.count("(") == text.count(")") and text.count("`") % 2 == 0, (name, text)

@@ -69,6 +69,23 @@ def test_a_rank_that_dies_keeps_its_records_and_is_marked(tmp_path, how):
 
 
 
+def test_a_rank_that_raises_is_marked_with_the_exception(tmp_path):
+    """An uncaught exception: the trailer says so (not "exit"), the job's traceback and exit
+    status are what Python and torchrun make of it without commprof."""
+    run = tmp_path / "run"
+    proc = commprof("run", "--out", str(run), "--flush-interval", "0.1", "--",
+                    *torchrun(HERE / "fault_jobs" / "rank_dies.py", "raise"), timeout=300)
+    assert proc.returncode == 1, proc.stderr  # torchrun: a worker failed
+    assert "ValueError: rank 1 gives up on purpose" in proc.stderr  # Python's own hook ran
+    doc = report_json(run, "--warmup", "0")
+    ranks = {r["rank"]: r for r in doc["ranks"]}
+    assert ranks[1]["complete"] and ranks[1]["exit_reason"] == "exception: ValueError"
+    assert ranks[1]["steps_total"] == 4
+    assert ranks[0]["exit_reason"] == "SIGTERM"
+    rows = [l for l in commprof("report", str(run)).stdout.splitlines() if "ValueError" in l]
+    assert rows, "the terminal report names the exception in rank 1's status"
+
+
 HANG_JOB = HERE / "fault_jobs" / "hang_job.py"
 
 

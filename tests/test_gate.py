@@ -108,10 +108,14 @@ def test_regression_inside_the_noise_passes_and_beyond_it_fails(tmp_path):
     assert ok.status == "pass" and ok.ci[0] < 0 < ok.ci[1] and "within noise" in ok.message
     bad = rules.evaluate(rule, worse, base)
     assert bad.status == "fail" and bad.ci[0] > 0.05
-    base_med, cur_med = np.median(base.series["exposed_comm_fraction"]), np.median(worse.series["exposed_comm_fraction"])
-    assert f"exposed_comm_fraction {base_med * 100:.2f}% -> {cur_med * 100:.2f}%" in bad.message
+    # the value is the time-weighted fraction, Σ exposed ÷ Σ step, computed here from the series
+    tw = {}
+    for name, seeds in (("b", (1, 2)), ("w", (5, 6))):
+        t, f = noisy(0.1, 0.01, seed=seeds[0]), noisy(0.2 if name == "b" else 0.3, 0.03, seed=seeds[1])
+        tw[name] = float((f * t).sum() / t.sum())
+    assert f"exposed_comm_fraction {tw['b'] * 100:.2f}% -> {tw['w'] * 100:.2f}%" in bad.message
     # A change larger than the allowance but not confidently so does not fail:
-    wide_exposed = np.asarray(base.series["exposed_comm_fraction"]) + 0.07  # median ≈ +6pp ...
+    wide_exposed = noisy(0.2, 0.03, seed=2) + 0.07  # ≈ +7pp ...
     wide_exposed[::2] += np.linspace(-0.3, 0.3, len(wide_exposed[::2]))  # ... but very noisy
     wide = measure.load(baseline_file(tmp_path / "x.json", noisy(0.1, 0.01, seed=7), wide_exposed))
     r = rules.evaluate(rule, wide, base)
@@ -212,6 +216,57 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path, args, words):
     assert len(lines) == 1 and lines[0].startswith("commprof: error:") and words in lines[0], lines
 
 
+@pytest.mark.parametrize("args, line", [
+    (["--max-step-time", "250"], "--max-step-time 250: give a unit (ms, s, us)"),
+    (["--max-bytes-per-step", "1200000"],
+     "--max-bytes-per-step 1200000: give a unit (B, kB, MB, GB, KiB, MiB, GiB)"),
+    (["--max", "step_time=0.25"], "--max step_time=0.25: give a unit (ms, s, us)"),
+    (["--baseline", "b.json", "--max-regression", "step_time=10"],
+     "--max-regression step_time=10: give a unit (ms, s, us) or a relative change (%)"),
+    (["--baseline", "b.json", "--max-regression", "bytes_per_step=+100"],
+     "--max-regression bytes_per_step=+100: give a unit (B, kB, MB, GB, KiB, MiB, GiB) or a "
+     "relative change (%)"),
+])
+def test_times_and_sizes_without_a_unit_are_refused(tmp_path, args, line):
+    """A bare 250 is neither 250 s nor 250 ms: refused, naming the units, instead of guessed."""
+    baseline_file(tmp_path / "b.json", noisy(0.1, 0.01), noisy(0.2, 0.02))
+    cur = baseline_file(tmp_path / "c.json", noisy(0.1, 0.01), noisy(0.2, 0.02))
+    proc = run_gate("gate", str(cur), *args, cwd=tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stderr.strip().splitlines() == [f"commprof: error: {line}"]
+
+
+@pytest.mark.parametrize("name, table, message", [
+    ("pyproject.toml", "[tool.commprof.gate]\nmax_step_time = 250\n",
+     "max_step_time = 250: give a unit (ms, s, us)"),
+    ("commprof.toml", '[gate]\nmax_bytes_per_step = "1000"\n',
+     'max_bytes_per_step = "1000": give a unit (B, kB, MB, GB, KiB, MiB, GiB)'),
+    ("commprof.toml", '[gate]\nbaseline = "b.json"\nmax_regression = ["step_time=+20"]\n',
+     'max_regression = "step_time=+20": give a unit (ms, s, us) or a relative change (%)'),
+])
+def test_config_values_without_a_unit_are_refused_naming_the_file(tmp_path, name, table, message):
+    baseline_file(tmp_path / "b.json", noisy(0.1, 0.01), noisy(0.2, 0.02))
+    cur = baseline_file(tmp_path / "c.json", noisy(0.1, 0.01), noisy(0.2, 0.02))
+    (tmp_path / name).write_text(table)
+    proc = run_gate("gate", str(cur), cwd=tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stderr.strip().splitlines() == [f"commprof: error: {tmp_path / name}: {message}"]
+
+
+def test_values_with_units_and_bare_fractions_still_parse():
+    assert rules.parse_value("250ms", "s", "r") == pytest.approx(0.25)
+    assert rules.parse_value("20us", "s", "r") == pytest.approx(2e-5)
+    assert rules.parse_value("1.5s", "s", "r") == pytest.approx(1.5)
+    assert rules.parse_value("100MB", "B", "r") == 1e8
+    assert rules.parse_value("0.2", "frac", "r") == pytest.approx(0.2)
+    assert rules.parse_value("20%", "frac", "r") == pytest.approx(0.2)
+    assert rules.parse_regression("exposed_comm_fraction=+5pp").limit == pytest.approx(0.05)
+    assert rules.parse_regression("step_time=+20ms").limit == pytest.approx(0.02)
+    for text, unit in (("250", "s"), ("0.25", "s"), ("1000", "B")):
+        with pytest.raises(UsageError, match="give a unit"):
+            rules.parse_value(text, unit, "r")
+
+
 def test_save_baseline_round_trip_from_a_run(tmp_path):
     run = write_run(tmp_path / "run", [periodic_rank(0, steps=8), periodic_rank(1, steps=8)])
     path = tmp_path / "base.json"
@@ -221,8 +276,12 @@ def test_save_baseline_round_trip_from_a_run(tmp_path):
     assert doc["schema"] == "commprof.baseline/1" and len(json.dumps(doc)) < 10_000
     m = measure.load(path)
     direct = measure.load(run)
-    for name in ("step_time", "exposed_comm_fraction", "bytes_per_step"):
+    for name in ("step_time_mean", "exposed_s", "comm_s", "bytes_per_step"):
         assert np.allclose(m.series[name], direct.series[name])
+    for name in ("step_time", "comm_fraction", "exposed_comm_fraction", "bytes_per_step"):
+        assert m.values[name] == direct.values[name]  # the report's KPIs, saved as they are
+    report = json.loads(run_gate("report", str(run), "-f", "json").stdout)
+    assert direct.values["exposed_comm_fraction"] == report["kpis"]["exposed_comm_fraction"]
     proc = run_gate("gate", str(run), "--baseline", str(path), "--max-regression", "step_time=+1%",
                     "--max-regression", "bytes_per_step=+0%")
     assert proc.returncode == 0, proc.stdout

@@ -12,8 +12,11 @@ from runner import HERE, commprof, torchrun
 pytestmark = pytest.mark.slow
 JOB = HERE / "jobs" / "gate_job.py"
 STEPS = "30"
-RULES = ["--max-regression", "exposed_comm_fraction=+5pp", "--max-regression", "step_time=+25%",
-         "--max-regression", "bytes_per_step=+10%"]
+# Runs of one job on a shared 2-core machine differ by a few slow steps (a 46.8 -> 64.7 ms mean
+# step was seen between two of them); the rules for "no false failure" are the ones docs/ci.md
+# recommends for noisy runners: the per-step medians, under their own names.
+RULES = ["--max-regression", "exposed_comm_fraction_step_median=+5pp",
+         "--max-regression", "step_time_median=+25%", "--max-regression", "bytes_per_step=+10%"]
 
 
 def _run(out, extra_numel: int):
@@ -64,9 +67,13 @@ def test_heavier_communication_fails_and_names_the_kpi_and_both_values(runs, tmp
     fails = [l for l in proc.stdout.splitlines() if l.startswith("FAIL --max-regression")]
     by_rule = {l.split(":")[0]: l for l in fails}
     assert "FAIL --max-regression bytes_per_step=+10%" in by_rule
-    assert "FAIL --max-regression exposed_comm_fraction=+5pp" in by_rule
+    assert "FAIL --max-regression exposed_comm_fraction_step_median=+5pp" in by_rule
     line = by_rule["FAIL --max-regression bytes_per_step=+10%"]
     assert "bytes_per_step 1.05 MB -> 9.44 MB" in line  # 1 MiB, then 1 MiB + 8 MiB, per step
+    # the time-weighted KPI (the report's number) fails it too
+    proc = commprof("gate", str(heavy), "--baseline", str(files[0]), "--max-regression",
+                    "exposed_comm_fraction=+5pp")
+    assert proc.returncode == 1, proc.stdout
     suite = ET.parse(junit).getroot()
     assert int(suite.get("failures")) >= 2 and suite.get("tests") == "3"
     proc = commprof("compare", str(same[0]), str(heavy))

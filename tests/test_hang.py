@@ -8,7 +8,7 @@ import pytest
 
 from commprof.analysis.hang import HangTracker
 from commprof.format import reader, schema
-from commprof.report.hang_text import hang_lines
+from commprof.analysis.hang_text import hang_lines
 from synthetic import Coll, periodic_rank, write_capture
 
 S = 1_000_000_000  # ns per second

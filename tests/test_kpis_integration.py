@@ -40,13 +40,35 @@ def test_blocking_allreduce_bytes_and_exposed_fraction(tmp_path):
         truth = truths[rank_row["rank"]]
         assert truth["numel"] * truth["itemsize"] == numel * 4
         measured = truth["steps"][WARMUP:]  # the same warm-up as the report's
-        job_fraction = statistics.median(ar / st for st, ar in measured)
+        job_fraction = sum(ar for _, ar in measured) / sum(st for st, _ in measured)
         got = rank_row["exposed_comm_fraction"]
         print(f"rank {rank_row['rank']}: job measured {job_fraction:.4f}, commprof {got:.4f}")
         assert abs(got - job_fraction) <= 0.02
         # a blocking collective is in flight at least as long as the caller is blocked on it
         assert rank_row["comm_fraction"] >= got - 1e-9
         assert rank_row["steps"] == steps - 2
+
+
+def test_stalled_steps_weigh_as_much_as_they_cost(tmp_path):
+    """Every 5th step, rank 1 is 100 ms late, so rank 0 stalls inside its all_reduce: a median of
+    per-step fractions would read the fast steps only; the time-weighted KPI reads the job's own
+    Σ all_reduce time ÷ Σ step time, on each rank."""
+    steps, numel, compute_ms = 30, 1 << 20, 20.0
+    doc, truths = run_kpi_job(tmp_path, "blocking_allreduce.py", steps, numel, compute_ms, 5, 100, 1)
+    for rank_row in doc["ranks"]:
+        measured = truths[rank_row["rank"]]["steps"][WARMUP:]
+        job = sum(ar for _, ar in measured) / sum(st for st, _ in measured)
+        median_of_steps = statistics.median(ar / st for st, ar in measured)
+        got = rank_row["comm_fraction"]
+        print(f"rank {rank_row['rank']}: job Σ comm ÷ Σ step {job:.4f} (median of steps "
+              f"{median_of_steps:.4f}); commprof comm {got:.4f}, exposed "
+              f"{rank_row['exposed_comm_fraction']:.4f}")
+        assert abs(got - job) <= 0.02
+        assert abs(rank_row["exposed_comm_fraction"] - job) <= 0.02  # blocking: all of it exposed
+    # the run's figure: the same ratio over both ranks' measured steps
+    all_steps = [s for r in (0, 1) for s in truths[r]["steps"][WARMUP:]]
+    run_job = sum(ar for _, ar in all_steps) / sum(st for st, _ in all_steps)
+    assert abs(doc["kpis"]["comm_fraction"] - run_job) <= 0.02
 
 
 def test_plain_python_exit_code_and_output_pass_through(tmp_path):

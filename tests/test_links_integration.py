@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -50,6 +52,27 @@ def test_probe_cli_writes_a_sweep(tmp_path):
         assert r["time_p99_s"] >= r["time_median_s"] > 0
     assert doc["latency_us"]["all_reduce"] > 0 and doc["latency_us"]["sendrecv"] > 0
     assert "busbw" in proc.stdout and "all_reduce" in proc.stdout
+
+
+def test_probe_prints_only_commprof_lines_on_stderr(tmp_path):
+    """The probe's workers and launcher are commprof's: torch's deprecation warnings (all_gather and
+    reduce_scatter of torch 2.13) and torchrun's OMP_NUM_THREADS banner stay out of stderr."""
+    out = tmp_path / "probe.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "TORCH_CPP_LOG_LEVEL")}
+    proc = subprocess.run([sys.executable, "-m", "commprof", "probe", "--nproc", "2", "--sizes", "1K",
+                           "--ops", "all_gather,reduce_scatter", "--iters", "3", "-o", str(out)],
+                          capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines and all(l.startswith("commprof: ") for l in lines), proc.stderr
+    assert {r["op"] for r in json.loads(out.read_text())["results"]} == {"all_gather", "reduce_scatter"}
+    # any other warning of the worker becomes one `commprof: probe warning:` line, once
+    code = ("import warnings; from commprof.probe.sweep import _route_warnings; "
+            "_route_warnings(lambda m: print('commprof: probe ' + m)); "
+            "[warnings.warn('old', FutureWarning) for _ in range(2)]; "
+            "[warnings.warn('odd\\nmore', UserWarning) for _ in range(2)]")
+    routed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert routed.stderr == "" and routed.stdout == "commprof: probe warning: UserWarning: odd\n"
 
 
 def test_run_with_probe_reports_efficiency(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
 from commprof.analysis import collectives as coll_mod
@@ -20,7 +21,7 @@ from commprof.report.renderers import renderers
 from commprof.report.document import load as load_document
 
 from synthetic import (MS, OTHER_THREAD, Coll, Rank, Span, Wait, periodic_rank,
-                       step_marks, write_run)
+                       probe_result, step_marks, write_run)
 
 TOL = 1e-9
 
@@ -79,15 +80,26 @@ def test_three_steps_thirty_percent_in_flight_ten_percent_exposed(tmp_path):
     assert s.steps["bytes"].tolist() == [4_000_000] * 6
 
 
-def test_kpis_are_medians_over_ranks(tmp_path):
-    # rank 1 waits from the host return (+52) to completion (+80): exposed 2 + 28 = 30 ms
-    ranks = [periodic_rank(0), periodic_rank(1, wait_ms=(52, 80)), periodic_rank(2, wait_ms=None)]
-    doc = doc_of(write_run(tmp_path / "run", ranks))
-    assert [r["exposed_comm_fraction"] for r in doc["ranks"]] == [approx(0.1), approx(0.3),
-                                                                  approx(0.02)]
-    assert doc["kpis"]["exposed_comm_fraction"] == approx(0.1)
+def test_kpis_are_time_weighted_over_ranks_and_steps(tmp_path):
+    # rank 1 waits from the host return (+52) to completion (+80): exposed 2 + 28 = 30 ms;
+    # rank 2 never waits (2 ms: the host call itself); rank 0 waits 72..80 (+2): 10 ms.
+    # Rank 3's steps are 200 ms with the same collective: exposed 10 ms of 200.
+    ranks = [periodic_rank(0), periodic_rank(1, wait_ms=(52, 80)), periodic_rank(2, wait_ms=None),
+             periodic_rank(3, step_ms=200)]
+    doc = doc_of(write_run(tmp_path / "run", ranks, world_size=4), warmup=0)
+    exposed_ms = {0: 10, 1: 30, 2: 2, 3: 10}
+    step_ms = {0: 100, 1: 100, 2: 100, 3: 200}
+    assert [r["exposed_comm_fraction"] for r in doc["ranks"]] == [
+        approx(exposed_ms[r] / step_ms[r]) for r in range(4)]
+    # the run: Σ over every rank's steps of exposed time ÷ Σ of their step times (3 steps each)
+    assert doc["kpis"]["exposed_comm_fraction"] == approx(sum(exposed_ms.values()) / sum(step_ms.values()))
     assert doc["kpis"]["exposed_comm_fraction_max_rank"] == approx(0.3)
-    assert doc["kpis"]["comm_fraction"] == approx(0.3)
+    assert doc["kpis"]["comm_fraction"] == approx(4 * 30 / sum(step_ms.values()))
+    per_rank_step = [exposed_ms[r] / step_ms[r] for r in range(4) for _ in range(3)]
+    assert doc["kpis"]["exposed_comm_fraction_step_median"] == approx(float(np.median(per_rank_step)))
+    assert doc["kpis"]["step_time_s"] == approx(sum(step_ms.values()) / 4 / 1e3)
+    k = doc["kpis"]  # the parts add up to the step
+    assert k["compute_s_per_step"] + k["comm_s_per_step"] == approx(k["step_time_s"])
 
 
 @pytest.mark.parametrize("marks, wall_ms, end_source", [
@@ -196,7 +208,7 @@ def test_bytes_per_step_counts_issues_in_each_step_half_open_window(tmp_path):
     s = summary_of(write_run(tmp_path / "run", [rank], world_size=2))
     assert s.steps["bytes"].tolist() == [2000, 3000, 2000]
     assert s.steps["ops"].tolist() == [2, 1, 1]
-    assert s.kpis["bytes_per_step"] == 2000
+    assert s.kpis["bytes_per_step"] == approx((2000 + 3000 + 2000) / 3)  # mean over steps
     assert s.steps["bus_bytes"].tolist() == [approx(1000 + 1000 * 0.5), approx(3000), approx(2000 * 0.5)]
 
 
@@ -248,16 +260,19 @@ def test_no_step_source_gives_no_steps(tmp_path):
     assert info["count"] == 0 and info["source"] == "none" and info["median_s"] is None
 
 
-@pytest.mark.parametrize("warmup, measured, median_s, comm_fraction, exposed", [
-    (0, 5, 0.16, 0.125, 0.0625),     # all five steps
-    (2, 3, 0.12, 20 / 120, 10 / 120),  # steps 2..4
-    (4, 1, 0.16, 0.125, 0.0625),     # only the last
-    (99, 1, 0.16, 0.125, 0.0625),    # more warm-up than steps: the last one is kept
+@pytest.mark.parametrize("warmup, kept, median_s", [
+    (0, [0, 1, 2, 3, 4], 0.16),   # all five steps
+    (2, [2, 3, 4], 0.12),         # steps 2..4
+    (4, [4], 0.16),               # only the last
+    (99, [4], 0.16),              # more warm-up than steps: the last one is kept (and a note)
 ])
-def test_warmup_exclusion(tmp_path, warmup, measured, median_s, comm_fraction, exposed):
-    # Each step: 20 ms in flight, 10 ms of it waited on.  Per-step fractions are
-    # 20/d and 10/d for d = 500, 400, 100, 120, 160 ms; KPIs are medians over measured steps.
+def test_warmup_exclusion(tmp_path, warmup, kept, median_s):
+    # Each step: 20 ms in flight, 10 ms of it waited on, in steps of d = 500, 400, 100, 120,
+    # 160 ms; fractions are time-weighted over the measured steps: Σ 20 ÷ Σ d, Σ 10 ÷ Σ d.
     durations = [500, 400, 100, 120, 160]  # ms: two slow warm-up steps
+    measured = len(kept)
+    comm_fraction = 20 * measured / sum(durations[i] for i in kept)
+    exposed = 10 * measured / sum(durations[i] for i in kept)
     ends, t, colls, waits = [], 0, [], []
     for i, d in enumerate(durations):
         colls.append(Coll("all_reduce", in_bytes=64, t_issue=(t + 1) * MS, t_done=(t + 21) * MS))
@@ -273,6 +288,8 @@ def test_warmup_exclusion(tmp_path, warmup, measured, median_s, comm_fraction, e
     assert doc["kpis"]["comm_fraction"] == approx(comm_fraction)
     assert doc["kpis"]["exposed_comm_fraction"] == approx(exposed)
     assert doc["ranks"][0]["steps_total"] == 5 and doc["ranks"][0]["steps"] == measured
+    warned = [n for n in doc["note_items"] if n["kind"] == "warmup"]
+    assert bool(warned) == (warmup >= 5)
 
 
 # -- nccl-tests sizes and bus bandwidth ---------------------------------------------------------
@@ -487,12 +504,7 @@ def sampled_run(tmp_path):
     for _ in range(5):
         sampler.tick()
     sampler.stop()
-    probe = {"schema": "commprof.probe/1", "backend": "gloo", "world_size": 2, "nodes": 1,
-             "latency_us": {"all_reduce": 120.0, "sendrecv": 40.0},
-             "results": [{"op": "all_reduce", "size_bytes": s, "busbw_gbps": 0.5 * s / 4_000_000,
-                          "algbw_gbps": 0.5 * s / 4_000_000, "time_median_s": 1e-3,
-                          "time_p99_s": 2e-3, "iters": 5, "count": s // 4, "bus_factor": 1.0}
-                         for s in (1_000_000, 16_000_000)]}
+    probe = probe_result()
     (run / "probe.json").write_text(json.dumps(probe))
     return run
 
@@ -702,3 +714,17 @@ def test_trace_of_every_scenario(tmp_path, scenario):
     assert n_coll == len(load_run(run).collectives)
     for e in events:
         assert {"ph", "name", "pid", "tid", "ts"} <= set(e)
+
+
+def test_dispatch_cost_constants_are_the_benchmark_figures_in_the_docs():
+    """The self-reported dispatch estimate uses what benchmarks/passthrough_kernel_cost.py
+    measured, as docs/performance.md records it (so the two cannot drift apart)."""
+    import re
+    from pathlib import Path
+
+    from commprof.analysis import summary
+    text = (Path(__file__).resolve().parent.parent / "docs" / "performance.md").read_text()
+    added = re.search(r"\| added \| \*\*([0-9.]+) µs\*\* \| \*\*([0-9.]+) µs\*\* \|", text)
+    assert added, "docs/performance.md lost its pass-through table"
+    assert summary.DISPATCH_NS_BLOCKING_CALL == round(float(added.group(1)) * 1000)
+    assert summary.DISPATCH_NS_ASYNC_CALL == round(float(added.group(2)) * 1000)

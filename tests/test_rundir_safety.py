@@ -6,6 +6,7 @@ import stat
 
 import pytest
 
+from commprof.format import layout
 from commprof.launch import rundir
 
 
@@ -19,7 +20,7 @@ def open_umask():
 def test_run_dirs_are_not_world_writable_even_with_umask_0(tmp_path, open_umask, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = rundir.new_run_dir(None, ["python", "train.py"])
-    for d in (tmp_path / rundir.DEFAULT_ROOT, run, run / "ranks"):
+    for d in (tmp_path / layout.DEFAULT_ROOT, run, run / "ranks"):
         mode = stat.S_IMODE(d.stat().st_mode)
         assert not mode & (stat.S_IWGRP | stat.S_IWOTH), (d, oct(mode))
 

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from commprof.analysis.whatif import Baseline, project, recommendations, scenarios
+from commprof.cli.report import summarize_run
 from runner import commprof
 from synthetic import periodic_rank, write_run
 
@@ -32,11 +33,14 @@ def test_latency_floor_and_straggler_wait_do_not_scale():
     assert project(b, no_straggler=True)["step_time_s"] == pytest.approx(0.080)
 
 
-def test_each_step_is_projected_and_the_median_reported():
-    # two steps; the second is slow for a reason outside communication (a GC pause)
+def test_each_step_is_projected_and_the_time_weighted_result_reported():
+    # three steps; the second is slow for a reason outside communication (a GC pause)
     b = Baseline(step_s=[0.100, 0.300, 0.100], comm_s=[0.060] * 3, exposed_s=[0.060] * 3)
-    assert project(b)["step_time_s"] == pytest.approx(0.100)  # no change: the measured median
-    assert project(b, bandwidth=2)["step_time_s"] == pytest.approx(0.070)
+    none = project(b)  # no change: the measured mean step and time-weighted fractions
+    assert none["step_time_s"] == pytest.approx(0.500 / 3)
+    assert none["comm_fraction"] == pytest.approx(0.180 / 0.500)
+    # x2: 60 ms of exposed transfer -> 30 ms in each step: 70, 270, 70 ms
+    assert project(b, bandwidth=2)["step_time_s"] == pytest.approx((0.070 + 0.270 + 0.070) / 3)
 
 
 def test_sync_every_k():
@@ -55,14 +59,15 @@ def test_report_has_whatif_and_ranked_recommendations(tmp_path):
     assert names == ["bandwidth x2", "bandwidth x4", "bytes /2", "bytes /10", "sync every 4 steps",
                      "perfect overlap"]  # no significant straggler: no such scenario
     for w in doc["whatif"]:
-        assert w["model"] and w["inputs"]["step_s"] == pytest.approx(doc["steps"]["median_s"])
-        assert 0 < w["step_time_s"] <= doc["steps"]["median_s"] + 1e-12
+        assert w["model"] and w["inputs"]["step_s"] == pytest.approx(doc["kpis"]["step_time_s"])
+        assert 0 < w["step_time_s"] <= doc["kpis"]["step_time_s"] + 1e-12
+        assert w["speedup"] <= doc["assessment"]["speedup_bound"] + 1e-9  # the verdict bounds them
     savings = [r["projected_saving"] for r in doc["recommendations"]]
     assert savings == sorted(savings, reverse=True) and savings
     assert any("bf16_compress_hook" in r["action"] for r in doc["recommendations"])
     text = commprof("report", str(run), "--width", "160").stdout
     assert "What if" in text and "Recommendations" in text
-    assert recommendations(doc, []) == [] and scenarios({"kpis": {}, "steps": {}}) == []
+    assert recommendations(doc, []) == [] and scenarios(None) == []
 
 
 def test_whatif_command(tmp_path):
@@ -73,7 +78,11 @@ def test_whatif_command(tmp_path):
     assert out["changes"]["bandwidth"] == 2 and out["changes"]["bytes_div"] == 2
     assert out["step_time_s"] < out["inputs"]["step_s"]
     doc = json.loads(commprof("report", str(run), "-f", "json").stdout)
-    b = Baseline.from_document(doc)
+    b = summarize_run(str(run), 2).baseline
     assert out["step_time_s"] == pytest.approx(project(b, bandwidth=2, bytes_div=2)["step_time_s"])
+    same = json.loads(commprof("whatif", str(run), "-f", "json").stdout)  # no change: the KPIs
+    assert same["step_time_s"] == pytest.approx(doc["kpis"]["step_time_s"], rel=1e-12)
+    assert same["comm_fraction"] == pytest.approx(doc["kpis"]["comm_fraction"], rel=1e-12)
+    assert same["exposed_comm_fraction"] == pytest.approx(doc["kpis"]["exposed_comm_fraction"], rel=1e-12)
     bad = commprof("whatif", str(run), "--bytes", "/0")
     assert bad.returncode == 2 and "--bytes" in bad.stderr

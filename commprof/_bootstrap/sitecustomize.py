@@ -6,6 +6,8 @@ def _commprof_bootstrap():
 
     here = os.path.dirname(os.path.abspath(__file__))
     try:
+        # The one COMMPROF_* variable read outside capture/config.py: checked before any import,
+        # so that a process that is not to be captured pays nothing.
         if os.environ.get("COMMPROF_RUN_DIR"):
             from commprof.capture import bootstrap
             bootstrap.activate()

@@ -95,6 +95,45 @@ def align(sync: pd.DataFrame, processes: pd.DataFrame) -> dict[int, RankClock]:
     return out
 
 
+@dataclass
+class Timeline:
+    """One time axis for a whole run: nanoseconds since ``origin_wall_ns`` (the earliest capture
+    start, by the wall clock), on rank 0's clock.  A rank :func:`align` placed is moved onto rank
+    0's monotonic clock, then onto the wall clock through rank 0's anchor; a rank it could not
+    place (or a run without rank 0) goes through its own anchor."""
+
+    clocks: dict[int, RankClock]
+    reference: dict | None  # rank 0's process row (Run.processes), if captured
+    origin_wall_ns: int
+
+    @classmethod
+    def of_ranks(cls, ranks) -> "Timeline":
+        """From the loaded processes (:class:`commprof.analysis.load.RankData`: process, marks)."""
+        walls = [r.process["clock_wall_ns"] for r in ranks if r.process.get("clock_wall_ns") is not None]
+        procs = pd.DataFrame([r.process for r in ranks])
+        sync = pd.concat([sync_marks(r.marks) for r in ranks], ignore_index=True)
+        ref = next((r.process for r in ranks if int(r.rank) == 0), None)
+        return cls(align(sync, procs), ref, min(walls) if walls else 0)
+
+    def shift_ns(self, anchor: dict) -> float:
+        """What moves a clock with this anchor (``wall_ns``/``mono_ns`` pair, e.g. a capture or
+        sampler header's ``clock``) onto the axis."""
+        return (anchor.get("wall_ns") or 0) - (anchor.get("mono_ns") or 0) - self.origin_wall_ns
+
+    def mapper(self, process: dict):
+        """``t`` (ns of this process's monotonic clock; array-like) -> ns on the axis."""
+        clk = self.clocks.get(int(process["rank"]))
+        if self.reference is not None and clk is not None:
+            shift = self.shift_ns(_process_anchor(self.reference))
+            return lambda t: clk.to_reference(t) + shift
+        shift = self.shift_ns(_process_anchor(process))
+        return lambda t: np.asarray(t, dtype="float64") + shift
+
+
+def _process_anchor(process: dict) -> dict:
+    return {"wall_ns": process.get("clock_wall_ns"), "mono_ns": process.get("clock_mono_ns")}
+
+
 def _anchor(row) -> float | None:
     """wall − mono of a process: its monotonic clock → wall clock shift."""
     wall, mono = row.get("clock_wall_ns"), row.get("clock_mono_ns")

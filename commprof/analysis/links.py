@@ -21,62 +21,14 @@ Pure functions of numpy/pandas data; no printing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from commprof.analysis import intervals
-from commprof.errors import CaptureFormatError
-from commprof.format import reader
+from commprof.analysis.load_nodes import NodeSamples, load_node_samples, read_node_samples
 
-
-@dataclass
-class NodeSamples:
-    """One node sampler file, as frames."""
-
-    path: Path
-    header: dict
-    series: pd.DataFrame  # id, source, device, metric, unit, kind, note
-    samples: pd.DataFrame  # series, t, value
-    cost: dict | None
-    degraded: list[dict] = field(default_factory=list)
-    damage: str | None = None
-
-    @property
-    def host(self) -> str:
-        return str(self.header.get("host", "?"))
-
-
-def read_node_samples(path: Path) -> NodeSamples:
-    """Parse one ``*.cps`` file (torn tails are kept up to the last good frame)."""
-    cap = reader.read_capture(path, need_rank=False)
-    series = pd.DataFrame([e for e in cap.events if e.get("type") == "series"],
-                          columns=["id", "source", "device", "metric", "unit", "kind", "note"])
-    costs = [e for e in cap.events if e.get("type") == "cost"]
-    cost = cap.trailer if cap.trailer and "cpu_ns" in cap.trailer else (costs[-1] if costs else None)
-    samples = pd.DataFrame(cap.arrays["sample"]) if len(cap.arrays["sample"]) else \
-        pd.DataFrame({"series": pd.Series(dtype="int64"), "t": pd.Series(dtype="int64"),
-                      "value": pd.Series(dtype="float64")})
-    degraded = {e.get("where"): e for e in cap.events if e.get("type") == "degraded"}  # last wins
-    return NodeSamples(path, cap.header, series, samples, cost, list(degraded.values()), cap.damage)
-
-
-def load_node_samples(run_dirs) -> tuple[list[NodeSamples], list[str]]:
-    """Every sampler file of a run (one directory, or a list), and notes about unreadable ones."""
-    nodes, notes = [], []
-    dirs = run_dirs if isinstance(run_dirs, (list, tuple)) else [run_dirs]
-    for path in [p for d in dirs for p in reader.sample_paths(d)]:
-        try:
-            ns = read_node_samples(path)
-        except CaptureFormatError as exc:
-            notes.append(f"{path.name}: {exc.reason}: left out")
-            continue
-        if ns.damage:
-            notes.append(f"{path.name}: {ns.damage}; samples before it were kept")
-        nodes.append(ns)
-    return nodes, notes
+__all__ = ["NodeSamples", "load_node_samples", "read_node_samples", "summarize_links"]
 
 
 # -- counters ----------------------------------------------------------------------------------
@@ -290,14 +242,15 @@ def timeline(node: NodeSamples, windows, rows: list[dict]) -> list[dict]:
     return out
 
 
-def summarize_links(run_dir, windows: dict, bus_bytes: dict, buckets: pd.DataFrame,
-                    probe: dict | None) -> dict | None:
+def summarize_links(nodes: list[NodeSamples], notes: list[str], windows: dict, bus_bytes: dict,
+                    buckets: pd.DataFrame, probe: dict | None) -> dict | None:
     """The document's ``links`` section, or None when the run has no sampler file and no probe.
 
-    ``windows``: host -> (starts, ends) union of in-flight intervals; ``bus_bytes``: host -> Σ bus
-    bytes of its ranks' collectives.
+    ``nodes``, ``notes``: the run's sampler files and notes about unreadable ones
+    (:func:`commprof.analysis.load_nodes.load_node_samples`); ``windows``: host -> (starts, ends)
+    union of in-flight intervals; ``bus_bytes``: host -> Σ bus bytes of its ranks' collectives.
     """
-    nodes, notes = load_node_samples(run_dir)
+    notes = list(notes)
     if not nodes and probe is None and not notes:
         return None
     out = {"sampler": [], "interfaces": [], "gauges": [], "tcp": [], "efficiency": [],

@@ -20,11 +20,9 @@ import pandas as pd
 
 from commprof.analysis import gpu_times
 from commprof.errors import RunDirError, TruncatedCaptureError
-from commprof.format import reader, schema
-from commprof.launch.rundir import latest_run
+from commprof.format import layout, reader, schema
 
 _PROC_KEYS = ["rank", "attempt", "pid"]
-MANIFEST_NAME = reader.MANIFEST
 _OP_NAMES = pd.Index(schema.OPS, dtype=object)
 _DTYPE_NAMES = pd.Index(schema.DTYPES, dtype=object)
 GROUP_COLUMNS = _PROC_KEYS + ["gid", "name", "desc", "size", "group_rank", "backend", "ranks"]
@@ -50,8 +48,21 @@ class RankData:
         return int(self.key["rank"])
 
 
+class _RunFiles:
+    """The run's files beside the captures (the one place analysis reads them)."""
+
+    def node_samples(self):
+        """The node samplers' files, and notes about unreadable ones."""
+        from commprof.analysis.load_nodes import load_node_samples
+        return load_node_samples(self.dirs or [self.path])
+
+    def probe(self) -> dict | None:
+        """``probe.json`` (``commprof run --probe``), or None."""
+        return reader.read_probe(self.path)
+
+
 @dataclass
-class RunSource:
+class RunSource(_RunFiles):
     """A run directory opened for streaming: manifest, capture files to use, notes."""
 
     path: Path
@@ -73,7 +84,7 @@ class RunSource:
 
 
 @dataclass
-class Run:
+class Run(_RunFiles):
     """One run directory, loaded whole."""
 
     path: Path
@@ -119,7 +130,7 @@ def _merge_dirs(dirs: list[Path]) -> tuple[list[Path], list[str]]:
     for d in dirs:
         _check_dir(d)
         reader.read_manifest(d)
-        mine = reader.capture_paths(d)
+        mine = layout.capture_paths(d)
         found = {reader.first_run_id(p) for p in mine} - {None}
         if len(found) > 1:
             raise RunDirError(f"{d}: holds captures of {len(found)} different runs")
@@ -149,16 +160,16 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
     else:
         if isinstance(path, (list, tuple)):
             path = path[0] if path else None
-        run_dir = Path(path) if path is not None else latest_run()
+        run_dir = Path(path) if path is not None else layout.latest_run()
         _check_dir(run_dir)
         dirs, merge_notes = [run_dir], []
         manifest = reader.read_manifest(run_dir)
-        paths = reader.capture_paths(run_dir)
+        paths = layout.capture_paths(run_dir)
     if not paths:
-        errs = sorted((run_dir / "ranks").glob("bootstrap-*.err"))
+        errs = layout.bootstrap_errors(run_dir)
         why = (f"; {errs[0].name}: {errs[0].read_text().strip()}" if errs else
                " (see docs/troubleshooting.md: python -I/-E, a job that never imports torch, ...)")
-        raise RunDirError(f"{run_dir / 'ranks'}: no capture files: no process of the job was "
+        raise RunDirError(f"{layout.ranks_dir(run_dir)}: no capture files: no process of the job was "
                           f"captured, or none initialised a process group, called a collective or "
                           f"stepped an optimizer{why}")
     headers, notes = {}, list(merge_notes)
@@ -174,17 +185,17 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
             seen.add(ident)
             headers[p] = h
     if not headers:
-        raise RunDirError(f"{run_dir / 'ranks'}: no readable capture file ({'; '.join(notes)})")
+        raise RunDirError(f"{layout.ranks_dir(run_dir)}: no readable capture file ({'; '.join(notes)})")
     world = max((int(h.get("world_size") or 0) for h in headers.values()), default=0)
     absent = sorted(set(range(world)) - {int(h["rank"]) for h in headers.values()})
     if absent:
         notes.append(f"no capture from rank(s) {_span_list(absent)} of world size {world}: the "
                      "KPIs cover the ranks captured (a process that never imported torch, or ran "
                      "on a node without `commprof run`?)")
-    joined = sorted(run_dir.glob("manifest.*.json"))
+    joined = layout.joined_manifests(run_dir)
     if joined:
         notes.append(f"{len(joined) + 1} `commprof run` processes shared this directory (--join); "
-                     f"the run's exit status is the one in {MANIFEST_NAME}")
+                     f"the run's exit status is the one in {layout.MANIFEST}")
     if manifest.get("status") == "running":
         notes.append("the run has not finished, or its `commprof run` was killed: this covers what "
                      "the workers had flushed so far")
@@ -192,13 +203,13 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
     if missing:
         notes.append("this torch has no " + ", ".join(missing) + " operator(s): such calls are not "
                      "captured")
-    for err in sorted((run_dir / "ranks").glob("bootstrap-*.err")):
+    for err in layout.bootstrap_errors(run_dir):
         notes.append(f"{err.name}: {err.read_text().strip()}")
     attempts = sorted({int(h.get("restart", 0) or 0) for h in headers.values()})
     if len(attempts) > 1:
         notes.append(f"torchrun ran {len(attempts)} attempts (restart counts "
                      f"{', '.join(map(str, attempts))}): the KPIs cover each rank's last attempt; "
-                     "earlier attempts' captures are kept in ranks/*.a<N>.*")
+                     f"earlier attempts' captures are kept in {layout.RANKS}/*.a<N>.*")
     return RunSource(run_dir.resolve(), manifest, _latest_attempts(headers), notes,
                      attempts=attempts, hang=reader.read_hang(run_dir),
                      dirs=[d.resolve() for d in dirs])

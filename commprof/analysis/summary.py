@@ -12,21 +12,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import clocks, cpu, crossrank, intervals
-from commprof.analysis.collectives import add_sizes, combine_op_tables, rank_op_partial
-from commprof.analysis.exposure import rank_exposure
-from commprof.analysis.links import size_buckets, summarize_links
-from commprof.analysis.load import RankData, Run, RunSource, open_run
-from commprof.analysis.steps import measured, step_windows, wall_window
-from commprof.format import reader, schema
+from commprof.analysis import clocks, cpu, crossrank, intervals, kpis as kpi, whatif
+from commprof.analysis.collectives import combine_op_tables
+from commprof.analysis.kpis import DEFAULT_WARMUP
+from commprof.analysis.links import summarize_links
+from commprof.analysis.load import Run, RunSource, open_run
+from commprof.analysis.rank import RankPart, analyze_rank
+from commprof.analysis.steps import measured
+from commprof.analysis.verdict import Note, Verdict, assess, slow_step_note, straggler_note, warmup_note
 
-DEFAULT_WARMUP = 2
+__all__ = ["DEFAULT_WARMUP", "Summary", "summarize", "analyze_rank"]
 # Host time the dispatcher hop into a Python kernel adds to one gloo call (not measurable from
-# inside the run): `python benchmarks/passthrough_kernel_cost.py`, 2-core x86_64, torch 2.13.
-DISPATCH_NS_PER_CALL_ESTIMATE = 12_300
-_STEP_RANK_COLUMNS = ("steps", "steps_total", "step_median_s", "comm_fraction",
-                      "exposed_comm_fraction", "bytes_per_step", "comm_s_per_step",
-                      "exposed_comm_s_per_step")
+# inside the run), as `python benchmarks/passthrough_kernel_cost.py` measured it (2-core x86_64,
+# torch 2.13; docs/performance.md, "Where the per-call time goes", which a test keeps equal):
+# an async call alone, and one iteration of a loop of blocking calls (hop + hand-offs).
+DISPATCH_NS_ASYNC_CALL = 16_600
+DISPATCH_NS_BLOCKING_CALL = 32_900
 
 
 @dataclass
@@ -39,8 +40,8 @@ class Summary:
     kpis: dict
     ops: pd.DataFrame
     ranks: pd.DataFrame
-    verdict: str
-    notes: list[str] = field(default_factory=list)
+    verdict: Verdict
+    notes: list[Note] = field(default_factory=list)
     degraded: pd.DataFrame | None = None
     overhead: dict = field(default_factory=dict)
     hang: dict | None = None  # the hang report (commprof.hang/1), when one was written
@@ -48,106 +49,7 @@ class Summary:
     op_sizes: pd.DataFrame | None = None  # calls per (op, n, power-of-two size bucket), all ranks
     cross_rank: dict | None = None  # analysis/crossrank.py: wait vs transfer, stragglers
     clock_alignment: dict | None = None  # analysis/clocks.py
-
-
-@dataclass
-class RankPart:
-    """What one process contributes to a summary (small: no per-record frames)."""
-
-    row: dict  # the ranks[] row
-    process: dict
-    steps: pd.DataFrame  # per step, with metrics
-    ops: pd.DataFrame  # rank_op_partial
-    durations: dict  # (op, group size) -> call durations, ns
-    moving_bytes: float  # Σ S of calls with S > 0
-    moving_bus_bytes: float
-    moving_ns: float  # Σ duration of those calls
-    backends: set
-    collectives: int
-    degraded: pd.DataFrame
-    bus_bytes: float = 0.0  # Σ bus bytes of every call (links: wire / logical)
-    buckets: pd.DataFrame | None = None  # calls per (op, n, size bucket) (links: efficiency)
-    inflight: tuple | None = None  # union of in-flight intervals (links: communication windows)
-    gpu: pd.DataFrame | None = None  # per (op, n): calls with a GPU-side duration, their sums
-
-
-def analyze_rank(rd: RankData) -> RankPart:
-    """Every per-rank quantity of one process (steps, exposure, op sums, whole-run window)."""
-    c = add_sizes(rd.collectives)
-    exp = rank_exposure(c, rd.waits, rd.spans)
-    s = _step_metrics(step_windows(rd.marks, rd.spans), c, exp)
-    w = wall_window(rd.marks, c)
-    proc = rd.process
-    if not proc["complete"]:
-        row_extra = {"last_record_s": _last_record_s(rd, c)}
-    else:
-        row_extra = {"last_record_s": None}
-    row = {"rank": int(rd.rank), "host": proc["host"], "attempt": int(proc["attempt"]),
-           "ops": int(len(c)), "bytes": int(c["size_bytes"].sum()),
-           "complete": bool(proc["complete"]), "exit_reason": proc["exit_reason"],
-           "training_thread": exp.training_thread, **row_extra}
-    if len(w):
-        wa, wb = float(w["t_start"].iloc[0]), float(w["t_end"].iloc[0])
-        wall = wb - wa
-        row.update(wall_s=wall / 1e9, comm_s=float(exp.comm_ns([wa], [wb])[0]) / 1e9,
-                   exposed_comm_s=float(exp.exposed_ns([wa], [wb])[0]) / 1e9)
-        row["comm_fraction_wall"] = row["comm_s"] * 1e9 / wall if wall > 0 else None
-        row["exposed_comm_fraction_wall"] = row["exposed_comm_s"] * 1e9 / wall if wall > 0 else None
-    ops, durations = rank_op_partial(c)
-    moving = c[c["size_bytes"] > 0]
-    backends = set(rd.groups["backend"].dropna()) if len(rd.groups) else set()
-    return RankPart(row=row, process=proc, steps=s, ops=ops, durations=durations,
-                    moving_bytes=float(moving["size_bytes"].sum()),
-                    moving_bus_bytes=float(moving["bus_bytes"].sum()),
-                    moving_ns=float(moving["duration_ns"].sum()), backends=backends,
-                    collectives=int(len(c)), degraded=rd.degraded,
-                    bus_bytes=float(c["bus_bytes"].sum()), buckets=size_buckets(c),
-                    inflight=exp.inflight, gpu=_gpu_partial(c))
-
-
-def _gpu_partial(c: pd.DataFrame) -> pd.DataFrame | None:
-    """Per (op, group size): count, Σ GPU duration and Σ bus bytes of calls timed on the GPU."""
-    if "gpu_duration_ns" not in c or not c["gpu_duration_ns"].notna().any():
-        return None
-    g = c[c["gpu_duration_ns"].notna()]
-    return (g.assign(op=g["op"].astype(str))
-            .groupby(["op", "group_size"], as_index=False)
-            .agg(gpu_calls=("gpu_duration_ns", "size"), gpu_time_ns=("gpu_duration_ns", "sum"),
-                 gpu_bus_bytes=("bus_bytes", "sum")))
-
-
-def _last_record_s(rd: RankData, c: pd.DataFrame) -> float | None:
-    """Seconds from a process's capture start to the last thing it recorded (for a rank that
-    died: about when it died, give or take one flush interval)."""
-    times = [rd.marks["t"].max() if len(rd.marks) else np.nan,
-             c["t_return"].max() if len(c) else np.nan,
-             rd.waits["t_end"].max() if len(rd.waits) else np.nan,
-             rd.spans["t_end"].max() if len(rd.spans) else np.nan]
-    last = np.nanmax(np.asarray(times, dtype="float64")) if not all(pd.isna(times)) else np.nan
-    start = rd.marks.loc[rd.marks["kind"] == schema.MARK_START, "t"]
-    origin = float(start.min()) if len(start) else float(rd.process.get("clock_mono_ns") or np.nan)
-    value = (last - origin) / 1e9
-    return None if np.isnan(value) else float(value)
-
-
-def _step_metrics(s: pd.DataFrame, c: pd.DataFrame, exp) -> pd.DataFrame:
-    """Add comm/exposed time and the S, bus bytes and count of the calls issued in each step."""
-    if not len(s):
-        return s
-    a, b = s["t_start"].to_numpy("float64"), s["t_end"].to_numpy("float64")
-    s["comm_ns"] = exp.comm_ns(a, b)
-    s["exposed_ns"] = exp.exposed_ns(a, b)
-    issue = c["t_issue"].to_numpy("float64")
-    idx = np.searchsorted(b, issue, side="left")  # the step whose (start, end] holds the issue
-    inside = (idx < len(b)) & (issue > a[np.minimum(idx, len(b) - 1)])
-    n = len(s)
-
-    def per_step(col: str | None) -> np.ndarray:
-        weights = c[col].to_numpy("float64")[inside] if col else None
-        return np.bincount(idx[inside], weights=weights, minlength=n)[:n]
-
-    s["bytes"], s["bus_bytes"], s["ops"] = per_step("size_bytes"), per_step("bus_bytes"), per_step(None)
-    return s
+    baseline: whatif.Baseline | None = None  # what projections start from (analysis/whatif.py)
 
 
 def summarize(source: Run | RunSource | str | Path | None = None,
@@ -158,7 +60,8 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     time: memory is bounded by the largest capture file), or a run directory path.
     """
     src = source if isinstance(source, (Run, RunSource)) else open_run(source)
-    sampled = any(reader.sample_paths(d) for d in (src.dirs or [src.path]))
+    nodes, node_notes = src.node_samples()
+    sampled = bool(nodes)
     windows: dict[str, tuple] = {}  # host -> in-flight union of its ranks (only when sampled)
     parts, calls, syncs = [], crossrank.Calls(), []
     for rd in src.iter_ranks():
@@ -172,20 +75,14 @@ def summarize(source: Run | RunSource | str | Path | None = None,
                                             np.concatenate([old[1], part.inflight[1]]))
         part.inflight = None  # bounded memory: not kept per rank
         parts.append(part)
-    steps_df = _finish_steps([p.steps for p in parts if len(p.steps)])
+    steps_df = kpi.finish_steps([p.steps for p in parts if len(p.steps)])
     meas = measured(steps_df, warmup)
     ranks_df = pd.DataFrame([p.row for p in parts])
     if len(meas):
-        per_rank = meas.groupby("rank").agg(
-            steps=("step", "size"), step_median_s=("duration_s", "median"),
-            comm_fraction=("comm_fraction", "median"),
-            exposed_comm_fraction=("exposed_comm_fraction", "median"),
-            bytes_per_step=("bytes", "median"), comm_s_per_step=("comm_s", "median"),
-            exposed_comm_s_per_step=("exposed_s", "median"))
-        ranks_df = ranks_df.merge(per_rank.reset_index(), on="rank", how="left")
+        ranks_df = ranks_df.merge(kpi.per_rank(meas), on="rank", how="left")
         ranks_df = ranks_df.merge(steps_df.groupby("rank").size().rename("steps_total").reset_index(),
                                   on="rank", how="left")
-    for col in _STEP_RANK_COLUMNS:  # the document's keys exist even when there are no steps
+    for col in kpi.RANK_STEP_COLUMNS:  # the document's keys exist even when there are no steps
         if col not in ranks_df:
             ranks_df[col] = None
     ops = combine_op_tables([p.ops for p in parts], [p.durations for p in parts])
@@ -194,13 +91,17 @@ def summarize(source: Run | RunSource | str | Path | None = None,
         "algbw_gbps": sum(p.moving_bytes for p in parts) / moving_ns if moving_ns > 0 else None,
         "busbw_gbps": sum(p.moving_bus_bytes for p in parts) / moving_ns if moving_ns > 0 else None,
     }
-    kpis = _kpis(ranks_df, meas, bandwidth)
-    step_info = _step_info(steps_df, meas, warmup)
+    kpis = kpi.run_kpis(ranks_df, meas, bandwidth)
+    step_info = kpi.step_info(steps_df, meas, warmup)
     info = _run_info(src, parts)
-    notes = list(src.notes)
+    notes = [Note("capture", "warning", n) for n in src.notes]
     if step_info["count"] == 0 and info["collectives"]:
-        notes.append("no training steps detected (no optimizer.step() and no commprof.step()): "
-                     "step KPIs are empty, whole-run KPIs still apply")
+        notes.append(Note("no_steps", "warning",
+                          "no training steps detected (no optimizer.step() and no commprof.step()): "
+                          "step KPIs are empty, whole-run KPIs still apply"))
+    counts = steps_df.groupby("rank").size().to_dict() if len(steps_df) else {}
+    notes += [n for n in (warmup_note(warmup, counts),
+                          slow_step_note(step_info["per_step"], step_info["median_s"])) if n]
     degraded = [p.degraded for p in parts if len(p.degraded)]
     cross, clock_info = _cross_rank(parts, calls, syncs, steps_df, meas, info)
     kpis["wait_fraction_wall"] = kpis["transfer_fraction_wall"] = None
@@ -211,24 +112,27 @@ def summarize(source: Run | RunSource | str | Path | None = None,
                                   how="left")
         for name, col in (("wait_fraction_wall", "wait_s"), ("transfer_fraction_wall", "transfer_s")):
             frac = (ranks_df[col] / ranks_df["wall_s"]) if "wall_s" in ranks_df else pd.Series(dtype=float)
-            kpis[name] = _median(frac.dropna()) if len(frac.dropna()) else None
+            kpis[name] = float(frac.dropna().median()) if len(frac.dropna()) else None
         sig = [s for s in cross["stragglers"] if s["significant"]]
         if sig:
-            s0 = sig[0]
-            notes.append(f"rank {s0['rank']} was last in {s0['share_of_steps']:.0%} of measured steps, "
-                         f"costing each other rank {s0['wait_cost_per_step_s'] * 1e3:.1f} ms/step of waiting")
+            notes.append(straggler_note(sig[0], kpis.get("exposed_comm_s_per_step")))
     info["oversubscribed_hosts"] = cpu.oversubscribed_hosts(pd.DataFrame([p.process for p in parts]))
     if cpu.note(info["oversubscribed_hosts"]):
-        notes.append(cpu.note(info["oversubscribed_hosts"]))
+        notes.append(Note("oversubscribed", "warning", cpu.note(info["oversubscribed_hosts"])))
     ops, gpu_info = _gpu_columns(ops, parts)
     info["gpu_timing"] = gpu_info
     if gpu_info["fr_entries_lost"]:
-        notes.append(f"PyTorch's Flight Recorder overwrote {gpu_info['fr_entries_lost']} entries before "
-                     "commprof read them: their GPU times are missing; raise TORCH_FR_BUFFER_SIZE")
+        notes.append(Note("flight_recorder_lost", "warning",
+                          f"PyTorch's Flight Recorder overwrote {gpu_info['fr_entries_lost']} entries "
+                          "before commprof read them: their GPU times are missing; raise "
+                          "TORCH_FR_BUFFER_SIZE"))
     op_sizes = _op_sizes(parts)
-    links = _links(src, parts, windows, op_sizes)
-    return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
-                   ranks=ranks_df, verdict=verdict(kpis, step_info), notes=notes,
+    probe = src.probe()
+    links = _links(nodes, node_notes, parts, windows, op_sizes, probe)
+    base = whatif.Baseline.from_steps(meas, (cross or {}).get("stragglers", []), probe,
+                                      float(meas["ops"].mean()) if len(meas) else 0.0)
+    return Summary(baseline=base, run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
+                   ranks=ranks_df, verdict=assess(kpis), notes=notes,
                    degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
                    overhead=self_overhead(parts, ranks_df), hang=src.hang, links=links,
                    op_sizes=op_sizes, cross_rank=cross, clock_alignment=clock_info)
@@ -283,13 +187,14 @@ def _op_sizes(parts: list[RankPart]) -> pd.DataFrame:
     return pd.concat(tables).groupby(["op", "group_size", "bucket"], as_index=False).sum()
 
 
-def _links(src, parts: list[RankPart], windows: dict, buckets: pd.DataFrame) -> dict | None:
+def _links(nodes, node_notes, parts: list[RankPart], windows: dict, buckets: pd.DataFrame,
+           probe: dict | None) -> dict | None:
     """The Links section (node samplers, probe), or None when the run has neither."""
     bus: dict[str, float] = {}
     for p in parts:
         host = str(p.row["host"])
         bus[host] = bus.get(host, 0.0) + p.bus_bytes
-    return summarize_links(src.dirs or [src.path], windows, bus, buckets, reader.read_probe(src.path))
+    return summarize_links(nodes, node_notes, windows, bus, buckets, probe)
 
 
 def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:
@@ -297,79 +202,19 @@ def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:
     estimate of the dispatcher hop (a benchmark constant: it cannot be timed from inside)."""
     calls = sum(int(p.process.get("self_calls") or 0) for p in parts)
     record_ns = sum(int(p.process.get("self_record_ns") or 0) for p in parts)
+    blocking = sum(p.blocking_calls for p in parts)
     n = max(len(parts), 1)
-    total_ns = record_ns + calls * DISPATCH_NS_PER_CALL_ESTIMATE
+    dispatch_ns = (blocking * DISPATCH_NS_BLOCKING_CALL
+                   + max(calls - blocking, 0) * DISPATCH_NS_ASYNC_CALL)
+    total_ns = record_ns + dispatch_ns
     wall = ranks["wall_s"].sum() if "wall_s" in ranks else 0.0
     return {
         "calls": calls,
         "record_us_per_call": record_ns / calls / 1e3 if calls else None,
-        "dispatch_us_per_call_estimate": DISPATCH_NS_PER_CALL_ESTIMATE / 1e3,
+        "dispatch_us_per_call_estimate": dispatch_ns / calls / 1e3 if calls else DISPATCH_NS_ASYNC_CALL / 1e3,
+        "blocking_calls": blocking,
         "estimated_s_per_rank": total_ns / n / 1e9,
         "estimated_fraction_of_wall": total_ns / 1e9 / wall if wall else None,
-    }
-
-
-def _finish_steps(step_rows: list[pd.DataFrame]) -> pd.DataFrame:
-    cols = ["rank", "step", "t_start", "t_end", "source", "duration_s", "comm_s", "exposed_s",
-            "comm_fraction", "exposed_comm_fraction", "bytes", "bus_bytes", "ops"]
-    if not step_rows:
-        return pd.DataFrame(columns=cols)
-    s = pd.concat(step_rows, ignore_index=True)
-    dur = (s["t_end"] - s["t_start"]).astype("float64")
-    s["duration_s"] = dur / 1e9
-    s["comm_s"] = s["comm_ns"] / 1e9
-    s["exposed_s"] = s["exposed_ns"] / 1e9
-    s["comm_fraction"] = np.where(dur > 0, s["comm_ns"] / dur.where(dur > 0, 1), 0.0)
-    s["exposed_comm_fraction"] = np.where(dur > 0, s["exposed_ns"] / dur.where(dur > 0, 1), 0.0)
-    return s[cols]
-
-
-def _median(series) -> float | None:
-    series = pd.Series(series).dropna()
-    return float(series.median()) if len(series) else None
-
-
-def _max(series) -> float | None:
-    series = pd.Series(series).dropna()
-    return float(series.max()) if len(series) else None
-
-
-def _kpis(ranks: pd.DataFrame, meas: pd.DataFrame, bandwidth: dict) -> dict:
-    def col(name):
-        return ranks[name] if name in ranks else pd.Series(dtype="float64")
-
-    return {
-        "bytes_per_step": _median(col("bytes_per_step")),
-        "comm_fraction": _median(col("comm_fraction")),
-        "exposed_comm_fraction": _median(col("exposed_comm_fraction")),
-        "comm_fraction_max_rank": _max(col("comm_fraction")),
-        "exposed_comm_fraction_max_rank": _max(col("exposed_comm_fraction")),
-        "comm_s_per_step": _median(col("comm_s_per_step")),
-        "exposed_comm_s_per_step": _median(col("exposed_comm_s_per_step")),
-        "bus_bytes_per_step": _median(meas.groupby("rank")["bus_bytes"].median()) if len(meas) else None,
-        "comm_fraction_wall": _median(col("comm_fraction_wall")),
-        "exposed_comm_fraction_wall": _median(col("exposed_comm_fraction_wall")),
-        **bandwidth,
-    }
-
-
-def _step_info(steps: pd.DataFrame, meas: pd.DataFrame, warmup: int) -> dict:
-    counts = steps.groupby("rank").size() if len(steps) else pd.Series(dtype="int64")
-    per_step = (meas.groupby("step").agg(duration_s=("duration_s", "median"),
-                                         comm_fraction=("comm_fraction", "median"),
-                                         exposed_comm_fraction=("exposed_comm_fraction", "median"),
-                                         bytes=("bytes", "median"))
-                if len(meas) else pd.DataFrame())
-    return {
-        "count": int(counts.median()) if len(counts) else 0,
-        "count_min_rank": int(counts.min()) if len(counts) else 0,
-        "count_max_rank": int(counts.max()) if len(counts) else 0,
-        "source": str(steps["source"].iloc[0]) if len(steps) else "none",
-        "warmup": int(warmup),
-        "measured": int(meas.groupby("rank").size().median()) if len(meas) else 0,
-        "median_s": _median(meas.groupby("rank")["duration_s"].median()) if len(meas) else None,
-        "p90_s": float(meas["duration_s"].quantile(0.9)) if len(meas) else None,
-        "per_step": per_step.reset_index().to_dict("records") if len(per_step) else [],
     }
 
 
@@ -402,23 +247,3 @@ def _run_info(src: Run | RunSource, parts: list[RankPart]) -> dict:
         "collectives": sum(p.collectives for p in parts),
         "attempts": list(getattr(src, "attempts", None) or sorted({int(p.process["attempt"]) for p in parts})),
     }
-
-
-def verdict(kpis: dict, step_info: dict) -> str:
-    """One line: is communication what slows this job down?"""
-    exposed = kpis.get("exposed_comm_fraction")
-    total = kpis.get("comm_fraction")
-    basis = "of step time"
-    if exposed is None:
-        exposed, total, basis = (kpis.get("exposed_comm_fraction_wall"),
-                                 kpis.get("comm_fraction_wall"), "of wall time")
-    if exposed is None or (total or 0) == 0:
-        return "No communication captured: this job is not communication-bound."
-    bound = 1 / (1 - exposed) if exposed < 1 else float("inf")
-    head = (f"Communication is exposed for {exposed:.0%} {basis} (in flight {total:.0%}); "
-            f"free communication would speed steps up at most {bound:.2f}x")
-    if exposed < 0.05:
-        return head + " — not communication-bound: a faster network will not help much."
-    if exposed < 0.20:
-        return head + " — partly communication-bound: better overlap or fewer bytes may pay off."
-    return head + " — communication-bound: overlap, compress or shard differently before buying links."

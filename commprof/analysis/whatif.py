@@ -1,7 +1,7 @@
 """What-if projections: the measured step under a faster network, fewer bytes, rarer syncs, perfect
 overlap or no straggler — and recommendations ranked by projected saving (docs/whatif.md).
 
-Inputs (each measured step, median over ranks, from the report document): step time ``T``,
+Inputs (every rank's measured steps, from the analysis): step time ``T``,
 communication in flight ``C``, exposed ``E``, the wait a significant straggler costs each other
 rank per step ``W`` (0 without one), and a per-step latency floor ``A`` (calls per step × the
 probe's small-message latency; 0 without a probe).  Model, in one line each:
@@ -20,8 +20,10 @@ probe's small-message latency; 0 without a probe).  Model, in one line each:
   ``T' = (T_s + (k − 1)(T − C)) / k`` per step; fractions are ``(C_t' + W')/k ÷ T'`` and
   ``(E_t' + W')/k ÷ T'``.
 
-Every measured step is projected on its own and the median over steps is reported (medians of
-differences, not differences of medians: a noisy step does not skew the compute estimate).
+Every measured step is projected on its own and the mean over steps is reported: time-weighted,
+like the KPIs, so "no change" reproduces ``step_time_s`` and the fractions exactly, and no
+scenario beats the verdict's bound ``1/(1 − comm_fraction)`` (every projected step is at least
+``T − C``).
 
 Known limits: compute time is assumed unchanged (compression hooks add a cast, accumulation adds
 nothing), gloo's CPU-side reduction is counted as transfer, and latency is modelled only with a
@@ -36,9 +38,10 @@ import numpy as np
 
 @dataclass
 class Baseline:
-    """The measured steps a projection starts from: per step (median over ranks) its time, the
-    communication in flight and exposed in it; plus the straggler wait and latency floor per step.
-    Scalars are one step."""
+    """The measured steps a projection starts from: every rank's measured steps (one row each:
+    its time, the communication in flight and exposed in it), plus the straggler wait and the
+    latency floor per step.  Projections are time-weighted like the KPIs: a scenario's step time
+    is the mean of the projected rows, so with no change it is the report's ``step_time_s``."""
 
     step_s: object
     comm_s: object
@@ -48,48 +51,41 @@ class Baseline:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         t = np.atleast_1d(np.asarray(self.step_s, dtype="float64"))
-        c = np.atleast_1d(np.asarray(self.comm_s, dtype="float64"))
         e = np.minimum(np.atleast_1d(np.asarray(self.exposed_s, dtype="float64")), t)
+        c = np.clip(np.atleast_1d(np.asarray(self.comm_s, dtype="float64")), e, t)
         return t, c, e
 
     @property
-    def median_step_s(self) -> float:
-        return float(np.median(self.arrays()[0]))
+    def mean_step_s(self) -> float:
+        return float(np.mean(self.arrays()[0]))
 
     def inputs(self) -> dict:
-        """What a projection starts from, as medians over the measured steps (for reports)."""
+        """What a projection starts from, as means over the measured steps (the KPIs')."""
         t, c, e = self.arrays()
-        return {"steps": int(len(t)), "step_s": float(np.median(t)),
-                "comm_s_per_step": float(np.median(c)), "exposed_s_per_step": float(np.median(e)),
+        return {"steps": int(len(t)), "step_s": float(np.mean(t)),
+                "comm_s_per_step": float(np.mean(c)), "exposed_s_per_step": float(np.mean(e)),
                 "straggler_wait_s_per_step": self.straggler_wait_s,
                 "latency_floor_s_per_step": self.latency_floor_s}
 
     @classmethod
-    def from_document(cls, doc: dict) -> "Baseline | None":
-        rows = (doc.get("steps") or {}).get("per_step") or []
-        rows = [r for r in rows if r.get("duration_s") is not None
-                and r.get("comm_fraction") is not None and r.get("exposed_comm_fraction") is not None]
-        if not rows:
+    def from_steps(cls, meas, stragglers: list[dict], probe: dict | None,
+                   calls_per_step: float) -> "Baseline | None":
+        """From the measured rank-steps frame (``duration_s``, ``comm_s``, ``exposed_s``), the
+        cross-rank stragglers and the probe result (its small-message all_reduce latency)."""
+        if meas is None or not len(meas):
             return None
-        t = np.array([r["duration_s"] for r in rows])
-        c = np.array([r["comm_fraction"] for r in rows]) * t
-        e = np.array([r["exposed_comm_fraction"] for r in rows]) * t
-        wait = max((s["wait_cost_per_step_s"] for s in doc.get("stragglers") or [] if s.get("significant")),
+        wait = max((s["wait_cost_per_step_s"] for s in stragglers or [] if s.get("significant")),
                    default=0.0)
-        floor = 0.0
-        probe = (doc.get("links") or {}).get("probe") or {}
-        lat = (probe.get("latency_us") or {}).get("all_reduce")
-        steps = (doc.get("steps") or {}).get("count") or 0
-        if lat and steps:
-            calls_per_step = sum(o.get("count") or 0 for o in doc.get("ops", [])) / steps
-            floor = calls_per_step * lat / 1e6
-        return cls(t, c, e, float(wait), floor)
+        lat = ((probe or {}).get("latency_us") or {}).get("all_reduce")
+        floor = calls_per_step * lat / 1e6 if lat else 0.0
+        return cls(meas["duration_s"].to_numpy("float64"), meas["comm_s"].to_numpy("float64"),
+                   meas["exposed_s"].to_numpy("float64"), float(wait), float(floor))
 
 
 def project(b: Baseline, bandwidth: float = 1.0, bytes_div: float = 1.0, sync_every: int = 1,
             overlap: bool = False, no_straggler: bool = False) -> dict:
-    """Projected step time and communication fractions under one combination of changes:
-    each measured step is projected, and the median over steps reported."""
+    """Projected step time and communication fractions under one combination of changes: each
+    measured step is projected, and the time-weighted result reported (means over steps)."""
     if bandwidth <= 0 or bytes_div <= 0 or sync_every < 1:
         raise ValueError("bandwidth and bytes factors must be > 0, sync_every >= 1")
     t, c, e = b.arrays()
@@ -109,10 +105,10 @@ def project(b: Baseline, bandwidth: float = 1.0, bytes_div: float = 1.0, sync_ev
     # hidden communication competes with compute for the cores)
     step_local = np.maximum(t - c, 0.0)
     steps2 = (step_sync + (sync_every - 1) * step_local) / sync_every
-    step2 = float(np.median(steps2))
-    exposed2 = float(np.median((e_t2 + wait) / sync_every))
-    comm2 = float(np.median((c_t2 + wait) / sync_every))
-    base = b.median_step_s
+    step2 = float(np.mean(steps2))
+    exposed2 = float(np.mean((e_t2 + wait) / sync_every))
+    comm2 = float(np.mean((c_t2 + wait) / sync_every))
+    base = b.mean_step_s
     return {"step_time_s": step2, "speedup": base / step2 if step2 > 0 else None,
             "saving": 1 - step2 / base if base > 0 else None,
             "comm_fraction": comm2 / step2 if step2 > 0 else None,
@@ -137,9 +133,8 @@ SCENARIOS = [
 ]
 
 
-def scenarios(doc: dict) -> list[dict]:
+def scenarios(b: Baseline | None) -> list[dict]:
     """The document's ``whatif`` list (empty when the run has no step KPIs)."""
-    b = Baseline.from_document(doc)
     if b is None:
         return []
     inputs = b.inputs()
@@ -158,7 +153,7 @@ def recommendations(doc: dict, whatif: list[dict]) -> list[dict]:
     if not by:
         return []
     k = doc["kpis"]
-    step = doc["steps"]["median_s"]
+    step = k.get("step_time_s") or 0.0
     exposed_pct = (k.get("exposed_comm_fraction") or 0) * 100
     ops = {o["op"]: o for o in doc.get("ops", [])}
     ar = ops.get("all_reduce") or {}

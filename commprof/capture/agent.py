@@ -13,11 +13,9 @@ import socket
 import sys
 import time
 
-from commprof.capture.recorder import Recorder, clock
-from commprof.format import schema
-
-ENV_RUN_DIR = "COMMPROF_RUN_DIR"
-ENV_FLUSH = "COMMPROF_FLUSH_INTERVAL"
+from commprof.capture.config import CaptureConfig
+from commprof.capture.recorder import Recorder
+from commprof.format import layout, schema
 
 _agent: "Agent | None" = None
 
@@ -25,20 +23,24 @@ _agent: "Agent | None" = None
 class Agent:
     """One process's capture: recorder + collective hooks + step hooks."""
 
-    def __init__(self, torch_module, run_dir: str):
+    def __init__(self, torch_module, config: CaptureConfig):
         self.torch = torch_module
-        self.run_dir = run_dir
-        self.anchor = {"wall_ns": time.time_ns(), "mono_ns": clock()}
-        self.rec = Recorder(run_dir, self._file_meta, float(os.environ.get(ENV_FLUSH, "1.0")))
+        self.config = config
+        self.run_dir = config.run_dir
+        # One time base for every record of this process: the recorder's, which the hooks read.
+        self.rec = Recorder(config.run_dir, self._file_meta, config.flush_interval_s, clock=config.clock)
+        self.anchor = {"wall_ns": time.time_ns(), "mono_ns": self.rec.clock()}
         self.collectives = None
         self.steps = None
         self._prev_sigterm = None
+        self.exit_reason = "exit"  # the trailer's reason at interpreter exit
 
     def install(self) -> None:
         from commprof.capture.collectives import CollectiveHooks
         from commprof.capture.steps import StepHooks
         rec = self.rec
-        rec.mark.append((schema.MARK_START, clock(), os.getpid()))
+        config = self.config
+        rec.mark.append((schema.MARK_START, rec.clock(), os.getpid()))
         try:
             self.collectives = CollectiveHooks(rec, self.torch)
             self.collectives.install()
@@ -46,16 +48,19 @@ class Agent:
             rec.degrade("install.collectives", exc)
         self.steps = StepHooks(rec, self.collectives, self.torch)
         self.steps.install()
-        if os.environ.get("TORCH_FR_BUFFER_SIZE", "0") not in ("", "0"):
+        if config.flight_recorder:
             from commprof.capture.flight_recorder import Drain
             backends = self.collectives.backends if self.collectives is not None else set()
-            rec.before_flush.append(Drain(rec, self.torch, backends=backends))
-        if os.environ.get("COMMPROF_FAULT"):
+            rec.before_flush.append(Drain(rec, self.torch, backends=backends,
+                                          interval_s=config.fr_drain_interval_s,
+                                          force=config.fr_drain_forced))
+        if config.faults:
             from commprof.capture import faults
-            faults.install(self)
-        atexit.register(self.close, "exit")
+            faults.install(self, config.faults)
+        atexit.register(self._at_exit)
         os.register_at_fork(after_in_child=rec.disable_in_child)
         self._install_sigterm()
+        self._install_excepthook()
         rec.start()
 
     def _install_sigterm(self) -> None:
@@ -64,6 +69,25 @@ class Agent:
                 self._prev_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         except (ValueError, OSError) as exc:  # not the main thread: rely on atexit and the flusher
             self.rec.degrade("install.sigterm", exc)
+
+    def _install_excepthook(self) -> None:
+        """Chain ``sys.excepthook``: an uncaught exception ends the process with trailer reason
+        ``exception: TYPE``.  The previous hook (Python's traceback printer, or the job's own) still
+        runs, unchanged, so the job's output and exit status are what they were."""
+        previous = sys.excepthook
+        agent = self
+
+        def commprof_excepthook(exc_type, exc, tb):
+            try:
+                agent.exit_reason = f"exception: {getattr(exc_type, '__name__', None) or exc_type}"
+            except Exception:  # noqa: BLE001 - never in the way of the job's own hook
+                pass
+            return previous(exc_type, exc, tb)
+
+        sys.excepthook = commprof_excepthook
+
+    def _at_exit(self) -> None:
+        self.close(self.exit_reason)
 
     def _on_sigterm(self, signum, frame) -> None:
         self.close("SIGTERM")
@@ -96,7 +120,7 @@ class Agent:
             "missing_ops": list(getattr(self.collectives, "missing", [])),
             **_cpu_threads(self.torch),
         }
-        return f"rank{rank:05d}.a{restart}.p{os.getpid()}{schema.FILE_SUFFIX}", header
+        return layout.capture_name(rank, restart, os.getpid()), header
 
 
 def _cpu_threads(torch) -> dict:
@@ -134,19 +158,18 @@ def _version() -> str:
     return __version__
 
 
-def start(torch_module) -> None:
+def start(torch_module, config: CaptureConfig) -> None:
     """Install the agent once per process (idempotent).  Never raises."""
     global _agent
-    if _agent is not None:
-        return
-    run_dir = os.environ.get(ENV_RUN_DIR)
-    if not run_dir:
+    if _agent is not None or not config.run_dir:
         return
     try:
-        _agent = Agent(torch_module, run_dir)
+        if config.problem:
+            raise ValueError(config.problem)
+        _agent = Agent(torch_module, config)
         _agent.install()
     except Exception as exc:  # noqa: BLE001 - the user's job must never see this
-        _report_bootstrap_failure(run_dir, exc)
+        _report_bootstrap_failure(config.run_dir, exc)
 
 
 def step() -> None:
@@ -165,8 +188,9 @@ def step_begin() -> None:
 
 def _report_bootstrap_failure(run_dir: str, exc: BaseException) -> None:
     try:
-        os.makedirs(os.path.join(run_dir, "ranks"), exist_ok=True)
-        with open(os.path.join(run_dir, "ranks", f"bootstrap-{os.getpid()}.err"), "a") as fh:
+        ranks = layout.ranks_dir(run_dir)
+        os.makedirs(ranks, exist_ok=True)
+        with open(ranks / layout.bootstrap_error_name(os.getpid()), "a") as fh:
             fh.write(f"{type(exc).__name__}: {exc}\n")
     except OSError:
         sys.stderr.write(f"commprof: capture disabled in pid {os.getpid()}: {exc}\n")

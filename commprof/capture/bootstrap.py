@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
-ENV_OWNER = "COMMPROF_OWNER"  # "<RANK>:<pid>" of the process that captures that RANK
+if TYPE_CHECKING:
+    from commprof.capture.config import CaptureConfig
 
 _LAUNCHER_SUFFIXES = ("torchrun", os.path.join("torch", "distributed", "run.py"),
                       os.path.join("torch", "distributed", "launch.py"))
@@ -25,23 +27,25 @@ def is_launcher(argv: list[str]) -> bool:
         first == "-m" and len(argv) > 1 and argv[1] in ("torch.distributed.run", "torch.distributed.launch"))
 
 
-def should_capture(env=os.environ, argv=None, pid=None) -> bool:
-    """Whether this process is one to capture (see the module docstring)."""
+def should_capture(config: CaptureConfig | None = None, argv=None, pid=None) -> bool:
+    """Whether this process is one to capture (see the module docstring); ``config``: this
+    process's (read now when not given)."""
+    from commprof.capture.config import CaptureConfig
+    config = CaptureConfig.from_env() if config is None else config
     argv = sys.argv if argv is None else argv
     pid = os.getpid() if pid is None else pid
-    if "LOCAL_RANK" not in env and is_launcher(argv):
+    if config.local_rank is None and is_launcher(argv):
         return False
-    rank = env.get("RANK")
-    owner = env.get(ENV_OWNER)
-    if rank is not None and owner:
-        owner_rank, _, owner_pid = owner.partition(":")
-        if owner_rank == rank and owner_pid != str(pid):
+    if config.rank is not None and config.owner:
+        owner_rank, _, owner_pid = config.owner.partition(":")
+        if owner_rank == config.rank and owner_pid != str(pid):
             return False  # a child of the captured rank (DataLoader worker, spawned helper)
     return True
 
 
 def activate() -> None:
-    """Arrange for the agent to start once torch has been imported."""
+    """Arrange for the agent to start once torch has been imported.  Runs at interpreter start-up
+    in every process of the job: it imports nothing (the settings are read at :func:`_start`)."""
     if "torch" in sys.modules:
         _start(sys.modules["torch"])
         return
@@ -49,13 +53,16 @@ def activate() -> None:
 
 
 def _start(torch_module) -> None:
-    # sys.argv is complete only now (at sitecustomize time it may still be partial).
-    if not should_capture():
+    # sys.argv is complete only now (at sitecustomize time it may still be partial), and so is
+    # the environment (a script may set RANK before it imports torch): the settings are read here.
+    from commprof.capture.config import CaptureConfig, claim_rank
+    config = CaptureConfig.from_env()
+    if not should_capture(config):
         return
-    if "RANK" in os.environ:
-        os.environ[ENV_OWNER] = f"{os.environ['RANK']}:{os.getpid()}"
+    if config.rank is not None:
+        claim_rank(config.rank, os.getpid())
     from commprof.capture import agent
-    agent.start(torch_module)
+    agent.start(torch_module, config)
 
 
 class _TorchImportWatcher:

@@ -19,7 +19,7 @@ import os
 import uuid
 from datetime import timedelta
 
-from commprof.capture.recorder import Recorder, clock
+from commprof.capture.recorder import Recorder
 from commprof.format import schema
 
 ROUNDS = 7
@@ -47,7 +47,7 @@ def exchange(rec: Recorder, torch, phase: int) -> None:
             return
         for k in range(ROUNDS):
             dist.barrier()
-            rec.mark.append((schema.MARK_CLOCK_SYNC, clock(), phase * 100 + k))
+            rec.mark.append((schema.MARK_CLOCK_SYNC, rec.clock(), phase * 100 + k))
     finally:
         rec.enabled = was
 

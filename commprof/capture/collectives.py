@@ -16,7 +16,7 @@ import threading
 import warnings
 import weakref
 
-from commprof.capture.recorder import Recorder, clock
+from commprof.capture.recorder import Recorder
 from commprof.format import schema
 
 # c10d operator -> canonical op name
@@ -159,6 +159,7 @@ class CollectiveHooks:
         redispatch = spec.op.redispatch
         on_call = self._on_call
         rec = self.rec
+        clock = rec.clock
 
         def kernel(keyset, *args, **kwargs):
             t0 = clock()
@@ -192,6 +193,7 @@ class CollectiveHooks:
         self._flib = torch.library.Library("_c10d_functional", "IMPL")
         redispatch = op.redispatch
         rec = self.rec
+        clock = rec.clock
         hooks = self
         get_ident = threading.get_ident
 
@@ -234,6 +236,7 @@ class CollectiveHooks:
         original = Work.wait
         pending = self.pending
         rec = self.rec
+        clock = rec.clock
         get_ident = threading.get_ident
         api_codes = _blocking_api_codes(self.torch)
         getframe = sys._getframe
@@ -342,6 +345,7 @@ class CollectiveHooks:
             return 0
         pending[key] = (rid, work, True)
         done = self.rec.done
+        clock = self.rec.clock
         completed = self.completed
 
         def on_done(_fut, rid=rid, key=key):

@@ -1,6 +1,7 @@
 """Injected failures, for testing that commprof never breaks the job (``COMMPROF_FAULT``).
 
-``COMMPROF_FAULT`` is a comma-separated list of sites:
+``COMMPROF_FAULT`` (read into :attr:`commprof.capture.config.CaptureConfig.faults`) is a
+comma-separated list of sites:
 
 * ``collective`` — recording every collective call raises (inside commprof's hook);
 * ``steps`` — the optimizer-step hook raises;
@@ -11,22 +12,17 @@ Nothing is wrapped when the variable is unset: zero cost in normal runs.
 from __future__ import annotations
 
 import errno
-import os
 
-ENV = "COMMPROF_FAULT"
+from commprof.capture.config import ENV_FAULT
+
 SITES = ("collective", "steps", "writer")
 
 
-def requested(env=os.environ) -> set[str]:
-    return {s.strip() for s in env.get(ENV, "").split(",") if s.strip()}
-
-
-def install(agent) -> None:
-    """Wrap the requested sites of ``agent`` so that they fail."""
-    sites = requested()
+def install(agent, sites: frozenset[str]) -> None:
+    """Wrap the ``sites`` of ``agent`` so that they fail."""
     unknown = sites - set(SITES)
     if unknown:
-        agent.rec.degrade("faults", ValueError(f"unknown {ENV} site(s): {sorted(unknown)}"))
+        agent.rec.degrade("faults", ValueError(f"unknown {ENV_FAULT} site(s): {sorted(unknown)}"))
     if "collective" in sites and agent.collectives is not None:
         def failing_record(*args, **kwargs):
             raise RuntimeError("injected fault: collective")

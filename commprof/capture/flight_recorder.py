@@ -47,15 +47,13 @@ class Drain:
     """
 
     def __init__(self, rec, torch, dump=None, backends=None, interval_s: float | None = None,
-                 clock=None):
-        import os
+                 force: bool = False, clock=None):
         import time
         self.rec = rec
         self.dump = dump if dump is not None else dump_function(torch)
         self.backends = backends if backends is not None else set()
-        self.force = os.environ.get("COMMPROF_FR_DRAIN") == "1"
-        env = os.environ.get("COMMPROF_FR_DRAIN_INTERVAL")
-        self.interval_s = interval_s if interval_s is not None else (float(env) if env else None)
+        self.force = force  # read without an NCCL group too (CaptureConfig.fr_drain_forced)
+        self.interval_s = interval_s  # None: at the final flush only (CaptureConfig.fr_drain_interval_s)
         self.clock = clock or time.monotonic
         self._next = 0.0
         self.last = -1  # highest record_id taken

@@ -13,7 +13,6 @@ import functools
 import inspect
 import threading
 
-from commprof.capture.recorder import clock
 from commprof.format import schema
 
 # function -> (op, input parameters, output parameters, global peer parameter, group-local peer)
@@ -64,6 +63,7 @@ def _wrap(name, original, spec, hooks, is_inference, local, c10d):
     op_code = schema.OP_INDEX[op]
     signature = inspect.signature(original)
     rec = hooks.rec
+    clock = rec.clock
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):

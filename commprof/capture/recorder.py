@@ -15,37 +15,20 @@ import threading
 import time
 import traceback
 
-from commprof.format import schema
+from commprof.format import layout, schema
 from commprof.format.writer import CaptureWriter, encode_batch, encode_json
 
 log = logging.getLogger("commprof.capture")
-
-
-def _skew_ns() -> int:
-    """Test hook ``COMMPROF_CLOCK_SKEW=RANK:NS``: that rank's clock reads NS later (a host whose
-    clock is off), to test cross-rank alignment.  Nothing is skewed when it is unset."""
-    spec = os.environ.get("COMMPROF_CLOCK_SKEW", "")
-    rank, _, ns = spec.partition(":")
-    try:
-        return int(ns) if spec and rank == os.environ.get("RANK") else 0
-    except ValueError:
-        return 0
-
-
-_SKEW = _skew_ns()
-if _SKEW:
-    def clock() -> int:
-        return time.perf_counter_ns() + _SKEW
-else:
-    clock = time.perf_counter_ns
-_STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}  # CLOCK_MONOTONIC on Linux: one time base for all processes of a host
+_STORAGE_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 class Recorder:
     """Buffers and writes the records of one process."""
 
-    def __init__(self, run_dir: str, meta_fn, flush_interval: float = 1.0):
+    def __init__(self, run_dir: str, meta_fn, flush_interval: float = 1.0,
+                 clock=time.perf_counter_ns):
         self.run_dir = run_dir
+        self.clock = clock  # the time base of every record; the hooks read it (CaptureConfig.clock)
         self._meta_fn = meta_fn  # called once, at first write: returns (file name, header dict)
         self.flush_interval = flush_interval
         self.writer: CaptureWriter | None = None
@@ -146,8 +129,9 @@ class Recorder:
             return
         if self.writer is None:
             fname, header = self._meta_fn()
-            os.makedirs(os.path.join(self.run_dir, "ranks"), exist_ok=True)
-            self.writer = CaptureWriter(os.path.join(self.run_dir, "ranks", fname), header)
+            ranks = layout.ranks_dir(self.run_dir)
+            os.makedirs(ranks, exist_ok=True)
+            self.writer = CaptureWriter(str(ranks / fname), header)
         self.writer.write(b"".join(parts))
 
     def _stop_recording(self, exc: OSError) -> None:
@@ -165,7 +149,7 @@ class Recorder:
         if not self.enabled:
             return
         self._stop.set()
-        self.mark.append((schema.MARK_EXIT, clock(), 0))
+        self.mark.append((schema.MARK_EXIT, self.clock(), 0))
         self.closing = True
         self.flush()
         with self._flush_lock:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 
-from commprof.capture.recorder import Recorder, clock
+from commprof.capture.recorder import Recorder
 from commprof.capture import clocksync
 from commprof.format import schema
 
@@ -44,7 +44,7 @@ class StepHooks:
         rec = self.rec
         if not rec.enabled:
             return
-        t = clock()
+        t = rec.clock()
         try:
             ordinal = self.optimizers.get(id(optimizer))
             if ordinal is None:
@@ -59,20 +59,21 @@ class StepHooks:
         rec = self.rec
         if rec.enabled:
             self.explicit_steps += 1
-            rec.mark.append((schema.MARK_STEP_EXPLICIT, clock(), self.explicit_steps))
+            rec.mark.append((schema.MARK_STEP_EXPLICIT, rec.clock(), self.explicit_steps))
             rec.wants_file = True
 
     def explicit_begin(self) -> None:
         """Mark the start of a training step (``with commprof.step_scope():``)."""
         rec = self.rec
         if rec.enabled:
-            rec.mark.append((schema.MARK_STEP_BEGIN, clock(), self.explicit_steps + 1))
+            rec.mark.append((schema.MARK_STEP_BEGIN, rec.clock(), self.explicit_steps + 1))
 
     # -- backward spans ----------------------------------------------------------------------------
     def _patch_backward(self) -> None:
         autograd = self.torch.autograd
         original = autograd.backward
         rec = self.rec
+        clock = rec.clock
         hooks = self.collectives
         get_ident = threading.get_ident
 
@@ -103,7 +104,7 @@ class StepHooks:
         except ImportError:
             pass
         rec = self.rec
-
+        clock = rec.clock
         torch = self.torch
 
         def init_marker(result, args, kwargs):

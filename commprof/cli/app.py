@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="commprof: how much does communication slow your distributed training?")
@@ -14,8 +15,30 @@ def _root() -> None:
     """commprof: how much does communication slow your distributed training?"""
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+class _RunCommand(TyperCommand):
+    """``commprof run``: unknown options pass through to COMMAND, so remember how many arguments
+    came after ``--``; what came before it and is left over starts COMMAND, unless it is an option
+    of ours that does not exist (``commprof run --bogus -- train.py``)."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["commprof.after_dashdash"] = (len(args) - args.index("--") - 1) if "--" in args else 0
+        return super().parse_args(ctx, args)
+
+
+def _check_unknown_option(ctx: typer.Context, command: list[str]) -> None:
+    """A leftover before ``--`` that looks like an option is a typo of ours, not the job's."""
+    from commprof.errors import UsageError
+    before = command[:len(command) - ctx.meta.get("commprof.after_dashdash", 0)]
+    if before and before[0].startswith("-") and before[0] != "-":
+        name = before[0].split("=", 1)[0]
+        raise UsageError(f"{name}: no such option of `commprof run` (see `commprof run --help`; "
+                         "the job's command goes after `--`)")
+
+
+@app.command(cls=_RunCommand, short_help="Run a job with every collective of every worker captured.",
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
+    ctx: typer.Context,
     command: Annotated[list[str], typer.Argument(help="The job to run, after `--`.")],
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default: a new one under ./commprof-runs/); {VAR} expands from the environment, e.g. runs/{SLURM_JOB_ID}/{SLURM_NODEID}.")] = None,
     flush_interval: Annotated[float, typer.Option(help="Seconds between capture flushes in each worker.")] = 1.0,
@@ -29,6 +52,7 @@ def run(
     gpu_timing: Annotated[bool, typer.Option(help="GPU-side NCCL op times through PyTorch's Flight Recorder (sets TORCH_FR_BUFFER_SIZE and TORCH_NCCL_ENABLE_TIMING unless you did).")] = True,
 ) -> int:
     """Run COMMAND (e.g. `torchrun ... train.py`) with every collective of every worker captured."""
+    _check_unknown_option(ctx, list(command))
     from commprof.cli.run import run_command
     from commprof.launch.supervisor import die_like
     returncode, _ = run_command(list(command), out=out, flush_interval=flush_interval, quiet=quiet,
@@ -38,7 +62,7 @@ def run(
     return die_like(returncode)
 
 
-@app.command()
+@app.command(short_help="Summarize a run: the three KPIs, tables and a verdict.")
 def report(
     run_dir: Annotated[Optional[list[str]], typer.Argument(help="Run directory (default: the latest under ./commprof-runs); several directories of one run (one per node) are merged; or a saved JSON report to render again.")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="terminal or json (default: from -o's suffix, else terminal).")] = None,
@@ -56,7 +80,7 @@ def report(
     return report_command(run_dir, fmt, output, warmup, width)
 
 
-@app.command()
+@app.command(short_help="Check a run against rules; exit 1 when one fails.")
 def gate(
     run: Annotated[str, typer.Argument(help="The run to check: run directory, saved report or baseline.")],
     baseline: Annotated[Optional[str], typer.Option(help="Run directory, saved report or baseline to compare against.")] = None,
@@ -86,7 +110,7 @@ def gate(
     return gate_command(run, flags, config, junit, markdown, json_out, width)
 
 
-@app.command()
+@app.command(short_help="Compare the KPIs of two runs, with a verdict per KPI.")
 def compare(
     a: Annotated[str, typer.Argument(help="Run A (directory, saved report or baseline).")],
     b: Annotated[str, typer.Argument(help="Run B.")],
@@ -100,7 +124,8 @@ def compare(
     return compare_command(a, b, skip_steps, confidence, markdown, width)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(short_help="Measure what the fabric can do, like nccl-tests.",
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def probe(
     launcher: Annotated[Optional[list[str]], typer.Argument(help="Optional: `-- torchrun [OPTIONS]` (no script) for multi-node.")] = None,
     nproc: Annotated[int, typer.Option(help="Ranks on this machine (without a launcher).")] = 2,
@@ -117,7 +142,7 @@ def probe(
     return probe_command(list(launcher or []), nproc, sizes, ops, backend, iters, budget, output, fmt)
 
 
-@app.command()
+@app.command(short_help="Project the step time of a run under changes you choose.")
 def whatif(
     run: Annotated[Optional[str], typer.Argument(help="Run directory (default: the latest).")] = None,
     bandwidth: Annotated[Optional[str], typer.Option(help="Link bandwidth factor, e.g. x2.")] = None,
@@ -133,7 +158,7 @@ def whatif(
     return whatif_command(run, bandwidth, bytes_, sync_every, overlap, no_straggler, fmt, warmup)
 
 
-@app.command()
+@app.command(short_help="Run the bundled DDP demo and print its report.")
 def demo(
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory (default: a new one under ./commprof-runs/).")] = None,
     steps: Annotated[int, typer.Option(help="Training steps of the demo job.")] = 100,

@@ -18,7 +18,7 @@ def _skip(value) -> int | str:
 
 
 def _describe(m) -> str:
-    n = len(m.series.get("step_time", []))
+    n = len(m.series.get("step_time_mean", m.series.get("step_time", [])))
     return (f"{m.source} ({m.kind}): {n} measured step(s) after skipping {m.skipped_steps} "
             f"warm-up of {m.steps_total}")
 
@@ -34,7 +34,7 @@ def _write(path: str, text: str, append: bool = False) -> None:
 def gate_command(run: str, flags: dict, config: str | None, junit: str | None,
                  markdown: str | None, json_out: str | None, width: int | None) -> int:
     from commprof.gate import measure, rules
-    from commprof.report import gate_output
+    from commprof.gate import output as gate_output
     table, cfg_path = rules.load_config(Path(config) if config else None)
     opts = dict(table)
     for key, value in flags.items():  # flags override the file
@@ -56,12 +56,13 @@ def gate_command(run: str, flags: dict, config: str | None, junit: str | None,
     cur = measure.load(run, skip)
     base = measure.load(base_path, skip) if base_path else None
     results = [rules.evaluate(r, cur, base, confidence) for r in rule_list]
-    header = [f"run: {_describe(cur)}"]
+    header = [f"run: {_describe(cur)}", f"verdict: {cur.verdict().sentence}"]
     if base is not None:
         header.append(f"baseline: {_describe(base)}")
     if cfg_path:
         header.append(f"rules from {cfg_path} and the command line")
-    header.append(f"compared: medians over measured steps of each step's median over ranks; "
+    header.append(f"compared: the report's KPIs (time-weighted fractions, mean step; *_median "
+                  f"metrics: medians over steps), with bootstrap intervals over measured steps; "
                   f"regressions fail only when the {confidence:.0%} bootstrap interval of the "
                   "change lies entirely beyond the allowance")
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
@@ -76,7 +77,8 @@ def gate_command(run: str, flags: dict, config: str | None, junit: str | None,
         _write(summary, md, append=True)
     if json_out:
         _write(json_out, gate_output.gate_json(results, {"run": cur.source, "baseline": base.source if base else None,
-                                                          "confidence": confidence}))
+                                                          "confidence": confidence,
+                                                          "assessment": cur.verdict().to_dict()}))
     return 0 if all(r.status == "pass" for r in results) else 1
 
 
@@ -84,7 +86,7 @@ def compare_command(a: str, b: str, skip_steps: str | None, confidence: float,
                     markdown: str | None, width: int | None) -> int:
     from commprof.gate import measure, rules
     from commprof.gate.compare import compare
-    from commprof.report import gate_output
+    from commprof.gate import output as gate_output
     conf = rules.confidence_value(confidence)
     ma, mb = measure.load(a, _skip(skip_steps)), measure.load(b, _skip(skip_steps))
     rows = compare(ma, mb, conf)
@@ -102,7 +104,7 @@ def compare_command(a: str, b: str, skip_steps: str | None, confidence: float,
 
 def save_baseline_command(run: str | None, path: str, skip_steps: str | None) -> int:
     from commprof.gate import measure
-    from commprof.launch.rundir import latest_run
+    from commprof.format.layout import latest_run
     m = measure.load(run or latest_run(), _skip(skip_steps))
     measure.save_baseline(m, path)
     print(f"commprof: wrote baseline {path} ({_describe(m)})", file=sys.stderr)

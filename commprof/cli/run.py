@@ -6,7 +6,9 @@ import sys
 import time
 from pathlib import Path
 
+from commprof.capture.config import ENV_FLUSH
 from commprof.errors import CommprofError, RunDirError, UsageError
+from commprof.format import layout
 from commprof.launch import rundir, supervisor
 
 
@@ -37,7 +39,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         run_dir, owner = rundir.new_run_dir(out, command), True
     manifest_file = rundir.manifest_name(owner)
     boot = supervisor.prepare_bootstrap(run_dir)
-    extra = {"COMMPROF_FLUSH_INTERVAL": str(flush_interval)}
+    extra = {ENV_FLUSH: str(flush_interval)}
     if gpu_timing:  # PyTorch's Flight Recorder with CUDA-event timing (capture/flight_recorder.py)
         for key, value in (("TORCH_FR_BUFFER_SIZE", "2000"), ("TORCH_NCCL_ENABLE_TIMING", "1")):
             if key not in os.environ and not (key == "TORCH_FR_BUFFER_SIZE"
@@ -61,7 +63,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         watch = HangWatch(run_dir, hang_timeout, kill_on_hang, say)
         say(f"hang watch: reporting collectives pending longer than {hang_timeout:g} s")
     if probe_prefix is not None:
-        _probe_before(probe_prefix, run_dir, probe_sizes, say)
+        _probe_before(probe_prefix, run_dir, probe_sizes, say, quiet)
     sampler = _start_sampler(run_dir, sample_hz, say) if sample_hz > 0 else None
     job = {}
     if sampler is not None:
@@ -86,7 +88,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         try:
             rundir.write_manifest(run_dir, manifest, manifest_file)
         except OSError as exc:  # the job's exit status still passes through
-            say(f"warning: could not finish {run_dir / 'manifest.json'}: {exc.strerror or exc}")
+            say(f"warning: could not finish {run_dir / manifest_file}: {exc.strerror or exc}")
     captured = rundir.count_captures(run_dir)
     if captured == 0:
         say("warning: no process was captured (did the job import torch? see "
@@ -110,15 +112,15 @@ def _probe_launcher(command: list[str], sizes: str) -> list[str]:
     return prefix
 
 
-def _probe_before(prefix: list[str], run_dir: Path, sizes: str, say) -> None:
+def _probe_before(prefix: list[str], run_dir: Path, sizes: str, say, quiet: bool = False) -> None:
     """``commprof probe`` with the job's launcher, into RUN/probe.json; a failure is a warning."""
-    from commprof.cli.probe import run_probe, worker_args
-    out = run_dir / "probe.json"
+    from commprof.cli.probe import probe_environment, run_probe, worker_args
+    out = layout.probe_path(run_dir)
     ops = "all_reduce,all_gather,reduce_scatter,sendrecv"
     say(f"probing the fabric first ({ops} at {sizes}) into {out}")
-    cmd = prefix + worker_args(out, sizes, ops, None, 10, 1.0)
+    cmd = prefix + worker_args(out, sizes, ops, None, 10, 1.0, quiet=quiet)
     try:
-        run_probe(cmd, out)
+        run_probe(cmd, out, env=probe_environment(prefix))
     except CommprofError as exc:
         say(f"warning: probe skipped: {exc}")
 
@@ -140,7 +142,7 @@ SUMMARY_MAX_BYTES = 64 << 20  # larger captures: leave the analysis to `commprof
 
 def _one_line_summary(run_dir: Path) -> str:
     """The report's verdict, for runs small enough to analyse in a moment."""
-    size = sum(p.stat().st_size for p in (run_dir / "ranks").glob("*.cpf"))
+    size = sum(p.stat().st_size for p in layout.capture_paths(run_dir))
     if size > SUMMARY_MAX_BYTES:
         return f"captured {size / 1e6:.0f} MB"
     from commprof.cli.report import build_document

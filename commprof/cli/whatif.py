@@ -20,17 +20,17 @@ def _factor(text: str | None, flag: str, symbol: str) -> float:
 
 def whatif_command(run: str | None, bandwidth: str | None, bytes_: str | None, sync_every: int,
                    overlap: bool, no_straggler: bool, fmt: str | None, warmup: int) -> int:
-    from commprof.analysis import whatif
-    from commprof.cli.report import build_document
-    from commprof.report.units import fmt_pct, fmt_seconds
+    from commprof.cli.report import summarize_run
+    from commprof.format.units import fmt_pct, fmt_seconds
     b_factor = _factor(bandwidth, "--bandwidth", "x")
     d_factor = _factor(bytes_, "--bytes", "/")
     if sync_every < 1:
         raise UsageError(f"--sync-every {sync_every}: must be >= 1")
-    doc = build_document(run, warmup)
-    base = whatif.Baseline.from_document(doc)
+    from commprof.analysis import whatif
+    summary = summarize_run(run, warmup)
+    base = summary.baseline
     if base is None:
-        raise UsageError(f"{doc['run']['path']}: no training steps were detected, so there is no step "
+        raise UsageError(f"{summary.run['path']}: no training steps were detected, so there is no step "
                          "time to project (see docs/whatif.md)")
     changes = dict(bandwidth=b_factor, bytes_div=d_factor, sync_every=sync_every, overlap=overlap,
                    no_straggler=no_straggler)
@@ -44,7 +44,7 @@ def whatif_command(run: str | None, bandwidth: str | None, bytes_: str | None, s
                                  "perfect overlap" if overlap else "",
                                  "no straggler" if no_straggler else "") if p) or "no change"
     i = base.inputs()
-    print(f"measured ({i['steps']} steps, medians):  step {fmt_seconds(i['step_s'])}, communication "
+    print(f"measured ({i['steps']} rank-steps, means):  step {fmt_seconds(i['step_s'])}, communication "
           f"in flight {fmt_seconds(i['comm_s_per_step'])}/step, exposed "
           f"{fmt_seconds(i['exposed_s_per_step'])}/step, straggler wait "
           f"{fmt_seconds(i['straggler_wait_s_per_step'])}/step")

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from commprof.errors import CaptureFormatError, TruncatedCaptureError
-from commprof.format import schema
+from commprof.format import layout, schema
+from commprof.format.layout import capture_paths, sample_paths  # noqa: F401 - the files a run has
 
 _NP_CODES = {"q": "<i8", "Q": "<u8", "i": "<i4", "I": "<u4", "H": "<u2", "B": "u1", "d": "<f8"}
 DTYPES = {
@@ -211,12 +212,9 @@ class CaptureTail:
         return _join(chunks), objects
 
 
-MANIFEST = "manifest.json"
-
-
 def read_manifest(run_dir: str | os.PathLike) -> dict:
     """The run manifest written by ``commprof run``."""
-    path = Path(run_dir) / MANIFEST
+    path = layout.manifest_path(run_dir)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as exc:
@@ -239,7 +237,6 @@ def first_run_id(path: str | os.PathLike, max_bytes: int = 1 << 20) -> str | Non
     return next((o.get("run_id") for o in objects if o.get("type") == "run"), None)
 
 
-HANG = "hang.json"
 HANG_SCHEMA_PREFIX = "commprof.hang/"
 
 
@@ -261,26 +258,13 @@ def _read_json_document(path: Path, schema_prefix: str, what: str, lists: tuple[
 
 def read_hang(run_dir: str | os.PathLike) -> dict | None:
     """The hang report ``commprof run --hang-timeout`` wrote, or None when there is none."""
-    return _read_json_document(Path(run_dir) / HANG, HANG_SCHEMA_PREFIX, "hang report",
+    return _read_json_document(layout.hang_path(run_dir), HANG_SCHEMA_PREFIX, "hang report",
                                ("blocked", "ranks"))
-
-
-def sample_paths(run_dir: str | os.PathLike) -> list[Path]:
-    """All node sampler files of a run (``RUN/nodes/*.cps``), in name order."""
-    return sorted((Path(run_dir) / "nodes").glob("*" + schema.SAMPLES_SUFFIX))
-
-
-PROBE = "probe.json"
 
 
 def read_probe(path: str | os.PathLike) -> dict | None:
     """A probe result (``commprof probe -o``, or ``RUN/probe.json``); None when absent."""
     path = Path(path)
     if path.is_dir():
-        path = path / PROBE
+        path = layout.probe_path(path)
     return _read_json_document(path, "commprof.probe/", "probe result", ("results",))
-
-
-def capture_paths(run_dir: str | os.PathLike) -> list[Path]:
-    """All capture files of a run, in name order."""
-    return sorted((Path(run_dir) / "ranks").glob("*" + schema.FILE_SUFFIX))

@@ -22,8 +22,6 @@ SCHEMA_VERSION = 2  # major: a reader refuses files of a newer major (v1 still r
 # their major, taking a missing key as unknown.
 SCHEMA_MINOR = 4  # 2: SAMPLE frames (node sampler files); 3: clock-sync marks, run id;
 # 4: header intra_op_threads and cpus (oversubscription check)
-FILE_SUFFIX = ".cpf"  # one per captured process, under RUN/ranks/
-SAMPLES_SUFFIX = ".cps"  # one per node sampler, under RUN/nodes/ (same framing, no rank)
 
 HEADER_PREFIX = struct.Struct("<8sHI")  # magic, version, json length
 FRAME_HEADER = struct.Struct("<BII")  # kind, payload length, crc32

@@ -4,7 +4,6 @@
   baseline file, as per-step series plus whole-run values; baselines (``commprof.baseline/1``);
 * :mod:`~commprof.gate.stats` — medians, spreads and bootstrap confidence intervals;
 * :mod:`~commprof.gate.rules` — rule syntax (flags and ``[tool.commprof.gate]``), evaluation;
-* :mod:`~commprof.gate.compare` — KPI-by-KPI comparison of two runs.
-
-Presentation (tables, JUnit, Markdown) lives in :mod:`commprof.report.gate_output`.
+* :mod:`~commprof.gate.compare` — KPI-by-KPI comparison of two runs;
+* :mod:`~commprof.gate.output` — their presentation: rich table, JUnit XML, Markdown, JSON.
 """

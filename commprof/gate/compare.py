@@ -7,6 +7,7 @@ from commprof.gate.measure import Measurements
 from commprof.gate.rules import METRICS, metric_value
 
 ORDER = ["step_time", "comm_fraction", "exposed_comm_fraction", "bytes_per_step",
+         "step_time_median", "comm_fraction_step_median", "exposed_comm_fraction_step_median",
          "comm_fraction_wall", "exposed_comm_fraction_wall", "bus_bytes_per_step", "algbw", "busbw"]
 
 
@@ -25,13 +26,12 @@ def compare(a: Measurements, b: Measurements, confidence: float = 0.95) -> list[
         if va is None and vb is None:
             continue
         row = {"metric": name, "unit": unit, "lower_is_better": lower_better, "a": va, "b": vb,
-               "a_iqr": stats.iqr(sa) if sa is not None else None,
-               "b_iqr": stats.iqr(sb) if sb is not None else None,
+               "a_iqr": stats.stat_ci(sa), "b_iqr": stats.stat_ci(sb),
                "delta": None, "relative": None, "ci": None, "verdict": "n/a"}
         if va is not None and vb is not None:
             row["delta"] = vb - va
             row["relative"] = vb / va - 1 if va else None
-            ci = stats.diff_ci(sa, sb, False, confidence) if sa is not None and sb is not None else None
+            ci = stats.stat_diff_ci(sa, sb, False, confidence)
             row["ci"] = ci
             if ci is not None:
                 if ci[0] <= 0 <= ci[1]:

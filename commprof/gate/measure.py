@@ -4,9 +4,12 @@ Three inputs, one result (:class:`Measurements`): a run directory (analysed here
 (``commprof report -o r.json``) or a baseline (``commprof report --save-baseline b.json``,
 schema ``commprof.baseline/1``: the same numbers, compact enough to commit).
 
-Per-step series are the report's ``steps.per_step`` rows — for each measured step, the median over
-ranks — after skipping warm-up steps: ``skip_steps`` given, or detected (``"auto"``: leading steps
-slower than median + 3·MAD, at most a quarter of them).
+Values are the report's KPIs (``kpis``: one number per KPI, the same as every report shows).
+Per-step series — the report's ``steps.per_step`` rows, one per measured step — give the spread
+for confidence intervals: a bootstrap over steps of the same statistic (a mean, a ratio of sums
+for the time-weighted fractions, a median for ``*_median`` metrics).  ``skip_steps`` leaves out
+further leading steps; ``"auto"`` takes the report's own warm-up (its measured steps), so the
+values equal the report's.
 """
 from __future__ import annotations
 
@@ -18,16 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
+from commprof.analysis.kpis import DEFAULT_WARMUP
 from commprof.errors import ReportFileError, UsageError
-from commprof.gate.stats import detect_warmup
 
 BASELINE_SCHEMA = "commprof.baseline/1"
 REPORT_PREFIX = "commprof.report/"
-# per-step series: name -> key of steps.per_step rows
-SERIES = {"step_time": "duration_s", "comm_fraction": "comm_fraction",
-          "exposed_comm_fraction": "exposed_comm_fraction", "bytes_per_step": "bytes"}
-# whole-run values: name -> key of the report's kpis
-VALUES = {"comm_fraction_wall": "comm_fraction_wall",
+# per-step series: name -> key of steps.per_step rows (means or medians over ranks of that step)
+SERIES = {"step_time_mean": "duration_mean_s", "comm_s": "comm_s", "exposed_s": "exposed_s",
+          "bytes_per_step": "bytes", "step_time_median": "duration_s",
+          "comm_fraction_step_median": "comm_fraction",
+          "exposed_comm_fraction_step_median": "exposed_comm_fraction"}
+# values: name -> key of the report's kpis (the report's numbers)
+VALUES = {"step_time": "step_time_s", "comm_fraction": "comm_fraction",
+          "exposed_comm_fraction": "exposed_comm_fraction", "bytes_per_step": "bytes_per_step",
+          "comm_fraction_wall": "comm_fraction_wall",
           "exposed_comm_fraction_wall": "exposed_comm_fraction_wall",
           "bus_bytes_per_step": "bus_bytes_per_step", "algbw": "algbw_gbps", "busbw": "busbw_gbps"}
 
@@ -51,13 +58,53 @@ class Measurements:
             return float(np.median(x))
         return self.values.get(name)
 
+    def verdict(self):
+        """The verdict of these values (:func:`commprof.analysis.verdict.assess`: the same level
+        and words as the report of the same run)."""
+        from commprof.analysis.verdict import assess
+        return assess({"comm_fraction": self.values.get("comm_fraction"),
+                       "exposed_comm_fraction": self.values.get("exposed_comm_fraction"),
+                       "comm_fraction_wall": self.values.get("comm_fraction_wall"),
+                       "exposed_comm_fraction_wall": self.values.get("exposed_comm_fraction_wall")})
+
+    def draws(self, name: str):
+        """(per-step arrays, statistic) that a bootstrap over steps resamples for ``name``, or
+        None: the statistic of the arrays is the metric's value (docs/ci.md)."""
+        s = self.series
+        if name in ("comm_fraction", "exposed_comm_fraction"):
+            num = s.get("comm_s" if name == "comm_fraction" else "exposed_s")
+            den = s.get("step_time_mean")
+            if num is None or den is None or len(num) != len(den) or len(num) < 1:
+                return None
+            return (num, den), ratio_of_sums
+        if name in ("step_time", "bytes_per_step"):
+            x = s.get("step_time_mean" if name == "step_time" else name)
+            return ((x,), mean) if x is not None and len(x) else None
+        if name in SERIES and s.get(name) is not None and len(s[name]):
+            return (s[name],), median
+        return None
+
+
+def ratio_of_sums(num, den):
+    """Σ num ÷ Σ den along the last axis (time-weighted fractions)."""
+    return np.sum(num, axis=-1) / np.sum(den, axis=-1)
+
+
+def mean(x):
+    return np.mean(x, axis=-1)
+
+
+def median(x):
+    return np.median(x, axis=-1)
+
 
 def load(path: str | os.PathLike, skip_steps: int | str = "auto") -> Measurements:
     """Measurements of a run directory, a saved report or a baseline file."""
     p = Path(path)
     if p.is_dir():
-        from commprof.cli.report import build_document
-        return from_document(build_document(str(p), warmup=0), str(p), "run", skip_steps)
+        from commprof.analysis.summary import summarize
+        from commprof.report.document import build
+        return from_document(build(summarize(str(p), warmup=DEFAULT_WARMUP)), str(p), "run", skip_steps)
     if not p.exists():
         raise UsageError(f"{p}: no such run directory, report or baseline")
     try:
@@ -78,9 +125,8 @@ def load(path: str | os.PathLike, skip_steps: int | str = "auto") -> Measurement
 
 def from_document(doc: dict, source: str, kind: str, skip_steps: int | str) -> Measurements:
     rows = sorted(doc["steps"].get("per_step") or [], key=lambda r: r.get("step", 0))
-    durations = np.array([r.get("duration_s") or np.nan for r in rows], float)
     if skip_steps == "auto":
-        skip = detect_warmup(durations[np.isfinite(durations)])
+        skip = 0  # the report's measured steps: its warm-up already left out
     else:
         skip = int(skip_steps)
         if skip < 0:
@@ -89,10 +135,38 @@ def from_document(doc: dict, source: str, kind: str, skip_steps: int | str) -> M
     series = {name: _finite([r.get(key) for r in kept]) for name, key in SERIES.items()}
     k = doc.get("kpis", {})
     values = {name: k.get(key) for name, key in VALUES.items()}
+    if skip:  # fewer steps than the report measured: the values of the steps kept
+        values.update(_step_values(series))
     run = {key: doc["run"].get(key) for key in ("command", "world_size", "backend", "path",
                                                  "torch_version", "commprof_version")}
     return Measurements(source, kind, run, series, values, list(doc.get("op_sizes") or []),
                         skip + int(doc["steps"].get("warmup") or 0), len(rows) + int(doc["steps"].get("warmup") or 0))
+
+
+def _step_values(series: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """The step KPIs of the kept steps (when ``skip_steps`` leaves out more than the report)."""
+    t, c, e = series["step_time_mean"], series.get("comm_s"), series.get("exposed_s")
+    c, e = (x if x is not None else np.zeros(0) for x in (c, e))
+    ok = len(t) and len(t) == len(c) == len(e) and t.sum() > 0
+    return {"step_time": float(t.mean()) if len(t) else None,
+            "comm_fraction": float(c.sum() / t.sum()) if ok else None,
+            "exposed_comm_fraction": float(e.sum() / t.sum()) if ok else None,
+            "bytes_per_step": float(series["bytes_per_step"].mean())
+            if len(series.get("bytes_per_step", ())) else None}
+
+
+def _upgrade_series(old: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Series of a baseline saved before the time-weighted KPIs (per-step medians of step time
+    and of the fractions): each step's times from its fraction × its step time."""
+    t = old["step_time"]
+    out = {"step_time_mean": t, "step_time_median": t}
+    for frac, part in (("comm_fraction", "comm_s"), ("exposed_comm_fraction", "exposed_s")):
+        if frac in old and len(old[frac]) == len(t):
+            out[part] = old[frac] * t
+            out[f"{frac}_step_median"] = old[frac]
+    if "bytes_per_step" in old:
+        out["bytes_per_step"] = old["bytes_per_step"]
+    return out
 
 
 def _finite(values) -> np.ndarray:
@@ -117,7 +191,11 @@ def from_baseline(doc: dict, source: str) -> Measurements:
         if not isinstance(x, list) or not all(isinstance(v, (int, float)) for v in x):
             raise ReportFileError(source, f"series.{name}: expected a list of numbers")
         out[name] = np.array(x, float)
-    return Measurements(source, "baseline", doc.get("run") or {}, out, doc["values"],
+    values = dict(doc["values"])
+    if "step_time_mean" not in out and "step_time" in out:  # written before the KPIs were
+        out = _upgrade_series(out)                         # time-weighted
+        values.update({k: v for k, v in _step_values(out).items() if values.get(k) is None})
+    return Measurements(source, "baseline", doc.get("run") or {}, out, values,
                         list(doc.get("op_sizes") or []), int(doc.get("skipped_steps") or 0),
                         int(doc.get("steps_total") or 0))
 

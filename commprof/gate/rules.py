@@ -1,14 +1,18 @@
 """Gate rules: syntax, configuration files, evaluation.
 
-Metrics (``METRICS``; per-step series are compared by their median over measured steps):
+Metrics (``METRICS``; values are the report's KPIs, one number per KPI; the spread for
+confidence intervals is a bootstrap over measured steps of the same statistic):
 
 =============================  ======  =========  ===============================================
 name                           unit    better     source
 =============================  ======  =========  ===============================================
-step_time                      s       lower      per step: median over ranks of step duration
-comm_fraction                  frac    lower      per step: in-flight share of the step
-exposed_comm_fraction          frac    lower      per step: exposed share of the step
-bytes_per_step                 B       lower      per step: S issued in the step (per rank)
+step_time                      s       lower      KPI step_time_s: mean step (all ranks)
+comm_fraction                  frac    lower      KPI: Σ in flight ÷ Σ step time (time-weighted)
+exposed_comm_fraction          frac    lower      KPI: Σ exposed ÷ Σ step time (time-weighted)
+bytes_per_step                 B       lower      KPI: mean S issued per step per rank
+step_time_median               s       lower      median over steps (robust to a noisy step)
+comm_fraction_step_median      frac    lower      median over steps of the per-step fraction
+exposed_comm_fraction_step_..  frac    lower      median over steps of the per-step fraction
 comm_fraction_wall             frac    lower      whole run
 exposed_comm_fraction_wall     frac    lower      whole run
 bus_bytes_per_step             B       lower      KPI (median over ranks and steps)
@@ -20,11 +24,13 @@ Rules: limits (``--max-comm-fraction 0.3``, ``--max-exposed-comm-fraction``,
 ``--max-bytes-per-step 1.2GB``, ``--max-step-time 250ms``, ``--min-busbw all_reduce:1MB+=10GB/s``,
 generic ``--max METRIC=VALUE`` / ``--min METRIC=VALUE``) and regressions against a baseline
 (``--max-regression exposed_comm_fraction=+5pp``, ``step_time=+10%``, ``bytes_per_step=+100MB``).
-A regression fails only when the whole confidence interval of the change (bootstrap over steps)
+Times and sizes always carry their unit (``250ms``, ``1.2GB``): a bare ``250`` is refused rather
+than read as seconds or bytes; fractions may be bare (``0.2``, ``20%``).  A regression fails only when the whole confidence interval of the change (bootstrap over steps)
 lies beyond the allowed amount, so differences inside the runs' own noise never fail a gate.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -35,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from commprof.errors import UsageError
+from commprof.format.units import fmt_bytes, fmt_seconds, parse_size
 from commprof.gate import stats
 from commprof.gate.measure import Measurements
 
@@ -42,6 +49,8 @@ from commprof.gate.measure import Measurements
 METRICS = {
     "step_time": ("s", True), "comm_fraction": ("frac", True),
     "exposed_comm_fraction": ("frac", True), "bytes_per_step": ("B", True),
+    "step_time_median": ("s", True), "comm_fraction_step_median": ("frac", True),
+    "exposed_comm_fraction_step_median": ("frac", True),
     "comm_fraction_wall": ("frac", True), "exposed_comm_fraction_wall": ("frac", True),
     "bus_bytes_per_step": ("B", True), "algbw": ("GB/s", False), "busbw": ("GB/s", False),
 }
@@ -69,26 +78,34 @@ def metric_value(m: Measurements, name: str) -> tuple[float | None, np.ndarray |
                 and r["bytes"] / r["count"] >= size]
         t = sum(r["time_s"] for r in rows)
         return (sum(r["bus_bytes"] for r in rows) / t / 1e9 if t > 0 else None), None
-    x = m.series.get(name)
-    if x is not None and len(x):
-        return float(np.median(x)), x
-    return m.values.get(name), None
+    draws = m.draws(name)
+    value = m.values.get(name)
+    if value is None and draws is not None:  # a *_median metric: the median of its series
+        value = float(draws[1](*draws[0]))
+    return value, draws
 
 
 # -- values --------------------------------------------------------------------------------------
 
 def _size(text: str, rule: str) -> float:
-    from commprof.probe.sizes import parse_size
     try:
         return float(parse_size(text))
     except ValueError as exc:
         raise UsageError(f"{rule}: {exc}") from exc
 
 
-def parse_value(text: str, unit: str, rule: str) -> float:
+# Times and sizes need their unit: a bare ``250`` is neither seconds nor bytes by default.
+UNIT_NAMES = {"s": "ms, s, us", "B": "B, kB, MB, GB, KiB, MiB, GiB"}
+_BARE_NUMBER = re.compile(r"^[+-]?[0-9.]+$")
+
+
+def parse_value(text: str, unit: str, rule: str, alternatives: str = "") -> float:
     """A limit in the metric's unit: ``0.3``/``30%`` (fractions), ``1.2GB`` (bytes), ``250ms``,
-    ``10GB/s``/``80Gbit/s`` (bandwidth, returned in GB/s)."""
+    ``10GB/s``/``80Gbit/s`` (bandwidth, returned in GB/s).  Times and sizes without a unit are
+    refused (``alternatives``: other accepted forms, named in that message)."""
     t = str(text).strip()
+    if unit in UNIT_NAMES and _BARE_NUMBER.match(t):
+        raise UsageError(f"{rule}: give a unit ({UNIT_NAMES[unit]}){alternatives}")
     try:
         if unit == "frac":
             v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
@@ -136,33 +153,34 @@ class Result:
     detail: str = ""  # short: the change and its interval, for tables
 
 
-def parse_limit(kind: str, spec: str, flag: str) -> Rule:
-    """``--max METRIC=VALUE`` / ``--min METRIC=VALUE``."""
+def parse_limit(kind: str, spec: str, flag: str, text: str | None = None) -> Rule:
+    """``--max METRIC=VALUE`` / ``--min METRIC=VALUE`` (``text``: how messages name the rule)."""
+    text = text or f"{flag} {spec}"
     if "=" not in spec:
-        raise UsageError(f"{flag} {spec!r}: use METRIC=VALUE")
+        raise UsageError(f"{text}: use METRIC=VALUE")
     metric, value = spec.split("=", 1)
     unit, _ = metric_info(metric.strip())
-    return Rule(f"{flag} {spec}", metric.strip(), kind, parse_value(value, unit, f"{flag} {spec}"))
+    return Rule(text, metric.strip(), kind, parse_value(value, unit, text))
 
 
-def parse_min_busbw(spec: str) -> Rule:
+def parse_min_busbw(spec: str, text: str | None = None) -> Rule:
     """``all_reduce:1MB+=10GB/s`` -> busbw:all_reduce:1MB+ >= 10 GB/s."""
+    text = text or f"--min-busbw {spec}"
     if "=" not in spec:
-        raise UsageError(f"--min-busbw {spec!r}: use OP[:SIZE+]=RATE, e.g. all_reduce:1MB+=10GB/s")
+        raise UsageError(f"{text}: use OP[:SIZE+]=RATE, e.g. all_reduce:1MB+=10GB/s")
     where, value = spec.rsplit("=", 1)
-    rule = parse_limit("min", f"busbw:{where.strip()}={value}", "--min-busbw")
-    rule.text = f"--min-busbw {spec}"
-    return rule
+    return parse_limit("min", f"busbw:{where.strip()}={value}", "--min-busbw", text)
 
 
-_REGRESSION = re.compile(r"^\s*([a-z_:.0-9A-Z+]+?)\s*=\s*([+-]?)\s*([0-9.]+)\s*(pp|%|[A-Za-z/]*)\s*$")
+_REGRESSION = re.compile(r"^\s*([a-z_:.0-9A-Z+]+?)\s*=\s*([+-]?)\s*([0-9.]+)\s*(pp|%|[A-Za-zµ/]*)\s*$")
 
 
-def parse_regression(spec: str) -> Rule:
+def parse_regression(spec: str, text: str | None = None) -> Rule:
     """``exposed_comm_fraction=+5pp``, ``step_time=+10%``, ``bytes_per_step=+100MB``,
-    ``busbw=-10%`` (for higher-is-better metrics the sign may be omitted: a drop is the regression)."""
+    ``busbw=-10%`` (for higher-is-better metrics the sign may be omitted: a drop is the regression).
+    An absolute time or size allowance needs its unit (``step_time=+20ms``, not ``+20``)."""
     m = _REGRESSION.match(spec)
-    text = f"--max-regression {spec}"
+    text = text or f"--max-regression {spec}"
     if not m:
         raise UsageError(f"{text}: use METRIC=+AMOUNT with pp, % or a unit, e.g. "
                          "exposed_comm_fraction=+5pp or step_time=+10%")
@@ -178,7 +196,8 @@ def parse_regression(spec: str) -> Rule:
         return Rule(text, metric, "regression", float(number) / 100, "pp")
     if suffix == "%":
         return Rule(text, metric, "regression", float(number) / 100, "%")
-    return Rule(text, metric, "regression", parse_value(number + suffix, unit, text), "abs")
+    return Rule(text, metric, "regression",
+                parse_value(number + suffix, unit, text, " or a relative change (%)"), "abs")
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -226,28 +245,38 @@ def load_config(path: Path | None) -> tuple[dict, Path | None]:
     for key in ("min_busbw", "max_regression", "max", "min"):
         if key in table and isinstance(table[key], str):
             table[key] = [table[key]]
+    build_rules(table, where=f"{path}")  # every value checked here, named as the file spells it
     return table, Path(path)
 
 
-def build_rules(opts: dict) -> list[Rule]:
-    """Rules from merged options (file values overridden by flags)."""
+_LIST_KEYS = {"min_busbw", "max", "min", "max_regression"}
+
+
+def build_rules(opts: dict, where: str | None = None) -> list[Rule]:
+    """Rules from merged options (file values overridden by flags).  ``where``: the configuration
+    file the options come from; messages then name its keys (``commprof.toml: max_step_time =
+    250``) rather than the flags."""
+    def text(key: str, value) -> str | None:
+        if where is None:
+            return None if key in _LIST_KEYS else f"--{key.replace('_', '-')} {value}"
+        return f"{where}: {key} = {json.dumps(value, ensure_ascii=False)}"
+
     rules = []
     for key, metric in (("max_comm_fraction", "comm_fraction"),
                         ("max_exposed_comm_fraction", "exposed_comm_fraction"),
                         ("max_bytes_per_step", "bytes_per_step"), ("max_step_time", "step_time")):
         if opts.get(key) is not None:
-            flag = "--" + key.replace("_", "-")
             unit, _ = metric_info(metric)
-            rules.append(Rule(f"{flag} {opts[key]}", metric, "max",
-                              parse_value(str(opts[key]), unit, f"{flag} {opts[key]}")))
+            label = text(key, opts[key])
+            rules.append(Rule(label, metric, "max", parse_value(str(opts[key]), unit, label)))
     for spec in opts.get("min_busbw") or []:
-        rules.append(parse_min_busbw(spec))
+        rules.append(parse_min_busbw(spec, text("min_busbw", spec)))
     for spec in opts.get("max") or []:
-        rules.append(parse_limit("max", spec, "--max"))
+        rules.append(parse_limit("max", spec, "--max", text("max", spec)))
     for spec in opts.get("min") or []:
-        rules.append(parse_limit("min", spec, "--min"))
+        rules.append(parse_limit("min", spec, "--min", text("min", spec)))
     for spec in opts.get("max_regression") or []:
-        rules.append(parse_regression(spec))
+        rules.append(parse_regression(spec, text("max_regression", spec)))
     return rules
 
 
@@ -262,7 +291,7 @@ def evaluate(rule: Rule, cur: Measurements, base: Measurements | None,
                                                   "(no steps, or no such calls): cannot verify")
     if rule.kind in ("max", "min"):
         ok = value <= rule.limit if rule.kind == "max" else value >= rule.limit
-        ci = stats.median_ci(series, confidence) if series is not None else None
+        ci = stats.stat_ci(series, confidence)
         word = "<=" if rule.kind == "max" else ">="
         span = f"{confidence:.0%} CI {fmt(ci[0], unit)}..{fmt(ci[1], unit)}" if ci else "single value"
         msg = f"{rule.metric} = {fmt(value, unit)} (must be {word} {fmt(rule.limit, unit)}); {span}"
@@ -280,7 +309,7 @@ def evaluate(rule: Rule, cur: Measurements, base: Measurements | None,
         relative and bvalue == 0) else math.inf
     ci = None
     if series is not None and bseries is not None:
-        raw = stats.diff_ci(bseries, series, relative, confidence)
+        raw = stats.stat_diff_ci(bseries, series, relative, confidence)
         if raw is not None:
             ci = tuple(sorted((sign * raw[0], sign * raw[1])))
     lower = ci[0] if ci else change
@@ -308,10 +337,8 @@ def fmt(v: float | None, unit: str) -> str:
     if unit == "frac":
         return f"{v * 100:.2f}%"
     if unit == "B":
-        from commprof.report.units import fmt_bytes
         return fmt_bytes(v)
     if unit == "s":
-        from commprof.report.units import fmt_seconds
         return fmt_seconds(v)
     return f"{v:.4g} {unit}"
 

@@ -19,29 +19,33 @@ def iqr(x: np.ndarray) -> tuple[float, float] | None:
     return float(q1), float(q3)
 
 
-def _boot_medians(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    idx = rng.integers(0, len(x), size=(RESAMPLES, len(x)))
-    return np.median(x[idx], axis=1)
+def _boot(arrays, statistic, rng: np.random.Generator) -> np.ndarray:
+    """The statistic of RESAMPLES resamples of the steps (one index set for all arrays)."""
+    n = len(arrays[0])
+    idx = rng.integers(0, n, size=(RESAMPLES, n))
+    return statistic(*(np.asarray(a, float)[idx] for a in arrays))
 
 
-def median_ci(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
-    """Percentile-bootstrap interval of the median of ``x``."""
-    if len(x) < 2:
+def stat_ci(draws, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of ``statistic(*arrays)`` for ``draws = (arrays, statistic)``."""
+    if draws is None or len(draws[0][0]) < 2:
         return None
-    m = _boot_medians(np.asarray(x, float), np.random.default_rng(SEED))
+    m = _boot(draws[0], draws[1], np.random.default_rng(SEED))
+    m = m[np.isfinite(m)]
+    if not len(m):
+        return None
     a = (1 - confidence) / 2
     lo, hi = np.quantile(m, [a, 1 - a])
     return float(lo), float(hi)
 
 
-def diff_ci(base: np.ndarray, cur: np.ndarray, relative: bool, confidence: float = 0.95
-            ) -> tuple[float, float] | None:
-    """Bootstrap interval of median(cur) − median(base) (or median(cur)/median(base) − 1)."""
-    if len(base) < 2 or len(cur) < 2:
+def stat_diff_ci(base, cur, relative: bool, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Bootstrap interval of stat(cur) − stat(base) (or the ratio − 1); ``base``/``cur`` are
+    ``(arrays, statistic)``."""
+    if base is None or cur is None or len(base[0][0]) < 2 or len(cur[0][0]) < 2:
         return None
     rng = np.random.default_rng(SEED)
-    mb = _boot_medians(np.asarray(base, float), rng)
-    mc = _boot_medians(np.asarray(cur, float), rng)
+    mb, mc = _boot(base[0], base[1], rng), _boot(cur[0], cur[1], rng)
     with np.errstate(divide="ignore", invalid="ignore"):
         d = mc / mb - 1 if relative else mc - mb
     d = d[np.isfinite(d)]
@@ -50,6 +54,22 @@ def diff_ci(base: np.ndarray, cur: np.ndarray, relative: bool, confidence: float
     a = (1 - confidence) / 2
     lo, hi = np.quantile(d, [a, 1 - a])
     return float(lo), float(hi)
+
+
+def median_ci(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of the median of ``x``."""
+    return stat_ci(((np.asarray(x, float),), _median), confidence)
+
+
+def diff_ci(base: np.ndarray, cur: np.ndarray, relative: bool, confidence: float = 0.95
+            ) -> tuple[float, float] | None:
+    """Bootstrap interval of median(cur) − median(base) (or median(cur)/median(base) − 1)."""
+    return stat_diff_ci(((np.asarray(base, float),), _median), ((np.asarray(cur, float),), _median),
+                        relative, confidence)
+
+
+def _median(x):
+    return np.median(x, axis=-1)
 
 
 def detect_warmup(durations: np.ndarray, max_fraction: float = 0.25) -> int:

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Callable
 
 from commprof.analysis.hang import HangTracker
-from commprof.format import schema
+from commprof.analysis.hang_text import hang_lines
+from commprof.format import layout
 from commprof.format.reader import CaptureTail
 from commprof.launch.rundir import write_json_atomic
 
-HANG_FILE = "hang.json"
 KILL_GRACE_S = 10.0
 
 
@@ -84,16 +84,15 @@ class HangWatch:
             self._write(diagnosis)
             self.reported = diagnosis
             if first:
-                from commprof.report.hang_text import hang_lines
                 for line in hang_lines(diagnosis):
                     self.say(line)
-                self.say(f"hang report: {self.run_dir / HANG_FILE}" + (
+                self.say(f"hang report: {layout.hang_path(self.run_dir)}" + (
                     "" if self.kill else " (the job is left running; --kill-on-hang stops it)"))
         if self.kill and job_pgid is not None:
             self._stop(job_pgid)
 
     def _discover(self) -> None:
-        for path in sorted((self.run_dir / "ranks").glob("*" + schema.FILE_SUFFIX)):
+        for path in layout.capture_paths(self.run_dir):
             if path not in self.tails:
                 self.tails[path] = CaptureTail(path)
 
@@ -114,10 +113,11 @@ class HangWatch:
         return (self.clock() - time.time_ns()) - (int(anchor["mono_ns"]) - int(anchor["wall_ns"]))
 
     def _write(self, diagnosis: dict) -> None:
+        path = layout.hang_path(self.run_dir)
         try:
-            write_json_atomic(self.run_dir / HANG_FILE, diagnosis)
+            write_json_atomic(path, diagnosis)
         except OSError as exc:
-            self.say(f"warning: cannot write {self.run_dir / HANG_FILE}: {exc.strerror or exc}")
+            self.say(f"warning: cannot write {path}: {exc.strerror or exc}")
 
     def _stop(self, pgid: int | None) -> None:
         if pgid is None:

@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 from commprof.errors import RunDirError
-from commprof.format.reader import MANIFEST
+from commprof.format import layout
 
-DEFAULT_ROOT = "commprof-runs"
 MANIFEST_SCHEMA = "commprof.run/1"
 # Environment variables worth keeping with a run (values of anything else are never recorded).
 ENV_KEEP = re.compile(r"^(WORLD_SIZE|RANK|LOCAL_RANK|LOCAL_WORLD_SIZE|MASTER_ADDR|MASTER_PORT|"
@@ -36,12 +35,12 @@ def join_run_dir(out: str) -> tuple[Path, bool]:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path}: exists and is not a directory")
-    if not path.parent.is_dir():
-        raise RunDirError(f"{path}: parent directory {path.parent} does not exist")
+    _check_ancestors(path)
     try:
+        _mkdirs(path.parent)  # missing parents are created, like `mkdir -p` (races are harmless)
         path.mkdir(mode=DIR_MODE, exist_ok=True)
-        (path / "ranks").mkdir(mode=DIR_MODE, exist_ok=True)
-        fd = os.open(path / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        layout.ranks_dir(path).mkdir(mode=DIR_MODE, exist_ok=True)
+        fd = os.open(layout.manifest_path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         os.close(fd)  # a placeholder: this process owns manifest.json
         return path.resolve(), True
     except FileExistsError:
@@ -53,7 +52,7 @@ def join_run_dir(out: str) -> tuple[Path, bool]:
 
 def manifest_name(owner: bool) -> str:
     """manifest.json for the process that created the directory; one file per joining process."""
-    return MANIFEST if owner else f"manifest.{socket.gethostname()}.{os.getpid()}.json"
+    return layout.MANIFEST if owner else layout.joined_manifest_name(socket.gethostname(), os.getpid())
 
 
 def new_run_dir(out: str | None, command: list[str]) -> Path:
@@ -63,26 +62,25 @@ def new_run_dir(out: str | None, command: list[str]) -> Path:
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RunDirError(f"{path}: already exists and is not an empty directory; "
                               "choose another --out")
-        if not path.parent.is_dir():  # like mkdir without -p: a typo must not grow a new tree
-            what = "is not a directory" if path.parent.exists() else "does not exist"
-            raise RunDirError(f"{path}: parent directory {path.parent} {what}; create it first "
-                              "or choose another --out")
+        _check_ancestors(path)  # missing parents are created below, like `mkdir -p`
     else:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = _slug(command)
-        root = Path(DEFAULT_ROOT)
+        root = Path(layout.DEFAULT_ROOT)
         path = root / f"{stamp}-{name}"
         n = 1
         while path.exists():
             n += 1
             path = root / f"{stamp}-{name}-{n}"
+    created: list[Path] = []
     try:
-        _mkdirs(path)
-        (path / "ranks").mkdir(mode=DIR_MODE, exist_ok=True)
-        probe = path / ".write-test"
+        _mkdirs(path, created)
+        layout.ranks_dir(path).mkdir(mode=DIR_MODE, exist_ok=True)
+        probe = path / layout.WRITE_TEST
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         probe.unlink()
     except OSError as exc:
+        _remove_created(path, created)  # a refused --out leaves nothing behind
         raise RunDirError(f"{path}: cannot create a writable run directory: "
                           f"{exc.strerror or exc}") from exc
     return path.resolve()
@@ -91,15 +89,49 @@ def new_run_dir(out: str | None, command: list[str]) -> Path:
 DIR_MODE = 0o755  # never group/world-writable, whatever the umask
 
 
-def _mkdirs(path: Path) -> None:
-    """Create ``path`` and missing parents with :data:`DIR_MODE` (further limited by the umask)."""
+def _mkdirs(path: Path, created: list[Path] | None = None) -> None:
+    """Create ``path`` and missing parents with :data:`DIR_MODE` (further limited by the umask);
+    each directory this call made is appended to ``created``."""
     missing = []
     p = path
-    while not p.exists():
+    while not p.exists() and p != p.parent:
         missing.append(p)
         p = p.parent
     for d in reversed(missing):
-        d.mkdir(mode=DIR_MODE, exist_ok=True)
+        try:
+            d.mkdir(mode=DIR_MODE)
+        except FileExistsError:  # made meanwhile by another process (--join on many nodes)
+            continue
+        if created is not None:
+            created.append(d)
+
+
+def _remove_created(path: Path, created: list[Path]) -> None:
+    """Undo a failed :func:`new_run_dir`: remove ``path/ranks`` where ``path`` is new, then the
+    directories :func:`_mkdirs` made, deepest first (each only if empty)."""
+    if path in created:
+        try:
+            layout.ranks_dir(path).rmdir()
+        except OSError:  # never made, or not empty
+            pass
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
+def _check_ancestors(path: Path) -> None:
+    """Refuse ``--out`` below something that is not a directory (a file, a dangling link)."""
+    p = path.parent
+    while not p.exists():
+        if p.is_symlink():
+            raise RunDirError(f"{path}: {p} is a dangling symbolic link; choose another --out")
+        if p == p.parent:
+            return
+        p = p.parent
+    if not p.is_dir():
+        raise RunDirError(f"{path}: {p} is not a directory; choose another --out")
 
 
 def _slug(command: list[str]) -> str:
@@ -108,17 +140,7 @@ def _slug(command: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", base.removesuffix(".py"))[:40] or "run"
 
 
-def latest_run(root: str | os.PathLike = DEFAULT_ROOT) -> Path:
-    """The most recently started run under ``root``."""
-    root = Path(root)
-    runs = [p for p in root.glob("*") if (p / MANIFEST).is_file()] if root.is_dir() else []
-    if not runs:
-        raise RunDirError(f"{root}: no commprof runs here; run `commprof run -- COMMAND` first, "
-                          "or name a run directory")
-    return max(runs, key=lambda p: (p / MANIFEST).stat().st_mtime_ns)
-
-
-def write_manifest(run_dir: Path, manifest: dict, name: str = MANIFEST) -> None:
+def write_manifest(run_dir: Path, manifest: dict, name: str = layout.MANIFEST) -> None:
     """Atomically (re)write the manifest (``name``: see :func:`manifest_name`)."""
     write_json_atomic(Path(run_dir) / name, manifest)
 
@@ -158,5 +180,4 @@ def _torch_version() -> str | None:
 
 def count_captures(run_dir: Path) -> int:
     """Number of capture files in a run directory."""
-    from commprof.format.schema import FILE_SUFFIX
-    return sum(1 for _ in (Path(run_dir) / "ranks").glob("*" + FILE_SUFFIX))
+    return len(layout.capture_paths(run_dir))

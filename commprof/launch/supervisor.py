@@ -17,18 +17,19 @@ from pathlib import Path
 
 import commprof
 from commprof.errors import UsageError
+from commprof.format import layout
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2)
-BOOTSTRAP_SRC = Path(commprof.__file__).parent / "_bootstrap" / "sitecustomize.py"
+BOOTSTRAP_SRC = Path(commprof.__file__).parent / "_bootstrap" / layout.BOOTSTRAP_MODULE
 
 
 def prepare_bootstrap(run_dir: Path) -> Path:
     """A directory holding only ``sitecustomize.py`` and a link to this commprof package."""
-    boot = run_dir / "bootstrap"
+    boot = layout.bootstrap_dir(run_dir)
     boot.mkdir(mode=0o755, exist_ok=True)
-    shutil.copyfile(BOOTSTRAP_SRC, boot / "sitecustomize.py")
-    link = boot / "commprof"
+    shutil.copyfile(BOOTSTRAP_SRC, boot / layout.BOOTSTRAP_MODULE)
+    link = boot / layout.BOOTSTRAP_PACKAGE_LINK
     if not link.exists():
         link.symlink_to(Path(commprof.__file__).parent, target_is_directory=True)
     return boot

@@ -1,27 +1,11 @@
 """Message sizes: ``8B:256MB`` sweeps (factor 2, like nccl-tests' ``-b 8 -e 256M -f 2``) and lists.
 
-Units: ``B``; ``K``/``KiB`` = 2^10, ``M``/``MiB`` = 2^20, ``G``/``GiB`` = 2^30 (nccl-tests' K/M/G);
-``kB``/``KB``/``MB``/``GB`` = 10^3/10^6/10^9.
+Units: those of :func:`commprof.format.units.parse_size` (``K``/``M``/``G`` binary as in nccl-tests,
+``kB``/``MB``/``GB`` decimal).
 """
 from __future__ import annotations
 
-import re
-
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20,
-          "g": 1 << 30, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
-
-
-def parse_size(text: str) -> int:
-    """``"16MiB"`` -> 16777216; raises ValueError with the offending text."""
-    m = _SIZE.match(text)
-    unit = m.group(2).lower() if m else None
-    if not m or unit not in _UNITS:
-        raise ValueError(f"{text!r} is not a size (e.g. 8B, 64K, 16MiB, 1GB)")
-    value = float(m.group(1)) * _UNITS[unit]
-    if value < 1 or value != int(value):
-        raise ValueError(f"{text!r}: a size must be a whole number of bytes >= 1")
-    return int(value)
+from commprof.format.units import parse_size
 
 
 def parse_sizes(spec: str, factor: int = 2) -> list[int]:

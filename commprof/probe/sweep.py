@@ -41,7 +41,31 @@ def _args(argv=None):
     ap.add_argument("--budget", type=float, default=2.0, help="seconds per (op, size), at most")
     ap.add_argument("--backend", default=None)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--quiet", action="store_true", help="no progress lines")
     return ap.parse_args(argv)
+
+
+def _route_warnings(say) -> None:
+    """Warnings raised in this worker are commprof's business, not the user's: torch deprecating
+    an API the sweep calls is dropped; any other warning becomes one ``say`` line, once."""
+    import warnings
+    seen = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = (str(message).strip().splitlines() or [""])[0]
+        if (category, text) not in seen:
+            seen.add((category, text))
+            say(f"warning: {category.__name__}: {text}")
+
+    warnings.showwarning = show
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
+def _collective(dist, name: str, deprecated: str):
+    """``dist.NAME`` where this torch has it (2.13 renamed the tensor collectives), else the
+    older ``dist.DEPRECATED``."""
+    return getattr(dist, name, None) or getattr(dist, deprecated)
 
 
 class Probe:
@@ -72,10 +96,12 @@ class Probe:
             return (lambda: dist.broadcast(x, 0)), count * 4
         if op == "all_gather":
             out, inp = torch.empty(count, **f), torch.ones(count // n, **f)
-            return (lambda: dist.all_gather_into_tensor(out, inp)), count * 4
+            gather = _collective(dist, "all_gather_single", "all_gather_into_tensor")
+            return (lambda: gather(out, inp)), count * 4
         if op == "reduce_scatter":
             inp, out = torch.ones(count, **f), torch.empty(count // n, **f)
-            return (lambda: dist.reduce_scatter_tensor(out, inp)), count * 4
+            scatter = _collective(dist, "reduce_scatter_single", "reduce_scatter_tensor")
+            return (lambda: scatter(out, inp)), count * 4
         if op == "all_to_all":
             inp, out = torch.ones(count, **f), torch.empty(count, **f)
             return (lambda: dist.all_to_all_single(out, inp)), count * 4
@@ -149,6 +175,11 @@ class Probe:
 
 def main(argv=None) -> int:
     args = _args(argv)
+    # Rank 0 speaks for the sweep, in commprof's own `commprof:` lines (the README's promise).
+    speaks = os.environ.get("RANK", "0") == "0" and not args.quiet
+    say = (lambda msg: print(f"commprof: probe {msg}", file=sys.stderr, flush=True)) \
+        if speaks else (lambda msg: None)
+    _route_warnings(say)
     import torch
     import torch.distributed as dist
 
@@ -168,8 +199,8 @@ def main(argv=None) -> int:
     hosts = [None] * probe.n
     dist.all_gather_object(hosts, socket.gethostname())
     results, errors = [], []
-    say = (lambda msg: print(f"commprof probe: {msg}", file=sys.stderr, flush=True)) \
-        if probe.rank == 0 else (lambda msg: None)
+    if probe.rank != 0:
+        say = (lambda msg: None)
     total = len(ops) * len(sizes)
     done = 0
     for op in ops:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from numbers import Number
 
 import numpy as np
 import pandas as pd
@@ -22,8 +21,9 @@ _OP_KEYS = ["op", "group_size", "count", "bytes", "in_bytes", "out_bytes", "time
             "p99_s", "max_s", "algbw_gbps", "busbw_gbps", "bus_factor", "ranks", "dtype",
             "gpu_time_s", "gpu_busbw_gbps", "time_source"]
 _RANK_KEYS = ["rank", "host", "attempt", "ops", "bytes", "comm_s", "exposed_comm_s",
-              "comm_fraction", "exposed_comm_fraction", "comm_fraction_wall",
-              "exposed_comm_fraction_wall", "wall_s", "steps", "steps_total", "step_median_s",
+              "comm_fraction", "exposed_comm_fraction", "comm_fraction_step_median",
+              "exposed_comm_fraction_step_median", "comm_fraction_wall",
+              "exposed_comm_fraction_wall", "wall_s", "steps", "steps_total", "step_median_s", "step_mean_s",
               "bytes_per_step", "comm_s_per_step", "exposed_comm_s_per_step", "complete",
               "exit_reason", "last_record_s", "wait_s", "transfer_s", "last_share"]
 
@@ -32,7 +32,7 @@ def build(summary: Summary) -> dict:
     """The JSON-ready report document of ``summary``."""
     from commprof.analysis import whatif
     doc = _build(summary)
-    doc["whatif"] = _clean(whatif.scenarios(doc))
+    doc["whatif"] = _clean(whatif.scenarios(summary.baseline))
     doc["recommendations"] = _clean(whatif.recommendations(doc, doc["whatif"]))
     return doc
 
@@ -47,7 +47,8 @@ def _build(summary: Summary) -> dict:
         "ops": _records(summary.ops, _OP_KEYS),
         "ranks": _records(summary.ranks, _RANK_KEYS),
         "overhead": summary.overhead,
-        "verdict": summary.verdict,
+        "verdict": summary.verdict.sentence,
+        "assessment": summary.verdict.to_dict(),
         "hang": summary.hang,
         "links": summary.links,
         "op_sizes": _op_sizes(summary.op_sizes),
@@ -57,7 +58,8 @@ def _build(summary: Summary) -> dict:
             "instances": summary.cross_rank["instances"],
             "unmatched_records": summary.cross_rank["unmatched_records"],
             "per_step": summary.cross_rank["per_step"]},
-        "notes": summary.notes,
+        "notes": [n.text for n in summary.notes],
+        "note_items": [n.to_dict() for n in summary.notes],
         "degraded": _records(summary.degraded, ["rank", "where", "count", "error"])
         if summary.degraded is not None else [],
     })
@@ -93,25 +95,13 @@ def _clean(obj):
     return obj
 
 
-# What a saved document must look like to be rendered again (or gated on): type per key path.
-# ``num?`` is a number or null.  Keys beyond these are allowed (the contract only adds keys).
-_REQUIRED = {
-    "run": dict, "steps": dict, "kpis": dict, "ops": list, "ranks": list, "verdict": str,
-    "notes": list,
-    "run.world_size": int, "run.ranks_captured": int, "steps.count": int,
-    **{f"kpis.{k}": "num?" for k in ("bytes_per_step", "bus_bytes_per_step", "comm_fraction",
-                                     "exposed_comm_fraction", "comm_fraction_wall",
-                                     "exposed_comm_fraction_wall", "algbw_gbps", "busbw_gbps")},
-}
-_ROW_REQUIRED = {"ops": {"op": str, "count": int, "bytes": "num?", "time_s": "num?"},
-                 "ranks": {"rank": int, "ops": int, "bytes": "num?"}}
-
-
 def load(path: str | os.PathLike) -> dict:
-    """A report document saved as JSON (``commprof report -o r.json``), checked key by key.
+    """A report document saved as JSON (``commprof report -o r.json``), checked key by key
+    against the whole model (:class:`commprof.report.model.Report`), returned as the plain dict.
 
     Raises :class:`~commprof.errors.ReportFileError` naming the file and the first bad key.
     """
+    from commprof.report.model import Report
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
@@ -125,57 +115,12 @@ def load(path: str | os.PathLike) -> dict:
         raise ReportFileError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: "
                                     f"{exc.msg}") from exc
     if not isinstance(doc, dict):
-        raise ReportFileError(path, f"expected a JSON object, got {_kind(doc)}")
+        raise ReportFileError(path, f"expected a JSON object, got {type(doc).__name__ if not isinstance(doc, list) else 'a list'}")
     schema = doc.get("schema")
     if not isinstance(schema, str) or not schema.startswith("commprof.report/"):
         raise ReportFileError(path, f"not a commprof report (schema {schema!r}, expected {SCHEMA!r})")
     if schema != SCHEMA:
         raise ReportFileError(path, f"report schema {schema!r} is not {SCHEMA!r} "
                                     "(written by another commprof version)")
-    for key, want in _REQUIRED.items():
-        _check(path, key, _get(doc, key), want)
-    for table, columns in _ROW_REQUIRED.items():
-        for i, row in enumerate(doc[table]):
-            if not isinstance(row, dict):
-                raise ReportFileError(path, f"{table}[{i}]: expected an object, got {_kind(row)}")
-            for key, want in columns.items():
-                _check(path, f"{table}[{i}].{key}", row.get(key, _MISSING), want)
+    Report.from_dict(doc, path)  # every key, recursively; renderers read the plain dict
     return doc
-
-
-_MISSING = object()
-
-
-def _get(doc: dict, dotted: str):
-    obj = doc
-    for part in dotted.split("."):
-        if not isinstance(obj, dict) or part not in obj:
-            return _MISSING
-        obj = obj[part]
-    return obj
-
-
-def _check(path, key: str, value, want) -> None:
-    if value is _MISSING:
-        raise ReportFileError(path, f"{key}: missing")
-    if want == "num?":
-        ok = value is None or (isinstance(value, Number) and not isinstance(value, bool))
-        what = "a number or null"
-    elif want is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        what = "an integer"
-    else:
-        ok = isinstance(value, want)
-        what = {dict: "an object", list: "a list", str: "a string"}[want]
-    if not ok:
-        raise ReportFileError(path, f"{key}: expected {what}, got {_kind(value)} {_short(value)}")
-
-
-def _kind(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-            int: "an integer", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."

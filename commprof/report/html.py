@@ -12,9 +12,16 @@ import html
 import json
 import os
 
-from commprof.report.units import fmt_bytes, fmt_pct, fmt_seconds
+from commprof.report.notes import assessment, except_kind, of_kind, rank_status
+from commprof.format.units import fmt_bytes, fmt_pct, fmt_seconds
 
 _COLORS = {"compute": "#8da0cb", "hidden": "#66c2a5", "exposed": "#fc8d62"}
+
+
+def _code(text) -> str:
+    """Escaped text whose `backticked` spans become <code> (recommendations are written so)."""
+    parts = str(text).split("`")
+    return "".join(f"<code>{_e(p)}</code>" if i % 2 else _e(p) for i, p in enumerate(parts))
 
 
 def _e(value) -> str:
@@ -60,15 +67,10 @@ class HtmlRenderer:
 
 def banner(doc: dict) -> str:
     k, run, steps = doc["kpis"], doc["run"], doc["steps"]
-    exposed = k.get("exposed_comm_fraction")
-    if exposed is None:
-        exposed = k.get("exposed_comm_fraction_wall")
-    level = "unknown" if exposed is None else "bad" if exposed >= 0.25 else "warn" if exposed >= 0.10 else "good"
-    word = {"bad": "a bottleneck", "warn": "a partial bottleneck", "good": "not the bottleneck",
-            "unknown": "unmeasured"}[level]
-    comm = k.get("comm_fraction") if k.get("comm_fraction") is not None else k.get("comm_fraction_wall")
-    scope = "step time" if k.get("comm_fraction") is not None else "wall time"
-    headline = (f"Communication is {fmt_pct(comm)} of {scope} ({fmt_pct(exposed)} exposed) — {word}")
+    v = assessment(doc)
+    level = {"bound": "bad", "partly_bound": "warn", "not_bound": "good"}.get(v["level"], "unknown")
+    headline = (f"Communication is exposed for {fmt_pct(v['exposed_fraction'])} of {v['basis']} "
+                f"(in flight {fmt_pct(v['comm_fraction'])}) — {v['label']}")
     cards = [("bytes synchronized", f"{fmt_bytes(k.get('bytes_per_step'))} per step per rank",
               f"bus {fmt_bytes(k.get('bus_bytes_per_step'))}"),
              ("communication share", f"{fmt_pct(k.get('exposed_comm_fraction'))} exposed",
@@ -98,7 +100,7 @@ def hang(doc: dict) -> str:
     h = doc.get("hang")
     if not h:
         return ""
-    from commprof.report.hang_text import hang_lines
+    from commprof.analysis.hang_text import hang_lines
     return ('<section id="hang" class="alert"><h2>Hang detected</h2><pre>'
             + _e("\n".join(hang_lines(h))) + "</pre></section>")
 
@@ -134,12 +136,9 @@ def ranks_section(doc: dict, arrivals_chart: bool = False) -> str:
             r["rank"], r.get("host"), r["ops"], fmt_bytes(r["bytes"]), fmt_seconds(r.get("step_median_s")),
             fmt_pct(r.get("comm_fraction")), fmt_pct(r.get("exposed_comm_fraction")),
             fmt_seconds(r.get("wait_s")), fmt_seconds(r.get("transfer_s")), fmt_pct(r.get("last_share")),
-            "ok" if r.get("complete") else "incomplete")) + "</tr>" for r in doc["ranks"])
-    strag = "".join(
-        f'<p class="bad"><b>Straggler:</b> rank {_e(s["rank"])} was last in '
-        f'{_e(fmt_pct(s["share_of_steps"]))} of measured steps, costing each other rank '
-        f'{_e(round(s["wait_cost_per_step_s"] * 1e3, 1))} ms/step of waiting.</p>'
-        for s in doc.get("stragglers") or [] if s.get("significant"))
+            rank_status(r))) + "</tr>" for r in doc["ranks"])
+    strag = "".join(f'<p class="bad"><b>Straggler:</b> {_e(n["text"])}.</p>'
+                    for n in of_kind(doc, "straggler"))
     chart = ('<p class="help">Per step, how long each rank waited for the last one to arrive '
              '(clocks aligned to rank 0).</p><div id="arrivals" class="chart"></div>') if arrivals_chart else ""
     return ('<section id="ranks"><h2>Ranks</h2>' + strag + '<p class="help">Communication time per '
@@ -157,12 +156,12 @@ def whatif_section(doc: dict) -> str:
     head = ["scenario", "projected step", "speed-up", "comm", "exposed", "model"]
     body = "".join(
         "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
-            w["name"], fmt_seconds(w["step_time_s"]), f"{w['speedup']:.2f}x", fmt_pct(w["comm_fraction"]),
+            w["name"], fmt_seconds(w["step_time_s"]), "-" if w.get("speedup") is None else f"{w['speedup']:.2f}x", fmt_pct(w["comm_fraction"]),
             fmt_pct(w["exposed_comm_fraction"]), w["model"])) + "</tr>" for w in rows)
-    recs = "".join(f"<li><b>{_e(r['action'])}</b> ({_e(r['kind'])}): ~{_e(round(r['projected_saving'] * 100))}% "
-                   f"per step — {_e(r['evidence'])}</li>" for r in doc.get("recommendations") or [])
+    recs = "".join(f"<li><b>{_code(r['action'])}</b> ({_e(r['kind'])}): ~{_e(round(r['projected_saving'] * 100))}% "
+                   f"per step — {_code(r['evidence'])}</li>" for r in doc.get("recommendations") or [])
     return ('<section id="whatif"><h2>What if</h2><p class="help">Projected from this run '
-            '(docs/whatif.md); measured step: ' + _e(fmt_seconds(doc["steps"].get("median_s"))) + '</p>'
+            '(docs/whatif.md); measured step (mean): ' + _e(fmt_seconds(doc["kpis"].get("step_time_s"))) + '</p>'
             '<table class="sortable"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head)
             + f"</tr></thead><tbody>{body}</tbody></table>"
             + (f"<h3>Recommendations</h3><ol>{recs}</ol>" if recs else "") + "</section>")
@@ -211,7 +210,7 @@ def overhead_section(doc: dict) -> str:
 
 
 def notes_section(doc: dict) -> str:
-    items = [f"<li>{_e(n)}</li>" for n in doc.get("notes", [])]
+    items = [f"<li>{_e(n['text'])}</li>" for n in except_kind(doc, "straggler")]
     items += [f"<li class=\"bad\">commprof degraded on rank {_e(d['rank'])}: {_e(d['where'])} failed "
               f"{_e(d['count'])}x ({_e(d['error'])})</li>" for d in doc.get("degraded", [])]
     return f'<section id="notes"><h2>Notes</h2><ul>{"".join(items)}</ul></section>' if items else ""
@@ -263,7 +262,7 @@ def op_bandwidth(doc: dict) -> dict | None:
         data.append(go.Scatter(x=[c["size_bytes"] for c in pts], y=[c["busbw_gbps"] for c in pts],
                                mode="lines", line=dict(dash="dash"), name=f"probe {op}"))
     return _fig(data, dict(xaxis=dict(type="log", title="message size S (bytes)"),
-                           yaxis=dict(type="log", title="busbw (GB/s)")))
+                           yaxis=dict(type="log", title="busbw (GB/s)", exponentformat="power")))
 
 
 def rank_view(doc: dict) -> dict | None:
@@ -273,7 +272,7 @@ def rank_view(doc: dict) -> dict | None:
         return None
     x = [str(r["rank"]) for r in ranks]
     data = [go.Bar(x=x, y=[r["comm_s"] for r in ranks], name="in flight (s)", marker_color=_COLORS["hidden"]),
-            go.Bar(x=x, y=[r["exposed_comm_s"] for r in ranks], name="exposed (s)",
+            go.Bar(x=x, y=[r.get("exposed_comm_s") for r in ranks], name="exposed (s)",
                    marker_color=_COLORS["exposed"])]
     if any(r.get("wait_s") is not None for r in ranks):
         data += [go.Bar(x=x, y=[r.get("wait_s") for r in ranks], name="waiting for late ranks (s)",

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from commprof.report.units import fmt_bytes, fmt_seconds
+from commprof.format.units import fmt_bytes, fmt_seconds
 
 
 def render_probe(doc: dict, color: bool = False, width: int | None = None) -> str:

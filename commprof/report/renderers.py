@@ -1,4 +1,13 @@
-"""Renderers: small classes that turn a report document into text.  Chosen by name or suffix."""
+"""Output formats of ``commprof report``, chosen by name or by the output file's suffix.
+
+* a :class:`Renderer` turns the report document into text (terminal, json, html) — a saved
+  report (``report.json``) renders again;
+* an :class:`Exporter` is built from the run directory itself, every record (the trace), so it
+  needs the run, not a document.
+
+:func:`formats` holds both tables; what a name belongs to is decided by membership in
+:func:`exporters`, never by the object's attributes.
+"""
 from __future__ import annotations
 
 import json
@@ -14,6 +23,15 @@ class Renderer(Protocol):
     suffixes: tuple[str, ...]
 
     def render(self, doc: dict, *, color: bool = False, width: int | None = None) -> str: ...
+
+
+class Exporter(Protocol):
+    """Formats a run directory (or several directories of one run) from its records."""
+
+    name: str
+    suffixes: tuple[str, ...]
+
+    def render_run(self, run_dir: str | list[str] | None) -> str: ...
 
 
 class JsonRenderer:
@@ -33,15 +51,25 @@ def renderers() -> dict[str, Renderer]:
     return {r.name: r for r in (TerminalRenderer(), JsonRenderer(), HtmlRenderer())}
 
 
-def exporters() -> dict:
+def exporters() -> dict[str, Exporter]:
     """Formats built from the run's records rather than the document (``render_run(run_dir)``)."""
-    from commprof.report.trace import TraceRenderer
-    return {r.name: r for r in (TraceRenderer(),)}
+    from commprof.report.trace import TraceExporter
+    return {r.name: r for r in (TraceExporter(),)}
 
 
-def choose(fmt: str | None, output: str | None) -> Renderer:
-    """The renderer named by ``fmt``, else inferred from ``output``'s suffix, else the terminal."""
-    table = {**renderers(), **exporters()}
+def formats() -> dict[str, Renderer | Exporter]:
+    """Every format by name: the renderers, then the exporters."""
+    return {**renderers(), **exporters()}
+
+
+def is_exporter(fmt: Renderer | Exporter) -> bool:
+    """Whether ``fmt`` (from :func:`choose`) is built from the run's records."""
+    return fmt.name in exporters()
+
+
+def choose(fmt: str | None, output: str | None) -> Renderer | Exporter:
+    """The format named by ``fmt``, else inferred from ``output``'s suffix, else the terminal."""
+    table = formats()
     if fmt:
         if fmt not in table:
             raise UsageError(f"--format {fmt}: unknown format (choose from {', '.join(table)})")

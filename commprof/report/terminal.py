@@ -9,7 +9,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from commprof.report.units import fmt_bytes, fmt_gbps, fmt_pct, fmt_seconds
+from commprof.report.notes import except_kind, of_kind, rank_status
+from commprof.format.units import fmt_bytes, fmt_gbps, fmt_pct, fmt_seconds
 
 MAX_RANK_ROWS = 16
 
@@ -45,7 +46,7 @@ class TerminalRenderer:
 
 def hang_panel(hang: dict) -> Panel:
     """What ``commprof run --hang-timeout`` found stuck, and on whom it waited."""
-    from commprof.report.hang_text import hang_lines
+    from commprof.analysis.hang_text import hang_lines
     status = (f"; the job was stopped ({hang['killed']})" if hang.get("killed") else
               "; it later finished" if hang.get("resolved_wall_ns") else "")
     return Panel(Text("\n".join(hang_lines(hang))), title=f"hang detected{status}",
@@ -66,16 +67,22 @@ def banner(doc: dict) -> Panel:
     grid.add_row("ranks", Text(f"{run['ranks_captured']} of world size {run['world_size']} on "
                                f"{run['nodes']} node(s), backend {run['backend']}; exit code "
                                f"{_exit(run)}"))
-    step_line = (f"{steps['count']} ({steps['source']}); median {fmt_seconds(steps['median_s'])} "
-                 f"over {steps['measured']} measured after {steps['warmup']} warm-up"
-                 if steps["count"] else "none detected (see notes)")
+    step_line = (f"{steps['count']} ({steps['source']}); mean {fmt_seconds(k.get('step_time_s'))}, "
+                 f"median {fmt_seconds(steps['median_s'])}, over {steps['measured']} measured after "
+                 f"{steps['warmup']} warm-up" if steps["count"] else "none detected (see notes)")
     grid.add_row("steps", step_line)
     grid.add_row("", "")
     grid.add_row("bytes synchronized", f"{fmt_bytes(k['bytes_per_step'])} per step per rank "
                                        f"(bus {fmt_bytes(k['bus_bytes_per_step'])})")
     grid.add_row("communication", f"in flight {fmt_pct(k['comm_fraction'])} of step time, "
                                   f"exposed {fmt_pct(k['exposed_comm_fraction'])} "
-                                  f"(worst rank {fmt_pct(k['exposed_comm_fraction_max_rank'])})")
+                                  f"(worst rank {fmt_pct(k['exposed_comm_fraction_max_rank'])}; "
+                                  "time-weighted: Σ over steps ÷ Σ step time)")
+    if k.get("step_time_s") is not None and k.get("compute_s_per_step") is not None:
+        grid.add_row("  per step (mean)",
+                     f"{fmt_seconds(k['step_time_s'])} = {fmt_seconds(k['compute_s_per_step'])} "
+                     f"without communication + {fmt_seconds(k['comm_s_per_step'])} in flight "
+                     f"(of which {fmt_seconds(k['exposed_comm_s_per_step'])} exposed)")
     grid.add_row("  whole run", f"in flight {fmt_pct(k['comm_fraction_wall'])} of wall time, "
                                 f"exposed {fmt_pct(k['exposed_comm_fraction_wall'])}")
     grid.add_row("observed bandwidth", f"algbw {fmt_gbps(k['algbw_gbps'])}, busbw "
@@ -97,7 +104,8 @@ def _exit(run: dict) -> str:
 
 def ops_table(doc: dict) -> Table:
     t = Table(title="Collectives (per rank, whole run; bandwidth in GB/s)", title_justify="left",
-              box=box.SIMPLE_HEAD)
+              box=box.SIMPLE_HEAD, caption="n = group size; count, bytes, time = per rank (mean over "
+              "ranks); p50/p99 = call durations", caption_justify="left")
     for name, just in (("op", "left"), ("n", "right"), ("count", "right"), ("bytes", "right"),
                        ("bytes/step", "right"), ("time", "right"), ("p50", "right"),
                        ("p99", "right"), ("algbw", "right"), ("busbw", "right")):
@@ -111,6 +119,11 @@ def ops_table(doc: dict) -> Table:
     return t
 
 
+def _num(value, spec: str, suffix: str = "") -> str:
+    """``value`` formatted, or ``-`` for null."""
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
 def _bw(gbps) -> str:
     if gbps is None:
         return "-"
@@ -118,8 +131,8 @@ def _bw(gbps) -> str:
 
 
 def ranks_table(doc: dict) -> Table:
-    t = Table(title="Ranks (step columns: median over measured steps)", title_justify="left",
-              box=box.SIMPLE_HEAD)
+    t = Table(title="Ranks (step = median step; comm/exposed = time-weighted over measured steps)",
+              title_justify="left", box=box.SIMPLE_HEAD)
     cross = any(r.get("wait_s") is not None for r in doc["ranks"])
     names = ("rank", "host", "ops", "bytes", "step", "comm", "exposed", "exposed (wall)") + (
         ("wait", "transfer", "last") if cross else ()) + ("status",)
@@ -135,18 +148,15 @@ def ranks_table(doc: dict) -> Table:
                   fmt_pct(r.get("exposed_comm_fraction_wall")),
                   *((fmt_seconds(r.get("wait_s")), fmt_seconds(r.get("transfer_s")),
                      fmt_pct(r.get("last_share"))) if cross else ()),
-                  _status(r))
+                  rank_status(r))
+    legend = "exposed (wall) = exposed share of the whole run, init to teardown"
+    if cross:
+        legend += ("; wait = after arriving, until the last rank arrived; transfer = from then to "
+                   "the first completion; last = share of steps in which this rank arrived last")
     if len(shown) < len(rows):
-        t.caption = f"{len(shown)} of {len(rows)} ranks shown (most and least exposed); see --format json"
+        legend = f"{len(shown)} of {len(rows)} ranks shown (most and least exposed); see --format json. " + legend
+    t.caption, t.caption_justify = legend, "left"
     return t
-
-
-def _status(r: dict) -> str:
-    if r.get("complete"):
-        return "ok" if r.get("exit_reason") in (None, "exit") else f"ok ({r['exit_reason']})"
-    last = r.get("last_record_s")
-    when = "" if last is None else f", last record at {last:.1f} s"
-    return f"incomplete (died?{when})"
 
 
 def _extremes(rows: list[dict]) -> list[dict]:
@@ -158,20 +168,14 @@ def _extremes(rows: list[dict]) -> list[dict]:
 
 
 def notes(doc: dict) -> list[Text]:
-    out = []
-    for st in doc.get("stragglers") or []:
-        if st.get("significant"):
-            out.append(Text(f"straggler: rank {st['rank']} was last in {st['share_of_steps']:.0%} of "
-                            f"measured steps, costing each other rank "
-                            f"{st['wait_cost_per_step_s'] * 1e3:.1f} ms/step of waiting "
-                            f"(p = {st['p_value']:.1g})", style="bold magenta"))
+    out = [Text(f"straggler: {n['text']}", style="bold magenta") for n in of_kind(doc, "straggler")]
     ca = doc.get("clock_alignment")
     if ca and ca.get("max_uncertainty_ms") is not None:
         out.append(Text(f"clocks aligned to rank 0 (barrier probes; uncertainty up to "
                         f"{ca['max_uncertainty_ms']:.3g} ms); wait = time after arriving until the last "
                         "rank arrived, transfer = from then to the first completion", style="dim"))
-    out += [Text(f"note: {n}", style="yellow") for n in doc.get("notes", [])
-            if not n.startswith("rank ") or "was last in" not in n]
+    out += [Text(f"note: {n['text']}", style="yellow" if n.get("severity") != "info" else "dim")
+            for n in except_kind(doc, "straggler")]
     for d in doc.get("degraded", []):
         out.append(Text(f"commprof degraded on rank {d['rank']}: {d['where']} failed {d['count']}x "
                         f"({d['error']})", style="red"))
@@ -202,8 +206,12 @@ def links_section(links: dict) -> list:
                       _rate(r.get("tx_peak_Bps")), _rate(r.get("tx_comm_Bps")),
                       _rate(r.get("rx_mean_Bps")), _rate(r.get("rx_peak_Bps")),
                       "-" if ratio is None else f"{ratio:.3f}")
+        t.caption = ("tx in comm = mean tx while any collective was in flight; wire/logical = bytes the "
+                     "link carried ÷ the collectives' bus bytes on this host (≈1: all traffic is "
+                     "the job's collectives)")
         if idle:
-            t.caption = f"{idle} idle interface(s) not shown; see --format json"
+            t.caption = f"{idle} idle interface(s) not shown; see --format json. " + t.caption
+        t.caption_justify = "left"
         out.append(t)
         for g in links.get("gauges", []):
             value = (f"{fmt_bytes(g['mean'])}/s mean, {fmt_bytes(g['peak'])}/s peak" if g["unit"] == "B/s"
@@ -214,7 +222,7 @@ def links_section(links: dict) -> list:
             out.append(Text(f"TCP to {r['peer']} ({r['host']}): {path}smoothed RTT "
                             f"{r['srtt_ms_median']:.3g} ms median, {r['srtt_ms_p90']:.3g} ms p90 over "
                             f"{r['samples']} samples; "
-                            f"rttvar {r['rttvar_ms_median']:.3g} ms; {r['retrans']:.0f} retransmits; "
+                            f"rttvar {_num(r.get('rttvar_ms_median'), '.3g')} ms; {_num(r.get('retrans'), '.0f')} retransmits; "
                             f"{r['connections_max']} connection(s)"))
         for s in links.get("sampler", []):
             missing = [f"{name}: {st.get('why')}" for name, st in sorted(s.get("sources", {}).items())
@@ -230,7 +238,7 @@ def links_section(links: dict) -> list:
     if links.get("efficiency"):
         t = Table(title="Efficiency: the job's busbw vs the probe's at the same size (GB/s)",
                   title_justify="left", box=box.SIMPLE_HEAD)
-        for name in ("op", "n", "size", "calls", "job busbw", "probe busbw", "efficiency"):
+        for name in ("op", "n", "size", "calls (all ranks)", "job busbw", "probe busbw", "efficiency"):
             t.add_column(name, justify="left" if name == "op" else "right", no_wrap=True)
         for e in links["efficiency"]:
             t.add_row(Text(e["op"]), str(e["group_size"]), fmt_bytes(e["size_bytes"]), str(e["count"]),
@@ -248,10 +256,10 @@ def whatif_section(doc: dict) -> list:
               box=box.SIMPLE_HEAD)
     for name in ("scenario", "step", "speed-up", "comm", "exposed"):
         t.add_column(name, justify="left" if name == "scenario" else "right", no_wrap=True)
-    t.add_row("measured", fmt_seconds(doc["steps"].get("median_s")), "1.00x",
+    t.add_row("measured", fmt_seconds(doc["kpis"].get("step_time_s")), "1.00x",
               fmt_pct(doc["kpis"].get("comm_fraction")), fmt_pct(doc["kpis"].get("exposed_comm_fraction")))
     for w in doc["whatif"]:
-        t.add_row(w["name"], fmt_seconds(w["step_time_s"]), f"{w['speedup']:.2f}x",
+        t.add_row(w["name"], fmt_seconds(w["step_time_s"]), _num(w.get("speedup"), ".2f", "x"),
                   fmt_pct(w["comm_fraction"]), fmt_pct(w["exposed_comm_fraction"]))
     out = [t]
     recs = doc.get("recommendations") or []

@@ -8,10 +8,10 @@ on their thread, and each collective's in-flight time (issue → completion) as 
 One more process per node carries the node sampler's throughput as counter tracks.
 
 Time: microseconds since the earliest capture start, on rank 0's clock: every rank is moved onto it
-with the offsets of :mod:`commprof.analysis.clocks` (barrier probes at init and teardown, else
-one host's shared monotonic clock, else wall-clock anchors).  Unlike the report document, the trace is
-built from the run directory itself (every record), through the one reader
-(:func:`commprof.analysis.load.open_run`).
+by :class:`commprof.analysis.clocks.Timeline` (barrier probes at init and teardown, else one host's
+shared monotonic clock, else wall-clock anchors).  Unlike the report document, the trace is built
+from the run directory itself (every record), loaded by the analysis
+(:func:`commprof.analysis.load.open_run`); this module only lays the records out as trace events.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ import json
 
 import numpy as np
 
-from commprof.errors import UsageError
 from commprof.format import schema
 
 STEPS_TID = 0
@@ -28,15 +27,13 @@ _WAIT_NAMES = {schema.WAIT_WORK: "wait", schema.WAIT_TENSOR: "wait_tensor",
                schema.WAIT_SYNC_API: "wait (blocking call)"}
 
 
-class TraceRenderer:
+class TraceExporter:
+    """An :class:`~commprof.report.renderers.Exporter`: the Chrome trace of a run directory."""
+
     name = "trace"
     suffixes = (".trace.json",)
 
-    def render(self, doc: dict, *, color: bool = False, width: int | None = None) -> str:
-        raise UsageError("the trace is built from a run directory (every record), not from a "
-                         "saved report: `commprof report RUN_DIR -o run.trace.json`")
-
-    def render_run(self, run_dir: str | None) -> str:
+    def render_run(self, run_dir) -> str:
         from commprof.analysis.load import open_run
         return json.dumps({"traceEvents": trace_events(open_run(run_dir)),
                            "displayTimeUnit": "ms",
@@ -46,31 +43,21 @@ class TraceRenderer:
 
 def trace_events(source) -> list[dict]:
     """Every event of the run, metadata first, then per track in time order."""
+    from commprof.analysis.clocks import Timeline
     from commprof.analysis.collectives import add_sizes
     from commprof.analysis.steps import step_windows
     ranks = list(source.iter_ranks())
     if not ranks:
         return []
-    import pandas as pd
-
-    from commprof.analysis import clocks as clocks_mod
-    walls = [r.process["clock_wall_ns"] for r in ranks if r.process.get("clock_wall_ns") is not None]
-    origin = min(walls) if walls else 0
-    procs = pd.DataFrame([r.process for r in ranks])
-    aligned = clocks_mod.align(pd.concat([clocks_mod.sync_marks(r.marks) for r in ranks],
-                                         ignore_index=True), procs)
-    ref = next((r.process for r in ranks if int(r.rank) == 0), None)
+    timeline = Timeline.of_ranks(ranks)
     meta, events = [], []
     for rd in ranks:
         p = rd.process
         pid = int(rd.rank) + 1_000_000 * int(rd.key["attempt"])
-        clk = aligned.get(int(rd.rank))
-        base = ref if (ref is not None and clk is not None) else p  # rank 0's clock, else its own
-        shift = (base.get("clock_wall_ns") or 0) - (base.get("clock_mono_ns") or 0) - origin
+        to_axis = timeline.mapper(p)
 
-        def us(t, clk=clk if base is ref else None, shift=shift):
-            t = np.asarray(t, dtype="float64")
-            return ((clk.to_reference(t) if clk is not None else t) + shift) / 1e3
+        def us(t, to_axis=to_axis):
+            return to_axis(np.asarray(t, dtype="float64")) / 1e3
 
         label = f"rank {rd.rank} ({p.get('host')})" + (f" attempt {rd.key['attempt']}" if rd.key["attempt"] else "")
         meta += [_meta(pid, 0, "process_name", {"name": label}),
@@ -117,11 +104,11 @@ def trace_events(source) -> list[dict]:
             a, b = us(s["t_start"]), us(s["t_end"])
             for i, row in enumerate(s.itertuples()):
                 events.append(_slice(pid, tid(int(row.thread)), "backward", a[i], b[i], "backward", {}))
-    events += _counters(getattr(source, "dirs", None) or [source.path], origin, meta)
+    events += _counters(getattr(source, "dirs", None) or [source.path], timeline, meta)
     return meta + sorted(events, key=lambda e: (e["pid"], e["tid"], e["ts"], -e.get("dur", 0)))
 
 
-def _counters(run_dir, origin: int, meta: list) -> list[dict]:
+def _counters(run_dir, timeline, meta: list) -> list[dict]:
     from commprof.analysis.links import counter_rates, load_node_samples
     nodes, _ = load_node_samples(run_dir)
     out = []
@@ -129,8 +116,7 @@ def _counters(run_dir, origin: int, meta: list) -> list[dict]:
         pid = 10_000_000 + n
         meta += [_meta(pid, 0, "process_name", {"name": f"node {node.host} links"}),
                  _meta(pid, 0, "process_sort_index", {"sort_index": pid})]
-        anchor = node.header.get("clock") or {}
-        shift = anchor.get("wall_ns", 0) - anchor.get("mono_ns", 0) - origin
+        shift = timeline.shift_ns(node.header.get("clock") or {})
         s = node.series
         for (source, device), grp in s[s["metric"].isin(["tx_bytes", "rx_bytes"])].groupby(["source", "device"]):
             for metric in ("tx_bytes", "rx_bytes"):

@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 
-from commprof.format import schema
+from commprof.format import layout, schema
 from commprof.format.writer import CaptureWriter, encode_batch, encode_json
 from commprof.sampling.series import Series, Source
 
@@ -40,7 +40,7 @@ class NodeSampler:
         self.clock = clock
         self.cpu_clock = cpu_clock
         host = host or socket.gethostname()
-        self.path = os.path.join(run_dir, "nodes", f"{host}.p{os.getpid()}{schema.SAMPLES_SUFFIX}")
+        self.path = str(layout.nodes_dir(run_dir) / layout.samples_name(host, os.getpid()))
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
         header = {"kind": "samples", "schema_minor": schema.SCHEMA_MINOR, "host": host,
                   "pid": os.getpid(), "hz": hz,

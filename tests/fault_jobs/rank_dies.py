@@ -1,5 +1,6 @@
-"""Rank 1 dies abruptly after 4 steps — `rank_dies.py [exit|kill|segv]`: os._exit(1), SIGKILL
-from itself, or a segmentation fault; rank 0, sleeping after its 4th step, is then stopped by
+"""Rank 1 dies after 4 steps — `rank_dies.py [exit|kill|segv|raise]`: os._exit(1), SIGKILL
+from itself, a segmentation fault, or an uncaught ``ValueError`` (Python prints the traceback,
+exit 1); rank 0, sleeping after its 4th step, is then stopped by
 torchrun with SIGTERM."""
 import ctypes
 import os
@@ -18,6 +19,8 @@ for step in range(50):
     p.grad = torch.ones(4)
     dist.all_reduce(p.grad)
     opt.step()
+    if rank == 1 and step == 3 and sys.argv[1:] == ["raise"]:
+        raise ValueError("rank 1 gives up on purpose")
     if rank == 1 and step == 3:
         time.sleep(0.3)  # > the test's flush interval: the 4 steps reach the disk
         how = sys.argv[1] if len(sys.argv) > 1 else "exit"

@@ -1,7 +1,8 @@
-"""Plain-text lines describing a hang diagnosis (``commprof.hang/1``), for stderr and reports."""
+"""Plain-text lines describing a hang diagnosis (``commprof.hang/1``): the supervisor's stderr lines
+while the job runs (launch/hangwatch.py) and the reports' hang section."""
 from __future__ import annotations
 
-from commprof.report.units import fmt_bytes
+from commprof.format.units import fmt_bytes
 
 
 def describe_op(op: dict | None) -> str:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from commprof.gate.rules import Result, fmt
+from commprof.gate.rules import Result, fmt, metric_info
 
 
 def _console(buf, color: bool, width: int | None) -> Console:
@@ -45,7 +45,6 @@ def gate_text(results: list[Result], header: list[str], color: bool = False,
 
 
 def _unit(r: Result) -> str:
-    from commprof.gate.rules import metric_info
     return metric_info(r.rule.metric)[0]
 
 
@@ -108,7 +107,7 @@ def _spread(v, iqr, unit) -> str:
 def compare_text(rows: list[dict], a: str, b: str, color: bool = False, width: int | None = None) -> str:
     buf = io.StringIO()
     con = _console(buf, color, width)
-    t = Table(box=box.SIMPLE_HEAD, title=Text(f"A = {a}\nB = {b}\n(median [IQR] over measured steps)"),
+    t = Table(box=box.SIMPLE_HEAD, title=Text(f"A = {a}\nB = {b}\n(value [95% CI: bootstrap over measured steps])"),
               title_justify="left")
     for name in ("KPI", "A", "B", "B vs A", "verdict"):
         t.add_column(name, no_wrap=True)

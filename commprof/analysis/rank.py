@@ -1,0 +1,120 @@
+"""The per-rank reduction: one process's capture to the small :class:`RankPart` a summary needs.
+
+:func:`analyze_rank` is a pure function of one rank's frames (no file access, no other rank), so
+ranks can be reduced one at a time, or in parallel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from commprof.analysis.collectives import add_sizes, rank_op_partial
+from commprof.analysis.exposure import rank_exposure
+from commprof.analysis.links import size_buckets
+from commprof.analysis.load import RankData
+from commprof.analysis.steps import step_windows, wall_window
+from commprof.format import schema
+
+
+@dataclass
+class RankPart:
+    """What one process contributes to a summary (small: no per-record frames)."""
+
+    row: dict  # the ranks[] row
+    process: dict
+    steps: pd.DataFrame  # per step, with metrics
+    ops: pd.DataFrame  # rank_op_partial
+    durations: dict  # (op, group size) -> call durations, ns
+    moving_bytes: float  # Σ S of calls with S > 0
+    moving_bus_bytes: float
+    moving_ns: float  # Σ duration of those calls
+    backends: set
+    collectives: int
+    degraded: pd.DataFrame
+    bus_bytes: float = 0.0  # Σ bus bytes of every call (links: wire / logical)
+    buckets: pd.DataFrame | None = None  # calls per (op, n, size bucket) (links: efficiency)
+    inflight: tuple | None = None  # union of in-flight intervals (links: communication windows)
+    gpu: pd.DataFrame | None = None  # per (op, n): calls with a GPU-side duration, their sums
+    blocking_calls: int = 0  # calls torch.distributed waited on itself (async_op False)
+
+
+def analyze_rank(rd: RankData) -> RankPart:
+    """Every per-rank quantity of one process (steps, exposure, op sums, whole-run window)."""
+    c = add_sizes(rd.collectives)
+    exp = rank_exposure(c, rd.waits, rd.spans)
+    s = _step_metrics(step_windows(rd.marks, rd.spans), c, exp)
+    w = wall_window(rd.marks, c)
+    proc = rd.process
+    if not proc["complete"]:
+        row_extra = {"last_record_s": _last_record_s(rd, c)}
+    else:
+        row_extra = {"last_record_s": None}
+    row = {"rank": int(rd.rank), "host": proc["host"], "attempt": int(proc["attempt"]),
+           "ops": int(len(c)), "bytes": int(c["size_bytes"].sum()),
+           "complete": bool(proc["complete"]), "exit_reason": proc["exit_reason"],
+           "training_thread": exp.training_thread, **row_extra}
+    if len(w):
+        wa, wb = float(w["t_start"].iloc[0]), float(w["t_end"].iloc[0])
+        wall = wb - wa
+        row.update(wall_s=wall / 1e9, comm_s=float(exp.comm_ns([wa], [wb])[0]) / 1e9,
+                   exposed_comm_s=float(exp.exposed_ns([wa], [wb])[0]) / 1e9)
+        row["comm_fraction_wall"] = row["comm_s"] * 1e9 / wall if wall > 0 else None
+        row["exposed_comm_fraction_wall"] = row["exposed_comm_s"] * 1e9 / wall if wall > 0 else None
+    ops, durations = rank_op_partial(c)
+    moving = c[c["size_bytes"] > 0]
+    backends = set(rd.groups["backend"].dropna()) if len(rd.groups) else set()
+    return RankPart(row=row, process=proc, steps=s, ops=ops, durations=durations,
+                    moving_bytes=float(moving["size_bytes"].sum()),
+                    moving_bus_bytes=float(moving["bus_bytes"].sum()),
+                    moving_ns=float(moving["duration_ns"].sum()), backends=backends,
+                    collectives=int(len(c)), degraded=rd.degraded,
+                    bus_bytes=float(c["bus_bytes"].sum()), buckets=size_buckets(c),
+                    inflight=exp.inflight, gpu=_gpu_partial(c),
+                    blocking_calls=int((~c["async_op"].astype(bool)).sum()) if "async_op" in c else 0)
+
+
+def _gpu_partial(c: pd.DataFrame) -> pd.DataFrame | None:
+    """Per (op, group size): count, Σ GPU duration and Σ bus bytes of calls timed on the GPU."""
+    if "gpu_duration_ns" not in c or not c["gpu_duration_ns"].notna().any():
+        return None
+    g = c[c["gpu_duration_ns"].notna()]
+    return (g.assign(op=g["op"].astype(str))
+            .groupby(["op", "group_size"], as_index=False)
+            .agg(gpu_calls=("gpu_duration_ns", "size"), gpu_time_ns=("gpu_duration_ns", "sum"),
+                 gpu_bus_bytes=("bus_bytes", "sum")))
+
+
+def _last_record_s(rd: RankData, c: pd.DataFrame) -> float | None:
+    """Seconds from a process's capture start to the last thing it recorded (for a rank that
+    died: about when it died, give or take one flush interval)."""
+    times = [rd.marks["t"].max() if len(rd.marks) else np.nan,
+             c["t_return"].max() if len(c) else np.nan,
+             rd.waits["t_end"].max() if len(rd.waits) else np.nan,
+             rd.spans["t_end"].max() if len(rd.spans) else np.nan]
+    last = np.nanmax(np.asarray(times, dtype="float64")) if not all(pd.isna(times)) else np.nan
+    start = rd.marks.loc[rd.marks["kind"] == schema.MARK_START, "t"]
+    origin = float(start.min()) if len(start) else float(rd.process.get("clock_mono_ns") or np.nan)
+    value = (last - origin) / 1e9
+    return None if np.isnan(value) else float(value)
+
+
+def _step_metrics(s: pd.DataFrame, c: pd.DataFrame, exp) -> pd.DataFrame:
+    """Add comm/exposed time and the S, bus bytes and count of the calls issued in each step."""
+    if not len(s):
+        return s
+    a, b = s["t_start"].to_numpy("float64"), s["t_end"].to_numpy("float64")
+    s["comm_ns"] = exp.comm_ns(a, b)
+    s["exposed_ns"] = exp.exposed_ns(a, b)
+    issue = c["t_issue"].to_numpy("float64")
+    idx = np.searchsorted(b, issue, side="left")  # the step whose (start, end] holds the issue
+    inside = (idx < len(b)) & (issue > a[np.minimum(idx, len(b) - 1)])
+    n = len(s)
+
+    def per_step(col: str | None) -> np.ndarray:
+        weights = c[col].to_numpy("float64")[inside] if col else None
+        return np.bincount(idx[inside], weights=weights, minlength=n)[:n]
+
+    s["bytes"], s["bus_bytes"], s["ops"] = per_step("size_bytes"), per_step("bus_bytes"), per_step(None)
+    return s

@@ -1,0 +1,111 @@
+"""The capture's settings, read from the environment in one place: :meth:`CaptureConfig.from_env`.
+
+``commprof run`` hands its settings to every process of the job through the environment; the
+capture modules take them from a :class:`CaptureConfig`, never from ``os.environ``:
+
+==============================  ================================================================
+``COMMPROF_RUN_DIR``            the run directory (``commprof run`` sets it); unset: no capture
+``COMMPROF_FLUSH_INTERVAL``     seconds between flushes of the capture (``--flush-interval``)
+``COMMPROF_OWNER``              ``<RANK>:<pid>`` of the process that captures RANK (set by the
+                                bootstrap, inherited by that process's children: they are skipped)
+``COMMPROF_FR_DRAIN``           ``1``: read the Flight Recorder without an NCCL group too (tests)
+``COMMPROF_FR_DRAIN_INTERVAL``  seconds between Flight Recorder reads (default: at exit only)
+``COMMPROF_FAULT``              test hook: sites that fail on purpose (:mod:`.faults`)
+``COMMPROF_CLOCK_SKEW``         test hook ``RANK:NS``: that rank's clock reads NS later (a host
+                                whose clock is off), to test cross-rank alignment
+==============================  ================================================================
+
+plus what these depend on: ``RANK`` and ``LOCAL_RANK`` (torchrun's) and ``TORCH_FR_BUFFER_SIZE``.
+Standard library only; reading never raises (it runs in every process of the job): a value that
+does not parse is kept in :attr:`CaptureConfig.problem`, and the agent then refuses to start,
+saying why in ``RUN/ranks/bootstrap-<pid>.err``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+ENV_RUN_DIR = "COMMPROF_RUN_DIR"
+ENV_FLUSH = "COMMPROF_FLUSH_INTERVAL"
+ENV_OWNER = "COMMPROF_OWNER"
+ENV_FR_DRAIN = "COMMPROF_FR_DRAIN"
+ENV_FR_DRAIN_INTERVAL = "COMMPROF_FR_DRAIN_INTERVAL"
+ENV_FAULT = "COMMPROF_FAULT"
+ENV_CLOCK_SKEW = "COMMPROF_CLOCK_SKEW"
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """What one process's capture runs with (see the module docstring for each variable)."""
+
+    run_dir: str | None = None
+    flush_interval_s: float = 1.0
+    owner: str | None = None  # COMMPROF_OWNER
+    rank: str | None = None  # RANK, as the environment spells it
+    local_rank: str | None = None  # LOCAL_RANK (set for torchrun's workers, not for torchrun)
+    flight_recorder: bool = False  # TORCH_FR_BUFFER_SIZE > 0: torch keeps a Flight Recorder
+    fr_drain_forced: bool = False
+    fr_drain_interval_s: float | None = None
+    faults: frozenset[str] = field(default_factory=frozenset)
+    clock_skew_ns: int = 0  # this process's skew (COMMPROF_CLOCK_SKEW naming its RANK), else 0
+    problem: str | None = None  # a setting that did not parse: the capture must not start
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "CaptureConfig":
+        """Read every setting from ``env`` (default: this process's environment).  Never raises."""
+        env = os.environ if env is None else env
+        problems = []
+
+        def number(name: str, default):
+            text = env.get(name)
+            if not text:
+                return default
+            try:
+                return float(text)
+            except ValueError:
+                problems.append(f"{name}={text!r} is not a number")
+                return default
+
+        return cls(
+            run_dir=env.get(ENV_RUN_DIR) or None,
+            flush_interval_s=number(ENV_FLUSH, 1.0),
+            owner=env.get(ENV_OWNER) or None,
+            rank=env.get("RANK"),
+            local_rank=env.get("LOCAL_RANK"),
+            flight_recorder=env.get("TORCH_FR_BUFFER_SIZE", "0") not in ("", "0"),
+            fr_drain_forced=env.get(ENV_FR_DRAIN) == "1",
+            fr_drain_interval_s=number(ENV_FR_DRAIN_INTERVAL, None),
+            faults=frozenset(s.strip() for s in env.get(ENV_FAULT, "").split(",") if s.strip()),
+            clock_skew_ns=_skew_ns(env.get(ENV_CLOCK_SKEW, ""), env.get("RANK")),
+            problem="; ".join(problems) or None,
+        )
+
+    @property
+    def clock(self) -> Callable[[], int]:
+        """The capture's clock: ``time.perf_counter_ns`` (CLOCK_MONOTONIC on Linux: one time base
+        for all processes of a host), shifted by the test skew if one is set."""
+        skew = self.clock_skew_ns
+        if not skew:
+            return time.perf_counter_ns
+
+        def skewed() -> int:
+            return time.perf_counter_ns() + skew
+
+        return skewed
+
+
+def _skew_ns(spec: str, rank: str | None) -> int:
+    """``RANK:NS`` -> NS for that rank, else 0 (a malformed value skews nothing)."""
+    target, _, ns = spec.partition(":")
+    try:
+        return int(ns) if spec and target == rank else 0
+    except ValueError:
+        return 0
+
+
+def claim_rank(rank: str, pid: int, env: dict | None = None) -> None:
+    """Mark process ``pid`` as the one that captures ``rank``: processes it starts inherit the
+    claim (``COMMPROF_OWNER``) and are not captured again (spawned DataLoader workers)."""
+    (os.environ if env is None else env)[ENV_OWNER] = f"{rank}:{pid}"

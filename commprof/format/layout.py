@@ -1,0 +1,111 @@
+"""Where everything lives in a run directory: the one module that spells its paths and file names.
+
+::
+
+    RUN/
+      manifest.json                        the run manifest (written by the ``commprof run`` that
+                                           created RUN)
+      manifest.<host>.<pid>.json           one per joining ``commprof run --join`` process
+      ranks/rank<R>.a<attempt>.p<pid>.cpf  one capture per captured process and torchrun attempt
+      ranks/bootstrap-<pid>.err            a worker whose capture could not start, and why
+      nodes/<host>.p<pid>.cps              one node sampler file per ``commprof run`` process
+      hang.json                            the hang report (``--hang-timeout``)
+      probe.json                           the fabric probe (``--probe``)
+      bootstrap/sitecustomize.py           what every Python process of the job runs first, and
+      bootstrap/commprof                   a link to the installed package it imports
+
+Standard library only (capture code in the workers uses it too).  Paths are :class:`pathlib.Path`;
+every function takes a run directory as ``str`` or path-like.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from commprof.errors import RunDirError
+
+DEFAULT_ROOT = "commprof-runs"  # where `commprof run` puts runs without --out; `commprof report` looks
+MANIFEST = "manifest.json"
+RANKS = "ranks"
+NODES = "nodes"
+HANG = "hang.json"
+PROBE = "probe.json"
+BOOTSTRAP = "bootstrap"
+BOOTSTRAP_MODULE = "sitecustomize.py"
+BOOTSTRAP_PACKAGE_LINK = "commprof"
+WRITE_TEST = ".write-test"  # created and removed once, to check that RUN is writable
+CAPTURE_SUFFIX = ".cpf"  # one per captured process, under RUN/ranks/
+SAMPLES_SUFFIX = ".cps"  # one per node sampler, under RUN/nodes/ (same framing, no rank)
+
+PathLike = str | os.PathLike
+
+
+def ranks_dir(run_dir: PathLike) -> Path:
+    return Path(run_dir) / RANKS
+
+
+def nodes_dir(run_dir: PathLike) -> Path:
+    return Path(run_dir) / NODES
+
+
+def manifest_path(run_dir: PathLike) -> Path:
+    return Path(run_dir) / MANIFEST
+
+
+def joined_manifest_name(host: str, pid: int | str) -> str:
+    """The manifest of a ``--join`` process that did not create the directory."""
+    return f"manifest.{host}.{pid}.json"
+
+
+def joined_manifests(run_dir: PathLike) -> list[Path]:
+    return sorted(Path(run_dir).glob(joined_manifest_name("*", "*")))
+
+
+def hang_path(run_dir: PathLike) -> Path:
+    return Path(run_dir) / HANG
+
+
+def probe_path(run_dir: PathLike) -> Path:
+    return Path(run_dir) / PROBE
+
+
+def bootstrap_dir(run_dir: PathLike) -> Path:
+    return Path(run_dir) / BOOTSTRAP
+
+
+def capture_name(rank: int, attempt: int, pid: int) -> str:
+    """``rank00003.a0.p4242.cpf``: rank, torchrun restart count (attempt) and process id."""
+    return f"rank{rank:05d}.a{attempt}.p{pid}{CAPTURE_SUFFIX}"
+
+
+def capture_paths(run_dir: PathLike) -> list[Path]:
+    """All capture files of a run, in name order."""
+    return sorted(ranks_dir(run_dir).glob("*" + CAPTURE_SUFFIX))
+
+
+def samples_name(host: str, pid: int) -> str:
+    return f"{host}.p{pid}{SAMPLES_SUFFIX}"
+
+
+def sample_paths(run_dir: PathLike) -> list[Path]:
+    """All node sampler files of a run, in name order."""
+    return sorted(nodes_dir(run_dir).glob("*" + SAMPLES_SUFFIX))
+
+
+def bootstrap_error_name(pid: int | str) -> str:
+    return f"bootstrap-{pid}.err"
+
+
+def bootstrap_errors(run_dir: PathLike) -> list[Path]:
+    """The ``bootstrap-<pid>.err`` files of workers whose capture could not start."""
+    return sorted(ranks_dir(run_dir).glob(bootstrap_error_name("*")))
+
+
+def latest_run(root: PathLike = DEFAULT_ROOT) -> Path:
+    """The most recently started run under ``root`` (the newest manifest)."""
+    root = Path(root)
+    runs = [p for p in root.glob("*") if manifest_path(p).is_file()] if root.is_dir() else []
+    if not runs:
+        raise RunDirError(f"{root}: no commprof runs here; run `commprof run -- COMMAND` first, "
+                          "or name a run directory")
+    return max(runs, key=lambda p: manifest_path(p).stat().st_mtime_ns)

@@ -36,3 +36,11 @@ class ReportFileError(CommprofError):
     def __init__(self, path: str | os.PathLike, reason: str):
         self.path, self.reason = str(path), reason
         super().__init__(f"{path}: {reason}")
+
+
+class TraceFileError(CommprofError):
+    """A PyTorch-profiler (Kineto) trace that cannot be read or used: the message is one line."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = str(path), " ".join(str(reason).split())
+        super().__init__(f"{path}: {self.reason}")

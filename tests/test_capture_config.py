@@ -19,10 +19,12 @@ def test_every_variable_is_read():
         "COMMPROF_RUN_DIR": "/runs/a", "COMMPROF_FLUSH_INTERVAL": "0.25", "COMMPROF_OWNER": "3:200",
         "RANK": "3", "LOCAL_RANK": "1", "TORCH_FR_BUFFER_SIZE": "2000", "COMMPROF_FR_DRAIN": "1",
         "COMMPROF_FR_DRAIN_INTERVAL": "5", "COMMPROF_FAULT": "collective, writer,",
+        "COMMPROF_GPU_WINDOWS": "2/50@10", "COMMPROF_GPU_TRACE": "1", "COMMPROF_GPU_ACTIVITY": "cpu",
     })
     assert (c.run_dir, c.flush_interval_s, c.owner, c.rank, c.local_rank) == ("/runs/a", 0.25, "3:200", "3", "1")
     assert c.flight_recorder and c.fr_drain_forced and c.fr_drain_interval_s == 5.0
     assert c.faults == {"collective", "writer"} and c.problem is None
+    assert (c.gpu_windows, c.gpu_trace, c.gpu_activity) == ((2, 50, 10), True, "cpu")
 
 
 def test_the_flight_recorder_is_off_for_zero_or_empty_buffers():

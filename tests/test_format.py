@@ -20,7 +20,8 @@ _RANGES = {"q": (-2**63, 2**63 - 1), "Q": (0, 2**64 - 1), "i": (-2**31, 2**31 - 
            "I": (0, 2**32 - 1), "H": (0, 2**16 - 1), "B": (0, 2**8 - 1), "d": (-1e300, 1e300)}
 _NP = {"q": "<i8", "Q": "<u8", "i": "<i4", "I": "<u4", "H": "<u2", "B": "u1", "d": "<f8"}
 ARRAY_NAMES = {schema.KIND_COLL: "coll", schema.KIND_DONE: "done", schema.KIND_WAIT: "wait",
-               schema.KIND_MARK: "mark", schema.KIND_SPAN: "span", schema.KIND_SAMPLE: "sample"}
+               schema.KIND_MARK: "mark", schema.KIND_SPAN: "span", schema.KIND_SAMPLE: "sample",
+               schema.KIND_GPU: "gpu"}
 META = {"rank": 3, "world_size": 8, "host": "node-a", "pid": 4242, "restart": 1,
         "argv": ["train.py", "--lr", "0.1"], "clock": {"wall_ns": 1, "mono_ns": 2}}
 

@@ -141,7 +141,24 @@ def other_runs(base: Path) -> dict[str, Path]:
 def docs(tmp_path_factory) -> dict[str, dict]:
     base = tmp_path_factory.mktemp("docs")
     runs = {"full": full_run(base), **other_runs(base)}
-    return {name: json.loads(json.dumps(build_document(str(run), 2))) for name, run in runs.items()}
+    docs = {name: json.loads(json.dumps(build_document(str(run), 2))) for name, run in runs.items()}
+    _add_trace_only_keys(docs["full"], json.loads(json.dumps(build_document(str(_trace(base)), 2))))
+    return docs
+
+
+def _trace(base):
+    """A small profiler trace (its report has the keys only traces give: run.source, kpis.gpu_*)."""
+    from test_gpu_timeline import kernel, launch, step, write
+    events = [step(1, 0, 100), launch(1, 1), kernel("ncclDevKernel_AllReduce_Sum_f32", 5, 30, 1),
+              launch(2, 2), kernel("void gemm(int)", 10, 50, 2)]
+    return write(base, events, name="rank-0.json", dist={"rank": 0, "world_size": 1},
+                 deviceProperties=[{"id": 0, "name": "NVIDIA H200"}])
+
+
+def _add_trace_only_keys(full: dict, trace: dict) -> None:
+    full["run"].update(source=trace["run"]["source"], devices=trace["run"]["devices"])
+    full["kpis"].update({k: v for k, v in trace["kpis"].items() if k.startswith("gpu_")})
+    full["ranks"][0]["gpu"] = trace["ranks"][0]["gpu"]
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,12 @@
 """Interval arithmetic on numpy arrays: unions, and covered length inside windows.
 
-All functions take and return int64/float64 nanosecond arrays; none loops in Python per interval.
+All functions take and return int64/float64 nanosecond arrays; none loops in Python per interval
+(or per group).
 """
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 
 def union(starts, ends) -> tuple[np.ndarray, np.ndarray]:
@@ -51,3 +53,31 @@ def clip(ms, me, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
     e = np.minimum(me, b)
     keep = e > s
     return s[keep], e[keep]
+
+
+def union_length_by_group(groups, starts, ends, n_groups: int) -> np.ndarray:
+    """|∪ [start, end)| of the intervals of each group 0 … n_groups-1, exact in int64.
+
+    For integer ns times of any magnitude (Unix-epoch ns lose precision in :func:`union`'s
+    float64).  Rows with a negative group or ``end <= start`` count for nothing.
+    """
+    g = np.asarray(groups, dtype="int64")
+    s = np.asarray(starts, dtype="int64")
+    e = np.asarray(ends, dtype="int64")
+    keep = (e > s) & (g >= 0) & (g < n_groups)
+    g, s, e = g[keep], s[keep], e[keep]
+    out = np.zeros(n_groups, dtype="int64")
+    if not len(s):
+        return out
+    order = np.lexsort((s, g))
+    g, s, e = g[order], s[order], e[order]
+    first = np.empty(len(g), dtype=bool)
+    first[0] = True
+    first[1:] = g[1:] != g[:-1]
+    reach = pd.Series(e).groupby(g).cummax().to_numpy()  # running max of the ends, per group
+    new = first.copy()
+    new[1:] |= s[1:] > reach[:-1]
+    idx = np.flatnonzero(new)
+    block_end = np.append(idx[1:] - 1, len(s) - 1)
+    np.add.at(out, g[idx], reach[block_end] - s[idx])
+    return out

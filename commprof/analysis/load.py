@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import gpu_times
+from commprof.analysis import gpu_activity as gpu_act, gpu_times
 from commprof.errors import RunDirError, TruncatedCaptureError
 from commprof.format import layout, reader, schema
 
@@ -42,6 +42,9 @@ class RankData:
     groups: pd.DataFrame
     degraded: pd.DataFrame
     fr: pd.DataFrame = field(default_factory=pd.DataFrame)  # Flight Recorder entries with GPU timing
+    # GPU windows (``commprof run`` on CUDA jobs): kernels/memcpy/memset, and the windows themselves
+    gpu_activity: pd.DataFrame = field(default_factory=lambda: gpu_act.activity_frame(None, []))
+    gpu_windows: pd.DataFrame = field(default_factory=lambda: gpu_act.windows_frame([]))
 
     @property
     def rank(self) -> int:
@@ -96,6 +99,7 @@ class Run(_RunFiles):
     spans: pd.DataFrame  # rank, kind, thread, t_start, t_end
     groups: pd.DataFrame  # rank, gid, name, desc, size, backend, ranks
     degraded: pd.DataFrame  # rank, where, count, error
+    gpu_activity: pd.DataFrame | None = None  # rank, start_ns, end_ns, name, category, ... (GPU windows)
     notes: list[str] = field(default_factory=list)  # damaged files, bootstrap failures, ...
     hang: dict | None = None  # hang.json, if ``commprof run --hang-timeout`` saw a hang
     dirs: list[Path] = field(default_factory=list)
@@ -111,8 +115,10 @@ class Run(_RunFiles):
                     mask &= (df[k] == v).to_numpy()
                 return df[mask]
 
+            gpu = mine(self.gpu_activity) if self.gpu_activity is not None else None
             yield RankData(key, proc, mine(self.collectives), mine(self.waits), mine(self.marks),
-                           mine(self.spans), mine(self.groups), mine(self.degraded))
+                           mine(self.spans), mine(self.groups), mine(self.degraded),
+                           **({"gpu_activity": gpu} if gpu is not None else {}))
 
 
 def _check_dir(run_dir: Path) -> None:
@@ -228,7 +234,8 @@ def load_run(path: str | Path | None = None) -> Run:
     return Run(path=src.path, manifest=src.manifest,
                processes=pd.DataFrame([p.process for p in parts]),
                collectives=cat("collectives"), waits=cat("waits"), marks=cat("marks"),
-               spans=cat("spans"), groups=cat("groups"), degraded=cat("degraded"), notes=src.notes,
+               spans=cat("spans"), groups=cat("groups"), degraded=cat("degraded"),
+               gpu_activity=cat("gpu_activity"), notes=src.notes,
                hang=src.hang, dirs=src.dirs)
 
 
@@ -269,7 +276,7 @@ def read_rank(path: Path) -> RankData:
                    clock_mono_ns=h.get("clock", {}).get("mono_ns"),
                    missing_ops=",".join(h.get("missing_ops", [])),
                    intra_op_threads=h.get("intra_op_threads"), cpus=h.get("cpus"),
-                   **_self_cost(cap.events))
+                   **_self_cost(cap.events), **gpu_act.window_stats(cap.events))
     groups = pd.DataFrame([dict(key, gid=g["id"], name=g.get("name"), desc=g.get("desc"),
                                 size=g.get("size"), group_rank=g.get("rank"),
                                 backend=g.get("backend"), ranks=g.get("ranks"))
@@ -288,14 +295,17 @@ def read_rank(path: Path) -> RankData:
         coll["gpu_duration_ns"] = gpu_times.attach(coll, fr, names, anchor["wall_ns"] - anchor["mono_ns"])
     return RankData(key, process, _with_key(coll, key), _with_key(pd.DataFrame(a["wait"]), key),
                     _with_key(pd.DataFrame(a["mark"]), key), _with_key(pd.DataFrame(a["span"]), key),
-                    groups, degraded_df, fr)
+                    groups, degraded_df, fr,
+                    _with_key(gpu_act.activity_frame(a.get("gpu"), cap.events), key),
+                    gpu_act.windows_frame(cap.events))
 
 
 def _self_cost(events: list[dict]) -> dict:
-    """The last self-reported recording cost of a process (calls recorded, ns spent)."""
-    last = next((e for e in reversed(events) if e.get("type") == "self_cost"), None)
-    return {"self_calls": last["calls"] if last else 0,
-            "self_record_ns": last["record_ns"] if last else 0}
+    """The last self-reported cost of a process (calls recorded, ns spent; GPU windows)."""
+    last = next((e for e in reversed(events) if e.get("type") == "self_cost"), None) or {}
+    return {"self_calls": last.get("calls", 0), "self_record_ns": last.get("record_ns", 0),
+            "self_gpu_windows": last.get("gpu_windows", 0),
+            "self_gpu_window_ns": last.get("gpu_window_ns", 0)}
 
 
 def _with_key(df: pd.DataFrame, key: dict) -> pd.DataFrame:

@@ -62,6 +62,9 @@ def analyze_rank(rd: RankData) -> RankPart:
                    exposed_comm_s=float(exp.exposed_ns([wa], [wb])[0]) / 1e9)
         row["comm_fraction_wall"] = row["comm_s"] * 1e9 / wall if wall > 0 else None
         row["exposed_comm_fraction_wall"] = row["exposed_comm_s"] * 1e9 / wall if wall > 0 else None
+    gpu_totals = _gpu_window_totals(getattr(rd, "gpu_activity", None))
+    if gpu_totals is not None:
+        row["gpu"] = gpu_totals
     ops, durations = rank_op_partial(c)
     moving = c[c["size_bytes"] > 0]
     backends = set(rd.groups["backend"].dropna()) if len(rd.groups) else set()
@@ -73,6 +76,17 @@ def analyze_rank(rd: RankData) -> RankPart:
                     bus_bytes=float(c["bus_bytes"].sum()), buckets=size_buckets(c),
                     inflight=exp.inflight, gpu=_gpu_partial(c),
                     blocking_calls=int((~c["async_op"].astype(bool)).sum()) if "async_op" in c else 0)
+
+
+def _gpu_window_totals(g: pd.DataFrame | None) -> dict | None:
+    """``ranks[].gpu`` of a run: the GPU-timeline KPIs of each window, summed (span too, so the
+    time between windows is not idle), or None without windows."""
+    from commprof.analysis import gpu_timeline
+    if g is None or not len(g) or not (g["category"].astype(str) != "cpu").any():
+        return None
+    g = g.assign(kind=gpu_timeline.kinds(g))
+    per = [gpu_timeline.totals(w) for _, w in g.groupby("window", observed=True)]
+    return {k: sum(p[k] for p in per) for k in gpu_timeline.GPU_KEYS}
 
 
 def _gpu_partial(c: pd.DataFrame) -> pd.DataFrame | None:

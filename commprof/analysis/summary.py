@@ -119,6 +119,12 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     info["oversubscribed_hosts"] = cpu.oversubscribed_hosts(pd.DataFrame([p.process for p in parts]))
     if cpu.note(info["oversubscribed_hosts"]):
         notes.append(Note("oversubscribed", "warning", cpu.note(info["oversubscribed_hosts"])))
+    if "nccl" in info["backend"] and not any("gpu" in p.row for p in parts):
+        notes.append(Note("gpu_timeline", "warning",
+                          "GPU timeline not measured: on NCCL the host sees only each collective's "
+                          "launch, so in-flight and exposed times here are host-side (launch) times, "
+                          "not communication on the GPU; record GPU windows (`commprof run "
+                          "--gpu-windows`) or report a torch.profiler trace (`commprof report TRACE`)"))
     ops, gpu_info = _gpu_columns(ops, parts)
     info["gpu_timing"] = gpu_info
     if gpu_info["fr_entries_lost"]:
@@ -126,6 +132,9 @@ def summarize(source: Run | RunSource | str | Path | None = None,
                           f"PyTorch's Flight Recorder overwrote {gpu_info['fr_entries_lost']} entries "
                           "before commprof read them: their GPU times are missing; raise "
                           "TORCH_FR_BUFFER_SIZE"))
+    gpu_note = _gpu_windows_note(parts)
+    if gpu_note:
+        notes.append(gpu_note)
     op_sizes = _op_sizes(parts)
     probe = src.probe()
     links = _links(nodes, node_notes, parts, windows, op_sizes, probe)
@@ -197,16 +206,32 @@ def _links(nodes, node_notes, parts: list[RankPart], windows: dict, buckets: pd.
     return summarize_links(nodes, node_notes, windows, bus, buckets, probe)
 
 
+def _gpu_windows_note(parts: list[RankPart]) -> Note | None:
+    """Say where commprof's GPU windows yielded to the job's own torch.profiler."""
+    ranks = sorted({int(p.row["rank"]) for p in parts
+                    if p.process.get("gpu_windows_skipped") or p.process.get("gpu_windows_yielded")})
+    if not ranks:
+        return None
+    skipped = sum(int(p.process.get("gpu_windows_skipped") or 0) for p in parts)
+    cut = sum(int(p.process.get("gpu_windows_yielded") or 0) for p in parts)
+    return Note("gpu_windows", "info",
+                f"GPU windows yielded to the job's own torch.profiler on rank(s) "
+                f"{', '.join(map(str, ranks))}: {skipped} window(s) skipped, {cut} closed early")
+
+
 def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:
-    """commprof's own cost in this run: recording time measured by the hooks themselves, plus an
-    estimate of the dispatcher hop (a benchmark constant: it cannot be timed from inside)."""
+    """commprof's own cost in this run: recording time measured by the hooks themselves, the GPU
+    windows' start/stop/conversion time (measured), plus an estimate of the dispatcher hop (a
+    benchmark constant: it cannot be timed from inside)."""
     calls = sum(int(p.process.get("self_calls") or 0) for p in parts)
     record_ns = sum(int(p.process.get("self_record_ns") or 0) for p in parts)
+    gpu_windows = sum(int(p.process.get("self_gpu_windows") or 0) for p in parts)
+    gpu_window_ns = sum(int(p.process.get("self_gpu_window_ns") or 0) for p in parts)
     blocking = sum(p.blocking_calls for p in parts)
     n = max(len(parts), 1)
     dispatch_ns = (blocking * DISPATCH_NS_BLOCKING_CALL
                    + max(calls - blocking, 0) * DISPATCH_NS_ASYNC_CALL)
-    total_ns = record_ns + dispatch_ns
+    total_ns = record_ns + dispatch_ns + gpu_window_ns
     wall = ranks["wall_s"].sum() if "wall_s" in ranks else 0.0
     return {
         "calls": calls,
@@ -215,6 +240,8 @@ def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:
         "blocking_calls": blocking,
         "estimated_s_per_rank": total_ns / n / 1e9,
         "estimated_fraction_of_wall": total_ns / 1e9 / wall if wall else None,
+        "gpu_windows": gpu_windows,
+        "gpu_window_s_per_rank": gpu_window_ns / n / 1e9,
     }
 
 

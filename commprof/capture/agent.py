@@ -32,6 +32,7 @@ class Agent:
         self.anchor = {"wall_ns": time.time_ns(), "mono_ns": self.rec.clock()}
         self.collectives = None
         self.steps = None
+        self.gpu_windows = None
         self._prev_sigterm = None
         self.exit_reason = "exit"  # the trailer's reason at interpreter exit
 
@@ -54,6 +55,8 @@ class Agent:
             rec.before_flush.append(Drain(rec, self.torch, backends=backends,
                                           interval_s=config.fr_drain_interval_s,
                                           force=config.fr_drain_forced))
+        if config.gpu_windows is not None:
+            self._install_gpu_windows()
         if config.faults:
             from commprof.capture import faults
             faults.install(self, config.faults)
@@ -62,6 +65,24 @@ class Agent:
         self._install_sigterm()
         self._install_excepthook()
         rec.start()
+
+    def _install_gpu_windows(self) -> None:
+        """torch.profiler windows on CUDA jobs (capture/gpu_windows.py), driven by the steps."""
+        try:
+            from commprof.capture.gpu_windows import GpuWindows
+            windows = GpuWindows(self.rec, self.torch, self.config,
+                                 backends=lambda: getattr(self.collectives, "backends", ()),
+                                 trace_path=self._kineto_trace_path)
+            self.steps.on_boundary = windows.on_step
+            self.rec.before_flush.append(windows.drain)
+            self.gpu_windows = windows
+        except Exception as exc:  # noqa: BLE001 - no windows, the job goes on
+            self.rec.degrade("install.gpu_windows", exc)
+
+    def _kineto_trace_path(self, window: int):
+        rank, _, _ = _rank_and_world(self.torch)
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+        return layout.kineto_dir(self.run_dir) / layout.kineto_trace_name(rank, restart, os.getpid(), window)
 
     def _install_sigterm(self) -> None:
         try:
@@ -90,11 +111,15 @@ class Agent:
         self.close(self.exit_reason)
 
     def _on_sigterm(self, signum, frame) -> None:
+        if self.gpu_windows is not None:
+            self.gpu_windows.close(signal=True)  # never wait on a device from a signal handler
         self.close("SIGTERM")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)  # die exactly as without commprof
 
     def close(self, reason: str) -> None:
+        if self.gpu_windows is not None:
+            self.gpu_windows.close()
         if self.collectives is not None:
             self.collectives.release_all()
         self.rec.close(reason)

@@ -13,6 +13,11 @@ capture modules take them from a :class:`CaptureConfig`, never from ``os.environ
 ``COMMPROF_FAULT``              test hook: sites that fail on purpose (:mod:`.faults`)
 ``COMMPROF_CLOCK_SKEW``         test hook ``RANK:NS``: that rank's clock reads NS later (a host
                                 whose clock is off), to test cross-rank alignment
+``COMMPROF_GPU_WINDOWS``        ``STEPS/EVERY[@AFTER]`` or ``off``: GPU windows of torch.profiler
+                                (``--gpu-windows``; unset: ``3/100@5``; :mod:`.gpu_windows`)
+``COMMPROF_GPU_TRACE``          ``1``: keep Kineto's own JSON of each window (``--gpu-trace``)
+``COMMPROF_GPU_ACTIVITY``       test hook ``cpu``: windows record Kineto's CPU activity instead of
+                                CUDA's, on any job (the mechanism's test on CPU machines)
 ==============================  ================================================================
 
 plus what these depend on: ``RANK`` and ``LOCAL_RANK`` (torchrun's) and ``TORCH_FR_BUFFER_SIZE``.
@@ -34,6 +39,11 @@ ENV_FR_DRAIN = "COMMPROF_FR_DRAIN"
 ENV_FR_DRAIN_INTERVAL = "COMMPROF_FR_DRAIN_INTERVAL"
 ENV_FAULT = "COMMPROF_FAULT"
 ENV_CLOCK_SKEW = "COMMPROF_CLOCK_SKEW"
+ENV_GPU_WINDOWS = "COMMPROF_GPU_WINDOWS"
+ENV_GPU_TRACE = "COMMPROF_GPU_TRACE"
+ENV_GPU_ACTIVITY = "COMMPROF_GPU_ACTIVITY"
+DEFAULT_GPU_WINDOWS = (3, 100, 5)  # STEPS/EVERY@AFTER: 3 steps every 100, from step 5 on
+GPU_ACTIVITIES = ("cuda", "cpu")  # "cpu": tests of the mechanism on machines without CUDA
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,9 @@ class CaptureConfig:
     fr_drain_interval_s: float | None = None
     faults: frozenset[str] = field(default_factory=frozenset)
     clock_skew_ns: int = 0  # this process's skew (COMMPROF_CLOCK_SKEW naming its RANK), else 0
+    gpu_windows: tuple[int, int, int] | None = DEFAULT_GPU_WINDOWS  # (steps, every, after); None: off
+    gpu_trace: bool = False  # keep Kineto's JSON of each window (COMMPROF_GPU_TRACE=1)
+    gpu_activity: str = "cuda"  # COMMPROF_GPU_ACTIVITY (test hook: "cpu")
     problem: str | None = None  # a setting that did not parse: the capture must not start
 
     @classmethod
@@ -68,6 +81,13 @@ class CaptureConfig:
                 problems.append(f"{name}={text!r} is not a number")
                 return default
 
+        windows, why = parse_gpu_windows(env.get(ENV_GPU_WINDOWS) or None)
+        if why:
+            problems.append(f"{ENV_GPU_WINDOWS}={env.get(ENV_GPU_WINDOWS)!r}: {why}")
+        activity = (env.get(ENV_GPU_ACTIVITY) or "cuda").strip().lower()
+        if activity not in GPU_ACTIVITIES:
+            problems.append(f"{ENV_GPU_ACTIVITY}={activity!r} is not one of {', '.join(GPU_ACTIVITIES)}")
+            activity = "cuda"
         return cls(
             run_dir=env.get(ENV_RUN_DIR) or None,
             flush_interval_s=number(ENV_FLUSH, 1.0),
@@ -79,6 +99,7 @@ class CaptureConfig:
             fr_drain_interval_s=number(ENV_FR_DRAIN_INTERVAL, None),
             faults=frozenset(s.strip() for s in env.get(ENV_FAULT, "").split(",") if s.strip()),
             clock_skew_ns=_skew_ns(env.get(ENV_CLOCK_SKEW, ""), env.get("RANK")),
+            gpu_windows=windows, gpu_trace=env.get(ENV_GPU_TRACE) == "1", gpu_activity=activity,
             problem="; ".join(problems) or None,
         )
 
@@ -94,6 +115,26 @@ class CaptureConfig:
             return time.perf_counter_ns() + skew
 
         return skewed
+
+
+def parse_gpu_windows(spec: str | None) -> tuple[tuple[int, int, int] | None, str | None]:
+    """``STEPS/EVERY[@AFTER]`` -> ((steps, every, after), None); ``off`` -> (None, None); unset ->
+    the default; a bad spec -> (default, why).  EVERY 0: one window only.  Never raises."""
+    if spec is None:
+        return DEFAULT_GPU_WINDOWS, None
+    text = spec.strip().lower()
+    if text in ("off", "0", "none", "no"):
+        return None, None
+    head, _, after = text.partition("@")
+    steps, sep, every = head.partition("/")
+    try:
+        value = (int(steps), int(every) if sep else 0,
+                 int(after) if after else DEFAULT_GPU_WINDOWS[2])
+    except ValueError:
+        return DEFAULT_GPU_WINDOWS, "expected STEPS/EVERY[@AFTER] (e.g. 3/100@5) or off"
+    if value[0] < 1 or value[2] < 0 or (value[1] and value[1] < value[0]):
+        return DEFAULT_GPU_WINDOWS, "needs STEPS >= 1, EVERY >= STEPS (or 0: once), AFTER >= 0"
+    return value, None
 
 
 def _skew_ns(spec: str, rank: str | None) -> int:

@@ -5,7 +5,8 @@ comma-separated list of sites:
 
 * ``collective`` — recording every collective call raises (inside commprof's hook);
 * ``steps`` — the optimizer-step hook raises;
-* ``writer`` — every capture write after the first fails with ENOSPC (a disk that fills up).
+* ``writer`` — every capture write after the first fails with ENOSPC (a disk that fills up);
+* ``gpu_windows`` — starting a GPU window raises (after 3 failures the windows stop).
 
 Nothing is wrapped when the variable is unset: zero cost in normal runs.
 """
@@ -15,7 +16,7 @@ import errno
 
 from commprof.capture.config import ENV_FAULT
 
-SITES = ("collective", "steps", "writer")
+SITES = ("collective", "steps", "writer", "gpu_windows")
 
 
 def install(agent, sites: frozenset[str]) -> None:
@@ -31,6 +32,10 @@ def install(agent, sites: frozenset[str]) -> None:
         agent.steps.optimizers = _FailingDict()
     if "writer" in sites:
         _fail_writes_after_first(agent.rec)
+    if "gpu_windows" in sites and agent.gpu_windows is not None:
+        def failing_profiler():
+            raise RuntimeError("injected fault: gpu_windows")
+        agent.gpu_windows.factory = failing_profiler
 
 
 class _FailingDict(dict):

@@ -38,12 +38,15 @@ class Recorder:
         self.wait: list = []
         self.mark: list = []
         self.span: list = []
+        self.gpu: list = []  # GPU window records (capture/gpu_windows.py)
         self.json: list = []
         self.degraded: dict[str, list] = {}  # where -> [count, first message]
         self._degraded_written: dict[str, int] = {}
         self.records = 0  # collectives recorded
         self.self_ns = 0  # time spent recording inside the hooks (reported as commprof's own cost)
-        self._self_written = (0, 0)
+        self.gpu_windows = 0  # GPU windows converted, and what they cost (start, stop, convert)
+        self.gpu_window_ns = 0
+        self._self_written = (0, 0, 0, 0)
         self.enabled = True
         self.wants_file = False  # set by the first event that makes this process worth a file
         self._flush_lock = threading.Lock()
@@ -115,13 +118,14 @@ class Recorder:
                 parts.append(encode_json({"type": "degraded", "where": where, "count": count,
                                           "error": msg}))
                 self._degraded_written[where] = count
-        cost = (self.records, self.self_ns)
+        cost = (self.records, self.self_ns, self.gpu_windows, self.gpu_window_ns)
         if cost != self._self_written:
-            parts.append(encode_json({"type": "self_cost", "calls": cost[0], "record_ns": cost[1]}))
+            parts.append(encode_json({"type": "self_cost", "calls": cost[0], "record_ns": cost[1],
+                                      "gpu_windows": cost[2], "gpu_window_ns": cost[3]}))
             self._self_written = cost
         for kind, name in ((schema.KIND_COLL, "coll"), (schema.KIND_DONE, "done"),
                            (schema.KIND_WAIT, "wait"), (schema.KIND_MARK, "mark"),
-                           (schema.KIND_SPAN, "span")):
+                           (schema.KIND_SPAN, "span"), (schema.KIND_GPU, "gpu")):
             rows = self._take(name)
             if rows:
                 parts.append(encode_batch(kind, rows))
@@ -164,6 +168,6 @@ class Recorder:
     def disable_in_child(self) -> None:
         """After fork: the child must never write the parent's buffers or file."""
         self.enabled = False
-        for rows in (self.coll, self.done, self.wait, self.mark, self.span, self.json):
+        for rows in (self.coll, self.done, self.wait, self.mark, self.span, self.gpu, self.json):
             del rows[:]
         self.writer = None

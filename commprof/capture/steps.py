@@ -25,6 +25,8 @@ class StepHooks:
         self.torch = torch_module
         self.optimizers: dict[int, int] = {}  # id(optimizer) -> ordinal of first step
         self.explicit_steps = 0
+        self.first_optimizer_steps = 0  # step() calls of optimizer ordinal 0 (the analysis' steps)
+        self.on_boundary = None  # callable(source, steps ended, t): GPU windows' schedule
 
     def install(self) -> None:
         for name, fn in (("optimizer_hook", self._install_optimizer_hook),
@@ -53,14 +55,22 @@ class StepHooks:
             rec.wants_file = True
         except Exception as exc:  # noqa: BLE001
             rec.degrade("optimizer_hook", exc)
+            return
+        if ordinal == 0:
+            self.first_optimizer_steps += 1
+            if self.on_boundary is not None:
+                self.on_boundary("optimizer", self.first_optimizer_steps, t)
 
     def explicit_step(self) -> None:
         """Mark the end of a training step (``commprof.step()``)."""
         rec = self.rec
         if rec.enabled:
             self.explicit_steps += 1
-            rec.mark.append((schema.MARK_STEP_EXPLICIT, rec.clock(), self.explicit_steps))
+            t = rec.clock()
+            rec.mark.append((schema.MARK_STEP_EXPLICIT, t, self.explicit_steps))
             rec.wants_file = True
+            if self.on_boundary is not None:
+                self.on_boundary("explicit", self.explicit_steps, t)
 
     def explicit_begin(self) -> None:
         """Mark the start of a training step (``with commprof.step_scope():``)."""

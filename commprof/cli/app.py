@@ -50,6 +50,8 @@ def run(
     probe_sizes: Annotated[str, typer.Option(help="Sizes for --probe.")] = "8B:16MiB:4",
     join: Annotated[bool, typer.Option(help="Share --out with the other nodes' `commprof run` (a shared file system): create it or add to it.")] = False,
     gpu_timing: Annotated[bool, typer.Option(help="GPU-side NCCL op times through PyTorch's Flight Recorder (sets TORCH_FR_BUFFER_SIZE and TORCH_NCCL_ENABLE_TIMING unless you did).")] = True,
+    gpu_windows: Annotated[Optional[str], typer.Option(help="CUDA jobs: record the GPU timeline with torch.profiler (CUDA activity only) for STEPS steps every EVERY steps after step AFTER: STEPS/EVERY[@AFTER] (EVERY 0: once), or off. Default 3/100@5.")] = None,
+    gpu_trace: Annotated[bool, typer.Option(help="Also keep each GPU window's Kineto trace (RUN/kineto/*.pt.trace.json, for Perfetto or HTA).")] = False,
 ) -> int:
     """Run COMMAND (e.g. `torchrun ... train.py`) with every collective of every worker captured."""
     _check_unknown_option(ctx, list(command))
@@ -58,7 +60,8 @@ def run(
     returncode, _ = run_command(list(command), out=out, flush_interval=flush_interval, quiet=quiet,
                                 hang_timeout=hang_timeout, kill_on_hang=kill_on_hang,
                                 sample_hz=sample_hz, probe=probe, probe_sizes=probe_sizes,
-                                join=join, gpu_timing=gpu_timing)
+                                join=join, gpu_timing=gpu_timing, gpu_windows=gpu_windows,
+                                gpu_trace=gpu_trace)
     return die_like(returncode)
 
 

@@ -8,12 +8,16 @@ from commprof.errors import UsageError
 
 
 def summarize_run(run_dir, warmup: int):
-    """Load and analyse a run (:class:`commprof.analysis.summary.Summary`)."""
-    from commprof.analysis.load import open_run
-    from commprof.analysis.summary import summarize
+    """Load and analyse a run (:class:`commprof.analysis.summary.Summary`): a run directory (or
+    several, merged), or PyTorch-profiler traces (files or a directory of them)."""
+    from commprof.analysis.sources import summarize_path
     if warmup < 0:
         raise UsageError(f"--warmup {warmup}: must be >= 0")
-    return summarize(open_run(run_dir), warmup=warmup)
+    summary = summarize_path(run_dir, warmup)
+    for n in summary.notes:  # a bad trace among good ones: one line each, the rest is reported
+        if n.kind == "trace_file":
+            print(f"commprof: {n.text}", file=sys.stderr)
+    return summary
 
 
 def build_document(run_dir, warmup: int) -> dict:
@@ -28,9 +32,15 @@ def report_command(run_dir, fmt: str | None, output: str | None, warmup: int,
     from commprof.report.renderers import choose, is_exporter
     renderer = choose(fmt, output)
     dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir or [])
-    saved = len(dirs) == 1 and dirs[0].endswith(".json") and not os.path.isdir(dirs[0])
+    from commprof.analysis.trace_summary import is_trace_input
+    traces = bool(dirs) and is_trace_input(dirs)
+    saved = (not traces and len(dirs) == 1 and dirs[0].endswith(".json")
+             and not os.path.isdir(dirs[0]))
     target = dirs if len(dirs) > 1 else (dirs[0] if dirs else None)
     if is_exporter(renderer):  # the trace: every record, straight from the run
+        if traces:
+            from commprof.report.trace import merge_profiler_traces
+            return _emit(merge_profiler_traces(dirs), output)
         if saved:
             raise UsageError(f"the {renderer.name} is built from a run directory (every record), not "
                              f"from a saved report: `commprof report RUN_DIR -o run{renderer.suffixes[0]}`")

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from commprof.capture.config import ENV_FLUSH
+from commprof.capture.config import ENV_FLUSH, ENV_GPU_TRACE, ENV_GPU_WINDOWS, parse_gpu_windows
 from commprof.errors import CommprofError, RunDirError, UsageError
 from commprof.format import layout
 from commprof.launch import rundir, supervisor
@@ -16,7 +16,8 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
                 quiet: bool = False, hang_timeout: float | None = None,
                 kill_on_hang: bool = False, sample_hz: float = 10.0, probe: bool = False,
                 probe_sizes: str = "8B:16MiB:4", join: bool = False,
-                gpu_timing: bool = True) -> tuple[int, Path]:
+                gpu_timing: bool = True, gpu_windows: str | None = None,
+                gpu_trace: bool = False) -> tuple[int, Path]:
     """Run ``command`` under capture.  Returns (job return code, run directory)."""
     supervisor.check_command(command)
     probe_prefix = _probe_launcher(command, probe_sizes) if probe else None
@@ -29,6 +30,8 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     if hang_timeout is not None and hang_timeout < 2 * flush_interval:
         raise UsageError(f"--hang-timeout {hang_timeout}: must be at least twice --flush-interval "
                          f"({flush_interval} s), or records still in the workers' buffers read as stuck")
+    if gpu_windows is not None and parse_gpu_windows(gpu_windows)[1]:
+        raise UsageError(f"--gpu-windows {gpu_windows}: {parse_gpu_windows(gpu_windows)[1]}")
     if out:
         out = rundir.expand_out(out)
     if join:
@@ -40,6 +43,10 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     manifest_file = rundir.manifest_name(owner)
     boot = supervisor.prepare_bootstrap(run_dir)
     extra = {ENV_FLUSH: str(flush_interval)}
+    if gpu_windows is not None:  # else the workers' default (capture/config.py)
+        extra[ENV_GPU_WINDOWS] = gpu_windows
+    if gpu_trace:
+        extra[ENV_GPU_TRACE] = "1"
     if gpu_timing:  # PyTorch's Flight Recorder with CUDA-event timing (capture/flight_recorder.py)
         for key, value in (("TORCH_FR_BUFFER_SIZE", "2000"), ("TORCH_NCCL_ENABLE_TIMING", "1")):
             if key not in os.environ and not (key == "TORCH_FR_BUFFER_SIZE"

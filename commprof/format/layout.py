@@ -9,6 +9,8 @@
       ranks/rank<R>.a<attempt>.p<pid>.cpf  one capture per captured process and torchrun attempt
       ranks/bootstrap-<pid>.err            a worker whose capture could not start, and why
       nodes/<host>.p<pid>.cps              one node sampler file per ``commprof run`` process
+      kineto/rank<R>.a<attempt>.p<pid>.w<window>.pt.trace.json
+                                           Kineto's own trace of one GPU window (``--gpu-trace``)
       hang.json                            the hang report (``--hang-timeout``)
       probe.json                           the fabric probe (``--probe``)
       bootstrap/sitecustomize.py           what every Python process of the job runs first, and
@@ -28,6 +30,8 @@ DEFAULT_ROOT = "commprof-runs"  # where `commprof run` puts runs without --out; 
 MANIFEST = "manifest.json"
 RANKS = "ranks"
 NODES = "nodes"
+KINETO = "kineto"  # GPU windows' Kineto traces (opt-in), one per window and process
+KINETO_SUFFIX = ".pt.trace.json"  # the suffix TensorBoard's plugin and HTA look for
 HANG = "hang.json"
 PROBE = "probe.json"
 BOOTSTRAP = "bootstrap"
@@ -90,6 +94,20 @@ def samples_name(host: str, pid: int) -> str:
 def sample_paths(run_dir: PathLike) -> list[Path]:
     """All node sampler files of a run, in name order."""
     return sorted(nodes_dir(run_dir).glob("*" + SAMPLES_SUFFIX))
+
+
+def kineto_dir(run_dir: PathLike) -> Path:
+    return Path(run_dir) / KINETO
+
+
+def kineto_trace_name(rank: int, attempt: int, pid: int, window: int) -> str:
+    """``rank00003.a0.p4242.w2.pt.trace.json``: one GPU window's Kineto trace."""
+    return f"rank{rank:05d}.a{attempt}.p{pid}.w{window}{KINETO_SUFFIX}"
+
+
+def kineto_traces(run_dir: PathLike) -> list[Path]:
+    """The Kineto traces a run kept (``commprof run --gpu-trace``), in name order."""
+    return sorted(kineto_dir(run_dir).glob("*" + KINETO_SUFFIX))
 
 
 def bootstrap_error_name(pid: int | str) -> str:

@@ -25,7 +25,8 @@ DTYPES = {
     for kind, fields in schema.FIXED_KINDS.items()
 }
 KIND_NAMES = {schema.KIND_COLL: "coll", schema.KIND_DONE: "done", schema.KIND_WAIT: "wait",
-              schema.KIND_MARK: "mark", schema.KIND_SPAN: "span", schema.KIND_SAMPLE: "sample"}
+              schema.KIND_MARK: "mark", schema.KIND_SPAN: "span", schema.KIND_SAMPLE: "sample",
+              schema.KIND_GPU: "gpu"}
 
 
 @dataclass
@@ -34,7 +35,7 @@ class RankCapture:
 
     path: Path
     header: dict
-    arrays: dict[str, np.ndarray]  # "coll", "done", "wait", "mark", "span"
+    arrays: dict[str, np.ndarray]  # "coll", "done", "wait", "mark", "span", "gpu" (+ "sample")
     groups: list[dict] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
     trailer: dict | None = None

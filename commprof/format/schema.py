@@ -20,8 +20,9 @@ SCHEMA_VERSION = 2  # major: a reader refuses files of a newer major (v1 still r
 # minor (header key "schema_minor"): additive changes only (new header keys, JSON frame types,
 # record kinds appended at the end of a frame list); readers of any minor read every file of
 # their major, taking a missing key as unknown.
-SCHEMA_MINOR = 4  # 2: SAMPLE frames (node sampler files); 3: clock-sync marks, run id;
-# 4: header intra_op_threads and cpus (oversubscription check)
+SCHEMA_MINOR = 5  # 2: SAMPLE frames (node sampler files); 3: clock-sync marks, run id;
+# 4: header intra_op_threads and cpus (oversubscription check); 5: GPU frames (GPU windows) and
+# their JSON frames (gpu_window, gpu_names), self_cost gpu_windows / gpu_window_ns
 
 HEADER_PREFIX = struct.Struct("<8sHI")  # magic, version, json length
 FRAME_HEADER = struct.Struct("<BII")  # kind, payload length, crc32
@@ -34,6 +35,7 @@ KIND_MARK = 4  # an instant: step boundary, process-group init/teardown, ...
 KIND_SPAN = 5  # an interval on one thread: autograd backward calls
 KIND_JSON = 6  # one JSON object: {"type": "group"|"event"|"trailer", ...}
 KIND_SAMPLE = 7  # node sampler: one value of one series (a counter or a gauge) at one instant
+KIND_GPU = 8  # GPU windows: one kernel / memcpy / memset that torch.profiler (Kineto) recorded
 
 # Struct layouts (little-endian, no padding).  Field names are the reader's column names.
 COLL_FIELDS = (
@@ -46,6 +48,13 @@ WAIT_FIELDS = (("id", "q"), ("thread", "Q"), ("t_start", "q"), ("t_end", "q"), (
 MARK_FIELDS = (("kind", "B"), ("t", "q"), ("value", "q"))
 SPAN_FIELDS = (("kind", "B"), ("thread", "Q"), ("t_start", "q"), ("t_end", "q"))
 SAMPLE_FIELDS = (("series", "I"), ("t", "q"), ("value", "d"))
+# Times on the capture's clock (Kineto's timestamps aligned: capture/gpu_convert.py); launch_ns is
+# the start of the launching CUDA runtime call (NO_LAUNCH when the window has none); name indexes
+# the process's name table (``gpu_names`` JSON frames); category indexes GPU_CATEGORIES.
+GPU_FIELDS = (
+    ("start_ns", "q"), ("end_ns", "q"), ("launch_ns", "q"), ("correlation", "q"), ("stream", "q"),
+    ("name", "I"), ("window", "I"), ("step", "i"), ("device", "i"), ("category", "B"),
+)
 
 FIXED_KINDS = {
     KIND_COLL: COLL_FIELDS,
@@ -54,6 +63,7 @@ FIXED_KINDS = {
     KIND_MARK: MARK_FIELDS,
     KIND_SPAN: SPAN_FIELDS,
     KIND_SAMPLE: SAMPLE_FIELDS,
+    KIND_GPU: GPU_FIELDS,
 }
 
 
@@ -97,6 +107,12 @@ MARK_START = 5  # capture started in this process
 MARK_EXIT = 6  # the process is exiting (atexit or SIGTERM)
 MARK_STEP_BEGIN = 7  # `with commprof.step_scope():` entered (value: user step counter + 1)
 MARK_CLOCK_SYNC = 8  # a clock-probe barrier returned (value: phase * 100 + round; capture/clocksync)
+
+# GPU.category: index into this tuple (append only).  "cpu" (a CPU op) only in windows that record
+# Kineto's CPU activity: the test hook COMMPROF_GPU_ACTIVITY=cpu, never in a real run.
+GPU_CATEGORIES = ("unknown", "kernel", "memcpy", "memset", "cpu")
+GPU_CATEGORY_INDEX = {name: i for i, name in enumerate(GPU_CATEGORIES)}
+NO_LAUNCH = -1  # GPU.launch_ns when no runtime call was matched; GPU.step is -1 when unknown
 
 # SPAN.kind
 SPAN_BACKWARD = 1  # torch.autograd.backward() / Tensor.backward()

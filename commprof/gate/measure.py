@@ -99,12 +99,14 @@ def median(x):
 
 
 def load(path: str | os.PathLike, skip_steps: int | str = "auto") -> Measurements:
-    """Measurements of a run directory, a saved report or a baseline file."""
+    """Measurements of a run directory, profiler traces, a saved report or a baseline file."""
+    from commprof.analysis.sources import summarize_path
+    from commprof.analysis.trace_summary import is_trace_input
     p = Path(path)
-    if p.is_dir():
-        from commprof.analysis.summary import summarize
+    if p.is_dir() or is_trace_input(p):
         from commprof.report.document import build
-        return from_document(build(summarize(str(p), warmup=DEFAULT_WARMUP)), str(p), "run", skip_steps)
+        kind = "traces" if is_trace_input(p) else "run"
+        return from_document(build(summarize_path(str(p), DEFAULT_WARMUP)), str(p), kind, skip_steps)
     if not p.exists():
         raise UsageError(f"{p}: no such run directory, report or baseline")
     try:

@@ -25,7 +25,7 @@ _RANK_KEYS = ["rank", "host", "attempt", "ops", "bytes", "comm_s", "exposed_comm
               "exposed_comm_fraction_step_median", "comm_fraction_wall",
               "exposed_comm_fraction_wall", "wall_s", "steps", "steps_total", "step_median_s", "step_mean_s",
               "bytes_per_step", "comm_s_per_step", "exposed_comm_s_per_step", "complete",
-              "exit_reason", "last_record_s", "wait_s", "transfer_s", "last_share"]
+              "exit_reason", "last_record_s", "wait_s", "transfer_s", "last_share", "gpu"]
 
 
 def build(summary: Summary) -> dict:

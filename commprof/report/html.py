@@ -205,7 +205,11 @@ def overhead_section(doc: dict) -> str:
     return ('<section id="overhead"><h2>What commprof cost this run</h2><p>'
             f"{_e(o['calls'])} calls recorded; recording measured at {_e(round(o['record_us_per_call'] or 0, 1))} µs "
             f"per call inside the hooks, plus ≈ {_e(round(o['dispatch_us_per_call_estimate']))} µs per call "
-            f"of dispatch (benchmark): about {_e(fmt_pct(o.get('estimated_fraction_of_wall')))} of wall "
+            f"of dispatch (benchmark)"
+            + (f", plus {_e(o['gpu_windows'])} GPU window(s) of torch.profiler taking "
+               f"{_e(fmt_seconds(o.get('gpu_window_s_per_rank')))} per rank (measured)"
+               if o.get("gpu_windows") else "")
+            + f": about {_e(fmt_pct(o.get('estimated_fraction_of_wall')))} of wall "
             "time.</p></section>")
 
 

@@ -44,7 +44,7 @@ from commprof.report.typed import (ABSENT, KeyPath, Model, expected, field_type,
 
 __all__ = [  # the document's classes, and the typed helpers tests and tools use with them
     "SCHEMA", "Report", "Run", "GpuTiming", "OversubscribedHost", "Steps", "StepRow", "Kpis",
-    "OpRow", "RankRow", "Overhead", "Assessment", "NoteItem", "DegradedRow", "OpSizeRow",
+    "OpRow", "GpuTotals", "RankRow", "Overhead", "Assessment", "NoteItem", "DegradedRow", "OpSizeRow",
     "ClockAlignment", "ClockRank", "CrossRank", "CrossRankStep", "Straggler", "Links", "SamplerRow",
     "SourceStatus", "SamplerDegraded", "InterfaceRow", "GaugeRow", "TcpRow", "EfficiencyRow",
     "ProbeSummary", "ProbeLatency", "TimelineRow", "ProbeCurvePoint", "WhatIf", "WhatIfInputs",
@@ -102,6 +102,8 @@ class Run(Model):
     gpu_timing: GpuTiming = optional("added in commprof 0.1 after the first documents")
     oversubscribed_hosts: list[OversubscribedHost] = optional(
         "intra-op threads > CPUs; added after the first documents")
+    source: str | None = optional("what the report was built from, when not a commprof run")
+    devices: list[str] = optional("GPU names (profiler traces)")
 
 
 @dataclass(kw_only=True)
@@ -159,6 +161,13 @@ class Kpis(Model):
     exposed_comm_fraction_step_p90: float | None = optional()
     hidden_comm_s_per_step: float | None = optional()
     compute_s_per_step: float | None = optional()
+    gpu_comm_fraction: float | None = optional("GPU timeline, time-weighted over steps")
+    gpu_exposed_comm_fraction: float | None = optional()
+    gpu_compute_fraction: float | None = optional()
+    gpu_memcpy_fraction: float | None = optional()
+    gpu_idle_fraction: float | None = optional()
+    gpu_overlap_ratio: float | None = optional("overlap ÷ comm (HTA's comm-comp overlap)")
+    gpu_basis: str | None = optional('"steps" or "trace" (no ProfilerStep: whole traces)')
 
 
 @dataclass(kw_only=True)
@@ -183,6 +192,21 @@ class OpRow(Model):
     gpu_time_s: float | None = optional("NCCL: CUDA-event times; added after the first documents")
     gpu_busbw_gbps: float | None = optional("added after the first documents")
     time_source: str = optional('"host" or "host + gpu"; added after the first documents')
+
+
+@dataclass(kw_only=True)
+class GpuTotals(Model):
+    """The GPU-timeline KPIs over every GPU op of a rank's source (docs/kpis.md, "GPU timeline")."""
+
+    comm_s: float = key("|union of communication kernels|")
+    overlap_s: float = key("|comm ∩ computation|")
+    exposed_comm_s: float = key("comm − overlap")
+    compute_s: float = key()
+    memcpy_s: float = key()
+    idle_s: float = key("span − |union of all GPU ops|")
+    comm_kernels: int = key()
+    kernels: int = key()
+    span_s: float = key()
 
 
 @dataclass(kw_only=True)
@@ -217,6 +241,7 @@ class RankRow(Model):
     wait_s: float | None = optional("cross-rank (two or more ranks), whole run")
     transfer_s: float | None = optional("cross-rank, whole run")
     last_share: float | None = optional("share of matched collectives it arrived last at")
+    gpu: GpuTotals | None = optional("GPU timeline: profiler traces, or commprof run's GPU windows")
 
 
 @dataclass(kw_only=True)
@@ -230,6 +255,9 @@ class Overhead(Model):
     estimated_fraction_of_wall: float | None = key()
     blocking_calls: int = optional("calls torch.distributed waited on itself (async_op False); "
                                    "added after the first documents")
+    gpu_windows: int = optional("GPU windows recorded, all ranks (added with GPU windows)")
+    gpu_window_s_per_rank: float = optional("their start, sync, stop and conversion time, measured "
+                                            "in-run; part of estimated_s_per_rank")
 
 
 @dataclass(kw_only=True)

@@ -142,3 +142,19 @@ def _slice(pid, tid, name, a, b, cat, args) -> dict:
     a, b = float(a), float(b)
     return {"ph": "X", "name": name, "cat": cat, "pid": pid, "tid": tid, "ts": a,
             "dur": max(b - a, 0.0), "args": args}
+
+
+def merge_profiler_traces(paths) -> str:
+    """PyTorch-profiler traces given to ``commprof report -o x.trace.json``: one Chrome trace with
+    every rank's events, each rank's processes renamed ``rank R: …`` (they already are traces;
+    merged, Perfetto shows all ranks on one timeline)."""
+    from commprof.format import kineto
+    traces, _ = kineto.read_traces(paths)
+    events = []
+    for t in traces:
+        for e in kineto.raw_events(t.path):
+            e = dict(e)
+            if "pid" in e:
+                e["pid"] = f"rank {t.rank}: {e['pid']}"
+            events.append(e)
+    return json.dumps({"traceEvents": events, "displayTimeUnit": "ns"}) + "\n"

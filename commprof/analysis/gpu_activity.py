@@ -1,0 +1,100 @@
+"""GPU windows of one capture as frames: ``RankData.gpu_activity`` and ``RankData.gpu_windows``.
+
+``gpu_activity``: one row per kernel / memcpy / memset a window recorded (``cpu`` rows only from
+the test hook ``COMMPROF_GPU_ACTIVITY=cpu``), times in ns of the capture's clock (the same axis
+as every other frame of the rank); ``name`` and ``category`` are categoricals (the capture keeps a
+name table, not a string per record); ``launch_ns`` is nullable (NA: no runtime call matched).
+``gpu_windows``: one row per window that was due, recorded or not (docs/format.md, "GPU windows").
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from commprof.format import schema
+
+COLUMNS = ["start_ns", "end_ns", "name", "category", "stream", "device", "correlation",
+           "launch_ns", "step", "window"]
+WINDOW_COLUMNS = ["window", "status", "first_step", "steps_ended", "end_reason", "activity",
+                  "t_open", "t_close", "records", "clock_offset_ns", "clock_error_ns", "cost_ns",
+                  "trace", "why"]
+_CATEGORIES = pd.Index(schema.GPU_CATEGORIES, dtype=object)
+
+
+def names_table(events: list[dict]) -> list[str]:
+    """The process's GPU name table, from its ``gpu_names`` frames (in any order)."""
+    table: list[str | None] = []
+    for e in events:
+        if e.get("type") != "gpu_names":
+            continue
+        first, names = int(e.get("first", 0)), list(e.get("names") or [])
+        if len(table) < first + len(names):
+            table.extend([None] * (first + len(names) - len(table)))
+        table[first:first + len(names)] = [str(n) for n in names]
+    return [n if n is not None else f"<name {i}>" for i, n in enumerate(table)]
+
+
+def activity_frame(arr: np.ndarray | None, events: list[dict]) -> pd.DataFrame:
+    """``gpu_activity`` of one process (no rank columns: the loader adds them)."""
+    if arr is None or not len(arr):
+        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in COLUMNS})
+    names = names_table(events)
+    codes = arr["name"].astype("int64")
+    unknown = codes >= len(names)
+    if unknown.any():  # a name frame lost in a torn tail: keep the record, say so in its name
+        names = names + ["<unknown>"]
+        codes = np.where(unknown, len(names) - 1, codes)
+    cat = arr["category"].astype("int64")
+    cat = np.where(cat < len(_CATEGORIES), cat, 0)
+    launch = arr["launch_ns"].astype("int64")
+    launch_ns = pd.array(launch, dtype="Int64")
+    launch_ns[launch == schema.NO_LAUNCH] = pd.NA
+    return pd.DataFrame({
+        "start_ns": arr["start_ns"], "end_ns": arr["end_ns"],
+        "name": pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=object)),
+        "category": pd.Categorical.from_codes(cat, categories=_CATEGORIES),
+        "stream": arr["stream"], "device": arr["device"].astype("int64"),
+        "correlation": arr["correlation"],
+        "launch_ns": launch_ns,
+        "step": arr["step"].astype("int64"), "window": arr["window"].astype("int64"),
+    })
+
+
+def _dtype(col: str):
+    return {"name": "category", "category": "category", "launch_ns": "Int64"}.get(col, "int64")
+
+
+def windows_frame(events: list[dict]) -> pd.DataFrame:
+    """One row per window: recorded (``gpu_window`` frames) or skipped (the job's own profiler)."""
+    rows = []
+    for e in events:
+        if e.get("type") == "gpu_window":
+            clock = e.get("clock") or {}
+            rows.append({"window": e.get("window"), "status": "recorded",
+                         "first_step": e.get("first_step"), "steps_ended": e.get("steps_ended"),
+                         "end_reason": e.get("end_reason"), "activity": e.get("activity"),
+                         "t_open": e.get("t_open"), "t_close": e.get("t_close"),
+                         "records": (e.get("stats") or {}).get("records"),
+                         "clock_offset_ns": clock.get("offset_ns"),
+                         "clock_error_ns": clock.get("error_ns"),
+                         "cost_ns": sum((e.get("cost_ns") or {}).values()), "trace": e.get("trace"),
+                         "why": None})
+        elif e.get("type") == "event" and e.get("event") == "gpu_window_skipped":
+            rows.append({"window": e.get("window"), "status": "skipped",
+                         "first_step": e.get("first_step"), "why": e.get("why")})
+    df = pd.DataFrame(rows, columns=WINDOW_COLUMNS)
+    return df.sort_values("window", kind="stable", ignore_index=True) if len(df) else df
+
+
+def window_stats(events: list[dict]) -> dict:
+    """The process row's GPU-window figures: counts, cost, and why windows were off."""
+    n = {"gpu_window": 0, "gpu_window_skipped": 0, "gpu_window_yielded": 0}
+    off = None
+    for e in events:
+        kind = e.get("type") if e.get("type") == "gpu_window" else e.get("event")
+        if kind in n:
+            n[kind] += 1
+        elif kind == "gpu_windows_off":
+            off = e.get("why")
+    return {"gpu_windows_recorded": n["gpu_window"], "gpu_windows_skipped": n["gpu_window_skipped"],
+            "gpu_windows_yielded": n["gpu_window_yielded"], "gpu_windows_off": off}

@@ -1,0 +1,169 @@
+"""The report of PyTorch-profiler traces: the same :class:`~commprof.analysis.summary.Summary` as a
+``commprof run``, from the GPU's own timeline (docs/kpis.md, "GPU timeline").
+
+Each rank's trace gives its steps (``ProfilerStep#N``) with the communication, overlap and
+exposure of the GPU ops launched in them (:mod:`commprof.analysis.gpu_timeline`).  The step KPIs
+are computed by the same functions as a run's (:mod:`commprof.analysis.kpis`), with the step's
+GPU time as its duration, so ``comm_fraction``/``exposed_comm_fraction`` are the GPU figures,
+time-weighted, and the verdict, what-if and gate use them.  A profiler's trace holds its active
+steps only: no warm-up is left out.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from commprof.analysis import gpu_collectives, gpu_timeline, kpis as kpi, whatif
+from commprof.analysis.summary import Summary
+from commprof.analysis.verdict import Note, assess
+
+SOURCE = "PyTorch-profiler traces (GPU timeline)"
+
+
+def summarize_traces(traces: list, errors: list, path) -> Summary:
+    """The summary of parsed traces (:func:`commprof.format.kineto.read_traces`); ``errors`` are
+    the files left out (one note each)."""
+    notes = [Note("trace_file", "warning", f"{e}: left out") for e in errors]
+    timelines = [gpu_timeline.analyze(t) for t in traces]
+    rows, step_frames = [], []
+    for t, tl in zip(traces, timelines):
+        notes += [Note("trace", "info", f"rank {t.rank}: {n}") for n in tl.notes]
+        s = tl.steps[tl.steps["span_s"] > 0]
+        step_frames.append(pd.DataFrame({
+            "rank": t.rank, "step": s["step"].to_numpy("int64"),
+            "t_start": s["gpu_start_ns"].to_numpy("int64"), "t_end": s["gpu_end_ns"].to_numpy("int64"),
+            "source": "profiler_step", "duration_s": s["span_s"].to_numpy("float64"),
+            "comm_s": s["comm_s"].to_numpy("float64"), "exposed_s": s["exposed_comm_s"].to_numpy("float64"),
+            "comm_fraction": s["comm_fraction"].to_numpy("float64"),
+            "exposed_comm_fraction": s["exposed_comm_fraction"].to_numpy("float64"),
+            "bytes": _step_bytes(tl, s), "bus_bytes": _step_bytes(tl, s, "bus"),
+            "ops": _step_count(tl, s)}))
+        colls = tl.collectives
+        rows.append({"rank": int(t.rank), "host": Path(t.path).name, "attempt": 0, "ops": int(len(colls)),
+                     "bytes": int(np.nansum(colls["size_bytes"])) if len(colls) else 0,
+                     "complete": True, "exit_reason": None, "last_record_s": None,
+                     "comm_s": tl.totals["comm_s"], "exposed_comm_s": tl.totals["exposed_comm_s"],
+                     "wall_s": tl.totals["span_s"], "gpu": dict(tl.totals),
+                     "comm_fraction_wall": _share(tl.totals["comm_s"], tl.totals["span_s"]),
+                     "exposed_comm_fraction_wall": _share(tl.totals["exposed_comm_s"], tl.totals["span_s"])})
+    steps_df = pd.concat(step_frames, ignore_index=True) if step_frames else \
+        pd.DataFrame(columns=kpi.STEP_COLUMNS)
+    steps_df = steps_df[kpi.STEP_COLUMNS] if len(steps_df) else pd.DataFrame(columns=kpi.STEP_COLUMNS)
+    ranks_df = pd.DataFrame(rows)
+    if len(steps_df):
+        ranks_df = ranks_df.merge(kpi.per_rank(steps_df), on="rank", how="left")
+        ranks_df = ranks_df.merge(steps_df.groupby("rank").size().rename("steps_total").reset_index(),
+                                  on="rank", how="left")
+    for col in kpi.RANK_STEP_COLUMNS:
+        if col not in ranks_df:
+            ranks_df[col] = None
+    colls = pd.concat([tl.collectives for tl in timelines], ignore_index=True) if timelines else None
+    ops = gpu_collectives.op_table(colls) if colls is not None and len(colls) else \
+        pd.DataFrame(columns=["op", "group_size", "count", "bytes", "time_s"])
+    ops = ops.assign(gpu_time_s=ops.get("time_s"), gpu_busbw_gbps=ops.get("busbw_gbps"),
+                     time_source="gpu")
+    bandwidth = _bandwidth(colls)
+    kpis = kpi.run_kpis(ranks_df, steps_df, bandwidth)
+    kpis.update(_gpu_headline(timelines))
+    kpis["wait_fraction_wall"] = kpis["transfer_fraction_wall"] = None
+    step_info = kpi.step_info(steps_df, steps_df, 0)
+    world = max([t.world_size or 0 for t in traces] + [len(traces)])
+    info = {"path": str(path), "source": SOURCE, "world_size": int(world),
+            "ranks_captured": len(traces), "processes": len(traces), "hosts": [], "nodes": 0,
+            "backend": ",".join(sorted({t.backend for t in traces if t.backend})) or "unknown",
+            "command": [], "exit_code": None, "signal": None, "status": "trace",
+            "duration_s": max((tl.totals["span_s"] for tl in timelines), default=None),
+            "torch_version": None, "nccl_version": None, "commprof_version": _version(),
+            "incomplete_ranks": [], "missing_ranks": sorted(set(range(world)) - {t.rank for t in traces}),
+            "collectives": int(sum(len(tl.collectives) for tl in timelines)), "attempts": [0],
+            "gpu_timing": {"calls_with_gpu_time": int(sum(len(tl.collectives) for tl in timelines)),
+                           "fr_entries_seen": 0, "fr_entries_lost": 0, "source": SOURCE},
+            "oversubscribed_hosts": [],
+            "devices": sorted({t.device_name for t in traces if t.device_name})}
+    if info["missing_ranks"] and traces:
+        notes.append(Note("missing_ranks", "warning",
+                          f"no trace of rank(s) {_short(info['missing_ranks'])} of world size {world}: "
+                          "the KPIs cover the traces given"))
+    base = whatif.Baseline.from_steps(steps_df, [], None, 0.0)
+    return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
+                   ranks=ranks_df, verdict=assess(kpis), notes=notes, degraded=None,
+                   overhead={"calls": 0, "record_us_per_call": None,
+                             "dispatch_us_per_call_estimate": 0.0, "blocking_calls": 0,
+                             "estimated_s_per_rank": 0.0, "estimated_fraction_of_wall": None},
+                   hang=None, links=None, op_sizes=None, cross_rank=None, clock_alignment=None,
+                   baseline=base)
+
+
+def _gpu_headline(timelines) -> dict:
+    """``kpis.gpu_*`` over every rank: time-weighted over their steps (else whole traces)."""
+    keys = ("comm_s", "overlap_s", "exposed_comm_s", "compute_s", "memcpy_s", "idle_s", "span_s")
+    rows = [tl.steps[list(keys)] for tl in timelines if len(tl.steps) and tl.steps["span_s"].sum() > 0]
+    if rows:
+        total, basis = pd.concat(rows).sum().to_dict(), "steps"
+    else:
+        total = {k: sum(tl.totals[k] for tl in timelines) for k in keys}
+        basis = "trace"
+    out = {f"gpu_{k}": float(v) for k, v in gpu_timeline.fractions(total).items()}
+    out["gpu_basis"] = basis
+    return out
+
+
+def _bandwidth(colls) -> dict:
+    if colls is None or not len(colls):
+        return {"algbw_gbps": None, "busbw_gbps": None}
+    c = colls[(colls["size_bytes"] > 0) & (colls["duration_ns"] > 0)] if "duration_ns" in colls else colls.iloc[0:0]
+    t = float(c["duration_ns"].sum()) if len(c) else 0.0
+    if t <= 0:
+        return {"algbw_gbps": None, "busbw_gbps": None}
+    return {"algbw_gbps": float(c["size_bytes"].sum()) / t,
+            "busbw_gbps": float((c["size_bytes"] * c["bus_factor"]).sum()) / t}
+
+
+def _step_bytes(tl, s: pd.DataFrame, kind: str = "size") -> np.ndarray:
+    c = tl.collectives
+    if not len(c) or "step" not in c:
+        return np.zeros(len(s))
+    w = c["size_bytes"].fillna(0) * (c["bus_factor"].fillna(0) if kind == "bus" else 1)
+    per = w.groupby(c["step"]).sum()
+    return per.reindex(s["step"].to_numpy("int64")).fillna(0).to_numpy("float64")
+
+
+def _step_count(tl, s: pd.DataFrame) -> np.ndarray:
+    c = tl.collectives
+    if not len(c) or "step" not in c:
+        return np.zeros(len(s))
+    return c.groupby("step").size().reindex(s["step"].to_numpy("int64")).fillna(0).to_numpy("float64")
+
+
+def _share(part: float, whole: float) -> float | None:
+    return part / whole if whole else None
+
+
+def _short(ranks: list[int]) -> str:
+    return ", ".join(map(str, ranks[:8])) + (" …" if len(ranks) > 8 else "")
+
+
+def _version() -> str:
+    from commprof import __version__
+    return __version__
+
+
+def is_trace_input(target) -> bool:
+    """Whether ``target`` (a path, or a list of paths) names profiler traces rather than a run
+    directory or a saved report: ``.json.gz`` files, ``.json`` files holding ``traceEvents``, or
+    directories of them without a run manifest."""
+    from commprof.format import kineto, layout
+    paths = [Path(p) for p in (target if isinstance(target, (list, tuple)) else [target]) if p]
+    if not paths:
+        return False
+    for p in paths:
+        if p.is_dir():
+            if layout.manifest_path(p).exists() or layout.ranks_dir(p).is_dir():
+                return False
+            if not kineto.trace_files(p):
+                return False
+        elif not kineto.looks_like_trace(p):
+            return False
+    return True

@@ -1,0 +1,333 @@
+"""PyTorch-profiler (Kineto) Chrome-trace files, ``.json`` or ``.json.gz``: one rank's GPU timeline.
+
+:func:`read_trace` parses one file into a :class:`KinetoTrace`: metadata (rank, world size, device)
+and the frames the GPU timeline needs (``ph: "X"`` events unless said):
+
+* ``gpu`` — one row per GPU activity: ``cat`` "kernel", "gpu_memcpy", "gpu_memset" (older
+  spellings too) as ``category`` "kernel"/"memcpy"/"memset"; ``stream``, ``device``,
+  ``correlation``, ``external_id`` from the args, and the collective args Kineto puts on NCCL
+  kernels (``coll_name``, ``in_nelems``, ``out_nelems``, ``dtype``, ``group_size``, ``pg_name``).
+  ``user_annotation``/``gpu_user_annotation`` ranges are never rows here.
+* ``launches`` — runtime/driver calls with a correlation id (``cuda_runtime``, ``cuda_driver``,
+  any ``*_runtime``/``*_driver``: ``hipLaunchKernel`` too).
+* ``steps`` — ``ProfilerStep#N`` spans on the CPU (not their ``gpu_user_annotation`` copies).
+* ``comms_params`` — ``record_param_comms`` CPU ops with their collective args and ``Seq``.
+* ``flows`` — ``ac2g`` flow ends (``ph`` "s"/"f"), kept only when some GPU op needs them.
+
+Times are int64 nanoseconds on the trace's own clock: ``baseTimeNanoseconds + ts × 1000`` (Kineto
+writes ``ts`` in µs relative to ``baseTimeNanoseconds`` where it has one, so this is Unix time).
+``ts`` is split into whole µs and the fraction before scaling, so a ns is never lost to float64
+(ends are ``start + dur × 1000``).  Integer columns use -1 for "absent", string columns "".
+Anything unusable raises :class:`~commprof.errors.TraceFileError`: one line naming the file and
+what is wrong (truncated gzip, not JSON, no ``traceEvents``, no kernels, no rank).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from commprof.errors import TraceFileError
+
+GPU_COLUMNS = ["start_ns", "end_ns", "name", "category", "stream", "device", "correlation",
+               "external_id", "pid", "tid", "coll_name", "in_nelems", "out_nelems", "dtype",
+               "group_size", "pg_name"]
+LAUNCH_COLUMNS = ["correlation", "start_ns", "end_ns", "name", "pid", "tid"]
+STEP_COLUMNS = ["step", "start_ns", "end_ns", "pid", "tid"]
+COMMS_COLUMNS = ["start_ns", "end_ns", "pid", "tid", "external_id", "coll_name", "in_nelems",
+                 "out_nelems", "dtype", "group_size", "pg_name", "seq"]
+FLOW_COLUMNS = ["id", "phase", "ts_ns", "pid", "tid"]
+
+# Kineto's categories (lower case); older traces spell them "Kernel", "Memcpy", "Runtime", ...
+_GPU_CATEGORIES = {"kernel": "kernel", "gpu_memcpy": "memcpy", "memcpy": "memcpy",
+                   "gpu_memset": "memset", "memset": "memset"}
+_GPU_ROLES = set(_GPU_CATEGORIES.values())
+_GPU_SIDE = {"gpu_user_annotation"}  # ranges on the GPU rows that are not activity
+_STEP = re.compile(r"^ProfilerStep\s*#\s*(\d+)$")
+_RANK_IN_NAME = (re.compile(r"rank[-_]?(\d+)", re.I), re.compile(r"[-_](\d+)\.json(?:\.gz)?$", re.I))
+# args of record_param_comms and of the kernels Kineto tags with them (torch/csrc/profiler/util.h)
+_COLL_ARGS = ("Collective name", "In msg nelems", "Out msg nelems", "dtype", "Group size",
+              "Process Group Name")
+
+
+@dataclass
+class KinetoTrace:
+    """One trace file.  ``gpu``/``launches``/``steps``/``comms_params``/``flows``: see the module.
+
+    ``flows`` (``ac2g``) is kept only when some GPU op has no launch with its correlation id.
+    """
+
+    path: str
+    rank: int
+    world_size: int | None
+    device_type: str | None          # "cuda", "rocm" or None (not said by the trace)
+    device_name: str | None          # deviceProperties' name of the GPU the activity ran on
+    backend: str | None              # distributedInfo.backend ("nccl", ...)
+    base_time_ns: int
+    json_bytes: int                  # size of the uncompressed JSON
+    gpu: pd.DataFrame
+    launches: pd.DataFrame
+    steps: pd.DataFrame
+    comms_params: pd.DataFrame
+    flows: pd.DataFrame
+    pg_config: list = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def read_trace(path, *, rank: int | None = None) -> KinetoTrace:
+    """Read one Kineto trace.  ``rank`` overrides what the trace and its file name say."""
+    path = Path(path)
+    raw = _load_bytes(path)
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+        end = " (the file ends early: truncated?)" if getattr(e, "pos", 0) >= len(raw.rstrip()) else ""
+        raise TraceFileError(path, f"not JSON{where}: {getattr(e, 'msg', e)}{end}") from None
+    json_bytes = len(raw)
+    del raw  # the text is parsed: free it before the frames are built
+    events = doc.get("traceEvents") if isinstance(doc, dict) else None
+    if not isinstance(events, list):
+        raise TraceFileError(path, "no traceEvents list: not a PyTorch-profiler (Kineto) trace")
+    base = _int(doc.get("baseTimeNanoseconds"), 0)
+    rows = _scan(events)
+    launched = {r[2] for r in rows["launch"]} - {-1}
+    if all(r[6] in launched for r in rows["gpu"]):
+        rows["flow"] = []  # every GPU op has its launch by correlation: flows are not needed
+    gpu, launches, steps, comms, flows = (_frame(k, rows[k], base) for k in
+                                          ("gpu", "launch", "step", "comms", "flow"))
+    if not (gpu["category"] == "kernel").any():
+        raise TraceFileError(path, f"no GPU kernels (cat \"kernel\") among {len(events)} events: "
+                             "a CPU-only profile, or GPU activity was not recorded")
+    notes = []
+    dist = doc.get("distributedInfo") if isinstance(doc.get("distributedInfo"), dict) else {}
+    rank = _rank(path, rank, dist, notes)
+    steps = steps.drop_duplicates("step", keep="first").sort_values("start_ns", kind="stable")
+    devices = sorted(int(d) for d in gpu["device"].unique() if d >= 0)
+    if len(devices) > 1:
+        notes.append(f"GPU activity on {len(devices)} devices {devices}: one timeline for all")
+    if rows["skipped"]:
+        notes.append(f"{rows['skipped']} GPU/runtime events without a numeric ts/dur left out")
+    dtype, dname = _device(doc, devices, launches)
+    pg = dist.get("pg_config") if isinstance(dist.get("pg_config"), list) else []
+    return KinetoTrace(path=str(path), rank=rank, world_size=_int(dist.get("world_size"), None),
+                       device_type=dtype, device_name=dname, backend=dist.get("backend"),
+                       base_time_ns=base, json_bytes=json_bytes, gpu=gpu, launches=launches,
+                       steps=steps.reset_index(drop=True), comms_params=comms, flows=flows,
+                       pg_config=pg, notes=notes)
+
+
+def raw_events(path) -> list:
+    """The ``traceEvents`` of a trace as they are (for merging traces into one)."""
+    doc = json.loads(_load_bytes(Path(path)))
+    return doc.get("traceEvents") or [] if isinstance(doc, dict) else []
+
+
+def looks_like_trace(path) -> bool:
+    """A ``.json.gz`` file, or a ``.json`` file whose first 64 kB mention ``traceEvents`` (a
+    saved commprof report names its ``schema`` instead)."""
+    path = Path(path)
+    if path.name.endswith(".json.gz") or path.name.endswith(".pt.trace.json"):
+        return True
+    if not path.name.endswith(".json") or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return False
+    return b'"traceEvents"' in head and b'"commprof.report/' not in head
+
+
+def trace_files(path) -> list[Path]:
+    """A trace file as given, or a directory's ``*.json``/``*.json.gz`` files (sorted, not recursive)."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith((".json", ".json.gz")))
+
+
+def read_traces(paths) -> tuple[list[KinetoTrace], list[TraceFileError]]:
+    """Every readable trace of ``paths`` (files or directories), and one error per bad file.
+
+    A second trace of the same rank is an error too (the first one read is kept).
+    """
+    traces, errors, seen = [], [], {}
+    for path in (f for p in ([paths] if isinstance(paths, (str, Path)) else paths) for f in trace_files(p)):
+        try:
+            t = read_trace(path)
+        except TraceFileError as e:
+            errors.append(e)
+            continue
+        if t.rank in seen:
+            errors.append(TraceFileError(path, f"rank {t.rank} again (already read from {seen[t.rank]})"))
+            continue
+        seen[t.rank] = path
+        traces.append(t)
+    return sorted(traces, key=lambda t: t.rank), errors
+
+
+def _load_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise TraceFileError(path, f"cannot read: {e.strerror or e}") from None
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except EOFError:
+        raise TraceFileError(path, "truncated gzip: the compressed data ends before its end marker") from None
+    except (gzip.BadGzipFile, zlib.error, OSError) as e:
+        raise TraceFileError(path, f"corrupt gzip: {e}") from None
+
+
+def _int(v, default):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        try:
+            return int(str(v), 0)  # "0x7f" streams
+        except (TypeError, ValueError):
+            return default
+
+
+def _coll(args: dict) -> tuple:
+    g = args.get
+    return (str(g("Collective name") or ""), _int(g("In msg nelems"), -1),
+            _int(g("Out msg nelems"), -1), str(g("dtype") or ""), _int(g("Group size"), -1),
+            str(g("Process Group Name") if g("Process Group Name") is not None else ""))
+
+
+def _scan(events: list) -> dict:
+    """One pass over the events: tuples per frame (ts and dur still µs floats)."""
+    gpu, launch, step, comms, flow = [], [], [], [], []
+    roles: dict = {}
+    skipped = 0
+    for ev in events:
+        if not isinstance(ev, dict):
+            continue
+        ph = ev.get("ph")
+        if ph == "X":
+            cat = ev.get("cat")
+            role = roles.get(cat)
+            if role is None:
+                role = roles[cat] = _role(cat)
+            if role == "other":
+                continue
+            name = ev.get("name")
+            if role == "cpu" and not (type(name) is str and (name == "record_param_comms"
+                                                             or name.startswith("ProfilerStep"))):
+                continue
+            ts, dur = ev.get("ts"), ev.get("dur", 0)
+            if type(ts) not in (int, float) or type(dur) not in (int, float):
+                skipped += role != "cpu"
+                continue
+            args = ev.get("args")
+            args = args if isinstance(args, dict) else {}
+            if role == "launch":
+                c = args.get("correlation")
+                if c is not None:
+                    launch.append((ts, dur, _int(c, -1), str(name), str(ev.get("pid")), str(ev.get("tid"))))
+            elif role in _GPU_ROLES:
+                pid = ev.get("pid")
+                dev = args.get("device", pid)
+                gpu.append((ts, dur, str(name), role, _int(args.get("stream", ev.get("tid")), -1),
+                            _int(dev, -1), _int(args.get("correlation"), -1),
+                            _int(args.get("External id"), -1), str(pid), str(ev.get("tid")),
+                            *(_coll(args) if "Collective name" in args or "In msg nelems" in args
+                              else ("", -1, -1, "", -1, ""))))
+            elif role == "cpu" and name == "record_param_comms":
+                comms.append((ts, dur, str(ev.get("pid")), str(ev.get("tid")),
+                              _int(args.get("External id"), -1), *_coll(args), _int(args.get("Seq"), -1)))
+            elif role == "cpu":
+                m = _STEP.match(name)
+                if m:
+                    step.append((ts, dur, int(m.group(1)), str(ev.get("pid")), str(ev.get("tid"))))
+        elif (ph == "s" or ph == "f") and ev.get("cat") == "ac2g":
+            ts = ev.get("ts")
+            if type(ts) in (int, float):
+                flow.append((ts, 0, _int(ev.get("id"), -1), ph, str(ev.get("pid")), str(ev.get("tid"))))
+    return {"gpu": gpu, "launch": launch, "step": step, "comms": comms, "flow": flow,
+            "skipped": skipped}
+
+
+def _role(cat) -> str:
+    c = str(cat).lower()
+    if c in _GPU_CATEGORIES:
+        return _GPU_CATEGORIES[c]
+    if c in ("runtime", "driver") or c.endswith("_runtime") or c.endswith("_driver"):
+        return "launch"
+    return "other" if c in _GPU_SIDE else "cpu"
+
+
+_LAYOUT = {  # frame -> (columns after start_ns/end_ns, integer columns)
+    "gpu": (GPU_COLUMNS[2:], {"stream", "device", "correlation", "external_id", "in_nelems",
+                              "out_nelems", "group_size"}),
+    "launch": (["correlation", "name", "pid", "tid"], {"correlation"}),
+    "step": (["step", "pid", "tid"], {"step"}),
+    "comms": (COMMS_COLUMNS[2:], {"external_id", "in_nelems", "out_nelems", "group_size", "seq"}),
+    "flow": (["id", "phase", "pid", "tid"], {"id"}),
+}
+_ORDER = {"gpu": GPU_COLUMNS, "launch": LAUNCH_COLUMNS, "step": STEP_COLUMNS,
+          "comms": COMMS_COLUMNS, "flow": FLOW_COLUMNS}
+
+
+def _frame(kind: str, rows: list, base: int) -> pd.DataFrame:
+    rest, ints = _LAYOUT[kind]
+    if not rows:
+        df = pd.DataFrame({c: pd.Series(dtype="int64" if c in ints or c.endswith("_ns") else object)
+                           for c in _ORDER[kind]})
+        return df
+    cols = list(zip(*rows))
+    start = to_ns(cols[0], base)
+    out = {"start_ns": start, "end_ns": start + np.rint(np.asarray(cols[1], "float64") * 1000).astype("int64")}
+    for name, values in zip(rest, cols[2:]):
+        out[name] = np.asarray(values, dtype="int64") if name in ints else np.asarray(values, dtype=object)
+    df = pd.DataFrame(out)
+    if kind == "flow":
+        df = df.rename(columns={"start_ns": "ts_ns"}).drop(columns="end_ns")
+    return df[_ORDER[kind]]
+
+
+def to_ns(ts_us, base_ns: int = 0) -> np.ndarray:
+    """µs timestamps (floats or ints) -> int64 ns, exact to the ns that float64 µs can hold."""
+    t = np.asarray(ts_us, dtype="float64")
+    whole = np.floor(t)
+    return base_ns + whole.astype("int64") * 1000 + np.rint((t - whole) * 1000).astype("int64")
+
+
+def _rank(path: Path, given, dist: dict, notes: list) -> int:
+    if given is not None:
+        notes.append(f"rank {int(given)} given by the caller")
+        return int(given)
+    r = _int(dist.get("rank"), None)
+    if r is not None:
+        return r
+    for pattern in _RANK_IN_NAME:
+        m = pattern.search(path.name)
+        if m:
+            notes.append(f"rank {int(m.group(1))} from the file name (no distributedInfo.rank)")
+            return int(m.group(1))
+    raise TraceFileError(path, "no rank: no distributedInfo.rank in the trace and none in the file "
+                         "name (name it like rank-3.json, or give the rank)")
+
+
+def _device(doc: dict, devices: list, launches: pd.DataFrame) -> tuple:
+    """("cuda" | "rocm" | None, the GPU's name) from deviceProperties and the runtime's API names."""
+    props = doc.get("deviceProperties") if isinstance(doc.get("deviceProperties"), list) else []
+    names = {_int(p.get("id"), -1): str(p.get("name", "")) for p in props if isinstance(p, dict)}
+    name = names.get(devices[0]) if devices else None
+    apis = {str(n)[:3].lower() for n in launches["name"].drop_duplicates()}
+    text = " ".join(names.values()).lower()
+    if "hip" in apis or any(w in text for w in ("amd", "radeon", "instinct")):
+        return "rocm", name
+    if "cud" in apis or "cul" in apis or "nvidia" in text or "cuda_runtime_version" in doc:
+        return "cuda", name
+    return None, name

@@ -44,8 +44,13 @@ def assert_straggler(doc, rank: int, sleep_ms: float = S_MS):
 def test_four_ranks_one_slow(tmp_path):
     doc = _run(tmp_path / "run", 2, S_MS)
     assert_straggler(doc, 2)
-    by_rank = {r["rank"]: r for r in doc["ranks"]}
-    assert by_rank[2]["wait_s"] < 0.2 * by_rank[0]["wait_s"]
+    # Over the measured steps the straggler waits far less than the others.  (Not ranks[].wait_s:
+    # that is the whole run, whose first collectives carry the ranks' start-up skew — one CI run
+    # read 0.58 s for the straggler there, all of it before the measured steps, 0.000 s in them.)
+    per_step = doc["cross_rank"]["per_step"]
+    ranks = per_step[0]["ranks"]
+    total = {r: sum(row["wait_s"][i] for row in per_step) for i, r in enumerate(ranks)}
+    assert total[2] < 0.2 * total[0], total
     assert all(r["transfer_s"] > 0 for r in doc["ranks"])
     assert doc["kpis"]["wait_fraction_wall"] > 0
 

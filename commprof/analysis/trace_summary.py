@@ -38,8 +38,8 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
             "comm_s": s["comm_s"].to_numpy("float64"), "exposed_s": s["exposed_comm_s"].to_numpy("float64"),
             "comm_fraction": s["comm_fraction"].to_numpy("float64"),
             "exposed_comm_fraction": s["exposed_comm_fraction"].to_numpy("float64"),
-            "bytes": _step_bytes(tl, s), "bus_bytes": _step_bytes(tl, s, "bus"),
-            "ops": _step_count(tl, s)}))
+            "bytes": _per_step(tl, s, "size"), "bus_bytes": _per_step(tl, s, "bus"),
+            "ops": _per_step(tl, s, "count")}))
         colls = tl.collectives
         rows.append({"rank": int(t.rank), "host": Path(t.path).name, "attempt": 0, "ops": int(len(colls)),
                      "bytes": int(np.nansum(colls["size_bytes"])) if len(colls) else 0,
@@ -121,20 +121,14 @@ def _bandwidth(colls) -> dict:
             "busbw_gbps": float((c["size_bytes"] * c["bus_factor"]).sum()) / t}
 
 
-def _step_bytes(tl, s: pd.DataFrame, kind: str = "size") -> np.ndarray:
+def _per_step(tl, s: pd.DataFrame, what: str) -> np.ndarray:
+    """Per step of ``s``: the collectives' bytes (``size``), bus bytes (``bus``) or count."""
     c = tl.collectives
     if not len(c) or "step" not in c:
         return np.zeros(len(s))
-    w = c["size_bytes"].fillna(0) * (c["bus_factor"].fillna(0) if kind == "bus" else 1)
-    per = w.groupby(c["step"]).sum()
-    return per.reindex(s["step"].to_numpy("int64")).fillna(0).to_numpy("float64")
-
-
-def _step_count(tl, s: pd.DataFrame) -> np.ndarray:
-    c = tl.collectives
-    if not len(c) or "step" not in c:
-        return np.zeros(len(s))
-    return c.groupby("step").size().reindex(s["step"].to_numpy("int64")).fillna(0).to_numpy("float64")
+    w = {"size": c["size_bytes"].fillna(0), "count": pd.Series(1.0, index=c.index),
+         "bus": c["size_bytes"].fillna(0) * c["bus_factor"].fillna(0)}[what]
+    return w.groupby(c["step"]).sum().reindex(s["step"].to_numpy("int64")).fillna(0).to_numpy("float64")
 
 
 def _share(part: float, whole: float) -> float | None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from commprof.analysis.kpis import DEFAULT_WARMUP
 from commprof.errors import ReportFileError, UsageError
+from commprof.gate.stats import mean, median, ratio_of_sums
 
 BASELINE_SCHEMA = "commprof.baseline/1"
 REPORT_PREFIX = "commprof.report/"
@@ -52,12 +53,6 @@ class Measurements:
     skipped_steps: int = 0
     steps_total: int = 0
 
-    def median(self, name: str) -> float | None:
-        x = self.series.get(name)
-        if x is not None and len(x):
-            return float(np.median(x))
-        return self.values.get(name)
-
     def verdict(self):
         """The verdict of these values (:func:`commprof.analysis.verdict.assess`: the same level
         and words as the report of the same run)."""
@@ -83,19 +78,6 @@ class Measurements:
         if name in SERIES and s.get(name) is not None and len(s[name]):
             return (s[name],), median
         return None
-
-
-def ratio_of_sums(num, den):
-    """Σ num ÷ Σ den along the last axis (time-weighted fractions)."""
-    return np.sum(num, axis=-1) / np.sum(den, axis=-1)
-
-
-def mean(x):
-    return np.mean(x, axis=-1)
-
-
-def median(x):
-    return np.median(x, axis=-1)
 
 
 def load(path: str | os.PathLike, skip_steps: int | str = "auto") -> Measurements:

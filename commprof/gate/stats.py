@@ -58,17 +58,26 @@ def stat_diff_ci(base, cur, relative: bool, confidence: float = 0.95) -> tuple[f
 
 def median_ci(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
     """Percentile-bootstrap interval of the median of ``x``."""
-    return stat_ci(((np.asarray(x, float),), _median), confidence)
+    return stat_ci(((np.asarray(x, float),), median), confidence)
 
 
 def diff_ci(base: np.ndarray, cur: np.ndarray, relative: bool, confidence: float = 0.95
             ) -> tuple[float, float] | None:
     """Bootstrap interval of median(cur) − median(base) (or median(cur)/median(base) − 1)."""
-    return stat_diff_ci(((np.asarray(base, float),), _median), ((np.asarray(cur, float),), _median),
+    return stat_diff_ci(((np.asarray(base, float),), median), ((np.asarray(cur, float),), median),
                         relative, confidence)
 
 
-def _median(x):
+def ratio_of_sums(num, den):
+    """Σ num ÷ Σ den along the last axis (time-weighted fractions)."""
+    return np.sum(num, axis=-1) / np.sum(den, axis=-1)
+
+
+def mean(x):
+    return np.mean(x, axis=-1)
+
+
+def median(x):
     return np.median(x, axis=-1)
 
 

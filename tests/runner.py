@@ -36,3 +36,17 @@ def report_json(run_dir: Path, *extra: str) -> dict:
     proc = commprof("report", str(run_dir), "--format", "json", *extra)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(machine-wide busy CPU seconds incl. steal, this process's + reaped children's): their
+    difference over an interval is what *other* processes used (tests that compare wall times of
+    separate runs skip when it is large, instead of judging a loaded machine)."""
+    import os
+    import resource
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    busy = (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    own = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    return busy, own

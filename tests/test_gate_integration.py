@@ -7,7 +7,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from runner import HERE, commprof, torchrun
+import time
+
+from runner import HERE, commprof, cpu_seconds, torchrun
 
 pytestmark = pytest.mark.slow
 JOB = HERE / "jobs" / "gate_job.py"
@@ -15,6 +17,7 @@ STEPS = "30"
 # Runs of one job on a shared 2-core machine differ by a few slow steps (a 46.8 -> 64.7 ms mean
 # step was seen between two of them); the rules for "no false failure" are the ones docs/ci.md
 # recommends for noisy runners: the per-step medians, under their own names.
+MAX_FOREIGN_CORES = 0.25
 RULES = ["--max-regression", "exposed_comm_fraction_step_median=+5pp",
          "--max-regression", "step_time_median=+25%", "--max-regression", "bytes_per_step=+10%"]
 
@@ -30,7 +33,10 @@ def _run(out, extra_numel: int):
 def runs(tmp_path_factory):
     """Five runs of the same job (as baselines, plus the run directories) and one heavier run."""
     base = tmp_path_factory.mktemp("gate")
+    busy0, own0, t0 = *cpu_seconds(), time.monotonic()
     same = [_run(base / f"same{i}", 0) for i in range(5)]
+    busy1, own1, t1 = *cpu_seconds(), time.monotonic()
+    foreign = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9)
     heavy = _run(base / "heavy", 2 * 1024 * 1024)  # + an 8 MiB all_reduce per step
     files = []
     for d in same:
@@ -38,11 +44,14 @@ def runs(tmp_path_factory):
         proc = commprof("report", str(d), "--save-baseline", str(f))
         assert proc.returncode == 0, proc.stderr
         files.append(f)
-    return same, files, heavy
+    return same, files, heavy, foreign
 
 
 def test_runs_of_the_same_job_never_fail_the_gate(runs):
-    same, files, _ = runs
+    same, files, _, foreign = runs
+    if foreign > MAX_FOREIGN_CORES:  # the step times of separate runs say nothing then
+        pytest.skip(f"machine too busy to judge: other processes used {foreign:.2f} cores during "
+                    f"the runs (limit {MAX_FOREIGN_CORES})")
     outcomes = []
     for a, b in itertools.pairwise(range(5)):
         for base, cur in ((a, b), (b, a)):  # both orderings
@@ -60,7 +69,7 @@ def test_runs_of_the_same_job_never_fail_the_gate(runs):
 
 
 def test_heavier_communication_fails_and_names_the_kpi_and_both_values(runs, tmp_path):
-    same, files, heavy = runs
+    same, files, heavy, _ = runs
     junit = tmp_path / "gate.xml"
     proc = commprof("gate", str(heavy), "--baseline", str(files[0]), *RULES, "--junit", str(junit))
     assert proc.returncode == 1, proc.stdout + proc.stderr

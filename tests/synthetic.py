@@ -66,6 +66,21 @@ class Span:
 
 
 @dataclass
+class Kernel:
+    """One GPU op a GPU window recorded (a ``commprof run`` on CUDA), on the capture's clock."""
+
+    name: str
+    start: int
+    end: int
+    step: int  # the step it was launched in
+    window: int = 0
+    category: str = "kernel"  # schema.GPU_CATEGORIES
+    launch: int | None = None  # the launching runtime call's start (None: no launch matched)
+    stream: int = 7
+    correlation: int = 0
+
+
+@dataclass
 class Rank:
     """Everything one rank process recorded."""
 
@@ -88,6 +103,8 @@ class Rank:
     restart: int = 0
     pid: int | None = None  # default: 10000 + rank
     batch: int = 3  # records per frame (several frames per kind exercise the reader's joining)
+    gpu: list[Kernel] = field(default_factory=list)  # GPU window records
+    gpu_windows: list[tuple[int, int, int]] = field(default_factory=list)  # (window, first step, steps)
 
 
 def step_marks(times, kind: int = schema.MARK_STEP_OPTIMIZER, value: int = 0) -> list[tuple[int, int, int]]:
@@ -153,10 +170,33 @@ def rank_frames(spec: Rank, world_size: int) -> tuple[str, dict, list[bytes]]:
                        (schema.KIND_SPAN, span_rows)):
         for chunk in _chunks(rows, spec.batch):
             frames.append(encode_batch(kind, chunk))
+    frames += _gpu_frames(spec)
     for event in spec.events:
         frames.append(encode_json(event))
     name = layout.capture_name(spec.rank, spec.restart, pid)
     return name, header, frames
+
+
+def _gpu_frames(spec: Rank) -> list[bytes]:
+    """The name table, GPU records and ``gpu_window`` frames of a rank's GPU windows."""
+    if not spec.gpu and not spec.gpu_windows:
+        return []
+    names = sorted({k.name for k in spec.gpu})
+    index = {n: i for i, n in enumerate(names)}
+    rows = [(k.start, k.end, schema.NO_LAUNCH if k.launch is None else k.launch, k.correlation,
+             k.stream, index[k.name], k.window, k.step, 0, schema.GPU_CATEGORY_INDEX[k.category])
+            for k in spec.gpu]
+    frames = [encode_json({"type": "gpu_names", "first": 0, "names": names})]
+    frames += [encode_batch(schema.KIND_GPU, chunk) for chunk in _chunks(rows, spec.batch)]
+    for window, first, n in spec.gpu_windows:
+        mine = [k for k in spec.gpu if k.window == window]
+        frames.append(encode_json({
+            "type": "gpu_window", "window": window, "first_step": first, "steps": n,
+            "steps_ended": n, "end_reason": "scheduled", "activity": "cuda",
+            "t_open": min((k.start for k in mine), default=0), "t_close": max((k.end for k in mine), default=0),
+            "clock": {"offset_ns": 0, "error_ns": 0}, "stats": {"records": len(mine)},
+            "cost_ns": {"start_ns": MS, "stop_ns": MS}, "trace": None}))
+    return frames
 
 
 def write_capture(path: str | Path, spec: Rank, world_size: int = 1) -> Path:
@@ -233,3 +273,25 @@ def probe_result(**extra) -> dict:
                          "algbw_gbps": 0.5 * s / 4_000_000, "time_median_s": 1e-3,
                          "time_p99_s": 2e-3, "iters": 5, "count": s // 4, "bus_factor": 1.0}
                         for s in (1_000_000, 16_000_000)], **extra}
+
+
+def nccl_rank(rank: int = 0, *, steps: int = 10, step_ms: int = 100, window: tuple[int, int] | None = (5, 3),
+              compute_ms: tuple[int, int] = (10, 60), comm_ms: tuple[int, int] = (40, 90),
+              nbytes: int = 4_000_000) -> Rank:
+    """An NCCL rank: :func:`periodic_rank` steps (the host sees each all_reduce's launch only:
+    it returns at once, its future completes at once), and, in the steps of one GPU window
+    ``(first step, steps)``, a compute kernel over ``compute_ms`` and an NCCL kernel over
+    ``comm_ms`` of each step (ms from the step's start)."""
+    spec = periodic_rank(rank, steps=steps, step_ms=step_ms, issue_ms=50, return_ms=50,
+                         done_ms=50, wait_ms=None, nbytes=nbytes)
+    spec.backend = "nccl"
+    if window is not None:
+        first, n = window
+        for k in range(first, first + n):
+            t0 = k * step_ms * MS
+            spec.gpu += [Kernel("void at::native::gemm_kernel<float>", t0 + compute_ms[0] * MS,
+                                t0 + compute_ms[1] * MS, k, launch=t0 + MS, correlation=2 * k),
+                         Kernel("ncclDevKernel_AllReduce_Sum_f32_RING_LL", t0 + comm_ms[0] * MS,
+                                t0 + comm_ms[1] * MS, k, launch=t0 + 50 * MS, correlation=2 * k + 1)]
+        spec.gpu_windows = [(0, first, n)]
+    return spec

@@ -31,7 +31,7 @@ from commprof.report import model
 from commprof.report.document import load as load_document
 from commprof.report.renderers import renderers
 
-from synthetic import MS, Rank, periodic_rank, probe_result, rank_frames, step_marks, write_run
+from synthetic import MS, Rank, nccl_rank, periodic_rank, probe_result, rank_frames, step_marks, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "docs" / "report-schema.json"
@@ -143,6 +143,10 @@ def docs(tmp_path_factory) -> dict[str, dict]:
     runs = {"full": full_run(base), **other_runs(base)}
     docs = {name: json.loads(json.dumps(build_document(str(run), 2))) for name, run in runs.items()}
     _add_trace_only_keys(docs["full"], json.loads(json.dumps(build_document(str(_trace(base)), 2))))
+    gpu = write_run(base / "gpu", [nccl_rank(0), nccl_rank(1)])  # GPU windows: kpis.host
+    docs["full"]["kpis"]["host"] = json.loads(json.dumps(build_document(str(gpu), 2)))["kpis"]["host"]
+    docs["nccl_no_gpu"] = json.loads(json.dumps(build_document(
+        str(write_run(base / "nccl", [nccl_rank(0, window=None), nccl_rank(1, window=None)])), 2)))
     return docs
 
 

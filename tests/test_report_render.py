@@ -425,8 +425,14 @@ def assert_contract(doc: dict) -> None:
     for r in doc["ranks"]:
         assert RANK_KEYS <= set(r), set(r)
     assert isinstance(doc["verdict"], str) and doc["verdict"]
-    for value in doc["kpis"].values():
-        assert value is None or isinstance(value, (int, float))
+    for name, value in doc["kpis"].items():
+        if name in ("time_basis", "gpu_basis"):
+            assert isinstance(value, str), (name, value)
+        elif name == "host":
+            assert value is None or all(v is None or isinstance(v, (int, float)) for v in value.values())
+        else:
+            assert value is None or isinstance(value, (int, float)), (name, value)
+    assert doc["kpis"]["time_basis"] in ("host", "gpu_windows", "gpu_trace", "host_launch")
     json.dumps(doc, allow_nan=False)  # plain JSON, no NaN
 
 

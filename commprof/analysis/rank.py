@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from commprof.analysis import gpu_basis
 from commprof.analysis.collectives import add_sizes, rank_op_partial
 from commprof.analysis.exposure import rank_exposure
 from commprof.analysis.links import size_buckets
@@ -38,6 +39,8 @@ class RankPart:
     inflight: tuple | None = None  # union of in-flight intervals (links: communication windows)
     gpu: pd.DataFrame | None = None  # per (op, n): calls with a GPU-side duration, their sums
     blocking_calls: int = 0  # calls torch.distributed waited on itself (async_op False)
+    gpu_steps: pd.DataFrame | None = None  # GPU-timeline figures of the steps GPU windows recorded
+    gpu_window_s: float = 0.0  # Σ wall time of the recorded GPU windows (open → close)
 
 
 def analyze_rank(rd: RankData) -> RankPart:
@@ -65,6 +68,8 @@ def analyze_rank(rd: RankData) -> RankPart:
     gpu_totals = _gpu_window_totals(getattr(rd, "gpu_activity", None))
     if gpu_totals is not None:
         row["gpu"] = gpu_totals
+    gpu_steps = gpu_basis.rank_window_steps(getattr(rd, "gpu_activity", None),
+                                            getattr(rd, "gpu_windows", None), s)
     ops, durations = rank_op_partial(c)
     moving = c[c["size_bytes"] > 0]
     backends = set(rd.groups["backend"].dropna()) if len(rd.groups) else set()
@@ -75,7 +80,8 @@ def analyze_rank(rd: RankData) -> RankPart:
                     collectives=int(len(c)), degraded=rd.degraded,
                     bus_bytes=float(c["bus_bytes"].sum()), buckets=size_buckets(c),
                     inflight=exp.inflight, gpu=_gpu_partial(c),
-                    blocking_calls=int((~c["async_op"].astype(bool)).sum()) if "async_op" in c else 0)
+                    blocking_calls=int((~c["async_op"].astype(bool)).sum()) if "async_op" in c else 0,
+                    gpu_steps=gpu_steps, gpu_window_s=_window_seconds(getattr(rd, "gpu_windows", None)))
 
 
 def _gpu_window_totals(g: pd.DataFrame | None) -> dict | None:
@@ -89,6 +95,13 @@ def _gpu_window_totals(g: pd.DataFrame | None) -> dict | None:
     return {k: sum(p[k] for p in per) for k in gpu_timeline.GPU_KEYS}
 
 
+def _window_seconds(w: pd.DataFrame | None) -> float:
+    if w is None or not len(w):
+        return 0.0
+    r = w[w["status"] == "recorded"]
+    return float((pd.to_numeric(r["t_close"]) - pd.to_numeric(r["t_open"])).clip(lower=0).sum()) / 1e9
+
+
 def _gpu_partial(c: pd.DataFrame) -> pd.DataFrame | None:
     """Per (op, group size): count, Σ GPU duration and Σ bus bytes of calls timed on the GPU."""
     if "gpu_duration_ns" not in c or not c["gpu_duration_ns"].notna().any():
@@ -97,7 +110,7 @@ def _gpu_partial(c: pd.DataFrame) -> pd.DataFrame | None:
     return (g.assign(op=g["op"].astype(str))
             .groupby(["op", "group_size"], as_index=False)
             .agg(gpu_calls=("gpu_duration_ns", "size"), gpu_time_ns=("gpu_duration_ns", "sum"),
-                 gpu_bus_bytes=("bus_bytes", "sum")))
+                 gpu_bytes=("size_bytes", "sum"), gpu_bus_bytes=("bus_bytes", "sum")))
 
 
 def _last_record_s(rd: RankData, c: pd.DataFrame) -> float | None:

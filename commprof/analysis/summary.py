@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import clocks, cpu, crossrank, intervals, kpis as kpi, whatif
+from commprof.analysis import clocks, cpu, crossrank, gpu_basis, intervals, kpis as kpi, whatif
 from commprof.analysis.collectives import combine_op_tables
 from commprof.analysis.kpis import DEFAULT_WARMUP
 from commprof.analysis.links import summarize_links
@@ -76,15 +76,14 @@ def summarize(source: Run | RunSource | str | Path | None = None,
         part.inflight = None  # bounded memory: not kept per rank
         parts.append(part)
     steps_df = kpi.finish_steps([p.steps for p in parts if len(p.steps)])
-    meas = measured(steps_df, warmup)
-    ranks_df = pd.DataFrame([p.row for p in parts])
-    if len(meas):
-        ranks_df = ranks_df.merge(kpi.per_rank(meas), on="rank", how="left")
-        ranks_df = ranks_df.merge(steps_df.groupby("rank").size().rename("steps_total").reset_index(),
-                                  on="rank", how="left")
-    for col in kpi.RANK_STEP_COLUMNS:  # the document's keys exist even when there are no steps
-        if col not in ranks_df:
-            ranks_df[col] = None
+    host_meas = meas = measured(steps_df, warmup)
+    info = _run_info(src, parts)
+    gpu_steps = gpu_basis.window_steps([(int(p.row["rank"]), p.gpu_steps) for p in parts])
+    basis = gpu_basis.choose(info["backend"], gpu_steps)
+    used = None
+    if basis == gpu_basis.GPU_WINDOWS:  # the GPU's own timeline is the truth (docs/kpis.md)
+        meas, used = gpu_basis.headline_steps(gpu_steps, steps_df, host_meas)
+    ranks_df = _ranks_frame(parts, meas, steps_df)
     ops = combine_op_tables([p.ops for p in parts], [p.durations for p in parts])
     moving_ns = sum(p.moving_ns for p in parts)
     bandwidth = {
@@ -92,8 +91,12 @@ def summarize(source: Run | RunSource | str | Path | None = None,
         "busbw_gbps": sum(p.moving_bus_bytes for p in parts) / moving_ns if moving_ns > 0 else None,
     }
     kpis = kpi.run_kpis(ranks_df, meas, bandwidth)
+    host_kpis = kpis if meas is host_meas else kpi.run_kpis(
+        _ranks_frame(parts, host_meas, steps_df), host_meas, bandwidth)
+    kpis = gpu_basis.apply(basis, kpis, host_kpis, used=used,
+                           gpu_totals=[(p.row.get("gpu"), p.gpu_window_s) for p in parts],
+                           gpu_bw=gpu_basis.gpu_bandwidth([p.gpu for p in parts]))
     step_info = kpi.step_info(steps_df, meas, warmup)
-    info = _run_info(src, parts)
     notes = [Note("capture", "warning", n) for n in src.notes]
     if step_info["count"] == 0 and info["collectives"]:
         notes.append(Note("no_steps", "warning",
@@ -103,7 +106,7 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     notes += [n for n in (warmup_note(warmup, counts),
                           slow_step_note(step_info["per_step"], step_info["median_s"])) if n]
     degraded = [p.degraded for p in parts if len(p.degraded)]
-    cross, clock_info = _cross_rank(parts, calls, syncs, steps_df, meas, info)
+    cross, clock_info = _cross_rank(parts, calls, syncs, steps_df, host_meas, info)
     kpis["wait_fraction_wall"] = kpis["transfer_fraction_wall"] = None
     if cross is not None:
         extra = cross["per_rank"].assign(wait_s=lambda d: d["wait_ns"] / 1e9,
@@ -119,12 +122,15 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     info["oversubscribed_hosts"] = cpu.oversubscribed_hosts(pd.DataFrame([p.process for p in parts]))
     if cpu.note(info["oversubscribed_hosts"]):
         notes.append(Note("oversubscribed", "warning", cpu.note(info["oversubscribed_hosts"])))
-    if "nccl" in info["backend"] and not any("gpu" in p.row for p in parts):
+    if basis == gpu_basis.HOST_LAUNCH:
+        ranks_df, step_info = gpu_basis.blank_launch_times(ranks_df, step_info)
+        kpis["wait_fraction_wall"] = kpis["transfer_fraction_wall"] = None
         notes.append(Note("gpu_timeline", "warning",
                           "GPU timeline not measured: on NCCL the host sees only each collective's "
-                          "launch, so in-flight and exposed times here are host-side (launch) times, "
-                          "not communication on the GPU; record GPU windows (`commprof run "
-                          "--gpu-windows`) or report a torch.profiler trace (`commprof report TRACE`)"))
+                          "launch, so communication times are left out (the host's launch times are "
+                          "under kpis.host, labelled host-side); `commprof run` records GPU windows "
+                          "from step 5 by default (`--gpu-windows 3/100@2` for shorter runs), or "
+                          "report a torch.profiler trace (`commprof report TRACE`)"))
     ops, gpu_info = _gpu_columns(ops, parts)
     info["gpu_timing"] = gpu_info
     if gpu_info["fr_entries_lost"]:
@@ -138,13 +144,26 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     op_sizes = _op_sizes(parts)
     probe = src.probe()
     links = _links(nodes, node_notes, parts, windows, op_sizes, probe)
-    base = whatif.Baseline.from_steps(meas, (cross or {}).get("stragglers", []), probe,
-                                      float(meas["ops"].mean()) if len(meas) else 0.0)
+    base = None if basis == gpu_basis.HOST_LAUNCH else whatif.Baseline.from_steps(
+        meas, (cross or {}).get("stragglers", []), probe, float(meas["ops"].mean()) if len(meas) else 0.0)
     return Summary(baseline=base, run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
                    ranks=ranks_df, verdict=assess(kpis), notes=notes,
                    degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
                    overhead=self_overhead(parts, ranks_df), hang=src.hang, links=links,
                    op_sizes=op_sizes, cross_rank=cross, clock_alignment=clock_info)
+
+
+def _ranks_frame(parts: list[RankPart], meas: pd.DataFrame, steps_df: pd.DataFrame) -> pd.DataFrame:
+    """The ranks[] rows with their step KPIs over ``meas`` (the headline's measured steps)."""
+    ranks_df = pd.DataFrame([p.row for p in parts])
+    if len(meas):
+        ranks_df = ranks_df.merge(kpi.per_rank(meas), on="rank", how="left")
+        ranks_df = ranks_df.merge(steps_df.groupby("rank").size().rename("steps_total").reset_index(),
+                                  on="rank", how="left")
+    for col in kpi.RANK_STEP_COLUMNS:  # the document's keys exist even when there are no steps
+        if col not in ranks_df:
+            ranks_df[col] = None
+    return ranks_df
 
 
 def _cross_rank(parts, calls, syncs, steps_df, meas, info) -> tuple[dict | None, dict | None]:

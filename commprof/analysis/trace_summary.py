@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import gpu_collectives, gpu_timeline, kpis as kpi, whatif
+from commprof.analysis import gpu_basis, gpu_collectives, gpu_timeline, kpis as kpi, whatif
 from commprof.analysis.summary import Summary
 from commprof.analysis.verdict import Note, assess
 
@@ -67,6 +67,7 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
     bandwidth = _bandwidth(colls)
     kpis = kpi.run_kpis(ranks_df, steps_df, bandwidth)
     kpis.update(_gpu_headline(timelines))
+    kpis["time_basis"] = gpu_basis.GPU_TRACE
     kpis["wait_fraction_wall"] = kpis["transfer_fraction_wall"] = None
     step_info = kpi.step_info(steps_df, steps_df, 0)
     world = max([t.world_size or 0 for t in traces] + [len(traces)])

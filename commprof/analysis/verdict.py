@@ -23,14 +23,16 @@ LEVELS = (
 @dataclass(frozen=True)
 class Verdict:
     """Is communication what slows this job down?  ``level`` is ``none`` (no communication
-    captured), ``not_bound``, ``partly_bound`` or ``bound``."""
+    captured), ``not_bound``, ``partly_bound``, ``bound`` or ``unmeasured`` (NCCL without a GPU
+    timeline)."""
 
     level: str
     label: str
     sentence: str
     exposed_fraction: float | None
     comm_fraction: float | None
-    basis: str  # "step time" or "wall time"
+    basis: str  # "step time" or "wall time", GPU ones marked ("GPU step time": traces;
+    # "step time (GPU timeline)": GPU windows), or "none" (unmeasured)
     speedup_if_hidden: float | None  # all exposed communication overlapped: 1/(1-exposed)
     speedup_bound: float | None  # all communication gone, hidden too: 1/(1-in flight)
 
@@ -46,12 +48,25 @@ def _speedup(fraction: float | None) -> float | None:
     return 1 / (1 - fraction) if fraction < 1 else float("inf")
 
 
+UNMEASURED = ("GPU timeline not measured: on NCCL the host sees only each collective's launch, "
+              "so commprof cannot tell how much of the step communication takes; record GPU "
+              "windows (`commprof run --gpu-windows`) or report a torch.profiler trace.")
+
+
 def assess(kpis: dict) -> Verdict:
-    """The verdict of a run's KPIs (time-weighted step fractions, else whole-run ones)."""
-    exposed, total, basis = kpis.get("exposed_comm_fraction"), kpis.get("comm_fraction"), "step time"
+    """The verdict of a run's KPIs (time-weighted step fractions, else whole-run ones), on the
+    GPU's timeline where ``kpis.time_basis`` says so; ``unmeasured`` for an NCCL job without
+    GPU figures (``host_launch``: launch times are not communication time)."""
+    if kpis.get("time_basis") == "host_launch":
+        return Verdict("unmeasured", "GPU timeline not measured", UNMEASURED, None, None, "none",
+                       None, None)
+    tb = kpis.get("time_basis")
+    pre, post = ("GPU ", "") if tb == "gpu_trace" else ("", " (GPU timeline)") if tb == "gpu_windows" else ("", "")
+    exposed, total, basis = (kpis.get("exposed_comm_fraction"), kpis.get("comm_fraction"),
+                             f"{pre}step time{post}")
     if exposed is None:
         exposed, total, basis = (kpis.get("exposed_comm_fraction_wall"),
-                                 kpis.get("comm_fraction_wall"), "wall time")
+                                 kpis.get("comm_fraction_wall"), f"{pre}wall time{post}")
     if exposed is None or (total or 0) == 0:
         return Verdict("none", "no communication", "No communication captured: this job is not "
                        "communication-bound.", exposed, total, basis, None, None)

@@ -19,8 +19,12 @@ def _skip(value) -> int | str:
 
 def _describe(m) -> str:
     n = len(m.series.get("step_time_mean", m.series.get("step_time", [])))
+    basis = (m.run or {}).get("time_basis") or "host"
+    timeline = {"gpu_windows": "; GPU timeline of its GPU windows' steps",
+                "gpu_trace": "; GPU timeline of profiler traces",
+                "host_launch": "; NCCL without a GPU timeline: no communication times"}.get(basis, "")
     return (f"{m.source} ({m.kind}): {n} measured step(s) after skipping {m.skipped_steps} "
-            f"warm-up of {m.steps_total}")
+            f"warm-up of {m.steps_total}{timeline}")
 
 
 def _write(path: str, text: str, append: bool = False) -> None:
@@ -59,6 +63,11 @@ def gate_command(run: str, flags: dict, config: str | None, junit: str | None,
     header = [f"run: {_describe(cur)}", f"verdict: {cur.verdict().sentence}"]
     if base is not None:
         header.append(f"baseline: {_describe(base)}")
+        bases = {(m.run or {}).get("time_basis") or "host" for m in (cur, base)}
+        if len(bases) > 1:
+            header.append("warning: the run and the baseline time communication on different "
+                          f"clocks ({' vs '.join(sorted(bases))}): communication-time changes "
+                          "compare different measurements")
     if cfg_path:
         header.append(f"rules from {cfg_path} and the command line")
     header.append(f"compared: the report's KPIs (time-weighted fractions, mean step; *_median "

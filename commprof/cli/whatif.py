@@ -29,6 +29,11 @@ def whatif_command(run: str | None, bandwidth: str | None, bytes_: str | None, s
     from commprof.analysis import whatif
     summary = summarize_run(run, warmup)
     base = summary.baseline
+    if base is None and summary.kpis.get("time_basis") == "host_launch":
+        raise UsageError(f"{summary.run['path']}: GPU timeline not measured: on NCCL the host sees "
+                         "only each collective's launch, so there is no communication time to "
+                         "project; record GPU windows (`commprof run --gpu-windows`) or report a "
+                         "torch.profiler trace")
     if base is None:
         raise UsageError(f"{summary.run['path']}: no training steps were detected, so there is no step "
                          "time to project (see docs/whatif.md)")

@@ -57,7 +57,8 @@ class Measurements:
         """The verdict of these values (:func:`commprof.analysis.verdict.assess`: the same level
         and words as the report of the same run)."""
         from commprof.analysis.verdict import assess
-        return assess({"comm_fraction": self.values.get("comm_fraction"),
+        return assess({"time_basis": self.run.get("time_basis"),
+                       "comm_fraction": self.values.get("comm_fraction"),
                        "exposed_comm_fraction": self.values.get("exposed_comm_fraction"),
                        "comm_fraction_wall": self.values.get("comm_fraction_wall"),
                        "exposed_comm_fraction_wall": self.values.get("exposed_comm_fraction_wall")})
@@ -123,6 +124,10 @@ def from_document(doc: dict, source: str, kind: str, skip_steps: int | str) -> M
         values.update(_step_values(series))
     run = {key: doc["run"].get(key) for key in ("command", "world_size", "backend", "path",
                                                  "torch_version", "commprof_version")}
+    run["time_basis"] = k.get("time_basis") or "host"
+    if run["time_basis"] == "host_launch":  # launch times are not communication time
+        series = {n: (x if n in ("step_time_mean", "step_time_median", "bytes_per_step")
+                      else np.zeros(0)) for n, x in series.items()}
     return Measurements(source, kind, run, series, values, list(doc.get("op_sizes") or []),
                         skip + int(doc["steps"].get("warmup") or 0), len(rows) + int(doc["steps"].get("warmup") or 0))
 

@@ -287,8 +287,10 @@ def evaluate(rule: Rule, cur: Measurements, base: Measurements | None,
     unit, lower_better = metric_info(rule.metric)
     value, series = metric_value(cur, rule.metric)
     if value is None or (isinstance(value, float) and math.isnan(value)):
+        why = ("GPU timeline not measured: an NCCL run without GPU windows has no communication "
+               "times" if cur.run.get("time_basis") == "host_launch" else "no steps, or no such calls")
         return Result(rule, "fail", None, message=f"{rule.text}: no {rule.metric} in {cur.source} "
-                                                  "(no steps, or no such calls): cannot verify")
+                                                  f"({why}): cannot verify")
     if rule.kind in ("max", "min"):
         ok = value <= rule.limit if rule.kind == "max" else value >= rule.limit
         ci = stats.stat_ci(series, confidence)

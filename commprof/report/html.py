@@ -12,7 +12,7 @@ import html
 import json
 import os
 
-from commprof.report.notes import assessment, except_kind, of_kind, rank_status
+from commprof.report.notes import assessment, except_kind, of_kind, rank_status, timeline_cards
 from commprof.format.units import fmt_bytes, fmt_pct, fmt_seconds
 
 _COLORS = {"compute": "#8da0cb", "hidden": "#66c2a5", "exposed": "#fc8d62"}
@@ -69,7 +69,8 @@ def banner(doc: dict) -> str:
     k, run, steps = doc["kpis"], doc["run"], doc["steps"]
     v = assessment(doc)
     level = {"bound": "bad", "partly_bound": "warn", "not_bound": "good"}.get(v["level"], "unknown")
-    headline = (f"Communication is exposed for {fmt_pct(v['exposed_fraction'])} of {v['basis']} "
+    headline = (v["label"] if v["level"] == "unmeasured" else
+                f"Communication is exposed for {fmt_pct(v['exposed_fraction'])} of {v['basis']} "
                 f"(in flight {fmt_pct(v['comm_fraction'])}) — {v['label']}")
     cards = [("bytes synchronized", f"{fmt_bytes(k.get('bytes_per_step'))} per step per rank",
               f"bus {fmt_bytes(k.get('bus_bytes_per_step'))}"),
@@ -78,6 +79,7 @@ def banner(doc: dict) -> str:
               f"{fmt_pct(k.get('exposed_comm_fraction_max_rank'))}"),
              ("bandwidth achieved", f"busbw {_gbps(k.get('busbw_gbps'))}",
               f"algbw {_gbps(k.get('algbw_gbps'))}, time-weighted over all ops")]
+    cards += timeline_cards(k, steps)
     meta = [("command", " ".join(run.get("command") or [])),
             ("ranks", f"{run.get('ranks_captured')} of world size {run.get('world_size')} on "
                       f"{run.get('nodes')} node(s): {', '.join(run.get('hosts') or [])}"),

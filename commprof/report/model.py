@@ -34,7 +34,7 @@ from typing import Any
 from commprof.errors import ReportFileError
 from commprof.report import typed
 from commprof.report.model_sections import (ClockAlignment, ClockRank, CrossRank, CrossRankStep,
-                                            EfficiencyRow, GaugeRow, InterfaceRow, Links,
+                                            EfficiencyRow, GaugeRow, HostKpis, InterfaceRow, Links,
                                             ProbeCurvePoint, ProbeLatency, ProbeSummary,
                                             Recommendation, SamplerDegraded, SamplerRow,
                                             SourceStatus, Straggler, TcpRow, TimelineRow, WhatIf,
@@ -47,7 +47,7 @@ __all__ = [  # the document's classes, and the typed helpers tests and tools use
     "OpRow", "GpuTotals", "RankRow", "Overhead", "Assessment", "NoteItem", "DegradedRow", "OpSizeRow",
     "ClockAlignment", "ClockRank", "CrossRank", "CrossRankStep", "Straggler", "Links", "SamplerRow",
     "SourceStatus", "SamplerDegraded", "InterfaceRow", "GaugeRow", "TcpRow", "EfficiencyRow",
-    "ProbeSummary", "ProbeLatency", "TimelineRow", "ProbeCurvePoint", "WhatIf", "WhatIfInputs",
+    "ProbeSummary", "ProbeLatency", "TimelineRow", "ProbeCurvePoint", "WhatIf", "WhatIfInputs", "HostKpis",
     "Recommendation", "ABSENT", "KeyPath", "Model", "key", "optional", "expected", "field_type",
     "is_free_form", "is_optional", "model_fields", "split_none", "key_paths", "defines",
     "json_schema", "schema_text",
@@ -112,12 +112,12 @@ class StepRow(Model):
 
     step: int = key()
     duration_s: float = key()
-    comm_fraction: float = key()
-    exposed_comm_fraction: float = key()
+    comm_fraction: float | None = key("null: NCCL without a GPU timeline (kpis.time_basis)")
+    exposed_comm_fraction: float | None = key()
     bytes: float = key("S issued in the step")
     duration_mean_s: float = optional("mean over ranks; added after the first documents")
-    comm_s: float = optional("in flight, mean over ranks")
-    exposed_s: float = optional("exposed, mean over ranks")
+    comm_s: float | None = optional("in flight, mean over ranks")
+    exposed_s: float | None = optional("exposed, mean over ranks")
 
 
 @dataclass(kw_only=True)
@@ -168,6 +168,9 @@ class Kpis(Model):
     gpu_idle_fraction: float | None = optional()
     gpu_overlap_ratio: float | None = optional("overlap ÷ comm (HTA's comm-comp overlap)")
     gpu_basis: str | None = optional('"steps" or "trace" (no ProfilerStep: whole traces)')
+    time_basis: str = optional('what the KPIs are timed on: "host", "gpu_windows", "gpu_trace" or '
+                               '"host_launch" (NCCL, no GPU timeline: communication times null)')
+    host: HostKpis | None = optional("the host-side figures when time_basis is not host")
 
 
 @dataclass(kw_only=True)
@@ -287,12 +290,13 @@ class DegradedRow(Model):
 class Assessment(Model):
     """The verdict's parts: level, label, the sentence and the numbers it rests on."""
 
-    level: str = key('"none", "not_bound", "partly_bound" or "bound"')
+    level: str = key('"none", "not_bound", "partly_bound", "bound" or "unmeasured"')
     label: str = key()
     sentence: str = key("the same text as the document's verdict")
     exposed_fraction: float | None = key()
     comm_fraction: float | None = key()
-    basis: str = key('"step time" or "wall time"')
+    basis: str = key('"step time" or "wall time", marked "GPU step time" (traces) or "step time '
+                     '(GPU timeline)" (GPU windows); "none" when unmeasured')
     speedup_if_hidden: float | None = key("all exposed communication overlapped: 1/(1-exposed)")
     speedup_bound: float | None = key("all communication gone: 1/(1-in flight)")
 

@@ -1,7 +1,7 @@
 """The report document's sections that need more than one rank's records, or more than the
 records: ``links`` (node samplers, a probe), the cross-rank analysis (``stragglers``,
-``clock_alignment``, ``cross_rank``) and the what-if projections (``whatif``,
-``recommendations``).  Typed like the rest of the document: see :mod:`commprof.report.model`."""
+``clock_alignment``, ``cross_rank``), the what-if projections (``whatif``,
+``recommendations``) and the host-side KPIs kept beside GPU ones (``kpis.host``).  Typed like the rest of the document: see :mod:`commprof.report.model`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -252,3 +252,27 @@ class Recommendation(Model):
     evidence: str = key()
     projected_saving: float = key()
     projected_step_time_s: float = key()
+
+
+@dataclass(kw_only=True)
+class HostKpis(Model):
+    """The host clocks' figures of a run whose headline stands on the GPU timeline, or of an NCCL
+    run without one (``kpis.time_basis`` not ``host``): the same KPIs, host-side."""
+
+    step_time_s: float | None = key("mean host step over the host's measured steps")
+    comm_fraction: float | None = key()
+    exposed_comm_fraction: float | None = key()
+    comm_fraction_max_rank: float | None = key()
+    exposed_comm_fraction_max_rank: float | None = key()
+    comm_fraction_step_median: float | None = key()
+    exposed_comm_fraction_step_median: float | None = key()
+    comm_fraction_step_p90: float | None = key()
+    exposed_comm_fraction_step_p90: float | None = key()
+    comm_s_per_step: float | None = key()
+    exposed_comm_s_per_step: float | None = key()
+    hidden_comm_s_per_step: float | None = key()
+    compute_s_per_step: float | None = key()
+    comm_fraction_wall: float | None = key()
+    exposed_comm_fraction_wall: float | None = key()
+    algbw_gbps: float | None = key()
+    busbw_gbps: float | None = key()

@@ -2,6 +2,8 @@
 kind) and a rank's status word."""
 from __future__ import annotations
 
+from commprof.format.units import fmt_pct, fmt_seconds
+
 
 def note_items(doc: dict) -> list[dict]:
     """The document's notes as ``{kind, severity, text}`` (documents written before
@@ -42,3 +44,31 @@ def assessment(doc: dict) -> dict:
         return doc["assessment"]
     from commprof.analysis.verdict import assess
     return assess(doc["kpis"]).to_dict()
+
+
+def gpu_line(k: dict, steps: dict) -> str:
+    """The GPU timeline's shares of GPU time (kpis.gpu_*), and what they cover."""
+    over = (f"over {steps.get('measured')} GPU-window step(s) per rank"
+            if k.get("time_basis") == "gpu_windows" else
+            "over the profiled steps" if k.get("gpu_basis") == "steps" else "over whole traces")
+    return (f"of GPU time: communication {fmt_pct(k.get('gpu_comm_fraction'))}, "
+            f"{fmt_pct(k.get('gpu_overlap_ratio'))} of it overlapped with compute, exposed "
+            f"{fmt_pct(k.get('gpu_exposed_comm_fraction'))}; compute "
+            f"{fmt_pct(k.get('gpu_compute_fraction'))}, memcpy {fmt_pct(k.get('gpu_memcpy_fraction'))}, "
+            f"idle {fmt_pct(k.get('gpu_idle_fraction'))} ({over})")
+
+
+def timeline_cards(k: dict, steps: dict) -> list[tuple[str, str, str]]:
+    """(title, value, detail) of the GPU timeline and of the host-side figures, where the
+    document has them (``kpis.gpu_*``, ``kpis.host``)."""
+    cards = []
+    if k.get("gpu_comm_fraction") is not None:
+        cards.append(("GPU timeline", f"{fmt_pct(k.get('gpu_overlap_ratio'))} of communication "
+                      "overlapped", gpu_line(k, steps)))
+    if k.get("host"):
+        h = k["host"]
+        cards.append(("host-side (launch) times", f"{fmt_pct(h.get('exposed_comm_fraction'))} exposed",
+                      f"{fmt_pct(h.get('comm_fraction'))} in flight of a "
+                      f"{fmt_seconds(h.get('step_time_s'))} step, on host clocks: for NCCL, launch "
+                      "times, not transfers"))
+    return cards

@@ -9,7 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from commprof.report.notes import except_kind, of_kind, rank_status
+from commprof.report.notes import except_kind, gpu_line, of_kind, rank_status
 from commprof.format.units import fmt_bytes, fmt_gbps, fmt_pct, fmt_seconds
 
 MAX_RANK_ROWS = 16
@@ -74,10 +74,24 @@ def banner(doc: dict) -> Panel:
     grid.add_row("", "")
     grid.add_row("bytes synchronized", f"{fmt_bytes(k['bytes_per_step'])} per step per rank "
                                        f"(bus {fmt_bytes(k['bus_bytes_per_step'])})")
-    grid.add_row("communication", f"in flight {fmt_pct(k['comm_fraction'])} of step time, "
-                                  f"exposed {fmt_pct(k['exposed_comm_fraction'])} "
-                                  f"(worst rank {fmt_pct(k['exposed_comm_fraction_max_rank'])}; "
-                                  "time-weighted: Σ over steps ÷ Σ step time)")
+    basis = k.get("time_basis") or "host"
+    if basis == "host_launch":
+        grid.add_row("communication", Text("GPU timeline not measured (NCCL: the host sees only "
+                                           "launches; see notes)", style="bold"))
+    else:
+        grid.add_row("communication" + TIMELINE_LABEL.get(basis, ""),
+                     f"in flight {fmt_pct(k['comm_fraction'])} of step time, "
+                     f"exposed {fmt_pct(k['exposed_comm_fraction'])} "
+                     f"(worst rank {fmt_pct(k['exposed_comm_fraction_max_rank'])}; "
+                     "time-weighted: Σ over steps ÷ Σ step time)")
+    if k.get("gpu_comm_fraction") is not None:
+        grid.add_row("  GPU timeline", gpu_line(k, steps))
+    if k.get("host"):
+        h = k["host"]
+        grid.add_row("  host-side", f"in flight {fmt_pct(h.get('comm_fraction'))}, exposed "
+                                    f"{fmt_pct(h.get('exposed_comm_fraction'))} of a "
+                                    f"{fmt_seconds(h.get('step_time_s'))} step (host clocks"
+                                    + ("; NCCL launch times, not transfers)" if basis != "gpu_trace" else ")"))
     if k.get("step_time_s") is not None and k.get("compute_s_per_step") is not None:
         grid.add_row("  per step (mean)",
                      f"{fmt_seconds(k['step_time_s'])} = {fmt_seconds(k['compute_s_per_step'])} "
@@ -97,6 +111,9 @@ def banner(doc: dict) -> Panel:
                         f"{fmt_seconds(o.get('gpu_window_s_per_rank'))}/rank)"
                         if o.get("gpu_windows") else ""))
     return Panel(grid, title=Text(f"commprof report — {run['path']}"), title_align="left")
+
+
+TIMELINE_LABEL = {"gpu_windows": " (GPU)", "gpu_trace": " (GPU)"}
 
 
 def _exit(run: dict) -> str:

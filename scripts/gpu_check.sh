@@ -228,6 +228,22 @@ elif job == "overlap":
 else:
     say(ex >= 0.9 * c and abs(c - ov - ex) <= 1e-6 + 1e-3 * c,
         f"report: exposed_comm_s ~ comm_s ({ex / c:.0%})", detail)
+# 7. item 5: the headline, verdict, what-if and gate stand on the GPU figures
+k = doc.get("kpis") or {}
+host = k.get("host") or {}
+detail = (f"time_basis {k.get('time_basis')}; comm {k.get('comm_fraction')}, exposed "
+          f"{k.get('exposed_comm_fraction')}; host {host.get('comm_fraction')}/{host.get('exposed_comm_fraction')}; "
+          f"verdict: {doc.get('verdict')}")
+say(k.get("time_basis") == "gpu_windows" and k.get("exposed_comm_fraction") is not None
+    and "host" in k, "headline on the GPU timeline, host figures kept as kpis.host", detail)
+e, cf = k.get("exposed_comm_fraction") or 0.0, k.get("comm_fraction") or 0.0
+if job == "overlap":
+    say(cf > 0 and e < cf, "headline: exposed < in flight (overlap hides part)", detail)
+else:
+    say(cf > 0 and e >= 0.9 * cf, "headline: exposed ~ in flight (compute waits on every all_reduce)", detail)
+w = doc.get("whatif") or []
+say(bool(w) and abs(w[0]["inputs"]["exposed_s_per_step"] - (k.get("exposed_comm_s_per_step") or -1)) < 1e-9,
+    "what-if starts from the GPU figures", f"inputs {w[0]['inputs'] if w else None}")
 PY
     cat "$OUT/$job.checks"
     while IFS= read -r line; do
@@ -238,6 +254,25 @@ PY
     done < "$OUT/$job.checks"
 done
 ls -la "$OUT"/overlap/kineto "$OUT"/waits/kineto 2>/dev/null | head -20
+
+# -- no GPU windows: "GPU timeline not measured" (issue 15, item 5) ----------------------------------
+timeout 180 python3 -m commprof run --out "$OUT/nowin" --sample-hz 0 --gpu-windows off -- \
+    python3 -m torch.distributed.run --standalone --nproc-per-node 1 "$OUT/waits_job.py" 12 \
+    > "$OUT/nowin.run.log" 2>&1
+timeout 120 python3 -m commprof report "$OUT/nowin" --format json > "$OUT/nowin.json" 2>/dev/null
+python3 - "$OUT/nowin.json" <<'PY' && check "no GPU windows: GPU timeline not measured" PASS || check "no GPU windows: GPU timeline not measured" FAIL
+import json, sys
+doc = json.load(open(sys.argv[1]))
+k = doc["kpis"]
+print("    nowin:", k.get("time_basis"), doc["assessment"]["level"], doc["verdict"][:80])
+sys.exit(0 if k.get("time_basis") == "host_launch" and doc["assessment"]["level"] == "unmeasured"
+         and k.get("exposed_comm_fraction") is None and k.get("bytes_per_step") else 1)
+PY
+# small outputs worth committing under tests/data/gpu/ (reports and checks, not captures)
+mkdir -p "$OUT/keep" && for f in overlap waits nowin; do
+    cp "$OUT/$f.json" "$OUT/keep/gpu_windows_$f.report.json" 2>/dev/null
+    cp "$OUT/$f.checks" "$OUT/keep/gpu_windows_$f.checks.txt" 2>/dev/null
+done
 
 echo; echo "summary:"; for k in "${!RESULT[@]}"; do echo "  ${RESULT[$k]}  $k"; done | sort -k2
 echo "outputs in $OUT"

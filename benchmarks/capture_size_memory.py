@@ -74,12 +74,18 @@ def frame_bytes(path: Path) -> tuple[int, dict[int, int], dict[int, int]]:
     data = path.read_bytes()
     _, _, hlen = schema.HEADER_PREFIX.unpack_from(data, 0)
     pos = schema.HEADER_PREFIX.size + hlen + 4
+    region = json.loads(data[schema.HEADER_PREFIX.size:pos - 4]).get(schema.REGION_KEY)
+    if region:  # a record region: the header page, then chunks whose zero tails are skipped
+        pos = region["start"]
     header = pos
     size: dict[int, int] = {}
     count: dict[int, int] = {}
     fh = schema.FRAME_HEADER
     while pos + fh.size <= len(data):
         kind, length, _ = fh.unpack_from(data, pos)
+        if region and kind == 0:
+            pos = region["start"] + ((pos - region["start"]) // region["chunk"] + 1) * region["chunk"]
+            continue
         size[kind] = size.get(kind, 0) + fh.size + length
         count[kind] = count.get(kind, 0) + 1
         pos += fh.size + length

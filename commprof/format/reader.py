@@ -4,6 +4,9 @@
 kind, with the field names of :mod:`commprof.format.schema`.  A torn or corrupt tail (a process
 killed mid-write) stops reading at the last good frame and is reported in ``RankCapture.damage``;
 a file that is not a capture at all raises :class:`~commprof.errors.CaptureFormatError`.
+Files of version 3 (minor 6) hold a memory-mapped record region (``format/region.py``): a zero tail
+there is where the writer stopped, not damage; an uncommitted or corrupt record loses itself (or
+the rest of its chunk), not the rest of the file.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import numpy as np
 
 from commprof.errors import CaptureFormatError, TruncatedCaptureError
 from commprof.format import layout, schema
+from commprof.format.region_parse import PAD_TYPE, json_object as _json_object
+from commprof.format.region_parse import parse_region as _parse_region, region_of as _region_of
 from commprof.format.layout import capture_paths, sample_paths  # noqa: F401 - the files a run has
 
 _NP_CODES = {"q": "<i8", "Q": "<u8", "i": "<i4", "I": "<u4", "H": "<u2", "B": "u1", "d": "<f8"}
@@ -106,11 +111,17 @@ def read_capture(path: str | os.PathLike, need_rank: bool = True) -> RankCapture
         raise CaptureFormatError(path, 0, f"cannot read: {exc.strerror}") from exc
     header, pos, version = _parse_header(data, path, need_rank)
     cap = RankCapture(path=path, header=header, arrays={})
-    chunks, objects, _, cap.damage = _parse_frames(memoryview(data), pos, version)
+    region = _region_of(header, pos, path)
+    if region is None:
+        chunks, objects, _, cap.damage = _parse_frames(memoryview(data), pos, version)
+    else:
+        chunks, objects, _, cap.damage = _parse_region(memoryview(data), region[0], region)
     for obj in objects:
         typ = obj.get("type")
         if typ == "group":
             cap.groups.append(obj)
+        elif typ == PAD_TYPE:
+            continue
         elif typ == "trailer":
             cap.trailer = obj
         else:
@@ -156,12 +167,8 @@ def _parse_frames(view: memoryview, pos: int, version: int, live: bool = False):
                 break
             chunks[kind].append(body)
         elif kind == schema.KIND_JSON:
-            try:
-                obj = json.loads(bytes(body))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                damage = f"frame at byte {pos} is not valid JSON"
-                break
-            if not isinstance(obj, dict):
+            obj = _json_object(body)
+            if obj is None:
                 damage = f"frame at byte {pos} is not a JSON object"
                 break
             objects.append(obj)
@@ -185,6 +192,7 @@ class CaptureTail:
         self.damage: str | None = None
         self._pos = 0
         self._version = schema.SCHEMA_VERSION
+        self._region: tuple[int, int] | None = None  # a minor-6 file's record region
 
     def poll(self) -> tuple[dict[str, np.ndarray], list[dict]]:
         """(new records per kind, new JSON objects) since the last poll."""
@@ -202,14 +210,21 @@ class CaptureTail:
         if self.header is None:
             try:
                 self.header, start, self._version = _parse_header(data, self.path)
+                self._region = _region_of(self.header, start, self.path)
             except TruncatedCaptureError:
                 return {}, []  # the header is still being written
             except CaptureFormatError as exc:
-                self.damage = exc.reason
+                self.header, self.damage = None, exc.reason
                 return {}, []
-        chunks, objects, end, self.damage = _parse_frames(memoryview(data), start, self._version,
-                                                              live=True)
-        self._pos = base + end
+        if self._region is not None:
+            first = max(base + start, self._region[0])
+            chunks, objects, self._pos, _ = _parse_region(memoryview(data), first, self._region,
+                                                          live=True, base=base)
+        else:
+            chunks, objects, end, self.damage = _parse_frames(memoryview(data), start,
+                                                              self._version, live=True)
+            self._pos = base + end
+        objects = [o for o in objects if o.get("type") != PAD_TYPE]
         return _join(chunks), objects
 
 
@@ -232,9 +247,13 @@ def first_run_id(path: str | os.PathLike, max_bytes: int = 1 << 20) -> str | Non
         with open(path, "rb") as fh:
             data = fh.read(max_bytes)
         header, pos, version = _parse_header(data, path)
+        region = _region_of(header, pos, path)
     except (OSError, CaptureFormatError):
         return None
-    _, objects, _, _ = _parse_frames(memoryview(data), pos, version, live=True)
+    if region is None:
+        _, objects, _, _ = _parse_frames(memoryview(data), pos, version, live=True)
+    else:
+        _, objects, _, _ = _parse_region(memoryview(data), region[0], region, live=True)
     return next((o.get("run_id") for o in objects if o.get("type") == "run"), None)
 
 

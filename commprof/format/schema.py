@@ -16,13 +16,25 @@ import struct
 import zlib
 
 MAGIC = b"COMMPROF"
-SCHEMA_VERSION = 2  # major: a reader refuses files of a newer major (v1 still read: see frame_crc)
-# minor (header key "schema_minor"): additive changes only (new header keys, JSON frame types,
+SCHEMA_VERSION = 3  # major: a reader refuses files of a newer major (v1, v2 still read)
+# 3: the record region (a v2 reader would find only the header's zero padding: no records, so a
+# new major, which it refuses with "upgrade commprof"); stream files are as in v2.
+# 2: frame CRCs cover kind and length (v1: the payload only; see frame_crc).
+# minor (header key "schema_minor", counted on across majors): additive changes only (new header keys, JSON frame types,
 # record kinds appended at the end of a frame list); readers of any minor read every file of
 # their major, taking a missing key as unknown.
-SCHEMA_MINOR = 5  # 2: SAMPLE frames (node sampler files); 3: clock-sync marks, run id;
+SCHEMA_MINOR = 6  # 2: SAMPLE frames (node sampler files); 3: clock-sync marks, run id;
 # 4: header intra_op_threads and cpus (oversubscription check); 5: GPU frames (GPU windows) and
-# their JSON frames (gpu_window, gpu_names), self_cost gpu_windows / gpu_window_ns
+# their JSON frames (gpu_window, gpu_names), self_cost gpu_windows / gpu_window_ns;
+# 6: the record region (header key "region"): frames written one record each through a memory
+# map, in chunks, zero-filled past the last record (format/region.py, docs/format.md)
+
+# Record region (version 3, minor 6): header key "region" = {"start": offset of the first chunk (a page
+# multiple), "chunk": bytes per chunk}.  Frames start at "start"; a frame never crosses a chunk
+# boundary unless it is larger than a chunk (then it starts one); a zero kind byte ends a chunk's
+# records (the writer went on in the next chunk, or stopped there).
+REGION_KEY = "region"
+REGION_CHUNK_BYTES = 1 << 20  # the writer's default chunk (1 MiB: ~10,000 records)
 
 HEADER_PREFIX = struct.Struct("<8sHI")  # magic, version, json length
 FRAME_HEADER = struct.Struct("<BII")  # kind, payload length, crc32

@@ -28,10 +28,15 @@ def encode_frame(kind: int, payload: bytes) -> bytes:
     return schema.FRAME_HEADER.pack(kind, len(payload), schema.frame_crc(kind, payload)) + payload
 
 
+def encode_records(kind: int, rows) -> bytes:
+    """The packed fixed-size records of ``kind`` (an iterable of tuples in field order)."""
+    pack = _STRUCTS[kind].pack
+    return b"".join([pack(*row) for row in rows])
+
+
 def encode_batch(kind: int, rows) -> bytes:
     """A frame holding fixed-size records of ``kind`` (an iterable of tuples in field order)."""
-    pack = _STRUCTS[kind].pack
-    return encode_frame(kind, b"".join([pack(*row) for row in rows]))
+    return encode_frame(kind, encode_records(kind, rows))
 
 
 def encode_json(obj: dict) -> bytes:

@@ -5,7 +5,11 @@ dtypes of the tensors of each communication call it makes or that torch makes fo
 process groups it used and the lines it printed.  This module turns those shapes into numels and
 bytes itself and compares them with the capture files -- commprof is never asked for the truth.
 
-Each job runs once per module (cached); several tests may check one run.
+Each job runs once per module and capture path (cached); several tests may check one run.  Every
+test runs under both capture paths (``--capture python`` and ``--capture native``, the C++
+kernel), and :func:`test_paths_capture_the_same_records` compares the two paths' captures record
+for record.  The native path is skipped, saying why, where it cannot be built (no compiler), unless
+``COMMPROF_TEST_REQUIRE_NATIVE=1`` (CI) makes that a failure.
 """
 from __future__ import annotations
 
@@ -52,7 +56,8 @@ class JobRun:
     expect: dict = field(default_factory=dict)  # rank -> the job's expectation
 
 
-def run_job(base: Path, job: str, torchrun: bool = True, nproc: int = 2) -> JobRun:
+def run_job(base: Path, job: str, torchrun: bool = True, nproc: int = 2,
+            capture: str = "python") -> JobRun:
     run_dir, expect_dir = base / "run", base / "expect"
     script = str(JOBS / job)
     if torchrun:
@@ -62,7 +67,7 @@ def run_job(base: Path, job: str, torchrun: bool = True, nproc: int = 2) -> JobR
         command = [sys.executable, script]
     env = dict(os.environ, COMMPROF_TEST_EXPECT=str(expect_dir))
     proc = subprocess.Popen([sys.executable, "-m", "commprof", "run", "--out", str(run_dir), "-q",
-                             "--", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--capture", capture, "--", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     try:
         out, err = proc.communicate(timeout=JOB_TIMEOUT)
@@ -83,24 +88,60 @@ def run_job(base: Path, job: str, torchrun: bool = True, nproc: int = 2) -> JobR
     return run
 
 
-_RUNS: dict[str, JobRun] = {}
+PATHS = ("python", "native")
 
 
 @pytest.fixture(scope="module")
-def job_run(tmp_path_factory):
-    """job_run(name) runs tests/jobs/<name> once per module under commprof and checks it exited
-    cleanly; later calls return the same run."""
+def runs(tmp_path_factory):
+    """runs(name, path) runs tests/jobs/<name> once per module under ``--capture path``; later
+    calls return the same run."""
+    cache: dict[tuple, JobRun] = {}
 
-    def get(job: str, torchrun: bool = True) -> JobRun:
-        if job not in _RUNS:
-            base = tmp_path_factory.mktemp(job.replace(".py", ""))
-            _RUNS[job] = run_job(base, job, torchrun=torchrun)
-        run = _RUNS[job]
-        check_clean(run, world=2 if torchrun else 1)
-        return run
+    def get(job: str, path: str, torchrun: bool = True) -> JobRun:
+        if path == "native":
+            require_native()
+        if (job, path) not in cache:
+            base = tmp_path_factory.mktemp(f"{job.replace('.py', '')}-{path}")
+            cache[(job, path)] = run_job(base, job, torchrun=torchrun, capture=path)
+        return cache[(job, path)]
 
     yield get
-    _RUNS.clear()
+    cache.clear()
+
+
+_NATIVE: dict = {}
+
+
+def require_native() -> None:
+    """Build the native kernel once (as `commprof run` would); skip, or fail in CI, without it."""
+    if not _NATIVE:
+        from commprof.cli.native import resolve
+        _NATIVE.update(resolve())
+    if not _NATIVE.get("ok"):
+        why = f"native capture unavailable here: {_NATIVE.get('why')}"
+        if os.environ.get("COMMPROF_TEST_REQUIRE_NATIVE") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module", params=PATHS)
+def job_run(request, runs):
+    """job_run(name) runs tests/jobs/<name> under commprof with this test's capture path and
+    checks it exited cleanly (and that the path asked for is the one that ran)."""
+
+    def get(job: str, torchrun: bool = True) -> JobRun:
+        run = runs(job, request.param, torchrun=torchrun)
+        check_clean(run, world=2 if torchrun else 1)
+        check_path(run, request.param)
+        return run
+
+    return get
+
+
+def check_path(run: JobRun, path: str) -> None:
+    for c in run.caps:
+        ran = [e.get("path") for e in c.events if e.get("event") == "capture_path"]
+        assert ran == [path], f"rank {c.rank}: capture path {ran}, asked for {path}"
 
 
 # -- checks common to every job ----------------------------------------------------------------
@@ -437,3 +478,52 @@ def test_single_process_no_torchrun(job_run):
     assert len(c.arrays["coll"]) == 0
     assert c.groups == []
     assert len(marks(c, schema.MARK_STEP_OPTIMIZER)) == run.expect[0]["facts"]["steps"]
+
+
+# -- 7. both capture paths record the same ------------------------------------------------------
+_FLAGS = schema.FLAG_HAS_FUTURE | schema.FLAG_IN_BACKWARD | schema.FLAG_FAILED | schema.FLAG_INFERENCE_MODE
+
+
+def comparable(cap) -> list[tuple]:
+    """A capture's records without times, threads and record ids, in (group, kind, seq) order."""
+    names = group_names(cap)
+    rows = [(int(r["group"]), names.get(int(r["group"])), schema.OPS[r["op"]] in ("send", "recv"),
+             int(r["seq"]), schema.OPS[r["op"]], schema.DTYPES[r["dtype"]], int(r["flags"]) & _FLAGS,
+             int(r["peer"]), int(r["in_numel"]), int(r["in_bytes"]), int(r["out_numel"]),
+             int(r["out_bytes"])) for r in cap.arrays["coll"]]
+    return sorted(rows)
+
+
+def groups_of(cap) -> list[dict]:
+    return sorted(({k: v for k, v in g.items()} for g in cap.groups), key=lambda g: g["id"])
+
+
+@pytest.mark.parametrize("job", ["api_ops.py", "ddp_mlp.py", "subgroups.py", "fsdp2_mlp.py",
+                                 "tp_funcol.py"])
+def test_paths_capture_the_same_records(runs, job):
+    """Python kernel and C++ kernel: equal record for record in op, group, sequence number, dtype,
+    flags, peer, numels and bytes, and identical group frames; completion and wait records of the
+    same kinds for the same records."""
+    py_run, native_run = runs(job, "python"), runs(job, "native")
+    for run in (py_run, native_run):
+        check_clean(run, world=2)
+    for a, b in zip(py_run.caps, native_run.caps):
+        assert a.rank == b.rank
+        assert groups_of(a) == groups_of(b), (a.rank, groups_of(a), groups_of(b))
+        ra, rb = comparable(a), comparable(b)
+        assert len(ra) == len(rb), (a.rank, len(ra), len(rb))
+        mismatch = [(x, y) for x, y in zip(ra, rb) if x != y]
+        assert not mismatch, f"rank {a.rank}: python vs native differ:\n" + "\n".join(map(str, mismatch[:10]))
+        for kind in ("done", "wait"):
+            assert Counter(_by_seq(a, kind)) == Counter(_by_seq(b, kind)), (a.rank, kind)
+
+
+def _by_seq(cap, kind: str) -> list[tuple]:
+    """(group, p2p, seq, source) of each DONE / WAIT record (-1 for a wait of no record)."""
+    coll = cap.arrays["coll"]
+    key = {int(r["id"]): (int(r["group"]), schema.OPS[r["op"]] in ("send", "recv"), int(r["seq"]))
+           for r in coll}
+    rows = cap.arrays.get(kind)
+    if rows is None:
+        return []
+    return [(key.get(int(r["id"]), (-1,)), int(r["source"])) for r in rows]

@@ -107,6 +107,8 @@ class OpSpec:
 class CollectiveHooks:
     """Registers the kernels and turns each call into records in a :class:`Recorder`."""
 
+    path = "python"  # which kernel runs (the capture_path event); capture/native/hooks.py: "native"
+
     def __init__(self, recorder: Recorder, torch_module):
         self.rec = recorder
         self.torch = torch_module
@@ -128,6 +130,7 @@ class CollectiveHooks:
         self.backends: set[str] = set()  # backends of the groups seen ("gloo", "nccl", ...)
         self.in_backward = 0  # maintained by the step hooks
         self.in_py_wait = 0  # inside the Python functional-collectives wait_tensor wrapper
+        self._take_native_work = None  # native kernel: Work -> (record id, has a future) or None
         self._lib = None
         self.missing: list[str] = []
 
@@ -136,17 +139,16 @@ class CollectiveHooks:
         torch = self.torch
         available = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
                      if n.startswith("c10d::")}
-        self._lib = torch.library.Library("c10d", "IMPL")
         after = torch._C._after_ADInplaceOrView_keyset
+        specs = []
+        for c10d_name in C10D_OPS:
+            if c10d_name not in available:
+                self.missing.append(c10d_name)
+                continue
+            specs.append(OpSpec(c10d_name, getattr(torch.ops.c10d, c10d_name).default))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
-            for c10d_name in C10D_OPS:
-                if c10d_name not in available:
-                    self.missing.append(c10d_name)
-                    continue
-                spec = OpSpec(c10d_name, getattr(torch.ops.c10d, c10d_name).default)
-                self._lib.impl(c10d_name, self._make_kernel(spec, after), "ADInplaceOrView",
-                               with_keyset=True)
+            self._install_kernels(specs, after)
             self._install_wait_tensor(after)
         self._patch_work_wait()
         try:
@@ -154,6 +156,13 @@ class CollectiveHooks:
             inference_mode.install(self, torch)
         except Exception as exc:  # noqa: BLE001 - that fallback degrades, visibly
             self.rec.degrade("install.inference_mode", exc)
+
+    def _install_kernels(self, specs: list, after) -> None:
+        """The Python kernels (capture/native/hooks.py registers the C++ one instead)."""
+        self._lib = self.torch.library.Library("c10d", "IMPL")
+        for spec in specs:
+            self._lib.impl(spec.c10d_name, self._make_kernel(spec, after), "ADInplaceOrView",
+                           with_keyset=True)
 
     def _make_kernel(self, spec: OpSpec, after):
         redispatch = spec.op.redispatch
@@ -240,6 +249,7 @@ class CollectiveHooks:
         get_ident = threading.get_ident
         api_codes = _blocking_api_codes(self.torch)
         getframe = sys._getframe
+        take_native = self._take_native_work
 
         def wait(self, *args, **kwargs):
             t0 = clock()
@@ -249,8 +259,10 @@ class CollectiveHooks:
                 if rec.enabled:
                     t1 = clock()
                     entry = pending.pop(id(self), None)
-                    rid = entry[0] if entry is not None and entry[1] is self else -1
-                    has_future = entry is not None and entry[2]
+                    if entry is not None and entry[1] is self:
+                        rid, has_future = entry[0], entry[2]
+                    else:  # the native kernel's Works (capture/native/hooks.py), else unknown
+                        rid, has_future = (take_native(self) if take_native else None) or (-1, False)
                     # Called by torch.distributed itself: the wait of a blocking (async_op=False) call.
                     source = schema.WAIT_SYNC_API if getframe(1).f_code in api_codes else schema.WAIT_WORK
                     rec.wait.append((rid, get_ident(), t0, t1, source))
@@ -313,9 +325,7 @@ class CollectiveHooks:
         rec = self.rec
         rec.wants_file = True
         gid = self._group(pg)
-        key = (gid, p2p)
-        seq = self.seq.get(key, 0)
-        self.seq[key] = seq + 1
+        seq = self._next_seq(gid, p2p)
         in_n, in_b, dtype = _tensor_sizes(inputs)
         out_n, out_b, out_dtype = _tensor_sizes(outputs)
         if self.in_backward:
@@ -327,6 +337,12 @@ class CollectiveHooks:
                          -1 if peer is None else peer, in_n, in_b, out_n, out_b,
                          threading.get_ident(), t0, t1))
         rec.records += 1
+
+    def _next_seq(self, gid: int, p2p: bool) -> int:
+        key = (gid, p2p)
+        seq = self.seq.get(key, 0)
+        self.seq[key] = seq + 1
+        return seq
 
     def _track_work(self, op_code: int, rid: int, work, pg) -> int:
         pending = self.pending

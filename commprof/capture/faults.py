@@ -5,7 +5,9 @@ comma-separated list of sites:
 
 * ``collective`` — recording every collective call raises (inside commprof's hook);
 * ``steps`` — the optimizer-step hook raises;
-* ``writer`` — every capture write after the first fails with ENOSPC (a disk that fills up);
+* ``writer`` — a disk that fills up: the capture's region grows by one page at a time and every
+  growth after the first fails with ENOSPC (in the v2 stream fallback: every write after the
+  first);
 * ``gpu_windows`` — starting a GPU window raises (after 3 failures the windows stop).
 
 Nothing is wrapped when the variable is unset: zero cost in normal runs.
@@ -28,6 +30,9 @@ def install(agent, sites: frozenset[str]) -> None:
         def failing_record(*args, **kwargs):
             raise RuntimeError("injected fault: collective")
         agent.collectives.record = failing_record
+        native = getattr(agent.collectives, "native", None)
+        if native is not None:  # the C++ kernel records without calling record()
+            native.set_fault(True)
     if "steps" in sites and agent.steps is not None:
         agent.steps.optimizers = _FailingDict()
     if "writer" in sites:
@@ -44,14 +49,23 @@ class _FailingDict(dict):
 
 
 def _fail_writes_after_first(rec) -> None:
+    import mmap
+
+    from commprof.format import region as region_mod
     from commprof.format import writer as writer_mod
-    original = writer_mod.CaptureWriter.write
+    rec.chunk_bytes = mmap.ALLOCATIONGRANULARITY
+    for cls, name in ((writer_mod.CaptureWriter, "write"), (region_mod.RegionWriter, "_grow")):
+        _fail_after_first(cls, name)
+
+
+def _fail_after_first(cls, name: str) -> None:
+    original = getattr(cls, name)
     calls = {"n": 0}
 
-    def write(self, data: bytes) -> None:
+    def failing(self, *args):
         calls["n"] += 1
         if calls["n"] > 1:
             raise OSError(errno.ENOSPC, "injected fault: No space left on device")
-        original(self, data)
+        return original(self, *args)
 
-    writer_mod.CaptureWriter.write = write
+    setattr(cls, name, failing)

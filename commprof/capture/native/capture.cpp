@@ -1,0 +1,493 @@
+// commprof native capture kernel: one boxed C++ kernel on the ADInplaceOrView key for every
+// c10d:: operator commprof knows (see commprof/capture/native/hooks.py, which drives it).
+//
+// Per call it reads its arguments (before re-dispatching: the callee pops them), re-dispatches
+// below ADInplaceOrView, and appends one fixed-size COLL record to a preallocated buffer under a
+// short lock; completion comes from a C++ future callback (no GIL).  The flusher drains the
+// buffers into the Recorder's Python lists (drain()).  What each record holds is exactly what
+// commprof/capture/collectives.py records; the argument positions come from its OpSpec.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/ivalue.h>
+#include <torch/library.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+#include <torch/csrc/utils/pybind.h>
+
+#include <pthread.h>
+#include <time.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <typeinfo>
+#include <vector>
+
+namespace py = pybind11;
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define COMMPROF_FINALIZING() Py_IsFinalizing()
+#else
+#define COMMPROF_FINALIZING() _Py_IsFinalizing()
+#endif
+
+namespace {
+
+struct Coll {
+  int64_t rid; uint16_t op; uint32_t gid; int64_t seq; uint8_t dtype; uint8_t flags; int32_t peer;
+  int64_t in_n, in_b, out_n, out_b; uint64_t thread; int64_t t0, t1;
+};
+struct Done { int64_t rid; int64_t t; uint8_t source; };
+
+struct Spec {
+  int op_code = 0, single_code = -1, single_arg = -1, nargs = 0, pg = 0, peer = -1;
+  int work_index = -2, nrets = 0;  // work_index -2: no Work returned
+  bool p2p = false;
+  std::vector<int> inputs, outputs;
+};
+
+struct Group { c10d::ProcessGroup* ptr; c10::weak_intrusive_ptr<c10d::ProcessGroup> weak; uint32_t gid; };
+struct Pending { c10d::Work* key; c10::intrusive_ptr<c10d::Work> ref; int64_t rid; bool has_future; };
+
+constexpr size_t kReserve = 8192;
+constexpr size_t kMaxBuffered = size_t(1) << 21;  // records held between drains, at most
+constexpr size_t kSoftCap = 64, kHardCap = 1024;   // as collectives._PENDING_SOFT/HARD_CAP
+
+// Flag and source values, handed in from commprof/format/schema.py (set_constants).
+struct Constants { uint8_t has_future = 1, in_backward = 2, failed = 4, done_future = 1; };
+
+struct State {
+  std::mutex mu;       // groups, seq, pending, no_future, coll, errors
+  std::mutex done_mu;  // done, completed (the future callbacks take only this one)
+  std::vector<Group> groups;
+  std::vector<std::array<int64_t, 2>> seq;  // gid -> next sequence number (collective, p2p)
+  std::vector<Pending> pending;
+  std::vector<std::pair<int, const char*>> no_future;  // (op code, Work type name)
+  std::vector<Coll> coll, coll_spare;
+  std::vector<Done> done, done_spare;
+  std::vector<c10d::Work*> completed;
+  std::map<std::string, std::pair<int64_t, std::string>> errors;  // where -> (count, first message)
+  std::atomic<int64_t> next_rid{0};
+  std::atomic<int64_t> self_ns{0};
+  std::atomic<int64_t> records{0};
+  std::atomic<int64_t> dropped{0};
+  std::atomic<bool> enabled{false};
+  std::atomic<bool> fault{false};
+  std::atomic<int> in_backward{0};
+  int64_t skew = 0;
+  uint8_t dtype_code[256] = {0};
+  Constants k;
+  py::object* register_group = nullptr;  // Python: (ProcessGroup) -> group id; never freed
+  std::unique_ptr<torch::Library> lib;
+};
+
+// Never destroyed: gloo threads may still complete futures while the process exits.
+State& S() { static State* s = new State(); return *s; }
+
+inline int64_t now() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1000000000LL + ts.tv_nsec + S().skew;
+}
+
+void note_error(const std::string& where, const std::string& msg) {
+  State& s = S();
+  std::lock_guard<std::mutex> g(s.mu);
+  auto& e = s.errors[where];
+  if (e.first++ == 0) e.second = msg;
+}
+
+void sizes(const c10::IValue& v, int64_t& n, int64_t& b, int& dtype) {
+  if (v.isTensor()) {
+    const at::Tensor& t = v.toTensor();
+    if (!t.defined()) return;
+    int64_t k = t.numel();
+    n += k;
+    b += k * int64_t(t.element_size());
+    if (dtype < 0) dtype = int(t.scalar_type());
+  } else if (v.isList()) {
+    for (const c10::IValue& e : v.toListRef()) sizes(e, n, b, dtype);
+  }
+}
+
+// Group id of a process group: a cached pointer (the weak reference keeps the address from being
+// reused while the group lives on: ProcessGroup frees its resources in release_resources), else
+// the Python registration (CollectiveHooks._group: identical group frames) under the GIL, once.
+uint32_t group_id(const c10::intrusive_ptr<c10d::ProcessGroup>& pg) {
+  State& s = S();
+  {
+    std::lock_guard<std::mutex> g(s.mu);
+    for (const Group& e : s.groups)
+      if (e.ptr == pg.get()) return e.gid;
+  }
+  if (!Py_IsInitialized() || COMMPROF_FINALIZING()) throw std::runtime_error("interpreter finalizing");
+  int64_t gid;
+  {
+    py::gil_scoped_acquire gil;
+    try {
+      gid = (*s.register_group)(py::cast(pg)).cast<int64_t>();
+    } catch (py::error_already_set& e) {
+      throw std::runtime_error(std::string("group registration: ") + e.what());
+    }
+  }
+  std::lock_guard<std::mutex> g(s.mu);
+  s.groups.push_back(Group{pg.get(), c10::weak_intrusive_ptr<c10d::ProcessGroup>(pg), uint32_t(gid)});
+  if (s.seq.size() <= size_t(gid)) s.seq.resize(gid + 1, {0, 0});
+  return uint32_t(gid);
+}
+
+// Drop references to completed Works (called under mu; the refs are moved out to `drop` and
+// released by the caller after unlocking: a Work's destructor may need other locks).
+void release_locked(State& s, std::vector<c10::intrusive_ptr<c10d::Work>>& drop) {
+  std::vector<c10d::Work*> keys;
+  {
+    std::lock_guard<std::mutex> g(s.done_mu);
+    keys.swap(s.completed);
+  }
+  for (c10d::Work* key : keys) {
+    for (size_t i = 0; i < s.pending.size(); ++i) {
+      if (s.pending[i].key == key) {
+        drop.push_back(std::move(s.pending[i].ref));
+        s.pending[i] = std::move(s.pending.back());
+        s.pending.pop_back();
+        break;
+      }
+    }
+  }
+  while (s.pending.size() >= kHardCap) {  // the oldest are forgotten (their wait goes unmatched)
+    size_t oldest = 0;
+    for (size_t i = 1; i < s.pending.size(); ++i)
+      if (s.pending[i].rid < s.pending[oldest].rid) oldest = i;
+    drop.push_back(std::move(s.pending[oldest].ref));
+    s.pending[oldest] = std::move(s.pending.back());
+    s.pending.pop_back();
+  }
+}
+
+// Beyond the soft cap: release the finished ones (isCompleted runs outside the lock).
+void sweep_finished(State& s) {
+  std::vector<Pending> snap;
+  {
+    std::lock_guard<std::mutex> g(s.mu);
+    snap = s.pending;
+  }
+  std::vector<c10d::Work*> finished;
+  for (const Pending& p : snap)
+    if (p.ref->isCompleted()) finished.push_back(p.key);
+  std::vector<c10::intrusive_ptr<c10d::Work>> drop;
+  {
+    std::lock_guard<std::mutex> g(s.mu);
+    for (c10d::Work* key : finished)
+      for (size_t i = 0; i < s.pending.size(); ++i)
+        if (s.pending[i].key == key) {
+          drop.push_back(std::move(s.pending[i].ref));
+          s.pending[i] = std::move(s.pending.back());
+          s.pending.pop_back();
+          break;
+        }
+  }
+}
+
+struct Kernel final : c10::OperatorKernel {
+  Spec sp;
+  explicit Kernel(Spec s) : sp(std::move(s)) {}
+
+  void operator()(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack) {
+    State& s = S();
+    const c10::DispatchKeySet below = ks & c10::after_ADInplaceOrView_keyset;
+    if (!s.enabled.load(std::memory_order_relaxed)) {
+      op.redispatchBoxed(below, stack);
+      return;
+    }
+    const int64_t e0 = now();
+    // -- the arguments, read before the callee pops them
+    c10::intrusive_ptr<c10d::ProcessGroup> pg;
+    int op_code = sp.op_code, dtype = -1, out_dtype = -1;
+    int64_t in_n = 0, in_b = 0, out_n = 0, out_b = 0, peer = -1;
+    bool ok = true;
+    try {
+      const size_t base = stack->size() - size_t(sp.nargs);
+      const c10::IValue* a = stack->data() + base;
+      pg = a[sp.pg].toCustomClass<c10d::ProcessGroup>();
+      if (sp.single_code >= 0 && a[sp.single_arg].isList() && a[sp.single_arg].toListRef().size() == 1)
+        op_code = sp.single_code;
+      for (int i : sp.inputs) sizes(a[i], in_n, in_b, dtype);
+      for (int i : sp.outputs) sizes(a[i], out_n, out_b, out_dtype);
+      if (sp.peer >= 0 && a[sp.peer].isInt()) peer = a[sp.peer].toInt();
+    } catch (const std::exception& exc) {
+      ok = false;
+      note_error("collective", exc.what());
+    }
+    const int64_t t0 = now();
+    try {
+      op.redispatchBoxed(below, stack);
+    } catch (...) {
+      const int64_t t1 = now();
+      if (ok) record(pg, op_code, dtype < 0 ? out_dtype : dtype, peer, in_n, in_b, out_n, out_b,
+                     c10::intrusive_ptr<c10d::Work>(), t0, t1, s.k.failed);
+      s.self_ns.fetch_add((t0 - e0) + (now() - t1), std::memory_order_relaxed);
+      throw;
+    }
+    const int64_t t1 = now();
+    if (ok) {
+      c10::intrusive_ptr<c10d::Work> work;
+      try {
+        if (sp.work_index != -2) {
+          const c10::IValue& w = (*stack)[stack->size() - size_t(sp.nrets) +
+                                          size_t(sp.work_index < 0 ? 0 : sp.work_index)];
+          if (!w.isNone()) work = w.toCustomClass<c10d::Work>();
+        }
+      } catch (const std::exception& exc) {
+        note_error("collective", exc.what());
+      }
+      record(pg, op_code, dtype < 0 ? out_dtype : dtype, peer, in_n, in_b, out_n, out_b,
+             std::move(work), t0, t1, 0);
+    }
+    s.self_ns.fetch_add((t0 - e0) + (now() - t1), std::memory_order_relaxed);
+  }
+
+  void record(const c10::intrusive_ptr<c10d::ProcessGroup>& pg, int op_code, int dtype, int64_t peer,
+              int64_t in_n, int64_t in_b, int64_t out_n, int64_t out_b,
+              c10::intrusive_ptr<c10d::Work> work, int64_t t0, int64_t t1, uint8_t flags) noexcept {
+    State& s = S();
+    std::vector<c10::intrusive_ptr<c10d::Work>> drop;  // released after unlocking
+    try {
+      if (s.fault.load(std::memory_order_relaxed)) throw std::runtime_error("injected fault: collective");
+      const uint32_t gid = group_id(pg);
+      if (s.in_backward.load(std::memory_order_relaxed)) flags |= s.k.in_backward;
+      const int64_t rid = s.next_rid.fetch_add(1, std::memory_order_relaxed);
+      int64_t seq;
+      bool want_future = false;
+      const char* wtype = nullptr;
+      {
+        std::lock_guard<std::mutex> g(s.mu);
+        seq = s.seq[gid][sp.p2p ? 1 : 0]++;
+        if (work) {
+          release_locked(s, drop);
+          s.pending.push_back(Pending{work.get(), work, rid, false});
+          wtype = typeid(*work).name();
+          want_future = true;
+          for (const auto& nf : s.no_future)
+            if (nf.first == op_code && nf.second == wtype) { want_future = false; break; }
+        }
+      }
+      bool has_future = false;
+      if (want_future) {  // outside the lock: a backend's getFuture / inline callback
+        c10::intrusive_ptr<c10::ivalue::Future> fut;
+        try {
+          fut = work->getFuture();
+        } catch (const std::exception&) {  // "Work::getFuture not implemented" (gloo send/recv, ...)
+          std::lock_guard<std::mutex> g(s.mu);
+          s.no_future.emplace_back(op_code, wtype);
+        }
+        if (fut) {
+          c10d::Work* key = work.get();
+          const uint8_t src = s.k.done_future;
+          fut->addCallback([rid, key, src](c10::ivalue::Future&) {
+            State& st = S();
+            Done d{rid, now(), src};
+            std::lock_guard<std::mutex> g(st.done_mu);
+            st.done.push_back(d);
+            st.completed.push_back(key);
+          });
+          has_future = true;
+          flags |= s.k.has_future;
+        }
+      }
+      Coll c{rid, uint16_t(op_code), gid, seq,
+             dtype >= 0 && dtype < 256 ? s.dtype_code[dtype] : uint8_t(0), flags, int32_t(peer),
+             in_n, in_b, out_n, out_b, uint64_t(pthread_self()), t0, t1};
+      bool sweep = false;
+      {
+        std::lock_guard<std::mutex> g(s.mu);
+        if (has_future)
+          for (Pending& p : s.pending)
+            if (p.rid == rid) { p.has_future = true; break; }
+        if (s.coll.size() < kMaxBuffered) {
+          s.coll.push_back(c);
+          s.records.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          s.dropped.fetch_add(1, std::memory_order_relaxed);
+        }
+        sweep = s.pending.size() >= kSoftCap;
+      }
+      if (sweep) sweep_finished(s);
+    } catch (const std::exception& exc) {
+      note_error("collective", exc.what());
+    }
+  }
+};
+
+// -- Python-facing --------------------------------------------------------------------------
+void install(py::list specs, py::object register_group) {
+  State& s = S();
+  if (s.register_group == nullptr) s.register_group = new py::object(register_group);
+  else *s.register_group = register_group;
+  auto lib = std::make_unique<torch::Library>(torch::Library::IMPL, "c10d",
+                                              c10::DispatchKey::ADInplaceOrView, __FILE__, __LINE__);
+  for (py::handle h : specs) {
+    py::tuple t = h.cast<py::tuple>();
+    Spec sp;
+    std::string name = t[0].cast<std::string>();
+    sp.op_code = t[1].cast<int>();
+    sp.single_code = t[2].cast<int>();
+    sp.single_arg = t[3].cast<int>();
+    sp.p2p = t[4].cast<bool>();
+    sp.nargs = t[5].cast<int>();
+    sp.pg = t[6].cast<int>();
+    sp.inputs = t[7].cast<std::vector<int>>();
+    sp.outputs = t[8].cast<std::vector<int>>();
+    sp.peer = t[9].cast<int>();
+    sp.work_index = t[10].cast<int>();
+    sp.nrets = t[11].cast<int>();
+    lib->impl(name.c_str(), torch::CppFunction::makeFromBoxedFunctor(std::make_unique<Kernel>(sp)));
+  }
+  s.coll.reserve(kReserve);
+  s.coll_spare.reserve(kReserve);
+  s.done.reserve(kReserve);
+  s.done_spare.reserve(kReserve);
+  s.pending.reserve(kHardCap + 1);
+  s.lib = std::move(lib);
+  s.enabled = true;
+}
+
+void uninstall() {
+  State& s = S();
+  s.enabled = false;
+  s.lib.reset();  // unregisters the kernels
+}
+
+// Hands one record to the Recorder (its sink's append: a list, or the capture file's region);
+// steals `row`.  A failing append is counted, never raised into the flusher.
+void append(PyObject* fn, PyObject* row) {
+  PyObject* r = PyObject_CallOneArg(fn, row);
+  Py_DECREF(row);
+  if (r == nullptr) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject* text = value ? PyObject_Str(value) : nullptr;
+    const char* msg = text ? PyUnicode_AsUTF8(text) : nullptr;
+    note_error("native.drain", msg ? msg : "append failed");
+    PyErr_Clear();
+    Py_XDECREF(text);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return;
+  }
+  Py_DECREF(r);
+}
+
+py::tuple drain(py::object coll_append, py::object done_append) {
+  State& s = S();
+  std::map<std::string, std::pair<int64_t, std::string>> errors;
+  {
+    std::lock_guard<std::mutex> g(s.mu);  // both under mu: a DONE never precedes its COLL
+    std::lock_guard<std::mutex> g2(s.done_mu);
+    s.coll_spare.swap(s.coll);
+    s.done_spare.swap(s.done);
+    errors.swap(s.errors);
+  }
+  for (const Coll& c : s.coll_spare) {
+    PyObject* t = PyTuple_New(14);
+    PyTuple_SET_ITEM(t, 0, PyLong_FromLongLong(c.rid));
+    PyTuple_SET_ITEM(t, 1, PyLong_FromLong(c.op));
+    PyTuple_SET_ITEM(t, 2, PyLong_FromUnsignedLong(c.gid));
+    PyTuple_SET_ITEM(t, 3, PyLong_FromLongLong(c.seq));
+    PyTuple_SET_ITEM(t, 4, PyLong_FromLong(c.dtype));
+    PyTuple_SET_ITEM(t, 5, PyLong_FromLong(c.flags));
+    PyTuple_SET_ITEM(t, 6, PyLong_FromLong(c.peer));
+    PyTuple_SET_ITEM(t, 7, PyLong_FromLongLong(c.in_n));
+    PyTuple_SET_ITEM(t, 8, PyLong_FromLongLong(c.in_b));
+    PyTuple_SET_ITEM(t, 9, PyLong_FromLongLong(c.out_n));
+    PyTuple_SET_ITEM(t, 10, PyLong_FromLongLong(c.out_b));
+    PyTuple_SET_ITEM(t, 11, PyLong_FromUnsignedLongLong(c.thread));
+    PyTuple_SET_ITEM(t, 12, PyLong_FromLongLong(c.t0));
+    PyTuple_SET_ITEM(t, 13, PyLong_FromLongLong(c.t1));
+    append(coll_append.ptr(), t);
+  }
+  for (const Done& d : s.done_spare) {
+    PyObject* t = PyTuple_New(3);
+    PyTuple_SET_ITEM(t, 0, PyLong_FromLongLong(d.rid));
+    PyTuple_SET_ITEM(t, 1, PyLong_FromLongLong(d.t));
+    PyTuple_SET_ITEM(t, 2, PyLong_FromLong(d.source));
+    append(done_append.ptr(), t);
+  }
+  const size_t n = s.coll_spare.size();
+  s.coll_spare.clear();  // keeps its capacity: no allocation in steady state
+  s.done_spare.clear();
+  py::list errs;
+  for (auto& kv : errors) errs.append(py::make_tuple(kv.first, kv.second.first, kv.second.second));
+  return py::make_tuple(n, s.records.load(), s.self_ns.load(), s.dropped.load(), errs);
+}
+
+py::object take_work(py::handle work_obj) {
+  State& s = S();
+  c10d::Work* key = work_obj.cast<c10d::Work*>();
+  c10::intrusive_ptr<c10d::Work> drop;
+  py::object out = py::none();
+  std::lock_guard<std::mutex> g(s.mu);
+  for (size_t i = 0; i < s.pending.size(); ++i) {
+    if (s.pending[i].key == key) {
+      out = py::make_tuple(s.pending[i].rid, s.pending[i].has_future);
+      drop = std::move(s.pending[i].ref);  // the caller holds the Work: never the last reference
+      s.pending[i] = std::move(s.pending.back());
+      s.pending.pop_back();
+      break;
+    }
+  }
+  return out;
+}
+
+void release_all() {
+  State& s = S();
+  std::vector<Pending> drop;
+  {
+    std::lock_guard<std::mutex> g(s.mu);
+    drop.swap(s.pending);
+  }
+  std::lock_guard<std::mutex> g(s.done_mu);
+  s.completed.clear();
+}
+
+int64_t next_seq(int64_t gid, bool p2p) {
+  State& s = S();
+  std::lock_guard<std::mutex> g(s.mu);
+  if (s.seq.size() <= size_t(gid)) s.seq.resize(gid + 1, {0, 0});
+  return s.seq[gid][p2p ? 1 : 0]++;
+}
+
+void set_dtype_codes(py::list pairs) {
+  for (py::handle h : pairs) {
+    py::tuple t = h.cast<py::tuple>();
+    int st = int(t[0].cast<at::Tensor>().scalar_type());
+    if (st >= 0 && st < 256) S().dtype_code[st] = uint8_t(t[1].cast<int>());
+  }
+}
+
+void child_after_fork() { S().enabled.store(false); }
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("install", &install, "register the kernels: specs from OpSpec, register_group(pg) -> gid");
+  m.def("uninstall", &uninstall);
+  m.def("drain", &drain, "hand buffered COLL/DONE tuples to two appends; -> (n, records, self_ns, dropped, errors)");
+  m.def("take_work", &take_work, "pending record of a Work: (rid, has_future) or None; forgets it");
+  m.def("release_all", &release_all);
+  m.def("next_seq", &next_seq);
+  m.def("next_id", []() { return S().next_rid.fetch_add(1); });
+  m.def("set_dtype_codes", &set_dtype_codes);
+  m.def("set_constants", [](int hf, int ib, int fl, int df) {
+    S().k = Constants{uint8_t(hf), uint8_t(ib), uint8_t(fl), uint8_t(df)};
+  });
+  m.def("set_clock_skew", [](int64_t ns) { S().skew = ns; });
+  m.def("set_enabled", [](bool on) { S().enabled.store(on); });
+  m.def("set_fault", [](bool on) { S().fault.store(on); });
+  m.def("set_in_backward", [](int v) { S().in_backward.store(v); });
+  m.def("get_in_backward", []() { return S().in_backward.load(); });
+  m.def("clock", []() { return now(); });
+  m.def("pending_count", []() { std::lock_guard<std::mutex> g(S().mu); return S().pending.size(); });
+  pthread_atfork(nullptr, nullptr, &child_after_fork);
+}

@@ -1,0 +1,107 @@
+"""The collective hooks with the C++ kernel (``capture.cpp``) on the ``c10d::`` operators.
+
+Everything but the per-call kernel stays the Python path's (:class:`CollectiveHooks`): the
+operator specs (argument positions from the schemas), group registration and group frames (the
+kernel calls :meth:`CollectiveHooks._group` under the GIL once per new process group), the
+``Work.wait`` and ``wait_tensor`` wrappers, the inference-mode fallback.  Shared with the
+kernel: record ids (``rec.next_id`` is the kernel's counter), per-group sequence numbers and the
+in-backward flag (a property over the kernel's).  The kernel's records wait in C++ buffers until
+the flusher calls :meth:`NativeHooks.drain` (a ``rec.before_flush`` hook), which appends them to
+``rec.coll`` / ``rec.done`` and adds the kernel's own measured time to ``rec.self_ns``.
+"""
+from __future__ import annotations
+
+import os
+
+from commprof.capture.collectives import CollectiveHooks, OpSpec
+from commprof.format import schema
+
+
+def spec_tuple(spec: OpSpec) -> tuple:
+    """What the C++ kernel needs of an :class:`OpSpec` (the order of ``install`` in capture.cpp)."""
+    nrets = len(spec.op._schema.returns)
+    work = -2 if spec.work_index is None else spec.work_index
+    single_arg = spec.inputs[0] if spec.single_code is not None and spec.inputs else -1
+    return (spec.c10d_name, spec.op_code, -1 if spec.single_code is None else spec.single_code,
+            single_arg, spec.p2p, len(spec.op._schema.arguments), spec.pg, list(spec.inputs),
+            list(spec.outputs), -1 if spec.peer is None else spec.peer, work, nrets)
+
+
+def follow_enabled(rec, native) -> None:
+    """Make ``rec.enabled`` switch the kernel too: whoever turns recording off (the clock probes'
+    barriers, close, a full disk, a forked child) turns the kernel off with it."""
+    base = type(rec)
+
+    def get(self):
+        return self.__dict__["enabled"]
+
+    def put(self, value):
+        self.__dict__["enabled"] = value
+        native.set_enabled(bool(value))
+
+    cls = type(f"Native{base.__name__}", (base,), {"enabled": property(get, put), "__slots__": ()})
+    rec.__class__ = cls
+    native.set_enabled(bool(rec.__dict__.get("enabled", True)))
+
+
+class NativeHooks(CollectiveHooks):
+    """:class:`CollectiveHooks` whose ``c10d::`` kernels are the native module's."""
+
+    path = "native"
+
+    def __init__(self, recorder, torch_module, native, clock_skew_ns: int = 0):
+        self.native = native  # before the base class sets in_backward (a property here)
+        super().__init__(recorder, torch_module)
+        self.clock_skew_ns = clock_skew_ns
+        self._taken = (0, 0, 0)  # kernel totals already added: records, self ns, dropped
+        self._take_native_work = native.take_work
+
+    @property
+    def in_backward(self) -> int:
+        return self.native.get_in_backward()
+
+    @in_backward.setter
+    def in_backward(self, value: int) -> None:
+        self.native.set_in_backward(value)
+
+    def _install_kernels(self, specs: list, after) -> None:
+        native, rec, torch = self.native, self.rec, self.torch
+        native.set_constants(schema.FLAG_HAS_FUTURE, schema.FLAG_IN_BACKWARD, schema.FLAG_FAILED,
+                             schema.DONE_FUTURE)
+        native.set_dtype_codes([(torch.empty(0, dtype=dt), code) for dt, code in self.dtype_codes.items()])
+        native.set_clock_skew(self.clock_skew_ns)
+        rec.next_id = native.next_id  # one id sequence for the kernel's and Python's records
+        native.install([spec_tuple(s) for s in specs], self._register_group)
+        follow_enabled(rec, native)
+        rec.before_flush.insert(0, self.drain)
+        os.register_at_fork(after_in_child=lambda: native.set_enabled(False))
+
+    def _register_group(self, pg) -> int:
+        """Called by the kernel (GIL held) for a process group it has not seen."""
+        self.rec.wants_file = True
+        return self._group(pg)
+
+    def _next_seq(self, gid: int, p2p: bool) -> int:
+        return self.native.next_seq(gid, p2p)
+
+    def drain(self) -> None:
+        """Move the kernel's records into the recorder (the flusher, before it writes)."""
+        rec = self.rec
+        _, records, self_ns, dropped, errors = self.native.drain(rec.coll.append, rec.done.append)
+        seen_records, seen_ns, seen_dropped = self._taken
+        rec.records += records - seen_records
+        rec.self_ns += self_ns - seen_ns
+        self._taken = (records, self_ns, dropped)
+        for where, count, message in errors:
+            for _ in range(count):
+                rec.degrade(where, RuntimeError(message))
+        for _ in range(dropped - seen_dropped):
+            rec.degrade("native.buffer_full", RuntimeError("records dropped: flush too slow"))
+
+    def release_all(self) -> None:
+        super().release_all()
+        self.native.release_all()
+
+    def uninstall(self) -> None:
+        """Unregister the kernels (tests); the Python wrappers stay."""
+        self.native.uninstall()

@@ -16,7 +16,8 @@ PACKAGE = ROOT / "commprof"
 # unit -> the units it may import (besides itself and the shared leaves: commprof.errors and the
 # root package, e.g. ``from commprof import __version__``).  A unit is a subpackage of commprof or
 # one of its top-level modules.  Keep in step with docs/architecture.md.
-ALL = {"cli", "launch", "probe", "gate", "report", "analysis", "capture", "sampling", "format"}
+ALL = {"cli", "launch", "probe", "gate", "report", "analysis", "capture", "sampling", "format",
+       "fixes"}
 MAY_IMPORT = {
     "cli": ALL,
     "launch": {"analysis", "format"},
@@ -24,7 +25,8 @@ MAY_IMPORT = {
     "gate": {"report", "analysis", "format"},  # gate reads report documents; report never imports gate
     "report": {"analysis", "format"},
     "analysis": {"format"},
-    "capture": {"format"},
+    "capture": {"format", "fixes"},  # the agent applies commprof try's fixes (commprof/fixes)
+    "fixes": set(),
     "sampling": {"format"},
     "format": set(),
     "_bootstrap": {"capture"},

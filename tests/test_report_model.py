@@ -114,7 +114,12 @@ def full_run(base: Path) -> Path:
     r0 = periodic_rank(0, steps=6)
     r1 = periodic_rank(1, steps=6, issue_ms=60, return_ms=62)  # arrives last: a straggler
     r1.complete = False  # incomplete: last_record_s
-    r0.events = [{"type": "degraded", "where": "wait_tensor", "count": 2, "error": "RuntimeError: x"}]
+    r0.complete = False  # ranks[0] too: last_collective (the key paths read list item 0)
+    r0.events = [{"type": "degraded", "where": "wait_tensor", "count": 2, "error": "RuntimeError: x"},
+                 {"type": "losses", "t": [k * 100 * MS for k in range(6)], "step": list(range(6)),
+                  "value": [2.3 - 0.1 * k for k in range(6)], "lost": 0},  # training.loss
+                 {"type": "event", "event": "fix", "fix": "bf16-compress", "status": "skipped",
+                  "why": "the job registered its own DDP comm hook", "changes": "half the bytes"}]
     run = write_run(base / "full", [r0, r1], world_size=3,  # rank 2: missing
                     command=["torchrun", "--nproc-per-node=3", "t.py"])
     _write_oversubscribed(run, [r0, r1], 3)

@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import gpu_activity as gpu_act, gpu_times
+from commprof.analysis import gpu_activity as gpu_act, gpu_times, training
 from commprof.errors import RunDirError, TruncatedCaptureError
 from commprof.format import layout, reader, schema
 
@@ -45,6 +45,7 @@ class RankData:
     # GPU windows (``commprof run`` on CUDA jobs): kernels/memcpy/memset, and the windows themselves
     gpu_activity: pd.DataFrame = field(default_factory=lambda: gpu_act.activity_frame(None, []))
     gpu_windows: pd.DataFrame = field(default_factory=lambda: gpu_act.windows_frame([]))
+    losses: pd.DataFrame = field(default_factory=lambda: training.loss_frame([])[0])  # step, t, value
 
     @property
     def rank(self) -> int:
@@ -100,6 +101,7 @@ class Run(_RunFiles):
     groups: pd.DataFrame  # rank, gid, name, desc, size, backend, ranks
     degraded: pd.DataFrame  # rank, where, count, error
     gpu_activity: pd.DataFrame | None = None  # rank, start_ns, end_ns, name, category, ... (GPU windows)
+    losses: pd.DataFrame | None = None  # rank, attempt, pid, step, t, value (capture/loss.py)
     notes: list[str] = field(default_factory=list)  # damaged files, bootstrap failures, ...
     hang: dict | None = None  # hang.json, if ``commprof run --hang-timeout`` saw a hang
     dirs: list[Path] = field(default_factory=list)
@@ -115,10 +117,10 @@ class Run(_RunFiles):
                     mask &= (df[k] == v).to_numpy()
                 return df[mask]
 
-            gpu = mine(self.gpu_activity) if self.gpu_activity is not None else None
+            extra = {name: mine(getattr(self, name)) for name in ("gpu_activity", "losses")
+                     if getattr(self, name) is not None}
             yield RankData(key, proc, mine(self.collectives), mine(self.waits), mine(self.marks),
-                           mine(self.spans), mine(self.groups), mine(self.degraded),
-                           **({"gpu_activity": gpu} if gpu is not None else {}))
+                           mine(self.spans), mine(self.groups), mine(self.degraded), **extra)
 
 
 def _check_dir(run_dir: Path) -> None:
@@ -235,7 +237,7 @@ def load_run(path: str | Path | None = None) -> Run:
                processes=pd.DataFrame([p.process for p in parts]),
                collectives=cat("collectives"), waits=cat("waits"), marks=cat("marks"),
                spans=cat("spans"), groups=cat("groups"), degraded=cat("degraded"),
-               gpu_activity=cat("gpu_activity"), notes=src.notes,
+               gpu_activity=cat("gpu_activity"), losses=cat("losses"), notes=src.notes,
                hang=src.hang, dirs=src.dirs)
 
 
@@ -276,7 +278,9 @@ def read_rank(path: Path) -> RankData:
                    clock_mono_ns=h.get("clock", {}).get("mono_ns"),
                    missing_ops=",".join(h.get("missing_ops", [])),
                    intra_op_threads=h.get("intra_op_threads"), cpus=h.get("cpus"),
-                   **_self_cost(cap.events), **gpu_act.window_stats(cap.events))
+                   **_self_cost(cap.events), **gpu_act.window_stats(cap.events),
+                   fixes=training.fix_events(cap.events))
+    losses, process["losses_lost"] = training.loss_frame(cap.events)
     groups = pd.DataFrame([dict(key, gid=g["id"], name=g.get("name"), desc=g.get("desc"),
                                 size=g.get("size"), group_rank=g.get("rank"),
                                 backend=g.get("backend"), ranks=g.get("ranks"))
@@ -297,7 +301,7 @@ def read_rank(path: Path) -> RankData:
                     _with_key(pd.DataFrame(a["mark"]), key), _with_key(pd.DataFrame(a["span"]), key),
                     groups, degraded_df, fr,
                     _with_key(gpu_act.activity_frame(a.get("gpu"), cap.events), key),
-                    gpu_act.windows_frame(cap.events))
+                    gpu_act.windows_frame(cap.events), _with_key(losses, key))
 
 
 def _self_cost(events: list[dict]) -> dict:

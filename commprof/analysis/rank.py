@@ -41,6 +41,7 @@ class RankPart:
     blocking_calls: int = 0  # calls torch.distributed waited on itself (async_op False)
     gpu_steps: pd.DataFrame | None = None  # GPU-timeline figures of the steps GPU windows recorded
     gpu_window_s: float = 0.0  # Σ wall time of the recorded GPU windows (open → close)
+    losses: pd.DataFrame | None = None  # step, t, value: the loss of each backward (capture/loss.py)
 
 
 def analyze_rank(rd: RankData) -> RankPart:
@@ -51,7 +52,7 @@ def analyze_rank(rd: RankData) -> RankPart:
     w = wall_window(rd.marks, c)
     proc = rd.process
     if not proc["complete"]:
-        row_extra = {"last_record_s": _last_record_s(rd, c)}
+        row_extra = {"last_record_s": _last_record_s(rd, c), "last_collective": _last_collective(rd, c)}
     else:
         row_extra = {"last_record_s": None}
     row = {"rank": int(rd.rank), "host": proc["host"], "attempt": int(proc["attempt"]),
@@ -81,7 +82,8 @@ def analyze_rank(rd: RankData) -> RankPart:
                     bus_bytes=float(c["bus_bytes"].sum()), buckets=size_buckets(c),
                     inflight=exp.inflight, gpu=_gpu_partial(c),
                     blocking_calls=int((~c["async_op"].astype(bool)).sum()) if "async_op" in c else 0,
-                    gpu_steps=gpu_steps, gpu_window_s=_window_seconds(getattr(rd, "gpu_windows", None)))
+                    gpu_steps=gpu_steps, gpu_window_s=_window_seconds(getattr(rd, "gpu_windows", None)),
+                    losses=getattr(rd, "losses", None))
 
 
 def _gpu_window_totals(g: pd.DataFrame | None) -> dict | None:
@@ -125,6 +127,21 @@ def _last_record_s(rd: RankData, c: pd.DataFrame) -> float | None:
     origin = float(start.min()) if len(start) else float(rd.process.get("clock_mono_ns") or np.nan)
     value = (last - origin) / 1e9
     return None if np.isnan(value) else float(value)
+
+
+def _last_collective(rd: RankData, c: pd.DataFrame) -> dict | None:
+    """An incomplete rank's last collective: op, group, sequence number, S, when (s from its
+    capture start) and whether it completed — where a rank that died was."""
+    if not len(c):
+        return None
+    last = c.loc[c["t_issue"].idxmax()]
+    names = dict(zip(rd.groups["gid"], rd.groups["desc"].fillna(rd.groups["name"]))) if len(rd.groups) else {}
+    start = rd.marks.loc[rd.marks["kind"] == schema.MARK_START, "t"]
+    origin = float(start.min()) if len(start) else float(c["t_issue"].min())
+    done = last.get("t_done")
+    return {"op": str(last["op"]), "group": str(names.get(last["group"], last["group"])),
+            "seq": int(last["seq"]), "bytes": int(last["size_bytes"]),
+            "t_s": (float(last["t_issue"]) - origin) / 1e9, "completed": bool(pd.notna(done))}
 
 
 def _step_metrics(s: pd.DataFrame, c: pd.DataFrame, exp) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import clocks, cpu, crossrank, gpu_basis, intervals, kpis as kpi, whatif
+from commprof.analysis import clocks, cpu, crossrank, gpu_basis, intervals, kpis as kpi, training, whatif
 from commprof.analysis.collectives import combine_op_tables
 from commprof.analysis.kpis import DEFAULT_WARMUP
 from commprof.analysis.links import summarize_links
@@ -50,6 +50,7 @@ class Summary:
     cross_rank: dict | None = None  # analysis/crossrank.py: wait vs transfer, stragglers
     clock_alignment: dict | None = None  # analysis/clocks.py
     baseline: whatif.Baseline | None = None  # what projections start from (analysis/whatif.py)
+    training: dict | None = None  # the loss curve and the fixes applied (analysis/training.py)
 
 
 def summarize(source: Run | RunSource | str | Path | None = None,
@@ -150,7 +151,17 @@ def summarize(source: Run | RunSource | str | Path | None = None,
                    ranks=ranks_df, verdict=assess(kpis), notes=notes,
                    degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
                    overhead=self_overhead(parts, ranks_df), hang=src.hang, links=links,
-                   op_sizes=op_sizes, cross_rank=cross, clock_alignment=clock_info)
+                   op_sizes=op_sizes, cross_rank=cross, clock_alignment=clock_info,
+                   training=_training(parts))
+
+
+def _training(parts: list[RankPart]) -> dict | None:
+    """``training``: the loss curve and the fixes (None when the run has neither)."""
+    ranks = [int(p.row["rank"]) for p in parts]
+    loss = training.loss_curve(list(zip(ranks, [p.losses for p in parts])),
+                               sum(int(p.process.get("losses_lost") or 0) for p in parts))
+    fixes = training.fix_table(list(zip(ranks, [p.process.get("fixes") or [] for p in parts])))
+    return {"loss": loss, "fixes": fixes} if loss or fixes else None
 
 
 def _ranks_frame(parts: list[RankPart], meas: pd.DataFrame, steps_df: pd.DataFrame) -> pd.DataFrame:

@@ -33,8 +33,10 @@ class Agent:
         self.collectives = None
         self.steps = None
         self.gpu_windows = None
+        self.fixes = None  # commprof try's FixInstaller
         self._prev_sigterm = None
         self.exit_reason = "exit"  # the trailer's reason at interpreter exit
+        self.native_why = None  # why this process's native kernel failed, if it did
 
     def install(self) -> None:
         from commprof.capture.collectives import CollectiveHooks
@@ -42,13 +44,17 @@ class Agent:
         rec = self.rec
         config = self.config
         rec.mark.append((schema.MARK_START, rec.clock(), os.getpid()))
-        try:
-            self.collectives = CollectiveHooks(rec, self.torch)
-            self.collectives.install()
-        except Exception as exc:  # noqa: BLE001 - capture degrades, the job goes on
-            rec.degrade("install.collectives", exc)
+        self.collectives = self._native_hooks() if config.capture != "python" else None
+        if self.collectives is None:
+            try:
+                self.collectives = CollectiveHooks(rec, self.torch)
+                self.collectives.install()
+            except Exception as exc:  # noqa: BLE001 - capture degrades, the job goes on
+                rec.degrade("install.collectives", exc)
+        self._note_capture_path()
         self.steps = StepHooks(rec, self.collectives, self.torch)
         self.steps.install()
+        self._install_training()
         if config.flight_recorder:
             from commprof.capture.flight_recorder import Drain
             backends = self.collectives.backends if self.collectives is not None else set()
@@ -65,6 +71,77 @@ class Agent:
         self._install_sigterm()
         self._install_excepthook()
         rec.start()
+
+    def _native_hooks(self):
+        """The C++ kernel's hooks (capture/native), or None: then the Python kernel runs."""
+        from commprof.capture import native
+        config = self.config
+        module = None
+        try:
+            module = native.load_for(self.torch, config.native_so, config.native_cache)
+            from commprof.capture.native.hooks import NativeHooks
+            hooks = NativeHooks(self.rec, self.torch, module, clock_skew_ns=config.clock_skew_ns)
+            hooks.install()
+            return hooks
+        except Exception as exc:  # noqa: BLE001 - never the job's problem: the Python path runs
+            self.native_why = f"{type(exc).__name__}: {exc}"
+            self.rec.degrade("capture.native", exc)
+        if module is not None:
+            try:
+                module.uninstall()
+            except Exception as exc:  # noqa: BLE001
+                self.rec.degrade("capture.native.uninstall", exc)
+        return None
+
+    def _note_capture_path(self) -> None:
+        """Which kernel runs in this process (a JSON event the report can name)."""
+        config = self.config
+        hooks = self.collectives
+        path = getattr(hooks, "path", "python") if hooks is not None else "none"
+        if config.capture == "python" and config.capture_requested == "native" and config.native_why:
+            self.rec.degrade("capture.native", RuntimeError(config.native_why))  # asked, not had
+        self.rec.json.append({
+            "type": "event", "event": "capture_path", "path": path,
+            "requested": config.capture_requested or config.capture,
+            "why": None if path == "native" else (self.native_why or config.native_why),
+            "so": config.native_so if path == "native" else None, "t": self.rec.clock()})
+
+    def _install_training(self) -> None:
+        """The loss of each step (capture/loss.py), the fixes of ``commprof try`` (commprof/fixes)
+        and ``--max-steps``: each degrades alone, visibly."""
+        config, rec = self.config, self.rec
+        if config.loss:
+            try:
+                from commprof.capture.loss import LossTap
+                tap = LossTap(rec, self.torch, self.steps.steps_ended)
+                self.steps.on_backward = tap.on_backward
+                rec.before_flush.append(tap.flush)
+            except Exception as exc:  # noqa: BLE001
+                rec.degrade("install.loss", exc)
+        if config.fixes:
+            try:
+                from commprof.fixes import parse
+                from commprof.fixes.install import FixInstaller
+                self.fixes = FixInstaller(self.torch, parse(config.fixes, config.fix_warmup),
+                                          rec.json.append, rec.degrade)
+                self.fixes.install()
+            except Exception as exc:  # noqa: BLE001 - the job runs unchanged
+                rec.degrade("install.fixes", exc)
+                rec.json.append({"type": "event", "event": "fix", "fix": config.fixes,
+                                 "status": "skipped", "why": f"{type(exc).__name__}: {exc}"})
+                self.fixes = None
+        if config.max_steps:
+            self.steps.max_steps = config.max_steps
+            self.steps.on_max_steps = self._stop_after_max_steps
+
+    def _stop_after_max_steps(self) -> None:
+        """``--max-steps``: the capture is closed and the process ends, status 0 — before the
+        job's next collective, so no rank waits on one that has left."""
+        self.exit_reason = "max_steps"
+        self.close("max_steps")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
     def _install_gpu_windows(self) -> None:
         """torch.profiler windows on CUDA jobs (capture/gpu_windows.py), driven by the steps."""
@@ -118,6 +195,11 @@ class Agent:
         os.kill(os.getpid(), signal.SIGTERM)  # die exactly as without commprof
 
     def close(self, reason: str) -> None:
+        if self.fixes is not None:
+            try:
+                self.fixes.close()
+            except Exception as exc:  # noqa: BLE001
+                self.rec.degrade("fixes.close", exc)
         if self.gpu_windows is not None:
             self.gpu_windows.close()
         if self.collectives is not None:

@@ -18,6 +18,18 @@ capture modules take them from a :class:`CaptureConfig`, never from ``os.environ
 ``COMMPROF_GPU_TRACE``          ``1``: keep Kineto's own JSON of each window (``--gpu-trace``)
 ``COMMPROF_GPU_ACTIVITY``       test hook ``cpu``: windows record Kineto's CPU activity instead of
                                 CUDA's, on any job (the mechanism's test on CPU machines)
+``COMMPROF_CAPTURE``            the c10d kernel that runs: ``python`` (default), ``native`` or
+                                ``auto`` (``--capture``; the launcher sets what it resolved to)
+``COMMPROF_CAPTURE_REQUESTED``  what ``--capture`` asked for (the launcher's; recorded in events)
+``COMMPROF_NATIVE_SO``          the native kernel the launcher built (:mod:`.native`)
+``COMMPROF_NATIVE_CACHE``       where native builds are cached (default ``~/.cache/commprof/native``)
+``COMMPROF_NATIVE_DISABLE``     a reason: the native kernel is unavailable (a test seam)
+``COMMPROF_NATIVE_UNAVAILABLE`` why the launcher fell back to the Python kernel
+``COMMPROF_FIXES``              fixes to apply where the job builds its model (``commprof try``,
+                                ``--fix``; commprof/fixes): e.g. ``bf16-compress,bucket-cap:25``
+``COMMPROF_FIX_WARMUP``         steps before a fix with a warm-up starts (``--fix-warmup``)
+``COMMPROF_MAX_STEPS``          end the job after this many steps (``--max-steps``)
+``COMMPROF_LOSS``               ``0``: do not record each step's loss (on by default)
 ==============================  ================================================================
 
 plus what these depend on: ``RANK`` and ``LOCAL_RANK`` (torchrun's) and ``TORCH_FR_BUFFER_SIZE``.
@@ -42,6 +54,18 @@ ENV_CLOCK_SKEW = "COMMPROF_CLOCK_SKEW"
 ENV_GPU_WINDOWS = "COMMPROF_GPU_WINDOWS"
 ENV_GPU_TRACE = "COMMPROF_GPU_TRACE"
 ENV_GPU_ACTIVITY = "COMMPROF_GPU_ACTIVITY"
+ENV_CAPTURE = "COMMPROF_CAPTURE"
+ENV_CAPTURE_REQUESTED = "COMMPROF_CAPTURE_REQUESTED"
+ENV_NATIVE_SO = "COMMPROF_NATIVE_SO"
+ENV_NATIVE_CACHE = "COMMPROF_NATIVE_CACHE"
+ENV_NATIVE_DISABLE = "COMMPROF_NATIVE_DISABLE"
+ENV_NATIVE_WHY = "COMMPROF_NATIVE_UNAVAILABLE"
+ENV_FIXES = "COMMPROF_FIXES"
+ENV_FIX_WARMUP = "COMMPROF_FIX_WARMUP"
+ENV_MAX_STEPS = "COMMPROF_MAX_STEPS"
+ENV_LOSS = "COMMPROF_LOSS"
+CAPTURE_PATHS = ("auto", "native", "python")
+DEFAULT_CAPTURE = "python"
 DEFAULT_GPU_WINDOWS = (3, 100, 5)  # STEPS/EVERY@AFTER: 3 steps every 100, from step 5 on
 GPU_ACTIVITIES = ("cuda", "cpu")  # "cpu": tests of the mechanism on machines without CUDA
 
@@ -63,6 +87,16 @@ class CaptureConfig:
     gpu_windows: tuple[int, int, int] | None = DEFAULT_GPU_WINDOWS  # (steps, every, after); None: off
     gpu_trace: bool = False  # keep Kineto's JSON of each window (COMMPROF_GPU_TRACE=1)
     gpu_activity: str = "cuda"  # COMMPROF_GPU_ACTIVITY (test hook: "cpu")
+    capture: str = DEFAULT_CAPTURE  # COMMPROF_CAPTURE: auto, native or python
+    capture_requested: str | None = None  # COMMPROF_CAPTURE_REQUESTED
+    native_so: str | None = None  # COMMPROF_NATIVE_SO
+    native_cache: str | None = None  # COMMPROF_NATIVE_CACHE
+    native_disable: str | None = None  # COMMPROF_NATIVE_DISABLE (a reason)
+    native_why: str | None = None  # COMMPROF_NATIVE_UNAVAILABLE
+    fixes: str | None = None  # COMMPROF_FIXES, as given (commprof.fixes.parse reads it)
+    fix_warmup: int = 5  # COMMPROF_FIX_WARMUP
+    max_steps: int | None = None  # COMMPROF_MAX_STEPS
+    loss: bool = True  # COMMPROF_LOSS != "0"
     problem: str | None = None  # a setting that did not parse: the capture must not start
 
     @classmethod
@@ -88,6 +122,10 @@ class CaptureConfig:
         if activity not in GPU_ACTIVITIES:
             problems.append(f"{ENV_GPU_ACTIVITY}={activity!r} is not one of {', '.join(GPU_ACTIVITIES)}")
             activity = "cuda"
+        capture = (env.get(ENV_CAPTURE) or DEFAULT_CAPTURE).strip().lower()
+        if capture not in CAPTURE_PATHS:
+            problems.append(f"{ENV_CAPTURE}={capture!r} is not one of {', '.join(CAPTURE_PATHS)}")
+            capture = DEFAULT_CAPTURE
         return cls(
             run_dir=env.get(ENV_RUN_DIR) or None,
             flush_interval_s=number(ENV_FLUSH, 1.0),
@@ -100,6 +138,14 @@ class CaptureConfig:
             faults=frozenset(s.strip() for s in env.get(ENV_FAULT, "").split(",") if s.strip()),
             clock_skew_ns=_skew_ns(env.get(ENV_CLOCK_SKEW, ""), env.get("RANK")),
             gpu_windows=windows, gpu_trace=env.get(ENV_GPU_TRACE) == "1", gpu_activity=activity,
+            capture=capture, capture_requested=env.get(ENV_CAPTURE_REQUESTED) or None,
+            native_so=env.get(ENV_NATIVE_SO) or None, native_cache=env.get(ENV_NATIVE_CACHE) or None,
+            native_disable=env.get(ENV_NATIVE_DISABLE) or None,
+            native_why=env.get(ENV_NATIVE_WHY) or None,
+            fixes=env.get(ENV_FIXES) or None,
+            fix_warmup=int(number(ENV_FIX_WARMUP, 5)),
+            max_steps=int(number(ENV_MAX_STEPS, 0)) or None,
+            loss=env.get(ENV_LOSS, "1") != "0",
             problem="; ".join(problems) or None,
         )
 

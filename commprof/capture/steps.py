@@ -27,6 +27,20 @@ class StepHooks:
         self.explicit_steps = 0
         self.first_optimizer_steps = 0  # step() calls of optimizer ordinal 0 (the analysis' steps)
         self.on_boundary = None  # callable(source, steps ended, t): GPU windows' schedule
+        self.on_backward = None  # callable(args of torch.autograd.backward): the loss tap
+        self.max_steps = None  # --max-steps: on_max_steps() runs when that many steps ended
+        self.on_max_steps = None
+
+    def steps_ended(self) -> int:
+        """Steps ended so far, counted as the analysis counts them (explicit steps win)."""
+        return self.explicit_steps or self.first_optimizer_steps
+
+    def _boundary(self, source: str, count: int, t: int) -> None:
+        if self.on_boundary is not None:
+            self.on_boundary(source, count, t)
+        if self.max_steps is not None and count >= self.max_steps and self.on_max_steps is not None:
+            if source == "explicit" or not self.explicit_steps:
+                self.on_max_steps()
 
     def install(self) -> None:
         for name, fn in (("optimizer_hook", self._install_optimizer_hook),
@@ -51,15 +65,14 @@ class StepHooks:
             ordinal = self.optimizers.get(id(optimizer))
             if ordinal is None:
                 ordinal = self.optimizers[id(optimizer)] = len(self.optimizers)
+            rec.wants_file = True  # first: the append then creates the file (format/region.py)
             rec.mark.append((schema.MARK_STEP_OPTIMIZER, t, ordinal))
-            rec.wants_file = True
         except Exception as exc:  # noqa: BLE001
             rec.degrade("optimizer_hook", exc)
             return
         if ordinal == 0:
             self.first_optimizer_steps += 1
-            if self.on_boundary is not None:
-                self.on_boundary("optimizer", self.first_optimizer_steps, t)
+            self._boundary("optimizer", self.first_optimizer_steps, t)
 
     def explicit_step(self) -> None:
         """Mark the end of a training step (``commprof.step()``)."""
@@ -67,10 +80,9 @@ class StepHooks:
         if rec.enabled:
             self.explicit_steps += 1
             t = rec.clock()
-            rec.mark.append((schema.MARK_STEP_EXPLICIT, t, self.explicit_steps))
             rec.wants_file = True
-            if self.on_boundary is not None:
-                self.on_boundary("explicit", self.explicit_steps, t)
+            rec.mark.append((schema.MARK_STEP_EXPLICIT, t, self.explicit_steps))
+            self._boundary("explicit", self.explicit_steps, t)
 
     def explicit_begin(self) -> None:
         """Mark the start of a training step (``with commprof.step_scope():``)."""
@@ -87,9 +99,17 @@ class StepHooks:
         hooks = self.collectives
         get_ident = threading.get_ident
 
+        steps = self
+
         @functools.wraps(original)
         def backward(*args, **kwargs):
             t0 = clock()
+            tap = steps.on_backward
+            if tap is not None and rec.enabled:
+                try:
+                    tap(args if args else (kwargs.get("tensors"),))
+                except Exception as exc:  # noqa: BLE001 - recorded, never raised
+                    rec.degrade("loss", exc)
             if hooks is not None:
                 hooks.in_backward += 1
             try:
@@ -118,8 +138,8 @@ class StepHooks:
         torch = self.torch
 
         def init_marker(result, args, kwargs):
-            rec.mark.append((schema.MARK_PG_INIT, clock(), 0))
             rec.wants_file = True
+            rec.mark.append((schema.MARK_PG_INIT, clock(), 0))
             clocksync.exchange(rec, torch, phase=0)
 
         def destroy_marker(result, args, kwargs):

@@ -52,6 +52,10 @@ def run(
     gpu_timing: Annotated[bool, typer.Option(help="GPU-side NCCL op times through PyTorch's Flight Recorder (sets TORCH_FR_BUFFER_SIZE and TORCH_NCCL_ENABLE_TIMING unless you did).")] = True,
     gpu_windows: Annotated[Optional[str], typer.Option(help="CUDA jobs: record the GPU timeline with torch.profiler (CUDA activity only) for STEPS steps every EVERY steps after step AFTER: STEPS/EVERY[@AFTER] (EVERY 0: once), or off. Default 3/100@5.")] = None,
     gpu_trace: Annotated[bool, typer.Option(help="Also keep each GPU window's Kineto trace (RUN/kineto/*.pt.trace.json, for Perfetto or HTA).")] = False,
+    capture: Annotated[str, typer.Option(help="The c10d kernel: python (default), native (C++, built once and cached) or auto (native, else python).")] = "python",
+    fix: Annotated[Optional[str], typer.Option(help="Apply software fixes inside the job, e.g. bf16-compress or local-sgd:4 (see `commprof try`, docs/try.md).")] = None,
+    fix_warmup: Annotated[int, typer.Option(help="Steps of full synchronization before PowerSGD / local SGD start.")] = 5,
+    max_steps: Annotated[Optional[int], typer.Option(help="End the job after this many training steps (the capture is closed, exit status 0).")] = None,
 ) -> int:
     """Run COMMAND (e.g. `torchrun ... train.py`) with every collective of every worker captured."""
     _check_unknown_option(ctx, list(command))
@@ -61,8 +65,34 @@ def run(
                                 hang_timeout=hang_timeout, kill_on_hang=kill_on_hang,
                                 sample_hz=sample_hz, probe=probe, probe_sizes=probe_sizes,
                                 join=join, gpu_timing=gpu_timing, gpu_windows=gpu_windows,
-                                gpu_trace=gpu_trace)
+                                gpu_trace=gpu_trace, capture=capture, fix=fix,
+                                fix_warmup=fix_warmup, max_steps=max_steps)
     return die_like(returncode)
+
+
+@app.command("try", cls=_RunCommand, short_help="Run a software fix on the unmodified job: time, bytes, loss.",
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def try_(
+    ctx: typer.Context,
+    fixes: Annotated[str, typer.Argument(help="FIX[,FIX...] applied together, FIX/FIX... each on its own (bf16-compress, fp16-compress, powersgd[:RANK], local-sgd:K, bucket-cap:MB, static-graph, grad-as-bucket-view, reshard-after-forward=false, bf16-reduce) or auto.")],
+    command: Annotated[list[str], typer.Argument(help="The job to run, after `--`.")],
+    baseline: Annotated[Optional[str], typer.Option(help="A run of the job without the fix (default: run one first).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="End each run after N steps.")] = None,
+    repeat: Annotated[int, typer.Option(help="Runs per side, interleaved (baseline, fix, baseline, fix, ...).")] = 1,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Directory for the runs (default: ./commprof-runs/try-<time>).")] = None,
+    warmup: Annotated[int, typer.Option(help="Steps of each rank left out of the step KPIs.")] = 2,
+    fix_warmup: Annotated[int, typer.Option(help="Steps of full synchronization before PowerSGD / local SGD start.")] = 5,
+    loss_tolerance: Annotated[float, typer.Option(help="auto: largest mean relative loss difference (last 10 steps) a fix may have, e.g. 0.05.")] = 0.05,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")] = False,
+    resume: Annotated[bool, typer.Option(help="Reuse the finished runs already in --out (same fix, exit 0) instead of running them again.")] = False,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the results (commprof.try/1) to this file.")] = None,
+) -> int:
+    """Run the job with FIX applied (and without it, unless --baseline): step time, bytes, the
+    loss curve, and the what-if's projection of the same fix."""
+    _check_unknown_option(ctx, list(command))
+    from commprof.cli.try_ import try_command
+    return try_command(fixes, list(command), baseline, steps, repeat, out, warmup, fix_warmup,
+                       loss_tolerance, quiet, resume, json_out)
 
 
 @app.command(short_help="Summarize a run: the three KPIs, tables and a verdict.")
@@ -170,3 +200,20 @@ def demo(
     """Run the bundled DDP demo (gloo, CPU) under `commprof run` and print its report."""
     from commprof.cli.demo import demo_command
     return demo_command(out, steps, nproc)
+
+
+@app.command("build-native", short_help="Build the native capture kernel now (cached).")
+def build_native(
+    verbose: Annotated[bool, typer.Option(help="Show the compiler's output.")] = False,
+) -> int:
+    """Prebuild the C++ capture kernel into its cache (COMMPROF_NATIVE_CACHE, else
+    ~/.cache/commprof/native); prints the path and the build time."""
+    from commprof.cli.native import build_native_command
+    return build_native_command(verbose)
+
+
+@app.command(short_help="Say which capture path works here, and why.")
+def doctor() -> int:
+    """Check the native capture kernel (builds it if needed) and say which path runs."""
+    from commprof.cli.native import doctor_command
+    return doctor_command()

@@ -102,6 +102,10 @@ def compare_command(a: str, b: str, skip_steps: str | None, confidence: float,
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     sys.stdout.write(gate_output.compare_text(rows, _describe(ma), _describe(mb), color=color,
                                               width=width))
+    if (ma.training or {}).get("loss") or (mb.training or {}).get("loss"):
+        from commprof.analysis.training import compare_losses
+        conv = compare_losses((ma.training or {}).get("loss"), (mb.training or {}).get("loss"))
+        sys.stdout.write("\n".join(gate_output.loss_lines(conv)) + "\n")
     md = gate_output.compare_markdown(rows, ma.source, mb.source)
     if markdown:
         _write(markdown, md)

@@ -17,9 +17,11 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
                 kill_on_hang: bool = False, sample_hz: float = 10.0, probe: bool = False,
                 probe_sizes: str = "8B:16MiB:4", join: bool = False,
                 gpu_timing: bool = True, gpu_windows: str | None = None,
-                gpu_trace: bool = False) -> tuple[int, Path]:
+                gpu_trace: bool = False, capture: str = "python", fix: str | None = None,
+                fix_warmup: int = 5, max_steps: int | None = None) -> tuple[int, Path]:
     """Run ``command`` under capture.  Returns (job return code, run directory)."""
     supervisor.check_command(command)
+    fix_env = _fix_environment(fix, fix_warmup, max_steps)
     probe_prefix = _probe_launcher(command, probe_sizes) if probe else None
     if flush_interval <= 0:
         raise UsageError(f"--flush-interval {flush_interval}: must be > 0")
@@ -32,8 +34,14 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
                          f"({flush_interval} s), or records still in the workers' buffers read as stuck")
     if gpu_windows is not None and parse_gpu_windows(gpu_windows)[1]:
         raise UsageError(f"--gpu-windows {gpu_windows}: {parse_gpu_windows(gpu_windows)[1]}")
+    from commprof.cli.native import capture_environment
+    say = (lambda msg: None) if quiet else (lambda msg: print(f"commprof: {msg}", file=sys.stderr))
+    capture_env = capture_environment(capture, say)  # builds the native kernel, once, if asked
     if out:
         out = rundir.expand_out(out)
+        if ":" in os.path.abspath(out):  # the bootstrap goes on PYTHONPATH, which ':' separates
+            raise UsageError(f"--out {out}: a run directory path cannot contain ':' (it goes on "
+                             "PYTHONPATH, where ':' separates entries)")
     if join:
         if not out:
             raise UsageError("--join needs --out DIR (the run directory every node shares)")
@@ -42,7 +50,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         run_dir, owner = rundir.new_run_dir(out, command), True
     manifest_file = rundir.manifest_name(owner)
     boot = supervisor.prepare_bootstrap(run_dir)
-    extra = {ENV_FLUSH: str(flush_interval)}
+    extra = {ENV_FLUSH: str(flush_interval), **capture_env, **fix_env}
     if gpu_windows is not None:  # else the workers' default (capture/config.py)
         extra[ENV_GPU_WINDOWS] = gpu_windows
     if gpu_trace:
@@ -54,11 +62,13 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
                 extra[key] = value
     env = supervisor.job_environment(run_dir, boot, extra=extra)
     manifest = rundir.start_manifest(command, env)
+    if fix:
+        from commprof.capture.config import ENV_FIXES
+        manifest["fixes"] = fix_env[ENV_FIXES].split(",")
     try:
         rundir.write_manifest(run_dir, manifest, manifest_file)
     except OSError as exc:
         raise RunDirError(f"{run_dir / manifest_file}: cannot write: {exc.strerror or exc}") from exc
-    say = (lambda msg: None) if quiet else (lambda msg: print(f"commprof: {msg}", file=sys.stderr))
     for warning in supervisor.startup_warnings(command, env):
         say(f"warning: {warning}")
     say(f"capturing into {run_dir}")
@@ -164,3 +174,20 @@ def _shell_path(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _fix_environment(fix: str | None, fix_warmup: int, max_steps: int | None) -> dict:
+    """The workers' settings for ``--fix`` / ``--max-steps`` (checked here, before anything runs)."""
+    from commprof.capture.config import ENV_FIX_WARMUP, ENV_FIXES, ENV_MAX_STEPS
+    env = {}
+    if fix:
+        from commprof.fixes import parse
+        env[ENV_FIXES] = ",".join(f.spec for f in parse(fix, fix_warmup))
+        if fix_warmup < 0:
+            raise UsageError(f"--fix-warmup {fix_warmup}: must be >= 0")
+        env[ENV_FIX_WARMUP] = str(fix_warmup)
+    if max_steps is not None:
+        if max_steps < 1:
+            raise UsageError(f"--max-steps {max_steps}: must be >= 1")
+        env[ENV_MAX_STEPS] = str(max_steps)
+    return env

@@ -52,6 +52,7 @@ class Measurements:
     op_sizes: list[dict] = field(default_factory=list)
     skipped_steps: int = 0
     steps_total: int = 0
+    training: dict | None = None  # the report's training section: loss curve, fixes (docs/try.md)
 
     def verdict(self):
         """The verdict of these values (:func:`commprof.analysis.verdict.assess`: the same level
@@ -129,7 +130,8 @@ def from_document(doc: dict, source: str, kind: str, skip_steps: int | str) -> M
         series = {n: (x if n in ("step_time_mean", "step_time_median", "bytes_per_step")
                       else np.zeros(0)) for n, x in series.items()}
     return Measurements(source, kind, run, series, values, list(doc.get("op_sizes") or []),
-                        skip + int(doc["steps"].get("warmup") or 0), len(rows) + int(doc["steps"].get("warmup") or 0))
+                        skip + int(doc["steps"].get("warmup") or 0),
+                        len(rows) + int(doc["steps"].get("warmup") or 0), doc.get("training"))
 
 
 def _step_values(series: dict[str, np.ndarray]) -> dict[str, float | None]:
@@ -168,7 +170,8 @@ def baseline_document(m: Measurements) -> dict:
     return {"schema": BASELINE_SCHEMA, "created_wall_ns": time.time_ns(), "source": m.source,
             "run": m.run, "skipped_steps": m.skipped_steps, "steps_total": m.steps_total,
             "series": {k: [round(float(v), 9) for v in x] for k, x in m.series.items()},
-            "values": m.values, "op_sizes": m.op_sizes}
+            "values": m.values, "op_sizes": m.op_sizes,
+            **({"training": m.training} if m.training else {})}
 
 
 def from_baseline(doc: dict, source: str) -> Measurements:
@@ -186,7 +189,8 @@ def from_baseline(doc: dict, source: str) -> Measurements:
         values.update({k: v for k, v in _step_values(out).items() if values.get(k) is None})
     return Measurements(source, "baseline", doc.get("run") or {}, out, values,
                         list(doc.get("op_sizes") or []), int(doc.get("skipped_steps") or 0),
-                        int(doc.get("steps_total") or 0))
+                        int(doc.get("steps_total") or 0),
+                        doc.get("training") if isinstance(doc.get("training"), dict) else None)
 
 
 def save_baseline(m: Measurements, path: str | os.PathLike) -> None:

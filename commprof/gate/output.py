@@ -126,3 +126,16 @@ def compare_markdown(rows: list[dict], a: str, b: str) -> str:
         lines.append(f"| {r['metric']} | {_spread(r['a'], r['a_iqr'], r['unit'])} | "
                      f"{_spread(r['b'], r['b_iqr'], r['unit'])} | {_delta(r)} | {r['verdict']} |")
     return "\n".join(lines) + "\n"
+
+
+def loss_lines(conv: dict | None, a: str = "A", b: str = "B") -> list[str]:
+    """The convergence lines under a comparison (:func:`commprof.analysis.training.compare_losses`)."""
+    if not conv:
+        return [f"loss: not recorded in both runs (commprof records it from backward(): see docs/try.md)"]
+    rel = conv["mean_rel_diff_last_n"]
+    reach = conv["steps_to_base_final"]
+    return [f"loss: final {conv['final_base']:.4g} ({a}) vs {conv['final']:.4g} ({b}); mean relative "
+            f"difference over the last {conv['last_n']} common steps "
+            f"{'-' if rel is None else f'{rel:.1%}'}; {b} reaches {a}'s final loss "
+            + (f"at step {reach}" if reach is not None else "never")
+            + f" ({conv['common_steps']} common steps)"]

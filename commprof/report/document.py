@@ -25,7 +25,8 @@ _RANK_KEYS = ["rank", "host", "attempt", "ops", "bytes", "comm_s", "exposed_comm
               "exposed_comm_fraction_step_median", "comm_fraction_wall",
               "exposed_comm_fraction_wall", "wall_s", "steps", "steps_total", "step_median_s", "step_mean_s",
               "bytes_per_step", "comm_s_per_step", "exposed_comm_s_per_step", "complete",
-              "exit_reason", "last_record_s", "wait_s", "transfer_s", "last_share", "gpu"]
+              "exit_reason", "last_record_s", "last_collective", "wait_s", "transfer_s", "last_share",
+              "gpu"]
 
 
 def build(summary: Summary) -> dict:
@@ -62,6 +63,7 @@ def _build(summary: Summary) -> dict:
         "note_items": [n.to_dict() for n in summary.notes],
         "degraded": _records(summary.degraded, ["rank", "where", "count", "error"])
         if summary.degraded is not None else [],
+        **({"training": summary.training} if summary.training else {}),
     })
 
 

@@ -34,7 +34,8 @@ from typing import Any
 from commprof.errors import ReportFileError
 from commprof.report import typed
 from commprof.report.model_sections import (ClockAlignment, ClockRank, CrossRank, CrossRankStep,
-                                            EfficiencyRow, GaugeRow, HostKpis, InterfaceRow, Links,
+                                            EfficiencyRow, FixRow, GaugeRow, HostKpis, InterfaceRow,
+                                            LastCollective, Links, LossCurve, Training,
                                             ProbeCurvePoint, ProbeLatency, ProbeSummary,
                                             Recommendation, SamplerDegraded, SamplerRow,
                                             SourceStatus, Straggler, TcpRow, TimelineRow, WhatIf,
@@ -48,6 +49,7 @@ __all__ = [  # the document's classes, and the typed helpers tests and tools use
     "ClockAlignment", "ClockRank", "CrossRank", "CrossRankStep", "Straggler", "Links", "SamplerRow",
     "SourceStatus", "SamplerDegraded", "InterfaceRow", "GaugeRow", "TcpRow", "EfficiencyRow",
     "ProbeSummary", "ProbeLatency", "TimelineRow", "ProbeCurvePoint", "WhatIf", "WhatIfInputs", "HostKpis",
+    "Training", "LossCurve", "FixRow", "LastCollective",
     "Recommendation", "ABSENT", "KeyPath", "Model", "key", "optional", "expected", "field_type",
     "is_free_form", "is_optional", "model_fields", "split_none", "key_paths", "defines",
     "json_schema", "schema_text",
@@ -241,6 +243,7 @@ class RankRow(Model):
     exit_reason: str | None = key('"exit", "SIGTERM", "exception: ValueError" (uncaught), ...; '
                                   'null if incomplete')
     last_record_s: float | None = key("incomplete only: s from capture start to its last record")
+    last_collective: LastCollective | None = optional("incomplete only: where the rank was")
     wait_s: float | None = optional("cross-rank (two or more ranks), whole run")
     transfer_s: float | None = optional("cross-rank, whole run")
     last_share: float | None = optional("share of matched collectives it arrived last at")
@@ -334,6 +337,7 @@ class Report(Model):
     degraded: list[DegradedRow] = key()
     whatif: list[WhatIf] = optional("added after the first documents")
     recommendations: list[Recommendation] = optional("added after the first documents")
+    training: Training = optional("loss curve and fixes (commprof try); only when recorded")
 
     @classmethod
     def from_dict(cls, doc: Any, path: str | os.PathLike = "<report>") -> "Report":

@@ -276,3 +276,46 @@ class HostKpis(Model):
     exposed_comm_fraction_wall: float | None = key()
     algbw_gbps: float | None = key()
     busbw_gbps: float | None = key()
+
+
+@dataclass(kw_only=True)
+class LossCurve(Model):
+    """Each step's loss (the tensor passed to backward; docs/try.md, "Loss")."""
+
+    steps: list[int] = key()
+    values: list[float] = key("per step: mean over ranks of each rank's mean over its backward calls")
+    ranks: int = key("ranks that recorded a loss")
+    final: float = key("the last step's value")
+    lost: int = key("GPU loss copies dropped before they were read")
+    source: str = key('"backward"')
+
+
+@dataclass(kw_only=True)
+class FixRow(Model):
+    """A fix ``commprof try`` asked for, and what became of it on which ranks."""
+
+    fix: str = key('e.g. "bf16-compress", "local-sgd:4"')
+    status: str | None = key('"applied", "skipped" or "withdrawn"')
+    why: str | None = key("why it was skipped or withdrawn")
+    changes: str | None = key("what it changes numerically")
+    ranks: list[int] = key()
+
+
+@dataclass(kw_only=True)
+class Training(Model):
+    """Training signals: the loss curve and the fixes applied."""
+
+    loss: LossCurve | None = key()
+    fixes: list[FixRow] = key()
+
+
+@dataclass(kw_only=True)
+class LastCollective(Model):
+    """The last collective an incomplete rank issued (a rank that died: where it was)."""
+
+    op: str = key()
+    group: str = key("the group's description (default_pg, ...) or id")
+    seq: int = key("sequence number in its group")
+    bytes: int = key("S")
+    t_s: float = key("s from the capture start")
+    completed: bool = key("its completion was recorded")

@@ -34,6 +34,10 @@ def rank_status(r: dict) -> str:
         return f"ok ({reason})"
     last = r.get("last_record_s")
     when = "" if last is None else f", last record at {last:.1f} s"
+    lc = r.get("last_collective")
+    if lc:
+        when += (f", last collective {lc['op']} #{lc['seq']} on group {lc['group']}"
+                 + ("" if lc.get("completed") else ", not completed"))
     return f"incomplete (died?{when})"
 
 

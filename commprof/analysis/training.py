@@ -1,0 +1,92 @@
+"""Training signals of a run: each step's loss, and the fixes ``commprof try`` applied (docs/try.md).
+
+* **Loss** (capture/loss.py): the value of every one-element tensor passed to ``backward()``,
+  with the step it belongs to.  A step's loss is the mean of its backward calls' values (gradient
+  accumulation: the micro-batches), and the run's curve the mean over ranks of each step (every
+  rank sees its own data: the mean is the global batch's loss).
+* **Fixes**: one ``fix`` event per process and fix (applied, skipped, withdrawn, and why).
+* :func:`compare_losses`: the convergence columns of ``commprof compare`` / ``commprof try`` —
+  final loss, mean relative difference over the last N steps, and the steps the other run takes
+  to reach the baseline's final loss.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+LOSS_COLUMNS = ["step", "t", "value"]
+LAST_N = 10
+
+
+def loss_frame(events: list[dict]) -> tuple[pd.DataFrame, int]:
+    """(one row per recorded backward, values lost) of one process's ``losses`` frames."""
+    rows, lost = [], 0
+    for e in events:
+        if e.get("type") != "losses":
+            continue
+        lost += int(e.get("lost") or 0)
+        t, step, value = e.get("t") or [], e.get("step") or [], e.get("value") or []
+        if len(t) == len(step) == len(value):
+            rows.append(pd.DataFrame({"step": step, "t": t, "value": value}))
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in LOSS_COLUMNS}), lost
+    return pd.concat(rows, ignore_index=True).astype({"step": "int64", "t": "int64", "value": "float64"}), lost
+
+
+def fix_events(events: list[dict]) -> list[dict]:
+    """The process's ``fix`` events (the last word per fix)."""
+    last: dict[str, dict] = {}
+    for e in events:
+        if e.get("type") == "event" and e.get("event") == "fix" and e.get("fix"):
+            last[str(e["fix"])] = e
+    return list(last.values())
+
+
+def loss_curve(per_rank: list[tuple[int, pd.DataFrame]], lost: int = 0) -> dict | None:
+    """The document's ``training.loss``: per step, the mean over ranks of each rank's step mean."""
+    frames = [f.assign(rank=r) for r, f in per_rank if f is not None and len(f)]
+    if not frames:
+        return None
+    d = pd.concat(frames, ignore_index=True)
+    d = d[np.isfinite(d["value"])]
+    if not len(d):
+        return None
+    by_rank = d.groupby(["rank", "step"], as_index=False)["value"].mean()
+    curve = by_rank.groupby("step")["value"].agg(["mean", "size"]).reset_index()
+    return {"steps": curve["step"].astype(int).tolist(), "values": curve["mean"].astype(float).tolist(),
+            "ranks": int(by_rank["rank"].nunique()), "final": float(curve["mean"].iloc[-1]),
+            "lost": int(lost), "source": "backward"}
+
+
+def fix_table(per_rank: list[tuple[int, list[dict]]]) -> list[dict]:
+    """The document's ``training.fixes``: per fix and status, the ranks it had it."""
+    rows: dict[tuple, dict] = {}
+    for rank, events in per_rank:
+        for e in events:
+            key = (e["fix"], e.get("status"), e.get("why"))
+            row = rows.setdefault(key, {"fix": e["fix"], "status": e.get("status"), "why": e.get("why"),
+                                        "changes": e.get("changes"), "ranks": []})
+            row["ranks"].append(int(rank))
+    return [dict(r, ranks=sorted(r["ranks"])) for r in rows.values()]
+
+
+def compare_losses(base: dict | None, other: dict | None, last_n: int = LAST_N) -> dict | None:
+    """Convergence of ``other`` against ``base`` (both ``training.loss``), over their common steps:
+    final losses, the mean of |other − base| ÷ |base| over the last ``last_n`` common steps, and
+    the first step at which ``other`` reaches ``base``'s final loss (None: never)."""
+    if not base or not other:
+        return None
+    b = pd.Series(base["values"], index=base["steps"], dtype="float64")
+    o = pd.Series(other["values"], index=other["steps"], dtype="float64")
+    common = b.index.intersection(o.index).sort_values()
+    if not len(common):
+        return None
+    tail = common[-last_n:]
+    denom = b[tail].abs().where(b[tail].abs() > 0)
+    rel = ((o[tail] - b[tail]).abs() / denom).dropna()
+    target = float(b[common].iloc[-1])
+    reached = o[common][o[common] <= target]
+    return {"final_base": target, "final": float(o[common].iloc[-1]),
+            "mean_rel_diff_last_n": float(rel.mean()) if len(rel) else None, "last_n": int(len(tail)),
+            "steps_to_base_final": int(reached.index[0]) if len(reached) else None,
+            "common_steps": int(len(common))}

@@ -1,0 +1,320 @@
+"""``commprof try FIX[,FIX…] [--baseline RUN] [--steps N] [--repeat K] -- COMMAND…`` and
+``commprof try auto -- COMMAND…`` (docs/try.md).
+
+Runs the job under ``commprof run`` with the fix applied inside the workers (commprof/fixes),
+the baseline too unless one is given — interleaved A B A B with ``--repeat`` — then shows
+``commprof compare``'s table, the loss curves' agreement, whether the bytes changed as the fix
+says, and the what-if's projection of the same fix next to the measured step time.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from commprof.errors import UsageError
+
+AUTO_CANDIDATES = {  # what-if scenario -> fixes that make that change, in the order tried
+    "bytes /2": ["bf16-compress"], "bytes /10": ["powersgd:1"], "sync every 4 steps": ["local-sgd:4"]}
+BYTES_TOLERANCE = 0.02  # measured bytes per step vs the fix's arithmetic, where it has one
+
+
+@dataclass
+class Side:
+    """The runs of one side (the baseline or one fix) and their merged measurements."""
+
+    label: str
+    runs: list[Path] = field(default_factory=list)
+    docs: list[dict] = field(default_factory=list)
+
+    def step_time(self) -> float | None:
+        steps = [r["duration_mean_s"] for d in self.docs for r in d["steps"].get("per_step") or []
+                 if r.get("duration_mean_s") is not None]
+        return float(np.mean(steps)) if steps else None
+
+    def kpi(self, name: str) -> float | None:
+        vals = [d["kpis"].get(name) for d in self.docs if d["kpis"].get(name) is not None]
+        return float(np.mean(vals)) if vals else None
+
+    def loss(self) -> dict | None:
+        curves = [(d.get("training") or {}).get("loss") for d in self.docs]
+        curves = [c for c in curves if c]
+        if not curves:
+            return None
+        steps = sorted(set.intersection(*(set(c["steps"]) for c in curves)))
+        by = [dict(zip(c["steps"], c["values"])) for c in curves]
+        values = [float(np.mean([b[s] for b in by])) for s in steps]
+        return {"steps": steps, "values": values, "final": values[-1] if values else None}
+
+    def fixes(self) -> list[dict]:
+        return [f for d in self.docs for f in (d.get("training") or {}).get("fixes") or []]
+
+
+def _finished(out: Path, fix: str | None) -> bool:
+    """A run of an earlier ``commprof try --out`` that can be reused (``--resume``): finished,
+    exit status 0, the same fix."""
+    import json
+    from commprof.format import layout
+    try:
+        m = json.loads(layout.manifest_path(out).read_text())
+    except (OSError, ValueError):
+        return False
+    return (m.get("status") == "finished" and m.get("exit_code") == 0
+            and (m.get("fixes") or []) == ([f.strip() for f in fix.split(",")] if fix else []))
+
+
+def _commprof_run(out: Path, command: list[str], fix: str | None, opts: dict, say) -> Path:
+    if opts.get("resume") and _finished(out, fix):
+        say(f"reusing {out} ({'baseline' if not fix else fix})")
+        return out
+    if out.exists():
+        import shutil
+        shutil.rmtree(out)  # a run of this try's own directory layout, incomplete or stale
+    argv = [sys.executable, "-m", "commprof", "run", "--out", str(out), "--quiet"]
+    if fix:
+        argv += ["--fix", fix, "--fix-warmup", str(opts["fix_warmup"])]
+    if opts.get("steps"):
+        argv += ["--max-steps", str(opts["steps"])]
+    argv += ["--sample-hz", str(opts.get("sample_hz", 0)), "--", *command]
+    say(f"running {'baseline' if not fix else fix} -> {out}")
+    t0 = time.monotonic()
+    proc = subprocess.run(argv)
+    if proc.returncode != 0:
+        raise UsageError(f"{out}: the job exited with {proc.returncode} "
+                         f"({'baseline' if not fix else 'with ' + fix}); see its output above")
+    say(f"  done in {time.monotonic() - t0:.1f} s")
+    return out
+
+
+def _document(run: Path, warmup: int) -> dict:
+    from commprof.cli.report import build_document
+    return build_document(str(run), warmup)
+
+
+def run_sides(command, fixes: list[str], baseline: str | None, repeat: int, root: Path, opts: dict,
+              say) -> tuple[Side, list[Side]]:
+    """The baseline side and one side per fix, runs interleaved: base, fix₁, …, base, fix₁, …"""
+    base = Side("baseline")
+    if baseline:
+        base.runs.append(Path(baseline))
+    sides = [Side(f) for f in fixes]
+    for i in range(repeat):
+        if not baseline:
+            base.runs.append(_commprof_run(root / f"baseline-{i + 1}", command, None, opts, say))
+        for side in sides:
+            side.runs.append(_commprof_run(root / f"{_slug(side.label)}-{i + 1}", command, side.label, opts, say))
+    for side in (base, *sides):
+        side.docs = [_document(r, opts["warmup"]) for r in side.runs]
+    return base, sides
+
+
+def merged(side: Side):
+    """One :class:`~commprof.gate.measure.Measurements` of every run of ``side``: their per-step
+    series joined, the step KPIs of the joined steps."""
+    from commprof.gate import measure
+    ms = [measure.from_document(d, str(r), "run", "auto") for d, r in zip(side.docs, side.runs)]
+    m = ms[0]
+    if len(ms) > 1:
+        m.series = {k: np.concatenate([x.series.get(k, np.zeros(0)) for x in ms]) for k in m.series}
+        m.values.update(measure._step_values(m.series))
+        m.source = f"{side.label} ({len(ms)} runs)"
+    return m
+
+
+def _compare_table(base: Side, side: Side) -> str:
+    from commprof.gate import output, rules
+    from commprof.gate.compare import compare
+    a, b = merged(base), merged(side)
+    return output.compare_text(compare(a, b, rules.confidence_value(0.95)), a.source, b.source)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+def _sync_ratio_ok(ratio: float, every: int, steps: int) -> bool:
+    """Bytes of a fix that synchronizes one step in ``every``: over ``steps`` measured steps,
+    between ⌊steps/every⌋ and ⌈steps/every⌉ synchronizing steps' worth."""
+    lo, hi = (steps // every) / steps, -(-steps // every) / steps
+    return lo * (1 - BYTES_TOLERANCE) <= ratio <= hi * (1 + BYTES_TOLERANCE)
+
+
+def assess_fix(base: Side, side: Side, fix_warmup: int = 5) -> dict:
+    """Did the fix apply, change the bytes as it says, and what did it do to time and loss?"""
+    from commprof.analysis.training import compare_losses
+    from commprof.analysis import whatif
+    from commprof.fixes import parse
+    applied_fixes = parse(side.label, fix_warmup)
+    specs = {f.spec for f in applied_fixes}
+    status = {f["status"] for f in side.fixes() if f["fix"] in specs}
+    applied = status == {"applied"} and {f["fix"] for f in side.fixes()} >= specs
+    why = "; ".join(sorted({f"{f['fix']}: {f['why']}" for f in side.fixes()
+                            if f["fix"] in specs and f.get("why")}))
+    fix = _combined(applied_fixes)
+    t0, t1 = base.step_time(), side.step_time()
+    b0, b1 = base.kpi("bytes_per_step"), side.kpi("bytes_per_step")
+    expect = fix.whatif().get("bytes_div")
+    every = fix.whatif().get("sync_every")
+    bytes_ok = None
+    if expect and b0 and b1 is not None:
+        bytes_ok = abs(b1 / b0 - 1 / expect) <= BYTES_TOLERANCE
+    n = sum(len(d["steps"].get("per_step") or []) for d in side.docs) // max(len(side.docs), 1)
+    if every and b0 and b1 is not None and n:
+        bytes_ok = _sync_ratio_ok(b1 / b0, int(every), n)
+        expect = float(every)
+    projected = None
+    if fix.whatif() and base.docs:
+        from commprof.cli.report import summarize_run
+        b = summarize_run(str(base.runs[0]), 2).baseline
+        if b is not None:
+            projected = whatif.project(b, **fix.whatif())["step_time_s"]
+    return {"fix": side.label, "applied": applied, "status": sorted(status) or ["not reported"], "why": why,
+            "step_time_base": t0, "step_time": t1, "speedup": t0 / t1 if t0 and t1 else None,
+            "projected_step_time": projected,
+            "measured_vs_projected": t1 / projected if t1 and projected else None,
+            "bytes_base": b0, "bytes": b1, "bytes_expected_ratio": 1 / expect if expect else None,
+            "bytes_ok": bytes_ok, "loss": compare_losses(base.loss(), side.loss()), "code": fix.code()}
+
+
+class _combined:
+    """Several fixes applied together: their what-if changes multiply, their code lines join."""
+
+    def __init__(self, fixes):
+        self.fixes = fixes
+
+    def whatif(self) -> dict:
+        out: dict = {}
+        for f in self.fixes:
+            for k, v in f.whatif().items():
+                out[k] = out.get(k, 1) * v
+        return out
+
+    def code(self) -> str:
+        return "\n".join(f.code() for f in self.fixes if f.code())
+
+
+def report_lines(a: dict) -> list[str]:
+    from commprof.format.units import fmt_bytes, fmt_seconds
+    from commprof.gate.output import loss_lines
+    out = [f"== {a['fix']}: " + ("applied" if a["applied"] else f"NOT applied ({', '.join(a['status'])}"
+                                 + (f": {a['why']}" if a["why"] else "") + ")")]
+    out.append(f"step time: {fmt_seconds(a['step_time_base'])} -> {fmt_seconds(a['step_time'])}"
+               + (f" ({a['speedup']:.2f}x)" if a["speedup"] else ""))
+    if a["projected_step_time"] is not None:
+        out.append(f"what-if projected {fmt_seconds(a['projected_step_time'])}: measured/projected "
+                   f"{a['measured_vs_projected']:.3f}")
+    ratio = a["bytes"] / a["bytes_base"] if a["bytes"] is not None and a["bytes_base"] else None
+    line = (f"bytes per step: {fmt_bytes(a['bytes_base'])} -> {fmt_bytes(a['bytes'])}"
+            + (f" (x{ratio:.3f})" if ratio is not None else ""))
+    if a["bytes_ok"] is not None:
+        line += (f"; the fix says x{a['bytes_expected_ratio']:.3f}: "
+                 + ("as expected" if a["bytes_ok"] else "NOT as expected: the fix did not apply as it says"))
+    out.append(line)
+    out += loss_lines(a["loss"], "baseline", a["fix"])
+    return out
+
+
+def choose(results: list[dict], tolerance: float) -> tuple[dict | None, list[tuple[dict, str]]]:
+    """The fastest applied fix whose loss stays within ``tolerance`` (mean relative difference
+    over the last steps), and why each was chosen or rejected."""
+    verdicts, ok = [], []
+    for r in results:
+        loss = r["loss"] or {}
+        rel = loss.get("mean_rel_diff_last_n")
+        if not r["applied"]:
+            verdicts.append((r, f"rejected: did not apply ({r['why'] or ', '.join(r['status'])})"))
+        elif r["bytes_ok"] is False:
+            verdicts.append((r, "rejected: bytes did not change as the fix says"))
+        elif rel is None:
+            verdicts.append((r, "rejected: no loss recorded to judge convergence"))
+        elif rel > tolerance:
+            verdicts.append((r, f"rejected: loss differs {rel:.1%} from the baseline's (> {tolerance:.1%})"))
+        elif not r["speedup"] or r["speedup"] <= 1:
+            verdicts.append((r, "rejected: not faster than the baseline"))
+        else:
+            ok.append(r)
+            verdicts.append((r, "candidate"))
+    best = max(ok, key=lambda r: r["speedup"]) if ok else None
+    verdicts = [(r, "chosen: fastest within the loss tolerance" if r is best else v) for r, v in verdicts]
+    return best, verdicts
+
+
+def auto_fixes(base: Side) -> list[str]:
+    """The fixes to try: those of the baseline's what-if scenarios that project a saving (over
+    0.5 %), best projected saving first."""
+    order = []
+    scenarios = sorted(base.docs[0].get("whatif") or [], key=lambda w: -(w.get("saving") or 0))
+    for w in scenarios:
+        if (w.get("saving") or 0) > 0.005:
+            order += [f for f in AUTO_CANDIDATES.get(w["name"], []) if f not in order]
+    return order
+
+
+def try_command(spec: str, command: list[str], baseline: str | None, steps: int | None, repeat: int,
+                out: str | None, warmup: int, fix_warmup: int, loss_tolerance: float,
+                quiet: bool = False, resume: bool = False, json_out: str | None = None) -> int:
+    from commprof.fixes import parse
+    from commprof.launch import supervisor
+    supervisor.check_command(command)
+    if repeat < 1:
+        raise UsageError(f"--repeat {repeat}: must be >= 1")
+    if steps is not None and steps < 2:
+        raise UsageError(f"--steps {steps}: must be >= 2")
+    auto = spec.strip().lower() == "auto"
+    # "A,B": A and B applied together (one side); "A/B": A and B each on its own side.
+    fixes = [] if auto else [",".join(f.spec for f in parse(part, fix_warmup))
+                             for part in spec.split("/") if part.strip()]
+    if not auto and not fixes:
+        raise UsageError(f"no fix in {spec!r}: e.g. bf16-compress, or bf16-compress/local-sgd:4")
+    say = (lambda m: None) if quiet else (lambda m: print(f"commprof try: {m}", file=sys.stderr))
+    from commprof.format import layout
+    root = Path(out) if out else Path(layout.DEFAULT_ROOT) / time.strftime("try-%Y%m%d-%H%M%S")
+    root.mkdir(parents=True, exist_ok=True)
+    # Steps before a fix's warm-up ends (PowerSGD, local SGD synchronize in full until then) are
+    # left out on both sides: the comparison is of the fix as it runs after its warm-up.
+    warm = any(f.startswith(("powersgd", "local-sgd")) for f in fixes) or auto
+    opts = {"steps": steps, "warmup": max(warmup, fix_warmup) if warm else warmup,
+            "fix_warmup": fix_warmup, "resume": resume}
+    if steps is not None and steps <= opts["warmup"] + 1:
+        raise UsageError(f"--steps {steps}: leaves no measured step after the {opts['warmup']}-step "
+                         "warm-up (--warmup, --fix-warmup)")
+    if auto:
+        base, _ = run_sides(command, [], baseline, 1, root, opts, say)
+        fixes = auto_fixes(base)
+        if not fixes:
+            print("commprof try auto: the baseline's what-if recommends no fix commprof can apply "
+                  "(communication is not what slows this job, or no step KPIs)")
+            return 0
+        say(f"trying {', '.join(fixes)} (from the baseline's recommendations)")
+        base_runs = [str(r) for r in base.runs]
+        _, sides = run_sides(command, fixes, base_runs[0], repeat, root, opts, say)
+    else:
+        base, sides = run_sides(command, fixes, baseline, repeat, root, opts, say)
+    results = [assess_fix(base, s, fix_warmup) for s in sides]
+    for side, r in zip(sides, results):
+        print(_compare_table(base, side))
+        print("\n".join(report_lines(r)))
+    best, verdicts = choose(results, loss_tolerance)
+    if json_out:
+        import json
+        Path(json_out).write_text(json.dumps({
+            "schema": "commprof.try/1", "baseline": [str(r) for r in base.runs],
+            "loss_tolerance": loss_tolerance, "results": results,
+            "verdicts": [{"fix": r["fix"], "verdict": v} for r, v in verdicts],
+            "chosen": best["fix"] if best else None,
+            "runs": {s.label: [str(r) for r in s.runs] for s in sides}}, indent=1, default=str) + "\n")
+    if auto or len(results) > 1:
+        print("\ntried:")
+        for r, v in verdicts:
+            sp = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
+            print(f"  {r['fix']:<18} {sp:>6}  {v}")
+        if best is not None:
+            print(f"\napply {best['fix']} in your script:\n" + "\n".join("    " + line for line in best["code"].splitlines()))
+        else:
+            print("\nno fix is both faster and within the loss tolerance")
+    print(f"\nruns in {root} (commprof compare {base.runs[0]} {sides[0].runs[0] if sides else ''})")
+    return 0

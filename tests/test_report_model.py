@@ -150,6 +150,7 @@ def docs(tmp_path_factory) -> dict[str, dict]:
     _add_trace_only_keys(docs["full"], json.loads(json.dumps(build_document(str(_trace(base)), 2))))
     gpu = write_run(base / "gpu", [nccl_rank(0), nccl_rank(1)])  # GPU windows: kpis.host
     docs["full"]["kpis"]["host"] = json.loads(json.dumps(build_document(str(gpu), 2)))["kpis"]["host"]
+    docs["full"]["training"]["compare"] = [{"label": "baseline", "steps": [0, 1], "values": [2.3, 2.2]}]
     docs["nccl_no_gpu"] = json.loads(json.dumps(build_document(
         str(write_run(base / "nccl", [nccl_rank(0, window=None), nccl_rank(1, window=None)])), 2)))
     return docs

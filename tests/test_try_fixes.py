@@ -122,6 +122,8 @@ def test_compression_halves_the_bytes_in_its_dtype(runs, name, dtype):
     assert all(d == [dtype] for d in s["dtypes"])
     rows = _fix_rows(runs[name])
     assert [(r["fix"], r["status"], r["ranks"]) for r in rows] == [(f"{name}-compress", "applied", [0, 1])]
+    manifest = load_run(runs[name]).manifest  # the fix and the loss values are in it as well
+    assert manifest["fixes"] == [f"{name}-compress"] and manifest["loss"]["steps"] == list(range(STEPS))
 
 
 def test_powersgd_sends_the_low_rank_factors_after_its_warm_up(runs):

@@ -107,6 +107,8 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         except OSError as exc:  # the job's exit status still passes through
             say(f"warning: could not finish {run_dir / manifest_file}: {exc.strerror or exc}")
     captured = rundir.count_captures(run_dir)
+    if captured and fix:  # commprof try: the loss curve beside the fix, in the manifest too
+        _add_loss_to_manifest(run_dir, manifest, manifest_file, say)
     if captured == 0:
         say("warning: no process was captured (did the job import torch? see "
             "docs/troubleshooting.md)")
@@ -167,6 +169,29 @@ def _one_line_summary(run_dir: Path) -> str:
         return build_document(str(run_dir), warmup=2)["verdict"]
     except Exception as exc:  # noqa: BLE001 - the job's exit status must still pass through
         return f"summary unavailable ({type(exc).__name__}: {exc}); try `commprof report`"
+
+
+def _add_loss_to_manifest(run_dir: Path, manifest: dict, manifest_file: str, say) -> None:
+    """``manifest["loss"]``: each step's loss (mean over ranks), for runs small enough to read."""
+    size = sum(p.stat().st_size for p in layout.capture_paths(run_dir))
+    if size > SUMMARY_MAX_BYTES:
+        return
+    try:
+        from commprof.analysis.load import open_run
+        from commprof.analysis.training import loss_curve
+        src = open_run(run_dir)
+        curve = loss_curve([(rd.rank, rd.losses) for rd in src.iter_ranks()])
+    except (CommprofError, OSError, ValueError) as exc:
+        say(f"warning: loss not added to the manifest ({type(exc).__name__}: {exc})")
+        return
+    if curve is None:
+        return
+    manifest["loss"] = {"steps": curve["steps"], "values": [round(v, 7) for v in curve["values"]],
+                        "final": curve["final"], "ranks": curve["ranks"]}
+    try:
+        rundir.write_manifest(run_dir, manifest, manifest_file)
+    except OSError as exc:
+        say(f"warning: could not add the loss to {run_dir / manifest_file}: {exc.strerror or exc}")
 
 
 def _shell_path(path: Path) -> str:

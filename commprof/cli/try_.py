@@ -132,6 +132,21 @@ def _compare_table(base: Side, side: Side) -> str:
     return output.compare_text(compare(a, b, rules.confidence_value(0.95)), a.source, b.source)
 
 
+def _html(root: Path, base: Side, side: Side) -> Path | None:
+    """The fix's report (its first run) with the baseline's loss curve beside its own."""
+    from commprof.report.html import HtmlRenderer
+    if not side.docs:
+        return None
+    doc = dict(side.docs[0])
+    curve = base.loss()
+    if curve and doc.get("training"):
+        doc["training"] = dict(doc["training"], compare=[
+            {"label": "baseline", "steps": curve["steps"], "values": curve["values"]}])
+    path = root / f"{_slug(side.label)}.html"
+    path.write_text(HtmlRenderer().render(doc))
+    return path
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
@@ -298,6 +313,7 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
     for side, r in zip(sides, results):
         print(_compare_table(base, side))
         print("\n".join(report_lines(r)))
+    pages = [_html(root, base, side) for side in sides]
     best, verdicts = choose(results, loss_tolerance)
     if json_out:
         import json
@@ -316,5 +332,6 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
             print(f"\napply {best['fix']} in your script:\n" + "\n".join("    " + line for line in best["code"].splitlines()))
         else:
             print("\nno fix is both faster and within the loss tolerance")
-    print(f"\nruns in {root} (commprof compare {base.runs[0]} {sides[0].runs[0] if sides else ''})")
+    print(f"\nruns in {root} (commprof compare {base.runs[0]} {sides[0].runs[0] if sides else ''}); "
+          f"HTML with both loss curves: {', '.join(str(p) for p in pages if p)}")
     return 0

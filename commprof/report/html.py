@@ -12,6 +12,7 @@ import html
 import json
 import os
 
+from commprof.report.html_training import loss_figure, training_section
 from commprof.report.notes import assessment, except_kind, of_kind, rank_status, timeline_cards
 from commprof.format.units import fmt_bytes, fmt_pct, fmt_seconds
 
@@ -51,11 +52,11 @@ class HtmlRenderer:
         figures = {name: fig for name, fig in (
             ("step-timeline", step_timeline(doc)), ("op-bandwidth", op_bandwidth(doc)),
             ("rank-view", rank_view(doc)), ("arrivals", arrivals(doc)),
-            ("link-timeline", link_timeline(doc))) if fig}
+            ("link-timeline", link_timeline(doc)), ("loss-curve", loss_figure(doc))) if fig}
         body = "\n".join([banner(doc), hang(doc), steps_section(doc, "step-timeline" in figures),
                           ops_section(doc, "op-bandwidth" in figures),
                           ranks_section(doc, "arrivals" in figures),
-                          whatif_section(doc),
+                          whatif_section(doc), training_section(doc, "loss-curve" in figures),
                           links_section(doc, "link-timeline" in figures), overhead_section(doc),
                           notes_section(doc)])
         return _PAGE.format(title=_e(f"commprof report — {doc['run'].get('path')}"), style=_STYLE,

@@ -302,11 +302,21 @@ class FixRow(Model):
 
 
 @dataclass(kw_only=True)
+class LossSeries(Model):
+    """Another run's loss curve shown beside this one (``commprof try``: the baseline's)."""
+
+    label: str = key()
+    steps: list[int] = key()
+    values: list[float] = key()
+
+
+@dataclass(kw_only=True)
 class Training(Model):
     """Training signals: the loss curve and the fixes applied."""
 
     loss: LossCurve | None = key()
     fixes: list[FixRow] = key()
+    compare: list[LossSeries] = optional("other runs' curves (commprof try writes the baseline's)")
 
 
 @dataclass(kw_only=True)

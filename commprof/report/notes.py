@@ -76,3 +76,13 @@ def timeline_cards(k: dict, steps: dict) -> list[tuple[str, str, str]]:
                       f"{fmt_seconds(h.get('step_time_s'))} step, on host clocks: for NCCL, launch "
                       "times, not transfers"))
     return cards
+
+
+def training_line(t: dict) -> str:
+    """The loss (final, over how many steps) and the fixes applied (``training``)."""
+    loss = t.get("loss")
+    parts = [f"loss {loss['final']:.4g} at step {loss['steps'][-1]} ({len(loss['steps'])} steps, "
+             f"mean over {loss['ranks']} rank(s))" if loss else "no loss recorded"]
+    for f in t.get("fixes") or []:
+        parts.append(f"fix {f['fix']}: {f['status']}" + (f" ({f['why']})" if f.get("why") else ""))
+    return "; ".join(parts)

@@ -9,7 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from commprof.report.notes import except_kind, gpu_line, of_kind, rank_status
+from commprof.report.notes import except_kind, gpu_line, of_kind, rank_status, training_line
 from commprof.format.units import fmt_bytes, fmt_gbps, fmt_pct, fmt_seconds
 
 MAX_RANK_ROWS = 16
@@ -101,6 +101,9 @@ def banner(doc: dict) -> Panel:
                                 f"exposed {fmt_pct(k['exposed_comm_fraction_wall'])}")
     grid.add_row("observed bandwidth", f"algbw {fmt_gbps(k['algbw_gbps'])}, busbw "
                                        f"{fmt_gbps(k['busbw_gbps'])} (time-weighted, all ops)")
+    t = doc.get("training") or {}
+    if t:
+        grid.add_row("training", training_line(t))
     o = doc.get("overhead") or {}
     if o.get("calls"):
         grid.add_row("commprof's own cost",

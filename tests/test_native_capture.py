@@ -141,3 +141,21 @@ def test_build_native_and_doctor_commands():
     assert "native capture: works" in doctor.stdout, doctor.stdout
     so = proc.stdout.splitlines()[0].split(": ", 1)[1].rsplit(" (", 1)[0]
     assert so.endswith(".so") and os.path.exists(so), proc.stdout
+
+
+def test_the_overhead_section_names_the_kernel_and_leaves_out_the_python_hop_for_native():
+    import types
+    import pandas as pd
+    from commprof.analysis.summary import DISPATCH_NS_ASYNC_CALL, self_overhead
+
+    def part(path):
+        return types.SimpleNamespace(process={"self_calls": 100, "self_record_ns": 200_000,
+                                              "capture_path": path}, blocking_calls=0)
+
+    wall = pd.DataFrame({"wall_s": [1.0, 1.0]})
+    native = self_overhead([part("native"), part("native")], wall)
+    assert native["capture_path"] == "native" and native["dispatch_us_per_call_estimate"] == 0
+    assert native["record_us_per_call"] == pytest.approx(2.0)
+    mixed = self_overhead([part("native"), part("python")], wall)
+    assert mixed["capture_path"] == "native,python"
+    assert mixed["dispatch_us_per_call_estimate"] == pytest.approx(DISPATCH_NS_ASYNC_CALL / 1e3 / 2)

@@ -255,12 +255,16 @@ def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:
     benchmark constant: it cannot be timed from inside)."""
     calls = sum(int(p.process.get("self_calls") or 0) for p in parts)
     record_ns = sum(int(p.process.get("self_record_ns") or 0) for p in parts)
+    # the Python kernel's dispatcher hop: not paid by processes the native kernel recorded
+    py_calls = sum(int(p.process.get("self_calls") or 0) for p in parts
+                   if p.process.get("capture_path") != "native")
+    py_blocking = sum(p.blocking_calls for p in parts if p.process.get("capture_path") != "native")
     gpu_windows = sum(int(p.process.get("self_gpu_windows") or 0) for p in parts)
     gpu_window_ns = sum(int(p.process.get("self_gpu_window_ns") or 0) for p in parts)
     blocking = sum(p.blocking_calls for p in parts)
     n = max(len(parts), 1)
-    dispatch_ns = (blocking * DISPATCH_NS_BLOCKING_CALL
-                   + max(calls - blocking, 0) * DISPATCH_NS_ASYNC_CALL)
+    dispatch_ns = (py_blocking * DISPATCH_NS_BLOCKING_CALL
+                   + max(py_calls - py_blocking, 0) * DISPATCH_NS_ASYNC_CALL)
     total_ns = record_ns + dispatch_ns + gpu_window_ns
     wall = ranks["wall_s"].sum() if "wall_s" in ranks else 0.0
     return {
@@ -272,6 +276,8 @@ def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:
         "estimated_fraction_of_wall": total_ns / 1e9 / wall if wall else None,
         "gpu_windows": gpu_windows,
         "gpu_window_s_per_rank": gpu_window_ns / n / 1e9,
+        "capture_path": ",".join(sorted({str(p.process.get("capture_path")) for p in parts
+                                         if p.process.get("capture_path")})) or None,
     }
 
 

@@ -90,3 +90,11 @@ def compare_losses(base: dict | None, other: dict | None, last_n: int = LAST_N) 
             "mean_rel_diff_last_n": float(rel.mean()) if len(rel) else None, "last_n": int(len(tail)),
             "steps_to_base_final": int(reached.index[0]) if len(reached) else None,
             "common_steps": int(len(common))}
+
+
+def capture_path(events: list[dict]) -> str | None:
+    """Which c10d kernel recorded this process (``capture_path`` event: "python", "native"),
+    or None for captures written before the event existed."""
+    last = next((e for e in reversed(events) if e.get("type") == "event"
+                 and e.get("event") == "capture_path"), None)
+    return str(last.get("path")) if last else None

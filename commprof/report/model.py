@@ -264,6 +264,7 @@ class Overhead(Model):
     gpu_windows: int = optional("GPU windows recorded, all ranks (added with GPU windows)")
     gpu_window_s_per_rank: float = optional("their start, sync, stop and conversion time, measured "
                                             "in-run; part of estimated_s_per_rank")
+    capture_path: str | None = optional('the c10d kernel that recorded: "python", "native" (or both)')
 
 
 @dataclass(kw_only=True)

@@ -107,7 +107,8 @@ def banner(doc: dict) -> Panel:
     o = doc.get("overhead") or {}
     if o.get("calls"):
         grid.add_row("commprof's own cost",
-                     f"{o['record_us_per_call']:.1f} µs/call recording (measured) + ≈ "
+                     f"{o['record_us_per_call']:.1f} µs/call recording (measured"
+                     + (f", {o['capture_path']} kernel" if o.get("capture_path") else "") + ") + ≈ "
                      f"{o['dispatch_us_per_call_estimate']:.0f} µs/call dispatch (benchmark) ≈ "
                      f"{fmt_pct(o['estimated_fraction_of_wall'])} of wall time"
                      + (f" (incl. {o['gpu_windows']} GPU window(s): "

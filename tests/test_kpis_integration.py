@@ -109,6 +109,10 @@ def test_overlapped_allreduce_is_in_flight_but_not_exposed(tmp_path):
         blocked = statistics.median(b / s for s, lo, hi, b in truth)
         print(f"rank {row['rank']}: job in flight [{low:.4f}, {high:.4f}] blocked {blocked:.4f}; "
               f"commprof comm {row['comm_fraction']:.4f} exposed {row['exposed_comm_fraction']:.4f}")
-        assert low - 0.02 <= row["comm_fraction"] <= high + 0.02
+        # The Python path stamps completion in the future's callback, which runs on gloo's thread
+        # once it gets the GIL: while the job computes in Python that can take up to one GIL switch
+        # interval (seen here: +2.7 ms in one run of three), so the upper bound allows one per step.
+        gil = statistics.median(sys.getswitchinterval() / s for s, lo, hi, b in truth)
+        assert low - 0.02 <= row["comm_fraction"] <= high + 0.02 + gil
         assert abs(row["exposed_comm_fraction"] - blocked) <= 0.02
         assert row["exposed_comm_fraction"] < row["comm_fraction"]

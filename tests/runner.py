@@ -42,7 +42,6 @@ def cpu_seconds() -> tuple[float, float]:
     """(machine-wide busy CPU seconds incl. steal, this process's + reaped children's): their
     difference over an interval is what *other* processes used (tests that compare wall times of
     separate runs skip when it is large, instead of judging a loaded machine)."""
-    import os
     import resource
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
@@ -50,3 +49,91 @@ def cpu_seconds() -> tuple[float, float]:
     own = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
               for f in ("ru_utime", "ru_stime"))
     return busy, own
+
+
+# Above a quarter of a core used by other processes, wall times of separate runs are not
+# comparable on a 2-core machine (tests that compare them re-run or skip, saying how busy).
+MAX_FOREIGN_CORES = 0.25
+
+
+class ForeignLoad:
+    """The CPU that processes other than this one and its descendants used over a with-block, in
+    cores: ``.cores`` over the whole block, ``.peak`` over its busiest ``window_s`` (a burst that
+    slows a few seconds of one run is diluted in the mean by the run's start-up and exit).
+
+    A thread samples /proc/stat's busy time and the CPU time of this process tree (live
+    descendants from psutil, their reaped children included) every ``period_s``."""
+
+    cores: float = 0.0
+    peak: float = 0.0
+
+    def __init__(self, window_s: float = 2.0, period_s: float = 0.25):
+        self.window_s, self.period_s = window_s, period_s
+
+    def _own(self) -> float | None:
+        """This process tree's CPU seconds; None when a process started or was reaped while it was
+        read (a reaped child's time moves into its parent's, so a read across a reap can miss or
+        double it)."""
+        import psutil
+        before = {c.pid: c for c in psutil.Process().children(recursive=True)}
+        total = sum(cpu_seconds()[1:])
+        for child in before.values():
+            try:
+                t = child.cpu_times()
+            except psutil.Error:
+                return None
+            total += t.user + t.system + t.children_user + t.children_system
+        after = {c.pid for c in psutil.Process().children(recursive=True)}
+        return total if after == set(before) else None
+
+    def _sample(self) -> None:
+        import time
+        t, busy, own = time.monotonic(), cpu_seconds()[0], self._own()
+        if own is not None:
+            self._samples.append((t, busy, own))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self._sample()
+
+    def __enter__(self) -> "ForeignLoad":
+        import threading
+        self._samples: list[tuple[float, float, float]] = []
+        while not self._samples:
+            self._sample()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        n = len(self._samples)
+        while len(self._samples) == n:
+            self._sample()
+        (t0, b0, o0), (t1, b1, o1) = self._samples[0], self._samples[-1]
+        self.cores = max(0.0, (b1 - b0) - (o1 - o0)) / max(t1 - t0, 1e-9)
+        self.peak = self.cores
+        j = 0
+        for i, (ti, bi, oi) in enumerate(self._samples):  # each window ending at a sample
+            while self._samples[j + 1][0] <= ti - self.window_s:
+                j += 1
+            tj, bj, oj = self._samples[j]
+            if ti - tj >= self.window_s:
+                self.peak = max(self.peak, max(0.0, (bi - bj) - (oi - oj)) / (ti - tj))
+
+
+def on_a_quiet_machine(run, attempts: int = 3, limit: float = MAX_FOREIGN_CORES):
+    """``run(attempt)`` until one attempt ran while other processes used at most ``limit`` cores in
+    its busiest 2 s, at most ``attempts`` times: (the last attempt's result, the peak loads of all
+    attempts).  Each run is judged by its own load, at its peak: a burst that slows a few seconds
+    of one run is neither averaged away over several runs nor diluted by a run's start-up."""
+    loads = []
+    for attempt in range(attempts):
+        with ForeignLoad() as load:
+            result = run(attempt)
+        loads.append(load.peak)
+        if load.peak <= limit:
+            break
+    return result, loads

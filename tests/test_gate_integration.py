@@ -7,17 +7,17 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-import time
-
-from runner import HERE, commprof, cpu_seconds, torchrun
+from runner import HERE, MAX_FOREIGN_CORES, commprof, on_a_quiet_machine, torchrun
 
 pytestmark = pytest.mark.slow
 JOB = HERE / "jobs" / "gate_job.py"
 STEPS = "30"
 # Runs of one job on a shared 2-core machine differ by a few slow steps (a 46.8 -> 64.7 ms mean
 # step was seen between two of them); the rules for "no false failure" are the ones docs/ci.md
-# recommends for noisy runners: the per-step medians, under their own names.
-MAX_FOREIGN_CORES = 0.25
+# recommends for noisy runners: the per-step medians, under their own names.  A burst of other
+# load during one run (CI saw one run at 18.8 % exposed against 7.8 % for the others, while the
+# load averaged over all five stayed under the limit) makes one rank straggle and the other wait:
+# each run is judged by its own load and re-run when it was disturbed.
 RULES = ["--max-regression", "exposed_comm_fraction_step_median=+5pp",
          "--max-regression", "step_time_median=+25%", "--max-regression", "bytes_per_step=+10%"]
 
@@ -33,10 +33,11 @@ def _run(out, extra_numel: int):
 def runs(tmp_path_factory):
     """Five runs of the same job (as baselines, plus the run directories) and one heavier run."""
     base = tmp_path_factory.mktemp("gate")
-    busy0, own0, t0 = *cpu_seconds(), time.monotonic()
-    same = [_run(base / f"same{i}", 0) for i in range(5)]
-    busy1, own1, t1 = *cpu_seconds(), time.monotonic()
-    foreign = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9)
+    same, loads = [], []
+    for i in range(5):
+        run, tried = on_a_quiet_machine(lambda attempt: _run(base / f"same{i}_{attempt}", 0))
+        same.append(run)
+        loads.append(tried)
     heavy = _run(base / "heavy", 2 * 1024 * 1024)  # + an 8 MiB all_reduce per step
     files = []
     for d in same:
@@ -44,21 +45,23 @@ def runs(tmp_path_factory):
         proc = commprof("report", str(d), "--save-baseline", str(f))
         assert proc.returncode == 0, proc.stderr
         files.append(f)
-    return same, files, heavy, foreign
+    return same, files, heavy, loads
 
 
 def test_runs_of_the_same_job_never_fail_the_gate(runs):
-    same, files, _, foreign = runs
-    if foreign > MAX_FOREIGN_CORES:  # the step times of separate runs say nothing then
-        pytest.skip(f"machine too busy to judge: other processes used {foreign:.2f} cores during "
-                    f"the runs (limit {MAX_FOREIGN_CORES})")
+    same, files, _, loads = runs
+    said = "; ".join(f"run {i}: " + ", ".join(f"{c:.2f}" for c in tried) + " cores"
+                     for i, tried in enumerate(loads))
+    if max(tried[-1] for tried in loads) > MAX_FOREIGN_CORES:  # separate runs say nothing then
+        pytest.skip(f"machine too busy to judge: other processes' load per attempt: {said} "
+                    f"(limit {MAX_FOREIGN_CORES})")
     outcomes = []
     for a, b in itertools.pairwise(range(5)):
         for base, cur in ((a, b), (b, a)):  # both orderings
             proc = commprof("gate", str(files[cur]), "--baseline", str(files[base]), *RULES)
             outcomes.append((base, cur, proc.returncode, proc.stdout))
     failed = [o for o in outcomes if o[2] != 0]
-    assert not failed, "\n".join(o[3] for o in failed)
+    assert not failed, f"other processes' load per attempt: {said}\n" + "\n".join(o[3] for o in failed)
     # A run directory against a baseline file takes the same path.
     proc = commprof("gate", str(same[1]), "--baseline", str(files[0]), *RULES)
     assert proc.returncode == 0, proc.stdout

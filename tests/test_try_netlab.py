@@ -16,31 +16,28 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from netlab import netlab_available
-from runner import commprof, cpu_seconds
+from runner import MAX_FOREIGN_CORES, ForeignLoad, commprof
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 DEMO = HERE.parent / "commprof" / "examples" / "demo_train.py"
 PAIR = [sys.executable, str(HERE / "netlab" / "pair.py"), "--rate", "200", "--",
         str(DEMO), "--steps", "30", "--width", "512"]
-MAX_FOREIGN_CORES = 0.25
 LOSS_BAND = 0.01
 
 
 def _try(out: Path, spec: str, *flags: str) -> tuple[dict, str, float]:
-    busy0, own0, t0 = *cpu_seconds(), time.monotonic()
-    proc = commprof("try", spec, "--fix-warmup", "3", "--out", str(out), "--json", str(out / f"{spec.replace('/', '_')}.json"),
-                    "--quiet", *flags, "--", *PAIR, timeout=900)
-    busy1, own1, t1 = *cpu_seconds(), time.monotonic()
+    with ForeignLoad() as load:
+        proc = commprof("try", spec, "--fix-warmup", "3", "--out", str(out), "--json",
+                        str(out / f"{spec.replace('/', '_')}.json"), "--quiet", *flags, "--", *PAIR,
+                        timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    foreign = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9)
-    return json.loads((out / f"{spec.replace('/', '_')}.json").read_text()), proc.stdout, foreign
+    return json.loads((out / f"{spec.replace('/', '_')}.json").read_text()), proc.stdout, load.cores
 
 
 @pytest.fixture(scope="module")

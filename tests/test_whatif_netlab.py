@@ -10,22 +10,20 @@ Robust to a shared machine by construction, not by tolerance:
 * runs interleave (base, change, base, change, …) and each change is projected from the mean of
   the two baselines that bracket it, so a drift in load between runs cancels to first order;
 * the CPU time that processes other than the test's own used during a bracket is measured
-  (/proc/stat busy time minus this process's and its reaped children's); above a quarter of a
-  core the machine is too busy to judge a ±15 % projection, and the test skips saying so.
+  (/proc/stat busy time minus this process tree's, tests/runner.py ForeignLoad); a run whose
+  busiest 2 s were above a quarter of a core is re-run (up to 3 times), and if the machine stays
+  that busy, too busy to judge a ±15 % projection, the test skips saying so.
 Tolerance: ±15 % of the projected step time.
 """
 from __future__ import annotations
 
-import os
-import resource
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from netlab import Lab, netlab_available
-from runner import report_json
+from runner import MAX_FOREIGN_CORES, on_a_quiet_machine, report_json
 
 pytestmark = pytest.mark.slow
 DEMO = Path(__file__).resolve().parent.parent / "commprof" / "examples" / "demo_train.py"
@@ -34,31 +32,22 @@ SCENARIOS = [  # name, link rate, demo args, micro-steps per commprof step
     ("bytes /2", 200, ("--compress", "fp16"), 1),
     ("sync every 4 steps", 200, ("--accumulate", "4"), 4),
 ]
-MAX_FOREIGN_CORES = 0.25
-
-
-def _cpu_seconds() -> tuple[float, float]:
-    """(machine-wide busy CPU seconds incl. steal, this process's + reaped children's)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    busy = (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-    own = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-              for f in ("ru_utime", "ru_stime"))
-    return busy, own
 
 
 def _run(tmp: Path, name: str, rate: int, *args: str) -> tuple[dict, float]:
-    """One 2-node run under commprof: its report and the other processes' load (cores)."""
-    busy0, own0, t0 = *_cpu_seconds(), time.monotonic()
-    with Lab(rate_mbit=rate) as lab:
-        wrap = [[sys.executable, "-m", "commprof", "run", "-q", "--out", str(tmp / f"{name}{i}"),
-                 "--sample-hz", "0", "--"] for i in (0, 1)]
-        a, b = lab.torchrun_pair([str(DEMO), "--steps", "30", "--width", "512", *args],
-                                 wrapper_a=wrap[0], wrapper_b=wrap[1], cwd=tmp, timeout=300)
-        assert a.returncode == 0 and b.returncode == 0, a.stderr[-2000:] + b.stderr[-2000:]
-    busy1, own1, t1 = *_cpu_seconds(), time.monotonic()
-    foreign = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9)
-    return report_json(tmp / f"{name}0"), foreign
+    """One 2-node run under commprof, re-run (up to 3 times) while other processes used more than
+    a quarter of a core in its busiest 2 s: its report and that peak load (cores)."""
+    def once(attempt: int) -> dict:
+        out = [tmp / f"{name}{attempt}_{i}" for i in (0, 1)]
+        with Lab(rate_mbit=rate) as lab:
+            wrap = [[sys.executable, "-m", "commprof", "run", "-q", "--out", str(o),
+                     "--sample-hz", "0", "--"] for o in out]
+            a, b = lab.torchrun_pair([str(DEMO), "--steps", "30", "--width", "512", *args],
+                                     wrapper_a=wrap[0], wrapper_b=wrap[1], cwd=tmp, timeout=300)
+            assert a.returncode == 0 and b.returncode == 0, a.stderr[-2000:] + b.stderr[-2000:]
+        return report_json(out[0])
+    doc, loads = on_a_quiet_machine(once)
+    return doc, loads[-1]
 
 
 @pytest.fixture(scope="module")

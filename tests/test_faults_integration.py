@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from runner import HERE, commprof, report_json, torchrun
+from test_capture_coverage import require_native
 
 pytestmark = pytest.mark.slow
 JOB = HERE / "fault_jobs" / "ddp_checksum.py"
@@ -38,11 +39,15 @@ def test_failing_hooks_are_recorded_and_change_nothing(tmp_path, plain):
     assert "commprof degraded on rank 0: collective failed" in text
 
 
-def test_disk_full_stops_recording_not_the_job(tmp_path, plain):
+@pytest.mark.parametrize("capture", ["python", "native"])
+def test_disk_full_stops_recording_not_the_job(tmp_path, plain, capture):
+    if capture == "native":  # its region grows in C++: the fault is injected there
+        require_native()
     run = tmp_path / "run"
-    proc = commprof("run", "--out", str(run), "--flush-interval", "0.05", "--", *torchrun(JOB),
-                    env={"COMMPROF_FAULT": "writer"})
+    proc = commprof("run", "--capture", capture, "--out", str(run), "--flush-interval", "0.05", "--",
+                    *torchrun(JOB), env={"COMMPROF_FAULT": "writer"})
     assert proc.returncode == 0, proc.stderr
+    assert "native capture unavailable" not in proc.stderr
     assert _lines(proc.stdout) == _lines(plain.stdout)
     assert proc.stderr.count("commprof: stopped recording in pid") == 2
     assert "No space left on device" in proc.stderr

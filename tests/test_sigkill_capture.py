@@ -1,7 +1,8 @@
 """A rank that dies at once — SIGKILL from itself, a segfault, an OOM-style SIGKILL from outside —
 right after its k-th collective keeps all k records: they went into the capture file's
 memory-mapped region (``commprof/format/region.py``) when they were recorded, with no flush in
-between (the flusher runs once a second; these jobs kill within milliseconds)."""
+between (the flusher runs once a second; these jobs kill within milliseconds).  Both capture
+paths: the native kernel appends into the same region, in C++ (capture/native/capture.cpp)."""
 from __future__ import annotations
 
 import pytest
@@ -9,18 +10,28 @@ import pytest
 from commprof.analysis.load import load_run
 from commprof.format.reader import capture_paths, read_capture
 from runner import HERE, commprof, report_json, torchrun
+from test_capture_coverage import require_native
 
 pytestmark = pytest.mark.slow
 JOB = HERE / "fault_jobs" / "dies_after_k.py"
-CASES = [("kill", 3), ("segv", 5), ("outside", 7)]  # (how rank 1 dies, its collectives before)
+CASES = [("kill", 3, "python"), ("segv", 5, "python"), ("outside", 7, "python"),
+         ("kill", 4, "native"), ("segv", 6, "native"), ("outside", 2, "native")]
+# (how rank 1 dies, its collectives before, the capture path)
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[how for how, _ in CASES])
+@pytest.fixture(scope="module", params=CASES, ids=[f"{how}-{path}" for how, _, path in CASES])
 def died(request, tmp_path_factory):
-    how, k = request.param
-    run = tmp_path_factory.mktemp(f"died-{how}") / "run"
-    proc = commprof("run", "--out", str(run), "--", *torchrun(JOB, how, str(k)), timeout=300)
+    how, k, path = request.param
+    if path == "native":
+        require_native()
+    run = tmp_path_factory.mktemp(f"died-{how}-{path}") / "run"
+    proc = commprof("run", "--capture", path, "--out", str(run), "--", *torchrun(JOB, how, str(k)),
+                    timeout=300)
     assert proc.returncode != 0, proc.stderr  # torchrun reports the failed worker
+    assert "native capture unavailable" not in proc.stderr
+    paths = {e["path"] for p in capture_paths(run) for e in read_capture(p).events
+             if e.get("event") == "capture_path"}
+    assert paths == {path}, paths
     return run, k, proc
 
 

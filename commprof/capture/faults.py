@@ -56,6 +56,8 @@ def _fail_writes_after_first(rec) -> None:
     rec.chunk_bytes = mmap.ALLOCATIONGRANULARITY
     for cls, name in ((writer_mod.CaptureWriter, "write"), (region_mod.RegionWriter, "_grow")):
         _fail_after_first(cls, name)
+    if rec.region_native is not None:  # the native kernel's region grows in C++
+        rec.region_native.region_fail_after(1, errno.ENOSPC)
 
 
 def _fail_after_first(cls, name: str) -> None:

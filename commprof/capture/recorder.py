@@ -93,6 +93,7 @@ class Recorder:
         self.flush_interval = flush_interval
         self.chunk_bytes = chunk_bytes  # the region's growth step (the writer fault makes it small)
         self.region: RegionWriter | None = None  # the memory-mapped file, once created
+        self.region_native = None  # the native kernel's module, when it records: it owns the region
         self.writer: CaptureWriter | None = None  # the v2 stream, where the file cannot be mapped
         self.next_id = itertools.count().__next__
         self.coll, self.done, self.wait = Rows(), Rows(), Rows()
@@ -159,7 +160,8 @@ class Recorder:
         os.makedirs(ranks, exist_ok=True)
         path = str(ranks / fname)
         try:
-            region = RegionWriter(path, header, chunk=self.chunk_bytes, on_error=self._region_failed)
+            region = RegionWriter(path, header, chunk=self.chunk_bytes, on_error=self._region_failed,
+                                  native=self.region_native)
         except OSError as exc:
             if exc.errno in _STORAGE_FULL:
                 raise

@@ -13,7 +13,9 @@ order: the whole frame with a zero kind byte (one copy, under the writer's lock)
 byte, as the commit.  A frame never starts in one chunk and ends in the next (except one frame
 larger than a chunk, which gets whole chunks of its own); when the next frame does not fit, the
 rest of the chunk stays zero and the writer takes a new chunk.  docs/format.md ("Record region") has the rules a native writer follows.
-Standard library only (it runs inside the workers).
+Standard library only (it runs inside the workers).  With ``native`` (the native capture kernel's
+module, commprof/capture/native/capture.cpp ``region_*``), the same writer runs in C++ after the
+header: the kernel appends its records there at once, and this class's appends go through it.
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ class RegionWriter:
     """
 
     def __init__(self, path: str, meta: dict, chunk: int = schema.REGION_CHUNK_BYTES,
-                 on_error=None):
+                 on_error=None, native=None):
         page = mmap.ALLOCATIONGRANULARITY
         if chunk <= 0 or chunk % page:
             raise ValueError(f"chunk of {chunk} bytes: must be a positive multiple of {page}")
@@ -77,11 +79,48 @@ class RegionWriter:
         self._file_end = self.start
         try:
             _write_all(fd, header)
-            self._grow(1)
+            if native is None:
+                self._grow(1)
+            else:
+                err = native.region_open(fd, self.start, chunk)  # takes the fd over when it is 0
+                if err:
+                    raise OSError(err, os.strerror(err), path)
         except BaseException:
             os.close(fd)
             self._fd = -1
             raise
+        self.native = native
+        if native is not None:
+            self._fd = -1  # the native module's now
+            self._become_native(native)
+
+    def _become_native(self, native) -> None:
+        """The same writer in C++ (capture/native/capture.cpp ``region_*``): one lock for the
+        kernel's appends and these, which hand it the payload (it frames, checksums and commits)."""
+        put = native.region_append
+        failed = self._failed
+
+        def append_frame(kind: int, payload: bytes) -> None:
+            err = put(kind, payload)
+            if err > 0:
+                failed(OSError(err, os.strerror(err), self.path))
+
+        def appender(kind: int):
+            pack = schema.struct_for(schema.FIXED_KINDS[kind]).pack
+
+            def append(row) -> None:
+                try:
+                    err = put(kind, pack(*row))
+                except (TypeError, OverflowError, struct.error) as exc:
+                    failed(exc)
+                    return
+                if err > 0:
+                    failed(OSError(err, os.strerror(err), self.path))
+
+            return append
+
+        self.append_frame = append_frame
+        self.appender = appender
 
     # -- growth ----------------------------------------------------------------------------
     def _grow(self, nbytes: int) -> int:
@@ -171,6 +210,8 @@ class RegionWriter:
     def bytes_written(self) -> int:
         """Bytes of the file in use: header, padding, chunks before this one, and this one's
         records (the zero tail of the current chunk excluded)."""
+        if self.native is not None:
+            return self.native.region_bytes()
         return self._base + self._pos
 
     # -- the end ---------------------------------------------------------------------------
@@ -184,6 +225,11 @@ class RegionWriter:
                 if self.closed:  # the trailer found the disk full: abandoned, as it is
                     return
             self.closed = True
+            if self.native is not None:
+                err = self.native.region_close()
+                if err:
+                    raise OSError(err, os.strerror(err), self.path)
+                return
             end = self.bytes_written
             self._unmap()
             try:
@@ -199,12 +245,15 @@ class RegionWriter:
             with self._lock:
                 self._abandon()
         else:
-            self._abandon()
+            self._abandon(locked=False)
 
-    def _abandon(self) -> None:
+    def _abandon(self, locked: bool = True) -> None:
         if self.closed:
             return
         self.closed = True
+        if self.native is not None:
+            self.native.region_abandon(locked)
+            return
         self._unmap()
         if self._fd >= 0:
             os.close(self._fd)

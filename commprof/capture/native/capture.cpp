@@ -13,8 +13,13 @@
 #include <torch/csrc/distributed/c10d/Work.hpp>
 #include <torch/csrc/utils/pybind.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <map>
@@ -40,6 +45,24 @@ struct Coll {
 };
 struct Done { int64_t rid; int64_t t; uint8_t source; };
 
+// The COLL and DONE records as they are in the file (schema.COLL_FIELDS / DONE_FIELDS, packed
+// little-endian; install() checks the sizes against Python's struct sizes).
+#pragma pack(push, 1)
+struct CollRecord {
+  int64_t id; uint16_t op; uint32_t group; int64_t seq; uint8_t dtype; uint8_t flags; int32_t peer;
+  int64_t in_numel, in_bytes, out_numel, out_bytes; uint64_t thread; int64_t t_issue, t_return;
+};
+struct DoneRecord { int64_t id; int64_t t_done; uint8_t source; };
+#pragma pack(pop)
+static_assert(sizeof(CollRecord) == 84, "COLL record layout");
+static_assert(sizeof(DoneRecord) == 17, "DONE record layout");
+
+inline CollRecord packed(const Coll& c) {
+  return CollRecord{c.rid, c.op, c.gid, c.seq, c.dtype, c.flags, c.peer, c.in_n, c.in_b, c.out_n,
+                    c.out_b, c.thread, c.t0, c.t1};
+}
+inline DoneRecord packed(const Done& d) { return DoneRecord{d.rid, d.t, d.source}; }
+
 struct Spec {
   int op_code = 0, single_code = -1, single_arg = -1, nargs = 0, pg = 0, peer = -1;
   int work_index = -2, nrets = 0;  // work_index -2: no Work returned
@@ -55,7 +78,8 @@ constexpr size_t kMaxBuffered = size_t(1) << 21;  // records held between drains
 constexpr size_t kSoftCap = 64, kHardCap = 1024;   // as collectives._PENDING_SOFT/HARD_CAP
 
 // Flag and source values, handed in from commprof/format/schema.py (set_constants).
-struct Constants { uint8_t has_future = 1, in_backward = 2, failed = 4, done_future = 1; };
+struct Constants { uint8_t has_future = 1, in_backward = 2, failed = 4, done_future = 1;
+                   uint8_t kind_coll = 1, kind_done = 2; };
 
 struct State {
   std::mutex mu;       // groups, seq, pending, no_future, coll, errors
@@ -74,6 +98,7 @@ struct State {
   std::atomic<int64_t> dropped{0};
   std::atomic<bool> enabled{false};
   std::atomic<bool> fault{false};
+  std::atomic<bool> direct{false};  // records go straight into the region (region_open)
   std::atomic<int> in_backward{0};
   int64_t skew = 0;
   uint8_t dtype_code[256] = {0};
@@ -96,6 +121,92 @@ void note_error(const std::string& where, const std::string& msg) {
   std::lock_guard<std::mutex> g(s.mu);
   auto& e = s.errors[where];
   if (e.first++ == 0) e.second = msg;
+}
+
+// -- the capture file's record region (commprof/format/region.py is the Python twin; the rules
+// are docs/format.md, "Record region").  Once open, every record of this process -- the kernel's,
+// the future callbacks', and the Python hooks' (through region_append) -- is appended here under
+// one mutex: the frame with a zero kind byte, then the kind byte as the commit.  The pages are
+// the page cache's: an append survives SIGKILL, a segfault or an OOM kill the instant it returns.
+// Lock order: State::mu, then State::done_mu, then Region::mu.
+struct Region {
+  std::mutex mu;
+  int fd = -1;
+  int64_t chunk = 0;
+  int64_t base = 0, end = 0, pos = 0, file_end = 0;  // the mapped extent: file offset, length, next free
+  char* map = nullptr;
+  std::atomic<bool> open{false};
+  std::atomic<int> error{0};  // the first failed append's errno (kernel appends: told at drain)
+  int fail_after_grows = -1, fail_errno = 0;  // fault injection (tests)
+};
+Region& R() { static Region* r = new Region(); return *r; }
+
+uint32_t kCrcTable[256];
+void crc_init() {
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    kCrcTable[i] = c;
+  }
+}
+// zlib's crc32(data, prev): chained the same way.
+inline uint32_t crc32(uint32_t prev, const void* data, size_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  uint32_t c = ~prev;
+  for (size_t i = 0; i < n; ++i) c = kCrcTable[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+  return ~c;
+}
+
+// Maps a new extent of whole chunks holding nbytes (Region::mu held); returns 0 or an errno.
+int region_grow(Region& r, size_t nbytes) {
+  if (r.fail_after_grows == 0) return r.fail_errno;
+  if (r.fail_after_grows > 0) --r.fail_after_grows;
+  const int64_t size = (int64_t(nbytes) + r.chunk - 1) / r.chunk * r.chunk;
+  const int64_t off = r.file_end;
+  int e = posix_fallocate(r.fd, off, size);
+  if (e == EOPNOTSUPP || e == ENOSYS || e == EINVAL) {  // no fallocate here: sparse
+    e = ftruncate(r.fd, off + size) == 0 ? 0 : errno;
+  }
+  if (e) return e;
+  void* m = mmap(nullptr, size_t(size), PROT_READ | PROT_WRITE, MAP_SHARED, r.fd, off);
+  if (m == MAP_FAILED) return errno;
+  if (r.map) munmap(r.map, size_t(r.end));  // its pages stay in the page cache and reach the file
+  r.map = static_cast<char*>(m);
+  r.base = off; r.end = size; r.pos = 0; r.file_end = off + size;
+  return 0;
+}
+
+// One frame; 0, -1 (the region is not open) or an errno.  Never allocates.
+int region_put(uint8_t kind, const void* payload, uint32_t n) {
+  Region& r = R();
+  std::lock_guard<std::mutex> g(r.mu);
+  if (!r.open.load(std::memory_order_relaxed)) return -1;
+  const size_t size = 9 + size_t(n);
+  if (r.pos + int64_t(size) > r.end) {
+    const int e = region_grow(r, size);
+    if (e) return e;
+  }
+  char* dst = r.map + r.pos;
+  uint8_t head[5];
+  head[0] = kind;
+  memcpy(head + 1, &n, 4);  // little-endian (x86_64, aarch64)
+  const uint32_t crc = crc32(crc32(0, head, 5), payload, n);
+  dst[0] = 0;  // not committed yet
+  memcpy(dst + 1, &n, 4);
+  memcpy(dst + 5, &crc, 4);
+  memcpy(dst + 9, payload, n);
+  __atomic_store_n(reinterpret_cast<uint8_t*>(dst), kind, __ATOMIC_RELEASE);  // the commit
+  r.pos += int64_t(size);
+  return 0;
+}
+
+// A kernel-side append (no caller to tell): the first errno is kept for the flusher.
+inline void region_put_or_note(uint8_t kind, const void* payload, uint32_t n) {
+  const int e = region_put(kind, payload, n);
+  if (e > 0) {
+    int zero = 0;
+    R().error.compare_exchange_strong(zero, e);
+  }
 }
 
 void sizes(const c10::IValue& v, int64_t& n, int64_t& b, int& dtype) {
@@ -272,45 +383,58 @@ struct Kernel final : c10::OperatorKernel {
             if (nf.first == op_code && nf.second == wtype) { want_future = false; break; }
         }
       }
-      bool has_future = false;
-      if (want_future) {  // outside the lock: a backend's getFuture / inline callback
-        c10::intrusive_ptr<c10::ivalue::Future> fut;
+      // The future first, its callback after the COLL record is in: a DONE never precedes its COLL
+      // (an already completed future runs the callback inline).
+      c10::intrusive_ptr<c10::ivalue::Future> fut;
+      if (want_future) {  // outside the lock: a backend's getFuture
         try {
           fut = work->getFuture();
         } catch (const std::exception&) {  // "Work::getFuture not implemented" (gloo send/recv, ...)
           std::lock_guard<std::mutex> g(s.mu);
           s.no_future.emplace_back(op_code, wtype);
         }
-        if (fut) {
-          c10d::Work* key = work.get();
-          const uint8_t src = s.k.done_future;
-          fut->addCallback([rid, key, src](c10::ivalue::Future&) {
-            State& st = S();
-            Done d{rid, now(), src};
-            std::lock_guard<std::mutex> g(st.done_mu);
-            st.done.push_back(d);
-            st.completed.push_back(key);
-          });
-          has_future = true;
-          flags |= s.k.has_future;
-        }
+        if (fut) flags |= s.k.has_future;
       }
+      const bool has_future = bool(fut);
       Coll c{rid, uint16_t(op_code), gid, seq,
              dtype >= 0 && dtype < 256 ? s.dtype_code[dtype] : uint8_t(0), flags, int32_t(peer),
              in_n, in_b, out_n, out_b, uint64_t(pthread_self()), t0, t1};
-      bool sweep = false;
+      bool sweep = false, direct = false;
       {
         std::lock_guard<std::mutex> g(s.mu);
         if (has_future)
           for (Pending& p : s.pending)
             if (p.rid == rid) { p.has_future = true; break; }
-        if (s.coll.size() < kMaxBuffered) {
+        direct = s.direct.load(std::memory_order_relaxed);
+        if (direct) {
+          s.records.fetch_add(1, std::memory_order_relaxed);
+        } else if (s.coll.size() < kMaxBuffered) {
           s.coll.push_back(c);
           s.records.fetch_add(1, std::memory_order_relaxed);
         } else {
           s.dropped.fetch_add(1, std::memory_order_relaxed);
         }
         sweep = s.pending.size() >= kSoftCap;
+      }
+      if (direct) {
+        const CollRecord cr = packed(c);
+        region_put_or_note(s.k.kind_coll, &cr, sizeof cr);
+      }
+      if (fut) {
+        c10d::Work* key = work.get();
+        const uint8_t src = s.k.done_future;
+        fut->addCallback([rid, key, src](c10::ivalue::Future&) {
+          State& st = S();
+          Done d{rid, now(), src};
+          std::lock_guard<std::mutex> g(st.done_mu);
+          if (st.direct.load(std::memory_order_relaxed)) {
+            const DoneRecord dr = packed(d);
+            region_put_or_note(st.k.kind_done, &dr, sizeof dr);
+          } else {
+            st.done.push_back(d);
+          }
+          st.completed.push_back(key);
+        });
       }
       if (sweep) sweep_finished(s);
     } catch (const std::exception& exc) {
@@ -422,6 +546,84 @@ py::tuple drain(py::object coll_append, py::object done_append) {
   return py::make_tuple(n, s.records.load(), s.self_ns.load(), s.dropped.load(), errs);
 }
 
+// -- the region, Python-facing (commprof/format/region.py: RegionWriter(native=...)) ----------
+// Takes over `fd` (the file holds its header up to `start`, a chunk boundary), maps the first
+// chunk, writes the records buffered so far, and from then on the kernel appends directly.
+int region_open(int fd, int64_t start, int64_t chunk) {
+  State& s = S();
+  Region& r = R();
+  std::lock_guard<std::mutex> g(s.mu);
+  std::lock_guard<std::mutex> g2(s.done_mu);
+  {
+    std::lock_guard<std::mutex> g3(r.mu);
+    if (r.open.load() || r.fd >= 0) return EBUSY;
+    r.fd = fd; r.chunk = chunk; r.file_end = start; r.base = start; r.end = 0; r.pos = 0;
+    r.map = nullptr; r.error = 0;
+    const int e = region_grow(r, 1);
+    if (e) { r.fd = -1; return e; }
+    r.open = true;
+  }
+  for (const Coll& c : s.coll) {
+    const CollRecord cr = packed(c);
+    region_put_or_note(s.k.kind_coll, &cr, sizeof cr);
+  }
+  for (const Done& d : s.done) {
+    const DoneRecord dr = packed(d);
+    region_put_or_note(s.k.kind_done, &dr, sizeof dr);
+  }
+  s.coll.clear();
+  s.done.clear();
+  s.direct = true;
+  return 0;
+}
+
+// Appends one frame from Python; 0, -1 (closed) or an errno.
+int region_append(int kind, py::buffer payload) {
+  py::buffer_info info = payload.request();
+  return region_put(uint8_t(kind), info.ptr, uint32_t(info.size * info.itemsize));
+}
+
+int64_t region_bytes() {
+  Region& r = R();
+  std::lock_guard<std::mutex> g(r.mu);
+  return r.base + r.pos;
+}
+
+void region_stop(Region& r, bool truncate) {
+  r.open = false;
+  S().direct = false;  // kernel records buffer again (and are dropped: recording is over)
+  const int64_t used = r.base + r.pos;
+  if (r.map) munmap(r.map, size_t(r.end));
+  r.map = nullptr;
+  r.base = used; r.pos = 0; r.end = 0;
+  if (r.fd >= 0) {
+    if (truncate && ftruncate(r.fd, used) != 0) r.error = errno;
+    close(r.fd);
+    r.fd = -1;
+  }
+}
+
+// The end: unmap, cut the file after its last record (the trailer is appended before).
+int region_close() {
+  Region& r = R();
+  std::lock_guard<std::mutex> g(r.mu);
+  if (r.fd < 0) return 0;
+  region_stop(r, true);
+  return r.error.load();
+}
+
+// Stop writing and keep the file as it is; locked=false in a forked child, whose copy of the
+// mutex another thread of the parent may hold forever.
+void region_abandon(bool locked) {
+  Region& r = R();
+  if (!locked) {
+    region_stop(r, false);
+    return;
+  }
+  std::lock_guard<std::mutex> g(r.mu);
+  region_stop(r, false);
+}
+
 py::object take_work(py::handle work_obj) {
   State& s = S();
   c10d::Work* key = work_obj.cast<c10d::Work*>();
@@ -479,8 +681,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("next_seq", &next_seq);
   m.def("next_id", []() { return S().next_rid.fetch_add(1); });
   m.def("set_dtype_codes", &set_dtype_codes);
-  m.def("set_constants", [](int hf, int ib, int fl, int df) {
-    S().k = Constants{uint8_t(hf), uint8_t(ib), uint8_t(fl), uint8_t(df)};
+  m.def("set_constants", [](int hf, int ib, int fl, int df, int kc, int kd) {
+    S().k = Constants{uint8_t(hf), uint8_t(ib), uint8_t(fl), uint8_t(df), uint8_t(kc), uint8_t(kd)};
   });
   m.def("set_clock_skew", [](int64_t ns) { S().skew = ns; });
   m.def("set_enabled", [](bool on) { S().enabled.store(on); });
@@ -488,6 +690,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_in_backward", [](int v) { S().in_backward.store(v); });
   m.def("get_in_backward", []() { return S().in_backward.load(); });
   m.def("clock", []() { return now(); });
+  m.def("region_open", &region_open, "take over a capture file's fd: (fd, start, chunk) -> 0 or errno");
+  m.def("region_append", &region_append, "(kind, payload) -> 0, -1 (closed) or errno");
+  m.def("region_bytes", &region_bytes);
+  m.def("region_close", &region_close);
+  m.def("region_abandon", &region_abandon);
+  m.def("region_is_open", []() { return R().open.load(); });
+  m.def("region_error", []() { return R().error.exchange(0); }, "the first failed kernel append's errno (0: none); clears it");
+  m.def("region_fail_after", [](int grows, int err) { std::lock_guard<std::mutex> g(R().mu);
+        R().fail_after_grows = grows; R().fail_errno = err; }, "fault injection: grows that succeed before each fails with err");
+  m.def("record_sizes", []() { return py::make_tuple(sizeof(CollRecord), sizeof(DoneRecord)); });
   m.def("pending_count", []() { std::lock_guard<std::mutex> g(S().mu); return S().pending.size(); });
+  crc_init();
   pthread_atfork(nullptr, nullptr, &child_after_fork);
 }

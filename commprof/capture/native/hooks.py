@@ -5,9 +5,12 @@ operator specs (argument positions from the schemas), group registration and gro
 kernel calls :meth:`CollectiveHooks._group` under the GIL once per new process group), the
 ``Work.wait`` and ``wait_tensor`` wrappers, the inference-mode fallback.  Shared with the
 kernel: record ids (``rec.next_id`` is the kernel's counter), per-group sequence numbers and the
-in-backward flag (a property over the kernel's).  The kernel's records wait in C++ buffers until
-the flusher calls :meth:`NativeHooks.drain` (a ``rec.before_flush`` hook), which appends them to
-``rec.coll`` / ``rec.done`` and adds the kernel's own measured time to ``rec.self_ns``.
+in-backward flag (a property over the kernel's).  Once the capture file exists its record region
+is the kernel's (``rec.region_native``: the Python hooks append through it too), and the kernel
+appends each COLL and DONE record at once, as the Python path does.  Before that, its records
+wait in C++ buffers that the region takes over when it opens (or, where no region could be made,
+that the flusher moves into ``rec.coll`` / ``rec.done``: :meth:`NativeHooks.drain`, a
+``rec.before_flush`` hook, which also adds the kernel's own measured time to ``rec.self_ns``).
 """
 from __future__ import annotations
 
@@ -67,13 +70,19 @@ class NativeHooks(CollectiveHooks):
     def _install_kernels(self, specs: list, after) -> None:
         native, rec, torch = self.native, self.rec, self.torch
         native.set_constants(schema.FLAG_HAS_FUTURE, schema.FLAG_IN_BACKWARD, schema.FLAG_FAILED,
-                             schema.DONE_FUTURE)
+                             schema.DONE_FUTURE, schema.KIND_COLL, schema.KIND_DONE)
+        sizes = tuple(schema.struct_for(schema.FIXED_KINDS[k]).size
+                      for k in (schema.KIND_COLL, schema.KIND_DONE))
+        if tuple(native.record_sizes()) != sizes:
+            raise RuntimeError(f"native records are {tuple(native.record_sizes())} bytes, the "
+                               f"schema's {sizes}: rebuild (commprof build-native)")
         native.set_dtype_codes([(torch.empty(0, dtype=dt), code) for dt, code in self.dtype_codes.items()])
         native.set_clock_skew(self.clock_skew_ns)
         rec.next_id = native.next_id  # one id sequence for the kernel's and Python's records
         native.install([spec_tuple(s) for s in specs], self._register_group)
         follow_enabled(rec, native)
         rec.before_flush.insert(0, self.drain)
+        rec.region_native = native  # the capture file's region is then the kernel's (SIGKILL-safe)
         os.register_at_fork(after_in_child=lambda: native.set_enabled(False))
 
     def _register_group(self, pg) -> int:
@@ -97,6 +106,9 @@ class NativeHooks(CollectiveHooks):
                 rec.degrade(where, RuntimeError(message))
         for _ in range(dropped - seen_dropped):
             rec.degrade("native.buffer_full", RuntimeError("records dropped: flush too slow"))
+        err = self.native.region_error()
+        if err:  # a kernel append failed (a full disk): as a Python append's failure
+            rec._region_failed(OSError(err, os.strerror(err)))
 
     def release_all(self) -> None:
         super().release_all()

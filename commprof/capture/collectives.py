@@ -131,6 +131,7 @@ class CollectiveHooks:
         self.in_backward = 0  # maintained by the step hooks
         self.in_py_wait = 0  # inside the Python functional-collectives wait_tensor wrapper
         self._take_native_work = None  # native kernel: Work -> (record id, has a future) or None
+        self._native_waited = None  # native kernel: records a wait itself (capture/native/hooks.py)
         self._lib = None
         self.missing: list[str] = []
 
@@ -250,6 +251,8 @@ class CollectiveHooks:
         api_codes = _blocking_api_codes(self.torch)
         getframe = sys._getframe
         take_native = self._take_native_work
+        waited = self._native_waited
+        sync_api, work_api = schema.WAIT_SYNC_API, schema.WAIT_WORK
 
         def wait(self, *args, **kwargs):
             t0 = clock()
@@ -258,16 +261,20 @@ class CollectiveHooks:
             finally:
                 if rec.enabled:
                     t1 = clock()
+                    # Called by torch.distributed itself: the wait of a blocking (async_op=False) call.
+                    source = sync_api if getframe(1).f_code in api_codes else work_api
                     entry = pending.pop(id(self), None)
                     if entry is not None and entry[1] is self:
                         rid, has_future = entry[0], entry[2]
-                    else:  # the native kernel's Works (capture/native/hooks.py), else unknown
+                    elif waited is not None:  # the native kernel's Works: it records the wait
+                        left = waited(self, t0, t1, source)
+                        rid, has_future = left if left is not None else (None, None)
+                    else:
                         rid, has_future = (take_native(self) if take_native else None) or (-1, False)
-                    # Called by torch.distributed itself: the wait of a blocking (async_op=False) call.
-                    source = schema.WAIT_SYNC_API if getframe(1).f_code in api_codes else schema.WAIT_WORK
-                    rec.wait.append((rid, get_ident(), t0, t1, source))
-                    if rid >= 0 and not has_future:  # else the future gives completion
-                        rec.done.append((rid, t1, schema.DONE_WAIT))
+                    if rid is not None:
+                        rec.wait.append((rid, get_ident(), t0, t1, source))
+                        if rid >= 0 and not has_future:  # else the future gives completion
+                            rec.done.append((rid, t1, schema.DONE_WAIT))
 
         wait.__doc__ = original.__doc__
         wait.__commprof_original__ = original

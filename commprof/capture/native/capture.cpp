@@ -53,7 +53,9 @@ struct CollRecord {
   int64_t in_numel, in_bytes, out_numel, out_bytes; uint64_t thread; int64_t t_issue, t_return;
 };
 struct DoneRecord { int64_t id; int64_t t_done; uint8_t source; };
+struct WaitRecord { int64_t id; uint64_t thread; int64_t t_start, t_end; uint8_t source; };
 #pragma pack(pop)
+static_assert(sizeof(WaitRecord) == 33, "WAIT record layout");
 static_assert(sizeof(CollRecord) == 84, "COLL record layout");
 static_assert(sizeof(DoneRecord) == 17, "DONE record layout");
 
@@ -79,7 +81,7 @@ constexpr size_t kSoftCap = 64, kHardCap = 1024;   // as collectives._PENDING_SO
 
 // Flag and source values, handed in from commprof/format/schema.py (set_constants).
 struct Constants { uint8_t has_future = 1, in_backward = 2, failed = 4, done_future = 1;
-                   uint8_t kind_coll = 1, kind_done = 2; };
+                   uint8_t kind_coll = 1, kind_done = 2, kind_wait = 3, done_wait = 2; };
 
 struct State {
   std::mutex mu;       // groups, seq, pending, no_future, coll, errors
@@ -642,6 +644,56 @@ py::object take_work(py::handle work_obj) {
   return out;
 }
 
+// The Python Work.wait wrapper's one call (capture/collectives.py), raw CPython (no pybind
+// dispatch on the per-wait path): waited(work, t0, t1, source).  Forgets the Work's pending
+// record; in the region's direct mode appends the WAIT record (and the DONE one when no future
+// gives completion) and returns None, else returns (record id or -1, has_future) for Python to
+// append.
+PyObject* waited(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 4) {
+    PyErr_SetString(PyExc_TypeError, "waited(work, t0, t1, source)");
+    return nullptr;
+  }
+  c10d::Work* key = nullptr;
+  try {
+    key = py::handle(args[0]).cast<c10d::Work*>();
+  } catch (const std::exception& exc) {
+    PyErr_SetString(PyExc_TypeError, exc.what());
+    return nullptr;
+  }
+  const int64_t t0 = PyLong_AsLongLong(args[1]), t1 = PyLong_AsLongLong(args[2]);
+  const long source = PyLong_AsLong(args[3]);
+  if (PyErr_Occurred()) return nullptr;
+  State& s = S();
+  int64_t rid = -1;
+  bool has_future = false, direct;
+  c10::intrusive_ptr<c10d::Work> drop;  // the caller holds the Work: never the last reference
+  {
+    std::lock_guard<std::mutex> g(s.mu);
+    for (size_t i = 0; i < s.pending.size(); ++i) {
+      if (s.pending[i].key == key) {
+        rid = s.pending[i].rid;
+        has_future = s.pending[i].has_future;
+        drop = std::move(s.pending[i].ref);
+        s.pending[i] = std::move(s.pending.back());
+        s.pending.pop_back();
+        break;
+      }
+    }
+    direct = s.direct.load(std::memory_order_relaxed);
+  }
+  if (!direct) return Py_BuildValue("(LO)", (long long)rid, has_future ? Py_True : Py_False);
+  const WaitRecord w{rid, uint64_t(pthread_self()), t0, t1, uint8_t(source)};
+  region_put_or_note(s.k.kind_wait, &w, sizeof w);
+  if (rid >= 0 && !has_future) {
+    const DoneRecord d{rid, t1, s.k.done_wait};
+    region_put_or_note(s.k.kind_done, &d, sizeof d);
+  }
+  Py_RETURN_NONE;
+}
+PyMethodDef kWaitedDef = {"waited", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&waited)),
+                          METH_FASTCALL, "waited(work, t0, t1, source): the Work.wait wrapper's records"};
+
 void release_all() {
   State& s = S();
   std::vector<Pending> drop;
@@ -681,9 +733,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("next_seq", &next_seq);
   m.def("next_id", []() { return S().next_rid.fetch_add(1); });
   m.def("set_dtype_codes", &set_dtype_codes);
-  m.def("set_constants", [](int hf, int ib, int fl, int df, int kc, int kd) {
-    S().k = Constants{uint8_t(hf), uint8_t(ib), uint8_t(fl), uint8_t(df), uint8_t(kc), uint8_t(kd)};
+  m.def("set_constants", [](int hf, int ib, int fl, int df, int kc, int kd, int kw, int dw) {
+    S().k = Constants{uint8_t(hf), uint8_t(ib), uint8_t(fl), uint8_t(df), uint8_t(kc), uint8_t(kd),
+                      uint8_t(kw), uint8_t(dw)};
   });
+  m.attr("waited") = py::reinterpret_steal<py::object>(PyCFunction_NewEx(&kWaitedDef, nullptr, nullptr));
   m.def("set_clock_skew", [](int64_t ns) { S().skew = ns; });
   m.def("set_enabled", [](bool on) { S().enabled.store(on); });
   m.def("set_fault", [](bool on) { S().fault.store(on); });
@@ -699,7 +753,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("region_error", []() { return R().error.exchange(0); }, "the first failed kernel append's errno (0: none); clears it");
   m.def("region_fail_after", [](int grows, int err) { std::lock_guard<std::mutex> g(R().mu);
         R().fail_after_grows = grows; R().fail_errno = err; }, "fault injection: grows that succeed before each fails with err");
-  m.def("record_sizes", []() { return py::make_tuple(sizeof(CollRecord), sizeof(DoneRecord)); });
+  m.def("record_sizes", []() { return py::make_tuple(sizeof(CollRecord), sizeof(DoneRecord), sizeof(WaitRecord)); });
   m.def("pending_count", []() { std::lock_guard<std::mutex> g(S().mu); return S().pending.size(); });
   crc_init();
   pthread_atfork(nullptr, nullptr, &child_after_fork);

@@ -58,6 +58,7 @@ class NativeHooks(CollectiveHooks):
         self.clock_skew_ns = clock_skew_ns
         self._taken = (0, 0, 0)  # kernel totals already added: records, self ns, dropped
         self._take_native_work = native.take_work
+        self._native_waited = native.waited  # the Work.wait wrapper's records, in one C call
 
     @property
     def in_backward(self) -> int:
@@ -70,9 +71,10 @@ class NativeHooks(CollectiveHooks):
     def _install_kernels(self, specs: list, after) -> None:
         native, rec, torch = self.native, self.rec, self.torch
         native.set_constants(schema.FLAG_HAS_FUTURE, schema.FLAG_IN_BACKWARD, schema.FLAG_FAILED,
-                             schema.DONE_FUTURE, schema.KIND_COLL, schema.KIND_DONE)
+                             schema.DONE_FUTURE, schema.KIND_COLL, schema.KIND_DONE,
+                             schema.KIND_WAIT, schema.DONE_WAIT)
         sizes = tuple(schema.struct_for(schema.FIXED_KINDS[k]).size
-                      for k in (schema.KIND_COLL, schema.KIND_DONE))
+                      for k in (schema.KIND_COLL, schema.KIND_DONE, schema.KIND_WAIT))
         if tuple(native.record_sizes()) != sizes:
             raise RuntimeError(f"native records are {tuple(native.record_sizes())} bytes, the "
                                f"schema's {sizes}: rebuild (commprof build-native)")

@@ -130,7 +130,6 @@ class CollectiveHooks:
         self.backends: set[str] = set()  # backends of the groups seen ("gloo", "nccl", ...)
         self.in_backward = 0  # maintained by the step hooks
         self.in_py_wait = 0  # inside the Python functional-collectives wait_tensor wrapper
-        self._take_native_work = None  # native kernel: Work -> (record id, has a future) or None
         self._native_waited = None  # native kernel: records a wait itself (capture/native/hooks.py)
         self._lib = None
         self.missing: list[str] = []
@@ -250,7 +249,6 @@ class CollectiveHooks:
         get_ident = threading.get_ident
         api_codes = _blocking_api_codes(self.torch)
         getframe = sys._getframe
-        take_native = self._take_native_work
         waited = self._native_waited
         sync_api, work_api = schema.WAIT_SYNC_API, schema.WAIT_WORK
 
@@ -267,10 +265,9 @@ class CollectiveHooks:
                     if entry is not None and entry[1] is self:
                         rid, has_future = entry[0], entry[2]
                     elif waited is not None:  # the native kernel's Works: it records the wait
-                        left = waited(self, t0, t1, source)
-                        rid, has_future = left if left is not None else (None, None)
+                        rid, has_future = waited(self, t0, t1, source) or (None, None)
                     else:
-                        rid, has_future = (take_native(self) if take_native else None) or (-1, False)
+                        rid, has_future = -1, False
                     if rid is not None:
                         rec.wait.append((rid, get_ident(), t0, t1, source))
                         if rid >= 0 and not has_future:  # else the future gives completion

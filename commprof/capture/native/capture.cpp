@@ -436,7 +436,7 @@ struct Kernel final : c10::OperatorKernel {
             st.done.push_back(d);
           }
           st.completed.push_back(key);
-        });
+        }, /*uses_future=*/false);  // a timestamp only: no device guard, no stream synchronisation
       }
       if (sweep) sweep_finished(s);
     } catch (const std::exception& exc) {
@@ -626,24 +626,6 @@ void region_abandon(bool locked) {
   region_stop(r, false);
 }
 
-py::object take_work(py::handle work_obj) {
-  State& s = S();
-  c10d::Work* key = work_obj.cast<c10d::Work*>();
-  c10::intrusive_ptr<c10d::Work> drop;
-  py::object out = py::none();
-  std::lock_guard<std::mutex> g(s.mu);
-  for (size_t i = 0; i < s.pending.size(); ++i) {
-    if (s.pending[i].key == key) {
-      out = py::make_tuple(s.pending[i].rid, s.pending[i].has_future);
-      drop = std::move(s.pending[i].ref);  // the caller holds the Work: never the last reference
-      s.pending[i] = std::move(s.pending.back());
-      s.pending.pop_back();
-      break;
-    }
-  }
-  return out;
-}
-
 // The Python Work.wait wrapper's one call (capture/collectives.py), raw CPython (no pybind
 // dispatch on the per-wait path): waited(work, t0, t1, source).  Forgets the Work's pending
 // record; in the region's direct mode appends the WAIT record (and the DONE one when no future
@@ -728,7 +710,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("install", &install, "register the kernels: specs from OpSpec, register_group(pg) -> gid");
   m.def("uninstall", &uninstall);
   m.def("drain", &drain, "hand buffered COLL/DONE tuples to two appends; -> (n, records, self_ns, dropped, errors)");
-  m.def("take_work", &take_work, "pending record of a Work: (rid, has_future) or None; forgets it");
   m.def("release_all", &release_all);
   m.def("next_seq", &next_seq);
   m.def("next_id", []() { return S().next_rid.fetch_add(1); });

@@ -57,7 +57,6 @@ class NativeHooks(CollectiveHooks):
         super().__init__(recorder, torch_module)
         self.clock_skew_ns = clock_skew_ns
         self._taken = (0, 0, 0)  # kernel totals already added: records, self ns, dropped
-        self._take_native_work = native.take_work
         self._native_waited = native.waited  # the Work.wait wrapper's records, in one C call
 
     @property

@@ -9,7 +9,8 @@ import pytest
 
 from runner import HERE, MAX_FOREIGN_CORES, commprof, on_a_quiet_machine, torchrun
 
-pytestmark = pytest.mark.slow
+# A disturbed run is re-run (up to 3 attempts each): the fixture may take 3x its ~80 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 JOB = HERE / "jobs" / "gate_job.py"
 STEPS = "30"
 # Runs of one job on a shared 2-core machine differ by a few slow steps (a 46.8 -> 64.7 ms mean
@@ -38,6 +39,8 @@ def runs(tmp_path_factory):
         run, tried = on_a_quiet_machine(lambda attempt: _run(base / f"same{i}_{attempt}", 0))
         same.append(run)
         loads.append(tried)
+        if tried[-1] > MAX_FOREIGN_CORES:  # still busy after 3 attempts: the test will skip
+            return same, [], None, loads
     heavy = _run(base / "heavy", 2 * 1024 * 1024)  # + an 8 MiB all_reduce per step
     files = []
     for d in same:
@@ -72,7 +75,9 @@ def test_runs_of_the_same_job_never_fail_the_gate(runs):
 
 
 def test_heavier_communication_fails_and_names_the_kpi_and_both_values(runs, tmp_path):
-    same, files, heavy, _ = runs
+    same, files, heavy, loads = runs
+    if heavy is None:
+        pytest.skip(f"machine too busy: other processes' peak load {loads[-1][-1]:.2f} cores")
     junit = tmp_path / "gate.xml"
     proc = commprof("gate", str(heavy), "--baseline", str(files[0]), *RULES, "--junit", str(junit))
     assert proc.returncode == 1, proc.stdout + proc.stderr

@@ -25,7 +25,8 @@ import pytest
 from netlab import Lab, netlab_available
 from runner import MAX_FOREIGN_CORES, on_a_quiet_machine, report_json
 
-pytestmark = pytest.mark.slow
+# A disturbed run is re-run (up to 3 attempts each): the fixture may take 3x its ~2 min.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 DEMO = Path(__file__).resolve().parent.parent / "commprof" / "examples" / "demo_train.py"
 SCENARIOS = [  # name, link rate, demo args, micro-steps per commprof step
     ("bandwidth x2", 400, (), 1),

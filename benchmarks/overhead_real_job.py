@@ -7,6 +7,7 @@ writes them to a file.  It runs under five configurations, interleaved A B C D E
 
   plain            python -m torch.distributed.run --nproc-per-node 2 ... job
   commprof         python -m commprof run -q --out DIR -- <the plain command>
+  commprof-native  the same with --capture native (the C++ kernel, built before the first rep)
   commprof-all     the same with every `commprof run` option on: today that is only
                    --flush-interval, set to 0.1 s (10x more frequent flushes than the default);
                    --all-options changes the option string when more options exist
@@ -32,6 +33,7 @@ setups spread by about ±5 % over 5–7 reps, so a 1 % target is below what one 
 
     python benchmarks/overhead_real_job.py                 # 5 reps, 150 steps: ~4 min on 2 cores
     python benchmarks/overhead_real_job.py --reps 7 --steps 200
+    python benchmarks/overhead_real_job.py --configs plain,commprof,commprof-native --reps 7
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 JOB = HERE / "jobs" / "ddp_step_times.py"
 TARGET = 1.01  # commprof default / plain, from the performance issue
+CONFIGS = ("plain", "commprof", "commprof-native", "commprof-all", "torch.profiler", "DEBUG=DETAIL")
 
 
 def free_port() -> int:
@@ -72,6 +75,9 @@ def one_run(config: str, args, tmp: Path, tag: str) -> tuple[dict | None, dict]:
     run_dir = tmp / f"{tag}.commprof"
     if config == "commprof":
         cmd = [sys.executable, "-m", "commprof", "run", "-q", "--out", str(run_dir), "--"] + launch
+    elif config == "commprof-native":
+        cmd = [sys.executable, "-m", "commprof", "run", "-q", "--capture", "native", "--out",
+               str(run_dir), "--"] + launch
     elif config == "commprof-all":
         cmd = ([sys.executable, "-m", "commprof", "run", "-q", "--out", str(run_dir)]
                + shlex.split(args.all_options) + ["--"] + launch)
@@ -120,10 +126,22 @@ def main() -> None:
     ap.add_argument("--all-options", default="--flush-interval 0.1",
                     help="the `commprof run` options of the 'commprof-all' configuration")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per run")
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help=f"comma-separated configurations, plain first (default: {','.join(CONFIGS)})")
     args = ap.parse_args()
 
-    configs = ["plain", "commprof", "commprof-all", "torch.profiler", "DEBUG=DETAIL"]
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = sorted(set(configs) - set(CONFIGS))
+    if unknown or not configs or configs[0] != "plain":
+        ap.error(f"--configs {args.configs!r}: " + (f"unknown {', '.join(unknown)}; known: "
+                 f"{', '.join(CONFIGS)}" if unknown else "must start with plain"))
+    if "commprof-native" in configs:  # the build is not part of any run's time
+        built = subprocess.run([sys.executable, "-m", "commprof", "build-native"],
+                               capture_output=True, text=True)
+        if built.returncode != 0:
+            sys.exit(f"commprof build-native failed: {built.stdout[-2000:]}{built.stderr[-2000:]}")
     labels = {"plain": "plain", "commprof": "commprof run (default)",
+              "commprof-native": "commprof run --capture native",
               "commprof-all": f"commprof run {args.all_options}",
               "torch.profiler": "torch.profiler, every step", "DEBUG=DETAIL":
               "TORCH_DISTRIBUTED_DEBUG=DETAIL"}
@@ -193,11 +211,14 @@ def main() -> None:
         return f"{name}/plain = {r:.3f} [{spread(paired, '{:.3f}')}]"
 
     plain_med = statistics.median(m["median"] for m in res["plain"])
-    print(f"summary: {part('commprof', 'commprof default')} (target <= {TARGET}), "
-          f"{part('commprof-all', 'commprof ' + args.all_options)}, "
-          f"{part('torch.profiler', 'torch.profiler')}, "
-          f"{part('DEBUG=DETAIL', 'DEBUG=DETAIL')}; "
-          f"CPU per step: {part('commprof', 'commprof default', 'cpu')}; "
+    names = {"commprof": "commprof default", "commprof-native": "commprof --capture native",
+             "commprof-all": "commprof " + args.all_options, "torch.profiler": "torch.profiler",
+             "DEBUG=DETAIL": "DEBUG=DETAIL"}
+    parts = [part(c, names[c]) + (f" (target <= {TARGET})" if c == "commprof" else "")
+             for c in configs if c != "plain"]
+    cpu = [f"{part(c, names[c], 'cpu')}" for c in ("commprof", "commprof-native") if c in configs]
+    print(f"summary: {', '.join(parts)}; "
+          f"CPU per step: {', '.join(cpu) or 'n/a'}; "
           f"plain median step {plain_med * 1e3:.1f} ms; medians of {args.reps} interleaved reps, "
           f"[min–max of paired per-rep ratios]")
 

@@ -17,10 +17,11 @@ PACKAGE = ROOT / "commprof"
 # root package, e.g. ``from commprof import __version__``).  A unit is a subpackage of commprof or
 # one of its top-level modules.  Keep in step with docs/architecture.md.
 ALL = {"cli", "launch", "probe", "gate", "report", "analysis", "capture", "sampling", "format",
-       "fixes"}
+       "fixes", "live"}
 MAY_IMPORT = {
     "cli": ALL,
     "launch": {"analysis", "format"},
+    "live": {"analysis", "format"},  # commprof run --live / --prometheus (cli wires it in)
     "probe": {"analysis", "format"},
     "gate": {"report", "analysis", "format"},  # gate reads report documents; report never imports gate
     "report": {"analysis", "format"},

@@ -56,17 +56,26 @@ def run(
     fix: Annotated[Optional[str], typer.Option(help="Apply software fixes inside the job, e.g. bf16-compress or local-sgd:4 (see `commprof try`, docs/try.md).")] = None,
     fix_warmup: Annotated[int, typer.Option(help="Steps of full synchronization before PowerSGD / local SGD start.")] = 5,
     max_steps: Annotated[Optional[int], typer.Option(help="End the job after this many training steps (the capture is closed, exit status 0).")] = None,
+    live: Annotated[bool, typer.Option("--live", help="Show the job's KPIs while it runs: a panel on stderr when it is a terminal, else one line every --live-interval seconds.")] = False,
+    live_interval: Annotated[float, typer.Option(help="--live without a terminal: seconds between summary lines.")] = 30.0,
+    live_steps: Annotated[int, typer.Option(help="--live and the exporter's sliding window: the last N steps.")] = 20,
+    prometheus: Annotated[Optional[str], typer.Option(help="Serve Prometheus metrics at http://[HOST:]PORT/metrics (HOST default 127.0.0.1; 0.0.0.0 for every interface).")] = None,
+    prometheus_textfile: Annotated[Optional[str], typer.Option(help="Write Prometheus metrics into DIR for node_exporter's textfile collector (atomic rename, every second).")] = None,
+    prometheus_linger: Annotated[float, typer.Option(help="Keep serving the final metrics this many seconds after the job ended.")] = 0.0,
 ) -> int:
     """Run COMMAND (e.g. `torchrun ... train.py`) with every collective of every worker captured."""
     _check_unknown_option(ctx, list(command))
     from commprof.cli.run import run_command
+    from commprof.cli.run_live import LiveOptions
     from commprof.launch.supervisor import die_like
+    live_opts = LiveOptions(live, live_interval, live_steps, prometheus, prometheus_textfile,
+                            prometheus_linger)
     returncode, _ = run_command(list(command), out=out, flush_interval=flush_interval, quiet=quiet,
                                 hang_timeout=hang_timeout, kill_on_hang=kill_on_hang,
                                 sample_hz=sample_hz, probe=probe, probe_sizes=probe_sizes,
                                 join=join, gpu_timing=gpu_timing, gpu_windows=gpu_windows,
                                 gpu_trace=gpu_trace, capture=capture, fix=fix,
-                                fix_warmup=fix_warmup, max_steps=max_steps)
+                                fix_warmup=fix_warmup, max_steps=max_steps, live=live_opts)
     return die_like(returncode)
 
 

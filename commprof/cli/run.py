@@ -18,8 +18,11 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
                 probe_sizes: str = "8B:16MiB:4", join: bool = False,
                 gpu_timing: bool = True, gpu_windows: str | None = None,
                 gpu_trace: bool = False, capture: str = "python", fix: str | None = None,
-                fix_warmup: int = 5, max_steps: int | None = None) -> tuple[int, Path]:
-    """Run ``command`` under capture.  Returns (job return code, run directory)."""
+                fix_warmup: int = 5, max_steps: int | None = None,
+                live=None) -> tuple[int, Path]:
+    """Run ``command`` under capture.  Returns (job return code, run directory).
+
+    ``live``: a :class:`commprof.cli.run_live.LiveOptions` (``--live``, ``--prometheus*``)."""
     supervisor.check_command(command)
     fix_env = _fix_environment(fix, fix_warmup, max_steps)
     probe_prefix = _probe_launcher(command, probe_sizes) if probe else None
@@ -34,6 +37,10 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
                          f"({flush_interval} s), or records still in the workers' buffers read as stuck")
     if gpu_windows is not None and parse_gpu_windows(gpu_windows)[1]:
         raise UsageError(f"--gpu-windows {gpu_windows}: {parse_gpu_windows(gpu_windows)[1]}")
+    from commprof.cli.run_live import LiveSetup, combine_ticks
+    outputs = LiveSetup(live) if live is not None else None  # checks the flags, binds the port
+    if outputs is not None and not live.wanted:
+        outputs = None
     from commprof.cli.native import capture_environment
     say = (lambda msg: None) if quiet else (lambda msg: print(f"commprof: {msg}", file=sys.stderr))
     capture_env = capture_environment(capture, say)  # builds the native kernel, once, if asked
@@ -82,16 +89,23 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     if probe_prefix is not None:
         _probe_before(probe_prefix, run_dir, probe_sizes, say, quiet)
     sampler = _start_sampler(run_dir, sample_hz, say) if sample_hz > 0 else None
+    ticks = [("hang watch", watch.tick)] if watch is not None else []
+    if outputs is not None:
+        outputs.start(run_dir, say, lambda: Path(sampler.path) if sampler is not None else None,
+                      lambda: watch.reported if watch is not None else None)
+        ticks.append(("live view / metrics", outputs.tick))
     job = {}
     if sampler is not None:
         for src in sampler.sources:
             if src.name == "tcp":
                 src.job_pids = lambda: supervisor.process_tree(job.get("pid"))
     try:
-        returncode = supervisor.run_job(command, env, tick=watch.tick if watch else None,
-                                        tick_interval=watch.interval_s if watch else 1.0,
+        returncode = supervisor.run_job(command, env, tick=combine_ticks(ticks, say) if ticks else None,
+                                        tick_interval=min(watch.interval_s, 1.0) if watch else 1.0,
                                         started=lambda pid: job.update(pid=pid))
     finally:
+        if outputs is not None:
+            outputs.close_panel()
         if sampler is not None:
             sampler.stop()
         if watch is not None and watch.episodes:
@@ -106,6 +120,9 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
             rundir.write_manifest(run_dir, manifest, manifest_file)
         except OSError as exc:  # the job's exit status still passes through
             say(f"warning: could not finish {run_dir / manifest_file}: {exc.strerror or exc}")
+    if outputs is not None:
+        outputs.finish(say)  # after the workers and the sampler closed their files
+        outputs.close()
     captured = rundir.count_captures(run_dir)
     if captured and fix:  # commprof try: the loss curve beside the fix, in the manifest too
         _add_loss_to_manifest(run_dir, manifest, manifest_file, say)

@@ -8,6 +8,8 @@ writes them to a file.  It runs under five configurations, interleaved A B C D E
   plain            python -m torch.distributed.run --nproc-per-node 2 ... job
   commprof         python -m commprof run -q --out DIR -- <the plain command>
   commprof-native  the same with --capture native (the C++ kernel, built before the first rep)
+  commprof-live    the same with --live and --prometheus-textfile DIR (the launcher tails the
+                   captures and runs the report's functions every refresh; no TTY: -q lines)
   commprof-all     the same with every `commprof run` option on: today that is only
                    --flush-interval, set to 0.1 s (10x more frequent flushes than the default);
                    --all-options changes the option string when more options exist
@@ -51,7 +53,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 JOB = HERE / "jobs" / "ddp_step_times.py"
 TARGET = 1.01  # commprof default / plain, from the performance issue
-CONFIGS = ("plain", "commprof", "commprof-native", "commprof-all", "torch.profiler", "DEBUG=DETAIL")
+CONFIGS = ("plain", "commprof", "commprof-native", "commprof-live", "commprof-all", "torch.profiler",
+           "DEBUG=DETAIL")
 
 
 def free_port() -> int:
@@ -78,6 +81,9 @@ def one_run(config: str, args, tmp: Path, tag: str) -> tuple[dict | None, dict]:
     elif config == "commprof-native":
         cmd = [sys.executable, "-m", "commprof", "run", "-q", "--capture", "native", "--out",
                str(run_dir), "--"] + launch
+    elif config == "commprof-live":
+        cmd = [sys.executable, "-m", "commprof", "run", "-q", "--live", "--prometheus-textfile",
+               str(tmp), "--out", str(run_dir), "--"] + launch
     elif config == "commprof-all":
         cmd = ([sys.executable, "-m", "commprof", "run", "-q", "--out", str(run_dir)]
                + shlex.split(args.all_options) + ["--"] + launch)
@@ -142,6 +148,7 @@ def main() -> None:
             sys.exit(f"commprof build-native failed: {built.stdout[-2000:]}{built.stderr[-2000:]}")
     labels = {"plain": "plain", "commprof": "commprof run (default)",
               "commprof-native": "commprof run --capture native",
+              "commprof-live": "commprof run --live --prometheus-textfile",
               "commprof-all": f"commprof run {args.all_options}",
               "torch.profiler": "torch.profiler, every step", "DEBUG=DETAIL":
               "TORCH_DISTRIBUTED_DEBUG=DETAIL"}
@@ -212,6 +219,7 @@ def main() -> None:
 
     plain_med = statistics.median(m["median"] for m in res["plain"])
     names = {"commprof": "commprof default", "commprof-native": "commprof --capture native",
+             "commprof-live": "commprof --live --prometheus-textfile",
              "commprof-all": "commprof " + args.all_options, "torch.profiler": "torch.profiler",
              "DEBUG=DETAIL": "DEBUG=DETAIL"}
     parts = [part(c, names[c]) + (f" (target <= {TARGET})" if c == "commprof" else "")

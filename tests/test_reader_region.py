@@ -237,20 +237,30 @@ def test_capture_tail_follows_a_region_as_it_is_written(files, tmp_path):
     assert objects == full.groups + full.events
 
 
-def test_a_sigkilled_process_keeps_every_record_appended(tmp_path):
-    """No torch: a process appends through a Recorder, then SIGKILLs itself."""
+def sigkill_after_recording(tmp_path, native_so: str | None = None) -> None:
+    """A process (no torch, unless the native writer's module is loaded) appends through a
+    Recorder, then SIGKILLs itself; every record it appended is in the file."""
+    load = (f"import torch\nfrom commprof.capture import native\nmod = native.load({native_so!r})\n"
+            if native_so else "mod = None\n")
     code = (f"import os, signal, sys; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            + load +
             "from test_reader_region import _record_everything\n"
             "from commprof.capture.recorder import Recorder\n"
             f"rec = Recorder({str(tmp_path)!r}, lambda: ('rank00003.a0.p1.cpf', {{'rank': 3}}), chunk_bytes={CHUNK})\n"
+            "rec.region_native = mod\n"
             "rec.start()\n_record_everything(rec)\nos.kill(os.getpid(), signal.SIGKILL)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
     (path,) = capture_paths(tmp_path)
     cap = read_capture(path)
     assert not cap.complete and cap.damage is None
+    assert cap.header.get("region") is not None
     assert [len(cap.arrays[k]) for k in ("coll", "wait", "done", "mark")] == [N, N, N, N]
     assert [e["event"] for e in cap.events] == ["tick", "tick", "big", "tick"]
+
+
+def test_a_sigkilled_process_keeps_every_record_appended(tmp_path):
+    sigkill_after_recording(tmp_path)
 
 
 def test_a_full_disk_at_growth_stops_recording_and_keeps_the_rest(tmp_path, monkeypatch, capsys):

@@ -9,8 +9,6 @@ where the native module cannot be built (failed in CI: COMMPROF_TEST_REQUIRE_NAT
 from __future__ import annotations
 
 import errno
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +17,8 @@ import pytest
 from commprof.capture.recorder import Recorder
 from commprof.format.reader import capture_paths, read_capture
 from test_capture_coverage import _NATIVE, require_native
-from test_reader_region import CHUNK, N, _record_everything
+from test_reader_region import CHUNK, N, _record_everything, sigkill_after_recording
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -66,22 +63,7 @@ def test_same_records_same_file_byte_for_byte(recorder, tmp_path, close):
 
 
 def test_a_sigkilled_process_keeps_every_record_appended(native, tmp_path):
-    code = (f"import os, signal, sys; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-            "import torch\n"
-            "from commprof.capture import native\n"
-            f"mod = native.load({_NATIVE['so']!r})\n"
-            "from test_reader_region import _record_everything\n"
-            "from commprof.capture.recorder import Recorder\n"
-            f"rec = Recorder({str(tmp_path)!r}, lambda: ('rank00003.a0.p1.cpf', {{'rank': 3}}), chunk_bytes={CHUNK})\n"
-            "rec.region_native = mod\n"
-            "rec.start()\n_record_everything(rec)\nos.kill(os.getpid(), signal.SIGKILL)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -9, proc.stderr
-    (path,) = capture_paths(tmp_path)
-    cap = read_capture(path)
-    assert not cap.complete and cap.damage is None
-    assert [len(cap.arrays[k]) for k in ("coll", "wait", "done", "mark")] == [N, N, N, N]
-    assert [e["event"] for e in cap.events] == ["tick", "tick", "big", "tick"]
+    sigkill_after_recording(tmp_path, native_so=_NATIVE["so"])
 
 
 def test_a_full_disk_at_growth_stops_recording_and_keeps_the_rest(native, recorder, tmp_path, capsys):

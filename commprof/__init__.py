@@ -3,7 +3,8 @@
 Public API (safe to call whether or not the process runs under ``commprof run``):
 
 * :func:`step` — mark the end of a training step (jobs without an optimizer, or custom loops);
-* :func:`load_run` — load a run directory for analysis.
+* :func:`load_run` — a run directory as lazy pandas frames (calls, waits, steps, ranks, ops, links,
+  gpu_kernels, hang; docs/data.md).
 """
 from __future__ import annotations
 
@@ -38,7 +39,10 @@ class step_scope:
         return False
 
 
-def load_run(path=None):
-    """Load a run directory (default: the latest under ./commprof-runs) as a :class:`~commprof.analysis.load.Run`."""
-    from commprof.analysis.load import load_run as _load
-    return _load(path)
+def load_run(path=None, warmup: int = 2):
+    """A run directory (default: the latest under ./commprof-runs) as a
+    :class:`~commprof.analysis.frames.Run`: documented pandas frames (docs/data.md), each read on
+    first access.  ``warmup``: each rank's first steps left out of ``steps.measured`` (as
+    ``commprof report --warmup``)."""
+    from commprof.analysis.frames import Run
+    return Run(path, warmup=warmup)

@@ -5,7 +5,8 @@ Two ways in, one per scale:
 * :func:`open_run` + :meth:`RunSource.iter_ranks` stream one process at a time — what
   ``commprof report`` uses, so memory stays bounded by the largest capture file;
 * :func:`load_run` concatenates every process into one :class:`Run` (``rank`` / ``attempt`` /
-  ``pid`` columns), convenient for notebooks and tests.
+  ``pid`` columns), for the analyses and tests; the public, documented frames
+  (``commprof.load_run``, docs/data.md) are built on it in :mod:`commprof.analysis.frames`.
 
 Times stay in integer nanoseconds of each process's monotonic clock.
 """

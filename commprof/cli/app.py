@@ -122,6 +122,19 @@ def report(
     return report_command(run_dir, fmt, output, warmup, width)
 
 
+@app.command(short_help="Write a run's frames (docs/data.md) as Parquet files.")
+def export(
+    run_dir: Annotated[Optional[str], typer.Argument(help="Run directory (default: the latest under ./commprof-runs).")] = None,
+    parquet: Annotated[Optional[str], typer.Option("--parquet", help="Write the frames as Parquet under this directory (calls partitioned by rank: calls/rank=N/).")] = None,
+    warmup: Annotated[int, typer.Option(help="Steps of each rank not marked measured in steps.")] = 2,
+    force: Annotated[bool, typer.Option(help="Overwrite an earlier export in a non-empty directory.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> int:
+    """Write a run's frames (calls, waits, steps, ranks, ops, links, gpu_kernels, hang) as Parquet."""
+    from commprof.cli.export import export_command
+    return export_command(run_dir, parquet, warmup, force, quiet)
+
+
 @app.command(short_help="Check a run against rules; exit 1 when one fails.")
 def gate(
     run: Annotated[str, typer.Argument(help="The run to check: run directory, saved report or baseline.")],

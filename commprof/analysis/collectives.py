@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from commprof.analysis import latency
 from commprof.format import schema
 
 _ALLREDUCE = {"all_reduce", "all_reduce_coalesced"}
@@ -82,7 +83,8 @@ def add_sizes(coll: pd.DataFrame) -> pd.DataFrame:
 
 
 def rank_op_partial(coll: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """One rank's sums per (op, group size), and its call durations (ns) per (op, group size).
+    """One rank's sums per (op, group size), and the :class:`~commprof.analysis.latency.Latency`
+    (a sketch of the call durations, ns) per (op, group size).
 
     ``coll`` has :func:`add_sizes`' columns.  Feed the results of every rank to
     :func:`combine_op_tables`.
@@ -114,16 +116,17 @@ def rank_op_partial(coll: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     by_key = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[by_key], np.arange(m + 1))
     dur = coll["duration_ns"].to_numpy("float64")[by_key]
-    durations = {(ops[i], sizes[i]): dur[bounds[i]:bounds[i + 1]] for i in range(m)}
-    return part, durations
+    lat = {(ops[i], sizes[i]): latency.latency_of(dur[bounds[i]:bounds[i + 1]]) for i in range(m)}
+    return part, lat
 
 
-def combine_op_tables(partials: list[pd.DataFrame], durations: list[dict]) -> pd.DataFrame:
+def combine_op_tables(partials: list[pd.DataFrame], latencies: list[dict]) -> pd.DataFrame:
     """The op table of a run from every rank's :func:`rank_op_partial`.
 
     ``count``/``bytes``/``in_bytes``/``out_bytes``/``time_s`` are per rank (the mean over the ranks
-    that issued the op); latencies are over every call of every rank; ``algbw_gbps`` is
-    Σ S / Σ t over all calls, ``busbw_gbps`` = algbw × bus factor.
+    that issued the op); latencies are over every call of every rank (the ranks' sketches merged:
+    ``p50_s``/``p99_s`` within ``latency.RELATIVE_ACCURACY`` of exact, ``max_s`` exact);
+    ``algbw_gbps`` is Σ S / Σ t over all calls, ``busbw_gbps`` = algbw × bus factor.
     """
     partials = [p for p in partials if len(p)]
     if not partials:
@@ -137,8 +140,8 @@ def combine_op_tables(partials: list[pd.DataFrame], durations: list[dict]) -> pd
         dtype=("dtype", lambda x: ",".join(sorted(set(",".join(x).split(","))))))
     stats = []
     for key in out.index:
-        d = np.concatenate([dd[key] for dd in durations if key in dd])
-        stats.append((np.quantile(d, 0.5), np.quantile(d, 0.99), d.max()))
+        lat = latency.merge([dd[key] for dd in latencies if key in dd])
+        stats.append((latency.quantile(lat, 0.5), latency.quantile(lat, 0.99), lat.max))
     out[["p50", "p99", "mx"]] = np.asarray(stats, dtype="float64")
     out = out.reset_index()
     out["algbw_gbps"] = np.where(out["T"] > 0, out["S"] / out["T"].where(out["T"] > 0, 1), 0.0)

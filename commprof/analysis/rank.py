@@ -27,7 +27,7 @@ class RankPart:
     process: dict
     steps: pd.DataFrame  # per step, with metrics
     ops: pd.DataFrame  # rank_op_partial
-    durations: dict  # (op, group size) -> call durations, ns
+    latency: dict  # (op, group size) -> latency.Latency: a sketch of the call durations, ns
     moving_bytes: float  # Σ S of calls with S > 0
     moving_bus_bytes: float
     moving_ns: float  # Σ duration of those calls
@@ -71,10 +71,10 @@ def analyze_rank(rd: RankData) -> RankPart:
         row["gpu"] = gpu_totals
     gpu_steps = gpu_basis.rank_window_steps(getattr(rd, "gpu_activity", None),
                                             getattr(rd, "gpu_windows", None), s)
-    ops, durations = rank_op_partial(c)
+    ops, lat = rank_op_partial(c)
     moving = c[c["size_bytes"] > 0]
     backends = set(rd.groups["backend"].dropna()) if len(rd.groups) else set()
-    return RankPart(row=row, process=proc, steps=s, ops=ops, durations=durations,
+    return RankPart(row=row, process=proc, steps=s, ops=ops, latency=lat,
                     moving_bytes=float(moving["size_bytes"].sum()),
                     moving_bus_bytes=float(moving["bus_bytes"].sum()),
                     moving_ns=float(moving["duration_ns"].sum()), backends=backends,

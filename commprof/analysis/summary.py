@@ -85,7 +85,7 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     if basis == gpu_basis.GPU_WINDOWS:  # the GPU's own timeline is the truth (docs/kpis.md)
         meas, used = gpu_basis.headline_steps(gpu_steps, steps_df, host_meas)
     ranks_df = _ranks_frame(parts, meas, steps_df)
-    ops = combine_op_tables([p.ops for p in parts], [p.durations for p in parts])
+    ops = combine_op_tables([p.ops for p in parts], [p.latency for p in parts])
     moving_ns = sum(p.moving_ns for p in parts)
     bandwidth = {
         "algbw_gbps": sum(p.moving_bytes for p in parts) / moving_ns if moving_ns > 0 else None,

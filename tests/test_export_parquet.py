@@ -12,6 +12,7 @@ import pytest
 import commprof
 from commprof.analysis.frames import COLUMNS, FRAMES, SCHEMA
 from commprof.format import parquet as pq_files
+from commprof.format.reader import read_capture
 
 pytestmark = pytest.mark.slow
 pq = pytest.importorskip("pyarrow.parquet")
@@ -121,3 +122,26 @@ def test_without_pyarrow_the_export_says_so(run_dir, tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["commprof: error: pyarrow is not installed: `pip install pyarrow` (needed for Parquet)"]
     assert not (tmp_path / "o").exists()
+
+
+def test_damage_found_while_exporting_is_said_and_kept_in_the_index(run_dir, tmp_path):
+    """The index is written after the frames, so it holds what reading found (a bad checksum
+    here), and the same note goes to stderr, as the report shows it."""
+    import json
+    import shutil
+
+    from runner import commprof as cli
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir, damaged)
+    capture = sorted((damaged / "ranks").glob("rank*1.*"))[0]
+    data = bytearray(capture.read_bytes())
+    start = read_capture(capture).header["region"]["start"]  # records begin there (after padding)
+    middle = start + (len(data) - start) // 2
+    data[middle:middle + 8] = b"\xff" * 8
+    capture.write_bytes(bytes(data))
+    out = tmp_path / "parquet"
+    proc = cli("export", str(damaged), "--parquet", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    notes = json.loads((out / pq_files.INDEX_FILE).read_text())["notes"]
+    assert any(capture.name in n for n in notes), notes
+    assert f"commprof: warning: {capture.name}" in proc.stderr

@@ -21,9 +21,13 @@ def export_command(run_dir: str | None, parquet: str | None, warmup: int, force:
         raise UsageError(f"{out}: inside the run directory {run.path}: choose another directory")
     pq_out._pyarrow()  # pyarrow missing: say so before anything is written
     pq_out.prepare_dir(out, force)
-    info = {"run": str(run.path), "complete": run.complete, "warmup": warmup, "notes": run.notes}
+    def info() -> dict:  # after the frames: the notes then hold what reading found (damage)
+        return {"run": str(run.path), "complete": run.complete, "warmup": warmup, "notes": run.notes}
+
     files = pq_out.write_frames([(name, lambda name=name: run.frame(name)) for name in FRAMES],
                                 out, SCHEMA, info, progress=not quiet)
+    for note in run.notes:  # the report says these too: the export must not hide them
+        print(f"commprof: warning: {note}", file=sys.stderr)
     if not quiet:
         rows = len(run.calls)
         print(f"commprof: wrote {out} ({len(files)} Parquet files, {rows} calls"

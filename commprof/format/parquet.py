@@ -81,8 +81,9 @@ def _write(table, path: Path) -> None:
 
 
 def write_frames(frames: list[tuple[str, Callable[[], pd.DataFrame]]], out: Path, schema: str,
-                 info: dict, progress: bool = True) -> list[Path]:
-    """Write each (name, build) frame under ``out`` (built one at a time); returns the files."""
+                 info: Callable[[], dict], progress: bool = True) -> list[Path]:
+    """Write each (name, build) frame under ``out`` (built one at a time), then the index with
+    ``info()`` (called last: what reading the run found, damage included); returns the files."""
     written = []
     for name, build in frames:
         if progress:
@@ -101,7 +102,7 @@ def write_frames(frames: list[tuple[str, Callable[[], pd.DataFrame]]], out: Path
         if not parts:  # no rows: one file with the columns, so the frame is still there
             written.append(out / name / "empty.parquet")
             _write(_table(df.drop(columns=[key]), name, schema), written[-1])
-    index = dict(info, schema=schema, frames=[n for n, _ in frames])
+    index = dict(info(), schema=schema, frames=[n for n, _ in frames])
     try:
         (out / INDEX_FILE).write_text(json.dumps(index, indent=1, default=str) + "\n")
     except OSError as exc:

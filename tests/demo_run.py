@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from commprof.format.reader import read_capture
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "commprof" / "examples" / "demo_train.py"
 STEPS = 8
@@ -18,3 +20,30 @@ def demo_run(tmp_path_factory) -> Path:
                         *torchrun(DEMO, "--steps", str(STEPS), "--width", "256"), timeout=300)
         assert proc.returncode == 0, proc.stderr
     return run
+
+
+def end_of_last_record(capture: Path, kind: str = "coll") -> int:
+    """The shortest prefix of ``capture`` (in bytes) that still holds every ``kind`` record.
+
+    The last record of that kind ends there, so a cut one byte short tears it and bytes just
+    before it lie inside it.  Where it lies depends on how the writer interleaved kinds (and so on
+    machine load), so it is found by bisection on what the reader keeps, not from a fixed fraction
+    of the file."""
+    data = capture.read_bytes()
+    scratch = capture.with_name(capture.name + ".bisect")
+
+    def kept(cut: int) -> int:
+        scratch.write_bytes(data[:cut])
+        return len(read_capture(scratch).arrays.get(kind, ()))
+
+    try:
+        lo = read_capture(capture).header["region"]["start"]  # records begin there (after padding)
+        full = kept(len(data))
+        assert full > 1, f"{capture.name} holds {full} {kind} records"
+        hi = len(data)  # invariant: kept(hi) == full > kept(lo)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if kept(mid) == full else (mid, hi)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return hi

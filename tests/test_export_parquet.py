@@ -12,7 +12,7 @@ import pytest
 import commprof
 from commprof.analysis.frames import COLUMNS, FRAMES, SCHEMA
 from commprof.format import parquet as pq_files
-from commprof.format.reader import read_capture
+from demo_run import end_of_last_record
 
 pytestmark = pytest.mark.slow
 pq = pytest.importorskip("pyarrow.parquet")
@@ -135,9 +135,8 @@ def test_damage_found_while_exporting_is_said_and_kept_in_the_index(run_dir, tmp
     shutil.copytree(run_dir, damaged)
     capture = sorted((damaged / "ranks").glob("rank*1.*"))[0]
     data = bytearray(capture.read_bytes())
-    start = read_capture(capture).header["region"]["start"]  # records begin there (after padding)
-    middle = start + (len(data) - start) // 2
-    data[middle:middle + 8] = b"\xff" * 8
+    end = end_of_last_record(capture)
+    data[end - 8:end] = bytes(b ^ 0xFF for b in data[end - 8:end])  # inside the last collective
     capture.write_bytes(bytes(data))
     out = tmp_path / "parquet"
     proc = cli("export", str(damaged), "--parquet", str(out), "-q")

@@ -47,9 +47,9 @@ OVER_LIMIT: set[str] = set()
 
 # Run-directory names: only commprof/format/layout.py spells them.
 LAYOUT = "commprof/format/layout.py"
-RUN_DIR_NAMES = {"manifest.json", "hang.json", "probe.json", ".cpf", ".cps", "*.cpf", "*.cps",
+RUN_DIR_NAMES = {"manifest.json", "hang.json", "probe.json", ".cpf", ".cps", "*.cpf", "*.cps", ".cpsum", "*.cpsum",
                  ".write-test", "commprof-runs", "sitecustomize.py"}
-RUN_DIR_FOLDERS = {"ranks", "nodes", "bootstrap"}  # as a path component: RUN / "ranks"
+RUN_DIR_FOLDERS = {"ranks", "nodes", "bootstrap", "summaries"}  # as a path component: RUN / "ranks"
 RUN_DIR_FRAGMENTS = ("bootstrap-", "manifest.", "*.cpf", "*.cps")
 # COMMPROF_* settings of the workers: only commprof/capture/config.py spells them.
 CAPTURE_CONFIG = "commprof/capture/config.py"

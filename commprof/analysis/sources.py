@@ -6,8 +6,10 @@ from __future__ import annotations
 from commprof.errors import UsageError
 
 
-def summarize_path(target, warmup: int):
-    """``target``: None (the latest run), a path, or a list of paths."""
+def summarize_path(target, warmup: int, **reduce):
+    """``target``: None (the latest run), a path, or a list of paths; ``reduce``: how a run
+    directory's files are reduced (``jobs``, ``executor``, ``progress`` of
+    :func:`commprof.analysis.summary.summarize`)."""
     from commprof.analysis.trace_summary import is_trace_input, summarize_traces
     if target and is_trace_input(target):
         from commprof.format import kineto
@@ -21,4 +23,4 @@ def summarize_path(target, warmup: int):
         return summarize_traces(traces, errors, first)
     from commprof.analysis.load import open_run
     from commprof.analysis.summary import summarize
-    return summarize(open_run(target), warmup=warmup)
+    return summarize(open_run(target), warmup=warmup, **reduce)

@@ -6,18 +6,22 @@ KPI definitions: docs/kpis.md.
 """
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import clocks, cpu, crossrank, gpu_basis, intervals, kpis as kpi, training, whatif
+from commprof.analysis import clocks, cpu, crossrank, gpu_basis, kpis as kpi, training, whatif
 from commprof.analysis.collectives import combine_op_tables
 from commprof.analysis.kpis import DEFAULT_WARMUP
 from commprof.analysis.links import summarize_links
 from commprof.analysis.load import Run, RunSource, open_run
 from commprof.analysis.rank import RankPart, analyze_rank
+from commprof.analysis.fold import Fold
+from commprof.analysis.reduce import reduce_run
 from commprof.analysis.steps import measured
 from commprof.analysis.verdict import Note, Verdict, assess, slow_step_note, straggler_note, warmup_note
 
@@ -54,29 +58,26 @@ class Summary:
 
 
 def summarize(source: Run | RunSource | str | Path | None = None,
-              warmup: int = DEFAULT_WARMUP) -> Summary:
+              warmup: int = DEFAULT_WARMUP, jobs: int | None = 1, executor: Executor | None = None,
+              progress: Callable[[int, int], None] | None = None, node_summaries: bool = True) -> Summary:
     """Compute every KPI of a run; each rank's first ``warmup`` steps are left out of medians.
 
     ``source``: a loaded :class:`Run`, an opened :class:`RunSource` (streamed one process at a
-    time: memory is bounded by the largest capture file), or a run directory path.
+    time: memory is bounded by the largest capture file plus small per-process state), or a run
+    directory path.  Files are reduced in this process (``jobs=1``), by ``jobs`` local processes
+    (None: one per core for runs big enough to gain from it; a script that asks for a pool needs
+    Python's ``if __name__ == "__main__":`` guard, as for any multiprocessing) or on ``executor`` (a Dask cluster's,
+    :func:`commprof.analysis.reduce.dask_executor`); captures a node summary stands for are
+    taken from it unless ``node_summaries`` is False.  The summary is the same either way.
     """
     src = source if isinstance(source, (Run, RunSource)) else open_run(source)
     nodes, node_notes = src.node_samples()
     sampled = bool(nodes)
-    windows: dict[str, tuple] = {}  # host -> in-flight union of its ranks (only when sampled)
-    parts, calls, syncs = [], crossrank.Calls(), []
-    for rd in src.iter_ranks():
-        part = analyze_rank(rd)
-        calls.add(rd.rank, rd.collectives, rd.groups)
-        syncs.append(clocks.sync_marks(rd.marks))
-        if sampled and part.inflight is not None and len(part.inflight[0]):
-            host = str(part.row["host"])
-            old = windows.get(host, (np.zeros(0), np.zeros(0)))
-            windows[host] = intervals.union(np.concatenate([old[0], part.inflight[0]]),
-                                            np.concatenate([old[1], part.inflight[1]]))
-        part.inflight = None  # bounded memory: not kept per rank
-        parts.append(part)
-    steps_df = kpi.finish_steps([p.steps for p in parts if len(p.steps)])
+    fold = Fold(sampled)
+    for res in reduce_run(src, jobs, executor, progress, node_summaries):
+        fold.add(res)
+    parts, calls, syncs, windows = fold.parts, fold.calls, fold.syncs, fold.windows
+    steps_df = kpi.finish_steps(fold.step_rows())
     host_meas = meas = measured(steps_df, warmup)
     info = _run_info(src, parts)
     gpu_steps = gpu_basis.window_steps([(int(p.row["rank"]), p.gpu_steps) for p in parts])
@@ -85,7 +86,7 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     if basis == gpu_basis.GPU_WINDOWS:  # the GPU's own timeline is the truth (docs/kpis.md)
         meas, used = gpu_basis.headline_steps(gpu_steps, steps_df, host_meas)
     ranks_df = _ranks_frame(parts, meas, steps_df)
-    ops = combine_op_tables([p.ops for p in parts], [p.latency for p in parts])
+    ops = combine_op_tables([p.ops for p in parts], [fold.latency])
     moving_ns = sum(p.moving_ns for p in parts)
     bandwidth = {
         "algbw_gbps": sum(p.moving_bytes for p in parts) / moving_ns if moving_ns > 0 else None,

@@ -62,6 +62,7 @@ def run(
     prometheus: Annotated[Optional[str], typer.Option(help="Serve Prometheus metrics at http://[HOST:]PORT/metrics (HOST default 127.0.0.1; 0.0.0.0 for every interface).")] = None,
     prometheus_textfile: Annotated[Optional[str], typer.Option(help="Write Prometheus metrics into DIR for node_exporter's textfile collector (atomic rename, every second).")] = None,
     prometheus_linger: Annotated[float, typer.Option(help="Keep serving the final metrics this many seconds after the job ended.")] = 0.0,
+    node_summary: Annotated[bool, typer.Option(help="At job end, reduce this node's captures into RUN/summaries/ (the report then reads that instead; docs/scaling.md).")] = True,
 ) -> int:
     """Run COMMAND (e.g. `torchrun ... train.py`) with every collective of every worker captured."""
     _check_unknown_option(ctx, list(command))
@@ -75,7 +76,8 @@ def run(
                                 sample_hz=sample_hz, probe=probe, probe_sizes=probe_sizes,
                                 join=join, gpu_timing=gpu_timing, gpu_windows=gpu_windows,
                                 gpu_trace=gpu_trace, capture=capture, fix=fix,
-                                fix_warmup=fix_warmup, max_steps=max_steps, live=live_opts)
+                                fix_warmup=fix_warmup, max_steps=max_steps, live=live_opts,
+                                node_summary=node_summary)
     return die_like(returncode)
 
 
@@ -112,6 +114,9 @@ def report(
     warmup: Annotated[int, typer.Option(help="Steps of each rank left out of the medians.")] = 2,
     width: Annotated[Optional[int], typer.Option(help="Terminal report width.")] = None,
     save_baseline: Annotated[Optional[str], typer.Option(help="Write a compact baseline (commprof.baseline/1) for `commprof gate --baseline` instead of a report.")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Processes reducing the capture files (default: one per core for runs over 64 MB; 1: none).")] = None,
+    from_captures: Annotated[bool, typer.Option(help="Reduce every capture file again, ignoring the node summaries `commprof run` wrote.")] = False,
+    scheduler: Annotated[Optional[str], typer.Option(help="Reduce on this Dask cluster instead (tcp://HOST:8786 or a scheduler file; pip install 'commprof[cluster]').")] = None,
 ) -> int:
     """Summarize a run: the three KPIs, per-op and per-rank tables, a verdict."""
     if save_baseline:
@@ -119,7 +124,7 @@ def report(
         return save_baseline_command(run_dir[0] if run_dir else None, save_baseline,
                                      "auto" if warmup == 2 else str(warmup))
     from commprof.cli.report import report_command
-    return report_command(run_dir, fmt, output, warmup, width)
+    return report_command(run_dir, fmt, output, warmup, width, jobs, scheduler, not from_captures)
 
 
 @app.command(short_help="Write a run's frames (docs/data.md) as Parquet files.")

@@ -7,27 +7,62 @@ import sys
 from commprof.errors import UsageError
 
 
-def summarize_run(run_dir, warmup: int):
+def summarize_run(run_dir, warmup: int, jobs: int | None = None, scheduler: str | None = None,
+                  node_summaries: bool = True):
     """Load and analyse a run (:class:`commprof.analysis.summary.Summary`): a run directory (or
-    several, merged), or PyTorch-profiler traces (files or a directory of them)."""
+    several, merged), or PyTorch-profiler traces (files or a directory of them).  A run's files
+    are reduced by ``jobs`` local processes (default: one per core, for runs big enough) or on
+    the Dask cluster at ``scheduler``; captures a node summary stands for are taken from it unless
+    ``node_summaries`` is False."""
     from commprof.analysis.sources import summarize_path
     if warmup < 0:
         raise UsageError(f"--warmup {warmup}: must be >= 0")
-    summary = summarize_path(run_dir, warmup)
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs {jobs}: must be >= 1")
+    if jobs is not None and scheduler:
+        raise UsageError("--jobs and --scheduler: give one (the cluster has its own workers)")
+    executor = None
+    if scheduler:
+        from commprof.analysis.reduce import dask_executor
+        executor = dask_executor(scheduler)
+    try:
+        summary = summarize_path(run_dir, warmup, jobs=jobs, executor=executor,
+                                 progress=_progress_printer(), node_summaries=node_summaries)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=False)
     for n in summary.notes:  # a bad trace among good ones: one line each, the rest is reported
         if n.kind == "trace_file":
             print(f"commprof: {n.text}", file=sys.stderr)
     return summary
 
 
-def build_document(run_dir, warmup: int) -> dict:
+def _progress_printer(every_s: float = 2.0):
+    """Progress of a long reduction on stderr: a terminal only, first after ``every_s``."""
+    import time
+    if not sys.stderr.isatty():
+        return None
+    state = {"last": time.monotonic(), "shown": False}
+
+    def show(done: int, total: int) -> None:
+        now, final = time.monotonic(), done == total
+        if now - state["last"] >= every_s or (final and state["shown"]):
+            state.update(last=now, shown=True)
+            print(f"commprof: reduced {done:,}/{total:,} capture files", end="\n" if final else "\r",
+                  file=sys.stderr, flush=True)
+    return show
+
+
+def build_document(run_dir, warmup: int, jobs: int | None = None, scheduler: str | None = None,
+                   node_summaries: bool = True) -> dict:
     """Load, analyse and build the report document of a run."""
     from commprof.report.document import build
-    return build(summarize_run(run_dir, warmup))
+    return build(summarize_run(run_dir, warmup, jobs, scheduler, node_summaries))
 
 
 def report_command(run_dir, fmt: str | None, output: str | None, warmup: int,
-                   width: int | None) -> int:
+                   width: int | None, jobs: int | None = None, scheduler: str | None = None,
+                   node_summaries: bool = True) -> int:
     """``run_dir``: None (the latest run), one path, or a list (directories of one run, merged)."""
     from commprof.report.renderers import choose, is_exporter
     renderer = choose(fmt, output)
@@ -49,7 +84,7 @@ def report_command(run_dir, fmt: str | None, output: str | None, warmup: int,
         from commprof.report.document import load
         doc = load(dirs[0])  # a saved report, rendered again (e.g. as a table)
     else:
-        doc = build_document(target, warmup)
+        doc = build_document(target, warmup, jobs, scheduler, node_summaries)
     if output:
         color = False
     else:

@@ -19,7 +19,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
                 gpu_timing: bool = True, gpu_windows: str | None = None,
                 gpu_trace: bool = False, capture: str = "python", fix: str | None = None,
                 fix_warmup: int = 5, max_steps: int | None = None,
-                live=None) -> tuple[int, Path]:
+                live=None, node_summary: bool = True) -> tuple[int, Path]:
     """Run ``command`` under capture.  Returns (job return code, run directory).
 
     ``live``: a :class:`commprof.cli.run_live.LiveOptions` (``--live``, ``--prometheus*``)."""
@@ -130,6 +130,8 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         say("warning: no process was captured (did the job import torch? see "
             "docs/troubleshooting.md)")
     say(f"{captured} process capture(s) written to {run_dir}")
+    if captured and node_summary:
+        _write_node_summary(run_dir, say)
     if captured and not quiet:
         say(_one_line_summary(run_dir))
     say(f"next: commprof report {_shell_path(run_dir)}")
@@ -171,6 +173,24 @@ def _start_sampler(run_dir: Path, hz: float, say):
         return None
     sampler.start()
     return sampler
+
+
+def _write_node_summary(run_dir: Path, say) -> None:
+    """This node's captures reduced into RUN/summaries/ (analysis/node_summary.py); a failure or
+    Ctrl-C is a warning: the report then reads the captures."""
+    from commprof.analysis.node_summary import write_node_summary
+    try:
+        w = write_node_summary(run_dir)
+    except KeyboardInterrupt:
+        say("node summary skipped (interrupted): `commprof report` reads the captures instead")
+        return
+    except (CommprofError, OSError, ValueError, TypeError) as exc:
+        say(f"warning: node summary not written ({type(exc).__name__}: {exc}); `commprof report` "
+            "reads the captures instead")
+        return
+    if w.path is not None:
+        say(f"node summary: {w.files} capture(s) reduced in {w.seconds:.1f} s into "
+            f"{w.path.relative_to(run_dir)} ({w.bytes / 1e6:.1f} MB)")
 
 
 SUMMARY_MAX_BYTES = 64 << 20  # larger captures: leave the analysis to `commprof report`

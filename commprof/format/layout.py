@@ -9,6 +9,8 @@
       ranks/rank<R>.a<attempt>.p<pid>.cpf  one capture per captured process and torchrun attempt
       ranks/bootstrap-<pid>.err            a worker whose capture could not start, and why
       nodes/<host>.p<pid>.cps              one node sampler file per ``commprof run`` process
+      summaries/<host>.p<pid>.cpsum        a node's captures reduced at job end (the report
+                                           reads these instead of the captures they cover)
       kineto/rank<R>.a<attempt>.p<pid>.w<window>.pt.trace.json
                                            Kineto's own trace of one GPU window (``--gpu-trace``)
       hang.json                            the hang report (``--hang-timeout``)
@@ -40,6 +42,8 @@ BOOTSTRAP_PACKAGE_LINK = "commprof"
 WRITE_TEST = ".write-test"  # created and removed once, to check that RUN is writable
 CAPTURE_SUFFIX = ".cpf"  # one per captured process, under RUN/ranks/
 SAMPLES_SUFFIX = ".cps"  # one per node sampler, under RUN/nodes/ (same framing, no rank)
+SUMMARIES = "summaries"
+SUMMARY_SUFFIX = ".cpsum"  # one per `commprof run` process, under RUN/summaries/
 
 PathLike = str | os.PathLike
 
@@ -94,6 +98,19 @@ def samples_name(host: str, pid: int) -> str:
 def sample_paths(run_dir: PathLike) -> list[Path]:
     """All node sampler files of a run, in name order."""
     return sorted(nodes_dir(run_dir).glob("*" + SAMPLES_SUFFIX))
+
+
+def summaries_dir(run_dir: PathLike) -> Path:
+    return Path(run_dir) / SUMMARIES
+
+
+def summary_name(host: str, pid: int) -> str:
+    return f"{host}.p{pid}{SUMMARY_SUFFIX}"
+
+
+def summary_paths(run_dir: PathLike) -> list[Path]:
+    """All node summaries of a run, in name order."""
+    return sorted(summaries_dir(run_dir).glob("*" + SUMMARY_SUFFIX))
 
 
 def kineto_dir(run_dir: PathLike) -> Path:

@@ -1,0 +1,167 @@
+"""Aggregate where the data is: each node's ``commprof run`` reduces its own processes' captures at
+job end into ``RUN/summaries/<host>.p<pid>.cpsum`` (:mod:`commprof.analysis.summary_file`), and
+the report takes a file's reduction from there instead of reading the capture again.
+
+A summary stands for a capture only while that capture is unchanged: it records each file's name,
+size and modification time, and a capture that differs (still growing, rewritten, restored from
+elsewhere) is reduced from the capture itself.  A damaged or unreadable summary is a note, never an
+error: its captures are read instead.  The summaries hold the cross-rank matching columns too
+(28 bytes per call), so a report of a summarized run reads no capture at all.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from commprof.analysis import summary_file
+from commprof.analysis.reduce import RankResult, local_pool, plan_jobs, reduce_file
+from commprof.errors import CaptureFormatError
+from commprof.format import layout, reader
+
+
+@dataclass
+class Written:
+    """What :func:`write_node_summary` did (for the line ``commprof run`` prints)."""
+
+    path: Path | None
+    files: int
+    bytes: int
+    seconds: float
+
+
+@functools.lru_cache(maxsize=1)
+def reduction_id() -> str:
+    """A digest of the code a reduction depends on (commprof's analysis and format modules): a
+    summary written by other code is not used, whatever the version number says."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for sub in ("analysis", "format"):
+        for f in sorted((root / sub).glob("*.py")):
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def node_captures(run_dir: Path, host: str) -> list[Path]:
+    """The captures in ``run_dir`` that processes on ``host`` wrote and no live process is still
+    writing (another job's ``commprof run --join`` on this host may not have finished: its files
+    are left to its own summary, or to the report)."""
+    import psutil
+    mine = []
+    for p in layout.capture_paths(run_dir):
+        try:
+            h = reader.read_header(p)
+        except CaptureFormatError:
+            continue  # a torn header: the report says so when it reads the file
+        if h.get("host") == host and not psutil.pid_exists(int(h.get("pid", -1))):
+            mine.append(p)
+    return mine
+
+
+def write_node_summary(run_dir: str | os.PathLike, host: str | None = None,
+                       pid: int | None = None, jobs: int | None = None,
+                       paths: list[Path] | None = None) -> Written:
+    """Reduce this node's captures of ``run_dir`` (``paths``, default :func:`node_captures`) and
+    write their summary (atomically).
+
+    ``jobs``: processes for the reduction (default: one per core; the job has ended)."""
+    run_dir = Path(run_dir)
+    host = host or socket.gethostname()
+    t0 = time.perf_counter()
+    paths = node_captures(run_dir, host) if paths is None else paths
+    if not paths:
+        return Written(None, 0, 0, time.perf_counter() - t0)
+    stamps = [_stamp(p) for p in paths]  # before reading: a file that grows after is then stale
+    workers = plan_jobs(paths, jobs)
+    if workers > 1:
+        with local_pool(workers) as pool:
+            results = list(pool.map(reduce_file, paths, chunksize=max(1, len(paths) // (4 * workers))))
+    else:
+        results = [reduce_file(p) for p in paths]
+    data = summary_file.encode(results, {"host": host, "files": stamps, "reduction": reduction_id()})
+    out_dir = layout.summaries_dir(run_dir)
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / layout.summary_name(host, pid or os.getpid())
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    return Written(out, len(paths), len(data), time.perf_counter() - t0)
+
+
+class SummaryIndex:
+    """Which captures of a run the node summaries stand for, decoded lazily: a summary is read
+    when the first of its captures is needed and dropped when the last one has been taken, so
+    memory holds about one node's reductions at a time (captures are taken in file order, which
+    is node by node when ranks are numbered by node, as torchrun does)."""
+
+    def __init__(self, dirs: list[Path], paths: list[Path]):
+        by_name: dict[str, Path] = {}
+        for p in paths:
+            by_name.setdefault(p.name, p)
+        self.notes: list[str] = []
+        self._where: dict[Path, tuple[Path, int]] = {}  # capture -> (summary, position in it)
+        self._left: dict[Path, int] = {}  # summary -> captures not yet taken
+        self._open: dict[Path, list] = {}
+        for d in dirs:
+            for sp in layout.summary_paths(d):
+                self._index(sp, by_name)
+
+    def _index(self, sp: Path, by_name: dict[str, Path]) -> None:
+        try:
+            meta, _ = summary_file.decode(sp.read_bytes(), sp, meta_only=True)
+        except (OSError, CaptureFormatError) as exc:
+            self.notes.append(f"{sp.name}: {getattr(exc, 'reason', None) or exc}; its captures "
+                              "were read instead")
+            return
+        if meta.get("reduction") != reduction_id():
+            self.notes.append(f"{sp.name}: written by another version of commprof's analysis; its "
+                              "captures were read instead")
+            return
+        stale = 0
+        for i, stamp in enumerate(meta.get("files", [])):
+            path = by_name.get(stamp.get("name"))
+            if path is None or path in self._where:
+                continue  # an earlier attempt's capture, or one another summary covered
+            try:
+                same = _stamp(path) == stamp
+            except OSError:
+                same = False
+            if same:
+                self._where[path] = (sp, i)
+                self._left[sp] = self._left.get(sp, 0) + 1
+            else:
+                stale += 1
+        if stale:
+            self.notes.append(f"{sp.name}: {stale} capture(s) changed after the summary was "
+                              "written; they were read again")
+
+    def __contains__(self, path: Path) -> bool:
+        return path in self._where
+
+    def take(self, path: Path) -> RankResult | None:
+        """The reduction of ``path`` from its summary (None: read the capture; a note says why)."""
+        sp, i = self._where.pop(path)
+        if sp not in self._open:
+            try:
+                self._open[sp] = summary_file.decode(sp.read_bytes(), sp)[1]
+            except (OSError, CaptureFormatError) as exc:  # changed since it was indexed
+                self.notes.append(f"{sp.name}: {getattr(exc, 'reason', None) or exc}; its "
+                                  "captures were read instead")
+                self._open[sp] = []
+        results = self._open[sp]
+        result = results[i] if i < len(results) else None
+        if result is not None:
+            results[i] = None
+        self._left[sp] -= 1
+        if not self._left[sp]:
+            del self._open[sp]
+        return result

@@ -1,0 +1,163 @@
+"""The per-process reduction of a run, in this process, in a pool of local processes, or on a
+Dask cluster (docs/scaling.md).
+
+Each capture file is reduced on its own by :func:`reduce_file` — :func:`~commprof.analysis.rank.
+analyze_rank` plus the columns the cross-rank matching and the clock alignment need — a pure
+function of one file, so files are reduced wherever there is a core, and :func:`reduce_run` yields
+the results in the files' order whatever ran them: the report is the same with any ``jobs``.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from commprof.analysis import clocks, crossrank
+from commprof.analysis.load import Run, RankData, RunSource, read_rank
+from commprof.analysis.rank import RankPart, analyze_rank
+from commprof.errors import UsageError
+
+# Below this much capture data a pool costs more than it saves: starting the workers (a forkserver
+# that imports pandas once, then one fork per worker) added ~0.3 s on a 2-core x86_64 machine,
+# where one process reduces 25-75 MB of captures per second (docs/scaling.md).
+AUTO_POOL_MIN_BYTES = 64 << 20
+FILES_PER_TASK_TARGET = 8  # tasks per worker: small enough to balance, large enough to amortize
+
+
+@dataclass
+class RankResult:
+    """What a summary needs from one capture file (small: no per-record frames)."""
+
+    rank: int
+    part: RankPart
+    match_names: list[str]  # crossrank.matching_columns: the group names the rows' codes index
+    match_rows: np.ndarray
+    sync: pd.DataFrame  # clocks.sync_marks
+    note: str | None = None  # damage found while reading the file
+
+
+def reduce_data(rd: RankData, note: str | None = None) -> RankResult:
+    """The reduction of one process's frames."""
+    names, rows = crossrank.matching_columns(rd.collectives, rd.groups)
+    return RankResult(rd.rank, analyze_rank(rd), names, rows, clocks.sync_marks(rd.marks), note)
+
+
+def reduce_file(path: str | Path) -> RankResult:
+    """The reduction of one capture file (what a worker runs)."""
+    path = Path(path)
+    rd = read_rank(path)
+    damage = rd.process["damage"]
+    note = f"{path.name}: {damage}; records before it were kept" if damage else None
+    return reduce_data(rd, note)
+
+
+def reduce_files(paths: list[str]) -> list[RankResult]:
+    """Several files in one task (fewer round trips to the scheduler)."""
+    return [reduce_file(p) for p in paths]
+
+
+def default_jobs() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def plan_jobs(paths: list[Path], jobs: int | None) -> int:
+    """Worker processes for these files: ``jobs`` when given (1: in this process); by default
+    one per core, unless the run is too small for a pool to pay off (``AUTO_POOL_MIN_BYTES``)."""
+    if jobs is not None:
+        if jobs < 1:
+            raise UsageError(f"--jobs {jobs}: must be >= 1")
+        return max(1, min(jobs, len(paths)))
+    total = 0
+    for p in paths:
+        try:
+            total += p.stat().st_size
+        except OSError:
+            continue  # read_rank says what is wrong with it, in its turn
+    if total < AUTO_POOL_MIN_BYTES:
+        return 1
+    return max(1, min(default_jobs(), len(paths)))
+
+
+def local_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` local processes, forked from a server that has imported the
+    analysis once (safe beside the threads of ``commprof run``, unlike a plain fork)."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["commprof.analysis.reduce"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+
+def dask_executor(address: str) -> Executor:
+    """A ``concurrent.futures`` executor on the Dask cluster at ``address`` (``tcp://host:8786``,
+    or a scheduler file); needs ``pip install 'commprof[cluster]'``."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise UsageError(f"--scheduler {address}: Dask is not installed "
+                         "(pip install 'commprof[cluster]')") from exc
+    try:
+        client = (Client(scheduler_file=address, timeout="5s") if os.path.isfile(address)
+                  else Client(address, timeout="5s"))
+    except OSError as exc:
+        raise UsageError(f"--scheduler {address}: cannot reach the Dask scheduler ({exc})") from exc
+    return client.get_executor()
+
+
+def reduce_run(src: Run | RunSource, jobs: int | None = None, executor: Executor | None = None,
+               progress: Callable[[int, int], None] | None = None,
+               node_summaries: bool = True) -> Iterator[RankResult]:
+    """Every process of the run reduced, in file order (damage notes go to ``src.notes``).
+
+    A capture that a node summary stands for (``commprof run`` wrote one at job end; see
+    :mod:`commprof.analysis.node_summary`) is taken from it unless ``node_summaries`` is False;
+    the others are reduced on ``executor`` (e.g. :func:`dask_executor`), else by ``jobs`` local
+    processes (:func:`plan_jobs`).  ``progress(done, total)`` is called after each file.
+    """
+    if isinstance(src, Run):  # already in memory: nothing to read
+        for rd in src.iter_ranks():
+            yield reduce_data(rd)
+        return
+    paths = list(src.paths)
+    index = None
+    if node_summaries:
+        from commprof.analysis.node_summary import SummaryIndex
+        index = SummaryIndex(src.dirs or [src.path], paths)
+    raw = [p for p in paths if index is None or p not in index]
+    total = len(paths)
+    workers = 1 if executor is not None else plan_jobs(raw, jobs) if raw else 1
+    pool = None
+    if executor is None and workers == 1:
+        raw_results: Iterator[RankResult] = map(reduce_file, raw)
+    else:
+        pool = executor if executor is not None else local_pool(workers)
+        width = getattr(pool, "_max_workers", None) or 32
+        per_task = max(1, min(64, len(raw) // (width * FILES_PER_TASK_TARGET)))
+        batches = [[str(p) for p in raw[i:i + per_task]] for i in range(0, len(raw), per_task)]
+        raw_results = (r for batch in pool.map(reduce_files, batches) for r in batch)
+    try:
+        for done, path in enumerate(paths, 1):
+            if index is not None and path in index:
+                result = index.take(path) or reduce_file(path)  # None: the summary failed to read
+            else:
+                result = next(raw_results)
+            if result.note:
+                src.notes.append(result.note)
+            if progress:
+                progress(done, total)
+            yield result
+    finally:
+        if index is not None:
+            src.notes.extend(n for n in index.notes if n not in src.notes)
+        if pool is not None and executor is None:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -9,6 +9,7 @@ and reports wall time and the child's peak RSS.
     python benchmarks/report_scale.py                      # 64 x 2000 x 80 = 10.24 M records
     python benchmarks/report_scale.py --sizes 8x2000x80 16x2000x80 32x2000x80 64x2000x80
     python benchmarks/report_scale.py --sizes 1024x100x40  # many ranks, fewer steps
+    python benchmarks/report_scale.py --sizes 10240x200x40 --jobs 1 2 --dir /tmp/scale  # 82 M records
 """
 from __future__ import annotations
 
@@ -100,49 +101,106 @@ def write_run(run_dir: Path, ranks: int, steps: int, k: int) -> int:
     return total
 
 
-def measure_report(run_dir: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of `commprof report --format json` on run_dir."""
+def write_node_summaries(run_dir: Path, ranks: int, per_node: int = 8) -> tuple[float, float, int]:
+    """What `commprof run` does at job end on each node (host ``node<N>``: ``per_node`` ranks),
+    one node after another on one core: (median seconds per node, max seconds, bytes written)."""
+    from commprof.analysis.node_summary import write_node_summary
+    secs, size = [], 0
+    by_node: dict[int, list[Path]] = {}
+    for r in range(ranks):  # the names write_run gives
+        by_node.setdefault(r // per_node, []).append(run_dir / "ranks" / f"rank{r:05d}.a0.p{1000 + r}.cpf")
+    for node, paths in by_node.items():
+        w = write_node_summary(run_dir, host=f"node{node}", pid=node, jobs=1, paths=paths)
+        secs.append(w.seconds)
+        size += w.bytes
+    return float(np.median(secs)), float(max(secs)), size
+
+
+def measure_report(run_dir: Path, jobs: int | None = None, *extra: str) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS of the largest process in MB, peak RSS of the report process and
+    its workers together in MB, sampled every 50 ms) of `commprof report -o report.json`."""
+    import psutil
     out = run_dir / "report.json"
+    cmd = [sys.executable, "-m", "commprof", "report", str(run_dir), "-o", str(out)]
+    if jobs is not None:
+        cmd += ["--jobs", str(jobs)]
+    cmd += list(extra)
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "commprof", "report", str(run_dir), "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ps = psutil.Process(proc.pid)
+    tree_peak = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        try:
+            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
+        except psutil.Error:
+            rss = 0  # a worker ended between listing and reading: the next sample counts
+        tree_peak = max(tree_peak, rss)
+        time.sleep(0.05)
     elapsed = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"commprof report failed: {proc.stderr.read().decode()}")
-    return elapsed, usage.ru_maxrss / 1024
+    largest = usage.ru_maxrss / 1024  # the largest of the report process and its workers
+    return elapsed, largest, max(tree_peak / 2**20, largest)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", nargs="+", default=["64x2000x80"], help="RANKSxSTEPSxOPS_PER_STEP")
+    ap.add_argument("--jobs", nargs="+", type=int, default=[None],
+                    help="report with each of these --jobs (default: commprof's own default)")
+    ap.add_argument("--dir", help="write the runs here and keep them (reused when already there)")
+    ap.add_argument("--node-summaries", action="store_true",
+                    help="also write each node's summary (8 ranks a node), as `commprof run` does at "
+                         "job end, time it, and report from the summaries as well as from the captures")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic run directories")
     args = ap.parse_args()
     rows = []
-    base = Path(tempfile.mkdtemp(prefix="commprof-scale-"))
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="commprof-scale-"))
+    keep = args.keep or bool(args.dir)
     try:
         for spec in args.sizes:
             ranks, steps, k = map(int, spec.split("x"))
             run_dir = base / spec
             t0 = time.perf_counter()
-            size = write_run(run_dir, ranks, steps, k)
-            gen = time.perf_counter() - t0
-            secs, rss = measure_report(run_dir)
-            rows.append((spec, ranks * steps * k, size, gen, secs, rss))
-            print(f"{spec}: {ranks * steps * k / 1e6:.2f} M records, {size / 1e6:.0f} MB on disk "
-                  f"(written in {gen:.1f} s); report {secs:.1f} s, peak RSS {rss:.0f} MB", flush=True)
-            if not args.keep:
+            if (run_dir / "manifest.json").exists():
+                size, gen = sum(p.stat().st_size for p in (run_dir / "ranks").iterdir()), 0.0
+            else:
+                size = write_run(run_dir, ranks, steps, k)
+                gen = time.perf_counter() - t0
+            sources = ["captures"]
+            if args.node_summaries:
+                med, worst, sbytes = write_node_summaries(run_dir, ranks)
+                print(f"{spec}: node summaries written, {med:.2f} s per node of 8 ranks on one core "
+                      f"(median; max {worst:.2f} s), {sbytes / 1e6:.0f} MB in all", flush=True)
+                sources.append("summaries")
+            for source in sources:
+                for jobs in args.jobs:
+                    extra = ["--from-captures"] if source == "captures" else []
+                    secs, own, tree = measure_report(run_dir, jobs, *extra)
+                    rows.append((f"{spec} {source}", jobs, ranks * steps * k, size, secs, own, tree))
+                    print(f"{spec} from {source}, --jobs {jobs or 'default'}: {ranks * steps * k / 1e6:.2f} "
+                          f"M records, {size / 1e6:.0f} MB of captures (written in {gen:.1f} s); report "
+                          f"{secs:.1f} s, peak RSS {own:.0f} MB (with workers {tree:.0f} MB)", flush=True)
+            if not keep:
                 shutil.rmtree(run_dir)
     finally:
-        if not args.keep:
+        if not keep:
             shutil.rmtree(base, ignore_errors=True)
-    print(f"\n{'size':>14s} {'records':>10s} {'disk MB':>8s} {'report s':>9s} {'peak MB':>8s} "
-          f"{'µs/record':>9s}")
-    for spec, n, size, gen, secs, rss in rows:
-        print(f"{spec:>14s} {n:>10,d} {size / 1e6:8.0f} {secs:9.1f} {rss:8.0f} {secs / n * 1e6:9.2f}")
-    spec, n, size, gen, secs, rss = rows[-1]
-    print(f"summary: {spec} ({n / 1e6:.2f} M records): report in {secs:.1f} s (target <= 30 s), "
-          f"peak RSS {rss / 1024:.2f} GB (target <= 2 GB)")
+    print(f"\n{'size':>23s} {'jobs':>7s} {'records':>11s} {'disk MB':>8s} {'report s':>9s} {'peak MB':>8s} "
+          f"{'+workers':>8s} {'µs/record':>9s}")
+    for spec, jobs, n, size, secs, own, tree in rows:
+        print(f"{spec:>23s} {str(jobs or 'default'):>7s} {n:>11,d} {size / 1e6:8.0f} {secs:9.1f} {own:8.0f} "
+              f"{tree:8.0f} {secs / n * 1e6:9.2f}")
+    one = {spec: secs for spec, jobs, n, size, secs, own, tree in rows if jobs == 1}
+    for spec, jobs, n, size, secs, own, tree in rows:
+        if jobs and jobs > 1 and spec in one:
+            print(f"speed-up of --jobs {jobs} on {spec}: {one[spec] / secs:.2f}x")
+    spec, jobs, n, size, secs, own, tree = rows[-1]
+    print(f"summary: {spec} ({n / 1e6:.2f} M records, --jobs {jobs or 'default'}): report in {secs:.1f} s, "
+          f"peak RSS {tree / 1024:.2f} GB with its workers (target <= 2 GB)")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ def test_a_dask_cluster_gives_the_same_report(damaged_run, sequential):
     (["--jobs", "0"], "--jobs 0: must be >= 1"),
     (["--jobs", "2", "--scheduler", "tcp://127.0.0.1:9"], "give one"),
     (["--scheduler", "tcp://127.0.0.1:9"], "cannot reach the Dask scheduler"),
+    (["--scheduler", "/nonexistent/scheduler.json"], "no such scheduler file"),
+    (["--scheduler", "no-port-here"], "cannot reach the Dask scheduler"),
 ])
 def test_bad_reduction_options_are_one_line_errors(damaged_run, args, message):
     proc = commprof("report", str(damaged_run), *args, timeout=120)

@@ -106,10 +106,13 @@ def dask_executor(address: str) -> Executor:
     except ImportError as exc:
         raise UsageError(f"--scheduler {address}: Dask is not installed "
                          "(pip install 'commprof[cluster]')") from exc
+    if "://" not in address and not os.path.isfile(address) and ("/" in address or address.endswith(".json")):
+        raise UsageError(f"--scheduler {address}: no such scheduler file (give tcp://HOST:PORT or "
+                         "the file `dask scheduler --scheduler-file` wrote)")
     try:
         client = (Client(scheduler_file=address, timeout="5s") if os.path.isfile(address)
                   else Client(address, timeout="5s"))
-    except OSError as exc:
+    except (OSError, ValueError, TimeoutError) as exc:  # unreachable, or not an address
         raise UsageError(f"--scheduler {address}: cannot reach the Dask scheduler ({exc})") from exc
     return client.get_executor()
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from commprof.analysis import summary_file
-from commprof.analysis.reduce import RankResult, local_pool, plan_jobs, reduce_file
+from commprof.analysis.reduce import RankResult, reduce_paths
 from commprof.errors import CaptureFormatError
 from commprof.format import layout, reader
 
@@ -81,12 +81,7 @@ def write_node_summary(run_dir: str | os.PathLike, host: str | None = None,
     if not paths:
         return Written(None, 0, 0, time.perf_counter() - t0)
     stamps = [_stamp(p) for p in paths]  # before reading: a file that grows after is then stale
-    workers = plan_jobs(paths, jobs)
-    if workers > 1:
-        with local_pool(workers) as pool:
-            results = list(pool.map(reduce_file, paths, chunksize=max(1, len(paths) // (4 * workers))))
-    else:
-        results = [reduce_file(p) for p in paths]
+    results = list(reduce_paths(paths, jobs))
     data = summary_file.encode(results, {"host": host, "files": stamps, "reduction": reduction_id()})
     out_dir = layout.summaries_dir(run_dir)
     out_dir.mkdir(exist_ok=True)

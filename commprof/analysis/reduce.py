@@ -117,6 +117,26 @@ def dask_executor(address: str) -> Executor:
     return client.get_executor()
 
 
+def reduce_paths(paths: list[Path], jobs: int | None = None,
+                 executor: Executor | None = None) -> Iterator[RankResult]:
+    """:func:`reduce_file` of each path, in order: on ``executor``, else by :func:`plan_jobs`
+    local processes (a pool made for this call and shut down when the iterator is done)."""
+    workers = 1 if executor is not None else plan_jobs(paths, jobs) if paths else 1
+    if executor is None and workers == 1:
+        yield from map(reduce_file, paths)
+        return
+    pool = executor if executor is not None else local_pool(workers)
+    try:
+        width = getattr(pool, "_max_workers", None) or 32
+        per_task = max(1, min(64, len(paths) // (width * FILES_PER_TASK_TARGET)))
+        batches = [[str(p) for p in paths[i:i + per_task]] for i in range(0, len(paths), per_task)]
+        for batch in pool.map(reduce_files, batches):
+            yield from batch
+    finally:
+        if executor is None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 def reduce_run(src: Run | RunSource, jobs: int | None = None, executor: Executor | None = None,
                progress: Callable[[int, int], None] | None = None,
                node_summaries: bool = True) -> Iterator[RankResult]:
@@ -124,8 +144,7 @@ def reduce_run(src: Run | RunSource, jobs: int | None = None, executor: Executor
 
     A capture that a node summary stands for (``commprof run`` wrote one at job end; see
     :mod:`commprof.analysis.node_summary`) is taken from it unless ``node_summaries`` is False;
-    the others are reduced on ``executor`` (e.g. :func:`dask_executor`), else by ``jobs`` local
-    processes (:func:`plan_jobs`).  ``progress(done, total)`` is called after each file.
+    the others go to :func:`reduce_paths`.  ``progress(done, total)`` is called after each file.
     """
     if isinstance(src, Run):  # already in memory: nothing to read
         for rd in src.iter_ranks():
@@ -136,31 +155,19 @@ def reduce_run(src: Run | RunSource, jobs: int | None = None, executor: Executor
     if node_summaries:
         from commprof.analysis.node_summary import SummaryIndex
         index = SummaryIndex(src.dirs or [src.path], paths)
-    raw = [p for p in paths if index is None or p not in index]
-    total = len(paths)
-    workers = 1 if executor is not None else plan_jobs(raw, jobs) if raw else 1
-    pool = None
-    if executor is None and workers == 1:
-        raw_results: Iterator[RankResult] = map(reduce_file, raw)
-    else:
-        pool = executor if executor is not None else local_pool(workers)
-        width = getattr(pool, "_max_workers", None) or 32
-        per_task = max(1, min(64, len(raw) // (width * FILES_PER_TASK_TARGET)))
-        batches = [[str(p) for p in raw[i:i + per_task]] for i in range(0, len(raw), per_task)]
-        raw_results = (r for batch in pool.map(reduce_files, batches) for r in batch)
+    raw = reduce_paths([p for p in paths if index is None or p not in index], jobs, executor)
     try:
         for done, path in enumerate(paths, 1):
             if index is not None and path in index:
                 result = index.take(path) or reduce_file(path)  # None: the summary failed to read
             else:
-                result = next(raw_results)
+                result = next(raw)
             if result.note:
                 src.notes.append(result.note)
             if progress:
-                progress(done, total)
+                progress(done, len(paths))
             yield result
     finally:
+        raw.close()  # shuts a pool down
         if index is not None:
             src.notes.extend(n for n in index.notes if n not in src.notes)
-        if pool is not None and executor is None:
-            pool.shutdown(wait=True, cancel_futures=True)

@@ -3,7 +3,7 @@
 A 1-rank gloo job under ``commprof run --capture native`` times blocks of --ops tiny blocking
 all_reduces in four states, interleaved --reps times (so machine load drifts cancel):
 
-  full            the native kernel on, the Python ``Work.wait`` wrapper on (what a run does)
+  full            the native kernel on, the native ``Work.wait`` on (what a run does)
   no wrapper      kernel on, ``Work.wait`` restored to torch's own
   plain           kernel off (``set_enabled(False)``: one atomic load, then re-dispatch), no wrapper
   wrapper only    kernel off, wrapper on

@@ -130,7 +130,6 @@ class CollectiveHooks:
         self.backends: set[str] = set()  # backends of the groups seen ("gloo", "nccl", ...)
         self.in_backward = 0  # maintained by the step hooks
         self.in_py_wait = 0  # inside the Python functional-collectives wait_tensor wrapper
-        self._native_waited = None  # native kernel: records a wait itself (capture/native/hooks.py)
         self._lib = None
         self.missing: list[str] = []
 
@@ -241,15 +240,15 @@ class CollectiveHooks:
         funcol.wait_tensor = py_wait_tensor
 
     def _patch_work_wait(self) -> None:
+        """Replace torch's ``Work.wait`` with one that times each wait (the native path
+        installs its C twin instead: capture/native/hooks.py)."""
         Work = self.Work
         original = Work.wait
-        pending = self.pending
         rec = self.rec
         clock = rec.clock
-        get_ident = threading.get_ident
         api_codes = _blocking_api_codes(self.torch)
         getframe = sys._getframe
-        waited = self._native_waited
+        waited = self._waited
         sync_api, work_api = schema.WAIT_SYNC_API, schema.WAIT_WORK
 
         def wait(self, *args, **kwargs):
@@ -258,24 +257,25 @@ class CollectiveHooks:
                 return original(self, *args, **kwargs)
             finally:
                 if rec.enabled:
-                    t1 = clock()
                     # Called by torch.distributed itself: the wait of a blocking (async_op=False) call.
-                    source = sync_api if getframe(1).f_code in api_codes else work_api
-                    entry = pending.pop(id(self), None)
-                    if entry is not None and entry[1] is self:
-                        rid, has_future = entry[0], entry[2]
-                    elif waited is not None:  # the native kernel's Works: it records the wait
-                        rid, has_future = waited(self, t0, t1, source) or (None, None)
-                    else:
-                        rid, has_future = -1, False
-                    if rid is not None:
-                        rec.wait.append((rid, get_ident(), t0, t1, source))
-                        if rid >= 0 and not has_future:  # else the future gives completion
-                            rec.done.append((rid, t1, schema.DONE_WAIT))
+                    waited(self, t0, clock(), sync_api if getframe(1).f_code in api_codes else work_api)
 
         wait.__doc__ = original.__doc__
         wait.__commprof_original__ = original
         Work.wait = wait
+
+    def _waited(self, work, t0: int, t1: int, source: int, rid: int | None = None,
+                has_future: bool = False) -> None:
+        """The records of one ``Work.wait``: the WAIT span, and the DONE record when no future
+        gives completion.  ``rid`` None: the Work's record is looked up among the pending ones
+        (a Work no kernel recorded gets a WAIT with id -1)."""
+        rec = self.rec
+        if rid is None:
+            entry = self.pending.pop(id(work), None)
+            rid, has_future = (entry[0], entry[2]) if entry is not None and entry[1] is work else (-1, False)
+        rec.wait.append((rid, threading.get_ident(), t0, t1, source))
+        if rid >= 0 and not has_future:  # else the future gives completion
+            rec.done.append((rid, t1, schema.DONE_WAIT))
 
     # -- per call -------------------------------------------------------------------------------
     def _group(self, pg) -> int:

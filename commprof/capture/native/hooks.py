@@ -3,7 +3,7 @@
 Everything but the per-call kernel stays the Python path's (:class:`CollectiveHooks`): the
 operator specs (argument positions from the schemas), group registration and group frames (the
 kernel calls :meth:`CollectiveHooks._group` under the GIL once per new process group), the
-``Work.wait`` and ``wait_tensor`` wrappers, the inference-mode fallback.  Shared with the
+``wait_tensor`` wrappers, the inference-mode fallback (``Work.wait`` is the module's own).  Shared with the
 kernel: record ids (``rec.next_id`` is the kernel's counter), per-group sequence numbers and the
 in-backward flag (a property over the kernel's).  Once the capture file exists its record region
 is the kernel's (``rec.region_native``: the Python hooks append through it too), and the kernel
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from commprof.capture.collectives import CollectiveHooks, OpSpec
+from commprof.capture.collectives import CollectiveHooks, OpSpec, _blocking_api_codes
 from commprof.format import schema
 
 
@@ -57,7 +57,6 @@ class NativeHooks(CollectiveHooks):
         super().__init__(recorder, torch_module)
         self.clock_skew_ns = clock_skew_ns
         self._taken = (0, 0, 0)  # kernel totals already added: records, self ns, dropped
-        self._native_waited = native.waited  # the Work.wait wrapper's records, in one C call
 
     @property
     def in_backward(self) -> int:
@@ -85,6 +84,21 @@ class NativeHooks(CollectiveHooks):
         rec.before_flush.insert(0, self.drain)
         rec.region_native = native  # the capture file's region is then the kernel's (SIGKILL-safe)
         os.register_at_fork(after_in_child=lambda: native.set_enabled(False))
+
+    def _patch_work_wait(self) -> None:
+        """``Work.wait`` is the native module's (``make_wait``): one C call per wait that times
+        it, tells torch.distributed's own waits from the user's by the caller's code object, and
+        appends the records; what it cannot append (before the region opens, or a Work no kernel
+        recorded) it hands to :meth:`_wait_fallback`."""
+        Work = self.Work
+        Work.wait = self.native.make_wait(Work.wait, list(_blocking_api_codes(self.torch)),
+                                          self._wait_fallback, schema.WAIT_SYNC_API, schema.WAIT_WORK)
+
+    def _wait_fallback(self, work, t0: int, t1: int, source: int, rid, has_future: bool) -> None:
+        try:
+            self._waited(work, t0, t1, source, rid, has_future)
+        except Exception as exc:  # noqa: BLE001 - recorded, never raised into the job
+            self.rec.degrade("work.wait", exc)
 
     def _register_group(self, pg) -> int:
         """Called by the kernel (GIL held) for a process group it has not seen."""

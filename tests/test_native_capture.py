@@ -22,12 +22,12 @@ FALLBACK = "commprof: native capture unavailable ({why}), using the Python path"
 
 
 def test_capture_setting_is_read_and_checked():
-    assert CaptureConfig.from_env({}).capture == "python"  # the default, until native is proven
+    assert CaptureConfig.from_env({}).capture == "auto"  # the default: native where it builds
     cfg = CaptureConfig.from_env({"COMMPROF_CAPTURE": "Native", "COMMPROF_NATIVE_SO": "/x.so",
                                   "COMMPROF_NATIVE_CACHE": "/c", "COMMPROF_NATIVE_DISABLE": "why"})
     assert (cfg.capture, cfg.native_so, cfg.native_cache, cfg.native_disable) == ("native", "/x.so", "/c", "why")
     bad = CaptureConfig.from_env({"COMMPROF_CAPTURE": "fast"})
-    assert bad.capture == "python" and "COMMPROF_CAPTURE='fast'" in bad.problem
+    assert bad.capture == "auto" and "COMMPROF_CAPTURE='fast'" in bad.problem
 
 
 def test_build_key_names_what_the_binary_depends_on():
@@ -58,6 +58,41 @@ def test_disable_seam_and_missing_compiler(tmp_path, monkeypatch):
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     with pytest.raises(native.NativeUnavailable, match="no C\\+\\+ compiler"):
         native.build(cache=str(tmp_path / "empty"))
+
+
+def _fake_compiler(path: Path, log: Path) -> Path:
+    """A "c++" that names a version (cpp_extension asks) and fails every compile, logging each call."""
+    path.write_text(f'#!/bin/sh\necho "$@" >> {log}\ncase "$1" in --version|-v|-dumpversion) '
+                    'echo "g++ (GCC) 12.2.0";; *) echo "fake: cannot compile" >&2; exit 1;; esac\n')
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.slow
+def test_a_failed_build_is_said_once_and_auto_does_not_compile_again(tmp_path, monkeypatch):
+    from commprof.capture.config import ENV_CAPTURE
+    from commprof.cli.native import capture_environment
+    log = tmp_path / "compiler.log"
+    monkeypatch.setenv("COMMPROF_NATIVE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(_fake_compiler(tmp_path / "c++", log)))
+    said: list[str] = []
+    assert capture_environment("auto", said.append)[ENV_CAPTURE] == "python"
+    assert said[0].startswith("building the native capture kernel (once per torch install")
+    assert str(tmp_path / "cache") in said[0]
+    assert said[1].startswith("native capture unavailable (build failed: ") and len(said) == 2
+    calls = log.read_text()
+    said.clear()
+    assert capture_environment("auto", said.append)[ENV_CAPTURE] == "python"
+    assert log.read_text() == calls  # the compiler was not run again
+    assert len(said) == 1 and "not tried again: `commprof build-native` retries" in said[0]
+    said.clear()
+    capture_environment("native", said.append)  # asked for: tried again
+    assert said[0].startswith("building") and len(log.read_text()) > len(calls)
+    calls = log.read_text()
+    monkeypatch.setenv("CXX", str(_fake_compiler(tmp_path / "g++", log)))  # another compiler
+    said.clear()
+    capture_environment("auto", said.append)
+    assert said[0].startswith("building") and len(log.read_text()) > len(calls)
 
 
 def test_a_build_for_another_torch_is_refused(tmp_path):

@@ -85,7 +85,8 @@ class Agent:
             return hooks
         except Exception as exc:  # noqa: BLE001 - never the job's problem: the Python path runs
             self.native_why = f"{type(exc).__name__}: {exc}"
-            self.rec.degrade("capture.native", exc)
+            if config.capture == "native":  # asked for; auto without a build: expected, not a fault
+                self.rec.degrade("capture.native", exc)
         if module is not None:
             try:
                 module.uninstall()

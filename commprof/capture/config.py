@@ -65,7 +65,7 @@ ENV_FIX_WARMUP = "COMMPROF_FIX_WARMUP"
 ENV_MAX_STEPS = "COMMPROF_MAX_STEPS"
 ENV_LOSS = "COMMPROF_LOSS"
 CAPTURE_PATHS = ("auto", "native", "python")
-DEFAULT_CAPTURE = "python"
+DEFAULT_CAPTURE = "auto"
 DEFAULT_GPU_WINDOWS = (3, 100, 5)  # STEPS/EVERY@AFTER: 3 steps every 100, from step 5 on
 GPU_ACTIVITIES = ("cuda", "cpu")  # "cpu": tests of the mechanism on machines without CUDA
 

@@ -52,7 +52,7 @@ def run(
     gpu_timing: Annotated[bool, typer.Option(help="GPU-side NCCL op times through PyTorch's Flight Recorder (sets TORCH_FR_BUFFER_SIZE and TORCH_NCCL_ENABLE_TIMING unless you did).")] = True,
     gpu_windows: Annotated[Optional[str], typer.Option(help="CUDA jobs: record the GPU timeline with torch.profiler (CUDA activity only) for STEPS steps every EVERY steps after step AFTER: STEPS/EVERY[@AFTER] (EVERY 0: once), or off. Default 3/100@5.")] = None,
     gpu_trace: Annotated[bool, typer.Option(help="Also keep each GPU window's Kineto trace (RUN/kineto/*.pt.trace.json, for Perfetto or HTA).")] = False,
-    capture: Annotated[str, typer.Option(help="The c10d kernel: python (default), native (C++, built once and cached) or auto (native, else python).")] = "python",
+    capture: Annotated[str, typer.Option(help="The c10d kernel: auto (default: the C++ kernel, built on first use and cached, else the Python one), native (the C++ kernel; its absence is a recorded fault) or python.")] = "auto",
     fix: Annotated[Optional[str], typer.Option(help="Apply software fixes inside the job, e.g. bf16-compress or local-sgd:4 (see `commprof try`, docs/try.md).")] = None,
     fix_warmup: Annotated[int, typer.Option(help="Steps of full synchronization before PowerSGD / local SGD start.")] = 5,
     max_steps: Annotated[Optional[int], typer.Option(help="End the job after this many training steps (the capture is closed, exit status 0).")] = None,

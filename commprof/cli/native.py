@@ -22,9 +22,13 @@ from commprof.errors import CommprofError, UsageError
 BUILD_TIMEOUT_S = 900  # a cold build takes 20-50 s on 2 cores; a hung compiler must not hang the job
 
 
-def resolve(env: dict | None = None, timeout: float = BUILD_TIMEOUT_S) -> dict:
+def resolve(env: dict | None = None, timeout: float = BUILD_TIMEOUT_S, retry_failed: bool = True,
+            on_build=None) -> dict:
     """Build or find the native kernel: {"ok": True, "so", "seconds", "built", ...} or
-    {"ok": False, "why"}.  Never raises."""
+    {"ok": False, "why"}.  Never raises.
+
+    ``retry_failed`` False: a build that failed before for this torch and source is not tried
+    again (``--capture auto``).  ``on_build(cache_dir)`` is called before a build starts."""
     env = dict(os.environ if env is None else env)
     config = CaptureConfig.from_env(env)
     if config.native_disable:
@@ -34,6 +38,15 @@ def resolve(env: dict | None = None, timeout: float = BUILD_TIMEOUT_S) -> dict:
     if found is not None:
         return {"ok": True, "so": str(found), "built": False, "size": found.stat().st_size,
                 "seconds": round(time.perf_counter() - t0, 3), "dir": str(found.parent)}
+    failed = None if retry_failed else native.find_failed(config.native_cache, env)
+    if failed is not None:
+        return {"ok": False, "why": f"{failed}; not tried again: `commprof build-native` retries"}
+    try:
+        native.precheck(env)  # no compiler, no ninja: said at once, without a subprocess importing torch
+    except native.NativeUnavailable as exc:
+        return {"ok": False, "why": str(exc)}
+    if on_build is not None:
+        on_build(native.cache_root(config.native_cache))
     try:
         proc = subprocess.run([sys.executable, "-m", "commprof.capture.native"], env=env,
                               capture_output=True, text=True, timeout=timeout)
@@ -59,7 +72,8 @@ def capture_environment(capture: str, say) -> dict:
     if capture == "python":
         extra[ENV_CAPTURE] = "python"
         return extra
-    result = resolve()
+    result = resolve(retry_failed=capture == "native", on_build=lambda where: say(
+        f"building the native capture kernel (once per torch install; 20-60 s; cache {where}) ..."))
     if result.get("ok"):
         extra.update({ENV_CAPTURE: "native", ENV_NATIVE_SO: result["so"]})
         if result.get("built"):
@@ -98,8 +112,8 @@ def doctor_command() -> int:
         how = "built now" if result.get("built") else "found built"
         print(f"native capture: works ({how}: {result['so']}, {result.get('size', 0) / 1e3:.0f} kB, "
               f"{time.perf_counter() - t0:.1f} s)")
-        print("capture path: `--capture auto` and `--capture native` use the C++ kernel; "
-              "the default is `python`")
+        print("capture path: native (the C++ kernel): `--capture auto`, the default, and "
+              "`--capture native` use it; `--capture python` does not")
     else:
         print(f"native capture: unavailable ({result.get('why')})")
         print("capture path: python (the Python kernel on the c10d operators)")

@@ -17,7 +17,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
                 kill_on_hang: bool = False, sample_hz: float = 10.0, probe: bool = False,
                 probe_sizes: str = "8B:16MiB:4", join: bool = False,
                 gpu_timing: bool = True, gpu_windows: str | None = None,
-                gpu_trace: bool = False, capture: str = "python", fix: str | None = None,
+                gpu_trace: bool = False, capture: str = "auto", fix: str | None = None,
                 fix_warmup: int = 5, max_steps: int | None = None,
                 live=None, node_summary: bool = True) -> tuple[int, Path]:
     """Run ``command`` under capture.  Returns (job return code, run directory).

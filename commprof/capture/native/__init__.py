@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,37 @@ def find_built(cache: str | None = None) -> Path | None:
     return path if path.is_file() else None
 
 
+def find_failed(cache: str | None = None, env: dict | None = None) -> str | None:
+    """Why an earlier build for this torch install and source failed, if one did (no torch import).
+
+    ``--capture auto`` then uses the Python path at once instead of compiling again on every run;
+    ``commprof build-native`` and ``--capture native`` try again, and so does a change of torch,
+    commprof or ``$CXX``."""
+    try:
+        stamp = json.loads((cache_root(cache) / INDEX / f"{quick_key()}.failed.json").read_text())
+    except (OSError, ValueError, NativeUnavailable):
+        return None
+    if not isinstance(stamp, dict) or stamp.get("cxx") != _cxx(env):
+        return None
+    return str(stamp.get("why") or "an earlier build failed")
+
+
+def _cxx(env: dict | None) -> str:
+    return (os.environ if env is None else env).get("CXX") or "c++"
+
+
+def precheck(env: dict | None = None) -> None:
+    """What a build needs that can be checked without importing torch: a C++ compiler and ninja
+    (``env``: the build's environment, default this process's).
+
+    Raises :class:`NativeUnavailable` with the reason."""
+    cxx, path = _cxx(env), (os.environ if env is None else env).get("PATH")
+    if shutil.which(cxx, path=path) is None:
+        raise NativeUnavailable(f"no C++ compiler ({cxx!r} not found)")
+    if shutil.which("ninja", path=path) is None and not _ninja_module():
+        raise NativeUnavailable("ninja is not installed (pip install ninja)")
+
+
 def build(cache: str | None = None, disable: str | None = None, verbose: bool = False) -> dict:
     """Build (or find built) the kernel; returns {"so", "seconds", "built", "dir"}.
 
@@ -97,11 +129,7 @@ def build(cache: str | None = None, disable: str | None = None, verbose: bool = 
     so = so_path(build_dir)
     built = not so.is_file()
     if built:
-        cxx = os.environ.get("CXX", "c++")
-        if shutil.which(cxx) is None:
-            raise NativeUnavailable(f"no C++ compiler ({cxx!r} not found)")
-        if shutil.which("ninja") is None and not _ninja_module():
-            raise NativeUnavailable("ninja is not installed (pip install ninja)")
+        precheck()
         try:
             build_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -112,11 +140,14 @@ def build(cache: str | None = None, disable: str | None = None, verbose: bool = 
         try:
             cpp_extension.load(name=MODULE, sources=[str(SOURCE)], build_directory=str(build_dir),
                                extra_cflags=CFLAGS, verbose=verbose, is_python_module=True)
-        except (RuntimeError, OSError, ImportError, SystemExit) as exc:
-            raise NativeUnavailable(f"build failed: {_last_line(exc)}") from exc
+        except (RuntimeError, OSError, ImportError, SystemExit, subprocess.SubprocessError) as exc:
+            why = f"build failed: {_last_line(exc)}"
+            _write_index(cache, f"{quick_key()}.failed.json", {"why": why, "cxx": _cxx(None)})
+            raise NativeUnavailable(why) from exc
     else:
         load(so, key=build_key(torch))  # a cached build must still load here
-    _write_stamp(cache, so)
+    _write_index(cache, f"{quick_key()}.json", {"so": str(so)})
+    _forget_failure(cache)
     return {"so": str(so), "seconds": round(time.perf_counter() - t0, 3), "built": built,
             "dir": str(build_dir), "size": so.stat().st_size}
 
@@ -150,15 +181,23 @@ def load_for(torch, so: str | None, cache: str | None = None):
     return load(so if so else so_path(cache_root(cache) / key), key=key)
 
 
-def _write_stamp(cache: str | None, so: Path) -> None:
+def _write_index(cache: str | None, name: str, content: dict) -> None:
+    """One stamp of the index, written atomically (build: its .so; a failed build: why)."""
     try:
         index = cache_root(cache) / INDEX
         index.mkdir(parents=True, exist_ok=True)
-        tmp = index / f".{quick_key()}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"so": str(so)}))
-        os.replace(tmp, index / f"{quick_key()}.json")
+        tmp = index / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(content))
+        os.replace(tmp, index / name)
     except OSError:
         return  # a read-only cache: the launcher then asks a subprocess each time (slower, same result)
+
+
+def _forget_failure(cache: str | None) -> None:
+    try:
+        (cache_root(cache) / INDEX / f"{quick_key()}.failed.json").unlink(missing_ok=True)
+    except OSError:
+        return  # a read-only index: the stamp stays, and `--capture auto` keeps the Python path
 
 
 def _ninja_module() -> bool:

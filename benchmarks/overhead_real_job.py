@@ -1,13 +1,15 @@
-"""What does capture cost a real training job?  Step times of one DDP job, five ways, interleaved.
+"""What does capture cost a real training job?  Step times of one DDP job, several ways, interleaved.
 
 The job (benchmarks/jobs/ddp_step_times.py: the demo's 2.4 M-parameter MLP, DDP on 2 ranks,
 gloo, 3 all-reduce buckets per step, ~22 ms steps on a 2-core machine) measures its own step
 times — the time between successive optimizer.step() returns, after --warmup steps — and
-writes them to a file.  It runs under five configurations, interleaved A B C D E A B C D E ...:
+writes them to a file.  It runs under these configurations, interleaved A B C ... A B C ...:
 
   plain            python -m torch.distributed.run --nproc-per-node 2 ... job
-  commprof         python -m commprof run -q --out DIR -- <the plain command>
-  commprof-native  the same with --capture native (the C++ kernel, built before the first rep)
+  commprof         python -m commprof run -q --out DIR -- <the plain command> (--capture auto:
+                   the C++ kernel, built before the first rep)
+  commprof-native  the same with --capture native
+  commprof-python  the same with --capture python (the Python kernel: the fallback)
   commprof-live    the same with --live and --prometheus-textfile DIR (the launcher tails the
                    captures and runs the report's functions every refresh; no TTY: -q lines)
   commprof-all     the same with every `commprof run` option on: today that is only
@@ -36,6 +38,8 @@ setups spread by about ±5 % over 5–7 reps, so a 1 % target is below what one 
     python benchmarks/overhead_real_job.py                 # 5 reps, 150 steps: ~4 min on 2 cores
     python benchmarks/overhead_real_job.py --reps 7 --steps 200
     python benchmarks/overhead_real_job.py --configs plain,commprof,commprof-native --reps 7
+    python benchmarks/overhead_real_job.py --configs plain,commprof,commprof-python --layers 40 \
+        --width 256 --bucket-mb 0.25          # 40 layers, a bucket per layer: ~41 all-reduces a step
 """
 from __future__ import annotations
 
@@ -53,7 +57,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 JOB = HERE / "jobs" / "ddp_step_times.py"
 TARGET = 1.01  # commprof default / plain, from the performance issue
-CONFIGS = ("plain", "commprof", "commprof-native", "commprof-live", "commprof-all", "torch.profiler",
+CONFIGS = ("plain", "commprof", "commprof-native", "commprof-python", "commprof-live", "commprof-all", "torch.profiler",
            "DEBUG=DETAIL")
 
 
@@ -70,7 +74,8 @@ def one_run(config: str, args, tmp: Path, tag: str) -> tuple[dict | None, dict]:
               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
               "--max-restarts", "0", str(JOB), "--steps", str(args.steps),
               "--warmup", str(args.warmup), "--width", str(args.width),
-              "--batch", str(args.batch), "--times-out", str(times)]
+              "--batch", str(args.batch), "--layers", str(args.layers),
+              "--bucket-mb", str(args.bucket_mb), "--times-out", str(times)]
     env = dict(os.environ)
     env.pop("TORCH_DISTRIBUTED_DEBUG", None)
     env.pop("COMMPROF_RUN_DIR", None)
@@ -80,6 +85,9 @@ def one_run(config: str, args, tmp: Path, tag: str) -> tuple[dict | None, dict]:
         cmd = [sys.executable, "-m", "commprof", "run", "-q", "--out", str(run_dir), "--"] + launch
     elif config == "commprof-native":
         cmd = [sys.executable, "-m", "commprof", "run", "-q", "--capture", "native", "--out",
+               str(run_dir), "--"] + launch
+    elif config == "commprof-python":
+        cmd = [sys.executable, "-m", "commprof", "run", "-q", "--capture", "python", "--out",
                str(run_dir), "--"] + launch
     elif config == "commprof-live":
         cmd = [sys.executable, "-m", "commprof", "run", "-q", "--live", "--prometheus-textfile",
@@ -129,6 +137,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10, help="steps dropped at the start of a run")
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=0, help="N > 0: an MLP of N width x width layers")
+    ap.add_argument("--bucket-mb", type=float, default=1.0, help="DDP bucket_cap_mb")
     ap.add_argument("--all-options", default="--flush-interval 0.1",
                     help="the `commprof run` options of the 'commprof-all' configuration")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per run")
@@ -141,13 +151,15 @@ def main() -> None:
     if unknown or not configs or configs[0] != "plain":
         ap.error(f"--configs {args.configs!r}: " + (f"unknown {', '.join(unknown)}; known: "
                  f"{', '.join(CONFIGS)}" if unknown else "must start with plain"))
-    if "commprof-native" in configs:  # the build is not part of any run's time
+    if set(configs) - {"plain", "commprof-python", "torch.profiler", "DEBUG=DETAIL"}:
+        # the native build is not part of any run's time
         built = subprocess.run([sys.executable, "-m", "commprof", "build-native"],
                                capture_output=True, text=True)
         if built.returncode != 0:
             sys.exit(f"commprof build-native failed: {built.stdout[-2000:]}{built.stderr[-2000:]}")
     labels = {"plain": "plain", "commprof": "commprof run (default)",
               "commprof-native": "commprof run --capture native",
+              "commprof-python": "commprof run --capture python",
               "commprof-live": "commprof run --live --prometheus-textfile",
               "commprof-all": f"commprof run {args.all_options}",
               "torch.profiler": "torch.profiler, every step", "DEBUG=DETAIL":
@@ -182,7 +194,8 @@ def main() -> None:
     elapsed = time.perf_counter() - t_start
 
     print()
-    print(f"DDP MLP width {args.width}, batch {args.batch}, 2 ranks, gloo; {args.steps} steps "
+    print(f"DDP MLP width {args.width}" + (f", {args.layers} layers" if args.layers else "") +
+          f", bucket {args.bucket_mb:g} MB, batch {args.batch}, 2 ranks, gloo; {args.steps} steps "
           f"after {args.warmup} warm-up per run; {args.reps} interleaved reps per configuration; "
           f"{elapsed:.0f} s in all; load average {load0[0]:.2f} at start, "
           f"{os.getloadavg()[0]:.2f} at end ({os.cpu_count()} CPUs)")
@@ -219,12 +232,13 @@ def main() -> None:
 
     plain_med = statistics.median(m["median"] for m in res["plain"])
     names = {"commprof": "commprof default", "commprof-native": "commprof --capture native",
+             "commprof-python": "commprof --capture python",
              "commprof-live": "commprof --live --prometheus-textfile",
              "commprof-all": "commprof " + args.all_options, "torch.profiler": "torch.profiler",
              "DEBUG=DETAIL": "DEBUG=DETAIL"}
     parts = [part(c, names[c]) + (f" (target <= {TARGET})" if c == "commprof" else "")
              for c in configs if c != "plain"]
-    cpu = [f"{part(c, names[c], 'cpu')}" for c in ("commprof", "commprof-native") if c in configs]
+    cpu = [f"{part(c, names[c], 'cpu')}" for c in ("commprof", "commprof-native", "commprof-python") if c in configs]
     print(f"summary: {', '.join(parts)}; "
           f"CPU per step: {', '.join(cpu) or 'n/a'}; "
           f"plain median step {plain_med * 1e3:.1f} ms; medians of {args.reps} interleaved reps, "

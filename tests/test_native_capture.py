@@ -194,3 +194,18 @@ def test_the_overhead_section_names_the_kernel_and_leaves_out_the_python_hop_for
     mixed = self_overhead([part("native"), part("python")], wall)
     assert mixed["capture_path"] == "native,python"
     assert mixed["dispatch_us_per_call_estimate"] == pytest.approx(DISPATCH_NS_ASYNC_CALL / 1e3 / 2)
+
+
+def test_a_read_only_cache_without_a_build_is_said_without_starting_a_build(tmp_path, monkeypatch):
+    import commprof.cli.native as cli_native
+    started = []
+    monkeypatch.setattr(cli_native, "_writable", lambda path: False)
+    monkeypatch.setattr(cli_native.subprocess, "run", lambda *a, **k: started.append(a) or
+                        (_ for _ in ()).throw(OSError("no build here")))
+    cache = tmp_path / "cache"
+    result = cli_native.resolve({**os.environ, "COMMPROF_NATIVE_CACHE": str(cache)})
+    assert result == {"ok": False, "why": f"cache directory not writable: {cache}"} and not started
+    (cache / "torch-some-key").mkdir(parents=True)  # a build in it (for this torch?): the build step decides
+    (cache / "torch-some-key" / f"{native.MODULE}.so").write_bytes(b"")
+    result = cli_native.resolve({**os.environ, "COMMPROF_NATIVE_CACHE": str(cache)})
+    assert len(started) == 1 and result["why"].startswith("cannot start the build")

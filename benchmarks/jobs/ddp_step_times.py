@@ -1,7 +1,8 @@
 """A DDP training job that measures its own step times (used by benchmarks/overhead_real_job.py).
 
 The same MLP shape as commprof/examples/demo_train.py (2.4 M parameters at --width 1024,
-bucket_cap_mb=1 so DDP issues a few all-reduce buckets per step).  A step time is the time
+bucket_cap_mb=1 so DDP issues a few all-reduce buckets per step), or with --layers N a deeper
+MLP of N width x width layers (--bucket-mb sets DDP's bucket size).  A step time is the time
 between two successive ``optimizer.step()`` returns; the first --warmup steps are dropped.
 Each rank writes one line per step to ``<--times-out>.rank<R>``: the step's wall time and the
 CPU time the whole process (all threads: gloo's included) used during it, in seconds.
@@ -36,6 +37,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=0,
+                    help="N > 0: a deep MLP of N width x width layers instead of the demo's")
+    ap.add_argument("--bucket-mb", type=float, default=1.0, help="DDP bucket_cap_mb")
     ap.add_argument("--times-out", required=True, help="prefix of the per-rank step-time files")
     ap.add_argument("--torch-profiler", metavar="TRACE", default=None,
                     help="profile every step with torch.profiler; trace prefix")
@@ -44,8 +48,12 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)
-    model = build_mlp(args.width)  # the demo's model: the benchmark measures the demo's job
-    ddp = DDP(model, bucket_cap_mb=1)
+    if args.layers > 0:  # many layers: many gradient hooks and buckets per step
+        body = [m for _ in range(args.layers) for m in (nn.Linear(args.width, args.width), nn.ReLU())]
+        model = nn.Sequential(nn.Linear(256, args.width), *body, nn.Linear(args.width, 10))
+    else:
+        model = build_mlp(args.width)  # the demo's model: the benchmark measures the demo's job
+    ddp = DDP(model, bucket_cap_mb=args.bucket_mb)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(rank)
     total = args.warmup + args.steps + 1  # +1: n+1 step returns give n step times

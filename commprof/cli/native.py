@@ -45,8 +45,11 @@ def resolve(env: dict | None = None, timeout: float = BUILD_TIMEOUT_S, retry_fai
         native.precheck(env)  # no compiler, no ninja: said at once, without a subprocess importing torch
     except native.NativeUnavailable as exc:
         return {"ok": False, "why": str(exc)}
+    root = native.cache_root(config.native_cache)
+    if not _writable(root) and not any(root.glob(f"*/{native.MODULE}.so")):
+        return {"ok": False, "why": f"cache directory not writable: {root}"}  # no build to find in it
     if on_build is not None:
-        on_build(native.cache_root(config.native_cache))
+        on_build(root)
     try:
         proc = subprocess.run([sys.executable, "-m", "commprof.capture.native"], env=env,
                               capture_output=True, text=True, timeout=timeout)

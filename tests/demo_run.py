@@ -22,6 +22,13 @@ def demo_run(tmp_path_factory) -> Path:
     return run
 
 
+def capture_of_rank(run: Path, rank: int) -> Path:
+    """The capture file of ``rank`` in ``run``, by its header (a name pattern like ``rank*1.*``
+    also matches rank 0's file whenever its pid ends in 1)."""
+    (path,) = [p for p in sorted((run / "ranks").glob("rank*.cpf")) if read_capture(p).rank == rank]
+    return path
+
+
 def end_of_last_record(capture: Path, kind: str = "coll") -> int:
     """The shortest prefix of ``capture`` (in bytes) that still holds every ``kind`` record.
 

@@ -12,7 +12,7 @@ import pytest
 import commprof
 from commprof.analysis.frames import COLUMNS, FRAMES, SCHEMA
 from commprof.format import parquet as pq_files
-from demo_run import end_of_last_record
+from demo_run import capture_of_rank, end_of_last_record
 
 pytestmark = pytest.mark.slow
 pq = pytest.importorskip("pyarrow.parquet")
@@ -133,7 +133,7 @@ def test_damage_found_while_exporting_is_said_and_kept_in_the_index(run_dir, tmp
     from runner import commprof as cli
     damaged = tmp_path / "damaged"
     shutil.copytree(run_dir, damaged)
-    capture = sorted((damaged / "ranks").glob("rank*1.*"))[0]
+    capture = capture_of_rank(damaged, 1)
     data = bytearray(capture.read_bytes())
     end = end_of_last_record(capture)
     data[end - 8:end] = bytes(b ^ 0xFF for b in data[end - 8:end])  # inside the last collective

@@ -14,7 +14,7 @@ import pytest
 import commprof
 from commprof.analysis import frames as frames_mod, load
 from commprof.errors import RunDirError
-from demo_run import end_of_last_record
+from demo_run import capture_of_rank, end_of_last_record
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,7 +177,7 @@ def test_a_run_still_being_written_loads_what_was_flushed(run_dir, run, tmp_path
     manifest = json.loads((live / "manifest.json").read_text())
     manifest["status"] = "running"
     (live / "manifest.json").write_text(json.dumps(manifest))
-    capture = sorted((live / "ranks").glob("rank*1.*"))[0]
+    capture = capture_of_rank(live, 1)
     data = capture.read_bytes()
     end = end_of_last_record(capture)
     capture.write_bytes(data[:end - 1])  # the last collective torn, as a flush in progress leaves it

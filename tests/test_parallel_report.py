@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from demo_run import demo_run, end_of_last_record
+from demo_run import capture_of_rank, demo_run, end_of_last_record
 from runner import commprof
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ def damaged_run(tmp_path_factory):
     src = demo_run(tmp_path_factory)
     run = tmp_path_factory.mktemp("parallel") / "run"
     shutil.copytree(src, run)
-    capture = sorted((run / "ranks").glob("rank*1.*"))[0]
+    capture = capture_of_rank(run, 1)
     capture.write_bytes(capture.read_bytes()[:end_of_last_record(capture) - 1])
     return run
 

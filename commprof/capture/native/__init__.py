@@ -197,7 +197,7 @@ def _forget_failure(cache: str | None) -> None:
     try:
         (cache_root(cache) / INDEX / f"{quick_key()}.failed.json").unlink(missing_ok=True)
     except OSError:
-        return  # a read-only index: the stamp stays, and `--capture auto` keeps the Python path
+        return  # a read-only index: the build's own stamp could not be written either
 
 
 def _ninja_module() -> bool:

@@ -2,10 +2,12 @@
 // c10d:: operator commprof knows (see commprof/capture/native/hooks.py, which drives it).
 //
 // Per call it reads its arguments (before re-dispatching: the callee pops them), re-dispatches
-// below ADInplaceOrView, and appends one fixed-size COLL record to a preallocated buffer under a
-// short lock; completion comes from a C++ future callback (no GIL).  The flusher drains the
-// buffers into the Recorder's Python lists (drain()).  What each record holds is exactly what
-// commprof/capture/collectives.py records; the argument positions come from its OpSpec.
+// below ADInplaceOrView, and appends one fixed-size COLL record under a short lock: into the
+// capture file's memory-mapped record region once it is open (region_*), before that into a
+// buffer the region takes over (or that the flusher drains: drain()).  Completion comes from a
+// C++ future callback (no GIL), or from Work.wait, which is this module's too (make_wait).  What
+// each record holds is exactly what commprof/capture/collectives.py records; the argument
+// positions come from its OpSpec.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/ivalue.h>
 #include <torch/library.h>

@@ -3,9 +3,10 @@
 Everything but the per-call kernel stays the Python path's (:class:`CollectiveHooks`): the
 operator specs (argument positions from the schemas), group registration and group frames (the
 kernel calls :meth:`CollectiveHooks._group` under the GIL once per new process group), the
-``wait_tensor`` wrappers, the inference-mode fallback (``Work.wait`` is the module's own).  Shared with the
-kernel: record ids (``rec.next_id`` is the kernel's counter), per-group sequence numbers and the
-in-backward flag (a property over the kernel's).  Once the capture file exists its record region
+``wait_tensor`` wrappers, the inference-mode fallback (``Work.wait`` is the module's own, in C:
+:meth:`NativeHooks._patch_work_wait`).  Shared with the kernel: record ids (``rec.next_id``
+is the kernel's counter), per-group sequence numbers and the in-backward flag (a property over
+the kernel's).  Once the capture file exists its record region
 is the kernel's (``rec.region_native``: the Python hooks append through it too), and the kernel
 appends each COLL and DONE record at once, as the Python path does.  Before that, its records
 wait in C++ buffers that the region takes over when it opens (or, where no region could be made,

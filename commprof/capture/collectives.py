@@ -192,30 +192,13 @@ class CollectiveHooks:
         return kernel
 
     def _install_wait_tensor(self, after) -> None:
-        torch = self.torch
         try:
-            op = torch.ops._c10d_functional.wait_tensor.default
+            op = self.torch.ops._c10d_functional.wait_tensor.default
         except (AttributeError, RuntimeError) as exc:
             self.rec.degrade("wait_tensor", exc)
             return
-        self._flib = torch.library.Library("_c10d_functional", "IMPL")
-        redispatch = op.redispatch
-        rec = self.rec
-        clock = rec.clock
-        hooks = self
-        get_ident = threading.get_ident
-
-        def wait_tensor(keyset, *args, **kwargs):
-            if hooks.in_py_wait:  # already timed by the Python wrapper below
-                return redispatch(keyset & after, *args, **kwargs)
-            t0 = clock()
-            try:
-                return redispatch(keyset & after, *args, **kwargs)
-            finally:
-                if rec.enabled:
-                    rec.wait.append((-1, get_ident(), t0, clock(), schema.WAIT_TENSOR))
-
-        self._flib.impl("wait_tensor", wait_tensor, "ADInplaceOrView", with_keyset=True)
+        self._install_wait_tensor_kernel(op, after)
+        rec, clock, hooks, get_ident = self.rec, self.rec.clock, self, threading.get_ident
         # AsyncCollectiveTensor waits from inside __torch_dispatch__, where keys above Python
         # (ADInplaceOrView included) are excluded: wrap the Python helper it calls as well.
         try:
@@ -238,6 +221,23 @@ class CollectiveHooks:
         py_wait_tensor.__wrapped__ = original
         py_wait_tensor.__commprof_original__ = original
         funcol.wait_tensor = py_wait_tensor
+
+    def _install_wait_tensor_kernel(self, op, after) -> None:
+        """The ``_c10d_functional::wait_tensor`` kernel (capture/native/hooks.py: the C++ one)."""
+        self._flib = self.torch.library.Library("_c10d_functional", "IMPL")
+        redispatch, rec, hooks, get_ident, clock = op.redispatch, self.rec, self, threading.get_ident, self.rec.clock
+
+        def wait_tensor(keyset, *args, **kwargs):
+            if hooks.in_py_wait:  # already timed by the Python wrapper (_install_wait_tensor)
+                return redispatch(keyset & after, *args, **kwargs)
+            t0 = clock()
+            try:
+                return redispatch(keyset & after, *args, **kwargs)
+            finally:
+                if rec.enabled:
+                    rec.wait.append((-1, get_ident(), t0, clock(), schema.WAIT_TENSOR))
+
+        self._flib.impl("wait_tensor", wait_tensor, "ADInplaceOrView", with_keyset=True)
 
     def _patch_work_wait(self) -> None:
         """Replace torch's ``Work.wait`` with one that times each wait (the native path

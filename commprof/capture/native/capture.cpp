@@ -85,7 +85,8 @@ constexpr size_t kSoftCap = 64, kHardCap = 1024;   // as collectives._PENDING_SO
 
 // Flag and source values, handed in from commprof/format/schema.py (set_constants).
 struct Constants { uint8_t has_future = 1, in_backward = 2, failed = 4, done_future = 1;
-                   uint8_t kind_coll = 1, kind_done = 2, kind_wait = 3, done_wait = 2; };
+                   uint8_t kind_coll = 1, kind_done = 2, kind_wait = 3, done_wait = 2;
+                   uint8_t wait_tensor = 2; };
 
 struct State {
   std::mutex mu;       // groups, seq, pending, no_future, coll, errors
@@ -96,6 +97,7 @@ struct State {
   std::vector<std::pair<int, const char*>> no_future;  // (op code, Work type name)
   std::vector<Coll> coll, coll_spare;
   std::vector<Done> done, done_spare;
+  std::vector<WaitRecord> waits, waits_spare;  // wait_tensor spans before the region opens
   std::vector<c10d::Work*> completed;
   std::map<std::string, std::pair<int64_t, std::string>> errors;  // where -> (count, first message)
   std::atomic<int64_t> next_rid{0};
@@ -106,11 +108,12 @@ struct State {
   std::atomic<bool> fault{false};
   std::atomic<bool> direct{false};  // records go straight into the region (region_open)
   std::atomic<int> in_backward{0};
+  std::atomic<int> in_py_wait{0};  // inside funcol.wait_tensor's Python wrapper (it times the wait)
   int64_t skew = 0;
   uint8_t dtype_code[256] = {0};
   Constants k;
   py::object* register_group = nullptr;  // Python: (ProcessGroup) -> group id; never freed
-  std::unique_ptr<torch::Library> lib;
+  std::unique_ptr<torch::Library> lib, funcol_lib;
 };
 
 // Never destroyed: gloo threads may still complete futures while the process exits.
@@ -449,6 +452,54 @@ struct Kernel final : c10::OperatorKernel {
   }
 };
 
+// _c10d_functional::wait_tensor (functional collectives, DTensor): the WAIT span of a wait issued
+// on a tensor, with no record id (the Python path's wait_tensor kernel, in C++).  Skipped inside
+// funcol.wait_tensor's Python wrapper, which times the same wait itself.
+void append_wait_tensor(const WaitRecord& w) {
+  State& s = S();
+  {
+    std::lock_guard<std::mutex> g(s.mu);
+    if (!s.direct.load(std::memory_order_relaxed)) {
+      if (s.waits.size() < kMaxBuffered) s.waits.push_back(w);
+      else s.dropped.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+  }
+  region_put_or_note(s.k.kind_wait, &w, sizeof w);
+}
+
+struct WaitTensorKernel final : c10::OperatorKernel {
+  void operator()(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack) {
+    State& s = S();
+    const c10::DispatchKeySet below = ks & c10::after_ADInplaceOrView_keyset;
+    if (!s.enabled.load(std::memory_order_relaxed) || s.in_py_wait.load(std::memory_order_relaxed)) {
+      op.redispatchBoxed(below, stack);
+      return;
+    }
+    const int64_t t0 = now();
+    try {
+      op.redispatchBoxed(below, stack);
+    } catch (...) {
+      if (s.enabled.load(std::memory_order_relaxed))
+        append_wait_tensor(WaitRecord{-1, uint64_t(pthread_self()), t0, now(), s.k.wait_tensor});
+      throw;
+    }
+    const int64_t t1 = now();
+    if (s.enabled.load(std::memory_order_relaxed))
+      append_wait_tensor(WaitRecord{-1, uint64_t(pthread_self()), t0, t1, s.k.wait_tensor});
+    s.self_ns.fetch_add(now() - t1, std::memory_order_relaxed);
+  }
+};
+
+void install_wait_tensor(int source) {
+  State& s = S();
+  s.k.wait_tensor = uint8_t(source);
+  auto lib = std::make_unique<torch::Library>(torch::Library::IMPL, "_c10d_functional",
+                                              c10::DispatchKey::ADInplaceOrView, __FILE__, __LINE__);
+  lib->impl("wait_tensor", torch::CppFunction::makeFromBoxedFunctor(std::make_unique<WaitTensorKernel>()));
+  s.funcol_lib = std::move(lib);
+}
+
 // -- Python-facing --------------------------------------------------------------------------
 void install(py::list specs, py::object register_group) {
   State& s = S();
@@ -486,6 +537,7 @@ void uninstall() {
   State& s = S();
   s.enabled = false;
   s.lib.reset();  // unregisters the kernels
+  s.funcol_lib.reset();
 }
 
 // Hands one record to the Recorder (its sink's append: a list, or the capture file's region);
@@ -509,7 +561,7 @@ void append(PyObject* fn, PyObject* row) {
   Py_DECREF(r);
 }
 
-py::tuple drain(py::object coll_append, py::object done_append) {
+py::tuple drain(py::object coll_append, py::object done_append, py::object wait_append) {
   State& s = S();
   std::map<std::string, std::pair<int64_t, std::string>> errors;
   {
@@ -517,6 +569,7 @@ py::tuple drain(py::object coll_append, py::object done_append) {
     std::lock_guard<std::mutex> g2(s.done_mu);
     s.coll_spare.swap(s.coll);
     s.done_spare.swap(s.done);
+    if (!wait_append.is_none()) s.waits_spare.swap(s.waits);
     errors.swap(s.errors);
   }
   for (const Coll& c : s.coll_spare) {
@@ -544,6 +597,16 @@ py::tuple drain(py::object coll_append, py::object done_append) {
     PyTuple_SET_ITEM(t, 2, PyLong_FromLong(d.source));
     append(done_append.ptr(), t);
   }
+  for (const WaitRecord& w : s.waits_spare) {
+    PyObject* t = PyTuple_New(5);
+    PyTuple_SET_ITEM(t, 0, PyLong_FromLongLong(w.id));
+    PyTuple_SET_ITEM(t, 1, PyLong_FromUnsignedLongLong(w.thread));
+    PyTuple_SET_ITEM(t, 2, PyLong_FromLongLong(w.t_start));
+    PyTuple_SET_ITEM(t, 3, PyLong_FromLongLong(w.t_end));
+    PyTuple_SET_ITEM(t, 4, PyLong_FromLong(w.source));
+    append(wait_append.ptr(), t);
+  }
+  s.waits_spare.clear();
   const size_t n = s.coll_spare.size();
   s.coll_spare.clear();  // keeps its capacity: no allocation in steady state
   s.done_spare.clear();
@@ -577,8 +640,10 @@ int region_open(int fd, int64_t start, int64_t chunk) {
     const DoneRecord dr = packed(d);
     region_put_or_note(s.k.kind_done, &dr, sizeof dr);
   }
+  for (const WaitRecord& w : s.waits) region_put_or_note(s.k.kind_wait, &w, sizeof w);
   s.coll.clear();
   s.done.clear();
+  s.waits.clear();
   s.direct = true;
   return 0;
 }
@@ -827,7 +892,10 @@ void child_after_fork() { S().enabled.store(false); }
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("install", &install, "register the kernels: specs from OpSpec, register_group(pg) -> gid");
   m.def("uninstall", &uninstall);
-  m.def("drain", &drain, "hand buffered COLL/DONE tuples to two appends; -> (n, records, self_ns, dropped, errors)");
+  m.def("drain", &drain, "hand buffered COLL/DONE/WAIT tuples to the appends (wait_append None: "
+        "the WAITs stay buffered); -> (n, records, self_ns, dropped, errors)",
+        py::arg("coll_append"), py::arg("done_append"), py::arg("wait_append") = py::none());
+  m.def("install_wait_tensor", &install_wait_tensor, "register the _c10d_functional::wait_tensor kernel: (source)");
   m.def("release_all", &release_all);
   m.def("next_seq", &next_seq);
   m.def("next_id", []() { return S().next_rid.fetch_add(1); });
@@ -842,6 +910,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_fault", [](bool on) { S().fault.store(on); });
   m.def("set_in_backward", [](int v) { S().in_backward.store(v); });
   m.def("get_in_backward", []() { return S().in_backward.load(); });
+  m.def("set_in_py_wait", [](int v) { S().in_py_wait.store(v); });
+  m.def("get_in_py_wait", []() { return S().in_py_wait.load(); });
   m.def("clock", []() { return now(); });
   m.def("region_open", &region_open, "take over a capture file's fd: (fd, start, chunk) -> 0 or errno");
   m.def("region_append", &region_append, "(kind, payload) -> 0, -1 (closed) or errno");

@@ -3,8 +3,8 @@
 Everything but the per-call kernel stays the Python path's (:class:`CollectiveHooks`): the
 operator specs (argument positions from the schemas), group registration and group frames (the
 kernel calls :meth:`CollectiveHooks._group` under the GIL once per new process group), the
-``wait_tensor`` wrappers, the inference-mode fallback (``Work.wait`` is the module's own, in C:
-:meth:`NativeHooks._patch_work_wait`).  Shared with the kernel: record ids (``rec.next_id``
+``funcol.wait_tensor`` wrapper, the inference-mode fallback (``Work.wait`` and the
+``wait_tensor`` kernel are the module's own, in C: :meth:`NativeHooks._patch_work_wait`).  Shared with the kernel: record ids (``rec.next_id``
 is the kernel's counter), per-group sequence numbers and the in-backward flag (a property over
 the kernel's).  Once the capture file exists its record region
 is the kernel's (``rec.region_native``: the Python hooks append through it too), and the kernel
@@ -67,6 +67,17 @@ class NativeHooks(CollectiveHooks):
     def in_backward(self, value: int) -> None:
         self.native.set_in_backward(value)
 
+    @property
+    def in_py_wait(self) -> int:
+        return self.native.get_in_py_wait()
+
+    @in_py_wait.setter
+    def in_py_wait(self, value: int) -> None:
+        self.native.set_in_py_wait(value)
+
+    def _install_wait_tensor_kernel(self, op, after) -> None:
+        self.native.install_wait_tensor(schema.WAIT_TENSOR)
+
     def _install_kernels(self, specs: list, after) -> None:
         native, rec, torch = self.native, self.rec, self.torch
         native.set_constants(schema.FLAG_HAS_FUTURE, schema.FLAG_IN_BACKWARD, schema.FLAG_FAILED,
@@ -112,7 +123,8 @@ class NativeHooks(CollectiveHooks):
     def drain(self) -> None:
         """Move the kernel's records into the recorder (the flusher, before it writes)."""
         rec = self.rec
-        _, records, self_ns, dropped, errors = self.native.drain(rec.coll.append, rec.done.append)
+        _, records, self_ns, dropped, errors = self.native.drain(rec.coll.append, rec.done.append,
+                                                                 rec.wait.append)
         seen_records, seen_ns, seen_dropped = self._taken
         rec.records += records - seen_records
         rec.self_ns += self_ns - seen_ns

@@ -4,14 +4,15 @@ Everything but the per-call kernel stays the Python path's (:class:`CollectiveHo
 operator specs (argument positions from the schemas), group registration and group frames (the
 kernel calls :meth:`CollectiveHooks._group` under the GIL once per new process group), the
 ``funcol.wait_tensor`` wrapper, the inference-mode fallback (``Work.wait`` and the
-``wait_tensor`` kernel are the module's own, in C: :meth:`NativeHooks._patch_work_wait`).  Shared with the kernel: record ids (``rec.next_id``
-is the kernel's counter), per-group sequence numbers and the in-backward flag (a property over
-the kernel's).  Once the capture file exists its record region
-is the kernel's (``rec.region_native``: the Python hooks append through it too), and the kernel
-appends each COLL and DONE record at once, as the Python path does.  Before that, its records
-wait in C++ buffers that the region takes over when it opens (or, where no region could be made,
-that the flusher moves into ``rec.coll`` / ``rec.done``: :meth:`NativeHooks.drain`, a
-``rec.before_flush`` hook, which also adds the kernel's own measured time to ``rec.self_ns``).
+``wait_tensor`` kernel are the module's own, in C: :meth:`NativeHooks._patch_work_wait`).
+Shared with the kernel: record ids (``rec.next_id`` is the kernel's counter), per-group sequence
+numbers and the in-backward and in-wrapper flags (properties over the kernel's).  Once the
+capture file exists its record region is the kernel's (``rec.region_native``: the Python hooks
+append through it too), and the kernel appends each COLL, DONE and ``wait_tensor`` WAIT record
+at once, as the Python path does.  Before that, its records wait in C++ buffers that the region
+takes over when it opens (or, where no region could be made, that the flusher moves into
+``rec.coll`` / ``rec.done`` / ``rec.wait``: :meth:`NativeHooks.drain`, a ``rec.before_flush``
+hook, which also adds the kernel's own measured time to ``rec.self_ns``).
 """
 from __future__ import annotations
 

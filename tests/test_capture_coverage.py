@@ -33,6 +33,10 @@ pytestmark = pytest.mark.slow
 
 JOBS = Path(__file__).resolve().parent / "jobs"
 JOB_TIMEOUT = 120  # seconds; every job takes a few seconds on 2 cores
+# The torchrun console script of the interpreter running the tests (not the first one on PATH:
+# a torch matrix runs these tests from another virtual environment, scripts/torch_matrix.sh).
+TORCHRUN = (str(Path(sys.executable).with_name("torchrun"))
+            if Path(sys.executable).with_name("torchrun").exists() else "torchrun")
 ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4,
             "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
 EXIT_ABORT = "terminate called without an active exception"
@@ -61,7 +65,7 @@ def run_job(base: Path, job: str, torchrun: bool = True, nproc: int = 2,
     run_dir, expect_dir = base / "run", base / "expect"
     script = str(JOBS / job)
     if torchrun:
-        command = ["torchrun", "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1",
+        command = [TORCHRUN, "--nproc-per-node", str(nproc), "--master-addr", "127.0.0.1",
                    "--master-port", str(free_port()), "--max-restarts", "0", script]
     else:
         command = [sys.executable, script]

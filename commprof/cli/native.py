@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from commprof.capture import native
+from commprof.capture import compat, native
 from commprof.capture.config import (CAPTURE_PATHS, ENV_CAPTURE, ENV_CAPTURE_REQUESTED,
                                      ENV_NATIVE_SO, ENV_NATIVE_WHY, CaptureConfig)
 from commprof.errors import CommprofError, UsageError
@@ -107,7 +107,11 @@ def doctor_command() -> int:
     """``commprof doctor``: which capture path works here, and why."""
     config = CaptureConfig.from_env()
     root = native.cache_root(config.native_cache)
-    print(f"torch: {_torch_version()}")
+    version = compat.installed_torch()
+    print(f"torch: {version or 'not installed'}")
+    line = compat.support_line(version)
+    print(f"torch support: {line or 'tested: ' + compat.TESTED[version.split('+', 1)[0]]}"
+          if version else "torch support: no torch installed")
     print(f"native cache: {root} ({'writable' if _writable(root) else 'not writable'})")
     t0 = time.perf_counter()
     result = resolve(timeout=BUILD_TIMEOUT_S)
@@ -121,14 +125,6 @@ def doctor_command() -> int:
         print(f"native capture: unavailable ({result.get('why')})")
         print("capture path: python (the Python kernel on the c10d operators)")
     return 0
-
-
-def _torch_version() -> str:
-    from importlib import metadata
-    try:
-        return metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _writable(path) -> bool:

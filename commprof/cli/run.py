@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from commprof.capture import compat
 from commprof.capture.config import ENV_FLUSH, ENV_GPU_TRACE, ENV_GPU_WINDOWS, parse_gpu_windows
 from commprof.errors import CommprofError, RunDirError, UsageError
 from commprof.format import layout
@@ -44,6 +45,9 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     from commprof.cli.native import capture_environment
     say = (lambda msg: None) if quiet else (lambda msg: print(f"commprof: {msg}", file=sys.stderr))
     capture_env = capture_environment(capture, say)  # builds the native kernel, once, if asked
+    untested = compat.support_line(compat.installed_torch())
+    if untested:
+        say(f"note: {untested}")
     if out:
         out = rundir.expand_out(out)
         if ":" in os.path.abspath(out):  # the bootstrap goes on PYTHONPATH, which ':' separates
@@ -70,7 +74,8 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     env = supervisor.job_environment(run_dir, boot, extra=extra)
     manifest = rundir.start_manifest(command, env)
     if fix:
-        from commprof.capture.config import ENV_FIXES
+        from commprof.capture import compat
+from commprof.capture.config import ENV_FIXES
         manifest["fixes"] = fix_env[ENV_FIXES].split(",")
     try:
         rundir.write_manifest(run_dir, manifest, manifest_file)
@@ -240,7 +245,8 @@ def _shell_path(path: Path) -> str:
 
 def _fix_environment(fix: str | None, fix_warmup: int, max_steps: int | None) -> dict:
     """The workers' settings for ``--fix`` / ``--max-steps`` (checked here, before anything runs)."""
-    from commprof.capture.config import ENV_FIX_WARMUP, ENV_FIXES, ENV_MAX_STEPS
+    from commprof.capture import compat
+from commprof.capture.config import ENV_FIX_WARMUP, ENV_FIXES, ENV_MAX_STEPS
     env = {}
     if fix:
         from commprof.fixes import parse

@@ -24,6 +24,7 @@ repo="$PWD"
 tests="${TORCH_MATRIX_TESTS:-tests/test_capture_coverage.py tests/test_native_capture.py tests/test_native_wait.py tests/test_sigkill_capture.py tests/test_try_fixes.py tests/test_gpu_windows.py}"
 
 say() { echo "torch-matrix[$version]: $*"; }
+quiet_pip() { "$venv/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 installed() { "$venv/bin/python" -c 'from importlib import metadata; print(metadata.version("torch"))' 2>/dev/null || true; }
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -33,13 +34,13 @@ fi
 if [ "$(installed)" != "$version" ]; then
     say "installing torch==$version (from the package index or its local cache; minutes)"
     t0=$SECONDS
-    "$venv/bin/python" -m pip install -q "torch==$version"
+    quiet_pip "torch==$version"
     say "torch installed in $((SECONDS - t0)) s"
 fi
 pin="$(mktemp)"
 trap 'rm -f "$pin"' EXIT
 echo "torch==$version" > "$pin"
-"$venv/bin/python" -m pip install -q -c "$pin" -e "$repo[test]"
+quiet_pip -c "$pin" -e "$repo[test]"
 have="$(installed)"
 if [ "$have" != "$version" ]; then
     say "error: the venv has torch $have after installing commprof, not $version"

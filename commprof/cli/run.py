@@ -74,8 +74,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     env = supervisor.job_environment(run_dir, boot, extra=extra)
     manifest = rundir.start_manifest(command, env)
     if fix:
-        from commprof.capture import compat
-from commprof.capture.config import ENV_FIXES
+        from commprof.capture.config import ENV_FIXES
         manifest["fixes"] = fix_env[ENV_FIXES].split(",")
     try:
         rundir.write_manifest(run_dir, manifest, manifest_file)
@@ -245,8 +244,7 @@ def _shell_path(path: Path) -> str:
 
 def _fix_environment(fix: str | None, fix_warmup: int, max_steps: int | None) -> dict:
     """The workers' settings for ``--fix`` / ``--max-steps`` (checked here, before anything runs)."""
-    from commprof.capture import compat
-from commprof.capture.config import ENV_FIX_WARMUP, ENV_FIXES, ENV_MAX_STEPS
+    from commprof.capture.config import ENV_FIX_WARMUP, ENV_FIXES, ENV_MAX_STEPS
     env = {}
     if fix:
         from commprof.fixes import parse

@@ -10,13 +10,14 @@ Works that have no future (gloo send/recv and reduce-scatter).
 """
 from __future__ import annotations
 
-import inspect
 import sys
 import threading
 import warnings
 import weakref
 
 from commprof.capture.recorder import Recorder
+from commprof.capture.torch_objects import checked_blocking_api_codes
+from commprof.capture.torch_objects import safe as _safe, tensor_sizes as _tensor_sizes
 from commprof.format import schema
 
 # c10d operator -> canonical op name
@@ -29,9 +30,12 @@ C10D_OPS = {
     "reduce_scatter_tensor_coalesced_": "reduce_scatter_coalesced",
     "alltoall_": "all_to_all", "alltoall_base_": "all_to_all",
     "broadcast_": "broadcast", "reduce_": "reduce", "gather_": "gather", "scatter_": "scatter",
+    "gather_into_tensor_": "gather",  # torch >= 2.14: dist.gather_single / gather_into_tensor
     "barrier": "barrier", "monitored_barrier_": "monitored_barrier",
     "send": "send", "recv_": "recv", "recv_any_source_": "recv",
 }
+# c10d operators that move no data between ranks (not captured, and not a gap)
+NOT_COMMUNICATION = frozenset({"check_for_nan"})
 _INPUT_ARGS = {"input_tensors", "input_tensor", "input", "inputs", "input_list"}
 _OUTPUT_ARGS = {"output_tensors", "output_tensor", "output", "outputs", "output_lists"}
 _PEER_ARGS = {"dst", "src", "root_rank"}
@@ -39,47 +43,12 @@ _PENDING_SOFT_CAP = 64  # beyond this, finished future-less Works are released
 _PENDING_HARD_CAP = 1024  # beyond this, the oldest Works are forgotten (their wait goes unmatched)
 
 
-def _blocking_api_codes(torch_module) -> frozenset:
-    """Code objects of the ``torch.distributed`` functions that wait on their own Work."""
-    from torch.distributed import distributed_c10d as c10d
-    codes = set()
-    for value in vars(c10d).values():
-        fn = inspect.unwrap(getattr(value, "__commprof_original__", value)) if callable(value) else None
-        code = getattr(fn, "__code__", None)
-        if code is not None and code.co_filename == c10d.__file__:
-            codes.add(code)
-    return frozenset(codes)
-
-
-def _safe(fn):
-    try:
-        return fn()
-    except Exception:  # noqa: BLE001 - an attribute this torch lacks: treated as unknown
-        return None
-
-
-def _tensor_sizes(obj) -> tuple[int, int, object]:
-    """(numel, bytes, first dtype) of a tensor, a list of tensors or a list of lists."""
-    if obj is None:
-        return 0, 0, None
-    if isinstance(obj, (list, tuple)):
-        numel = nbytes = 0
-        dtype = None
-        for item in obj:
-            n, b, d = _tensor_sizes(item)
-            numel += n
-            nbytes += b
-            dtype = dtype or d
-        return numel, nbytes, dtype
-    return obj.numel(), obj.nbytes, obj.dtype
-
-
 class OpSpec:
     """Where one operator's schema keeps its inputs, outputs, group, peer and Work."""
 
-    def __init__(self, c10d_name: str, op):
+    def __init__(self, c10d_name: str, op, name: str | None = None):
         self.c10d_name = c10d_name
-        self.name = C10D_OPS[c10d_name]
+        self.name = name or C10D_OPS[c10d_name]
         self.op_code = schema.OP_INDEX[self.name]
         # A coalesced call on one tensor is the plain operation (functional collectives issue
         # single-tensor all_gather / reduce_scatter through the coalesced operators).
@@ -102,6 +71,29 @@ class OpSpec:
         rets = op._schema.returns
         works = [i for i, r in enumerate(rets) if "Work" in str(r.type)]
         self.work_index = None if not works else (-1 if len(rets) == 1 else works[0])
+
+
+def discover_specs(torch, rec, known: dict | None = None) -> tuple[list, list[str]]:
+    """The :class:`OpSpec` of each ``known`` c10d operator (default :data:`C10D_OPS`) this torch
+    has, and the names it lacks (an older torch).  A schema commprof cannot read degrades that
+    operator (``op.NAME``); operators this torch has and commprof does not know degrade as
+    ``ops.unknown`` (a newer torch: their calls pass uncaptured).  Never raises."""
+    known = C10D_OPS if known is None else known
+    available = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
+                 if n.startswith("c10d::")}
+    specs, missing = [], [name for name in known if name not in available]
+    for c10d_name in (name for name in known if name in available):
+        try:
+            specs.append(OpSpec(c10d_name, getattr(torch.ops.c10d, c10d_name).default, known[c10d_name]))
+        except Exception as exc:  # noqa: BLE001 - a schema this torch changed: that op degrades
+            rec.degrade(f"op.{c10d_name}", RuntimeError(
+                f"c10d::{c10d_name} has a schema commprof does not know ({type(exc).__name__}: "
+                f"{exc}); its calls are not captured"))
+    unknown = sorted(available - set(known) - NOT_COMMUNICATION)
+    if unknown:
+        rec.degrade("ops.unknown", RuntimeError(
+            f"c10d operators this torch has and commprof does not capture: {', '.join(unknown)}"))
+    return specs, missing
 
 
 class CollectiveHooks:
@@ -136,15 +128,8 @@ class CollectiveHooks:
     # -- installation -------------------------------------------------------------------------
     def install(self) -> None:
         torch = self.torch
-        available = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
-                     if n.startswith("c10d::")}
         after = torch._C._after_ADInplaceOrView_keyset
-        specs = []
-        for c10d_name in C10D_OPS:
-            if c10d_name not in available:
-                self.missing.append(c10d_name)
-                continue
-            specs.append(OpSpec(c10d_name, getattr(torch.ops.c10d, c10d_name).default))
+        specs, self.missing = discover_specs(torch, self.rec)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "overriding a previously registered kernel"
             self._install_kernels(specs, after)
@@ -246,7 +231,7 @@ class CollectiveHooks:
         original = Work.wait
         rec = self.rec
         clock = rec.clock
-        api_codes = _blocking_api_codes(self.torch)
+        api_codes = checked_blocking_api_codes(self.torch, rec)
         getframe = sys._getframe
         waited = self._waited
         sync_api, work_api = schema.WAIT_SYNC_API, schema.WAIT_WORK

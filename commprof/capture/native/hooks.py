@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 
-from commprof.capture.collectives import CollectiveHooks, OpSpec, _blocking_api_codes
+from commprof.capture.collectives import CollectiveHooks, OpSpec
+from commprof.capture.torch_objects import checked_blocking_api_codes
 from commprof.format import schema
 
 
@@ -104,8 +105,9 @@ class NativeHooks(CollectiveHooks):
         appends the records; what it cannot append (before the region opens, or a Work no kernel
         recorded) it hands to :meth:`_wait_fallback`."""
         Work = self.Work
-        Work.wait = self.native.make_wait(Work.wait, list(_blocking_api_codes(self.torch)),
-                                          self._wait_fallback, schema.WAIT_SYNC_API, schema.WAIT_WORK)
+        codes = list(checked_blocking_api_codes(self.torch, self.rec))
+        Work.wait = self.native.make_wait(Work.wait, codes, self._wait_fallback, schema.WAIT_SYNC_API,
+                                          schema.WAIT_WORK)
 
     def _wait_fallback(self, work, t0: int, t1: int, source: int, rid, has_future: bool) -> None:
         try:

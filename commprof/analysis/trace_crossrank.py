@@ -185,7 +185,8 @@ def analyze(traces, timelines) -> tuple[dict | None, dict | None, list[Note]]:
     ranks = sorted(int(t.rank) for t in traces)
     comm = any(len(tl.collectives) for tl in timelines)
     if len(traces) < 2:
-        why = ("waiting for the last rank vs transfer needs the traces of the other ranks too "
+        why = ("splitting communication into waiting for the last rank and transfer needs the other "
+               "ranks' traces too "
                f"(world size {world}): give them all (a directory or several files)")
         return None, None, [Note("cross_rank", "info", why)] if comm and world > 1 else []
     k, texts = kernels(timelines, world)

@@ -18,7 +18,6 @@ import pandas as pd
 from commprof.analysis import gpu_basis, gpu_collectives, gpu_timeline, kpis as kpi, trace_crossrank, whatif
 from commprof.analysis.summary import Summary
 from commprof.analysis.verdict import Note, assess, straggler_note
-from commprof.errors import UsageError
 
 SOURCE = "PyTorch-profiler traces (GPU timeline)"
 
@@ -26,7 +25,6 @@ SOURCE = "PyTorch-profiler traces (GPU timeline)"
 def summarize_traces(traces: list, errors: list, path) -> Summary:
     """The summary of parsed traces (:func:`commprof.format.kineto.read_traces`); ``errors`` are
     the files left out (one note each)."""
-    check_one_job(traces, path)
     notes = [Note("trace_file", "warning", f"{e}: left out") for e in errors]
     timelines = [gpu_timeline.analyze(t) for t in traces]
     rows, step_frames = [], []
@@ -89,7 +87,7 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
                            "fr_entries_seen": 0, "fr_entries_lost": 0, "source": SOURCE},
             "oversubscribed_hosts": [],
             "devices": sorted({t.device_name for t in traces if t.device_name})}
-    if info["missing_ranks"] and traces:
+    if info["missing_ranks"] and traces and any(t.world_size for t in traces):
         notes.append(Note("missing_ranks", "warning",
                           f"no trace of rank(s) {_short(info['missing_ranks'])} of world size {world}: "
                           "the KPIs cover the traces given"))
@@ -139,35 +137,6 @@ def _baseline(steps_df: pd.DataFrame, cross: dict | None) -> whatif.Baseline | N
                              zip(steps_df["rank"], steps_df["step"])], dtype="float64")
         base.straggler_wait_s = np.maximum(base.straggler_wait_s, measured)
     return base
-
-
-def check_one_job(traces: list, path) -> None:
-    """Refuse traces of different jobs (different world sizes, or one process group named with
-    different members): one line naming the files of each."""
-    sizes: dict = {}
-    for t in traces:
-        if t.world_size:
-            sizes.setdefault(int(t.world_size), []).append(Path(t.path).name)
-    groups: dict = {}
-    clash = None
-    for t in traces:
-        for pg in t.pg_config or []:
-            if not isinstance(pg, dict) or pg.get("pg_name") is None:
-                continue
-            member = (pg.get("pg_size"), tuple(pg.get("ranks") or ()))
-            seen = groups.setdefault(str(pg["pg_name"]), (member, Path(t.path).name))
-            if seen[0] != member and clash is None:
-                clash = (str(pg["pg_name"]), seen[1], Path(t.path).name)
-    if len(sizes) > 1:
-        raise UsageError(f"{path}: traces of different jobs (world sizes " + "; ".join(
-            f"{w}: {_short_names(n)}" for w, n in sorted(sizes.items())) + "): report each job's traces on their own")
-    if clash:
-        raise UsageError(f"{path}: traces of different jobs: process group {clash[0]} has other members "
-                         f"in {clash[1]} than in {clash[2]}: report each job's traces on their own")
-
-
-def _short_names(names: list[str]) -> str:
-    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
 def _gpu_headline(timelines) -> dict:

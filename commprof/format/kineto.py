@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from commprof.errors import TraceFileError, UsageError
+from commprof.format import trace_jobs
 
 GPU_COLUMNS = ["start_ns", "end_ns", "name", "category", "stream", "device", "correlation",
                "external_id", "pid", "tid", "coll_name", "in_nelems", "out_nelems", "dtype",
@@ -168,14 +169,19 @@ def read_traces(paths, rank: int | None = None) -> tuple[list[KinetoTrace], list
     """
     traces, errors, seen = [], [], {}
     files = [f for p in ([paths] if isinstance(paths, (str, Path)) else paths) for f in trace_files(p)]
+    if rank is not None and rank < 0:
+        raise UsageError(f"--rank {rank}: must be >= 0")
     if rank is not None and len(files) != 1:
         raise UsageError(f"--rank {rank}: gives the rank of one trace file, not of {len(files)}")
+    read = []
     for path in files:
         try:
-            t = read_trace(path, rank=rank)
+            read.append(read_trace(path, rank=rank))
         except TraceFileError as e:
             errors.append(e)
-            continue
+    trace_jobs.check_one_job(read, paths if isinstance(paths, (str, Path)) else paths[0])
+    for t in read:
+        path = t.path
         if t.rank in seen:
             errors.append(TraceFileError(path, f"rank {t.rank} again (already read from {seen[t.rank]})"))
             continue

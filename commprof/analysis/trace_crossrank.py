@@ -14,7 +14,7 @@ report, the straggler notes and the what-if read it as they read a run's.
 * **Clocks.**  Ranks of one host (the trace's ``host_name``) share its clock.  Other ranks are
   placed from the instances they share with the reference rank (rank 0, else the lowest): a
   collective's kernels end together, so the offset is the median of the end differences and its
-  uncertainty their robust spread (1.4826 × MAD).  Where the host is not recorded, an offset
+  uncertainty their largest deviation from it.  Where the host is not recorded, an offset
   within max(3 × spread, 20 µs) of zero is not applied (the kernels of one collective end within
   a few µs of each other on one host) and is stated as the uncertainty instead.
 * **Split** (per complete instance, on the reference clock; ``a_r``/``e_r`` the kernel's start and
@@ -111,7 +111,7 @@ def align(per: pd.DataFrame, hosts: dict, ranks: list[int]) -> tuple[dict, list[
             break
         d = (ends[q] - ends[r]).dropna().to_numpy("float64")
         offset = float(np.median(d))
-        spread = float(1.4826 * np.median(np.abs(d - offset)))
+        spread = float(np.max(np.abs(d - offset)))  # conservative: the worst instance
         base = out[q]
         same_clock = hosts.get(r) is None and abs(offset) <= max(3 * spread, MIN_OFFSET_NS)
         unc = (base.uncertainty_ns or 0.0) + (max(spread, abs(offset)) if same_clock else spread)

@@ -94,15 +94,18 @@ def align(per: pd.DataFrame, hosts: dict, ranks: list[int]) -> tuple[dict, list[
     out = {ref: clocks.RankClock(ref, "reference", (0.0,), (0.0,), 0.0)}
     notes: list[str] = []
     rel = per.assign(end=per["end_ns"] - int(per["end_ns"].min()))  # small: exact as float64
-    ends = rel.pivot_table(index="inst", columns="rank", values="end", aggfunc="first")
+    ends = rel.pivot_table(index="inst", columns="rank", values="end", aggfunc="first").reindex(columns=ranks)
+    present = ends.notna().to_numpy("int64")
+    shared = pd.DataFrame(present.T @ present, index=ranks, columns=ranks)  # instances in common
     pending = [r for r in ranks if r != ref]
     for r in list(pending):  # same host as an aligned rank: the same clock
         if hosts.get(r) is not None and hosts.get(r) == hosts.get(ref):
             out[r] = clocks.RankClock(r, "same-host", (0.0,), (0.0,), 0.0)
             pending.remove(r)
     while pending:
-        best = max(((r, q, _shared(ends, r, q)) for r in pending for q in out), key=lambda x: x[2])
-        r, q, n = best
+        block = shared.loc[pending, list(out)]
+        r, q = block.stack().idxmax()
+        n = int(block.loc[r, q])
         if n == 0:
             for r in pending:
                 out[r] = clocks.RankClock(r, "none", (0.0,), (0.0,), None)
@@ -121,12 +124,6 @@ def align(per: pd.DataFrame, hosts: dict, ranks: list[int]) -> tuple[dict, list[
                                       (base.offset_ns[0] + (0.0 if same_clock else offset),), unc)
             pending.remove(m)
     return out, notes
-
-
-def _shared(ends: pd.DataFrame, r: int, q: int) -> int:
-    if r not in ends or q not in ends:
-        return 0
-    return int((ends[r].notna() & ends[q].notna()).sum())
 
 
 def split(per: pd.DataFrame, rank_clocks: dict, steps: list[int], world: int) -> dict:
@@ -149,7 +146,10 @@ def split(per: pd.DataFrame, rank_clocks: dict, steps: list[int], world: int) ->
     # the last rank (ties: the highest rank) and its margin over the second-latest arrival
     by_a = f.sort_values(["inst", "a", "rank"], kind="stable")
     last = by_a.groupby("inst").tail(1).set_index("inst")
-    second = by_a.groupby("inst")["a"].apply(lambda s: s.iloc[-2] if len(s) > 1 else np.nan)
+    sizes = by_a.groupby("inst").size().to_numpy()
+    end_at = np.cumsum(sizes)  # one past each instance's last row in by_a
+    second = pd.Series(np.where(sizes >= 2, by_a["a"].to_numpy()[np.maximum(end_at - 2, 0)], np.nan),
+                       index=last.index)
     table = pd.DataFrame({"L": last["a"], "last": last["rank"].astype("int64"),
                           "margin": (last["a"] - second).fillna(0.0),
                           "per_other": f.groupby("inst")["wait"].sum() / np.maximum(

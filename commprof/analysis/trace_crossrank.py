@@ -207,7 +207,9 @@ def analyze(traces, timelines) -> tuple[dict | None, dict | None, list[Note]]:
     if cross["unmatched_records"]:
         texts.append(f"{cross['unmatched_records']} communication kernel(s) matched on no other rank "
                      "(their group's other ranks not given, or missing from a trace): not split")
-    return cross, clocks.summary(rank_clocks), [Note("cross_rank", "info", t) for t in texts]
+    alignment = clocks.summary(rank_clocks)
+    alignment["reference_rank"] = next(r for r, c in rank_clocks.items() if c.method == "reference")
+    return cross, alignment, [Note("cross_rank", "info", t) for t in texts]
 
 
 def waiting_note(per_rank: pd.DataFrame, stragglers: list[dict], steps: int) -> Note | None:

@@ -142,24 +142,32 @@ BASE_NS = 1_700_000_000_000_000_000
 
 
 def write_trace(path: Path, rank: int, world: int | None, colls: list[tuple], *, host=None, shift_us=0.0,
-                pg: str | None = "0", seq: bool = True, nccl: str | None = None, group_size=None) -> Path:
+                pg: str | None = "0", seq: bool = True, nccl: str | None = None,
+                args_on: str = "kernel") -> Path:
     """A Kineto-shaped trace: one ProfilerStep, one launch and one NCCL kernel per collective
-    ``(seq, start_us, end_us, kernel op)``, its times moved by ``shift_us`` (another host's clock)."""
+    ``(seq, start_us, end_us, kernel op)``, its times moved by ``shift_us`` (another host's clock);
+    the collective's args (group, ``Seq``) on the kernel or on the ``record_param_comms`` op
+    around its launch (``args_on``)."""
     events = [{"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#1", "ts": shift_us,
                "dur": 1_000_000, "pid": 1, "tid": 1}]
     for i, (n, start, end, op) in enumerate(colls):
         corr = 100 + i
-        args = {"correlation": corr, "stream": 7, "device": rank}
+        args = {}
         if pg is not None:
-            args.update({"Collective name": op.lower(), "Process Group Name": pg,
-                         "Group size": group_size or world, "dtype": "Float",
-                         "In msg nelems": 1024, "Out msg nelems": 1024})
+            args.update({"Collective name": op.lower(), "Process Group Name": pg, "Group size": world,
+                         "dtype": "Float", "In msg nelems": 1024, "Out msg nelems": 1024})
         if seq:
             args["Seq"] = n
+        launch = shift_us + 10 * i + 10
+        if args_on == "record_param_comms":
+            events.append({"ph": "X", "cat": "cpu_op", "name": "record_param_comms", "pid": 1, "tid": 1,
+                           "ts": launch - 1, "dur": 5, "args": args})
+            args = {}
         events.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1,
-                       "ts": shift_us + 10 + i, "dur": 1, "args": {"correlation": corr}})
+                       "ts": launch, "dur": 1, "args": {"correlation": corr}})
         events.append({"ph": "X", "cat": "kernel", "name": f"ncclDevKernel_{op}_RING_LL(ncclDevComm*)",
-                       "pid": rank, "tid": 7, "ts": start + shift_us, "dur": end - start, "args": args})
+                       "pid": rank, "tid": 7, "ts": start + shift_us, "dur": end - start,
+                       "args": {"correlation": corr, "stream": 7, "device": rank, **args}})
     doc = {"traceEvents": events, "baseTimeNanoseconds": BASE_NS}
     if world is not None:
         doc["distributedInfo"] = {"backend": "nccl", "rank": rank, "world_size": world,
@@ -190,14 +198,15 @@ def _truth(drop: dict | None = None) -> list[dict]:
     return out
 
 
-def test_two_hosts_with_a_clock_offset_are_aligned_from_the_collectives_ends(tmp_path):
+@pytest.mark.parametrize("args_on", ["kernel", "record_param_comms"])
+def test_two_hosts_with_a_clock_offset_are_aligned_from_the_collectives_ends(tmp_path, args_on):
     shift = {0: 0.0, 1: 0.0, 2: 5000.0, 3: 5000.0}  # host b's clock runs 5 ms ahead
     host = {0: "a", 1: "a", 2: "b", 3: "b"}
     for r in range(4):
         colls = [(n, starts[r], end + (0.002 * r if n % 2 else -0.001 * r), "AllReduce")
                  for n, end, starts in ARRIVALS if not (r == 2 and n == 3)]  # rank 2 lacks seq 3
         write_trace(tmp_path / f"rank{r}.json", r, 4, colls, host=host[r], shift_us=shift[r],
-                    nccl="2.21.5")
+                    nccl="2.21.5", args_on=args_on)
     doc = build_document(str(tmp_path), 0)
     clocks = {c["rank"]: c for c in doc["clock_alignment"]["ranks"]}
     assert clocks[1]["method"] == "same-host" and clocks[1]["offset_ms"] == 0

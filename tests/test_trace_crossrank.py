@@ -287,3 +287,15 @@ def test_nccl_version_is_read_from_the_trace():
     f = SHARED / "tracelens_mi300x_resnet_act_checkpoint_rank0.json.gz"
     recorded = json.loads(gzip.decompress(f.read_bytes()))["distributedInfo"]["nccl_version"]
     assert read_trace(f).nccl_version == recorded == "2.22.3"
+
+
+def test_the_waiting_note_needs_waiting_to_outweigh_transfer_and_matter():
+    import pandas as pd
+
+    from commprof.analysis.trace_crossrank import waiting_note
+    rows = pd.DataFrame({"rank": [0, 1], "wait_ns": [9e6, 1e6], "transfer_ns": [1e6, 1e6],
+                         "instances": [4, 4], "last_share": [0.25, 0.75]})
+    note = waiting_note(rows, [], 1, 0.30)
+    assert note is not None and "83%" in note.text and "rank 1 arrived last at 75%" in note.text
+    assert waiting_note(rows, [], 1, 0.01) is None  # under 5 % of the time: no finding
+    assert waiting_note(rows.assign(transfer_ns=[9e6, 9e6]), [], 1, 0.30) is None

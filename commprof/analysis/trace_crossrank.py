@@ -212,10 +212,18 @@ def analyze(traces, timelines) -> tuple[dict | None, dict | None, list[Note]]:
     return cross, alignment, [Note("cross_rank", "info", t) for t in texts]
 
 
-def waiting_note(per_rank: pd.DataFrame, stragglers: list[dict], steps: int) -> Note | None:
-    """When ranks spend more of their communication waiting for the last rank than in transfer:
-    say so, with the figures, and that a faster network shortens only the transfer."""
-    if per_rank is None or not len(per_rank):
+# The waiting note needs the median rank to wait for at least this share of its time (the
+# verdict's "not communication-bound" bound): a few µs of skew on small collectives is no finding.
+WAITING_NOTE_MIN_FRACTION = 0.05
+
+
+def waiting_note(per_rank: pd.DataFrame, stragglers: list[dict], steps: int,
+                 wait_fraction: float | None) -> Note | None:
+    """When ranks spend more of their communication waiting for the last rank than in transfer,
+    and the median rank waits for at least :data:`WAITING_NOTE_MIN_FRACTION` of its time
+    (``wait_fraction``, ``kpis.wait_fraction_wall``): say so, with the figures, and that a
+    faster network shortens only the transfer."""
+    if per_rank is None or not len(per_rank) or (wait_fraction or 0.0) < WAITING_NOTE_MIN_FRACTION:
         return None
     wait, transfer = float(per_rank["wait_ns"].sum()), float(per_rank["transfer_ns"].sum())
     if wait <= transfer or wait <= 0:

@@ -119,7 +119,8 @@ def _with_cross_rank(ranks_df: pd.DataFrame, kpis: dict, cross: dict | None, not
     if sig:
         notes.append(straggler_note(sig[0], kpis.get("exposed_comm_s_per_step")))
     n_steps = int(steps_df["step"].nunique()) if len(steps_df) else 0
-    note = trace_crossrank.waiting_note(cross["per_rank"], cross["stragglers"], n_steps)
+    note = trace_crossrank.waiting_note(cross["per_rank"], cross["stragglers"], n_steps,
+                                        kpis["wait_fraction_wall"])
     if note:
         notes.insert(0, note)
     return ranks_df

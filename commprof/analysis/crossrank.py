@@ -268,14 +268,17 @@ def analyze(calls: Calls, clocks: dict[int, RankClock], steps0: pd.DataFrame,
     wait_matrix = (np.stack([by_rank[r][3] for r in ranks_u.tolist()], axis=1) if len(ranks_u)
                    else np.zeros((len(steps_u), 0)))
     uncertainty = max((clk.uncertainty_ns or 0.0) for clk in clocks.values()) if clocks else 0.0
-    stragglers, per_step = _stragglers(table[table["step"].isin(measured_steps)], steps_u, ranks_u,
-                                       wait_matrix, world, uncertainty)
+    stragglers, per_step = stragglers_of(table[table["step"].isin(measured_steps)], steps_u, ranks_u,
+                                         wait_matrix, world, uncertainty)
     return {"per_rank": per_rank, "stragglers": stragglers, "per_step": per_step,
             "instances": n_inst, "unmatched_records": int(total - matched)}
 
 
-def _stragglers(inst: pd.DataFrame, steps_u: np.ndarray, ranks_u: np.ndarray, wait_matrix: np.ndarray,
-                world: int, uncertainty_ns: float) -> tuple[list[dict], list[dict]]:
+def stragglers_of(inst: pd.DataFrame, steps_u: np.ndarray, ranks_u: np.ndarray, wait_matrix: np.ndarray,
+                  world: int, uncertainty_ns: float) -> tuple[list[dict], list[dict]]:
+    """The stragglers (significance as in the module docstring) and the per-step waits, from one
+    row per matched instance (``step``, ``last``, ``margin``, ``per_other``, ns) and the
+    measured-steps x ranks matrix of each rank's wait (ns)."""
     if not len(inst) or not len(steps_u):
         return [], []
     caused = inst.groupby(["step", "last"])["per_other"].sum().unstack(fill_value=0.0)

@@ -27,7 +27,7 @@ from commprof.format import schema
 COLUMNS = ["rank", "start_ns", "end_ns", "duration_ns", "step", "stream", "name", "op",
            "op_source", "coll_name", "group_size", "pg_name", "dtype", "in_nelems", "out_nelems",
            "in_bytes", "out_bytes", "size_bytes", "bus_factor", "algbw_gbps", "busbw_gbps",
-           "size_source"]
+           "size_source", "seq"]
 
 # c10::ScalarType names as Kineto writes them (and torch's), -> (commprof dtype, bytes)
 _DTYPES = {
@@ -79,7 +79,8 @@ def pg_sizes(pg_config) -> dict:
     return out
 
 
-_ARGS = ["coll_name", "in_nelems", "out_nelems", "dtype", "group_size", "pg_name"]
+# ``seq``: the collective's sequence number on its group (``Seq``), -1 where not recorded
+_ARGS = ["coll_name", "in_nelems", "out_nelems", "dtype", "group_size", "pg_name", "seq"]
 
 
 def _from_comms_params(k: pd.DataFrame, launches: pd.DataFrame, comms: pd.DataFrame) -> pd.DataFrame:
@@ -148,7 +149,8 @@ def collectives(g: pd.DataFrame, launches: pd.DataFrame, comms_params: pd.DataFr
         "name": k["name"].astype(str).to_numpy(), "op": op, "op_source": op_source,
         "coll_name": args["coll_name"].astype(str).to_numpy(), "group_size": gsize, "pg_name": pg,
         "dtype": [d for d, _ in dt], "in_nelems": in_n, "out_nelems": out_n,
-        "in_bytes": in_b, "out_bytes": out_b, "size_source": np.where(known, source, "")})
+        "in_bytes": in_b, "out_bytes": out_b, "size_source": np.where(known, source, ""),
+        "seq": args["seq"].to_numpy("int64")})
     sized = coll_mod.add_sizes(df.assign(in_bytes=np.maximum(in_b, 0), out_bytes=np.maximum(out_b, 0),
                                          t_issue=start, t_end=end, group_size=np.maximum(gsize, 1),
                                          op=[o if o in schema.OP_INDEX else "unknown" for o in op]))

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import gpu_basis, gpu_collectives, gpu_timeline, kpis as kpi, whatif
+from commprof.analysis import gpu_basis, gpu_collectives, gpu_timeline, kpis as kpi, trace_crossrank, whatif
 from commprof.analysis.summary import Summary
-from commprof.analysis.verdict import Note, assess
+from commprof.analysis.verdict import Note, assess, straggler_note
 
 SOURCE = "PyTorch-profiler traces (GPU timeline)"
 
@@ -68,33 +68,76 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
     kpis = kpi.run_kpis(ranks_df, steps_df, bandwidth)
     kpis.update(_gpu_headline(timelines))
     kpis["time_basis"] = gpu_basis.GPU_TRACE
-    kpis["wait_fraction_wall"] = kpis["transfer_fraction_wall"] = None
+    cross, clock_info, cross_notes = trace_crossrank.analyze(traces, timelines)
+    notes += cross_notes
+    ranks_df = _with_cross_rank(ranks_df, kpis, cross, notes, steps_df)
     step_info = kpi.step_info(steps_df, steps_df, 0)
     world = max([t.world_size or 0 for t in traces] + [len(traces)])
+    hosts = sorted({t.host for t in traces if t.host})
     info = {"path": str(path), "source": SOURCE, "world_size": int(world),
-            "ranks_captured": len(traces), "processes": len(traces), "hosts": [], "nodes": 0,
+            "ranks_captured": len(traces), "processes": len(traces), "hosts": hosts, "nodes": len(hosts),
             "backend": ",".join(sorted({t.backend for t in traces if t.backend})) or "unknown",
             "command": [], "exit_code": None, "signal": None, "status": "trace",
             "duration_s": max((tl.totals["span_s"] for tl in timelines), default=None),
-            "torch_version": None, "nccl_version": None, "commprof_version": _version(),
+            "torch_version": None, "nccl_version": next((t.nccl_version for t in traces if t.nccl_version), None),
+            "commprof_version": _version(),
             "incomplete_ranks": [], "missing_ranks": sorted(set(range(world)) - {t.rank for t in traces}),
             "collectives": int(sum(len(tl.collectives) for tl in timelines)), "attempts": [0],
             "gpu_timing": {"calls_with_gpu_time": int(sum(len(tl.collectives) for tl in timelines)),
                            "fr_entries_seen": 0, "fr_entries_lost": 0, "source": SOURCE},
             "oversubscribed_hosts": [],
             "devices": sorted({t.device_name for t in traces if t.device_name})}
-    if info["missing_ranks"] and traces:
+    if info["missing_ranks"] and traces and any(t.world_size for t in traces):
         notes.append(Note("missing_ranks", "warning",
                           f"no trace of rank(s) {_short(info['missing_ranks'])} of world size {world}: "
                           "the KPIs cover the traces given"))
-    base = whatif.Baseline.from_steps(steps_df, [], None, 0.0)
+    base = _baseline(steps_df, cross)
     return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
                    ranks=ranks_df, verdict=assess(kpis), notes=notes, degraded=None,
                    overhead={"calls": 0, "record_us_per_call": None,
                              "dispatch_us_per_call_estimate": 0.0, "blocking_calls": 0,
                              "estimated_s_per_rank": 0.0, "estimated_fraction_of_wall": None},
-                   hang=None, links=None, op_sizes=None, cross_rank=None, clock_alignment=None,
+                   hang=None, links=None, op_sizes=None, cross_rank=cross, clock_alignment=clock_info,
                    baseline=base)
+
+
+def _with_cross_rank(ranks_df: pd.DataFrame, kpis: dict, cross: dict | None, notes: list,
+                     steps_df: pd.DataFrame) -> pd.DataFrame:
+    """``ranks[].wait_s/transfer_s/last_share``, ``kpis.wait/transfer_fraction_wall`` and the
+    straggler and waiting notes, as a run's (:func:`commprof.analysis.summary.summarize`); the
+    columns stay null (unknown) without a cross-rank result."""
+    kpis["wait_fraction_wall"] = kpis["transfer_fraction_wall"] = None
+    if cross is None:
+        return ranks_df.assign(wait_s=None, transfer_s=None, last_share=None)
+    extra = cross["per_rank"].assign(wait_s=lambda d: d["wait_ns"] / 1e9,
+                                     transfer_s=lambda d: d["transfer_ns"] / 1e9)
+    ranks_df = ranks_df.merge(extra[["rank", "wait_s", "transfer_s", "last_share"]], on="rank", how="left")
+    for name, col in (("wait_fraction_wall", "wait_s"), ("transfer_fraction_wall", "transfer_s")):
+        frac = (ranks_df[col] / ranks_df["wall_s"]).dropna()
+        kpis[name] = float(frac.median()) if len(frac) else None
+    sig = [s for s in cross["stragglers"] if s["significant"]]
+    if sig:
+        notes.append(straggler_note(sig[0], kpis.get("exposed_comm_s_per_step")))
+    n_steps = int(steps_df["step"].nunique()) if len(steps_df) else 0
+    note = trace_crossrank.waiting_note(cross["per_rank"], cross["stragglers"], n_steps,
+                                        kpis["wait_fraction_wall"])
+    if note:
+        notes.insert(0, note)
+    return ranks_df
+
+
+def _baseline(steps_df: pd.DataFrame, cross: dict | None) -> whatif.Baseline | None:
+    """What the what-if projects from: the measured steps, as for a run; the waiting that does
+    not shorten with the network is the ranks' measured wait for the last rank (mean per rank and
+    step) where the trace has the other ranks, else a significant straggler's cost."""
+    base = whatif.Baseline.from_steps(steps_df, (cross or {}).get("stragglers", []), None, 0.0)
+    rows = (cross or {}).get("per_step") or []
+    if base is not None and rows:  # one value per (rank, step) row of the baseline
+        wait = {(int(r), int(row["step"])): w for row in rows for r, w in zip(row["ranks"], row["wait_s"])}
+        measured = np.array([wait.get((int(r), int(s)), 0.0) for r, s in
+                             zip(steps_df["rank"], steps_df["step"])], dtype="float64")
+        base.straggler_wait_s = np.maximum(base.straggler_wait_s, measured)
+    return base
 
 
 def _gpu_headline(timelines) -> dict:

@@ -117,6 +117,7 @@ def report(
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Processes reducing the capture files (default: one per core for runs over 64 MB; 1: none).")] = None,
     from_captures: Annotated[bool, typer.Option(help="Reduce every capture file again, ignoring the node summaries `commprof run` wrote.")] = False,
     scheduler: Annotated[Optional[str], typer.Option(help="Reduce on this Dask cluster instead (tcp://HOST:8786 or a scheduler file; pip install 'commprof[cluster]').")] = None,
+    rank: Annotated[Optional[int], typer.Option("--rank", help="The rank of a single profiler trace file that records none (no distributedInfo.rank, no rank in its name).")] = None,
 ) -> int:
     """Summarize a run: the three KPIs, per-op and per-rank tables, a verdict."""
     if save_baseline:
@@ -124,7 +125,7 @@ def report(
         return save_baseline_command(run_dir[0] if run_dir else None, save_baseline,
                                      "auto" if warmup == 2 else str(warmup))
     from commprof.cli.report import report_command
-    return report_command(run_dir, fmt, output, warmup, width, jobs, scheduler, not from_captures)
+    return report_command(run_dir, fmt, output, warmup, width, jobs, scheduler, not from_captures, rank)
 
 
 @app.command(short_help="Write a run's frames (docs/data.md) as Parquet files.")

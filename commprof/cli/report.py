@@ -8,12 +8,12 @@ from commprof.errors import UsageError
 
 
 def summarize_run(run_dir, warmup: int, jobs: int | None = None, scheduler: str | None = None,
-                  node_summaries: bool = True):
+                  node_summaries: bool = True, rank: int | None = None):
     """Load and analyse a run (:class:`commprof.analysis.summary.Summary`): a run directory (or
     several, merged), or PyTorch-profiler traces (files or a directory of them).  A run's files
     are reduced by ``jobs`` local processes (default: one per core, for runs big enough) or on
     the Dask cluster at ``scheduler``; captures a node summary stands for are taken from it unless
-    ``node_summaries`` is False."""
+    ``node_summaries`` is False.  ``rank``: the rank of a single trace file that records none."""
     from commprof.analysis.sources import summarize_path
     if warmup < 0:
         raise UsageError(f"--warmup {warmup}: must be >= 0")
@@ -26,7 +26,7 @@ def summarize_run(run_dir, warmup: int, jobs: int | None = None, scheduler: str 
         from commprof.analysis.reduce import dask_executor
         executor = dask_executor(scheduler)
     try:
-        summary = summarize_path(run_dir, warmup, jobs=jobs, executor=executor,
+        summary = summarize_path(run_dir, warmup, rank=rank, jobs=jobs, executor=executor,
                                  progress=_progress_printer(), node_summaries=node_summaries)
     finally:
         if executor is not None:
@@ -54,15 +54,15 @@ def _progress_printer(every_s: float = 2.0):
 
 
 def build_document(run_dir, warmup: int, jobs: int | None = None, scheduler: str | None = None,
-                   node_summaries: bool = True) -> dict:
+                   node_summaries: bool = True, rank: int | None = None) -> dict:
     """Load, analyse and build the report document of a run."""
     from commprof.report.document import build
-    return build(summarize_run(run_dir, warmup, jobs, scheduler, node_summaries))
+    return build(summarize_run(run_dir, warmup, jobs, scheduler, node_summaries, rank))
 
 
 def report_command(run_dir, fmt: str | None, output: str | None, warmup: int,
                    width: int | None, jobs: int | None = None, scheduler: str | None = None,
-                   node_summaries: bool = True) -> int:
+                   node_summaries: bool = True, rank: int | None = None) -> int:
     """``run_dir``: None (the latest run), one path, or a list (directories of one run, merged)."""
     from commprof.report.renderers import choose, is_exporter
     renderer = choose(fmt, output)
@@ -72,6 +72,8 @@ def report_command(run_dir, fmt: str | None, output: str | None, warmup: int,
     saved = (not traces and len(dirs) == 1 and dirs[0].endswith(".json")
              and not os.path.isdir(dirs[0]))
     target = dirs if len(dirs) > 1 else (dirs[0] if dirs else None)
+    if rank is not None and (not traces or saved):
+        raise UsageError(f"--rank {rank}: gives the rank of a profiler trace file that records none")
     if is_exporter(renderer):  # the trace: every record, straight from the run
         if traces:
             from commprof.report.trace import merge_profiler_traces
@@ -84,7 +86,7 @@ def report_command(run_dir, fmt: str | None, output: str | None, warmup: int,
         from commprof.report.document import load
         doc = load(dirs[0])  # a saved report, rendered again (e.g. as a table)
     else:
-        doc = build_document(target, warmup, jobs, scheduler, node_summaries)
+        doc = build_document(target, warmup, jobs, scheduler, node_summaries, rank)
     if output:
         color = False
     else:

@@ -6,7 +6,8 @@ and the frames the GPU timeline needs (``ph: "X"`` events unless said):
 * ``gpu`` — one row per GPU activity: ``cat`` "kernel", "gpu_memcpy", "gpu_memset" (older
   spellings too) as ``category`` "kernel"/"memcpy"/"memset"; ``stream``, ``device``,
   ``correlation``, ``external_id`` from the args, and the collective args Kineto puts on NCCL
-  kernels (``coll_name``, ``in_nelems``, ``out_nelems``, ``dtype``, ``group_size``, ``pg_name``).
+  kernels (``coll_name``, ``in_nelems``, ``out_nelems``, ``dtype``, ``group_size``, ``pg_name``,
+  and ``seq``: the collective's sequence number on its group, ``Seq``, where Kineto copies it).
   ``user_annotation``/``gpu_user_annotation`` ranges are never rows here.
 * ``launches`` — runtime/driver calls with a correlation id (``cuda_runtime``, ``cuda_driver``,
   any ``*_runtime``/``*_driver``: ``hipLaunchKernel`` too).
@@ -33,11 +34,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from commprof.errors import TraceFileError
+from commprof.errors import TraceFileError, UsageError
+from commprof.format import trace_jobs
 
 GPU_COLUMNS = ["start_ns", "end_ns", "name", "category", "stream", "device", "correlation",
                "external_id", "pid", "tid", "coll_name", "in_nelems", "out_nelems", "dtype",
-               "group_size", "pg_name"]
+               "group_size", "pg_name", "seq"]
 LAUNCH_COLUMNS = ["correlation", "start_ns", "end_ns", "name", "pid", "tid"]
 STEP_COLUMNS = ["step", "start_ns", "end_ns", "pid", "tid"]
 COMMS_COLUMNS = ["start_ns", "end_ns", "pid", "tid", "external_id", "coll_name", "in_nelems",
@@ -50,7 +52,10 @@ _GPU_CATEGORIES = {"kernel": "kernel", "gpu_memcpy": "memcpy", "memcpy": "memcpy
 _GPU_ROLES = set(_GPU_CATEGORIES.values())
 _GPU_SIDE = {"gpu_user_annotation"}  # ranges on the GPU rows that are not activity
 _STEP = re.compile(r"^ProfilerStep\s*#\s*(\d+)$")
-_RANK_IN_NAME = (re.compile(r"rank[-_]?(\d+)", re.I), re.compile(r"[-_](\d+)\.json(?:\.gz)?$", re.I))
+# rank-3.json, worker3.1623143089861.pt.trace.json (tensorboard_trace_handler's worker_name), x_3.json
+_RANK_IN_NAME = (re.compile(r"rank[-_]?(\d+)", re.I),
+                 re.compile(r"(?:^|[^a-z])worker[-_]?(\d+)(?=[._-])", re.I),
+                 re.compile(r"[-_](\d+)\.json(?:\.gz)?$", re.I))
 # args of record_param_comms and of the kernels Kineto tags with them (torch/csrc/profiler/util.h)
 _COLL_ARGS = ("Collective name", "In msg nelems", "Out msg nelems", "dtype", "Group size",
               "Process Group Name")
@@ -78,6 +83,8 @@ class KinetoTrace:
     flows: pd.DataFrame
     pg_config: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    host: str | None = None          # the trace's ``host_name`` (torch >= 2.4 writes it), if any
+    nccl_version: str | None = None  # distributedInfo.nccl_version (RCCL's too), if recorded
 
 
 def read_trace(path, *, rank: int | None = None) -> KinetoTrace:
@@ -120,7 +127,8 @@ def read_trace(path, *, rank: int | None = None) -> KinetoTrace:
                        device_type=dtype, device_name=dname, backend=dist.get("backend"),
                        base_time_ns=base, json_bytes=json_bytes, gpu=gpu, launches=launches,
                        steps=steps.reset_index(drop=True), comms_params=comms, flows=flows,
-                       pg_config=pg, notes=notes)
+                       pg_config=pg, notes=notes, host=_text(doc.get("host_name") or doc.get("hostname")),
+                       nccl_version=_text(dist.get("nccl_version")))
 
 
 def raw_events(path) -> list:
@@ -153,18 +161,27 @@ def trace_files(path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith((".json", ".json.gz")))
 
 
-def read_traces(paths) -> tuple[list[KinetoTrace], list[TraceFileError]]:
+def read_traces(paths, rank: int | None = None) -> tuple[list[KinetoTrace], list[TraceFileError]]:
     """Every readable trace of ``paths`` (files or directories), and one error per bad file.
 
-    A second trace of the same rank is an error too (the first one read is kept).
+    A second trace of the same rank is an error too (the first one read is kept).  ``rank`` is
+    the rank of a single trace file (``commprof report --rank``), overriding what it says.
     """
     traces, errors, seen = [], [], {}
-    for path in (f for p in ([paths] if isinstance(paths, (str, Path)) else paths) for f in trace_files(p)):
+    files = [f for p in ([paths] if isinstance(paths, (str, Path)) else paths) for f in trace_files(p)]
+    if rank is not None and rank < 0:
+        raise UsageError(f"--rank {rank}: must be >= 0")
+    if rank is not None and len(files) != 1:
+        raise UsageError(f"--rank {rank}: gives the rank of one trace file, not of {len(files)}")
+    read = []
+    for path in files:
         try:
-            t = read_trace(path)
+            read.append(read_trace(path, rank=rank))
         except TraceFileError as e:
             errors.append(e)
-            continue
+    trace_jobs.check_one_job(read, paths if isinstance(paths, (str, Path)) else paths[0])
+    for t in read:
+        path = t.path
         if t.rank in seen:
             errors.append(TraceFileError(path, f"rank {t.rank} again (already read from {seen[t.rank]})"))
             continue
@@ -186,6 +203,11 @@ def _load_bytes(path: Path) -> bytes:
         raise TraceFileError(path, "truncated gzip: the compressed data ends before its end marker") from None
     except (gzip.BadGzipFile, zlib.error, OSError) as e:
         raise TraceFileError(path, f"corrupt gzip: {e}") from None
+
+
+def _text(v) -> str | None:
+    """A non-empty string value, else None."""
+    return str(v) if isinstance(v, (str, int, float)) and str(v).strip() else None
 
 
 def _int(v, default):
@@ -242,7 +264,7 @@ def _scan(events: list) -> dict:
                             _int(dev, -1), _int(args.get("correlation"), -1),
                             _int(args.get("External id"), -1), str(pid), str(ev.get("tid")),
                             *(_coll(args) if "Collective name" in args or "In msg nelems" in args
-                              else ("", -1, -1, "", -1, ""))))
+                              else ("", -1, -1, "", -1, "")), _int(args.get("Seq"), -1)))
             elif role == "cpu" and name == "record_param_comms":
                 comms.append((ts, dur, str(ev.get("pid")), str(ev.get("tid")),
                               _int(args.get("External id"), -1), *_coll(args), _int(args.get("Seq"), -1)))
@@ -269,7 +291,7 @@ def _role(cat) -> str:
 
 _LAYOUT = {  # frame -> (columns after start_ns/end_ns, integer columns)
     "gpu": (GPU_COLUMNS[2:], {"stream", "device", "correlation", "external_id", "in_nelems",
-                              "out_nelems", "group_size"}),
+                              "out_nelems", "group_size", "seq"}),
     "launch": (["correlation", "name", "pid", "tid"], {"correlation"}),
     "step": (["step", "pid", "tid"], {"step"}),
     "comms": (COMMS_COLUMNS[2:], {"external_id", "in_nelems", "out_nelems", "group_size", "seq"}),
@@ -316,7 +338,8 @@ def _rank(path: Path, given, dist: dict, notes: list) -> int:
             notes.append(f"rank {int(m.group(1))} from the file name (no distributedInfo.rank)")
             return int(m.group(1))
     raise TraceFileError(path, "no rank: no distributedInfo.rank in the trace and none in the file "
-                         "name (name it like rank-3.json, or give the rank)")
+                         "name (name it like rank-3.json or worker3.pt.trace.json, or give it: "
+                         "`commprof report --rank 3 FILE`)")
 
 
 def _device(doc: dict, devices: list, launches: pd.DataFrame) -> tuple:

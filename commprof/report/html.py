@@ -13,7 +13,8 @@ import json
 import os
 
 from commprof.report.html_training import loss_figure, training_section
-from commprof.report.notes import assessment, except_kind, of_kind, rank_status, timeline_cards
+from commprof.report.notes import (assessment, except_kind, is_trace, of_kind, rank_status,
+                                   source_rows, timeline_cards)
 from commprof.format.units import fmt_bytes, fmt_pct, fmt_seconds
 
 _COLORS = {"compute": "#8da0cb", "hidden": "#66c2a5", "exposed": "#fc8d62"}
@@ -81,15 +82,11 @@ def banner(doc: dict) -> str:
              ("bandwidth achieved", f"busbw {_gbps(k.get('busbw_gbps'))}",
               f"algbw {_gbps(k.get('algbw_gbps'))}, time-weighted over all ops")]
     cards += timeline_cards(k, steps)
-    meta = [("command", " ".join(run.get("command") or [])),
-            ("ranks", f"{run.get('ranks_captured')} of world size {run.get('world_size')} on "
-                      f"{run.get('nodes')} node(s): {', '.join(run.get('hosts') or [])}"),
-            ("backend", run.get("backend")), ("torch", run.get("torch_version")),
-            ("NCCL", run.get("nccl_version") or "n/a (not a CUDA build)"),
-            ("exit", run.get("exit_code")), ("steps",
-             f"{steps.get('count')} ({steps.get('source')}); median {fmt_seconds(steps.get('median_s'))}, "
-             f"{steps.get('measured')} measured after {steps.get('warmup')} warm-up"),
-            ("run directory", run.get("path"))]
+    meta = source_rows(run)
+    meta += [("steps",
+              f"{steps.get('count')} ({steps.get('source')}); median {fmt_seconds(steps.get('median_s'))}, "
+              f"{steps.get('measured')} measured after {steps.get('warmup')} warm-up"),
+             ("traces" if is_trace(run) else "run directory", run.get("path"))]
     return (f'<header class="verdict {level}"><h1 id="verdict">{_e(headline)}</h1>'
             f'<p class="sentence">{_e(doc.get("verdict"))}</p><div class="cards">'
             + "".join(f'<div class="card"><h3>{_e(t)}</h3><div class="big">{_e(v)}</div>'

@@ -181,7 +181,9 @@ class ClockRank(Model):
     """How one rank's clock was aligned to the reference rank's."""
 
     rank: int = key()
-    method: str = key('"reference", "barrier", "same-host", "wall-anchor" or "none"')
+    method: str = key('"reference", "barrier", "same-host", "wall-anchor", "none"; profiler traces: '
+                      '"instance-ends" (from the collectives\' common ends) or "same-clock" (an offset '
+                      'within noise, not applied)')
     offset_ms: float = key()
     uncertainty_ms: float | None = key()
     drift_ppm: float | None = key()

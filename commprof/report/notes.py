@@ -86,3 +86,32 @@ def training_line(t: dict) -> str:
     for f in t.get("fixes") or []:
         parts.append(f"fix {f['fix']}: {f['status']}" + (f" ({f['why']})" if f.get("why") else ""))
     return "; ".join(parts)
+
+
+def is_trace(run: dict) -> bool:
+    """Whether the report was built from PyTorch-profiler traces (no command, exit code or node)."""
+    return run.get("status") == "trace"
+
+
+def trace_ranks_line(run: dict) -> str:
+    """The ranks of a trace report: how many, their hosts where the traces name them, versions."""
+    hosts = run.get("hosts") or []
+    where = (f" on {len(hosts)} host(s) ({', '.join(hosts[:4])}{' …' if len(hosts) > 4 else ''})"
+             if hosts else " (hosts not recorded in the traces)")
+    nccl = f", NCCL {run['nccl_version']}" if run.get("nccl_version") else ""
+    return f"{run['ranks_captured']} of world size {run['world_size']}{where}, backend {run['backend']}{nccl}"
+
+
+def source_rows(run: dict) -> list[tuple[str, object]]:
+    """What the report was built from, as (label, value) rows: a run's command, ranks, versions
+    and exit code; a trace report's source and ranks (traces have no command or exit code)."""
+    trace = is_trace(run)
+    rows = [("source", f"{run.get('source')}: {run.get('ranks_captured')} trace file(s)")] if trace else [
+        ("command", " ".join(run.get("command") or []))]
+    rows += [("ranks", trace_ranks_line(run) if trace else
+              f"{run.get('ranks_captured')} of world size {run.get('world_size')} on "
+              f"{run.get('nodes')} node(s): {', '.join(run.get('hosts') or [])}"),
+             ("backend", run.get("backend")), ("torch", run.get("torch_version") or "not recorded"),
+             ("NCCL", run.get("nccl_version") or ("not recorded in the traces" if trace else
+                                                  "n/a (not a CUDA build)"))]
+    return rows if trace else rows + [("exit", run.get("exit_code"))]

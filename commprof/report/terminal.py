@@ -9,7 +9,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from commprof.report.notes import except_kind, gpu_line, of_kind, rank_status, training_line
+from commprof.report.notes import (except_kind, gpu_line, is_trace, of_kind, rank_status,
+                                   trace_ranks_line, training_line)
 from commprof.format.units import fmt_bytes, fmt_gbps, fmt_pct, fmt_seconds
 
 MAX_RANK_ROWS = 16
@@ -63,10 +64,14 @@ def banner(doc: dict) -> Panel:
         argv[0] = argv[0].rsplit("/", 1)[1]  # the interpreter's path says little
     command = " ".join(argv) or "-"
     # Captured strings (command, hosts, paths, group names) are Text, never rich markup.
-    grid.add_row("command", Text(command if len(command) < 200 else command[:197] + "..."))
-    grid.add_row("ranks", Text(f"{run['ranks_captured']} of world size {run['world_size']} on "
-                               f"{run['nodes']} node(s), backend {run['backend']}; exit code "
-                               f"{_exit(run)}"))
+    if is_trace(run):  # no command, no exit: say what the report was built from
+        grid.add_row("source", Text(f"{run.get('source')}: {run['ranks_captured']} trace file(s)"))
+        grid.add_row("ranks", Text(trace_ranks_line(run)))
+    else:
+        grid.add_row("command", Text(command if len(command) < 200 else command[:197] + "..."))
+        grid.add_row("ranks", Text(f"{run['ranks_captured']} of world size {run['world_size']} on "
+                                   f"{run['nodes']} node(s), backend {run['backend']}; exit code "
+                                   f"{_exit(run)}"))
     step_line = (f"{steps['count']} ({steps['source']}); mean {fmt_seconds(k.get('step_time_s'))}, "
                  f"median {fmt_seconds(steps['median_s'])}, over {steps['measured']} measured after "
                  f"{steps['warmup']} warm-up" if steps["count"] else "none detected (see notes)")
@@ -173,10 +178,12 @@ def ranks_table(doc: dict) -> Table:
                   *((fmt_seconds(r.get("wait_s")), fmt_seconds(r.get("transfer_s")),
                      fmt_pct(r.get("last_share"))) if cross else ()),
                   rank_status(r))
+    trace = is_trace(doc["run"])
     legend = "exposed (wall) = exposed share of the whole run, init to teardown"
     if cross:
         legend += ("; wait = after arriving, until the last rank arrived; transfer = from then to "
-                   "the first completion; last = share of steps in which this rank arrived last")
+                   + ("the end of its own kernel" if trace else "the first completion")
+                   + "; last = share of matched collectives at which this rank arrived last")
     if len(shown) < len(rows):
         legend = f"{len(shown)} of {len(rows)} ranks shown (most and least exposed); see --format json. " + legend
     t.caption, t.caption_justify = legend, "left"
@@ -195,15 +202,28 @@ def notes(doc: dict) -> list[Text]:
     out = [Text(f"straggler: {n['text']}", style="bold magenta") for n in of_kind(doc, "straggler")]
     ca = doc.get("clock_alignment")
     if ca and ca.get("max_uncertainty_ms") is not None:
-        out.append(Text(f"clocks aligned to rank 0 (barrier probes; uncertainty up to "
-                        f"{ca['max_uncertainty_ms']:.3g} ms); wait = time after arriving until the last "
-                        "rank arrived, transfer = from then to the first completion", style="dim"))
+        out.append(Text(clock_line(ca, is_trace(doc["run"])), style="dim"))
     out += [Text(f"note: {n['text']}", style="yellow" if n.get("severity") != "info" else "dim")
             for n in except_kind(doc, "straggler")]
     for d in doc.get("degraded", []):
         out.append(Text(f"commprof degraded on rank {d['rank']}: {d['where']} failed {d['count']}x "
                         f"({d['error']})", style="red"))
     return out
+
+
+_CLOCK_METHODS = {"barrier": "barrier probes", "same-host": "one host's clock",
+                  "wall-anchor": "wall clocks", "instance-ends": "collectives' common ends",
+                  "same-clock": "one clock (offsets within noise)", "none": "not aligned"}
+
+
+def clock_line(ca: dict, trace: bool) -> str:
+    """How the ranks' clocks were aligned, and the wait/transfer definitions."""
+    methods = sorted({r["method"] for r in ca.get("ranks", []) if r["method"] != "reference"})
+    how = ", ".join(_CLOCK_METHODS.get(m, m) for m in methods) or "reference only"
+    return (f"clocks aligned to rank {ca.get('reference_rank', 0)} ({how}; uncertainty up to "
+            f"{ca['max_uncertainty_ms']:.3g} ms); wait = time after arriving until the last rank "
+            "arrived, transfer = from then to " + ("the end of the rank's kernel" if trace else
+                                                   "the first completion"))
 
 
 def _rate(bps) -> str:

@@ -30,7 +30,8 @@ C10D_OPS = {
     "reduce_scatter_tensor_coalesced_": "reduce_scatter_coalesced",
     "alltoall_": "all_to_all", "alltoall_base_": "all_to_all",
     "broadcast_": "broadcast", "reduce_": "reduce", "gather_": "gather", "scatter_": "scatter",
-    "gather_into_tensor_": "gather",  # torch >= 2.14: dist.gather_single / gather_into_tensor
+    # torch >= 2.14: dist.gather_single / gather_into_tensor (gloo does not implement it)
+    "gather_into_tensor_": "gather",
     "barrier": "barrier", "monitored_barrier_": "monitored_barrier",
     "send": "send", "recv_": "recv", "recv_any_source_": "recv",
 }

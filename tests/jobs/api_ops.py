@@ -73,14 +73,6 @@ def main():
     dist.gather(t, gather_list=glist, dst=0)
     ex.op("gather", G, [t], glist or [], peer=0)
 
-    gather_single = getattr(dist, "gather_single", None)  # torch >= 2.14: c10d::gather_into_tensor_
-    if gather_single is not None:
-        t = torch.full((6,), float(rank))
-        out = torch.empty(6 * world) if rank == 0 else None
-        gather_single(t, out, dst=0)
-        # torch passes the other ranks an empty placeholder as the output (distributed_c10d.py)
-        ex.op("gather", G, [t], [out if rank == 0 else torch.empty(0)], peer=0, note="gather_single")
-
     t = torch.empty(3)
     slist = [torch.full((3,), float(i)) for i in range(world)] if rank == 1 else None
     dist.scatter(t, scatter_list=slist, src=1)

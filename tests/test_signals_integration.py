@@ -24,8 +24,10 @@ def on(sig, frame):
     print(f"job got signal {sig}", flush=True)
     sys.exit(7)
 signal.signal(signal.SIGTERM, on)
-print("ready", flush=True)
-try:
+try:  # "ready" inside the try: the test signals as soon as it reads it, and on a busy machine
+    # the job can still be inside print() then (the write woke the reader, which ran first):
+    # a KeyboardInterrupt raised as print returns, before the try, ended the job with -SIGINT
+    print("ready", flush=True)
     while True:
         time.sleep(0.05)
 except KeyboardInterrupt:

@@ -194,3 +194,34 @@ def _ended(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_steps_that_stop_with_nothing_pending_are_reported(tmp_path):
+    """A deadlock outside communication leaves no collective pending: the step watch says so
+    (once), and again when the steps resume; the job is left alone."""
+    run, release = tmp_path / "run", tmp_path / "release"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "commprof", "run", "--out", str(run), "--flush-interval", "0.2",
+         "--hang-timeout", "2", "--sample-hz", "0", "--no-node-summary", "--",
+         *torchrun(HERE / "fault_jobs" / "stall_job.py", str(release))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if "STALL:" in line:
+                release.touch()
+                break
+        lines.extend(proc.stderr)
+        proc.wait(timeout=120)
+    finally:
+        release.touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = "".join(lines)
+    assert proc.returncode == 0, err
+    (stall,) = [l for l in lines if "STALL:" in l]
+    assert "rank 0: step 4" in stall and "rank 1: step 4" in stall
+    assert "commprof: training steps resumed" in err
+    assert "HANG:" not in err and not (run / "hang.json").exists()

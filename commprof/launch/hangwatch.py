@@ -22,6 +22,7 @@ from commprof.format import layout
 from commprof.format.reader import CaptureTail
 from commprof.launch.jobtree import KILL_GRACE_S, JobTree
 from commprof.launch.rundir import write_json_atomic
+from commprof.launch.stepwatch import StepWatch
 
 
 class HangWatch:
@@ -35,6 +36,7 @@ class HangWatch:
         self.say = say
         self.clock = clock
         self.tracker = HangTracker()
+        self.steps = StepWatch(timeout_s)  # steps that stop with nothing pending (stepwatch.py)
         self.tails: dict[Path, CaptureTail] = {}
         self.rank_of: dict[Path, int] = {}
         self.reported: dict | None = None  # the diagnosis last written
@@ -58,16 +60,22 @@ class HangWatch:
                 self._start_rank(path, tail.header)
             if self.rank_of.get(path) is not None and (objects or any(len(a) for a in arrays.values())):
                 self.tracker.feed(self.rank_of[path], arrays, objects)
+                self.steps.feed(self.rank_of[path], arrays.get("mark"), arrays.get("coll"))
         if self.tree is not None:  # the report stands as written when the job was stopped
             self._stop(job_pgid)
             return
-        diagnosis = self.tracker.diagnose(self.clock(), self.timeout_s)
+        now = self.clock()
+        diagnosis = self.tracker.diagnose(now, self.timeout_s)
         if diagnosis is None:
             if self.reported is not None:
                 self.say("the stuck collectives finished (completed or failed); the job goes on")
                 self.reported["resolved_wall_ns"] = time.time_ns()
                 self._write(self.reported)
                 self.reported = None
+            else:  # has the job stopped stepping (a new stall only while it runs)?
+                line = self.steps.check(now, job_running=job_pgid is not None)
+                if line is not None:
+                    self.say(line)
             return
         if self.reported is not None:
             _keep_evidence(self.reported, diagnosis)
@@ -103,6 +111,7 @@ class HangWatch:
                 self.rank_of[other] = None
         self.rank_of[path] = rank
         self.tracker.add_rank(rank, header, self._clock_offset(header))
+        self.steps.add_rank(rank, self._clock_offset(header))
 
     def _clock_offset(self, header: dict) -> int:
         """Watcher clock minus the rank's clock (0 on this host: one CLOCK_MONOTONIC)."""

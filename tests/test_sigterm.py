@@ -61,15 +61,25 @@ def test_sigterm_ends_a_process_blocked_in_c_after_closing(tmp_path):
 
 
 FORK = """
-import os, signal, sys, time
+import os, signal, sys, threading, time
 from commprof.capture.sigterm import Terminator
 closed = []
 t = Terminator(lambda: closed.append(os.getpid()), lambda where, exc: None)
 assert t.install()
-child = os.fork()
-if child == 0:
-    time.sleep(60)
-    os._exit(0)
+forked = []
+def fork():
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    forked.append(child)
+if sys.argv[1] == "thread":  # a child forked by another thread than the main one
+    thread = threading.Thread(target=fork)
+    thread.start()
+    thread.join()
+else:
+    fork()
+child = forked[0]
 time.sleep(0.3)
 os.kill(child, signal.SIGTERM)
 _, status = os.waitpid(child, 0)
@@ -79,8 +89,9 @@ print("parent closed", bool(closed), flush=True)
 """
 
 
-def test_a_forked_childs_sigterm_does_not_reach_the_parent():
-    proc = _python(FORK)
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_a_forked_childs_sigterm_does_not_reach_the_parent(where):
+    proc = _python(FORK, where)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out.split("\n")[:2] == [f"child {int(signal.SIGTERM)}", "parent closed False"]

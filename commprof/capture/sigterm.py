@@ -92,20 +92,35 @@ class Terminator:
         os.kill(os.getpid(), signal.SIGTERM)  # die exactly as without commprof
 
     def _after_fork_in_child(self) -> None:
+        """The child's signals must not reach the parent's watcher through the inherited pipe."""
         fds, self._fds = self._fds, None
         if fds is None:
             return
+        read_fd, write_fd = fds
         try:
             current = signal.set_wakeup_fd(-1)
-            if current != fds[1]:  # not ours any more: leave it as found
+            if current != write_fd:  # not ours any more: leave it as found
                 signal.set_wakeup_fd(current)
-        except ValueError:  # not the main thread of the child: nothing to undo
+            os.close(write_fd)
+        except (ValueError, OSError):  # cannot unset it here: the fd number becomes /dev/null,
+            _to_dev_null(write_fd)  # so it neither reaches the parent nor lands in a reused fd
+        try:
+            os.close(read_fd)
+        except OSError:
             pass
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+
+
+def _to_dev_null(fd: int) -> None:
+    try:
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.dup2(null, fd, inheritable=False)
+    except OSError:
+        pass
+    finally:
+        os.close(null)
 
 
 def _default_action(in_main_thread: bool) -> None:

@@ -52,9 +52,13 @@ class JobTree:
         """``sig`` to the leader's process group and to every known process alive; how many."""
         import psutil
         self.refresh()
+        leader = self.known.get(self.leader_pid)
         try:
-            os.killpg(self.leader_pid, sig)
-        except (ProcessLookupError, PermissionError):
+            # Only while the leader's pid is still its own (alive, or a zombie not yet reaped): a
+            # reaped leader's pid, and so the group id, may be another process's by now.
+            if leader is not None and leader.is_running():
+                os.killpg(self.leader_pid, sig)
+        except (ProcessLookupError, PermissionError, psutil.Error):
             pass
         sent = 0
         for proc in self.alive():

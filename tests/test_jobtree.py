@@ -21,7 +21,8 @@ with open(sys.argv[1] + ".tmp", "w") as fh:
 import os; os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 time.sleep(3600)
 """
-DEAF_WORKER = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('w', flush=True); time.sleep(3600)"
+DEAF_WORKER = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+               "time.sleep(3600)")
 PLAIN_WORKER = "import time; time.sleep(3600)"
 
 

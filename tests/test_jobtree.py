@@ -12,18 +12,24 @@ from pathlib import Path
 
 from commprof.launch.jobtree import JobTree
 
-# A launcher that starts a worker in its own session (as torchrun does) and writes its pid.
+# A launcher that starts a worker in its own session (as torchrun does), then sleeps.  The worker
+# writes its pid (to argv[1]) once its signal disposition is set: the test signals only then.
 LAUNCHER = """
-import signal, subprocess, sys, time
-worker = subprocess.Popen([sys.executable, "-c", sys.argv[2]], start_new_session=True)
-with open(sys.argv[1] + ".tmp", "w") as fh:
-    fh.write(str(worker.pid))
-import os; os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1]], start_new_session=True)
 time.sleep(3600)
 """
-DEAF_WORKER = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-               "time.sleep(3600)")
-PLAIN_WORKER = "import time; time.sleep(3600)"
+WORKER = """
+import os, signal, sys, time
+if globals().get("DEAF"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+with open(sys.argv[1] + ".tmp", "w") as fh:
+    fh.write(str(os.getpid()))
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(3600)
+"""
+DEAF_WORKER = "DEAF = True" + WORKER
+PLAIN_WORKER = WORKER
 
 
 def _ended(pid: int) -> bool:
@@ -39,7 +45,6 @@ def _worker_pid(pid_file: Path, proc) -> int:
     while not pid_file.exists():
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
-    time.sleep(0.3)  # the worker has set its signal disposition
     return int(pid_file.read_text())
 
 

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -130,3 +134,94 @@ def test_a_late_rank_is_reported_but_the_job_left_alone(tmp_path):
     assert sorted(blocked["never_arrived"] + blocked.get("arrived_late", [])) == [1]
     assert "killed" not in hang
     assert hang["resolved_wall_ns"] > hang["detected_wall_ns"]
+
+
+def test_kill_on_hang_ends_every_worker_and_gives_no_verdict(tmp_path):
+    """Workers in their own sessions (torchrun's start_new_session), one ignoring SIGTERM: every
+    one is gone soon after the hang report, the ranks say commprof killed them, and the closing
+    line gives no performance verdict."""
+    run, pid_dir = tmp_path / "run", tmp_path / "pids"
+    pid_dir.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "commprof", "run", "--out", str(run), "--hang-timeout", "5",
+         "--kill-on-hang", "--", *torchrun(HERE / "fault_jobs" / "blocked_job.py", str(pid_dir),
+                                          "1", "2", "deaf")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in proc.stderr:  # the job's stderr and commprof's lines, as they come
+            lines.append(line)
+            if "HANG:" in line:
+                break
+        hang_at = time.monotonic()
+        assert lines and "HANG:" in lines[-1], "".join(lines)
+        pids = [int((pid_dir / f"rank{r}.pid").read_text()) for r in (0, 1)]
+        while not all(_ended(p) for p in pids) and time.monotonic() - hang_at < 15:
+            time.sleep(0.05)
+        alive = [p for p in pids if not _ended(p)]
+        assert not alive, f"workers {alive} still alive 15 s after the hang report"
+        lines.extend(proc.stderr)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid_file in pid_dir.glob("rank*.pid"):
+            if not _ended(int(pid_file.read_text())):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    err = "".join(lines)
+    assert proc.returncode == 124, err  # stopped by commprof (docs/hangs.md)
+    assert "1 process(es) of the job outlived SIGTERM: sent SIGKILL" in err
+    hang = json.loads((run / "hang.json").read_text())
+    assert hang["killed"] == "SIGKILL"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["hang"]["killed"] == "SIGKILL" and manifest["exit_code"] != 124
+    doc = report_json(run, "--warmup", "0")
+    closing = [l for l in lines if l.startswith("commprof: ")][-2]  # the line before `next:`
+    assert "no performance verdict" in closing
+    assert doc["verdict"] not in err
+    statuses = {r["rank"]: r for r in doc["ranks"]}
+    assert statuses[0]["exit_reason"] == "SIGTERM" and not statuses[1]["complete"]
+    text = " ".join(commprof("report", str(run)).stdout.split())
+    assert "killed by commprof after hang (SIGTERM)" in text  # rank 0: closed its capture
+    assert "killed by commprof after hang (SIGKILL)" in text  # rank 1 ignored SIGTERM
+
+
+def _ended(pid: int) -> bool:
+    """No such process, or a zombie (only its parent's wait is left)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_steps_that_stop_with_nothing_pending_are_reported(tmp_path):
+    """A deadlock outside communication leaves no collective pending: the step watch says so
+    (once), and again when the steps resume; the job is left alone."""
+    run, release = tmp_path / "run", tmp_path / "release"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "commprof", "run", "--out", str(run), "--flush-interval", "0.2",
+         "--hang-timeout", "2", "--sample-hz", "0", "--no-node-summary", "--",
+         *torchrun(HERE / "fault_jobs" / "stall_job.py", str(release))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if "STALL:" in line:
+                release.touch()
+                break
+        lines.extend(proc.stderr)
+        proc.wait(timeout=120)
+    finally:
+        release.touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = "".join(lines)
+    assert proc.returncode == 0, err
+    (stall,) = [l for l in lines if "STALL:" in l]
+    assert "rank 0: step 4" in stall and "rank 1: step 4" in stall
+    assert "commprof: training steps resumed" in err
+    assert "HANG:" not in err and not (run / "hang.json").exists()

@@ -98,21 +98,29 @@ def test_plain_python_exit_code_and_output_pass_through(tmp_path):
 
 def test_overlapped_allreduce_is_in_flight_but_not_exposed(tmp_path):
     """async_op=True, compute, then wait: in flight ≈ the job's own completion polling; exposed
-    ≈ the time the job spent inside the call and the wait, not the compute in between."""
+    ≈ the time the job spent inside the call and the wait, not the compute in between.
+
+    The oracle is the KPI's definition, time-weighted (Σ over measured steps ÷ Σ step time,
+    docs/kpis.md), from the job's per-step stopwatch.  A median of per-step fractions is another
+    figure: here each step's in-flight time ranges from 1 ms to the whole step (it depends on
+    when the other rank arrives) and one wait can stall 10 ms under load, so the median read
+    2-5 pp away from Σ ÷ Σ (and from commprof, whose per-step figures were within 0.1 ms of the
+    job's own: the dispatch happens ~60-100 µs after the job's stopwatch starts)."""
     steps, numel, compute_ms = 12, 1 << 18, 60.0
     doc, truths = run_kpi_job(tmp_path, "overlapped_allreduce.py", steps, numel, compute_ms)
     assert {o["op"]: o["count"] for o in doc["ops"]}["all_reduce"] == steps
     for row in doc["ranks"]:
         truth = truths[row["rank"]]["steps"][WARMUP:]
-        low = statistics.median(lo / s for s, lo, hi, b in truth)
-        high = statistics.median(hi / s for s, lo, hi, b in truth)
-        blocked = statistics.median(b / s for s, lo, hi, b in truth)
+        total = sum(s for s, lo, hi, b in truth)
+        low = sum(lo for s, lo, hi, b in truth) / total
+        high = sum(hi for s, lo, hi, b in truth) / total
+        blocked = sum(b for s, lo, hi, b in truth) / total
         print(f"rank {row['rank']}: job in flight [{low:.4f}, {high:.4f}] blocked {blocked:.4f}; "
               f"commprof comm {row['comm_fraction']:.4f} exposed {row['exposed_comm_fraction']:.4f}")
         # The Python path stamps completion in the future's callback, which runs on gloo's thread
         # once it gets the GIL: while the job computes in Python that can take up to one GIL switch
-        # interval (seen here: +2.7 ms in one run of three), so the upper bound allows one per step.
-        gil = statistics.median(sys.getswitchinterval() / s for s, lo, hi, b in truth)
+        # interval, so the upper bound allows one per step (the native path's callback is C++).
+        gil = sys.getswitchinterval() * len(truth) / total
         assert low - 0.02 <= row["comm_fraction"] <= high + 0.02 + gil
         assert abs(row["exposed_comm_fraction"] - blocked) <= 0.02
         assert row["exposed_comm_fraction"] < row["comm_fraction"]

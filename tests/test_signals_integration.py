@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from commprof.analysis.links import read_node_samples
 from commprof.format.reader import read_capture
-from runner import commprof, report_json, torchrun
+from runner import HERE, commprof, report_json, torchrun
+from test_capture_coverage import require_native
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +24,10 @@ def on(sig, frame):
     print(f"job got signal {sig}", flush=True)
     sys.exit(7)
 signal.signal(signal.SIGTERM, on)
-print("ready", flush=True)
-try:
+try:  # "ready" inside the try: the test signals as soon as it reads it, and on a busy machine
+    # the job can still be inside print() then (the write woke the reader, which ran first):
+    # a KeyboardInterrupt raised as print returns, before the try, ended the job with -SIGINT
+    print("ready", flush=True)
     while True:
         time.sleep(0.05)
 except KeyboardInterrupt:
@@ -97,3 +103,72 @@ def test_dataloader_workers_are_not_captured(tmp_path, ctx):
     doc = report_json(run)
     assert doc["steps"]["count"] == 8
     assert {o["op"]: o["count"] for o in doc["ops"]}["all_reduce"] == 8
+
+
+BLOCKED_JOB = HERE / "fault_jobs" / "blocked_job.py"
+
+
+def _pid_gone(pid: int) -> bool:
+    """Ended: no such process, or a zombie waiting for its parent's wait."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def _wait_for_pids(pid_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(list(pid_dir.glob("rank*.pid"))) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the job never reached its blocking collective"
+        time.sleep(0.05)
+    return [int((pid_dir / f"rank{r}.pid").read_text()) for r in range(n)]
+
+
+def _seconds_to_end_a_blocked_rank(tmp_path: Path, capture: str | None) -> float:
+    """Rank 1 sleeps, rank 0 waits in all_reduce: seconds from SIGTERM to rank 0 until it ended."""
+    pid_dir = tmp_path / f"pids-{capture}"
+    pid_dir.mkdir()
+    command = torchrun(BLOCKED_JOB, str(pid_dir), "1")
+    if capture is not None:
+        command = [sys.executable, "-m", "commprof", "run", "--capture", capture, "--quiet",
+                   "--no-node-summary", "--sample-hz", "0", "--out", str(tmp_path / f"run-{capture}"),
+                   "--"] + command
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = _wait_for_pids(pid_dir, 2, proc)
+        time.sleep(0.5)  # rank 0 is inside the all-reduce's wait by now
+        start = time.monotonic()
+        os.kill(pids[0], signal.SIGTERM)
+        while not _pid_gone(pids[0]) and time.monotonic() - start < 60:
+            time.sleep(0.01)
+        return time.monotonic() - start
+    finally:
+        for pid_file in pid_dir.glob("rank*.pid"):
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.communicate(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def plain_seconds(tmp_path_factory):
+    """The same SIGTERM to the same blocked rank without commprof (the default action)."""
+    return _seconds_to_end_a_blocked_rank(tmp_path_factory.mktemp("plain"), None)
+
+
+@pytest.mark.parametrize("capture", ["python", "native"])
+def test_sigterm_ends_a_rank_blocked_in_a_collective_as_without_commprof(tmp_path, capture,
+                                                                         plain_seconds):
+    """The worker's SIGTERM handler cannot run while the main thread waits in gloo's C++ code:
+    the watcher thread (capture/sigterm.py) closes the capture and ends the process at once."""
+    if capture == "native":
+        require_native()
+    under = _seconds_to_end_a_blocked_rank(tmp_path, capture)
+    assert under < plain_seconds + 5.0, (under, plain_seconds)  # was the group's timeout (minutes)
+    (rank0,) = [p for p in (tmp_path / f"run-{capture}" / "ranks").glob("*.cpf")
+                if read_capture(p).header["rank"] == 0]
+    capture_0 = read_capture(rank0)
+    assert capture_0.trailer["reason"] == "SIGTERM"  # closed on the way out: nothing lost
+    assert capture_0.damage is None

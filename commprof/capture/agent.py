@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
 import socket
 import sys
 import time
@@ -34,7 +33,7 @@ class Agent:
         self.steps = None
         self.gpu_windows = None
         self.fixes = None  # commprof try's FixInstaller
-        self._prev_sigterm = None
+        self.terminator = None  # SIGTERM's handler and watcher (capture/sigterm.py)
         self.exit_reason = "exit"  # the trailer's reason at interpreter exit
         self.native_why = None  # why this process's native kernel failed, if it did
 
@@ -163,9 +162,13 @@ class Agent:
         return layout.kineto_dir(self.run_dir) / layout.kineto_trace_name(rank, restart, os.getpid(), window)
 
     def _install_sigterm(self) -> None:
+        """SIGTERM closes the capture and ends the process at once, even while the main thread
+        waits inside a collective (capture/sigterm.py); a job's own handler is left alone."""
+        from commprof.capture.sigterm import Terminator
         try:
-            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-                self._prev_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+            terminator = Terminator(self._on_sigterm, self.rec.degrade)
+            if terminator.install():
+                self.terminator = terminator
         except (ValueError, OSError) as exc:  # not the main thread: rely on atexit and the flusher
             self.rec.degrade("install.sigterm", exc)
 
@@ -188,12 +191,12 @@ class Agent:
     def _at_exit(self) -> None:
         self.close(self.exit_reason)
 
-    def _on_sigterm(self, signum, frame) -> None:
+    def _on_sigterm(self) -> None:
+        """The capture's last flush and trailer before SIGTERM ends the process (the
+        Terminator then re-raises it with the default action)."""
         if self.gpu_windows is not None:
             self.gpu_windows.close(signal=True)  # never wait on a device from a signal handler
         self.close("SIGTERM")
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)  # die exactly as without commprof
 
     def close(self, reason: str) -> None:
         if self.fixes is not None:

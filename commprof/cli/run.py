@@ -106,7 +106,9 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     try:
         returncode = supervisor.run_job(command, env, tick=combine_ticks(ticks, say) if ticks else None,
                                         tick_interval=min(watch.interval_s, 1.0) if watch else 1.0,
-                                        started=lambda pid: job.update(pid=pid))
+                                        started=lambda pid: job.update(pid=pid), say=say)
+        if watch is not None:
+            watch.finish()  # a stopped job's workers in their own sessions end too
     finally:
         if outputs is not None:
             outputs.close_panel()
@@ -137,9 +139,27 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     if captured and node_summary:
         _write_node_summary(run_dir, say)
     if captured and not quiet:
-        say(_one_line_summary(run_dir))
+        say(_hang_line(watch) or _one_line_summary(run_dir))
     say(f"next: commprof report {_shell_path(run_dir)}")
+    if watch is not None and watch.stopped and returncode is not None:
+        return HANG_EXIT_STATUS, run_dir
     return returncode, run_dir
+
+
+HANG_EXIT_STATUS = 124  # --kill-on-hang stopped the job (as timeout(1)); the job's own: manifest
+
+
+def _hang_line(watch) -> str | None:
+    """The closing line of a run that hung: what commprof did, and no performance verdict (the
+    steps' timings of a job that stopped progressing say nothing of its communication)."""
+    if watch is None or (watch.reported is None and not watch.stopped):
+        return None
+    if watch.stopped:
+        return ("the job hung and --kill-on-hang stopped it: any error report of its launcher above "
+                "(torchrun's traceback) is a consequence of that stop, not another failure; "
+                f"no performance verdict for a hung run; exit status {HANG_EXIT_STATUS}")
+    return ("the job ended while collectives were still stuck (see the hang report): no "
+            "performance verdict for a hung run")
 
 
 def _probe_launcher(command: list[str], sizes: str) -> list[str]:

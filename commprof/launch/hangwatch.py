@@ -4,13 +4,13 @@ The supervisor calls :meth:`HangWatch.tick` between waits on the job.  Each tick
 frames of every capture file (workers flush every ``--flush-interval`` seconds), feeds them to
 :class:`commprof.analysis.hang.HangTracker`, and when a collective has been pending longer than
 ``S`` writes ``hang.json`` into the run directory, prints a summary once, and — only with
-``--kill-on-hang`` — stops the job (SIGTERM to its process group, so every worker flushes; SIGKILL
-after a grace period).  Runs in the supervisor process: nothing is added to the workers.
+``--kill-on-hang`` — stops the job: SIGTERM to every process of its tree (launch/jobtree.py:
+workers in their own sessions too; each closes its capture on the way out), SIGKILL to what is
+left after a grace period, also once the launcher has exited (:meth:`HangWatch.finish`).  Runs in
+the supervisor process: nothing is added to the workers.
 """
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import time
 from pathlib import Path
@@ -20,9 +20,9 @@ from commprof.analysis.hang import HangTracker
 from commprof.analysis.hang_text import hang_lines
 from commprof.format import layout
 from commprof.format.reader import CaptureTail
+from commprof.launch.jobtree import KILL_GRACE_S, JobTree
 from commprof.launch.rundir import write_json_atomic
-
-KILL_GRACE_S = 10.0
+from commprof.launch.stepwatch import StepWatch
 
 
 class HangWatch:
@@ -36,11 +36,12 @@ class HangWatch:
         self.say = say
         self.clock = clock
         self.tracker = HangTracker()
+        self.steps = StepWatch(timeout_s)  # steps that stop with nothing pending (stepwatch.py)
         self.tails: dict[Path, CaptureTail] = {}
         self.rank_of: dict[Path, int] = {}
         self.reported: dict | None = None  # the diagnosis last written
         self.episodes = 0
-        self.killed_at: float | None = None
+        self.tree: JobTree | None = None  # the job's processes, once --kill-on-hang stopped it
         self.host = socket.gethostname()
 
     @property
@@ -59,16 +60,22 @@ class HangWatch:
                 self._start_rank(path, tail.header)
             if self.rank_of.get(path) is not None and (objects or any(len(a) for a in arrays.values())):
                 self.tracker.feed(self.rank_of[path], arrays, objects)
-        if self.killed_at is not None:  # the report stands as written when the job was stopped
+                self.steps.feed(self.rank_of[path], arrays.get("mark"), arrays.get("coll"))
+        if self.tree is not None:  # the report stands as written when the job was stopped
             self._stop(job_pgid)
             return
-        diagnosis = self.tracker.diagnose(self.clock(), self.timeout_s)
+        now = self.clock()
+        diagnosis = self.tracker.diagnose(now, self.timeout_s)
         if diagnosis is None:
             if self.reported is not None:
                 self.say("the stuck collectives finished (completed or failed); the job goes on")
                 self.reported["resolved_wall_ns"] = time.time_ns()
                 self._write(self.reported)
                 self.reported = None
+            else:  # has the job stopped stepping (a new stall only while it runs)?
+                line = self.steps.check(now, job_running=job_pgid is not None)
+                if line is not None:
+                    self.say(line)
             return
         if self.reported is not None:
             _keep_evidence(self.reported, diagnosis)
@@ -104,6 +111,7 @@ class HangWatch:
                 self.rank_of[other] = None
         self.rank_of[path] = rank
         self.tracker.add_rank(rank, header, self._clock_offset(header))
+        self.steps.add_rank(rank, self._clock_offset(header))
 
     def _clock_offset(self, header: dict) -> int:
         """Watcher clock minus the rank's clock (0 on this host: one CLOCK_MONOTONIC)."""
@@ -119,21 +127,42 @@ class HangWatch:
         except OSError as exc:
             self.say(f"warning: cannot write {path}: {exc.strerror or exc}")
 
+    @property
+    def stopped(self) -> bool:
+        """Whether ``--kill-on-hang`` stopped the job."""
+        return self.tree is not None
+
     def _stop(self, pgid: int | None) -> None:
+        """SIGTERM to the job's whole tree, once; SIGKILL to what is left after the grace."""
         if pgid is None:
             return
-        now = time.monotonic()
-        if self.killed_at is None:
-            self.say(f"--kill-on-hang: sending SIGTERM to the job (SIGKILL in {KILL_GRACE_S:.0f} s)")
-            self.killed_at = now
+        if self.tree is None:
+            self.tree = JobTree(pgid)
+            self.tree.refresh()
+            self.say(f"--kill-on-hang: sending SIGTERM to the job's {len(self.tree.alive())} "
+                     f"process(es) (SIGKILL in {KILL_GRACE_S:.0f} s to any left)")
             self.reported["killed"] = "SIGTERM"
             self._write(self.reported)
-            _killpg(pgid, signal.SIGTERM)
-        elif now - self.killed_at > KILL_GRACE_S and self.reported.get("killed") != "SIGKILL":
-            self.say("the job ignored SIGTERM: sending SIGKILL")
-            self.reported["killed"] = "SIGKILL"
-            self._write(self.reported)
-            _killpg(pgid, signal.SIGKILL)
+            self.tree.terminate()
+        elif self.tree.kill_if_due():
+            self._killed()
+
+    def finish(self) -> None:
+        """After the job's launcher exited: the rest of a stopped job's tree ends too (a worker
+        in its own session outlives its launcher's process group); else one last read, so a
+        hang that resolved just before the job ended is not left standing."""
+        if self.tree is None:
+            try:
+                self.tick(None)
+            except Exception as exc:  # noqa: BLE001 - the job has ended; its status passes through
+                self.say(f"warning: hang watch's last read failed: {type(exc).__name__}: {exc}")
+        elif not self.tree.killed and self.tree.finish():
+            self._killed()
+
+    def _killed(self) -> None:
+        self.say(f"{self.tree.killed} process(es) of the job outlived SIGTERM: sent SIGKILL")
+        self.reported["killed"] = "SIGKILL"
+        self._write(self.reported)
 
 
 def _keep_evidence(before: dict, now: dict) -> None:
@@ -161,10 +190,3 @@ def _shape(diagnosis: dict) -> list:
     """What identifies a hang (ages aside): which collectives are blocked on whom."""
     return [(b["op"].get("group"), b["op"].get("seq"), b["op"].get("p2p_ordinal"),
              b["waiting_ranks"], b["never_arrived"]) for b in diagnosis["blocked"]]
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass

@@ -3,7 +3,10 @@
 The command runs in its own process group.  When commprof owns the terminal's foreground, that
 group is made the foreground one, so Ctrl-C reaches the job exactly as it would without commprof.
 Signals sent to commprof itself (SIGTERM from a scheduler, SIGINT from ``kill``) are forwarded to
-the job's process group.  A job killed by signal N makes commprof die of signal N too.
+the job's process group.  After SIGINT, SIGTERM or SIGHUP, once the job's launcher has exited, any
+process of its tree still alive (a worker in its own session, which the launcher left behind) gets
+SIGTERM, then SIGKILL after a grace (launch/jobtree.py).  A job killed by signal N makes commprof
+die of signal N too.
 """
 from __future__ import annotations
 
@@ -18,9 +21,11 @@ from pathlib import Path
 import commprof
 from commprof.errors import UsageError
 from commprof.format import layout
+from commprof.launch.jobtree import JobTree
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2)
+ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # after these, no process may outlive the job
 BOOTSTRAP_SRC = Path(commprof.__file__).parent / "_bootstrap" / layout.BOOTSTRAP_MODULE
 
 
@@ -83,12 +88,13 @@ def check_command(command: list[str], env: dict | None = None) -> None:
 
 
 def run_job(command: list[str], env: dict, tick=None, tick_interval: float = 1.0,
-            started=None) -> int:
+            started=None, say=None) -> int:
     """Run ``command``; return its exit code, or ``-N`` if signal N killed it.
 
     ``tick(pgid)``, when given, is called every ``tick_interval`` seconds while the job runs (the
     hang watch); an exception from it is reported once and the ticks stop — the job goes on.
-    ``started(pid)`` is called once the job's process exists.
+    ``started(pid)`` is called once the job's process exists.  ``say(msg)`` tells what commprof
+    did to processes the job's launcher left behind after a forwarded SIGINT/SIGTERM/SIGHUP.
     """
     check_command(command, env)
     tty = _foreground_tty()
@@ -97,8 +103,13 @@ def run_job(command: list[str], env: dict, tick=None, tick_interval: float = 1.0
         started(proc.pid)
     if tty is not None:
         _set_foreground(tty, proc.pid)
+    tree = JobTree(proc.pid)
+    ending = []
 
     def forward(signum, frame):
+        if signum in ENDING and proc.returncode is None:
+            tree.refresh()  # the tree as it is now: once the launcher is gone, orphans are not its
+            ending.append(signum)
         try:
             os.killpg(proc.pid, signum)
         except ProcessLookupError:
@@ -106,27 +117,48 @@ def run_job(command: list[str], env: dict, tick=None, tick_interval: float = 1.0
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
-        while True:
-            try:
-                if tick is None:
-                    return proc.wait()
-                try:
-                    return proc.wait(timeout=tick_interval)
-                except subprocess.TimeoutExpired:
-                    pass
-                try:
-                    tick(proc.pid)
-                except Exception as exc:  # noqa: BLE001 - the watch never takes the job down
-                    print(f"commprof: warning: hang watch stopped: {type(exc).__name__}: {exc}",
-                          file=sys.stderr)
-                    tick = None
-            except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled by `forward`
-                continue
+        returncode = _wait(proc, tick, tick_interval)
+        if ending:
+            _end_leftovers(tree, say)
+        return returncode
     finally:
         if tty is not None:
             _set_foreground(tty, os.getpgrp())
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _wait(proc: subprocess.Popen, tick, tick_interval: float) -> int:
+    while True:
+        try:
+            if tick is None:
+                return proc.wait()
+            try:
+                return proc.wait(timeout=tick_interval)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                tick(proc.pid)
+            except Exception as exc:  # noqa: BLE001 - the watch never takes the job down
+                print(f"commprof: warning: hang watch stopped: {type(exc).__name__}: {exc}",
+                      file=sys.stderr)
+                tick = None
+        except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled by `forward`
+            continue
+
+
+def _end_leftovers(tree: JobTree, say) -> None:
+    """The job was told to end and its launcher has: what of its tree still lives ends too."""
+    left = tree.alive()
+    if not left:
+        return
+    if say is not None:
+        say(f"{len(left)} process(es) of the job outlived its launcher: sending SIGTERM "
+            "(SIGKILL to any left after the grace)")
+    tree.terminate()
+    killed = tree.finish()
+    if killed and say is not None:
+        say(f"{killed} process(es) of the job outlived SIGTERM: sent SIGKILL")
 
 
 def _foreground_tty() -> int | None:

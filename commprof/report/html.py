@@ -136,7 +136,7 @@ def ranks_section(doc: dict, arrivals_chart: bool = False) -> str:
             r["rank"], r.get("host"), r["ops"], fmt_bytes(r["bytes"]), fmt_seconds(r.get("step_median_s")),
             fmt_pct(r.get("comm_fraction")), fmt_pct(r.get("exposed_comm_fraction")),
             fmt_seconds(r.get("wait_s")), fmt_seconds(r.get("transfer_s")), fmt_pct(r.get("last_share")),
-            rank_status(r))) + "</tr>" for r in doc["ranks"])
+            rank_status(r, doc.get("hang")))) + "</tr>" for r in doc["ranks"])
     strag = "".join(f'<p class="bad"><b>Straggler:</b> {_e(n["text"])}.</p>'
                     for n in of_kind(doc, "straggler"))
     chart = ('<p class="help">Per step, how long each rank waited for the last one to arrive '

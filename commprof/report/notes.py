@@ -22,10 +22,17 @@ def except_kind(doc: dict, *kinds: str) -> list[dict]:
     return [n for n in note_items(doc) if n.get("kind") not in kinds]
 
 
-def rank_status(r: dict) -> str:
+def rank_status(r: dict, hang: dict | None = None) -> str:
     """``ok``; ``failed (exception …)`` for a process that ended with an uncaught exception;
-    ``incomplete (died?…)`` for one without a trailer."""
+    ``incomplete (died?…)`` for one without a trailer; ``killed by commprof after hang (…)`` for
+    one that ``--kill-on-hang`` stopped (``hang``: the document's ``hang``, whose ``killed`` says
+    which signal commprof sent last)."""
     reason = r.get("exit_reason")
+    killed = (hang or {}).get("killed")
+    if killed and r.get("complete") and reason == "SIGTERM":
+        return "killed by commprof after hang (SIGTERM)"
+    if killed == "SIGKILL" and not r.get("complete"):
+        return "killed by commprof after hang (SIGKILL)"
     if r.get("complete"):
         if reason in (None, "exit", "finished"):
             return "ok"

@@ -177,7 +177,7 @@ def ranks_table(doc: dict) -> Table:
                   fmt_pct(r.get("exposed_comm_fraction_wall")),
                   *((fmt_seconds(r.get("wait_s")), fmt_seconds(r.get("transfer_s")),
                      fmt_pct(r.get("last_share"))) if cross else ()),
-                  rank_status(r))
+                  rank_status(r, doc.get("hang")))
     trace = is_trace(doc["run"])
     legend = "exposed (wall) = exposed share of the whole run, init to teardown"
     if cross:

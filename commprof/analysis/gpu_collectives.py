@@ -168,6 +168,13 @@ def _ops(k: pd.DataFrame, args: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return op, op_source
 
 
+def comm_intervals(colls: pd.DataFrame) -> pd.DataFrame:
+    """A profiler trace's communication kernels (:func:`collectives`) as a GPU timing source
+    (:data:`commprof.format.comm_ops.COMM_INTERVAL_COLUMNS`)."""
+    return comm_ops.intervals_frame(colls["rank"], colls["op"], colls["pg_name"], colls["start_ns"],
+                                    colls["end_ns"], colls["duration_ns"], colls["name"], "trace")
+
+
 def op_table(colls: pd.DataFrame) -> pd.DataFrame:
     """Per (op, group size), a row for every communication kernel (:data:`commprof.analysis.
     collectives.OP_TABLE_COLUMNS`): counts, GPU time, p50/p99 over all of them; ``bytes``,
@@ -193,5 +200,5 @@ def op_table(colls: pd.DataFrame) -> pd.DataFrame:
         known = by_size[col].reindex(key).to_numpy("float64") if by_size is not None \
             else np.full(len(table), np.nan)
         table[col] = np.where(whole, known, np.nan) if col in ("bytes", "in_bytes", "out_bytes") else known
-    table["group_size"] = [int(n) if n > 0 else None for n in table["group_size"]]
+    table["group_size"] = pd.Series([int(n) if n > 0 else None for n in table["group_size"]], dtype=object)
     return table

@@ -164,11 +164,19 @@ def intervals_frame(rank, op, group, start_ns, end_ns, duration_ns, name, source
     df["op"] = [o if o in schema.OP_INDEX else canonical_op(o) for o in ops]
     df["group"] = pd.Series(group, index=df.index, dtype=object).fillna("").astype(str) if n else ""
     for col, values in (("start_ns", start_ns), ("end_ns", end_ns), ("duration_ns", duration_ns)):
-        df[col] = pd.array(pd.Series(values, index=df.index, dtype="float64").round(), dtype="Int64") \
-            if n else pd.Series(dtype="Int64")
+        df[col] = _ns_column(values, df.index)
     df["source"] = source
     both = df["start_ns"].notna() & df["end_ns"].notna()
     dur = df["duration_ns"].fillna(0).to_numpy("int64")
     if (dur < 0).any() or (both & (df["end_ns"] - df["start_ns"] != df["duration_ns"])).any():
         raise ValueError(f"{source}: a communication interval's duration is negative or not end − start")
     return df[COMM_INTERVAL_COLUMNS]
+
+
+def _ns_column(values, index) -> pd.Series:
+    """Int64 ns (NA unknown) from ints (exact: Unix-epoch ns do not fit float64), floats (rounded)
+    or None."""
+    if values is None:
+        return pd.Series(pd.NA, index=index, dtype="Int64")
+    v = pd.Series(values.to_numpy() if isinstance(values, pd.Series) else values, index=index)
+    return (v.round() if v.dtype.kind == "f" else v).astype("Int64")

@@ -9,12 +9,14 @@ size, no ``nan``/``None`` and no ``?`` standing for a dtype.
 from __future__ import annotations
 
 import html as html_mod
+import json
 import re
 import shutil
 
 import pytest
 
 from commprof.cli.report import build_document
+from commprof.report.model import Report
 from commprof.report.renderers import renderers
 from test_gpu_timeline import SHARED, kernel, launch, step, write
 
@@ -70,6 +72,7 @@ def _walk(obj, path=""):
 
 
 def check_document(doc: dict) -> None:
+    Report.from_dict(json.loads(json.dumps(doc)), "the document")  # nulls where the model allows them
     for path, value in _walk(doc):
         key = path.rsplit(".", 1)[-1].split("[")[0]
         if SIZE_KEY.search(key) and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -116,7 +116,7 @@ class StepRow(Model):
     duration_s: float = key()
     comm_fraction: float | None = key("null: NCCL without a GPU timeline (kpis.time_basis)")
     exposed_comm_fraction: float | None = key()
-    bytes: float = key("S issued in the step")
+    bytes: float | None = key("S issued in the step; null: unknown (a trace without message sizes)")
     duration_mean_s: float = optional("mean over ranks; added after the first documents")
     comm_s: float | None = optional("in flight, mean over ranks")
     exposed_s: float | None = optional("exposed, mean over ranks")

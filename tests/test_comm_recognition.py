@@ -159,6 +159,9 @@ def test_the_report_lists_each_counted_kernel_and_its_rule(tmp_path):
     assert kernels == {"fabricXferV9(int)": ("launched_by_comm_op", "c10d::allreduce_", "all_reduce", 1),
                        nccl: ("kernel_name", "nccl", "all_reduce", 1),
                        "k(int)": ("collective_args", "broadcast", "broadcast", 1)}
+    (note,) = [n for n in doc["notes"] if n.startswith("communication kernels:")]
+    assert "1 launched by a communication op" in note and "not named like" in note
+    assert "fabricXferV9" in note and "ncclDevKernel" not in note
 
 
 # ---- the B200 trace: torch symmetric memory --------------------------------------------------------
@@ -226,3 +229,12 @@ def test_every_gpu_timing_source_gives_the_same_interval_frame(tmp_path):
         comm_ops.intervals_frame(0, ["allreduce"], "", [10], [5], [-5], ["x"], "broken")
     rule, _ = comm_kernels.classify(pd.DataFrame({"name": ["a"], "category": ["kernel"]}))
     assert list(rule) == [""] and np.dtype(rule.dtype) == object
+
+
+def test_the_capture_gets_the_vocabulary_without_pandas():
+    """capture/ runs inside the job's workers: standard library and torch only."""
+    import subprocess
+    import sys
+    code = "import sys, commprof.capture.collectives; print(sorted({'pandas', 'numpy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -143,3 +143,21 @@ def combine(parts: list[pd.DataFrame]) -> dict | None:
             "kernels": [{"name": str(x.name), "rule": str(x.rule), "via": str(x.via) or None,
                          "op": str(x.op), "kernels": int(x.kernels), "time_s": float(x.time_s),
                          "ranks": int(x.ranks)} for x in kern.itertuples(index=False)]}
+
+
+_RULE_WORDS = {"launched_by_comm_op": "launched by a communication op",
+               "collective_args": "by their collective args", "kernel_name": "by their name"}
+
+
+def note_text(gpu_comm: dict | None) -> str | None:
+    """One line for every format: kernels and time per rule, and the kernels counted only because
+    a communication op launched them (no communication library's name)."""
+    if not gpu_comm or not gpu_comm["rules"]:
+        return None
+    parts = [f"{r['kernels']} {_RULE_WORDS.get(r['rule'], r['rule'])} ({r['time_s'] * 1e3:.3g} ms)"
+             for r in gpu_comm["rules"]]
+    odd = sorted({comm_ops.function_name(k["name"]) for k in gpu_comm["kernels"]
+                  if k["rule"] == "launched_by_comm_op" and comm_ops.kernel_family(k["name"]) is None})
+    more = (f"; not named like a communication library's: {', '.join(odd[:4])}"
+            + (f" and {len(odd) - 4} more" if len(odd) > 4 else "")) if odd else ""
+    return f"communication kernels: {', '.join(parts)}{more} (gpu_comm in the JSON)"

@@ -87,6 +87,9 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
         notes.append(Note("missing_ranks", "warning",
                           f"no trace of rank(s) {_short(info['missing_ranks'])} of world size {world}: "
                           "the KPIs cover the traces given"))
+    gpu_comm = comm_kernels.combine([tl.comm for tl in timelines])
+    if comm_kernels.note_text(gpu_comm):
+        notes.append(Note("gpu_comm", "info", comm_kernels.note_text(gpu_comm)))
     base = whatif.Baseline.from_steps(steps_df, [], None, 0.0)
     return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
                    ranks=ranks_df, verdict=assess(kpis), notes=notes, degraded=None,
@@ -94,7 +97,7 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
                              "dispatch_us_per_call_estimate": 0.0, "blocking_calls": 0,
                              "estimated_s_per_rank": 0.0, "estimated_fraction_of_wall": None},
                    hang=None, links=None, op_sizes=None, cross_rank=None, clock_alignment=None,
-                   baseline=base, gpu_comm=comm_kernels.combine([tl.comm for tl in timelines]))
+                   baseline=base, gpu_comm=gpu_comm)
 
 
 def _gpu_headline(timelines) -> dict:

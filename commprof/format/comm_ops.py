@@ -27,11 +27,12 @@ windows); docs/architecture.md, "Where to add a GPU timing source".
 from __future__ import annotations
 
 import re
-from typing import Protocol
-
-import pandas as pd
+from typing import TYPE_CHECKING, Protocol
 
 from commprof.format import schema
+
+if TYPE_CHECKING:  # the capture imports this module inside the job's workers: no pandas there
+    import pandas as pd
 
 # c10d dispatcher operator (without "c10d::") -> canonical op: the operators commprof's capture hooks
 C10D_OPS = {
@@ -157,6 +158,7 @@ def intervals_frame(rank, op, group, start_ns, end_ns, duration_ns, name, source
     """A :data:`COMM_INTERVAL_COLUMNS` frame from column values (scalars broadcast), checked:
     ops are canonical, durations are not negative, ``end − start`` is the duration where both are
     known.  ``op`` may be the source's names: they pass through :func:`canonical_op`."""
+    import pandas as pd
     df = pd.DataFrame({"name": pd.Series(name, dtype=object)})
     n = len(df)
     df["rank"] = pd.Series(rank, index=df.index).astype("int64") if n else pd.Series(dtype="int64")
@@ -176,6 +178,7 @@ def intervals_frame(rank, op, group, start_ns, end_ns, duration_ns, name, source
 def _ns_column(values, index) -> pd.Series:
     """Int64 ns (NA unknown) from ints (exact: Unix-epoch ns do not fit float64), floats (rounded)
     or None."""
+    import pandas as pd
     if values is None:
         return pd.Series(pd.NA, index=index, dtype="Int64")
     v = pd.Series(values.to_numpy() if isinstance(values, pd.Series) else values, index=index)

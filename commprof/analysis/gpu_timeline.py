@@ -24,6 +24,7 @@ import pandas as pd
 
 from commprof.analysis import comm_kernels, gpu_collectives, intervals
 from commprof.format import comm_ops
+
 GPU_KEYS = ("comm_s", "overlap_s", "exposed_comm_s", "compute_s", "memcpy_s", "idle_s",
             "comm_kernels", "kernels", "span_s")
 STEP_COLUMNS = ["step", "cpu_start_ns", "cpu_end_ns", "cpu_s", "gpu_start_ns", "gpu_end_ns",

@@ -19,7 +19,6 @@ nccl-tests' definitions through :mod:`commprof.analysis.collectives` (GB/s = byt
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 

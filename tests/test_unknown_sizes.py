@@ -82,6 +82,7 @@ def check_document(doc: dict) -> None:
     for i, op in enumerate(doc["ops"]):
         for key in ("bytes", "in_bytes", "out_bytes"):
             assert op[key] is None or op[key] > 0, f"ops[{i}].{key} = {op[key]} for {op['count']} calls"
+            assert op[key] is None or isinstance(op[key], int), f"ops[{i}].{key} = {op[key]}: not whole bytes"
     for r in doc["ranks"]:
         if r["ops"]:
             assert r["bytes"] is None or r["bytes"] > 0, f"rank {r['rank']}: {r['bytes']} bytes"

@@ -199,4 +199,6 @@ def op_table(colls: pd.DataFrame) -> pd.DataFrame:
             else np.full(len(table), np.nan)
         table[col] = np.where(whole, known, np.nan) if col in ("bytes", "in_bytes", "out_bytes") else known
     table["group_size"] = pd.Series([int(n) if n > 0 else None for n in table["group_size"]], dtype=object)
+    for col in ("bytes", "in_bytes", "out_bytes"):  # whole bytes, or None (unknown): never a float
+        table[col] = pd.Series([int(round(v)) if v == v else None for v in table[col]], dtype=object)
     return table

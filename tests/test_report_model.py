@@ -169,6 +169,7 @@ def _add_trace_only_keys(full: dict, trace: dict) -> None:
     full["run"].update(source=trace["run"]["source"], devices=trace["run"]["devices"])
     full["kpis"].update({k: v for k, v in trace["kpis"].items() if k.startswith("gpu_")})
     full["ranks"][0]["gpu"] = trace["ranks"][0]["gpu"]
+    full["gpu_comm"] = trace["gpu_comm"]
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,24 @@ Where the sizes come from, in order (``size_source``):
    ``Out msg nelems``, ``dtype``, ``Group size``, ``Process Group Name``) onto the kernel it launched;
 2. ``record_param_comms`` — the op whose span, on the launching thread, holds the kernel's launch
    (the innermost), else the one with the kernel's ``External id``;
-3. ``""`` — unknown (old traces record ``record_param_comms`` without sizes): no bandwidth.
+3. ``""`` — unknown (old traces record ``record_param_comms`` without sizes): sizes and bandwidth
+   are NaN (null in the report, "unknown" in text), never 0 or negative.
 
-The op is the collective's name normalised to commprof's (``allreduce`` → ``all_reduce``,
-``_allgather_base`` → ``all_gather``, …), else read from the kernel's name where it is one op
-(``op_source`` says which; NCCL's kernel names do not always name the op that ran).  The byte
-size S, ``algbw = S / kernel time`` and ``busbw = algbw × factor`` use nccl-tests' definitions
-through :mod:`commprof.analysis.collectives` (GB/s = bytes per ns).
+The op is the collective's name in commprof's vocabulary (:func:`commprof.format.comm_ops.
+canonical_op`: ``allreduce`` → ``all_reduce``, ``_allgather_base`` → ``all_gather``, …), else the
+op of the communication range that launched the kernel (``nccl:all_to_all``,
+``symm_mem::multimem_all_reduce_``), else read from the kernel's name where it is one op
+(``op_source``: "args", "launched_by", "kernel_name"; NCCL's kernel names do not always name the
+op that ran).  The byte size S, ``algbw = S / kernel time`` and ``busbw = algbw × factor`` use
+nccl-tests' definitions through :mod:`commprof.analysis.collectives` (GB/s = bytes per ns).
 """
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import pandas as pd
 
 from commprof.analysis import collectives as coll_mod
-from commprof.format import schema
+from commprof.format import comm_ops, schema
 
 COLUMNS = ["rank", "start_ns", "end_ns", "duration_ns", "step", "stream", "name", "op",
            "op_source", "coll_name", "group_size", "pg_name", "dtype", "in_nelems", "out_nelems",
@@ -42,29 +43,14 @@ _DTYPES = {
     "float8_e4m3fnuz": ("unknown", 1), "float8_e5m2fnuz": ("unknown", 1),
     "uint16": ("uint16", 2), "uint32": ("uint32", 4), "uint64": ("uint64", 8),
 }
-_OPS = {"allreduce": "all_reduce", "allgather": "all_gather", "reducescatter": "reduce_scatter",
-        "alltoall": "all_to_all", "alltoallv": "all_to_all", "broadcast": "broadcast",
-        "reduce": "reduce", "gather": "gather", "scatter": "scatter", "send": "send",
-        "recv": "recv", "barrier": "barrier"}
-_COALESCED = {"all_reduce", "all_gather", "reduce_scatter"}
-# kernel names that say one op: ncclKernel_AllReduce_…, ncclDevKernel_ReduceScatter_…
-_KERNEL_OPS = {"allreduce", "allgather", "reducescatter", "alltoall", "broadcast", "reduce"}
-
-
 def normalize_op(coll_name: str) -> str:
     """``Collective name`` -> an op of commprof's schema ("unknown" when not one)."""
-    c = re.sub(r"[^a-z]", "", str(coll_name).lower())
-    for part in ("oop", "base", "intotensor", "tensor"):
-        c = c.replace(part, "")
-    coalesced = c.endswith("coalesced")
-    op = _OPS.get(c.removesuffix("coalesced"), "unknown")
-    return f"{op}_coalesced" if coalesced and op in _COALESCED else op
+    return comm_ops.canonical_op(coll_name)
 
 
 def op_from_kernel_name(name: str) -> str:
     """The op a kernel's name says, where it says one (``SendRecv``/``Generic`` say none)."""
-    words = re.split(r"[^a-z0-9]+", str(name).split("(")[0].lower())
-    return next((_OPS[w] for w in words if w in _KERNEL_OPS), "unknown")
+    return comm_ops.canonical_op(name)
 
 
 def pg_sizes(pg_config) -> dict:
@@ -115,7 +101,8 @@ def _from_comms_params(k: pd.DataFrame, launches: pd.DataFrame, comms: pd.DataFr
 
 def collectives(g: pd.DataFrame, launches: pd.DataFrame, comms_params: pd.DataFrame,
                 pg_sizes: dict | None = None, rank: int = 0) -> pd.DataFrame:
-    """One row per communication kernel of an annotated gpu frame (:data:`COLUMNS`)."""
+    """One row per communication kernel of an annotated gpu frame (:data:`COLUMNS`); sizes and
+    bandwidths NaN, ``group_size`` -1 where the trace does not say them."""
     k = g[g["kind"] == "comm"]
     if not len(k):
         return pd.DataFrame(columns=COLUMNS)
@@ -127,11 +114,7 @@ def collectives(g: pd.DataFrame, launches: pd.DataFrame, comms_params: pd.DataFr
     source = np.where(own, "kernel", "").astype(object)
     if len(rpc):
         source[~own] = np.where(rpc["found"].to_numpy(dtype=bool), "record_param_comms", "")
-    op = np.array([normalize_op(c) if c else "unknown" for c in args["coll_name"].astype(str)], dtype=object)
-    op_source = np.where(op != "unknown", "args", "").astype(object)
-    by_name = np.array([op_from_kernel_name(n) for n in k["name"].astype(str)], dtype=object)
-    guess = (op == "unknown") & (by_name != "unknown")
-    op[guess], op_source[guess] = by_name[guess], "kernel_name"
+    op, op_source = _ops(k, args)
     gsize = args["group_size"].to_numpy("int64").copy()
     pg = args["pg_name"].astype(str).to_numpy()
     sizes = pg_sizes or {}
@@ -141,7 +124,8 @@ def collectives(g: pd.DataFrame, launches: pd.DataFrame, comms_params: pd.DataFr
     item = np.array([b for _, b in dt], dtype="int64")
     in_n, out_n = args["in_nelems"].to_numpy("int64"), args["out_nelems"].to_numpy("int64")
     known = (item > 0) & (in_n >= 0) & (out_n >= 0)
-    in_b, out_b = np.where(known, in_n * item, -1), np.where(known, out_n * item, -1)
+    in_b = np.where(known, in_n * item, np.nan)
+    out_b = np.where(known, out_n * item, np.nan)
     start, end = k["start_ns"].to_numpy("int64"), k["end_ns"].to_numpy("int64")
     df = pd.DataFrame({
         "rank": rank, "start_ns": start, "end_ns": end, "duration_ns": end - start,
@@ -151,11 +135,12 @@ def collectives(g: pd.DataFrame, launches: pd.DataFrame, comms_params: pd.DataFr
         "dtype": [d for d, _ in dt], "in_nelems": in_n, "out_nelems": out_n,
         "in_bytes": in_b, "out_bytes": out_b, "size_source": np.where(known, source, ""),
         "seq": args["seq"].to_numpy("int64")})
-    sized = coll_mod.add_sizes(df.assign(in_bytes=np.maximum(in_b, 0), out_bytes=np.maximum(out_b, 0),
+    ok = known & (gsize > 0) & (op != "unknown")
+    sized = coll_mod.add_sizes(df.assign(in_bytes=np.where(known, in_b, 0).astype("int64"),
+                                         out_bytes=np.where(known, out_b, 0).astype("int64"),
                                          t_issue=start, t_end=end, group_size=np.maximum(gsize, 1),
                                          op=[o if o in schema.OP_INDEX else "unknown" for o in op]))
-    ok = known & (gsize > 0) & (op != "unknown")
-    df["size_bytes"] = np.where(ok, sized["size_bytes"].to_numpy(), -1)
+    df["size_bytes"] = np.where(ok, sized["size_bytes"].to_numpy("float64"), np.nan)
     df["bus_factor"] = np.where(ok, [coll_mod.bus_factor(o, int(n)) for o, n in zip(op, gsize)], np.nan)
     dur = df["duration_ns"].to_numpy("float64")
     df["algbw_gbps"] = np.where(ok & (dur > 0), df["size_bytes"] / np.where(dur > 0, dur, 1), np.nan)
@@ -163,17 +148,59 @@ def collectives(g: pd.DataFrame, launches: pd.DataFrame, comms_params: pd.DataFr
     return df[COLUMNS]
 
 
+def _ops(k: pd.DataFrame, args: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(op, op_source) per kernel: its collective args, else the communication range that
+    launched it, else its name ("unknown", "" when none says one)."""
+    n = len(k)
+    op = np.array([comm_ops.canonical_op(c) if c else "unknown" for c in args["coll_name"].astype(str)],
+                  dtype=object)
+    op_source = np.where(op != "unknown", "args", "").astype(object)
+    if "comm_rule" in k:
+        launched = (k["comm_rule"] == "launched_by_comm_op").to_numpy()
+        via = k["comm_via"].astype(str).to_numpy()
+        by_range = np.array([comm_ops.canonical_op(v) if launched[i] else "unknown"
+                             for i, v in enumerate(via)], dtype=object) if n else op
+        take = (op == "unknown") & (by_range != "unknown")
+        op[take], op_source[take] = by_range[take], "launched_by"
+    by_name = np.array([comm_ops.canonical_op(x) for x in k["name"].astype(str)], dtype=object)
+    take = (op == "unknown") & (by_name != "unknown")
+    op[take], op_source[take] = by_name[take], "kernel_name"
+    return op, op_source
+
+
+def comm_intervals(colls: pd.DataFrame) -> pd.DataFrame:
+    """A profiler trace's communication kernels (:func:`collectives`) as a GPU timing source
+    (:data:`commprof.format.comm_ops.COMM_INTERVAL_COLUMNS`)."""
+    return comm_ops.intervals_frame(colls["rank"], colls["op"], colls["pg_name"], colls["start_ns"],
+                                    colls["end_ns"], colls["duration_ns"], colls["name"], "trace")
+
+
 def op_table(colls: pd.DataFrame) -> pd.DataFrame:
-    """Per (op, group size) over the kernels with known sizes: counts, bytes, GPU time, p50/p99,
-    algbw = Σ S / Σ t, busbw (:func:`commprof.analysis.collectives.op_table`)."""
-    sized = colls[colls["size_bytes"] >= 0] if len(colls) else colls
-    if not len(sized):
+    """Per (op, group size), a row for every communication kernel (:data:`commprof.analysis.
+    collectives.OP_TABLE_COLUMNS`): counts, GPU time, p50/p99 over all of them; ``bytes``,
+    ``in_bytes``, ``out_bytes`` NaN unless every kernel of the row has a known size; algbw = Σ S / Σ t
+    and busbw over the sized ones (NaN when none is); ``group_size`` None where unknown."""
+    if not len(colls):
         return coll_mod.op_table(pd.DataFrame())
-    frame = pd.DataFrame({"rank": sized["rank"].to_numpy(), "op": sized["op"].to_numpy(),
-                          "group_size": sized["group_size"].to_numpy("int64"),
-                          "in_bytes": sized["in_bytes"].to_numpy("int64"),
-                          "out_bytes": sized["out_bytes"].to_numpy("int64"),
-                          "t_issue": sized["start_ns"].to_numpy("int64"),
-                          "t_end": sized["end_ns"].to_numpy("int64"),
-                          "dtype": sized["dtype"].to_numpy()})
-    return coll_mod.op_table(frame)
+    sized = (colls["size_bytes"] >= 0).to_numpy()
+    gsize = np.where(colls["group_size"].to_numpy("int64") > 0, colls["group_size"].to_numpy("int64"), 0)
+    frame = pd.DataFrame({"rank": colls["rank"].to_numpy(), "op": colls["op"].to_numpy(),
+                          "group_size": gsize,
+                          "in_bytes": np.where(sized, colls["in_bytes"].fillna(0), 0).astype("int64"),
+                          "out_bytes": np.where(sized, colls["out_bytes"].fillna(0), 0).astype("int64"),
+                          "t_issue": colls["start_ns"].to_numpy("int64"),
+                          "t_end": colls["end_ns"].to_numpy("int64"),
+                          "dtype": colls["dtype"].to_numpy()})
+    table = coll_mod.op_table(frame)
+    by_size = coll_mod.op_table(frame[sized]).set_index(["op", "group_size"]) if sized.any() else None
+    key = pd.MultiIndex.from_frame(table[["op", "group_size"]])
+    unsized = frame[~sized].groupby(["op", "group_size"]).size()
+    whole = ~key.isin(unsized.index) if len(unsized) else np.ones(len(table), dtype=bool)
+    for col in ("bytes", "in_bytes", "out_bytes", "algbw_gbps", "busbw_gbps", "bus_factor"):
+        known = by_size[col].reindex(key).to_numpy("float64") if by_size is not None \
+            else np.full(len(table), np.nan)
+        table[col] = np.where(whole, known, np.nan) if col in ("bytes", "in_bytes", "out_bytes") else known
+    table["group_size"] = pd.Series([int(n) if n > 0 else None for n in table["group_size"]], dtype=object)
+    for col in ("bytes", "in_bytes", "out_bytes"):  # whole bytes, or None (unknown): never a float
+        table[col] = pd.Series([int(round(v)) if v == v else None for v in table[col]], dtype=object)
+    return table

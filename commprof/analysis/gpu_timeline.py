@@ -2,10 +2,11 @@
 
 Pure functions of the frames of :mod:`commprof.format.kineto`; times are int64 ns throughout.
 
-* **Kinds.**  A kernel is *communication* when its name is a collective library's (NCCL, RCCL,
-  MSCCL, NVSHMEM: :data:`COMM_KERNEL`, case-insensitive, after a ``void`` and namespaces) or when
-  Kineto tagged it with a collective's args (``Collective name``/``In msg nelems``) — so a renamed
-  NCCL kernel still counts.  Every other kernel is *computation*; memcpy and memset are *memory*.
+* **Kinds.**  A kernel is *communication* when a communication op launched it (``c10d::``,
+  ``_c10d_functional::``, ``symm_mem::``, ``record_param_comms``, NVSHMEM, DeepEP ranges on the CPU,
+  through its launch's correlation id), when Kineto tagged it with a collective's args, or when
+  its name is a communication library's — :mod:`commprof.analysis.comm_kernels` (``comm_rule``
+  says which).  Every other kernel is *computation*; memcpy and memset are *memory*.
   ``user_annotation``/``gpu_user_annotation`` ranges (``nccl:all_reduce``) are never activity.
 * **Steps.**  A GPU op belongs to the ``ProfilerStep#N`` that holds the runtime call that launched
   it: kernel ``correlation`` ↔ runtime ``correlation``, else the ``ac2g`` flow that ends on it.
@@ -16,19 +17,14 @@ Pure functions of the frames of :mod:`commprof.format.kineto`; times are int64 n
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import gpu_collectives, intervals
+from commprof.analysis import comm_kernels, gpu_collectives, intervals
+from commprof.format import comm_ops
 
-# The whole function name, after an optional return type and namespaces: ncclKernel_*,
-# ncclDevKernel_*, nccldevkernel_*, "nccl:all_reduce", rcclKernel*, mscclKernel_*, nvshmem* …
-# NCCL's one-rank reduction (a world-size-1 AVG all_reduce) runs as ``oneRankReduce``.
-COMM_KERNEL = re.compile(r"^\s*(?:void\s+)?(?:[A-Za-z_]\w*::)*(?:nccl|rccl|msccl|nvshmem|oneRankReduce)",
-                         re.I)
 GPU_KEYS = ("comm_s", "overlap_s", "exposed_comm_s", "compute_s", "memcpy_s", "idle_s",
             "comm_kernels", "kernels", "span_s")
 STEP_COLUMNS = ["step", "cpu_start_ns", "cpu_end_ns", "cpu_s", "gpu_start_ns", "gpu_end_ns",
@@ -38,21 +34,20 @@ NO_STEP = -1
 
 
 def is_comm_kernel_name(name: str) -> bool:
-    """Whether a kernel's name is a communication library's (see :data:`COMM_KERNEL`)."""
-    return COMM_KERNEL.match(str(name)) is not None
+    """Whether a kernel's name is a communication library's (:data:`commprof.format.comm_ops.
+    KERNEL_FAMILIES`)."""
+    return comm_ops.kernel_family(name) is not None
 
 
-def kinds(gpu: pd.DataFrame) -> np.ndarray:
+def kinds(gpu: pd.DataFrame, launches: pd.DataFrame | None = None,
+          comm_ranges: pd.DataFrame | None = None, rules: np.ndarray | None = None) -> np.ndarray:
     """"comm", "compute", "memory" (memcpy, memset) or "other" (any other category: not counted)
-    for each row of a ``gpu`` frame (``name``, ``category``; ``coll_name``/``in_nelems`` if any)."""
-    names = gpu["name"].astype(str)
-    uniq = pd.unique(names)
-    by_name = pd.Series([is_comm_kernel_name(n) for n in uniq], index=uniq, dtype=bool)
-    comm = names.map(by_name).to_numpy(dtype=bool, copy=True)
-    if "coll_name" in gpu:
-        comm |= (gpu["coll_name"].fillna("").astype(str) != "").to_numpy()
-    if "in_nelems" in gpu:
-        comm |= gpu["in_nelems"].to_numpy() >= 0
+    for each row of a ``gpu`` frame (``name``, ``category``; ``coll_name``/``in_nelems``,
+    ``correlation``/``external_id`` if any), by :func:`commprof.analysis.comm_kernels.classify`
+    (``rules``: its result, when already computed)."""
+    if rules is None:
+        rules, _ = comm_kernels.classify(gpu, launches, comm_ranges)
+    comm = rules != ""
     category = gpu["category"].astype(str)
     kernel = (category == "kernel").to_numpy()
     memory = category.isin(["memcpy", "memset"]).to_numpy()
@@ -116,10 +111,12 @@ def assign_steps(t_ns, steps: pd.DataFrame) -> np.ndarray:
 
 
 def annotate(gpu: pd.DataFrame, launches: pd.DataFrame, steps: pd.DataFrame,
-             flows: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``gpu`` plus ``kind``, ``launch_ns``, ``link`` ("correlation"/"ac2g"/"") and ``step``."""
+             flows: pd.DataFrame | None = None, comm_ranges: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``gpu`` plus ``comm_rule``/``comm_via`` (:mod:`commprof.analysis.comm_kernels`), ``kind``,
+    ``launch_ns``, ``link`` ("correlation"/"ac2g"/"") and ``step``."""
     g = gpu.copy()
-    g["kind"] = kinds(g)
+    g["comm_rule"], g["comm_via"] = comm_kernels.classify(g, launches, comm_ranges)
+    g["kind"] = kinds(g, rules=g["comm_rule"].to_numpy())
     g["launch_ns"], g["link"] = launch_times(g, launches, flows)
     g["step"] = assign_steps(g["launch_ns"], steps)
     return g
@@ -230,11 +227,12 @@ class GpuTimeline:
     op_table: pd.DataFrame           # collectives.OP_TABLE_COLUMNS, GPU times
     links: dict                      # how GPU ops were tied to their launches and steps
     notes: list[str] = field(default_factory=list)
+    comm: pd.DataFrame | None = None  # comm_kernels.SUMMARY_COLUMNS: which rule counted what
 
 
 def analyze(trace) -> GpuTimeline:
     """Everything above for one :class:`~commprof.format.kineto.KinetoTrace`."""
-    g = annotate(trace.gpu, trace.launches, trace.steps, trace.flows)
+    g = annotate(trace.gpu, trace.launches, trace.steps, trace.flows, trace.comm_ranges)
     steps = per_step(g, trace.steps)
     total = totals(g)
     link = g["link"].to_numpy()
@@ -254,4 +252,5 @@ def analyze(trace) -> GpuTimeline:
                                         rank=trace.rank)
     return GpuTimeline(rank=trace.rank, gpu=g, totals=total, steps=steps,
                        headline=headline(total, steps), collectives=colls,
-                       op_table=gpu_collectives.op_table(colls), links=links, notes=notes)
+                       op_table=gpu_collectives.op_table(colls), links=links, notes=notes,
+                       comm=comm_kernels.summary(g, trace.rank))

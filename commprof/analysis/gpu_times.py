@@ -13,12 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from commprof.format import comm_ops
+
 TOLERANCE_NS = 20_000_000
-FR_COLUMNS = ["group", "op", "t_created_wall", "gpu_duration_ns", "seq", "is_p2p"]
-_OP_ALIASES = {"allreduce": "all_reduce", "allgather": "all_gather", "_allgather_base": "all_gather",
-               "all_gather_into_tensor_coalesced": "all_gather", "_reduce_scatter_base": "reduce_scatter",
-               "reduce_scatter_tensor_coalesced": "reduce_scatter", "alltoall": "all_to_all",
-               "alltoall_base": "all_to_all", "allreduce_coalesced": "all_reduce_coalesced"}
+FR_COLUMNS = ["group", "op", "t_created_wall", "gpu_duration_ns", "seq", "is_p2p", "name"]
 
 
 def fr_frame(events: list[dict]) -> tuple[pd.DataFrame, dict]:
@@ -32,12 +30,19 @@ def fr_frame(events: list[dict]) -> tuple[pd.DataFrame, dict]:
             if e.get("duration_ms") is None:
                 continue
             pg = e.get("process_group") or [None, None]
-            name = str(e.get("profiling_name") or "").split(":", 1)[-1]
-            rows.append({"group": str(pg[0]), "op": _OP_ALIASES.get(name, name),
+            name = str(e.get("profiling_name") or "")
+            rows.append({"group": str(pg[0]), "op": comm_ops.canonical_op(name),
                          "t_created_wall": float(e.get("time_created_ns") or np.nan),
                          "gpu_duration_ns": float(e["duration_ms"]) * 1e6,
-                         "seq": e.get("collective_seq_id"), "is_p2p": bool(e.get("is_p2p"))})
+                         "seq": e.get("collective_seq_id"), "is_p2p": bool(e.get("is_p2p")), "name": name})
     return pd.DataFrame(rows, columns=FR_COLUMNS), stats
+
+
+def comm_intervals(fr: pd.DataFrame, rank: int) -> pd.DataFrame:
+    """Flight Recorder's timed entries as a GPU timing source (:data:`commprof.format.comm_ops.
+    COMM_INTERVAL_COLUMNS`): durations only, so ``start_ns``/``end_ns`` are NA."""
+    return comm_ops.intervals_frame(rank, fr["op"], fr["group"], None, None, fr["gpu_duration_ns"],
+                                    fr["name"], "flight_recorder")
 
 
 def attach(coll: pd.DataFrame, fr: pd.DataFrame, group_names: dict, wall_minus_mono: float | None

@@ -55,6 +55,7 @@ class Summary:
     clock_alignment: dict | None = None  # analysis/clocks.py
     baseline: whatif.Baseline | None = None  # what projections start from (analysis/whatif.py)
     training: dict | None = None  # the loss curve and the fixes applied (analysis/training.py)
+    gpu_comm: dict | None = None  # which rule counted which kernels as communication (comm_kernels)
 
 
 def summarize(source: Run | RunSource | str | Path | None = None,

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import gpu_basis, gpu_collectives, gpu_timeline, kpis as kpi, trace_crossrank, whatif
+from commprof.analysis import (comm_kernels, gpu_basis, gpu_collectives, gpu_timeline, kpis as kpi,
+                               trace_crossrank, whatif)
 from commprof.analysis.summary import Summary
 from commprof.analysis.verdict import Note, assess, straggler_note
 
@@ -42,7 +43,7 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
             "ops": _per_step(tl, s, "count")}))
         colls = tl.collectives
         rows.append({"rank": int(t.rank), "host": Path(t.path).name, "attempt": 0, "ops": int(len(colls)),
-                     "bytes": int(np.nansum(colls["size_bytes"])) if len(colls) else 0,
+                     "bytes": _known_sum(colls["size_bytes"]) if len(colls) else 0,
                      "complete": True, "exit_reason": None, "last_record_s": None,
                      "comm_s": tl.totals["comm_s"], "exposed_comm_s": tl.totals["exposed_comm_s"],
                      "wall_s": tl.totals["span_s"], "gpu": dict(tl.totals),
@@ -91,6 +92,9 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
         notes.append(Note("missing_ranks", "warning",
                           f"no trace of rank(s) {_short(info['missing_ranks'])} of world size {world}: "
                           "the KPIs cover the traces given"))
+    gpu_comm = comm_kernels.combine([tl.comm for tl in timelines])
+    if comm_kernels.note_text(gpu_comm):
+        notes.append(Note("gpu_comm", "info", comm_kernels.note_text(gpu_comm)))
     base = _baseline(steps_df, cross)
     return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
                    ranks=ranks_df, verdict=assess(kpis), notes=notes, degraded=None,
@@ -98,7 +102,7 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
                              "dispatch_us_per_call_estimate": 0.0, "blocking_calls": 0,
                              "estimated_s_per_rank": 0.0, "estimated_fraction_of_wall": None},
                    hang=None, links=None, op_sizes=None, cross_rank=cross, clock_alignment=clock_info,
-                   baseline=base)
+                   baseline=base, gpu_comm=gpu_comm)
 
 
 def _with_cross_rank(ranks_df: pd.DataFrame, kpis: dict, cross: dict | None, notes: list,
@@ -166,13 +170,22 @@ def _bandwidth(colls) -> dict:
 
 
 def _per_step(tl, s: pd.DataFrame, what: str) -> np.ndarray:
-    """Per step of ``s``: the collectives' bytes (``size``), bus bytes (``bus``) or count."""
+    """Per step of ``s``: the collectives' bytes (``size``), bus bytes (``bus``) or count; bytes
+    are NaN (unknown) in a step with a collective of unknown size."""
     c = tl.collectives
     if not len(c) or "step" not in c:
         return np.zeros(len(s))
-    w = {"size": c["size_bytes"].fillna(0), "count": pd.Series(1.0, index=c.index),
-         "bus": c["size_bytes"].fillna(0) * c["bus_factor"].fillna(0)}[what]
-    return w.groupby(c["step"]).sum().reindex(s["step"].to_numpy("int64")).fillna(0).to_numpy("float64")
+    w = {"size": c["size_bytes"], "count": pd.Series(1.0, index=c.index),
+         "bus": c["size_bytes"] * c["bus_factor"]}[what]
+    total = w.groupby(c["step"]).sum(min_count=1)
+    unknown = w.isna().groupby(c["step"]).any()
+    total[unknown.reindex(total.index, fill_value=False).to_numpy()] = np.nan
+    return total.reindex(s["step"].to_numpy("int64"), fill_value=0).to_numpy("float64")
+
+
+def _known_sum(sizes: pd.Series) -> int | None:
+    """Σ sizes, or None (unknown) when any is unknown."""
+    return None if sizes.isna().any() else int(sizes.sum())
 
 
 def _share(part: float, whole: float) -> float | None:

@@ -169,9 +169,12 @@ def recommendations(doc: dict, whatif: list[dict]) -> list[dict]:
     comp = ("a bf16 compression hook: `ddp.register_comm_hook(None, "
             "default_hooks.bf16_compress_hook)`" if "float32" in dtype else
             "halving the bytes synchronized (a lower-precision or compressed gradient format)")
+    sized = k.get("bytes_per_step") is not None
     add("bytes /2", "software", comp,
         f"gradients are synchronized as {dtype} and {exposed_pct:.0f}% of step time is exposed "
-        f"communication ({(k.get('bytes_per_step') or 0) / 1e6:.2f} MB per step per rank)")
+        f"communication ({k['bytes_per_step'] / 1e6:.2f} MB per step per rank)" if sized else
+        f"{exposed_pct:.0f}% of step time is exposed communication; the bytes synchronized and their "
+        "dtype cannot be computed (the source carries no message sizes)")
     add("sync every 4 steps", "software", "gradient accumulation over 4 micro-batches with DDP `no_sync()`",
         f"{exposed_pct:.0f}% of each step is exposed communication, paid every step")
     add("perfect overlap", "software", "better overlap (DDP bucket_cap_mb, FSDP prefetch, async collectives)",

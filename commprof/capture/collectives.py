@@ -18,23 +18,10 @@ import weakref
 from commprof.capture.recorder import Recorder
 from commprof.capture.torch_objects import checked_blocking_api_codes
 from commprof.capture.torch_objects import safe as _safe, tensor_sizes as _tensor_sizes
-from commprof.format import schema
+from commprof.format import comm_ops, schema
 
-# c10d operator -> canonical op name
-C10D_OPS = {
-    "allreduce_": "all_reduce", "allreduce_coalesced_": "all_reduce_coalesced",
-    "allgather_": "all_gather", "_allgather_base_": "all_gather",
-    "allgather_coalesced_": "all_gather_coalesced",
-    "allgather_into_tensor_coalesced_": "all_gather_coalesced",
-    "reduce_scatter_": "reduce_scatter", "_reduce_scatter_base_": "reduce_scatter",
-    "reduce_scatter_tensor_coalesced_": "reduce_scatter_coalesced",
-    "alltoall_": "all_to_all", "alltoall_base_": "all_to_all",
-    "broadcast_": "broadcast", "reduce_": "reduce", "gather_": "gather", "scatter_": "scatter",
-    # torch >= 2.14: dist.gather_single / gather_into_tensor (gloo does not implement it)
-    "gather_into_tensor_": "gather",
-    "barrier": "barrier", "monitored_barrier_": "monitored_barrier",
-    "send": "send", "recv_": "recv", "recv_any_source_": "recv",
-}
+# c10d operator -> canonical op name (the one op vocabulary: commprof/format/comm_ops.py)
+C10D_OPS = comm_ops.C10D_OPS
 # c10d operators that move no data between ranks (not captured, and not a gap)
 NOT_COMMUNICATION = frozenset({"check_for_nan"})
 _INPUT_ARGS = {"input_tensors", "input_tensor", "input", "inputs", "input_list"}

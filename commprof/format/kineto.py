@@ -14,6 +14,9 @@ and the frames the GPU timeline needs (``ph: "X"`` events unless said):
 * ``steps`` — ``ProfilerStep#N`` spans on the CPU (not their ``gpu_user_annotation`` copies).
 * ``comms_params`` — ``record_param_comms`` CPU ops with their collective args and ``Seq``.
 * ``flows`` — ``ac2g`` flow ends (``ph`` "s"/"f"), kept only when some GPU op needs them.
+* ``comm_ranges`` — CPU ranges (ops, annotations, Python frames) whose launches are communication
+  (:func:`commprof.format.comm_ops.comm_range_family`: ``c10d::``, ``_c10d_functional::``,
+  ``symm_mem::``, ``record_param_comms``, NVSHMEM, DeepEP, ``nccl:``), with ``family``.
 
 Times are int64 nanoseconds on the trace's own clock: ``baseTimeNanoseconds + ts × 1000`` (Kineto
 writes ``ts`` in µs relative to ``baseTimeNanoseconds`` where it has one, so this is Unix time).
@@ -35,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from commprof.errors import TraceFileError, UsageError
-from commprof.format import trace_jobs
+from commprof.format import comm_ops, trace_jobs
 
 GPU_COLUMNS = ["start_ns", "end_ns", "name", "category", "stream", "device", "correlation",
                "external_id", "pid", "tid", "coll_name", "in_nelems", "out_nelems", "dtype",
@@ -45,6 +48,7 @@ STEP_COLUMNS = ["step", "start_ns", "end_ns", "pid", "tid"]
 COMMS_COLUMNS = ["start_ns", "end_ns", "pid", "tid", "external_id", "coll_name", "in_nelems",
                  "out_nelems", "dtype", "group_size", "pg_name", "seq"]
 FLOW_COLUMNS = ["id", "phase", "ts_ns", "pid", "tid"]
+RANGE_COLUMNS = ["start_ns", "end_ns", "name", "family", "pid", "tid", "external_id"]
 
 # Kineto's categories (lower case); older traces spell them "Kernel", "Memcpy", "Runtime", ...
 _GPU_CATEGORIES = {"kernel": "kernel", "gpu_memcpy": "memcpy", "memcpy": "memcpy",
@@ -82,6 +86,7 @@ class KinetoTrace:
     comms_params: pd.DataFrame
     flows: pd.DataFrame
     pg_config: list = field(default_factory=list)
+    comm_ranges: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     host: str | None = None          # the trace's ``host_name`` (torch >= 2.4 writes it), if any
     nccl_version: str | None = None  # distributedInfo.nccl_version (RCCL's too), if recorded
@@ -107,8 +112,8 @@ def read_trace(path, *, rank: int | None = None) -> KinetoTrace:
     launched = {r[2] for r in rows["launch"]} - {-1}
     if all(r[6] in launched for r in rows["gpu"]):
         rows["flow"] = []  # every GPU op has its launch by correlation: flows are not needed
-    gpu, launches, steps, comms, flows = (_frame(k, rows[k], base) for k in
-                                          ("gpu", "launch", "step", "comms", "flow"))
+    gpu, launches, steps, comms, flows, ranges = (_frame(k, rows[k], base) for k in
+                                                  ("gpu", "launch", "step", "comms", "flow", "range"))
     if not (gpu["category"] == "kernel").any():
         raise TraceFileError(path, f"no GPU kernels (cat \"kernel\") among {len(events)} events: "
                              "a CPU-only profile, or GPU activity was not recorded")
@@ -127,7 +132,8 @@ def read_trace(path, *, rank: int | None = None) -> KinetoTrace:
                        device_type=dtype, device_name=dname, backend=dist.get("backend"),
                        base_time_ns=base, json_bytes=json_bytes, gpu=gpu, launches=launches,
                        steps=steps.reset_index(drop=True), comms_params=comms, flows=flows,
-                       pg_config=pg, notes=notes, host=_text(doc.get("host_name") or doc.get("hostname")),
+                       pg_config=pg, notes=notes, comm_ranges=ranges,
+                       host=_text(doc.get("host_name") or doc.get("hostname")),
                        nccl_version=_text(dist.get("nccl_version")))
 
 
@@ -229,8 +235,9 @@ def _coll(args: dict) -> tuple:
 
 def _scan(events: list) -> dict:
     """One pass over the events: tuples per frame (ts and dur still µs floats)."""
-    gpu, launch, step, comms, flow = [], [], [], [], []
+    gpu, launch, step, comms, flow, ranges = [], [], [], [], [], []
     roles: dict = {}
+    families: dict = {}  # CPU range name -> its comm_ops family (None: not communication)
     skipped = 0
     for ev in events:
         if not isinstance(ev, dict):
@@ -244,15 +251,24 @@ def _scan(events: list) -> dict:
             if role == "other":
                 continue
             name = ev.get("name")
-            if role == "cpu" and not (type(name) is str and (name == "record_param_comms"
-                                                             or name.startswith("ProfilerStep"))):
-                continue
+            family = None
+            if role == "cpu":
+                if type(name) is not str:
+                    continue
+                family = families.get(name, False)
+                if family is False:
+                    family = families[name] = comm_ops.comm_range_family(name)
+                if family is None and not name.startswith("ProfilerStep"):
+                    continue
             ts, dur = ev.get("ts"), ev.get("dur", 0)
             if type(ts) not in (int, float) or type(dur) not in (int, float):
                 skipped += role != "cpu"
                 continue
             args = ev.get("args")
             args = args if isinstance(args, dict) else {}
+            if family is not None:
+                ranges.append((ts, dur, name, family, str(ev.get("pid")), str(ev.get("tid")),
+                               _int(args.get("External id"), -1)))
             if role == "launch":
                 c = args.get("correlation")
                 if c is not None:
@@ -277,7 +293,7 @@ def _scan(events: list) -> dict:
             if type(ts) in (int, float):
                 flow.append((ts, 0, _int(ev.get("id"), -1), ph, str(ev.get("pid")), str(ev.get("tid"))))
     return {"gpu": gpu, "launch": launch, "step": step, "comms": comms, "flow": flow,
-            "skipped": skipped}
+            "range": ranges, "skipped": skipped}
 
 
 def _role(cat) -> str:
@@ -296,9 +312,10 @@ _LAYOUT = {  # frame -> (columns after start_ns/end_ns, integer columns)
     "step": (["step", "pid", "tid"], {"step"}),
     "comms": (COMMS_COLUMNS[2:], {"external_id", "in_nelems", "out_nelems", "group_size", "seq"}),
     "flow": (["id", "phase", "pid", "tid"], {"id"}),
+    "range": (RANGE_COLUMNS[2:], {"external_id"}),
 }
 _ORDER = {"gpu": GPU_COLUMNS, "launch": LAUNCH_COLUMNS, "step": STEP_COLUMNS,
-          "comms": COMMS_COLUMNS, "flow": FLOW_COLUMNS}
+          "comms": COMMS_COLUMNS, "flow": FLOW_COLUMNS, "range": RANGE_COLUMNS}
 
 
 def _frame(kind: str, rows: list, base: int) -> pd.DataFrame:

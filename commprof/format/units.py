@@ -26,8 +26,9 @@ def parse_size(text: str) -> int:
 
 
 def fmt_bytes(n) -> str:
-    if n is None:
-        return "-"
+    """A size in B/kB/MB/...; "unknown" for None or NaN (a size nobody measured)."""
+    if n is None or (isinstance(n, float) and n != n):
+        return "unknown"
     n = float(n)
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":

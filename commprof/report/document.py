@@ -64,6 +64,7 @@ def _build(summary: Summary) -> dict:
         "degraded": _records(summary.degraded, ["rank", "where", "count", "error"])
         if summary.degraded is not None else [],
         **({"training": summary.training} if summary.training else {}),
+        **({"gpu_comm": summary.gpu_comm} if summary.gpu_comm else {}),
     })
 
 

@@ -35,7 +35,7 @@ from commprof.errors import ReportFileError
 from commprof.report import typed
 from commprof.report.model_sections import (ClockAlignment, ClockRank, CrossRank, CrossRankStep,
                                             EfficiencyRow, FixRow, GaugeRow, HostKpis, InterfaceRow,
-                                            LastCollective, Links, LossCurve, Training,
+                                            GpuComm, LastCollective, Links, LossCurve, Training,
                                             ProbeCurvePoint, ProbeLatency, ProbeSummary,
                                             Recommendation, SamplerDegraded, SamplerRow,
                                             SourceStatus, Straggler, TcpRow, TimelineRow, WhatIf,
@@ -49,7 +49,7 @@ __all__ = [  # the document's classes, and the typed helpers tests and tools use
     "ClockAlignment", "ClockRank", "CrossRank", "CrossRankStep", "Straggler", "Links", "SamplerRow",
     "SourceStatus", "SamplerDegraded", "InterfaceRow", "GaugeRow", "TcpRow", "EfficiencyRow",
     "ProbeSummary", "ProbeLatency", "TimelineRow", "ProbeCurvePoint", "WhatIf", "WhatIfInputs", "HostKpis",
-    "Training", "LossCurve", "FixRow", "LastCollective",
+    "Training", "LossCurve", "FixRow", "LastCollective", "GpuComm",
     "Recommendation", "ABSENT", "KeyPath", "Model", "key", "optional", "expected", "field_type",
     "is_free_form", "is_optional", "model_fields", "split_none", "key_paths", "defines",
     "json_schema", "schema_text",
@@ -116,7 +116,7 @@ class StepRow(Model):
     duration_s: float = key()
     comm_fraction: float | None = key("null: NCCL without a GPU timeline (kpis.time_basis)")
     exposed_comm_fraction: float | None = key()
-    bytes: float = key("S issued in the step")
+    bytes: float | None = key("S issued in the step; null: unknown (a trace without message sizes)")
     duration_mean_s: float = optional("mean over ranks; added after the first documents")
     comm_s: float | None = optional("in flight, mean over ranks")
     exposed_s: float | None = optional("exposed, mean over ranks")
@@ -180,18 +180,18 @@ class OpRow(Model):
     """One (op, group size): per rank, whole run."""
 
     op: str = key()
-    group_size: int = key()
+    group_size: int | None = key("null: unknown (a trace that does not say)")
     count: int = key()
-    bytes: int = key()
-    in_bytes: int = key()
-    out_bytes: int = key()
+    bytes: int | None = key("null: unknown (a trace without message sizes)")
+    in_bytes: int | None = key()
+    out_bytes: int | None = key()
     time_s: float = key()
     p50_s: float = key()
     p99_s: float = key()
     max_s: float = key()
-    algbw_gbps: float = key()
-    busbw_gbps: float = key()
-    bus_factor: float = key()
+    algbw_gbps: float | None = key()
+    busbw_gbps: float | None = key()
+    bus_factor: float | None = key()
     ranks: int = key("ranks that issued the op")
     dtype: str = key()
     gpu_time_s: float | None = optional("NCCL: CUDA-event times; added after the first documents")
@@ -222,7 +222,7 @@ class RankRow(Model):
     host: str = key()
     attempt: int = key()
     ops: int = key()
-    bytes: int = key()
+    bytes: int | None = key("null: unknown (a trace without message sizes)")
     comm_s: float | None = optional("whole-run window; absent when no rank has one")
     exposed_comm_s: float | None = optional("whole-run window")
     comm_fraction: float | None = key()
@@ -339,6 +339,8 @@ class Report(Model):
     whatif: list[WhatIf] = optional("added after the first documents")
     recommendations: list[Recommendation] = optional("added after the first documents")
     training: Training = optional("loss curve and fixes (commprof try); only when recorded")
+    gpu_comm: GpuComm | None = optional("profiler traces: the rule that counted each kernel as "
+                                        "communication; added with the launch-based rule")
 
     @classmethod
     def from_dict(cls, doc: Any, path: str | os.PathLike = "<report>") -> "Report":

@@ -141,11 +141,16 @@ def ops_table(doc: dict) -> Table:
         t.add_column(name, justify=just, no_wrap=True)
     steps = doc["steps"]["count"] or None
     for op in doc["ops"]:
-        t.add_row(Text(op["op"]), str(op["group_size"]), str(op["count"]), fmt_bytes(op["bytes"]),
-                  fmt_bytes(op["bytes"] / steps) if steps else "-", fmt_seconds(op["time_s"]),
+        per_step = op["bytes"] / steps if steps and op["bytes"] is not None else None
+        t.add_row(Text(op["op"]), _or_unknown(op["group_size"]), str(op["count"]), fmt_bytes(op["bytes"]),
+                  fmt_bytes(per_step) if steps else "-", fmt_seconds(op["time_s"]),
                   fmt_seconds(op["p50_s"]), fmt_seconds(op["p99_s"]), _bw(op["algbw_gbps"]),
                   _bw(op["busbw_gbps"]))
     return t
+
+
+def _or_unknown(value) -> str:
+    return "unknown" if value is None else str(value)
 
 
 def _num(value, spec: str, suffix: str = "") -> str:

@@ -140,10 +140,14 @@ def merged(side: Side):
 
 
 def _compare_table(base: Side, side: Side) -> str:
-    from commprof.gate import output, rules
+    from commprof.gate import measure, output, rules
     from commprof.gate.compare import compare
+    from commprof.gate.runs import basis_text
     a, b = merged(base), merged(side)
-    return output.compare_text(compare(a, b, rules.confidence_value(0.95)), a.source, b.source)
+    ra, rb = ([measure.from_document(d, str(r), "run", "auto") for d, r in zip(s.docs, s.runs)]
+              for s in (base, side))
+    return output.compare_text(compare(a, b, rules.confidence_value(0.95), ra, rb), a.source, b.source,
+                               basis=basis_text(len(ra), len(rb)))
 
 
 def _html(root: Path, base: Side, side: Side) -> Path | None:
@@ -333,8 +337,9 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
         if not fixes:
             for spec, why in ruled:
                 print(f"commprof try: not running {spec}: {why}")
-            print("commprof try auto: the baseline's what-if recommends no fix commprof can apply "
-                  "(communication is not what slows this job, or no step KPIs)")
+            print("commprof try auto: " + ("no recommended fix has its target in the baseline" if ruled else
+                  "the baseline's what-if recommends no fix commprof can apply "
+                  "(communication is not what slows this job, or no step KPIs)"))
             return 0
         say(f"trying {', '.join(fixes)} (from the baseline's recommendations)")
         base_runs = [str(r) for r in base.runs]

@@ -122,6 +122,9 @@ def test_local_sgd_reports_the_loss_spread_and_a_run_not_ending_on_an_average():
     lines = local_sgd_lines(c)
     assert "spread 9.5% (baseline 1.0%)" in lines[0] and "not an averaging step" in lines[1]
     assert local_sgd_checks(fixes, base, dict(fixed, last_step=15))["ends_averaged"] is True
+    # --max-steps ends the process inside the last optimizer step, before the averaging post-hook
+    cut = local_sgd_checks(fixes, base, dict(fixed, last_step=15, max_steps_exit=True))
+    assert cut["ends_averaged"] is False and "--max-steps ended it" in local_sgd_lines(cut)[1]
     assert "average_parameters(model.parameters()" in fixes[0].code()
 
 

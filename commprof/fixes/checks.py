@@ -185,9 +185,10 @@ def local_sgd_checks(fixes: list[Fix], base: dict | None, fixed: dict | None) ->
         return (max(vals) - min(vals)) / abs(mean) if mean else None
 
     last = (fixed or {}).get("last_step")
+    cut = bool((fixed or {}).get("max_steps_exit"))
     return {"loss_by_rank": (fixed or {}).get("loss_by_rank"), "spread": spread(fixed),
-            "spread_base": spread(base), "last_step": last,
-            "ends_averaged": f.averaging_step(last) if last is not None else None,
+            "spread_base": spread(base), "last_step": last, "max_steps_exit": cut,
+            "ends_averaged": (f.averaging_step(last) and not cut) if last is not None else None,
             "period": f.period}
 
 
@@ -201,7 +202,9 @@ def local_sgd_lines(check: dict | None) -> list[str]:
         by = ", ".join(f"rank {r} {v:.4g}" for r, v in sorted(check["loss_by_rank"].items()))
         out.append(f"loss across ranks, last steps: {by}; spread {check['spread']:.1%}{base}")
     if check["ends_averaged"] is False:
-        out.append(f"warning: the run ended on step {check['last_step']}, not an averaging step "
-                   f"(every {check['period']}): each rank ends with its own model; average them "
-                   "before evaluating or saving (the snippet's last lines)")
+        why = ("--max-steps ended it before that step's averaging" if check.get("max_steps_exit")
+               else f"not an averaging step (every {check['period']})")
+        out.append(f"warning: the run ended on step {check['last_step']}, {why}: each rank ends "
+                   "with its own model; average them before evaluating or saving (the snippet's "
+                   "last lines)")
     return out

@@ -16,7 +16,7 @@ import numpy as np
 from commprof.errors import CommprofError
 
 LAST_N = 10  # the steps each rank's final loss is averaged over (analysis/training.py's N)
-FACTS_KEYS = ("backend", "measured_steps", "last_step", "ops", "ddp", "fsdp", "ddp_buckets",
+FACTS_KEYS = ("backend", "measured_steps", "last_step", "max_steps_exit", "ops", "ddp", "fsdp", "ddp_buckets",
               "gradient_bytes", "fixes", "loss_by_rank")
 
 
@@ -37,6 +37,7 @@ def run_facts(run: str | Path, document: dict) -> dict | None:
         "backend": _backend(data, document),
         "measured_steps": len(measured),
         "last_step": _last_step(data),
+        "max_steps_exit": _max_steps_exit(data),
         **op_bytes_per_step(calls, measured),
         "fixes": _fix_events(data),
         "loss_by_rank": loss_by_rank(data.losses),
@@ -104,6 +105,13 @@ def _last_step(data) -> int | None:
     if data.losses is not None and len(data.losses):
         return int(data.losses["step"].max())
     return None
+
+
+def _max_steps_exit(data) -> bool:
+    """``--max-steps`` ended the processes (inside the last optimizer step's post-hooks: hooks
+    registered after commprof's, such as local SGD's averaging, did not run for that step)."""
+    reasons = data.processes["exit_reason"] if "exit_reason" in data.processes else []
+    return any(str(r) == "max_steps" for r in reasons)
 
 
 def _fix_events(data) -> list[dict]:

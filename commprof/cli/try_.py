@@ -199,17 +199,15 @@ def assess_fix(base: Side, side: Side, fix_warmup: int = 5) -> dict:
     if every and b0 and b1 is not None and n:
         bytes_ok = _sync_ratio_ok(b1 / b0, int(every), n)
         expect = float(every)
-    projected = None
-    if fix.whatif() and base.docs:
+    projected, b = None, None
+    if base.docs:
         from commprof.cli.report import summarize_run
         b = summarize_run(str(base.runs[0]), 2).baseline
-        if b is not None:
-            projected = whatif.project(b, **fix.whatif())["step_time_s"]
+    if fix.whatif() and b is not None:
+        projected = whatif.project(b, **fix.whatif())["step_time_s"]
     checks = {}
     if base.docs:
         from commprof.cli.try_checks import fix_checks
-        from commprof.cli.report import summarize_run
-        b = summarize_run(str(base.runs[0]), 2).baseline
         checks = fix_checks(base, side, applied_fixes,
                             lambda **change: whatif.project(b, **change)["step_time_s"] if b else None)
         if checks["projected_step_time"] is not None:

@@ -299,6 +299,11 @@ def auto_fixes(base: Side) -> list[str]:
     return order
 
 
+def _print_ruled(ruled: list[tuple[str, str]]) -> None:
+    for spec, why in ruled:
+        print(f"commprof try: not running {spec}: {why}")
+
+
 def try_command(spec: str, command: list[str], baseline: str | None, steps: int | None, repeat: int,
                 out: str | None, warmup: int, fix_warmup: int, loss_tolerance: float,
                 quiet: bool = False, resume: bool = False, json_out: str | None = None) -> int:
@@ -333,8 +338,7 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
         from commprof.cli.try_checks import rule_out
         fixes, ruled = rule_out(auto_fixes(base), base.runs[0], base.docs[0], fix_warmup, say)
         if not fixes:
-            for spec, why in ruled:
-                print(f"commprof try: not running {spec}: {why}")
+            _print_ruled(ruled)
             print("commprof try auto: " + ("no recommended fix has its target in the baseline" if ruled else
                   "the baseline's what-if recommends no fix commprof can apply "
                   "(communication is not what slows this job, or no step KPIs)"))
@@ -345,8 +349,7 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
     else:
         base, sides = run_sides(command, fixes, baseline, repeat, root, opts, say, ruled)
         if not sides:
-            for spec, why in ruled:
-                print(f"commprof try: not running {spec}: {why}")
+            _print_ruled(ruled)
             print("commprof try: no fix left to run: the baseline has none of their targets")
             return 0
     results = [assess_fix(base, s, fix_warmup) for s in sides]
@@ -355,8 +358,7 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
         print("\n".join(report_lines(r)))
     pages = [_html(root, base, side) for side in sides]
     best, verdicts = choose(results, loss_tolerance)
-    for spec, why in ruled:
-        print(f"not run: {spec}: {why}")
+    _print_ruled(ruled)
     if json_out:
         import json
         Path(json_out).write_text(json.dumps({

@@ -84,3 +84,12 @@ def test_the_commands_take_several_runs_per_side_and_say_which_basis(tmp_path):
     assert "run-to-run spread (2 vs 2 runs" in " ".join(proc.stdout.split())
     proc = run_gate("gate", str(b[0]), "--baseline", str(a[0]), *gate)
     assert proc.returncode == 1 and "one run per side" in " ".join(proc.stdout.split())
+
+
+def test_a_config_file_may_list_several_baseline_runs(tmp_path):
+    a, b = _runs(tmp_path, "a", [0.100, 0.120], 9), _runs(tmp_path, "b", [0.115, 0.128], 10)
+    (tmp_path / "commprof.toml").write_text(
+        f'[gate]\nbaseline = ["{a[0].name}", "{a[1].name}"]\nmax_regression = ["step_time=+5%"]\n')
+    proc = run_gate("gate", str(b[0]), str(b[1]), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "run-to-run spread (2 vs 2 runs" in " ".join(proc.stdout.split())

@@ -49,8 +49,10 @@ def test_a_ddp_fix_on_a_job_without_ddp_is_ruled_out_saying_why():
     # the report document alone: no all_reduce at all is enough to rule DDP out
     ok, why = applicable(parse("bf16-compress"), _doc(("all_to_all",)))
     assert not ok and "no DistributedDataParallel" in why
-    # ... but an all_reduce it cannot place (in backward or not) is not
+    # ... but an all_reduce it cannot place (in backward or not) is not, nor one from a run whose
+    # backward was never recorded (runfacts: ddp None, the in-backward flag cannot be trusted)
     assert applicable(parse("bf16-compress"), _doc(("all_reduce",))) == (True, "")
+    assert applicable(parse("bf16-compress"), _doc(("all_to_all", "all_reduce")), dict(NO_DDP, ddp=None)) == (True, "")
 
 
 def test_an_fsdp_fix_needs_fully_shard_and_a_ddp_fix_needs_ddp():
@@ -171,7 +173,7 @@ def test_powersgd_bytes_ratio_follows_the_layer_shapes(rank):
 
 @pytest.mark.slow
 def test_try_on_a_job_without_ddp_returns_at_once_with_the_reason(tmp_path):
-    job = [str(HERE / "jobs" / "allreduce_loop.py"), "3", "1000"]
+    job = [str(HERE / "jobs" / "manual_allreduce.py"), "4"]  # backward, then all_reduce by hand
     base = tmp_path / "base"
     proc = commprof("run", "--out", str(base), "--sample-hz", "0", "--quiet", "--", *torchrun(*job))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -31,23 +31,27 @@ def run_facts(run: str | Path, document: dict) -> dict | None:
         data = load.load_run(p)
     except (CommprofError, OSError):
         return None
+    from commprof.format.schema import SPAN_BACKWARD
     calls = frames.build_calls(data)
     measured = sorted({int(r["step"]) for r in document["steps"].get("per_step") or []})
+    backward_seen = bool(len(data.spans)) and bool((data.spans["kind"] == SPAN_BACKWARD).any())
     return {
         "backend": _backend(data, document),
         "measured_steps": len(measured),
         "last_step": _last_step(data),
         "max_steps_exit": _max_steps_exit(data),
-        **op_bytes_per_step(calls, measured),
+        **op_bytes_per_step(calls, measured, backward_seen),
         "fixes": _fix_events(data),
         "loss_by_rank": loss_by_rank(data.losses),
     }
 
 
-def op_bytes_per_step(calls, measured: list[int]) -> dict:
+def op_bytes_per_step(calls, measured: list[int], backward_seen: bool = True) -> dict:
     """``ops``: op -> {"bytes", "backward"}: the mean over ranks of that rank's bytes of the op
-    per measured step (all calls; those issued in backward); ``ddp``: gradient all-reduces were
-    issued in backward; ``fsdp``: reduce_scatter in backward (FSDP's gradients);
+    per measured step (all calls; those issued in backward); ``ddp``: all-reduces were issued in
+    backward (gradients) anywhere in the run — None (unknown) when there were all-reduces but
+    ``backward_seen`` is False (no backward span recorded: the flag cannot be trusted);
+    ``fsdp``: reduce_scatter in backward (FSDP's gradients);
     ``ddp_buckets``: the median over ranks and measured steps of all_reduce calls in backward;
     ``gradient_bytes``: their bytes per step."""
     out = {"ops": {}, "ddp": None, "fsdp": None, "ddp_buckets": None, "gradient_bytes": None}
@@ -55,6 +59,8 @@ def op_bytes_per_step(calls, measured: list[int]) -> dict:
         return out
     ops, back = calls["op"].astype(str), calls["in_backward"].astype(bool)
     out["ddp"] = bool(((ops == "all_reduce") & back).any())  # over the whole run, steps or not
+    if not out["ddp"] and not backward_seen and (ops == "all_reduce").any():
+        out["ddp"] = None
     out["fsdp"] = bool(((ops == "reduce_scatter") & back).any())
     if not measured:
         return out

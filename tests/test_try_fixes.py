@@ -199,3 +199,31 @@ def test_bf16_reduce_halves_the_reduce_scatter_bytes(fsdp_runs):
     fixed = _fsdp_ops(fsdp_runs["bf16"], "reduce_scatter")
     assert set(plain["dtype"]) == {"float32"} and set(fixed["dtype"]) == {"bfloat16"}
     assert fixed["bytes"].sum() * 2 == plain["bytes"].sum()
+
+
+def _facts(run, *extra):
+    from commprof.gate.runfacts import run_facts
+    return run_facts(run, report_json(run, *extra))
+
+
+def test_powersgd_bytes_are_checked_against_its_shapes_arithmetic(runs):
+    # the worker reports PowerSGD's ratio from the model it applied to; here it equals the
+    # demo's layer shapes' arithmetic, and the per-op check holds on the real bytes
+    from commprof.fixes import parse
+    from commprof.fixes.checks import bytes_checks, check_text, reported_details
+    fixed = _facts(runs["powersgd"], "--warmup", str(WARMUP))
+    (event,) = reported_details(fixed).values()
+    assert event["bytes_ratio"] == pytest.approx(_powersgd_values(64, 2) / _params(64), rel=1e-12)
+    (row,) = bytes_checks(parse("powersgd:2"), _facts(runs["baseline"]), fixed)
+    assert row["op"] == "all_reduce" and row["ok"], row
+    assert row["ratio"] == pytest.approx(_powersgd_values(64, 2) / _params(64), rel=1e-9)
+    assert check_text(row).endswith("as expected")
+
+
+def test_bf16_reduce_bytes_are_checked_per_op(fsdp_runs):
+    from commprof.fixes import parse
+    from commprof.fixes.checks import bytes_checks, check_text
+    rows = bytes_checks(parse("bf16-reduce"), _facts(fsdp_runs["plain"], "--warmup", "1"),
+                        _facts(fsdp_runs["bf16"], "--warmup", "1"))
+    assert [check_text(r) for r in rows] == ["all_gather x1.00 as expected",
+                                             "reduce_scatter x0.50 as expected"], rows

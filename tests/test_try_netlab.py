@@ -76,8 +76,11 @@ def test_auto_picks_a_fix_and_a_tight_tolerance_rejects_it(tried):
     assert doc["chosen"] in {r["fix"] for r in doc["results"]}
     assert "apply " in text and "register_comm_hook" in text or "DDP(" in text
     verdicts = {v["fix"]: v["verdict"] for v in doc["verdicts"]}
-    # the demo's 3 DDP buckets: PowerSGD cannot run on gloo (docs/try.md), it is skipped and said why
-    assert verdicts["powersgd:1"].startswith("rejected: did not apply (powersgd:1: PowerSGD on gloo"), verdicts
+    # the demo's 3 DDP buckets: PowerSGD cannot run on gloo (docs/try.md): ruled out from the
+    # baseline before running, and said why
+    ruled = {r["fix"]: r["why"] for r in doc["ruled_out"]}
+    assert "powersgd:1" not in verdicts, verdicts
+    assert ruled["powersgd:1"].startswith("PowerSGD on gloo needs a single DDP bucket"), ruled
     winner = {r["fix"]: r for r in doc["results"]}[doc["chosen"]]
     diff = winner["loss"]["mean_rel_diff_last_n"]
     tight, text, _ = _try(out, "auto", "--resume", "--loss-tolerance", f"{diff / 2:.3g}")

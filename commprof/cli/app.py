@@ -143,8 +143,8 @@ def export(
 
 @app.command(short_help="Check a run against rules; exit 1 when one fails.")
 def gate(
-    run: Annotated[str, typer.Argument(help="The run to check: run directory, saved report or baseline.")],
-    baseline: Annotated[Optional[str], typer.Option(help="Run directory, saved report or baseline to compare against.")] = None,
+    run: Annotated[list[str], typer.Argument(help="The run to check: run directory, saved report or baseline; several runs of the same job are judged together (run-to-run spread).")],
+    baseline: Annotated[Optional[list[str]], typer.Option(help="Run directory, saved report or baseline to compare against (repeatable: several baseline runs).")] = None,
     max_comm_fraction: Annotated[Optional[str], typer.Option(help="Median in-flight share of step time, e.g. 0.30.")] = None,
     max_exposed_comm_fraction: Annotated[Optional[str], typer.Option(help="Median exposed share of step time, e.g. 0.15.")] = None,
     max_bytes_per_step: Annotated[Optional[str], typer.Option(help="Median S per step per rank, e.g. 1.2GB.")] = None,
@@ -173,15 +173,17 @@ def gate(
 
 @app.command(short_help="Compare the KPIs of two runs, with a verdict per KPI.")
 def compare(
-    a: Annotated[str, typer.Argument(help="Run A (directory, saved report or baseline).")],
-    b: Annotated[str, typer.Argument(help="Run B.")],
+    runs: Annotated[list[str], typer.Argument(help="A B (directory, saved report or baseline each); with --baseline: B's runs.")],
+    baseline: Annotated[Optional[list[str]], typer.Option(help="A's runs, repeatable: several runs per side are judged by their run-to-run spread.")] = None,
     skip_steps: Annotated[Optional[str], typer.Option(help="Warm-up steps to leave out: a number, or auto.")] = None,
     confidence: Annotated[float, typer.Option(help="Bootstrap confidence of 'within noise'.")] = 0.95,
     markdown: Annotated[Optional[str], typer.Option(help="Write a Markdown table.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Table width.")] = None,
 ) -> int:
-    """Side-by-side KPIs of two runs: deltas and a verdict per KPI (better / worse / within noise)."""
-    from commprof.cli.gate import compare_command
+    """Side-by-side KPIs of two runs (or two sides of several runs): deltas and a verdict per KPI
+    (better / worse / within noise)."""
+    from commprof.cli.gate import compare_command, compare_sides
+    a, b = compare_sides(runs, baseline)
     return compare_command(a, b, skip_steps, confidence, markdown, width)
 
 

@@ -35,7 +35,22 @@ def _write(path: str, text: str, append: bool = False) -> None:
         raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
 
-def gate_command(run: str, flags: dict, config: str | None, junit: str | None,
+def _paths(value) -> list[str]:
+    """One path or several (a repeated option, a TOML list)."""
+    if value in (None, [], ()):
+        return []
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def _load_side(paths: list[str], skip):
+    """(the runs merged, the runs) of one side."""
+    from commprof.gate import measure
+    from commprof.gate.runs import merge
+    ms = [measure.load(p, skip) for p in paths]
+    return merge(ms), ms
+
+
+def gate_command(run: str | list[str], flags: dict, config: str | None, junit: str | None,
                  markdown: str | None, json_out: str | None, width: int | None) -> int:
     from commprof.gate import measure, rules
     from commprof.gate import output as gate_output
@@ -51,18 +66,21 @@ def gate_command(run: str, flags: dict, config: str | None, junit: str | None,
     confidence = rules.confidence_value(opts.get("confidence", 0.95))
     skip = _skip(opts.get("skip_steps"))
     needs_base = any(r.kind == "regression" for r in rule_list)
-    base_path = opts.get("baseline")
-    if needs_base and not base_path:
+    base_paths = _paths(opts.get("baseline"))
+    if needs_base and not base_paths:
         raise UsageError("--max-regression needs --baseline (a run directory, a saved report or "
                          "a baseline file)")
-    if base_path and cfg_path and not Path(base_path).is_absolute() and not flags.get("baseline"):
-        base_path = str(cfg_path.parent / base_path)  # relative to the config file
-    cur = measure.load(run, skip)
-    base = measure.load(base_path, skip) if base_path else None
-    results = [rules.evaluate(r, cur, base, confidence) for r in rule_list]
+    if cfg_path and not flags.get("baseline"):  # relative to the config file
+        base_paths = [p if Path(p).is_absolute() else str(cfg_path.parent / p) for p in base_paths]
+    cur, cur_runs = _load_side(_paths(run), skip)
+    base, base_runs = _load_side(base_paths, skip) if base_paths else (None, [])
+    runs = (cur_runs, base_runs) if base is not None else None
+    results = [rules.evaluate(r, cur, base, confidence, runs) for r in rule_list]
     header = [f"run: {_describe(cur)}", f"verdict: {cur.verdict().sentence}"]
     if base is not None:
+        from commprof.gate.runs import basis_text
         header.append(f"baseline: {_describe(base)}")
+        header.append(f"regressions: {basis_text(len(cur_runs), len(base_runs))}")
         bases = {(m.run or {}).get("time_basis") or "host" for m in (cur, base)}
         if len(bases) > 1:
             header.append("warning: the run and the baseline time communication on different "
@@ -91,22 +109,37 @@ def gate_command(run: str, flags: dict, config: str | None, junit: str | None,
     return 0 if all(r.status == "pass" for r in results) else 1
 
 
-def compare_command(a: str, b: str, skip_steps: str | None, confidence: float,
+def compare_sides(runs: list[str], baselines: list[str] | None) -> tuple[list[str], list[str]]:
+    """(A's runs, B's runs): ``compare A B``, or ``compare --baseline A1 --baseline A2 B1 B2``."""
+    if baselines:
+        if not runs:
+            raise UsageError("compare --baseline A ... needs the runs to compare: B [B2 ...]")
+        return list(baselines), list(runs)
+    if len(runs) != 2:
+        raise UsageError(f"compare takes two runs (A B), or several per side: --baseline A1 "
+                         f"--baseline A2 B1 B2 (got {len(runs)} run(s) and no --baseline)")
+    return [runs[0]], [runs[1]]
+
+
+def compare_command(a: str | list[str], b: str | list[str], skip_steps: str | None, confidence: float,
                     markdown: str | None, width: int | None) -> int:
-    from commprof.gate import measure, rules
+    """``a``, ``b``: one run or several per side."""
+    from commprof.gate import rules
     from commprof.gate.compare import compare
     from commprof.gate import output as gate_output
+    from commprof.gate.runs import basis_text
     conf = rules.confidence_value(confidence)
-    ma, mb = measure.load(a, _skip(skip_steps)), measure.load(b, _skip(skip_steps))
-    rows = compare(ma, mb, conf)
+    (ma, a_runs), (mb, b_runs) = _load_side(_paths(a), _skip(skip_steps)), _load_side(_paths(b), _skip(skip_steps))
+    rows = compare(ma, mb, conf, a_runs, b_runs)
+    basis = basis_text(len(a_runs), len(b_runs))
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     sys.stdout.write(gate_output.compare_text(rows, _describe(ma), _describe(mb), color=color,
-                                              width=width))
+                                              width=width, basis=basis))
     if (ma.training or {}).get("loss") or (mb.training or {}).get("loss"):
         from commprof.analysis.training import compare_losses
         conv = compare_losses((ma.training or {}).get("loss"), (mb.training or {}).get("loss"))
         sys.stdout.write("\n".join(gate_output.loss_lines(conv)) + "\n")
-    md = gate_output.compare_markdown(rows, ma.source, mb.source)
+    md = gate_output.compare_markdown(rows, ma.source, mb.source, basis)
     if markdown:
         _write(markdown, md)
     summary = rules.env_summary_path()

@@ -90,14 +90,23 @@ def _commprof_run(out: Path, command: list[str], fix: str | None, opts: dict, sa
     return out
 
 
+_DOCUMENTS: dict[tuple[str, int], dict] = {}
+
+
 def _document(run: Path, warmup: int) -> dict:
     from commprof.cli.report import build_document
-    return build_document(str(run), warmup)
+    key = (str(run), warmup)
+    if key not in _DOCUMENTS:
+        _DOCUMENTS[key] = build_document(str(run), warmup)
+    return _DOCUMENTS[key]
 
 
 def run_sides(command, fixes: list[str], baseline: str | None, repeat: int, root: Path, opts: dict,
-              say) -> tuple[Side, list[Side]]:
-    """The baseline side and one side per fix, runs interleaved: base, fix₁, …, base, fix₁, …"""
+              say, ruled: list | None = None) -> tuple[Side, list[Side]]:
+    """The baseline side and one side per fix, runs interleaved: base, fix₁, …, base, fix₁, …
+    With ``ruled`` (a list), fixes the first baseline run cannot take are not run: appended to
+    it as (fix, why) (try_checks.rule_out)."""
+    from commprof.cli.try_checks import rule_out
     base = Side("baseline")
     if baseline:
         base.runs.append(Path(baseline))
@@ -105,6 +114,11 @@ def run_sides(command, fixes: list[str], baseline: str | None, repeat: int, root
     for i in range(repeat):
         if not baseline:
             base.runs.append(_commprof_run(root / f"baseline-{i + 1}", command, None, opts, say))
+        if i == 0 and ruled is not None and sides:
+            kept, out = rule_out([s.label for s in sides], base.runs[0],
+                                 _document(base.runs[0], opts["warmup"]), opts["fix_warmup"], say)
+            ruled += out
+            sides = [s for s in sides if s.label in kept]
         for side in sides:
             side.runs.append(_commprof_run(root / f"{_slug(side.label)}-{i + 1}", command, side.label, opts, say))
     for side in (base, *sides):
@@ -126,10 +140,14 @@ def merged(side: Side):
 
 
 def _compare_table(base: Side, side: Side) -> str:
-    from commprof.gate import output, rules
+    from commprof.gate import measure, output, rules
     from commprof.gate.compare import compare
+    from commprof.gate.runs import basis_text
     a, b = merged(base), merged(side)
-    return output.compare_text(compare(a, b, rules.confidence_value(0.95)), a.source, b.source)
+    ra, rb = ([measure.from_document(d, str(r), "run", "auto") for d, r in zip(s.docs, s.runs)]
+              for s in (base, side))
+    return output.compare_text(compare(a, b, rules.confidence_value(0.95), ra, rb), a.source, b.source,
+                               basis=basis_text(len(ra), len(rb)))
 
 
 def _html(root: Path, base: Side, side: Side) -> Path | None:
@@ -181,18 +199,28 @@ def assess_fix(base: Side, side: Side, fix_warmup: int = 5) -> dict:
     if every and b0 and b1 is not None and n:
         bytes_ok = _sync_ratio_ok(b1 / b0, int(every), n)
         expect = float(every)
-    projected = None
-    if fix.whatif() and base.docs:
+    projected, b = None, None
+    if base.docs:
         from commprof.cli.report import summarize_run
         b = summarize_run(str(base.runs[0]), 2).baseline
-        if b is not None:
-            projected = whatif.project(b, **fix.whatif())["step_time_s"]
+    if fix.whatif() and b is not None:
+        projected = whatif.project(b, **fix.whatif())["step_time_s"]
+    checks = {}
+    if base.docs:
+        from commprof.cli.try_checks import fix_checks
+        checks = fix_checks(base, side, applied_fixes,
+                            lambda **change: whatif.project(b, **change)["step_time_s"] if b else None)
+        if checks["projected_step_time"] is not None:
+            projected = checks["projected_step_time"]
+        if checks["bytes_ok"] is not None:
+            bytes_ok = checks["bytes_ok"]
     return {"fix": side.label, "applied": applied, "status": sorted(status) or ["not reported"], "why": why,
             "step_time_base": t0, "step_time": t1, "speedup": t0 / t1 if t0 and t1 else None,
             "projected_step_time": projected,
             "measured_vs_projected": t1 / projected if t1 and projected else None,
             "bytes_base": b0, "bytes": b1, "bytes_expected_ratio": 1 / expect if expect else None,
-            "bytes_ok": bytes_ok, "loss": compare_losses(base.loss(), side.loss()), "code": fix.code()}
+            "bytes_ok": bytes_ok, "loss": compare_losses(base.loss(), side.loss()), "code": fix.code(),
+            **{k: checks.get(k) for k in ("bytes_ops", "projection", "local_sgd")}}
 
 
 class _combined:
@@ -225,10 +253,12 @@ def report_lines(a: dict) -> list[str]:
     ratio = a["bytes"] / a["bytes_base"] if a["bytes"] is not None and a["bytes_base"] else None
     line = (f"bytes per step: {fmt_bytes(a['bytes_base'])} -> {fmt_bytes(a['bytes'])}"
             + (f" (x{ratio:.3f})" if ratio is not None else ""))
-    if a["bytes_ok"] is not None:
+    if a["bytes_ok"] is not None and not a.get("bytes_ops") and a["bytes_expected_ratio"]:
         line += (f"; the fix says x{a['bytes_expected_ratio']:.3f}: "
                  + ("as expected" if a["bytes_ok"] else "NOT as expected: the fix did not apply as it says"))
     out.append(line)
+    from commprof.cli.try_checks import check_lines
+    out += check_lines(a)
     out += loss_lines(a["loss"], "baseline", a["fix"])
     return out
 
@@ -269,6 +299,11 @@ def auto_fixes(base: Side) -> list[str]:
     return order
 
 
+def _print_ruled(ruled: list[tuple[str, str]]) -> None:
+    for spec, why in ruled:
+        print(f"commprof try: not running {spec}: {why}")
+
+
 def try_command(spec: str, command: list[str], baseline: str | None, steps: int | None, repeat: int,
                 out: str | None, warmup: int, fix_warmup: int, loss_tolerance: float,
                 quiet: bool = False, resume: bool = False, json_out: str | None = None) -> int:
@@ -297,28 +332,38 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
     if steps is not None and steps <= opts["warmup"] + 1:
         raise UsageError(f"--steps {steps}: leaves no measured step after the {opts['warmup']}-step "
                          "warm-up (--warmup, --fix-warmup)")
+    ruled: list[tuple[str, str]] = []
     if auto:
         base, _ = run_sides(command, [], baseline, 1, root, opts, say)
-        fixes = auto_fixes(base)
+        from commprof.cli.try_checks import rule_out
+        fixes, ruled = rule_out(auto_fixes(base), base.runs[0], base.docs[0], fix_warmup, say)
         if not fixes:
-            print("commprof try auto: the baseline's what-if recommends no fix commprof can apply "
-                  "(communication is not what slows this job, or no step KPIs)")
+            _print_ruled(ruled)
+            print("commprof try auto: " + ("no recommended fix has its target in the baseline" if ruled else
+                  "the baseline's what-if recommends no fix commprof can apply "
+                  "(communication is not what slows this job, or no step KPIs)"))
             return 0
         say(f"trying {', '.join(fixes)} (from the baseline's recommendations)")
         base_runs = [str(r) for r in base.runs]
         _, sides = run_sides(command, fixes, base_runs[0], repeat, root, opts, say)
     else:
-        base, sides = run_sides(command, fixes, baseline, repeat, root, opts, say)
+        base, sides = run_sides(command, fixes, baseline, repeat, root, opts, say, ruled)
+        if not sides:
+            _print_ruled(ruled)
+            print("commprof try: no fix left to run: the baseline has none of their targets")
+            return 0
     results = [assess_fix(base, s, fix_warmup) for s in sides]
     for side, r in zip(sides, results):
         print(_compare_table(base, side))
         print("\n".join(report_lines(r)))
     pages = [_html(root, base, side) for side in sides]
     best, verdicts = choose(results, loss_tolerance)
+    _print_ruled(ruled)
     if json_out:
         import json
         Path(json_out).write_text(json.dumps({
             "schema": "commprof.try/1", "baseline": [str(r) for r in base.runs],
+            "ruled_out": [{"fix": spec, "why": why} for spec, why in ruled],
             "loss_tolerance": loss_tolerance, "results": results,
             "verdicts": [{"fix": r["fix"], "verdict": v} for r, v in verdicts],
             "chosen": best["fix"] if best else None,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from commprof.errors import UsageError
+from commprof.fixes.sizes import bucket_count, powersgd_elements
 
 DEFAULT_WARMUP = 5  # steps of full synchronization before PowerSGD / local SGD start
 
@@ -61,6 +62,20 @@ class Fix:
         """The line(s) that apply it in the user's script."""
         return ""
 
+    def op_bytes(self, measured_steps: int | None = None, reported: dict | None = None
+                 ) -> dict[str, tuple[float, float] | None]:
+        """How it changes the bytes of each op it touches (docs/try.md, "Bytes, per op"): op ->
+        (lowest, highest) factor on that op's share the fix acts on (a DDP fix: the gradients,
+        the op's calls in backward; an FSDP fix: the whole op), None where the factor is known
+        only once it ran.  Ops not named are unchanged.  ``measured_steps``: the steps compared
+        (local SGD's averaging count); ``reported``: the fix's ``applied`` event (PowerSGD's
+        ``bytes_ratio``, from the model's shapes)."""
+        return {}
+
+    def applied_details(self, ddp) -> dict:
+        """Extra fields of its ``applied`` event, computed on the model it applies to."""
+        return {}
+
 
 def _int_arg(fix: Fix, default: int, low: int) -> int:
     if fix.arg is None:
@@ -82,6 +97,9 @@ class _Compress(Fix):
 
     def whatif(self) -> dict:
         return {"bytes_div": 2.0}
+
+    def op_bytes(self, measured_steps=None, reported=None):
+        return {"all_reduce": (0.5, 0.5)}
 
     def hook(self, ddp, torch_module):
         from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -121,6 +139,18 @@ class PowerSGD(Fix):
     def rank(self) -> int:
         return _int_arg(self, 1, 1)
 
+    def op_bytes(self, measured_steps=None, reported=None):
+        ratio = (reported or {}).get("bytes_ratio")
+        return {"all_reduce": (float(ratio), float(ratio)) if ratio is not None else None}
+
+    def applied_details(self, ddp) -> dict:
+        """``bytes_ratio``: the gradient bytes PowerSGD all-reduces per step after its warm-up ÷
+        those of a plain all-reduce, from the shapes of the parameters DDP reduces."""
+        params = [p for p in ddp.module.parameters() if p.requires_grad]
+        full = sum(p.numel() * p.element_size() for p in params)
+        after = sum(powersgd_elements(tuple(p.shape), self.rank)[1] * p.element_size() for p in params)
+        return {"bytes_ratio": after / full if full else None, "gradient_bytes": full}
+
     def refuse(self, ddp, torch_module) -> str | None:
         """PowerSGD issues its second and third all-reduces from the first one's completion
         callback; on gloo those run on gloo's threads, and with several buckets in flight the
@@ -133,7 +163,7 @@ class PowerSGD(Fix):
             backend = "unknown"
         if "nccl" in backend:
             return None
-        buckets = _bucket_count(ddp, dist)
+        buckets = bucket_count(ddp, dist)
         if buckets == 1:
             return None
         return (f"PowerSGD on {backend} needs a single DDP bucket (this model has "
@@ -151,24 +181,6 @@ class PowerSGD(Fix):
         return ("from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as ps\n"
                 f"ddp.register_comm_hook(ps.PowerSGDState(process_group=None, matrix_approximation_rank={self.rank}, "
                 f"start_powerSGD_iter={max(2, self.warmup)}), ps.powerSGD_hook)")
-
-
-def _bucket_count(ddp, dist) -> int | None:
-    """The buckets DDP will use after its first-iteration rebuild (its own sizing rule, on the
-    parameters in reverse order), or None when this torch does not expose it."""
-    try:
-        cap = int(ddp.bucket_bytes_cap)
-        first = int(getattr(getattr(ddp, "_bucket_config", None), "first_bucket_bytes_cap",
-                            dist._DEFAULT_FIRST_BUCKET_BYTES))
-        sizes = [p.numel() * p.element_size() for p in ddp.module.parameters() if p.requires_grad]
-    except (AttributeError, RuntimeError, TypeError, ValueError):
-        return None
-    limits, count, size = [min(first, cap), cap], 0, 0  # the reducer's rule: close at >= limit
-    for nbytes in reversed(sizes):
-        size += nbytes
-        if size >= limits[min(count, 1)]:
-            count, size = count + 1, 0
-    return count + (size > 0)
 
 
 class LocalSGD(Fix):
@@ -192,6 +204,17 @@ class LocalSGD(Fix):
     def whatif(self) -> dict:
         return {"sync_every": self.period}
 
+    def op_bytes(self, measured_steps=None, reported=None):
+        """The gradient all-reduce replaced by one all-reduce of the parameters every K-th
+        step: over n steps, between ⌊n/K⌋ and ⌈n/K⌉ steps' worth."""
+        n, k = measured_steps, self.period
+        return {"all_reduce": ((n // k) / n, -(-n // k) / n) if n else None}
+
+    def averaging_step(self, step: int) -> bool:
+        """Whether the model is averaged after optimizer step ``step`` (0 = the first):
+        ``PeriodicModelAverager``'s rule, step >= warm-up and (step − warm-up) % K == 0."""
+        return step >= self.warmup and (step - self.warmup) % self.period == 0
+
     def hook(self, ddp, torch_module):
         from torch.distributed.algorithms.ddp_comm_hooks import post_localSGD_hook as pl
         from torch.distributed.algorithms.model_averaging import averagers
@@ -211,7 +234,10 @@ class LocalSGD(Fix):
                 f"ddp.register_comm_hook(pl.PostLocalSGDState(None, None, start_localSGD_iter={self.warmup}, "
                 "post_local_gradient_allreduce=False), pl.post_localSGD_hook)\n"
                 f"averager = averagers.PeriodicModelAverager(period={self.period}, warmup_steps={self.warmup})\n"
-                "# after each optimizer.step(): averager.average_parameters(model.parameters())")
+                "# after each optimizer.step(): averager.average_parameters(model.parameters())\n"
+                "# before evaluating or saving (between averaging steps every rank has its own model):\n"
+                "from torch.distributed.algorithms.model_averaging.utils import average_parameters\n"
+                "average_parameters(model.parameters(), torch.distributed.group.WORLD)")
 
 
 class BucketCap(Fix):
@@ -277,6 +303,11 @@ class ReshardAfterForward(Fix):
     def options(self) -> dict:
         return {"reshard_after_forward": False}
 
+    def op_bytes(self, measured_steps=None, reported=None):
+        """Backward's all_gathers dropped, forward's kept: fewer all_gather bytes, at most half
+        of them gone (a module is gathered once in forward, once in backward)."""
+        return {"all_gather": (0.5, 0.96), "reduce_scatter": (1.0, 1.0)}
+
     def code(self) -> str:
         return "fully_shard(module, reshard_after_forward=False)"
 
@@ -289,6 +320,9 @@ class Bf16Reduce(Fix):
 
     def whatif(self) -> dict:
         return {"bytes_div": 2.0}
+
+    def op_bytes(self, measured_steps=None, reported=None):
+        return {"reduce_scatter": (0.5, 0.5), "all_gather": (1.0, 1.0)}
 
     def options(self) -> dict:
         import torch

@@ -148,7 +148,12 @@ class FixInstaller:
         original = getattr(type(ddp).register_comm_hook, "__commprof_original__",
                            type(ddp).register_comm_hook)
         original(ddp, None, commprof_fix_hook)
-        self._say(fix, "applied", None, hook=getattr(hook, "__name__", str(hook)))
+        try:
+            details = fix.applied_details(ddp)
+        except Exception as exc:  # noqa: BLE001 - the fix applied; its arithmetic is unknown
+            self.degrade("fixes.details", exc)
+            details = {}
+        self._say(fix, "applied", None, hook=getattr(hook, "__name__", str(hook)), **details)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
         if self.first_optimizer is None:

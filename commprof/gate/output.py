@@ -104,24 +104,39 @@ def _spread(v, iqr, unit) -> str:
     return fmt(v, unit) + (f" [{fmt(iqr[0], unit)}..{fmt(iqr[1], unit)}]" if iqr else "")
 
 
-def compare_text(rows: list[dict], a: str, b: str, color: bool = False, width: int | None = None) -> str:
+def _runs_spread(r: dict) -> str:
+    """Each side's run values, lowest..highest (several runs), else "-"."""
+    parts = []
+    for side in ("a", "b"):
+        vals = r.get(f"{side}_runs") or []
+        if len(vals) >= 2:
+            parts.append(f"{side.upper()} {fmt(min(vals), r['unit'])}..{fmt(max(vals), r['unit'])}")
+    return "; ".join(parts) or "-"
+
+
+def compare_text(rows: list[dict], a: str, b: str, color: bool = False, width: int | None = None,
+                 basis: str | None = None) -> str:
+    """The comparison table; ``basis``: what the verdicts rest on (gate/runs.basis_text)."""
     buf = io.StringIO()
     con = _console(buf, color, width)
-    t = Table(box=box.SIMPLE_HEAD, title=Text(f"A = {a}\nB = {b}\n(value [95% CI: bootstrap over measured steps])"),
+    t = Table(box=box.SIMPLE_HEAD, title=Text(f"A = {a}\nB = {b}\n(value [95% CI: bootstrap over measured steps])"
+                                              + (f"\nverdicts: {basis}" if basis else "")),
               title_justify="left")
-    for name in ("KPI", "A", "B", "B vs A", "verdict"):
+    several = any(len(r.get("a_runs") or []) > 1 or len(r.get("b_runs") or []) > 1 for r in rows)
+    for name in ("KPI", "A", "B", "B vs A", "verdict") + (("runs (low..high)",) if several else ()):
         t.add_column(name, no_wrap=True)
     for r in rows:
         style = {"worse": "red", "better": "green"}.get(r["verdict"].split(" ")[0], "")
-        t.add_row(r["metric"], _spread(r["a"], r["a_iqr"], r["unit"]),
-                  _spread(r["b"], r["b_iqr"], r["unit"]), _delta(r), Text(r["verdict"], style=style))
+        cells = [r["metric"], _spread(r["a"], r["a_iqr"], r["unit"]),
+                 _spread(r["b"], r["b_iqr"], r["unit"]), _delta(r), Text(r["verdict"], style=style)]
+        t.add_row(*cells, *((_runs_spread(r),) if several else ()))
     con.print(t)
     return buf.getvalue()
 
 
-def compare_markdown(rows: list[dict], a: str, b: str) -> str:
-    lines = [f"A = `{_md_escape(a)}`, B = `{_md_escape(b)}`", "", "| KPI | A | B | B vs A | verdict |",
-             "|---|---|---|---|---|"]
+def compare_markdown(rows: list[dict], a: str, b: str, basis: str | None = None) -> str:
+    lines = [f"A = `{_md_escape(a)}`, B = `{_md_escape(b)}`", *([f"verdicts: {_md_escape(basis)}"] if basis else []),
+             "", "| KPI | A | B | B vs A | verdict |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['metric']} | {_spread(r['a'], r['a_iqr'], r['unit'])} | "
                      f"{_spread(r['b'], r['b_iqr'], r['unit'])} | {_delta(r)} | {r['verdict']} |")

@@ -283,7 +283,10 @@ def build_rules(opts: dict, where: str | None = None) -> list[Rule]:
 # -- evaluation --------------------------------------------------------------------------------
 
 def evaluate(rule: Rule, cur: Measurements, base: Measurements | None,
-             confidence: float = 0.95) -> Result:
+             confidence: float = 0.95, runs: tuple[list, list] | None = None) -> Result:
+    """One rule on ``cur`` (and ``base``: each side's runs merged).  ``runs``: (the current runs,
+    the baseline runs); with three or more in all a regression's interval is the run-to-run one
+    (gate/runs.py), else the bootstrap over steps."""
     unit, lower_better = metric_info(rule.metric)
     value, series = metric_value(cur, rule.metric)
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -309,11 +312,16 @@ def evaluate(rule: Rule, cur: Measurements, base: Measurements | None,
     sign = 1 if lower_better else -1
     change = sign * ((value / bvalue - 1) if relative else (value - bvalue)) if not (
         relative and bvalue == 0) else math.inf
-    ci = None
-    if series is not None and bseries is not None:
+    ci, raw = None, None
+    if runs is not None:
+        from commprof.gate import runs as runs_mod
+        raw = runs_mod.runs_interval(runs_mod.run_values(runs[1], rule.metric),
+                                     runs_mod.run_values(runs[0], rule.metric), relative, confidence)
+    by_runs = raw is not None
+    if raw is None and series is not None and bseries is not None:
         raw = stats.stat_diff_ci(bseries, series, relative, confidence)
-        if raw is not None:
-            ci = tuple(sorted((sign * raw[0], sign * raw[1])))
+    if raw is not None:
+        ci = tuple(sorted((sign * raw[0], sign * raw[1])))
     lower = ci[0] if ci else change
     failed = lower > rule.limit
     noise = ci is not None and ci[0] <= 0 <= ci[1]
@@ -324,8 +332,9 @@ def evaluate(rule: Rule, cur: Measurements, base: Measurements | None,
     if ci:
         span = (f"{_fmt_change(ci[0], rule.mode, unit)}..{_fmt_change(ci[1], rule.mode, unit)}"
                 + (", within noise" if noise else ""))
-        msg += f"; {confidence:.0%} CI of the worsening {span}"
-        detail = f"{shown} ({confidence:.0%} CI {span})"
+        over = "run-to-run" if by_runs else "steps"
+        msg += f"; {confidence:.0%} CI of the worsening ({over}) {span}"
+        detail = f"{shown} ({confidence:.0%} CI, {over}: {span})"
     else:
         msg += "; no per-step spread for this metric: compared as single values"
         detail = f"{shown} (single values)"

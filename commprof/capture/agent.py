@@ -131,6 +131,12 @@ class Agent:
                 rec.json.append({"type": "event", "event": "fix", "fix": config.fixes,
                                  "status": "skipped", "why": f"{type(exc).__name__}: {exc}"})
                 self.fixes = None
+        if config.seed_offset:
+            try:
+                from commprof.capture.seeds import SeedOffset
+                SeedOffset(self.torch, config.seed_offset, rec.json.append).install()
+            except Exception as exc:  # noqa: BLE001 - the job runs with its own seeds
+                rec.degrade("install.seeds", exc)
         if config.max_steps:
             self.steps.max_steps = config.max_steps
             self.steps.on_max_steps = self._stop_after_max_steps

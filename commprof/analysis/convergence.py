@@ -4,21 +4,23 @@ try``'s judgement; docs/try.md, "How a fix is judged").  Pure functions on curve
 * **The statistic** of one run: the mean of its curve (the loss per step, or a metric the job
   reported) over the *tail* — the last quarter of the steps after the warm-up, at least
   :data:`MIN_TAIL` of them — with its standard error; a metric reported once is its value.
-* **The noise band**: the largest difference of that statistic between two baseline runs with
-  different seeds (``COMMPROF_SEED_OFFSET``), and no smaller than twice the standard error of
-  such a difference (the tails' own scatter).  None with a single baseline run.
-* **The verdict** (one-sided: better is never a rejection): *worse by* = the fix's statistic
-  minus the baseline's (paired by seed when both sides have the same runs), as a fraction of the
-  baseline's, signed so that positive is worse.  ``ok`` when it is at most the band,
-  ``inconclusive`` up to twice the band (one pair of baselines estimates the band roughly), and
-  ``worse`` beyond; ``inconclusive`` too when there is no band and the fix is worse at all.
+* **The noise band**: how far apart the fix's mean and the baseline's may be from randomness
+  alone — a one-sided 95 % Student-t half-width from the run-to-run scatter of the statistic
+  between runs with different seeds (``COMMPROF_SEED_OFFSET``: baseline-vs-baseline and
+  fix-vs-fix differences, pooled; at least the tails' own scatter).  None without two runs on a
+  side.  With two runs a side (2 degrees of freedom) it is 2.92 run-to-run standard deviations.
+* **The verdict** (one-sided: better is never a rejection): *worse by* = the fix's mean minus
+  the baseline's (equal to the mean of the seed-paired differences when both sides have the same
+  runs), as a fraction of the baseline's, signed so that positive is worse.  ``ok`` when it is at
+  most the band, ``worse`` beyond it; ``inconclusive`` when there is no band and the fix is worse.
 * **Time to target**: the wall time (the sum of the measured steps' durations from the end of the
   warm-up) until a run's trailing mean (the tail's length) first reaches the target: the worst
   baseline run's tail mean (each baseline run reaches it by its end).  The effective speed-up is
   the baseline's time over the fix's; None when the fix never reaches it within its run.
 * **Too short**: the window after the warm-up has fewer than 4 tails of :data:`MIN_TAIL` steps,
   or the baseline's curve still falls between the quarter before the tail and the tail by more
-  than the band; the steps that would do come from an exponential fit of the curve.
+  than the band; the steps that would do come from an exponential fit of the curve (its fall
+  between those quarters, scaled to the fall measured, shrinks below the band).
 """
 from __future__ import annotations
 
@@ -29,7 +31,6 @@ import numpy as np
 
 MIN_TAIL = 5  # steps: the shortest tail a statistic is taken over
 TAIL_FRACTION = 0.25  # the tail: the last quarter of the window after the warm-up
-INCONCLUSIVE_FACTOR = 2.0  # up to this many bands: inconclusive, beyond: worse
 MAX_STEPS_FACTOR = 100  # "steps that would do" are searched up to this many times the window
 
 
@@ -78,17 +79,39 @@ def statistic(curve: Curve) -> Stat | None:
     return Stat(float(np.mean(tail)), se, len(tail))
 
 
-def noise_band(stats: list[Stat]) -> float | None:
-    """Absolute half-width: the largest difference between two baseline runs' statistics, at
-    least twice the standard error of one such difference.  None with fewer than two runs."""
-    if len(stats) < 2:
+# One-sided 95 % quantiles of Student's t by degrees of freedom (beyond 30: the normal's 1.645).
+T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833,
+       10: 1.812, 12: 1.782, 15: 1.753, 20: 1.725, 30: 1.697}
+
+
+def t95(df: int) -> float:
+    """Student's t one-sided 95 % quantile for ``df`` degrees of freedom (the table's next lower
+    entry between tabulated ones: never narrower than the exact value)."""
+    return T95[max(k for k in T95 if k <= df)] if df <= 30 else 1.645
+
+
+def _sum_sq(stats: list[Stat]) -> float:
+    values = np.array([s.value for s in stats], dtype=np.float64)
+    return float(np.sum((values - values.mean()) ** 2))
+
+
+def noise_band(base: list[Stat], fix: list[Stat] | None = None) -> float | None:
+    """Absolute half-width of the noise band of the difference between ``fix``'s mean and
+    ``base``'s: t₀.₉₅ · s · √(1/n_base + 1/n_fix), where s² is the run-to-run variance of the
+    statistic between runs with different seeds, pooled over both sides (baseline-vs-baseline and
+    fix-vs-fix differences), and at least the tails' own variance (their standard errors).  With
+    ``fix`` None: the band of one more run against the baseline's (n_fix = 1).  None without two
+    runs on a side (nothing measures the run-to-run difference)."""
+    fix = fix or []
+    df = max(len(base) - 1, 0) + max(len(fix) - 1, 0)
+    if df < 1:
         return None
-    widest = 0.0
-    for i, a in enumerate(stats):
-        for b in stats[i + 1:]:
-            floor = 2 * math.hypot(a.se, b.se) if a.se is not None and b.se is not None else 0.0
-            widest = max(widest, abs(a.value - b.value), floor)
-    return widest
+    var = (_sum_sq(base) + (_sum_sq(fix) if len(fix) > 1 else 0.0)) / df
+    ses = [s.se for s in base + fix if s.se is not None]
+    if ses:
+        var = max(var, float(np.mean(np.square(ses))))
+    n_fix = max(len(fix), 1)
+    return t95(df) * math.sqrt(var) * math.sqrt(1 / len(base) + 1 / n_fix)
 
 
 def judge(base: list[Stat], fix: list[Stat], higher_is_better: bool = False) -> dict:
@@ -98,25 +121,19 @@ def judge(base: list[Stat], fix: list[Stat], higher_is_better: bool = False) -> 
         return {"worse_by": None, "band": None, "verdict": "unknown", "paired": False,
                 "base": None, "value": None}
     ref = float(np.mean([s.value for s in base]))
-    paired = len(base) == len(fix)
-    diff = (float(np.mean([f.value - b.value for f, b in zip(fix, base)])) if paired
-            else float(np.mean([s.value for s in fix])) - ref)
+    value = float(np.mean([s.value for s in fix]))
     scale = abs(ref) if ref else None
-    worse = (-diff if higher_is_better else diff) / scale if scale else None
-    band_abs = noise_band(base)
+    worse = ((ref - value) if higher_is_better else (value - ref)) / scale if scale else None
+    band_abs = noise_band(base, fix)
     band = band_abs / scale if band_abs is not None and scale else None
     if worse is None:
         verdict = "unknown"
     elif band is None:
         verdict = "ok" if worse <= 0 else "inconclusive"
-    elif worse <= band:
-        verdict = "ok"
-    elif worse <= INCONCLUSIVE_FACTOR * band:
-        verdict = "inconclusive"
     else:
-        verdict = "worse"
-    return {"worse_by": worse, "band": band, "verdict": verdict, "paired": paired, "base": ref,
-            "value": float(np.mean([s.value for s in fix]))}
+        verdict = "ok" if worse <= band else "worse"
+    return {"worse_by": worse, "band": band, "verdict": verdict, "paired": len(base) == len(fix),
+            "base": ref, "value": value}
 
 
 def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -207,10 +224,11 @@ def too_short(base: list[Curve], band_abs: float | None, warmup: int, higher_is_
         return {"too_short": False, "why": None, "steps_needed": None, "drop": drop}
     fit = _exp_fit(np.arange(n, dtype=np.float64), y)
     needed = None
-    if fit is not None and fit[1] > 0:
-        a, b, tau = fit
-        for m in np.unique(np.geomspace(n, MAX_STEPS_FACTOR * n, 200).astype(int)):
-            if _quarter_drop(int(m), a, b, tau) <= allowed:
+    if fit is not None and fit[1] > 0 and _quarter_drop(n, *fit) > 0:
+        # the fit's shape, scaled to the fall measured now: longer windows fall less, as it does
+        ratio = drop / _quarter_drop(n, *fit)
+        for m in np.unique(np.geomspace(n + 1, MAX_STEPS_FACTOR * n, 200).astype(int)):
+            if ratio * _quarter_drop(int(m), *fit) <= allowed:
                 needed = int(m) + warmup
                 break
     return {"too_short": True, "steps_needed": needed, "drop": drop,

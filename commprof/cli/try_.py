@@ -67,7 +67,7 @@ def _finished(out: Path, fix: str | None) -> bool:
             and (m.get("fixes") or []) == ([f.strip() for f in fix.split(",")] if fix else []))
 
 
-def _commprof_run(out: Path, command: list[str], fix: str | None, opts: dict, say) -> Path:
+def _commprof_run(out: Path, command: list[str], fix: str | None, opts: dict, say, seed_offset: int = 0) -> Path:
     if opts.get("resume") and _finished(out, fix):
         say(f"reusing {out} ({'baseline' if not fix else fix})")
         return out
@@ -80,9 +80,11 @@ def _commprof_run(out: Path, command: list[str], fix: str | None, opts: dict, sa
     if opts.get("steps"):
         argv += ["--max-steps", str(opts["steps"])]
     argv += ["--sample-hz", str(opts.get("sample_hz", 0)), "--", *command]
-    say(f"running {'baseline' if not fix else fix} -> {out}")
+    say(f"running {'baseline' if not fix else fix} (seed offset {seed_offset}) -> {out}")
     t0 = time.monotonic()
-    proc = subprocess.run(argv)
+    import os
+    from commprof.capture.config import ENV_SEED_OFFSET
+    proc = subprocess.run(argv, env=dict(os.environ, **{ENV_SEED_OFFSET: str(seed_offset)}))
     if proc.returncode != 0:
         raise UsageError(f"{out}: the job exited with {proc.returncode} "
                          f"({'baseline' if not fix else 'with ' + fix}); see its output above")
@@ -97,16 +99,19 @@ def _document(run: Path, warmup: int) -> dict:
 
 def run_sides(command, fixes: list[str], baseline: str | None, repeat: int, root: Path, opts: dict,
               say) -> tuple[Side, list[Side]]:
-    """The baseline side and one side per fix, runs interleaved: base, fix₁, …, base, fix₁, …"""
+    """The baseline side and one side per fix, runs interleaved: base, fix₁, …, base, fix₁, …;
+    run i of every side with seed offset i (capture/seeds.py): the sides are paired by seed and
+    the baseline's runs differ by their randomness (the noise band)."""
     base = Side("baseline")
     if baseline:
         base.runs.append(Path(baseline))
     sides = [Side(f) for f in fixes]
     for i in range(repeat):
         if not baseline:
-            base.runs.append(_commprof_run(root / f"baseline-{i + 1}", command, None, opts, say))
+            base.runs.append(_commprof_run(root / f"baseline-{i + 1}", command, None, opts, say, i))
         for side in sides:
-            side.runs.append(_commprof_run(root / f"{_slug(side.label)}-{i + 1}", command, side.label, opts, say))
+            side.runs.append(_commprof_run(root / f"{_slug(side.label)}-{i + 1}", command, side.label,
+                                           opts, say, i))
     for side in (base, *sides):
         side.docs = [_document(r, opts["warmup"]) for r in side.runs]
     return base, sides
@@ -158,8 +163,10 @@ def _sync_ratio_ok(ratio: float, every: int, steps: int) -> bool:
     return lo * (1 - BYTES_TOLERANCE) <= ratio <= hi * (1 + BYTES_TOLERANCE)
 
 
-def assess_fix(base: Side, side: Side, fix_warmup: int = 5) -> dict:
-    """Did the fix apply, change the bytes as it says, and what did it do to time and loss?"""
+def assess_fix(base: Side, side: Side, fix_warmup: int = 5, warmup: int = 2, metric: str | None = None) -> dict:
+    """Did the fix apply, change the bytes as it says, what did it do to time, and is its
+    training within the baseline's noise (``judgement``: :func:`commprof.cli.try_verdict.decide`)?"""
+    from commprof.cli.try_verdict import decide
     from commprof.analysis.training import compare_losses
     from commprof.analysis import whatif
     from commprof.fixes import parse
@@ -192,7 +199,8 @@ def assess_fix(base: Side, side: Side, fix_warmup: int = 5) -> dict:
             "projected_step_time": projected,
             "measured_vs_projected": t1 / projected if t1 and projected else None,
             "bytes_base": b0, "bytes": b1, "bytes_expected_ratio": 1 / expect if expect else None,
-            "bytes_ok": bytes_ok, "loss": compare_losses(base.loss(), side.loss()), "code": fix.code()}
+            "bytes_ok": bytes_ok, "loss": compare_losses(base.loss(), side.loss()), "code": fix.code(),
+            "judgement": decide(base.docs, side.docs, side.label, warmup, metric)}
 
 
 class _combined:
@@ -213,8 +221,8 @@ class _combined:
 
 
 def report_lines(a: dict) -> list[str]:
+    from commprof.cli import try_verdict
     from commprof.format.units import fmt_bytes, fmt_seconds
-    from commprof.gate.output import loss_lines
     out = [f"== {a['fix']}: " + ("applied" if a["applied"] else f"NOT applied ({', '.join(a['status'])}"
                                  + (f": {a['why']}" if a["why"] else "") + ")")]
     out.append(f"step time: {fmt_seconds(a['step_time_base'])} -> {fmt_seconds(a['step_time'])}"
@@ -229,33 +237,8 @@ def report_lines(a: dict) -> list[str]:
         line += (f"; the fix says x{a['bytes_expected_ratio']:.3f}: "
                  + ("as expected" if a["bytes_ok"] else "NOT as expected: the fix did not apply as it says"))
     out.append(line)
-    out += loss_lines(a["loss"], "baseline", a["fix"])
+    out += try_verdict.lines(a["judgement"], a["fix"])
     return out
-
-
-def choose(results: list[dict], tolerance: float) -> tuple[dict | None, list[tuple[dict, str]]]:
-    """The fastest applied fix whose loss stays within ``tolerance`` (mean relative difference
-    over the last steps), and why each was chosen or rejected."""
-    verdicts, ok = [], []
-    for r in results:
-        loss = r["loss"] or {}
-        rel = loss.get("mean_rel_diff_last_n")
-        if not r["applied"]:
-            verdicts.append((r, f"rejected: did not apply ({r['why'] or ', '.join(r['status'])})"))
-        elif r["bytes_ok"] is False:
-            verdicts.append((r, "rejected: bytes did not change as the fix says"))
-        elif rel is None:
-            verdicts.append((r, "rejected: no loss recorded to judge convergence"))
-        elif rel > tolerance:
-            verdicts.append((r, f"rejected: loss differs {rel:.1%} from the baseline's (> {tolerance:.1%})"))
-        elif not r["speedup"] or r["speedup"] <= 1:
-            verdicts.append((r, "rejected: not faster than the baseline"))
-        else:
-            ok.append(r)
-            verdicts.append((r, "candidate"))
-    best = max(ok, key=lambda r: r["speedup"]) if ok else None
-    verdicts = [(r, "chosen: fastest within the loss tolerance" if r is best else v) for r, v in verdicts]
-    return best, verdicts
 
 
 def auto_fixes(base: Side) -> list[str]:
@@ -270,8 +253,9 @@ def auto_fixes(base: Side) -> list[str]:
 
 
 def try_command(spec: str, command: list[str], baseline: str | None, steps: int | None, repeat: int,
-                out: str | None, warmup: int, fix_warmup: int, loss_tolerance: float,
-                quiet: bool = False, resume: bool = False, json_out: str | None = None) -> int:
+                out: str | None, warmup: int, fix_warmup: int, loss_tolerance: float | None,
+                quiet: bool = False, resume: bool = False, json_out: str | None = None,
+                metric: str | None = None) -> int:
     from commprof.fixes import parse
     from commprof.launch import supervisor
     supervisor.check_command(command)
@@ -309,11 +293,12 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
         _, sides = run_sides(command, fixes, base_runs[0], repeat, root, opts, say)
     else:
         base, sides = run_sides(command, fixes, baseline, repeat, root, opts, say)
-    results = [assess_fix(base, s, fix_warmup) for s in sides]
+    results = [assess_fix(base, s, fix_warmup, opts["warmup"], metric) for s in sides]
     for side, r in zip(sides, results):
         print(_compare_table(base, side))
         print("\n".join(report_lines(r)))
     pages = [_html(root, base, side) for side in sides]
+    from commprof.cli.try_verdict import choose
     best, verdicts = choose(results, loss_tolerance)
     if json_out:
         import json
@@ -324,14 +309,15 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
             "chosen": best["fix"] if best else None,
             "runs": {s.label: [str(r) for r in s.runs] for s in sides}}, indent=1, default=str) + "\n")
     if auto or len(results) > 1:
-        print("\ntried:")
+        print("\ntried (speed-up per step, to the target):")
         for r, v in verdicts:
             sp = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
-            print(f"  {r['fix']:<18} {sp:>6}  {v}")
+            eff = r["judgement"]["time_to_target"]["speedup"]
+            print(f"  {r['fix']:<18} {sp:>6} {f'{eff:.2f}x' if eff else '-':>6}  {v}")
         if best is not None:
             print(f"\napply {best['fix']} in your script:\n" + "\n".join("    " + line for line in best["code"].splitlines()))
         else:
-            print("\nno fix is both faster and within the loss tolerance")
+            print("\nno fix is both faster to the target and within the baseline's noise")
     print(f"\nruns in {root} (commprof compare {base.runs[0]} {sides[0].runs[0] if sides else ''}); "
           f"HTML with both loss curves: {', '.join(str(p) for p in pages if p)}")
     return 0

@@ -94,6 +94,7 @@ def try_(
     warmup: Annotated[int, typer.Option(help="Steps of each rank left out of the step KPIs.")] = 2,
     fix_warmup: Annotated[int, typer.Option(help="Steps of full synchronization before PowerSGD / local SGD start.")] = 5,
     loss_tolerance: Annotated[Optional[float], typer.Option(help="Also reject a fix whose metric (or loss) is worse than the baseline's by more than this fraction, even within the noise, e.g. 0.01.")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="auto: time for the whole search, e.g. 30m (the default), 1h, 900s.")] = None,
     metric: Annotated[Optional[str], typer.Option(help="Judge by this commprof.metric name (default: the first every run reported; none: the training loss).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")] = False,
     resume: Annotated[bool, typer.Option(help="Reuse the finished runs already in --out (same fix, exit 0) instead of running them again.")] = False,
@@ -104,7 +105,7 @@ def try_(
     _check_unknown_option(ctx, list(command))
     from commprof.cli.try_ import try_command
     return try_command(fixes, list(command), baseline, steps, repeat, out, warmup, fix_warmup,
-                       loss_tolerance, quiet, resume, json_out, metric)
+                       loss_tolerance, quiet, resume, json_out, metric, budget)
 
 
 @app.command(short_help="Summarize a run: the three KPIs, tables and a verdict.")

@@ -18,8 +18,6 @@ import numpy as np
 
 from commprof.errors import UsageError
 
-AUTO_CANDIDATES = {  # what-if scenario -> fixes that make that change, in the order tried
-    "bytes /2": ["bf16-compress"], "bytes /10": ["powersgd:1"], "sync every 4 steps": ["local-sgd:4"]}
 BYTES_TOLERANCE = 0.02  # measured bytes per step vs the fix's arithmetic, where it has one
 
 
@@ -241,21 +239,50 @@ def report_lines(a: dict) -> list[str]:
     return out
 
 
-def auto_fixes(base: Side) -> list[str]:
-    """The fixes to try: those of the baseline's what-if scenarios that project a saving (over
-    0.5 %), best projected saving first."""
-    order = []
-    scenarios = sorted(base.docs[0].get("whatif") or [], key=lambda w: -(w.get("saving") or 0))
-    for w in scenarios:
-        if (w.get("saving") or 0) > 0.005:
-            order += [f for f in AUTO_CANDIDATES.get(w["name"], []) if f not in order]
-    return order
+def run_auto(command, baseline: str | None, root: Path, opts: dict, say, metric: str | None,
+             budget_s: float, fix_warmup: int):
+    """``try auto``: two full baseline runs (seed offsets 0, 1; or --baseline and one more),
+    then :class:`commprof.cli.try_search.Search` over the candidates of the job's kind.  Returns
+    (the baseline side, the search table, the full rung's results)."""
+    from commprof.cli import try_search as ts
+    base, walls = Side("baseline"), []
+    if baseline:
+        base.runs.append(Path(baseline))
+    for i in range(len(base.runs), 2):
+        t0 = time.monotonic()
+        base.runs.append(_commprof_run(root / f"baseline-{i + 1}", command, None, opts, say, i))
+        walls.append(time.monotonic() - t0)
+    base.docs = [_document(r, opts["warmup"]) for r in base.runs]
+    full = opts["steps"] or ts.full_length(base.docs)
+    candidates = ts.candidates_for(base.docs[0])
+    if not candidates:
+        return base, [], []
+
+    def measure(fix: str, steps: int, repeat: int) -> dict:
+        t0 = time.monotonic()
+        side = Side(fix)
+        run_opts = dict(opts, steps=steps if steps < full or opts["steps"] else None)
+        for i in range(repeat):
+            side.runs.append(_commprof_run(root / f"{_slug(fix)}-{steps}-{i + 1}", command, fix,
+                                           run_opts, lambda m: None, i))
+        side.docs = [_document(r, opts["warmup"]) for r in side.runs]
+        against = base if steps >= full else Side("baseline", base.runs, [ts.truncated(d, steps) for d in base.docs])
+        result = assess_fix(against, side, fix_warmup, opts["warmup"], metric if steps >= full else "")
+        return dict(result, wall_s=time.monotonic() - t0, runs=[str(r) for r in side.runs])
+
+    search = ts.Search(candidates, measure, full, ts.costs_of(walls or [0.0], base.docs, full),
+                       budget_s - sum(walls), say)
+    say(f"searching {len(candidates)} candidates ({', '.join(candidates)}) within "
+        f"{(budget_s - sum(walls)) / 60:.1f} min: short runs of {search.short_steps(opts['warmup'])} "
+        f"steps, then the faster half at {full} steps, twice")
+    table = search.run(opts["warmup"])
+    return base, table, [c.full for c in table if c.full is not None]
 
 
 def try_command(spec: str, command: list[str], baseline: str | None, steps: int | None, repeat: int,
                 out: str | None, warmup: int, fix_warmup: int, loss_tolerance: float | None,
                 quiet: bool = False, resume: bool = False, json_out: str | None = None,
-                metric: str | None = None) -> int:
+                metric: str | None = None, budget: str | None = None) -> int:
     from commprof.fixes import parse
     from commprof.launch import supervisor
     supervisor.check_command(command)
@@ -281,25 +308,35 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
     if steps is not None and steps <= opts["warmup"] + 1:
         raise UsageError(f"--steps {steps}: leaves no measured step after the {opts['warmup']}-step "
                          "warm-up (--warmup, --fix-warmup)")
+    table = []
     if auto:
-        base, _ = run_sides(command, [], baseline, 1, root, opts, say)
-        fixes = auto_fixes(base)
-        if not fixes:
-            print("commprof try auto: the baseline's what-if recommends no fix commprof can apply "
-                  "(communication is not what slows this job, or no step KPIs)")
+        from commprof.cli.try_search import parse_budget, pareto_lines
+        base, table, results = run_auto(command, baseline, root, opts, say, metric, parse_budget(budget),
+                                        fix_warmup)
+        if not table:
+            print("commprof try auto: no candidate fix for this job (it runs no all_reduce or "
+                  "reduce_scatter: no DDP or FSDP2 gradient synchronization to change)")
             return 0
-        say(f"trying {', '.join(fixes)} (from the baseline's recommendations)")
-        base_runs = [str(r) for r in base.runs]
-        _, sides = run_sides(command, fixes, base_runs[0], repeat, root, opts, say)
+        sides = [Side(r["fix"], [Path(p) for p in r["runs"]]) for r in results]
+        for side in sides:
+            side.docs = [_document(r, opts["warmup"]) for r in side.runs]
+        for r in results:
+            print("\n".join(report_lines(r)))
     else:
         base, sides = run_sides(command, fixes, baseline, repeat, root, opts, say)
-    results = [assess_fix(base, s, fix_warmup, opts["warmup"], metric) for s in sides]
-    for side, r in zip(sides, results):
-        print(_compare_table(base, side))
-        print("\n".join(report_lines(r)))
+        results = [assess_fix(base, s, fix_warmup, opts["warmup"], metric) for s in sides]
+        for side, r in zip(sides, results):
+            print(_compare_table(base, side))
+            print("\n".join(report_lines(r)))
     pages = [_html(root, base, side) for side in sides]
     from commprof.cli.try_verdict import choose
     best, verdicts = choose(results, loss_tolerance)
+    for c in table:  # the search's table: the full rung's fates from the choice
+        if c.full is not None:
+            why = dict((r["fix"], v) for r, v in verdicts)[c.fix]
+            c.fate, c.why = ("chosen", "") if c.full is best else ("fell at full", why)
+    if table:
+        print("\n".join(pareto_lines(table)))
     if json_out:
         import json
         Path(json_out).write_text(json.dumps({
@@ -307,7 +344,9 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
             "loss_tolerance": loss_tolerance, "results": results,
             "verdicts": [{"fix": r["fix"], "verdict": v} for r, v in verdicts],
             "chosen": best["fix"] if best else None,
-            "runs": {s.label: [str(r) for r in s.runs] for s in sides}}, indent=1, default=str) + "\n")
+            "runs": {s.label: [str(r) for r in s.runs] for s in sides},
+            **({"search": [{"fix": c.fix, "fate": c.fate, "why": c.why, "short": c.short, "full": c.full}
+                           for c in table]} if table else {})}, indent=1, default=str) + "\n")
     if auto or len(results) > 1:
         print("\ntried (speed-up per step, to the target):")
         for r, v in verdicts:

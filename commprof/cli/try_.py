@@ -257,14 +257,17 @@ def run_auto(command, baseline: str | None, root: Path, opts: dict, say, metric:
     candidates = ts.candidates_for(base.docs[0])
     if not candidates:
         return base, [], []
+    made: set[Path] = set()
 
     def measure(fix: str, steps: int, repeat: int) -> dict:
         t0 = time.monotonic()
         side = Side(fix)
         run_opts = dict(opts, steps=steps if steps < full or opts["steps"] else None)
         for i in range(repeat):
-            side.runs.append(_commprof_run(root / f"{_slug(fix)}-{steps}-{i + 1}", command, fix,
-                                           run_opts, lambda m: None, i))
+            path = root / f"{_slug(fix)}-{steps}-{i + 1}"
+            if path not in made:  # the full rung's second call reuses its first run
+                made.add(_commprof_run(path, command, fix, run_opts, lambda m: None, i))
+            side.runs.append(path)
         side.docs = [_document(r, opts["warmup"]) for r in side.runs]
         against = base if steps >= full else Side("baseline", base.runs, [ts.truncated(d, steps) for d in base.docs])
         result = assess_fix(against, side, fix_warmup, opts["warmup"], metric if steps >= full else "")
@@ -274,7 +277,7 @@ def run_auto(command, baseline: str | None, root: Path, opts: dict, say, metric:
                        budget_s - sum(walls), say)
     say(f"searching {len(candidates)} candidates ({', '.join(candidates)}) within "
         f"{(budget_s - sum(walls)) / 60:.1f} min: short runs of {search.short_steps(opts['warmup'])} "
-        f"steps, then the faster half at {full} steps, twice")
+        f"steps, then a third of the survivors at {full} steps, twice")
     table = search.run(opts["warmup"])
     return base, table, [c.full for c in table if c.full is not None]
 

@@ -99,7 +99,7 @@ def decide(base_docs: list[dict], fix_docs: list[dict], fix: str, warmup: int, m
         quality = cv.judge(loss_base, [cv.statistic(c) for c in fix_curves])
         basis = "training loss alone (the job reports no metric: commprof.metric, docs/try.md)"
     short = cv.too_short(base_curves, cv.noise_band(loss_base), start) if base_curves else {
-        "too_short": True, "why": "no loss recorded", "steps_needed": None}
+        "too_short": False, "why": "no loss recorded: the run's length is not checked", "steps_needed": None}
     speed = cv.effective_speedup(base_curves, fix_curves)
     t_base, t_fix = _run_means(base_docs, "step_time_s"), _run_means(fix_docs, "step_time_s")
     verdict = quality["verdict"]
@@ -113,16 +113,13 @@ def decide(base_docs: list[dict], fix_docs: list[dict], fix: str, warmup: int, m
             "machine_load": machine_load(base_docs, fix_docs, fix)}
 
 
-def _pct(x: float | None) -> str:
-    return "unknown" if x is None else f"{x * 100:+.1f} %".replace("-", "−")
-
-
 def verdict_line(d: dict) -> str:
     """E.g. "val_acc: −0.3 % (noise ±1.1 %): ok"."""
     band = "no noise band: one baseline run" if d["band"] is None else f"noise ±{d['band'] * 100:.1f} %"
     what = d["metric"] or "loss"
-    worse = _pct(d["worse_by"])
-    line = f"{what}: {worse} worse ({band}): {d['verdict']}"
+    w = d["worse_by"]
+    worse = "unknown" if w is None else f"{abs(w) * 100:.1f} % {'worse' if w > 0 else 'better'}"
+    line = f"{what}: {worse} ({band}): {d['verdict']}"
     if d["verdict"] == "too short":
         need = d["short"]["steps_needed"]
         line += (f" — {d['short']['why']}; about {need} steps would do (--steps {need})" if need

@@ -358,6 +358,9 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
             print(f"  {r['fix']:<18} {sp:>6} {f'{eff:.2f}x' if eff else '-':>6}  {v}")
         if best is not None:
             print(f"\napply {best['fix']} in your script:\n" + "\n".join("    " + line for line in best["code"].splitlines()))
+        elif any(c.fate == "not run: budget" for c in table):
+            print("\nno fix chosen: the budget ran out before every candidate was judged "
+                  "(see above; raise --budget or shorten the runs with --steps)")
         else:
             print("\nno fix is both faster to the target and within the baseline's noise")
     print(f"\nruns in {root} (commprof compare {base.runs[0]} {sides[0].runs[0] if sides else ''}); "

@@ -53,6 +53,20 @@ def candidates_for(base_doc: dict) -> list[str]:
     out = list(DDP_CANDIDATES) if "all_reduce" in ops else []
     if "reduce_scatter" in ops:
         out += FSDP_CANDIDATES
+    return round_robin(out)
+
+
+def round_robin(fixes: list[str]) -> list[str]:
+    """One of each family in turn (each family's own order kept): a budget that runs out early
+    has still sampled every family."""
+    families: dict[str, list[str]] = {}
+    for f in fixes:
+        families.setdefault(f.partition(":")[0].replace("fp16-compress", "bf16-compress"), []).append(f)
+    out, queues = [], list(families.values())
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
     return out
 
 
@@ -192,6 +206,8 @@ def pareto_lines(table: list[Candidate]) -> list[str]:
     ``*`` on the Pareto front (no other is both faster to the target and less worse); then why
     every other candidate fell."""
     finals = [c for c in table if c.full is not None]
+    if not finals:
+        return ["", "no candidate reached the full runs"] + [f"  {c.fix:<20} {c.fate}: {c.why}" for c in table]
     out = ["", "Pareto table (full runs; * = on the front: none is both faster to the target and less worse):",
            f"  {'fix':<20} {'speed-up':>9} {'to target':>9}  {'worse by':>9}  {'noise':>8}  verdict"]
 

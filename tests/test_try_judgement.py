@@ -107,3 +107,12 @@ def test_a_curve_still_falling_is_too_short_and_the_steps_needed_flatten_it():
     assert drop(m) <= band * 1.05 and drop(int(m * 0.8)) > band
     flat = Curve(np.arange(n), a + b * np.exp(-s / 3.0))  # converged long before the tail
     assert too_short([flat], band, warmup=5)["too_short"] is False
+
+
+def test_a_run_whose_loss_went_non_finite_is_worse():
+    from commprof.cli.try_verdict import diverged
+    steps = np.arange(40)
+    base = [Curve.of(steps, np.ones(40))]
+    nan_late = np.where(steps < 20, 1.0, np.nan)  # the report's curve leaves out NaN steps
+    assert diverged(base, [Curve.of(steps, nan_late)]).startswith("diverged: a finite loss on 20 of")
+    assert diverged(base, [Curve.of(steps, np.ones(40))]) is None

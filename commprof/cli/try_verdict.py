@@ -62,6 +62,18 @@ def _run_means(docs: list[dict], key: str) -> list[float | None]:
     return [(d.get("kpis") or {}).get(key) for d in docs]
 
 
+def diverged(base: list[cv.Curve], fix: list[cv.Curve]) -> str | None:
+    """Why the fix's training diverged: its runs lack the finite loss of more than a tenth of the
+    steps the baseline has one for (the report's curve leaves out NaN and inf), or None."""
+    if not base:
+        return None
+    want = min(len(c.values) for c in base)
+    have = min((len(c.values) for c in fix), default=0)
+    if want and have < 0.9 * want:
+        return f"diverged: a finite loss on {have} of the baseline's {want} steps"
+    return None
+
+
 def machine_load(base_docs: list[dict], fix_docs: list[dict], fix: str) -> str | None:
     """Why the timings are unreliable (a change in compute time per step the fix cannot
     explain), or None."""
@@ -102,6 +114,9 @@ def decide(base_docs: list[dict], fix_docs: list[dict], fix: str, warmup: int, m
         "too_short": False, "why": "no loss recorded: the run's length is not checked", "steps_needed": None}
     speed = cv.effective_speedup(base_curves, fix_curves)
     t_base, t_fix = _run_means(base_docs, "step_time_s"), _run_means(fix_docs, "step_time_s")
+    lost = diverged(base_curves, fix_curves)
+    if lost:
+        quality = dict(quality, verdict="worse", diverged=lost)
     verdict = quality["verdict"]
     if short["too_short"] and verdict != "worse":
         verdict = "too short"
@@ -120,6 +135,8 @@ def verdict_line(d: dict) -> str:
     w = d["worse_by"]
     worse = "unknown" if w is None else f"{abs(w) * 100:.1f} % {'worse' if w > 0 else 'better'}"
     line = f"{what}: {worse} ({band}): {d['verdict']}"
+    if d.get("diverged"):
+        line += f" — {d['diverged']}"
     if d["verdict"] == "too short":
         need = d["short"]["steps_needed"]
         line += (f" — {d['short']['why']}; about {need} steps would do (--steps {need})" if need

@@ -3,19 +3,19 @@ under a time budget (docs/try.md, "commprof try auto").
 
 1. The baseline runs at full length, twice (seed offsets 0 and 1): the noise band, the target,
    and the cost of a run (its start-up and its time per step).
-2. **Short rung**: every candidate of the job's kind (DDP: bf16/fp16 compression, PowerSGD
-   R ∈ {1, 2, 4, 8}, local SGD K ∈ {2, 4, 8, 16, 32}, bucket caps; FSDP2: its options) runs once
-   for a fifth of the steps (at least the warm-up + 20).  It falls when it does not apply,
-   changes the bytes otherwise than it says, is worse than the baseline's first steps beyond
-   their noise (diverges), or is not faster per step by more than the baseline's run-to-run
-   spread.  In PowerSGD's and local SGD's families (tried mildest first) the candidates more
-   aggressive than one found worse are not run.  A third of the rest goes on (η = 3), ranked by Pareto layers of (speed-up per step,
-   how much worse): the front first — so that a slower, safer fix is not crowded out by fast,
-   aggressive ones — the faster first within a layer.
+2. **Short rung**: every candidate of the job's kind (DDP: bf16/fp16 compression, PowerSGD R ∈
+   {1, 2, 4, 8}, local SGD K ∈ {2, 4, 8, 16, 32}, bucket caps; FSDP2: its options) runs once for
+   a fifth of the steps (at least the warm-up + 20).  It falls when it does not apply, changes
+   the bytes otherwise than it says, is worse than the baseline's first steps beyond their noise
+   (diverges), or is not faster per step by more than the baseline's run-to-run spread (and at
+   least 3 %).  In PowerSGD's and local SGD's families (tried mildest first) the candidates more
+   aggressive than one found worse are not run.  A third of the rest goes on (η = 3), ranked by
+   Pareto layers of (speed-up per step, how much worse): the front first — so that a slower,
+   safer fix is not crowded out by fast, aggressive ones — the faster first within a layer.
 3. **Full rung**: the survivors run at full length once; those not worse beyond the noise run a
-   second time (paired by seed with the baseline), as many as the budget left allows; :func:`commprof.cli.try_verdict.choose`
-   picks among them.  Every run prints one progress line; a run that would not fit the budget
-   is not started, and said so.
+   second time (paired by seed with the baseline), as many as the budget left allows;
+   :func:`commprof.cli.try_verdict.choose` picks among them.  Every run prints one progress
+   line; a run that would not fit the budget is not started, and said so.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ FSDP_CANDIDATES = ["bf16-reduce", "reshard-after-forward=false"]
 SHORT_FRACTION = 0.2  # the short rung's steps: this fraction of the full run's
 KEEP = 3  # successive halving's η: a third of the short rung's survivors go on to the full runs
 DEFAULT_BUDGET_S = 30 * 60.0
+MIN_GAIN = 0.03  # the short rung's least speed-up per step worth a full run
 
 
 def parse_budget(text: str | None) -> float:
@@ -190,10 +191,10 @@ def short_fate(r: dict) -> str:
         return "bytes did not change as the fix says"
     if j["quality_verdict"] == "worse":
         return f"worse than the baseline's same steps beyond the noise ({_pct(j['worse_by'])} worse, noise ±{_pct(j['band'])})"
-    spread = j.get("spread_base") or 0.0
+    spread = max(j.get("spread_base") or 0.0, MIN_GAIN)
     if not r.get("speedup") or r["speedup"] <= 1 + spread:
         speed = f"{r['speedup']:.2f}x" if r.get("speedup") else "unknown"
-        return f"not faster per step ({speed}, baseline run-to-run spread {spread:.0%})"
+        return f"not faster per step ({speed}; needs more than the baseline's run-to-run spread, at least {MIN_GAIN:.0%}: {spread:.1%})"
     return ""
 
 

@@ -83,3 +83,23 @@ def test_a_budget_too_small_runs_what_fits_and_says_what_it_did_not():
 @pytest.mark.parametrize("text,seconds", [("30m", 1800), ("1h", 3600), ("90s", 90), ("120", 120)])
 def test_budget_parses(text, seconds):
     assert ts.parse_budget(text) == seconds
+
+
+def test_a_second_full_run_that_does_not_fit_leaves_the_first_one_judged():
+    DONE.clear()
+    free = ts.Search(list(WORLD), measure, FULL, ts.Costs(STARTUP_S, STEP_S), 3600.0, lambda m: None)
+    table = free.run(warmup=5)
+    shorts = sum(c.short["wall_s"] for c in table if c.short)
+    finals = [c for c in table if c.full is not None]
+    firsts = [_run_s(c.fix, FULL) for c in finals]
+    estimate = ts.Costs(STARTUP_S, STEP_S).run(FULL)  # what the search expects a full run to take
+    # every first full run fits whatever the order; a second one (expected: `estimate`) does not
+    budget = shorts + sum(firsts) - min(firsts) + estimate
+    DONE.clear()
+    search = ts.Search(list(WORLD), measure, FULL, ts.Costs(STARTUP_S, STEP_S), budget, lambda m: None)
+    table = search.run(warmup=5)
+    assert search.spent_s <= budget
+    judged = [c for c in table if c.full is not None]
+    assert {c.fix for c in judged} == {c.fix for c in finals}
+    ok = [c for c in judged if c.full["judgement"]["quality_verdict"] != "worse"]
+    assert ok and all(c.note.startswith("one full run") for c in ok)

@@ -81,6 +81,7 @@ class Candidate:
     why: str = ""
     short: dict | None = None  # the short rung's result (assess_fix's dict)
     full: dict | None = None  # the full rung's
+    note: str = ""  # e.g. judged on one full run (the budget)
 
 
 @dataclass
@@ -151,8 +152,10 @@ class Search:
                 if repeat == 2 and (c.full is None or c.full["judgement"]["quality_verdict"] == "worse"):
                     continue
                 if not self._fits(self.costs.run(self.full_steps)):
-                    c.fate, c.why = "not run: budget", f"run {repeat} at full length would not fit the budget left"
-                    c.full = None
+                    if repeat == 1:
+                        c.fate, c.why = "not run: budget", "the full run would not fit the budget left"
+                    else:  # judged on its first run, against the baseline's band
+                        c.note = "one full run: the second would not fit the budget left"
                     continue
                 c.full = r = self._run(c.fix, self.full_steps, repeat, "full")
                 self.say(self._progress(f"{c.fix} ({self.full_steps} steps, run {repeat} of 2)", r,

@@ -202,7 +202,10 @@ def choose(results: list[dict], tolerance: float | None = None) -> tuple[dict | 
             why = f"candidate, timing unreliable ({r['judgement']['machine_load']})"
         verdicts.append((r, why))
     best = max(ok, key=_gain) if ok else None
-    verdicts = [(r, "chosen: fastest to the target within the noise" if r is best else v) for r, v in verdicts]
+    chosen = "chosen: fastest to the target within the noise"
+    if best is not None and best["judgement"]["machine_load"]:
+        chosen += f"; timing unreliable ({best['judgement']['machine_load']})"
+    verdicts = [(r, chosen if r is best else v) for r, v in verdicts]
     return best, verdicts
 
 

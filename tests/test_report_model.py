@@ -119,7 +119,9 @@ def full_run(base: Path) -> Path:
                  {"type": "losses", "t": [k * 100 * MS for k in range(6)], "step": list(range(6)),
                   "value": [2.3 - 0.1 * k for k in range(6)], "lost": 0},  # training.loss
                  {"type": "event", "event": "fix", "fix": "bf16-compress", "status": "skipped",
-                  "why": "the job registered its own DDP comm hook", "changes": "half the bytes"}]
+                  "why": "the job registered its own DDP comm hook", "changes": "half the bytes"},
+                 {"type": "metric", "name": "val_acc", "value": 0.9, "higher_is_better": True,
+                  "step": 6, "t": 700 * MS}]  # training.metrics
     run = write_run(base / "full", [r0, r1], world_size=3,  # rank 2: missing
                     command=["torchrun", "--nproc-per-node=3", "t.py"])
     _write_oversubscribed(run, [r0, r1], 3)

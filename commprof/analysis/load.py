@@ -280,7 +280,8 @@ def read_rank(path: Path) -> RankData:
                    missing_ops=",".join(h.get("missing_ops", [])),
                    intra_op_threads=h.get("intra_op_threads"), cpus=h.get("cpus"),
                    **_self_cost(cap.events), **gpu_act.window_stats(cap.events),
-                   fixes=training.fix_events(cap.events), capture_path=training.capture_path(cap.events))
+                   fixes=training.fix_events(cap.events),
+                   metrics=training.metric_events(cap.events), capture_path=training.capture_path(cap.events))
     losses, process["losses_lost"] = training.loss_frame(cap.events)
     groups = pd.DataFrame([dict(key, gid=g["id"], name=g.get("name"), desc=g.get("desc"),
                                 size=g.get("size"), group_rank=g.get("rank"),

@@ -163,7 +163,10 @@ def _training(parts: list[RankPart]) -> dict | None:
     loss = training.loss_curve(list(zip(ranks, [p.losses for p in parts])),
                                sum(int(p.process.get("losses_lost") or 0) for p in parts))
     fixes = training.fix_table(list(zip(ranks, [p.process.get("fixes") or [] for p in parts])))
-    return {"loss": loss, "fixes": fixes} if loss or fixes else None
+    metrics = training.metric_table(list(zip(ranks, [p.process.get("metrics") or [] for p in parts])))
+    if not (loss or fixes or metrics):
+        return None
+    return {"loss": loss, "fixes": fixes, **({"metrics": metrics} if metrics else {})}
 
 
 def _ranks_frame(parts: list[RankPart], meas: pd.DataFrame, steps_df: pd.DataFrame) -> pd.DataFrame:

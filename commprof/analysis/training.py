@@ -1,9 +1,12 @@
 """Training signals of a run: each step's loss, and the fixes ``commprof try`` applied (docs/try.md).
 
 * **Loss** (capture/loss.py): the value of every one-element tensor passed to ``backward()``,
-  with the step it belongs to.  A step's loss is the mean of its backward calls' values (gradient
-  accumulation: the micro-batches), and the run's curve the mean over ranks of each step (every
-  rank sees its own data: the mean is the global batch's loss).
+  with the step it belongs to.  A step's loss is what the job optimizes (:func:`step_losses`):
+  one backward call's value; under gradient accumulation (N calls in the step) the *sum* of the
+  values when each was the micro-batch loss scaled by 1/N (``loss / N``, detected from its
+  ``grad_fn``), else their mean; the run's curve is the mean over ranks of each step (every rank
+  sees its own data: the mean is the global batch's loss).
+* **Metrics** (``commprof.metric``): the values the job reports (e.g. held-out accuracy), by name.
 * **Fixes**: one ``fix`` event per process and fix (applied, skipped, withdrawn, and why).
 * :func:`compare_losses`: the convergence columns of ``commprof compare`` / ``commprof try`` —
   final loss, mean relative difference over the last N steps, and the steps the other run takes
@@ -14,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-LOSS_COLUMNS = ["step", "t", "value"]
+LOSS_COLUMNS = ["step", "t", "value", "scale"]
+CONVENTIONS = ("single", "scaled-sum", "mean")  # one backward; N calls of loss/N; N unscaled calls
 LAST_N = 10
 
 
@@ -26,11 +30,37 @@ def loss_frame(events: list[dict]) -> tuple[pd.DataFrame, int]:
             continue
         lost += int(e.get("lost") or 0)
         t, step, value = e.get("t") or [], e.get("step") or [], e.get("value") or []
-        if len(t) == len(step) == len(value):
-            rows.append(pd.DataFrame({"step": step, "t": t, "value": value}))
+        scale = e.get("scale") or [None] * len(value)  # captures before the scale was recorded
+        if len(t) == len(step) == len(value) == len(scale):
+            rows.append(pd.DataFrame({"step": step, "t": t, "value": value,
+                                      "scale": [np.nan if x is None else x for x in scale]}))
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in LOSS_COLUMNS}), lost
-    return pd.concat(rows, ignore_index=True).astype({"step": "int64", "t": "int64", "value": "float64"}), lost
+    return pd.concat(rows, ignore_index=True).astype(
+        {"step": "int64", "t": "int64", "value": "float64", "scale": "float64"}), lost
+
+
+def step_losses(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """One rank's (or several ranks', with a ``rank`` column) loss per step, and the convention
+    detected.  A step with one backward call: its value ("single").  With N > 1 calls each of
+    which divided its loss by N (``scale`` within 1 % of N): the sum of the values, the loss whose
+    gradient the job applies ("scaled-sum").  Otherwise the mean of the values ("mean": unscaled
+    micro-batch losses, whose gradients the job sums).  The convention named is the one of most
+    accumulating steps ("single" when none accumulates)."""
+    keys = [c for c in ("rank", "step") if c in frame.columns]
+    d = frame.assign(scale=frame["scale"] if "scale" in frame.columns else np.nan)
+    g = d.groupby(keys, as_index=False).agg(n=("value", "size"), total=("value", "sum"),
+                                            mean=("value", "mean"),
+                                            scaled=("scale", lambda x: bool(len(x)) and bool(
+                                                np.all(np.abs(x.to_numpy() - len(x)) <= 0.01 * len(x)))))
+    summed = (g["n"] > 1) & g["scaled"]
+    g["value"] = np.where(summed, g["total"], g["mean"])
+    many = g["n"] > 1
+    if not many.any():
+        convention = "single"
+    else:
+        convention = "scaled-sum" if summed[many].mean() >= 0.5 else "mean"
+    return g[keys + ["value"]], convention
 
 
 def fix_events(events: list[dict]) -> list[dict]:
@@ -51,11 +81,37 @@ def loss_curve(per_rank: list[tuple[int, pd.DataFrame]], lost: int = 0) -> dict 
     d = d[np.isfinite(d["value"])]
     if not len(d):
         return None
-    by_rank = d.groupby(["rank", "step"], as_index=False)["value"].mean()
+    by_rank, convention = step_losses(d)
     curve = by_rank.groupby("step")["value"].agg(["mean", "size"]).reset_index()
     return {"steps": curve["step"].astype(int).tolist(), "values": curve["mean"].astype(float).tolist(),
             "ranks": int(by_rank["rank"].nunique()), "final": float(curve["mean"].iloc[-1]),
-            "lost": int(lost), "source": "backward"}
+            "lost": int(lost), "source": "backward", "convention": convention}
+
+
+def metric_events(events: list[dict]) -> list[dict]:
+    """The process's ``metric`` frames (``commprof.metric``): name, step, t, value, higher_is_better."""
+    return [{"name": str(e["name"]), "step": int(e.get("step") or 0), "t": int(e.get("t") or 0),
+             "value": float(e["value"]), "higher_is_better": bool(e.get("higher_is_better"))}
+            for e in events if e.get("type") == "metric" and e.get("name") is not None
+            and isinstance(e.get("value"), (int, float))]
+
+
+def metric_table(per_rank: list[tuple[int, list[dict]]]) -> list[dict]:
+    """The document's ``training.metrics``: per name, per step the mean over the ranks that
+    reported it (often rank 0 alone), and whether higher is better (the job's word)."""
+    rows = [dict(e, rank=r) for r, events in per_rank for e in events or []]
+    if not rows:
+        return []
+    d = pd.DataFrame(rows)
+    d = d[np.isfinite(d["value"])]
+    out = []
+    for name, g in d.groupby("name", sort=True):
+        by_step = g.groupby("step")["value"].mean()
+        out.append({"name": str(name), "steps": by_step.index.astype(int).tolist(),
+                    "values": by_step.astype(float).tolist(), "ranks": sorted(int(r) for r in g["rank"].unique()),
+                    "higher_is_better": bool(g["higher_is_better"].iloc[-1]),
+                    "final": float(by_step.iloc[-1])})
+    return out
 
 
 def fix_table(per_rank: list[tuple[int, list[dict]]]) -> list[dict]:

@@ -130,6 +130,12 @@ class Agent:
                 rec.json.append({"type": "event", "event": "fix", "fix": config.fixes,
                                  "status": "skipped", "why": f"{type(exc).__name__}: {exc}"})
                 self.fixes = None
+        if config.seed_offset:
+            try:
+                from commprof.capture.seeds import SeedOffset
+                SeedOffset(self.torch, config.seed_offset, rec.json.append).install()
+            except Exception as exc:  # noqa: BLE001 - the job runs with its own seeds
+                rec.degrade("install.seeds", exc)
         if config.max_steps:
             self.steps.max_steps = config.max_steps
             self.steps.on_max_steps = self._stop_after_max_steps
@@ -288,6 +294,34 @@ def step() -> None:
     agent = _agent
     if agent is not None and agent.steps is not None:
         agent.steps.explicit_step()
+
+
+def metric(name: str, value, higher_is_better: bool) -> None:
+    """Record a value the job reports (``commprof.metric``); never raises into the job."""
+    agent = _agent
+    if agent is None or not agent.rec.enabled:
+        return
+    try:
+        number = float(value.item() if hasattr(value, "item") else value)
+        agent.rec.json.append({"type": "metric", "name": str(name), "value": number,
+                               "higher_is_better": bool(higher_is_better), "t": agent.rec.clock(),
+                               "step": agent.steps.steps_ended() if agent.steps is not None else 0})
+    except Exception as exc:  # noqa: BLE001 - a value that is not a number: recorded, not raised
+        agent.rec.degrade("metric", exc)
+
+
+def train_steps(requested: int) -> int:
+    """``commprof.train_steps``: the steps the job should train for — ``requested``, or fewer
+    under ``--max-steps N`` (``commprof try --steps``), in which case this process is no longer
+    ended at step N: the job stops training itself and runs what follows (its evaluation)."""
+    agent = _agent
+    limit = agent.config.max_steps if agent is not None else None
+    if not limit or agent.steps is None:
+        return requested
+    agent.steps.max_steps = None  # the job honours the limit: no hard stop
+    agent.rec.json.append({"type": "event", "event": "train_steps", "requested": int(requested),
+                           "limit": int(limit), "t": agent.rec.clock()})
+    return min(int(requested), int(limit))
 
 
 def step_begin() -> None:

@@ -30,6 +30,8 @@ capture modules take them from a :class:`CaptureConfig`, never from ``os.environ
 ``COMMPROF_FIX_WARMUP``         steps before a fix with a warm-up starts (``--fix-warmup``)
 ``COMMPROF_MAX_STEPS``          end the job after this many steps (``--max-steps``)
 ``COMMPROF_LOSS``               ``0``: do not record each step's loss (on by default)
+``COMMPROF_SEED_OFFSET``        an integer added to every seed the job sets (``commprof try``'s
+                                repeats; :mod:`.seeds` lists which seeds); unset or 0: none
 ==============================  ================================================================
 
 plus what these depend on: ``RANK`` and ``LOCAL_RANK`` (torchrun's) and ``TORCH_FR_BUFFER_SIZE``.
@@ -64,6 +66,7 @@ ENV_FIXES = "COMMPROF_FIXES"
 ENV_FIX_WARMUP = "COMMPROF_FIX_WARMUP"
 ENV_MAX_STEPS = "COMMPROF_MAX_STEPS"
 ENV_LOSS = "COMMPROF_LOSS"
+ENV_SEED_OFFSET = "COMMPROF_SEED_OFFSET"
 CAPTURE_PATHS = ("auto", "native", "python")
 DEFAULT_CAPTURE = "auto"
 DEFAULT_GPU_WINDOWS = (3, 100, 5)  # STEPS/EVERY@AFTER: 3 steps every 100, from step 5 on
@@ -97,6 +100,7 @@ class CaptureConfig:
     fix_warmup: int = 5  # COMMPROF_FIX_WARMUP
     max_steps: int | None = None  # COMMPROF_MAX_STEPS
     loss: bool = True  # COMMPROF_LOSS != "0"
+    seed_offset: int = 0  # COMMPROF_SEED_OFFSET
     problem: str | None = None  # a setting that did not parse: the capture must not start
 
     @classmethod
@@ -146,6 +150,7 @@ class CaptureConfig:
             fix_warmup=int(number(ENV_FIX_WARMUP, 5)),
             max_steps=int(number(ENV_MAX_STEPS, 0)) or None,
             loss=env.get(ENV_LOSS, "1") != "0",
+            seed_offset=int(number(ENV_SEED_OFFSET, 0)),
             problem="; ".join(problems) or None,
         )
 

@@ -89,11 +89,13 @@ def try_(
     command: Annotated[list[str], typer.Argument(help="The job to run, after `--`.")],
     baseline: Annotated[Optional[str], typer.Option(help="A run of the job without the fix (default: run one first).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="End each run after N steps.")] = None,
-    repeat: Annotated[int, typer.Option(help="Runs per side, interleaved (baseline, fix, baseline, fix, ...).")] = 1,
+    repeat: Annotated[int, typer.Option(help="Runs per side, interleaved (baseline, fix, baseline, fix, ...); run i of each side with seed offset i. 2 or more measure the noise band.")] = 2,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Directory for the runs (default: ./commprof-runs/try-<time>).")] = None,
     warmup: Annotated[int, typer.Option(help="Steps of each rank left out of the step KPIs.")] = 2,
     fix_warmup: Annotated[int, typer.Option(help="Steps of full synchronization before PowerSGD / local SGD start.")] = 5,
-    loss_tolerance: Annotated[float, typer.Option(help="auto: largest mean relative loss difference (last 10 steps) a fix may have, e.g. 0.05.")] = 0.05,
+    loss_tolerance: Annotated[Optional[float], typer.Option(help="Also reject a fix whose metric (or loss) is worse than the baseline's by more than this fraction, even within the noise, e.g. 0.01.")] = None,
+    budget: Annotated[Optional[str], typer.Option(help="auto: time for the whole search, e.g. 30m (the default), 1h, 900s.")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Judge by this commprof.metric name (default: the first every run reported; none: the training loss).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages.")] = False,
     resume: Annotated[bool, typer.Option(help="Reuse the finished runs already in --out (same fix, exit 0) instead of running them again.")] = False,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the results (commprof.try/1) to this file.")] = None,
@@ -103,7 +105,7 @@ def try_(
     _check_unknown_option(ctx, list(command))
     from commprof.cli.try_ import try_command
     return try_command(fixes, list(command), baseline, steps, repeat, out, warmup, fix_warmup,
-                       loss_tolerance, quiet, resume, json_out)
+                       loss_tolerance, quiet, resume, json_out, metric, budget)
 
 
 @app.command(short_help="Summarize a run: the three KPIs, tables and a verdict.")

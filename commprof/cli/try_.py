@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from commprof.cli.try_checks import print_ruled
+from commprof.cli.try_compare import compare_table
 from commprof.errors import UsageError
 
-AUTO_CANDIDATES = {  # what-if scenario -> fixes that make that change, in the order tried
-    "bytes /2": ["bf16-compress"], "bytes /10": ["powersgd:1"], "sync every 4 steps": ["local-sgd:4"]}
 BYTES_TOLERANCE = 0.02  # measured bytes per step vs the fix's arithmetic, where it has one
 
 
@@ -67,7 +67,7 @@ def _finished(out: Path, fix: str | None) -> bool:
             and (m.get("fixes") or []) == ([f.strip() for f in fix.split(",")] if fix else []))
 
 
-def _commprof_run(out: Path, command: list[str], fix: str | None, opts: dict, say) -> Path:
+def _commprof_run(out: Path, command: list[str], fix: str | None, opts: dict, say, seed_offset: int = 0) -> Path:
     if opts.get("resume") and _finished(out, fix):
         say(f"reusing {out} ({'baseline' if not fix else fix})")
         return out
@@ -80,9 +80,11 @@ def _commprof_run(out: Path, command: list[str], fix: str | None, opts: dict, sa
     if opts.get("steps"):
         argv += ["--max-steps", str(opts["steps"])]
     argv += ["--sample-hz", str(opts.get("sample_hz", 0)), "--", *command]
-    say(f"running {'baseline' if not fix else fix} -> {out}")
+    say(f"running {'baseline' if not fix else fix} (seed offset {seed_offset}) -> {out}")
     t0 = time.monotonic()
-    proc = subprocess.run(argv)
+    import os
+    from commprof.capture.config import ENV_SEED_OFFSET
+    proc = subprocess.run(argv, env=dict(os.environ, **{ENV_SEED_OFFSET: str(seed_offset)}))
     if proc.returncode != 0:
         raise UsageError(f"{out}: the job exited with {proc.returncode} "
                          f"({'baseline' if not fix else 'with ' + fix}); see its output above")
@@ -103,9 +105,11 @@ def _document(run: Path, warmup: int) -> dict:
 
 def run_sides(command, fixes: list[str], baseline: str | None, repeat: int, root: Path, opts: dict,
               say, ruled: list | None = None) -> tuple[Side, list[Side]]:
-    """The baseline side and one side per fix, runs interleaved: base, fix₁, …, base, fix₁, …
-    With ``ruled`` (a list), fixes the first baseline run cannot take are not run: appended to
-    it as (fix, why) (try_checks.rule_out)."""
+    """The baseline side and one side per fix, runs interleaved: base, fix₁, …, base, fix₁, …;
+    run i of every side with seed offset i (capture/seeds.py): the sides are paired by seed and
+    the baseline's runs differ by their randomness (the noise band).  With ``ruled`` (a list),
+    fixes the first baseline run cannot take are not run: appended to it as (fix, why)
+    (try_checks.rule_out)."""
     from commprof.cli.try_checks import rule_out
     base = Side("baseline")
     if baseline:
@@ -113,41 +117,18 @@ def run_sides(command, fixes: list[str], baseline: str | None, repeat: int, root
     sides = [Side(f) for f in fixes]
     for i in range(repeat):
         if not baseline:
-            base.runs.append(_commprof_run(root / f"baseline-{i + 1}", command, None, opts, say))
+            base.runs.append(_commprof_run(root / f"baseline-{i + 1}", command, None, opts, say, i))
         if i == 0 and ruled is not None and sides:
             kept, out = rule_out([s.label for s in sides], base.runs[0],
                                  _document(base.runs[0], opts["warmup"]), opts["fix_warmup"], say)
             ruled += out
             sides = [s for s in sides if s.label in kept]
         for side in sides:
-            side.runs.append(_commprof_run(root / f"{_slug(side.label)}-{i + 1}", command, side.label, opts, say))
+            side.runs.append(_commprof_run(root / f"{_slug(side.label)}-{i + 1}", command, side.label,
+                                           opts, say, i))
     for side in (base, *sides):
         side.docs = [_document(r, opts["warmup"]) for r in side.runs]
     return base, sides
-
-
-def merged(side: Side):
-    """One :class:`~commprof.gate.measure.Measurements` of every run of ``side``: their per-step
-    series joined, the step KPIs of the joined steps."""
-    from commprof.gate import measure
-    ms = [measure.from_document(d, str(r), "run", "auto") for d, r in zip(side.docs, side.runs)]
-    m = ms[0]
-    if len(ms) > 1:
-        m.series = {k: np.concatenate([x.series.get(k, np.zeros(0)) for x in ms]) for k in m.series}
-        m.values.update(measure._step_values(m.series))
-        m.source = f"{side.label} ({len(ms)} runs)"
-    return m
-
-
-def _compare_table(base: Side, side: Side) -> str:
-    from commprof.gate import measure, output, rules
-    from commprof.gate.compare import compare
-    from commprof.gate.runs import basis_text
-    a, b = merged(base), merged(side)
-    ra, rb = ([measure.from_document(d, str(r), "run", "auto") for d, r in zip(s.docs, s.runs)]
-              for s in (base, side))
-    return output.compare_text(compare(a, b, rules.confidence_value(0.95), ra, rb), a.source, b.source,
-                               basis=basis_text(len(ra), len(rb)))
 
 
 def _html(root: Path, base: Side, side: Side) -> Path | None:
@@ -176,8 +157,10 @@ def _sync_ratio_ok(ratio: float, every: int, steps: int) -> bool:
     return lo * (1 - BYTES_TOLERANCE) <= ratio <= hi * (1 + BYTES_TOLERANCE)
 
 
-def assess_fix(base: Side, side: Side, fix_warmup: int = 5) -> dict:
-    """Did the fix apply, change the bytes as it says, and what did it do to time and loss?"""
+def assess_fix(base: Side, side: Side, fix_warmup: int = 5, warmup: int = 2, metric: str | None = None) -> dict:
+    """Did the fix apply, change the bytes as it says, what did it do to time, and is its
+    training within the baseline's noise (``judgement``: :func:`commprof.cli.try_verdict.decide`)?"""
+    from commprof.cli.try_verdict import decide
     from commprof.analysis.training import compare_losses
     from commprof.analysis import whatif
     from commprof.fixes import parse
@@ -220,6 +203,7 @@ def assess_fix(base: Side, side: Side, fix_warmup: int = 5) -> dict:
             "measured_vs_projected": t1 / projected if t1 and projected else None,
             "bytes_base": b0, "bytes": b1, "bytes_expected_ratio": 1 / expect if expect else None,
             "bytes_ok": bytes_ok, "loss": compare_losses(base.loss(), side.loss()), "code": fix.code(),
+            "judgement": decide(base.docs, side.docs, side.label, warmup, metric),
             **{k: checks.get(k) for k in ("bytes_ops", "projection", "local_sgd")}}
 
 
@@ -241,8 +225,8 @@ class _combined:
 
 
 def report_lines(a: dict) -> list[str]:
+    from commprof.cli import try_verdict
     from commprof.format.units import fmt_bytes, fmt_seconds
-    from commprof.gate.output import loss_lines
     out = [f"== {a['fix']}: " + ("applied" if a["applied"] else f"NOT applied ({', '.join(a['status'])}"
                                  + (f": {a['why']}" if a["why"] else "") + ")")]
     out.append(f"step time: {fmt_seconds(a['step_time_base'])} -> {fmt_seconds(a['step_time'])}"
@@ -259,54 +243,61 @@ def report_lines(a: dict) -> list[str]:
     out.append(line)
     from commprof.cli.try_checks import check_lines
     out += check_lines(a)
-    out += loss_lines(a["loss"], "baseline", a["fix"])
+    out += try_verdict.lines(a["judgement"], a["fix"])
     return out
 
 
-def choose(results: list[dict], tolerance: float) -> tuple[dict | None, list[tuple[dict, str]]]:
-    """The fastest applied fix whose loss stays within ``tolerance`` (mean relative difference
-    over the last steps), and why each was chosen or rejected."""
-    verdicts, ok = [], []
-    for r in results:
-        loss = r["loss"] or {}
-        rel = loss.get("mean_rel_diff_last_n")
-        if not r["applied"]:
-            verdicts.append((r, f"rejected: did not apply ({r['why'] or ', '.join(r['status'])})"))
-        elif r["bytes_ok"] is False:
-            verdicts.append((r, "rejected: bytes did not change as the fix says"))
-        elif rel is None:
-            verdicts.append((r, "rejected: no loss recorded to judge convergence"))
-        elif rel > tolerance:
-            verdicts.append((r, f"rejected: loss differs {rel:.1%} from the baseline's (> {tolerance:.1%})"))
-        elif not r["speedup"] or r["speedup"] <= 1:
-            verdicts.append((r, "rejected: not faster than the baseline"))
-        else:
-            ok.append(r)
-            verdicts.append((r, "candidate"))
-    best = max(ok, key=lambda r: r["speedup"]) if ok else None
-    verdicts = [(r, "chosen: fastest within the loss tolerance" if r is best else v) for r, v in verdicts]
-    return best, verdicts
+def run_auto(command, baseline: str | None, root: Path, opts: dict, say, metric: str | None,
+             budget_s: float, fix_warmup: int):
+    """``try auto``: two full baseline runs (seed offsets 0, 1; or --baseline and one more),
+    then :class:`commprof.cli.try_search.Search` over the candidates of the job's kind.  Returns
+    (the baseline side, the search table, the full rung's results, [(fix, why)] ruled out before
+    running: try_checks.rule_out)."""
+    from commprof.cli import try_search as ts
+    base, walls = Side("baseline"), []
+    if baseline:
+        base.runs.append(Path(baseline))
+    for i in range(len(base.runs), 2):
+        t0 = time.monotonic()
+        base.runs.append(_commprof_run(root / f"baseline-{i + 1}", command, None, opts, say, i))
+        walls.append(time.monotonic() - t0)
+    base.docs = [_document(r, opts["warmup"]) for r in base.runs]
+    full = opts["steps"] or ts.full_length(base.docs)
+    from commprof.cli.try_checks import rule_out
+    candidates, ruled = rule_out(ts.candidates_for(base.docs[0]), base.runs[0], base.docs[0], fix_warmup, say)
+    if not candidates:
+        return base, [], [], ruled
+    made: set[Path] = set()
+
+    def measure(fix: str, steps: int, repeat: int) -> dict:
+        t0 = time.monotonic()
+        side = Side(fix)
+        run_opts = dict(opts, steps=steps if steps < full or opts["steps"] else None)
+        for i in range(repeat):
+            path = root / f"{_slug(fix)}-{steps}-{i + 1}"
+            if path not in made:  # the full rung's second call reuses its first run
+                made.add(_commprof_run(path, command, fix, run_opts, lambda m: None, i))
+            side.runs.append(path)
+        side.docs = [_document(r, opts["warmup"]) for r in side.runs]
+        against = base if steps >= full else Side("baseline", base.runs, [ts.truncated(d, steps) for d in base.docs])
+        result = assess_fix(against, side, fix_warmup, opts["warmup"], metric if steps >= full else "")
+        return dict(result, wall_s=time.monotonic() - t0, runs=[str(r) for r in side.runs])
+
+    search = ts.Search(candidates, measure, full, ts.costs_of(walls or [0.0], base.docs, full),
+                       budget_s - sum(walls), say)
+    say(f"searching {len(candidates)} candidates ({', '.join(candidates)}) within "
+        f"{(budget_s - sum(walls)) / 60:.1f} min: short runs of {search.short_steps(opts['warmup'])} "
+        f"steps, then a third of the survivors at {full} steps, twice")
+    table = search.run(opts["warmup"])
+    return base, table, [c.full for c in table if c.full is not None], ruled
 
 
-def auto_fixes(base: Side) -> list[str]:
-    """The fixes to try: those of the baseline's what-if scenarios that project a saving (over
-    0.5 %), best projected saving first."""
-    order = []
-    scenarios = sorted(base.docs[0].get("whatif") or [], key=lambda w: -(w.get("saving") or 0))
-    for w in scenarios:
-        if (w.get("saving") or 0) > 0.005:
-            order += [f for f in AUTO_CANDIDATES.get(w["name"], []) if f not in order]
-    return order
-
-
-def _print_ruled(ruled: list[tuple[str, str]]) -> None:
-    for spec, why in ruled:
-        print(f"commprof try: not running {spec}: {why}")
 
 
 def try_command(spec: str, command: list[str], baseline: str | None, steps: int | None, repeat: int,
-                out: str | None, warmup: int, fix_warmup: int, loss_tolerance: float,
-                quiet: bool = False, resume: bool = False, json_out: str | None = None) -> int:
+                out: str | None, warmup: int, fix_warmup: int, loss_tolerance: float | None,
+                quiet: bool = False, resume: bool = False, json_out: str | None = None,
+                metric: str | None = None, budget: str | None = None) -> int:
     from commprof.fixes import parse
     from commprof.launch import supervisor
     supervisor.check_command(command)
@@ -332,51 +323,67 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
     if steps is not None and steps <= opts["warmup"] + 1:
         raise UsageError(f"--steps {steps}: leaves no measured step after the {opts['warmup']}-step "
                          "warm-up (--warmup, --fix-warmup)")
-    ruled: list[tuple[str, str]] = []
+    table, ruled = [], []
     if auto:
-        base, _ = run_sides(command, [], baseline, 1, root, opts, say)
-        from commprof.cli.try_checks import rule_out
-        fixes, ruled = rule_out(auto_fixes(base), base.runs[0], base.docs[0], fix_warmup, say)
-        if not fixes:
-            _print_ruled(ruled)
-            print("commprof try auto: " + ("no recommended fix has its target in the baseline" if ruled else
-                  "the baseline's what-if recommends no fix commprof can apply "
-                  "(communication is not what slows this job, or no step KPIs)"))
+        from commprof.cli.try_search import parse_budget, pareto_lines
+        base, table, results, ruled = run_auto(command, baseline, root, opts, say, metric,
+                                               parse_budget(budget), fix_warmup)
+        if not table:
+            print_ruled(ruled)
+            print("commprof try auto: " + ("no candidate fix has its target in the baseline" if ruled else
+                  "no candidate fix for this job (it runs no all_reduce or reduce_scatter: no DDP or "
+                  "FSDP2 gradient synchronization to change)"))
             return 0
-        say(f"trying {', '.join(fixes)} (from the baseline's recommendations)")
-        base_runs = [str(r) for r in base.runs]
-        _, sides = run_sides(command, fixes, base_runs[0], repeat, root, opts, say)
+        sides = [Side(r["fix"], [Path(p) for p in r["runs"]]) for r in results]
+        for side in sides:
+            side.docs = [_document(r, opts["warmup"]) for r in side.runs]
+        for r in results:
+            print("\n".join(report_lines(r)))
     else:
         base, sides = run_sides(command, fixes, baseline, repeat, root, opts, say, ruled)
         if not sides:
-            _print_ruled(ruled)
+            print_ruled(ruled)
             print("commprof try: no fix left to run: the baseline has none of their targets")
             return 0
-    results = [assess_fix(base, s, fix_warmup) for s in sides]
-    for side, r in zip(sides, results):
-        print(_compare_table(base, side))
-        print("\n".join(report_lines(r)))
+        results = [assess_fix(base, s, fix_warmup, opts["warmup"], metric) for s in sides]
+        for side, r in zip(sides, results):
+            print(compare_table(base, side))
+            print("\n".join(report_lines(r)))
     pages = [_html(root, base, side) for side in sides]
+    from commprof.cli.try_verdict import choose
     best, verdicts = choose(results, loss_tolerance)
-    _print_ruled(ruled)
+    print_ruled(ruled)
+    for c in table:  # the search's table: the full rung's fates from the choice
+        if c.full is not None:
+            why = dict((r["fix"], v) for r, v in verdicts)[c.fix]
+            c.fate, c.why = ("chosen", c.note) if c.full is best else ("fell at full", why + (
+                f" ({c.note})" if c.note else ""))
+    if table:
+        print("\n".join(pareto_lines(table)))
     if json_out:
         import json
         Path(json_out).write_text(json.dumps({
             "schema": "commprof.try/1", "baseline": [str(r) for r in base.runs],
-            "ruled_out": [{"fix": spec, "why": why} for spec, why in ruled],
             "loss_tolerance": loss_tolerance, "results": results,
             "verdicts": [{"fix": r["fix"], "verdict": v} for r, v in verdicts],
+            "ruled_out": [{"fix": spec, "why": why} for spec, why in ruled],
             "chosen": best["fix"] if best else None,
-            "runs": {s.label: [str(r) for r in s.runs] for s in sides}}, indent=1, default=str) + "\n")
+            "runs": {s.label: [str(r) for r in s.runs] for s in sides},
+            **({"search": [{"fix": c.fix, "fate": c.fate, "why": c.why, "short": c.short, "full": c.full}
+                           for c in table]} if table else {})}, indent=1, default=str) + "\n")
     if auto or len(results) > 1:
-        print("\ntried:")
+        print("\ntried (speed-up per step, to the target):")
         for r, v in verdicts:
             sp = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
-            print(f"  {r['fix']:<18} {sp:>6}  {v}")
+            eff = r["judgement"]["time_to_target"]["speedup"]
+            print(f"  {r['fix']:<18} {sp:>6} {f'{eff:.2f}x' if eff else '-':>6}  {v}")
         if best is not None:
             print(f"\napply {best['fix']} in your script:\n" + "\n".join("    " + line for line in best["code"].splitlines()))
+        elif any(c.fate == "not run: budget" for c in table):
+            print("\nno fix chosen: the budget ran out before every candidate was judged "
+                  "(see above; raise --budget or shorten the runs with --steps)")
         else:
-            print("\nno fix is both faster and within the loss tolerance")
+            print("\nno fix is both faster to the target and within the baseline's noise")
     print(f"\nruns in {root} (commprof compare {base.runs[0]} {sides[0].runs[0] if sides else ''}); "
           f"HTML with both loss curves: {', '.join(str(p) for p in pages if p)}")
     return 0

@@ -77,3 +77,9 @@ def check_lines(a: dict) -> list[str]:
     if a.get("bytes_ops"):
         out.append("bytes per op: " + "; ".join(check_text(r) for r in a["bytes_ops"]))
     return out + local_sgd_lines(a.get("local_sgd"))
+
+
+def print_ruled(ruled: list[tuple[str, str]]) -> None:
+    """One line per fix ruled out before running, with why."""
+    for spec, why in ruled:
+        print(f"commprof try: not running {spec}: {why}")

@@ -35,7 +35,8 @@ from commprof.errors import ReportFileError
 from commprof.report import typed
 from commprof.report.model_sections import (ClockAlignment, ClockRank, CrossRank, CrossRankStep,
                                             EfficiencyRow, FixRow, GaugeRow, HostKpis, InterfaceRow,
-                                            GpuComm, LastCollective, Links, LossCurve, Training,
+                                            GpuComm, LastCollective, Links, LossCurve,
+                                            MetricSeries, Training,
                                             ProbeCurvePoint, ProbeLatency, ProbeSummary,
                                             Recommendation, SamplerDegraded, SamplerRow,
                                             SourceStatus, Straggler, TcpRow, TimelineRow, WhatIf,
@@ -49,7 +50,7 @@ __all__ = [  # the document's classes, and the typed helpers tests and tools use
     "ClockAlignment", "ClockRank", "CrossRank", "CrossRankStep", "Straggler", "Links", "SamplerRow",
     "SourceStatus", "SamplerDegraded", "InterfaceRow", "GaugeRow", "TcpRow", "EfficiencyRow",
     "ProbeSummary", "ProbeLatency", "TimelineRow", "ProbeCurvePoint", "WhatIf", "WhatIfInputs", "HostKpis",
-    "Training", "LossCurve", "FixRow", "LastCollective", "GpuComm",
+    "Training", "LossCurve", "MetricSeries", "FixRow", "LastCollective", "GpuComm",
     "Recommendation", "ABSENT", "KeyPath", "Model", "key", "optional", "expected", "field_type",
     "is_free_form", "is_optional", "model_fields", "split_none", "key_paths", "defines",
     "json_schema", "schema_text",

@@ -290,6 +290,9 @@ class LossCurve(Model):
     final: float = key("the last step's value")
     lost: int = key("GPU loss copies dropped before they were read")
     source: str = key('"backward"')
+    convention: str = optional('gradient accumulation: "single" (one backward per step), "scaled-sum" '
+                               '(N micro-batch losses each divided by N: their sum), "mean" (N unscaled '
+                               'losses: their mean)')
 
 
 @dataclass(kw_only=True)
@@ -313,11 +316,24 @@ class LossSeries(Model):
 
 
 @dataclass(kw_only=True)
+class MetricSeries(Model):
+    """A metric the job reported with ``commprof.metric`` (e.g. held-out accuracy; docs/try.md)."""
+
+    name: str = key()
+    steps: list[int] = key("the steps ended when it was reported")
+    values: list[float] = key("per step: mean over the ranks that reported it")
+    ranks: list[int] = key("ranks that reported it")
+    higher_is_better: bool = key("the job's word")
+    final: float = key("the last value")
+
+
+@dataclass(kw_only=True)
 class Training(Model):
-    """Training signals: the loss curve and the fixes applied."""
+    """Training signals: the loss curve, the job's metrics and the fixes applied."""
 
     loss: LossCurve | None = key()
     fixes: list[FixRow] = key()
+    metrics: list[MetricSeries] = optional("what the job reported with commprof.metric")
     compare: list[LossSeries] = optional("other runs' curves (commprof try writes the baseline's)")
 
 

@@ -1,0 +1,273 @@
+"""``commprof try auto``: a search over the fixes and their parameters, by successive halving
+under a time budget (docs/try.md, "commprof try auto").
+
+1. The baseline runs at full length, twice (seed offsets 0 and 1): the noise band, the target,
+   and the cost of a run (its start-up and its time per step).
+2. **Short rung**: every candidate of the job's kind (DDP: bf16/fp16 compression, PowerSGD R ∈
+   {1, 2, 4, 8}, local SGD K ∈ {2, 4, 8, 16, 32}, bucket caps; FSDP2: its options) runs once for
+   a fifth of the steps (at least the warm-up + 20).  It falls when it does not apply, changes
+   the bytes otherwise than it says, is worse than the baseline's first steps beyond their noise
+   (diverges), or is not faster per step by more than the baseline's run-to-run spread (and at
+   least 3 %).  In PowerSGD's and local SGD's families (tried mildest first) the candidates more
+   aggressive than one found worse are not run.  A third of the rest goes on (η = 3), ranked by
+   Pareto layers of (speed-up per step, how much worse): the front first — so that a slower,
+   safer fix is not crowded out by fast, aggressive ones — the faster first within a layer.
+3. **Full rung**: the survivors run at full length once; those not worse beyond the noise run a
+   second time (paired by seed with the baseline), as many as the budget left allows;
+   :func:`commprof.cli.try_verdict.choose` picks among them.  Every run prints one progress
+   line; a run that would not fit the budget is not started, and said so.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+
+from commprof.errors import UsageError
+
+# Within a family, mildest first: PowerSGD's rank falling, local SGD's period growing.
+DDP_CANDIDATES = (["bf16-compress", "fp16-compress"] + [f"powersgd:{r}" for r in (8, 4, 2, 1)]
+                  + [f"local-sgd:{k}" for k in (2, 4, 8, 16, 32)] + [f"bucket-cap:{mb}" for mb in (1, 5, 100)])
+GRADED = ("powersgd", "local-sgd")  # families ordered mild -> aggressive: once one is worse, so are the rest
+FSDP_CANDIDATES = ["bf16-reduce", "reshard-after-forward=false"]
+SHORT_FRACTION = 0.2  # the short rung's steps: this fraction of the full run's
+KEEP = 3  # successive halving's η: a third of the short rung's survivors go on to the full runs
+DEFAULT_BUDGET_S = 30 * 60.0
+MIN_GAIN = 0.03  # the short rung's least speed-up per step worth a full run
+
+
+def parse_budget(text: str | None) -> float:
+    """``30m``, ``1h``, ``90s`` or seconds → seconds (:class:`UsageError` otherwise)."""
+    if text is None:
+        return DEFAULT_BUDGET_S
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(text).lower())
+    if not m or float(m.group(1)) <= 0:
+        raise UsageError(f"--budget {text!r}: expected a duration such as 30m, 1h or 900s")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def candidates_for(base_doc: dict) -> list[str]:
+    """The candidates of the job's kind, from the baseline's collectives: all_reduce → DDP's,
+    reduce_scatter → FSDP2's."""
+    ops = {o.get("op") for o in base_doc.get("ops") or []}
+    out = list(DDP_CANDIDATES) if "all_reduce" in ops else []
+    if "reduce_scatter" in ops:
+        out += FSDP_CANDIDATES
+    return round_robin(out)
+
+
+def round_robin(fixes: list[str]) -> list[str]:
+    """One of each family in turn (each family's own order kept): a budget that runs out early
+    has still sampled every family."""
+    families: dict[str, list[str]] = {}
+    for f in fixes:
+        families.setdefault(f.partition(":")[0].replace("fp16-compress", "bf16-compress"), []).append(f)
+    out, queues = [], list(families.values())
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out
+
+
+@dataclass
+class Candidate:
+    """One fix in the search: how far it got and why it fell (``fate``: "chosen", "kept",
+    "fell at short", "fell at full", "not run: budget")."""
+
+    fix: str
+    fate: str = "pending"
+    why: str = ""
+    short: dict | None = None  # the short rung's result (assess_fix's dict)
+    full: dict | None = None  # the full rung's
+    note: str = ""  # e.g. judged on one full run (the budget)
+
+
+@dataclass
+class Costs:
+    """A run's wall time ≈ ``startup_s`` + steps · ``step_s``."""
+
+    startup_s: float
+    step_s: float
+
+    def run(self, steps: int) -> float:
+        return self.startup_s + steps * self.step_s
+
+
+@dataclass
+class Search:
+    """Successive halving over ``candidates``.  ``measure(fix, steps, repeat)`` runs a fix and
+    returns ``assess_fix``'s dict (with ``judgement``) against the baseline's same steps."""
+
+    candidates: list[str]
+    measure: object
+    full_steps: int
+    costs: Costs
+    budget_s: float
+    say: object
+    spent_s: float = 0.0
+    runs: int = 0
+    table: list[Candidate] = field(default_factory=list)
+
+    def _fits(self, seconds: float) -> bool:
+        return self.spent_s + seconds <= self.budget_s
+
+    def _run(self, fix: str, steps: int, repeat: int, rung: str) -> dict:
+        t0 = time.monotonic()
+        result = self.measure(fix, steps, repeat)
+        self.spent_s += result.get("wall_s", time.monotonic() - t0)
+        self.runs += 1
+        return result
+
+    def short_steps(self, warmup: int) -> int:
+        return max(warmup + 20, math.ceil(SHORT_FRACTION * self.full_steps))
+
+    def run(self, warmup: int) -> list[Candidate]:
+        self.table = [Candidate(f) for f in self.candidates]
+        short = min(self.short_steps(warmup), self.full_steps)
+        survivors, worse_in = [], {}
+        for c in self.table:
+            family = c.fix.partition(":")[0]
+            if family in worse_in:
+                c.fate, c.why = "fell at short", f"not run: the milder {worse_in[family]} was already worse"
+                continue
+            if not self._fits(self.costs.run(short)):
+                c.fate, c.why = "not run: budget", "the short run would not fit the budget left"
+                continue
+            c.short = r = self._run(c.fix, short, 1, "short")
+            c.why = short_fate(r)
+            c.fate = "fell at short" if c.why else "kept"
+            self.say(self._progress(f"{c.fix} ({short} steps, 1 run)", r, c.why or "kept"))
+            if c.why.startswith("worse") and family in GRADED:
+                worse_in[family] = c.fix
+            if not c.why:
+                survivors.append(c)
+        survivors = pareto_order(survivors)
+        half = max(1, math.ceil(len(survivors) / KEEP)) if survivors else 0
+        for c in survivors[half:]:
+            c.fate, c.why = "fell at short", f"not in the best third (Pareto layers of speed-up and loss at {short} steps)"
+        for repeat in (1, 2):
+            for c in survivors[:half]:
+                if repeat == 2 and (c.full is None or c.full["judgement"]["quality_verdict"] == "worse"):
+                    continue
+                if not self._fits(self.costs.run(self.full_steps)):
+                    if repeat == 1:
+                        c.fate, c.why = "not run: budget", "the full run would not fit the budget left"
+                    else:  # judged on its first run, against the baseline's band
+                        c.note = "one full run: the second would not fit the budget left"
+                    continue
+                c.full = r = self._run(c.fix, self.full_steps, repeat, "full")
+                self.say(self._progress(f"{c.fix} ({self.full_steps} steps, run {repeat} of 2)", r,
+                                        r["judgement"]["verdict"]))
+        return self.table
+
+    def _progress(self, what: str, r: dict, outcome: str) -> str:
+        from commprof.cli.try_verdict import verdict_line
+        sp = f"{r['speedup']:.2f}x per step" if r.get("speedup") else "speed unknown"
+        return (f"[run {self.runs}, {self.spent_s / 60:.1f} of {self.budget_s / 60:.0f} min] {what}: {sp}; "
+                f"{verdict_line(r['judgement'])} -> {outcome}")
+
+
+def pareto_order(cands: list[Candidate]) -> list[Candidate]:
+    """``cands`` by Pareto layer of (short speed-up: higher, worse_by: lower), then speed-up."""
+    def point(c):
+        j = c.short["judgement"]
+        return (c.short.get("speedup") or 0.0, j["worse_by"] if j["worse_by"] is not None else math.inf)
+
+    left, out = list(cands), []
+    while left:
+        front = [c for c in left if not any(point(o)[0] >= point(c)[0] and point(o)[1] <= point(c)[1]
+                                            and point(o) != point(c) for o in left)]
+        front.sort(key=lambda c: -point(c)[0])
+        out += front
+        left = [c for c in left if c not in front]
+    return out
+
+
+def short_fate(r: dict) -> str:
+    """Why a candidate falls at the short rung ("" when it goes on)."""
+    j = r["judgement"]
+    if not r["applied"]:
+        return f"did not apply ({r['why'] or ', '.join(r['status'])})"
+    if r["bytes_ok"] is False:
+        return "bytes did not change as the fix says"
+    if j["quality_verdict"] == "worse":
+        return f"worse than the baseline's same steps beyond the noise ({_pct(j['worse_by'])} worse, noise ±{_pct(j['band'])})"
+    spread = max(j.get("spread_base") or 0.0, MIN_GAIN)
+    if not r.get("speedup") or r["speedup"] <= 1 + spread:
+        speed = f"{r['speedup']:.2f}x" if r.get("speedup") else "unknown"
+        return f"not faster per step ({speed}; needs more than the baseline's run-to-run spread, at least {MIN_GAIN:.0%}: {spread:.1%})"
+    return ""
+
+
+def _pct(x: float | None) -> str:
+    return "unknown" if x is None else f"{x * 100:.1f} %"
+
+
+def pareto_lines(table: list[Candidate]) -> list[str]:
+    """The full rung's candidates: effective speed-up against how much worse (with its band),
+    ``*`` on the Pareto front (no other is both faster to the target and less worse); then why
+    every other candidate fell."""
+    finals = [c for c in table if c.full is not None]
+    if not finals:
+        return ["", "no candidate reached the full runs"] + [f"  {c.fix:<20} {c.fate}: {c.why}" for c in table]
+    out = ["", "Pareto table (full runs; * = on the front: none is both faster to the target and less worse):",
+           f"  {'fix':<20} {'speed-up':>9} {'to target':>9}  {'worse by':>9}  {'noise':>8}  verdict"]
+
+    def point(c):
+        j = c.full["judgement"]
+        return (j["time_to_target"]["speedup"] or 0.0, j["worse_by"] if j["worse_by"] is not None else math.inf)
+
+    for c in sorted(finals, key=lambda c: -point(c)[0]):
+        j = c.full["judgement"]
+        s, w = point(c)
+        front = not any(point(o)[0] > s and point(o)[1] < w for o in finals if o is not c)
+        eff = j["time_to_target"]["speedup"]
+        band = "±" + _pct(j["band"]) if j["band"] is not None else "none"
+        out.append(f"{'*' if front else ' '} {c.fix:<20} {_x(c.full['speedup']):>9} {_x(eff):>9}  "
+                   f"{_pct(j['worse_by']):>9}  {band:>8}  {c.fate}" + (f": {c.why}" if c.why else ""))
+    fell = [c for c in table if c.full is None]
+    if fell:
+        out.append("fell before the full runs:")
+        out += [f"  {c.fix:<20} {c.fate}: {c.why}" for c in fell]
+    return out
+
+
+def _x(v: float | None) -> str:
+    return f"{v:.2f}x" if v else "-"
+
+
+def truncated(doc: dict, steps: int) -> dict:
+    """The baseline's report document cut to its first ``steps`` steps (the loss, the per-step
+    rows and the step time over them; the job's metrics, taken at the end, dropped)."""
+    out = dict(doc)
+    st = dict(doc.get("steps") or {})
+    st["per_step"] = [r for r in st.get("per_step") or [] if int(r["step"]) < steps]
+    out["steps"] = st
+    durations = [r["duration_mean_s"] for r in st["per_step"] if r.get("duration_mean_s") is not None]
+    out["kpis"] = dict(doc.get("kpis") or {}, step_time_s=sum(durations) / len(durations) if durations else None)
+    training = dict(doc.get("training") or {})
+    loss = training.get("loss")
+    if loss:
+        keep = [i for i, s in enumerate(loss["steps"]) if s < steps]
+        training["loss"] = dict(loss, steps=[loss["steps"][i] for i in keep],
+                                values=[loss["values"][i] for i in keep])
+    training.pop("metrics", None)
+    out["training"] = training
+    return out
+
+
+def full_length(base_docs: list[dict]) -> int:
+    """Steps of the baseline's runs (the shortest run's last step + 1)."""
+    lasts = [max((int(r["step"]) for r in (d.get("steps") or {}).get("per_step") or []), default=-1)
+             for d in base_docs]
+    return min(lasts) + 1
+
+
+def costs_of(walls: list[float], base_docs: list[dict], steps: int) -> Costs:
+    """A run's start-up and time per step, from the baseline's runs (wall time, step time)."""
+    step_s = [d["kpis"].get("step_time_s") for d in base_docs if d["kpis"].get("step_time_s")]
+    per = sum(step_s) / len(step_s) if step_s else 0.0
+    wall = sum(walls) / len(walls)
+    return Costs(max(wall - steps * per, 0.0), per)

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import clocks, cpu, crossrank, gpu_basis, kpis as kpi, training, whatif
+from commprof.analysis import advice, clocks, cpu, crossrank, gpu_basis, kpis as kpi, training, whatif
 from commprof.analysis.collectives import combine_op_tables
 from commprof.analysis.kpis import DEFAULT_WARMUP
 from commprof.analysis.links import summarize_links
@@ -146,10 +146,12 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     op_sizes = _op_sizes(parts)
     probe = src.probe()
     links = _links(nodes, node_notes, parts, windows, op_sizes, probe)
-    base = None if basis == gpu_basis.HOST_LAUNCH else whatif.Baseline.from_steps(
-        meas, (cross or {}).get("stragglers", []), probe, float(meas["ops"].mean()) if len(meas) else 0.0)
+    base = whatif.build(meas, ranks_df, kpis, info, ops, stragglers=(cross or {}).get("stragglers"),
+                        probe=probe, op_sizes=op_sizes)
+    kpis.update(whatif.step_components(base, kpis))
+    notes += advice.notes(base, info, probe)
     return Summary(baseline=base, run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
-                   ranks=ranks_df, verdict=assess(kpis), notes=notes,
+                   ranks=ranks_df, verdict=assess(kpis, base), notes=notes,
                    degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
                    overhead=self_overhead(parts, ranks_df), hang=src.hang, links=links,
                    op_sizes=op_sizes, cross_rank=cross, clock_alignment=clock_info,

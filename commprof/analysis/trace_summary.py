@@ -87,9 +87,10 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
         notes.append(Note("missing_ranks", "warning",
                           f"no trace of rank(s) {_short(info['missing_ranks'])} of world size {world}: "
                           "the KPIs cover the traces given"))
-    base = whatif.Baseline.from_steps(steps_df, [], None, 0.0)
+    base = whatif.build(steps_df, ranks_df, kpis, info, ops)  # ranks[].wait_s where measured
+    kpis.update(whatif.step_components(base, kpis))
     return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
-                   ranks=ranks_df, verdict=assess(kpis), notes=notes, degraded=None,
+                   ranks=ranks_df, verdict=assess(kpis, base), notes=notes, degraded=None,
                    overhead={"calls": 0, "record_us_per_call": None,
                              "dispatch_us_per_call_estimate": 0.0, "blocking_calls": 0,
                              "estimated_s_per_rank": 0.0, "estimated_fraction_of_wall": None},

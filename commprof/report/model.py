@@ -162,7 +162,15 @@ class Kpis(Model):
     comm_fraction_step_p90: float | None = optional()
     exposed_comm_fraction_step_p90: float | None = optional()
     hidden_comm_s_per_step: float | None = optional()
-    compute_s_per_step: float | None = optional()
+    compute_s_per_step: float | None = optional("step − in flight (the first name of "
+                                                "no_comm_s_per_step: on GPU timelines it holds idle too)")
+    no_comm_s_per_step: float | None = optional("time with no communication in flight: compute "
+                                                "and idle; the parts add up: step = no_comm + hidden "
+                                                "+ exposed transfer + waiting")
+    wait_s_per_step: float | None = optional("waiting for late ranks (exposed), measured cross-rank")
+    transfer_s_per_step: float | None = optional("communication in flight less the waiting")
+    exposed_transfer_s_per_step: float | None = optional("exposed communication less the waiting")
+    idle_s_per_step: float | None = optional("GPU idle per step (profiler traces)")
     gpu_comm_fraction: float | None = optional("GPU timeline, time-weighted over steps")
     gpu_exposed_comm_fraction: float | None = optional()
     gpu_compute_fraction: float | None = optional()
@@ -301,8 +309,10 @@ class Assessment(Model):
     comm_fraction: float | None = key()
     basis: str = key('"step time" or "wall time", marked "GPU step time" (traces) or "step time '
                      '(GPU timeline)" (GPU windows); "none" when unmeasured')
-    speedup_if_hidden: float | None = key("all exposed communication overlapped: 1/(1-exposed)")
-    speedup_bound: float | None = key("all communication gone: 1/(1-in flight)")
+    speedup_if_hidden: float | None = key("perfect overlap: steps no shorter than max(compute, "
+                                          "transfer) (docs/whatif.md)")
+    speedup_bound: float | None = key("communication removed: T/(T−C) on host clocks, T/(T−E) "
+                                      "on a GPU timeline; >= every what-if row")
 
 
 @dataclass(kw_only=True)

@@ -217,14 +217,22 @@ class CrossRank(Model):
 
 @dataclass(kw_only=True)
 class WhatIfInputs(Model):
-    """What a projection starts from: medians over the measured steps."""
+    """What a projection starts from: means over the measured rank-steps (docs/whatif.md)."""
 
     steps: int = key()
     step_s: float = key()
     comm_s_per_step: float = key()
     exposed_s_per_step: float = key()
-    straggler_wait_s_per_step: float = key()
+    straggler_wait_s_per_step: float = key("waiting for late ranks per step (the model's W; "
+                                           "first named for stragglers, now every measured wait)")
     latency_floor_s_per_step: float = key()
+    wait_s_per_step: float | None = optional("W, exposed first: min(measured wait, exposed)")
+    transfer_s_per_step: float | None = optional("C − W: what bandwidth and bytes shorten")
+    link_share: float | None = optional("ε: the link's share of in-flight time from a probe; null without")
+    kept_share: float | None = optional("κ: share of transfer a step without gradient sync keeps")
+    exposed_only: bool | None = optional("GPU timeline: removing communication removes its exposed part")
+    single_node: bool | None = optional("every rank on one host: no network to buy")
+    wait_measured: bool | None = optional("W is the cross-rank analysis' measured wait")
 
 
 @dataclass(kw_only=True)

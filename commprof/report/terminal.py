@@ -93,10 +93,7 @@ def banner(doc: dict) -> Panel:
                                     f"{fmt_seconds(h.get('step_time_s'))} step (host clocks"
                                     + ("; NCCL launch times, not transfers)" if basis != "gpu_trace" else ")"))
     if k.get("step_time_s") is not None and k.get("compute_s_per_step") is not None:
-        grid.add_row("  per step (mean)",
-                     f"{fmt_seconds(k['step_time_s'])} = {fmt_seconds(k['compute_s_per_step'])} "
-                     f"without communication + {fmt_seconds(k['comm_s_per_step'])} in flight "
-                     f"(of which {fmt_seconds(k['exposed_comm_s_per_step'])} exposed)")
+        grid.add_row("  per step (mean)", step_parts_line(k))
     grid.add_row("  whole run", f"in flight {fmt_pct(k['comm_fraction_wall'])} of wall time, "
                                 f"exposed {fmt_pct(k['exposed_comm_fraction_wall'])}")
     grid.add_row("observed bandwidth", f"algbw {fmt_gbps(k['algbw_gbps'])}, busbw "
@@ -272,6 +269,21 @@ def links_section(links: dict) -> list:
     for n in links.get("notes", []):
         out.append(Text(f"note: {n}", style="yellow"))
     return out
+
+
+def step_parts_line(k: dict) -> str:
+    """The mean step as the parts that add up (docs/whatif.md, "The parts of a step")."""
+    no_comm = k.get("no_comm_s_per_step", k.get("compute_s_per_step"))
+    idle = k.get("idle_s_per_step")
+    parts = [f"{fmt_seconds(no_comm)} with no communication in flight"
+             + (f" (of which GPU idle {fmt_seconds(idle)})" if idle is not None else ""),
+             f"{fmt_seconds(k.get('hidden_comm_s_per_step'))} communication hidden under compute"]
+    if k.get("wait_s_per_step") is not None:
+        parts += [f"{fmt_seconds(k.get('exposed_transfer_s_per_step'))} exposed transfer",
+                  f"{fmt_seconds(k['wait_s_per_step'])} waiting for late ranks"]
+    else:
+        parts.append(f"{fmt_seconds(k.get('exposed_comm_s_per_step'))} exposed communication")
+    return f"{fmt_seconds(k['step_time_s'])} = " + " + ".join(parts)
 
 
 def whatif_section(doc: dict) -> list:

@@ -146,8 +146,7 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     op_sizes = _op_sizes(parts)
     probe = src.probe()
     links = _links(nodes, node_notes, parts, windows, op_sizes, probe)
-    base = whatif.build(meas, ranks_df, kpis, info, ops, stragglers=(cross or {}).get("stragglers"),
-                        probe=probe, op_sizes=op_sizes)
+    base = whatif.build(meas, ranks_df, kpis, info, ops, cross=cross, probe=probe, op_sizes=op_sizes)
     kpis.update(whatif.step_components(base, kpis))
     notes += advice.notes(base, info, probe)
     return Summary(baseline=base, run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,

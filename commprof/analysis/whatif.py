@@ -92,17 +92,19 @@ class Baseline:
 
     @classmethod
     def from_steps(cls, meas, stragglers: list[dict], probe: dict | None, calls_per_step: float,
-                   *, ranks: pd.DataFrame | None = None, link_share: float | None = None,
+                   *, ranks: pd.DataFrame | None = None, step_wait: pd.DataFrame | None = None,
+                   link_share: float | None = None,
                    kept_share: float = 0.0, exposed_only: bool = False,
                    single_node: bool = False) -> "Baseline | None":
         """From the measured rank-steps frame (``rank``, ``duration_s``, ``comm_s``,
-        ``exposed_s``), the per-rank frame (``wait_s``, ``comm_s``: the cross-rank analysis'
-        measured wait, whenever it exists), the stragglers (their wait only without ``ranks[].wait_s``),
+        ``exposed_s``), the cross-rank analysis' measured wait whenever it exists — each
+        rank-step's (``step_wait``: rank, step, wait_s), else each rank's share
+        (``ranks``: ``wait_s``, ``comm_s``) —, the stragglers (their wait only without either),
         and the probe result (its small-message all_reduce latency)."""
         if meas is None or not len(meas):
             return None
         comm = meas["comm_s"].to_numpy("float64")
-        wait = rank_wait(meas, ranks)
+        wait = rank_wait(meas, ranks, step_wait)
         lat = ((probe or {}).get("latency_us") or {}).get("all_reduce")
         floor = calls_per_step * lat / 1e6 if lat else 0.0
         measured = wait is not None
@@ -115,11 +117,12 @@ class Baseline:
 
 
 def build(meas: pd.DataFrame, ranks: pd.DataFrame | None, kpis: dict, run: dict, ops, *,
-          stragglers: list[dict] | None = None, probe: dict | None = None,
+          cross: dict | None = None, probe: dict | None = None,
           op_sizes: pd.DataFrame | None = None) -> Baseline | None:
     """The baseline of a run or of traces, from what their summaries hold: the measured
     rank-steps, ranks[] (its measured ``wait_s`` where the cross-rank analysis gave one), the
-    KPIs (their time basis), ``run`` (world size, nodes), the op table (what a step without
+    KPIs (their time basis), ``run`` (world size, nodes), ``cross`` (the cross-rank analysis:
+    per-step waits, stragglers), the op table (what a step without
     gradient sync keeps), and the probe with the size buckets (the link's share).  None on
     ``host_launch`` (no communication time) and without steps."""
     if kpis.get("time_basis") == "host_launch" or meas is None or not len(meas):
@@ -128,26 +131,43 @@ def build(meas: pd.DataFrame, ranks: pd.DataFrame | None, kpis: dict, run: dict,
     rows = ops.to_dict("records") if isinstance(ops, pd.DataFrame) else list(ops or [])
     calls = float(meas["ops"].mean()) if "ops" in meas else 0.0
     return Baseline.from_steps(
-        meas, stragglers or [], probe, calls, ranks=ranks, link_share=link_share(op_sizes, probe),
+        meas, (cross or {}).get("stragglers") or [], probe, calls, ranks=ranks,
+        step_wait=step_waits(cross), link_share=link_share(op_sizes, probe),
         kept_share=kept_share(rows, run.get("world_size")),
         exposed_only=kpis.get("time_basis") in ("gpu_trace", "gpu_windows"),
         single_node=run.get("nodes") == 1)
 
 
-def rank_wait(meas: pd.DataFrame, ranks: pd.DataFrame | None) -> np.ndarray | None:
-    """Each rank-step's waiting: its in-flight time × the rank's measured wait share
-    (``ranks[].wait_s ÷ ranks[].comm_s``, at most 1); None when no rank has a measured wait."""
-    if ranks is None or not len(ranks) or "wait_s" not in ranks or "comm_s" not in ranks \
-            or "rank" not in meas:
+def rank_wait(meas: pd.DataFrame, ranks: pd.DataFrame | None,
+              step_wait: pd.DataFrame | None = None) -> np.ndarray | None:
+    """Each rank-step's waiting: the cross-rank analysis' wait in that step where it has one
+    (``step_wait``), else its in-flight time × the rank's measured wait share
+    (``ranks[].wait_s ÷ ranks[].comm_s``, at most 1); None when no wait was measured."""
+    if "rank" not in meas:
         return None
-    r = ranks[["rank", "wait_s", "comm_s"]].dropna()
-    r = r[r["comm_s"].astype("float64") > 0]
-    if not len(r):
-        return None
-    share = (r["wait_s"].astype("float64") / r["comm_s"].astype("float64")).clip(0.0, 1.0)
-    by_rank = pd.Series(share.to_numpy(), index=r["rank"].astype("int64").to_numpy())
-    s = by_rank.reindex(meas["rank"].astype("int64").to_numpy()).fillna(0.0).to_numpy("float64")
-    return s * meas["comm_s"].to_numpy("float64")
+    out = None
+    if ranks is not None and len(ranks) and "wait_s" in ranks and "comm_s" in ranks:
+        r = ranks[["rank", "wait_s", "comm_s"]].dropna()
+        r = r[r["comm_s"].astype("float64") > 0]
+        if len(r):
+            share = (r["wait_s"].astype("float64") / r["comm_s"].astype("float64")).clip(0.0, 1.0)
+            by_rank = pd.Series(share.to_numpy(), index=r["rank"].astype("int64").to_numpy())
+            s = by_rank.reindex(meas["rank"].astype("int64").to_numpy()).fillna(0.0)
+            out = s.to_numpy("float64") * meas["comm_s"].to_numpy("float64")
+    if step_wait is not None and len(step_wait) and "step" in meas:
+        keys = meas[["rank", "step"]].astype("int64").reset_index(drop=True)
+        w = keys.merge(step_wait.astype({"rank": "int64", "step": "int64"}), on=["rank", "step"],
+                       how="left")["wait_s"].to_numpy("float64")
+        base = out if out is not None else np.zeros(len(keys))
+        out = np.where(np.isfinite(w), w, base)
+    return out
+
+
+def step_waits(cross: dict | None) -> pd.DataFrame | None:
+    """(rank, step, wait_s) from the cross-rank analysis' ``per_step`` rows, None without."""
+    rows = [(r, s["step"], w) for s in (cross or {}).get("per_step") or []
+            for r, w in zip(s.get("ranks") or [], s.get("wait_s") or []) if w is not None]
+    return pd.DataFrame(rows, columns=["rank", "step", "wait_s"]) if rows else None
 
 
 def step_components(b: "Baseline | None", kpis: dict) -> dict:

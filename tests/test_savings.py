@@ -87,10 +87,13 @@ def test_host_clocks_remove_all_communication_a_gpu_timeline_its_exposed_part():
 
 
 def test_skipping_gradient_sync_keeps_what_is_not_a_gradient_reduction():
-    ops = [{"op": "all_gather", "group_size": 2, "time_s": 3.0, "bytes": 10},
-           {"op": "reduce_scatter", "group_size": 2, "time_s": 1.0, "bytes": 10}]
+    # by bytes (a run's first collectives carry the start-up skew in their time)
+    ops = [{"op": "all_gather", "group_size": 2, "time_s": 1.0, "bytes": 3e6},
+           {"op": "reduce_scatter", "group_size": 2, "time_s": 1.0, "bytes": 1e6}]
     kept = parallelism.kept_share(ops, 2)
     assert kept == pytest.approx(0.75)
+    no_sizes = [{**o, "bytes": None} for o in ops]
+    assert parallelism.kept_share(no_sizes, 2) == pytest.approx(0.5)  # by time, sizes unknown
     b = Baseline(step_s=0.100, comm_s=0.060, exposed_s=0.060, kept_share=kept)
     local = 0.100 - 0.25 * 0.060  # FSDP's all-gathers stay
     assert project(b, sync_every=4)["step_time_s"] == pytest.approx((0.100 + 3 * local) / 4)
@@ -169,12 +172,18 @@ def test_expert_parallel_all_to_all_is_not_told_to_add_a_gradient_hook():
     assert "all_to_all" in text and not any(api in text for api in DDP_APIS + ("hook",)), text
 
 
-def test_ddp_style_jobs_get_ddps_api():
-    ops = [{"op": "all_reduce", "group_size": 2, "time_s": 1.0, "bytes": 1e6, "dtype": "float32"}]
+def test_ddp_gets_ddps_api_and_a_jobs_own_all_reduces_do_not():
+    own = [{"op": "all_reduce", "group_size": 2, "time_s": 1.0, "bytes": 1e6, "dtype": "float32"}]
+    ddp = own + [{"op": "broadcast", "group_size": 2, "time_s": 0.01, "bytes": 1e3, "dtype": "float32"}]
     b = Baseline(step_s=0.100, comm_s=0.060, exposed_s=0.050)
-    recs = advice.recommendations(*_doc(ops, b))
+    recs = advice.recommendations(*_doc(ddp, b))
+    assert parallelism.detect(ddp, 2)["kind"] == "ddp"
     assert any("bf16_compress_hook" in r["action"] for r in recs)
     assert any("no_sync" in r["action"] for r in recs)
+    recs = advice.recommendations(*_doc(own, b))
+    text = " ".join(r["action"] + " " + r["evidence"] for r in recs)
+    assert parallelism.detect(own, 2)["kind"] == "allreduce"
+    assert recs and not any(api in text for api in DDP_APIS), text
 
 
 def test_when_waiting_dominates_balance_comes_first_and_the_network_last():

@@ -24,12 +24,15 @@ _BYTES = {
              "reduce_dtype=torch.bfloat16)` (FSDP2 `fully_shard(..., mp_policy=...)`)",
              "fewer bytes per all-gather and reduce-scatter (a lower `param_dtype`/`reduce_dtype` "
              "in FSDP's `MixedPrecisionPolicy`)"),
+    "allreduce": ("halving the gradient bytes: all-reduce them in bf16 (cast before `dist.all_reduce`, "
+                  "back after)", "halving the gradient bytes (a lower-precision or compressed format)"),
     "expert": ("halving the all_to_all payload (bf16/fp8 token dispatch, a lower capacity factor)",) * 2,
     "pipeline": ("halving the activations sent between stages (bf16/fp8 activations)",) * 2,
     "tensor": ("halving the bytes of the tensor-parallel all-reduces (bf16/fp8 activations)",) * 2,
 }
 _SYNC = {
     "ddp": "gradient accumulation over 4 micro-batches with DDP `no_sync()`",
+    "allreduce": "gradient accumulation over 4 micro-batches (all-reduce the gradients on every 4th)",
     "fsdp": "gradient accumulation over 4 micro-batches without reduce-scatter "
             "(FSDP2 `model.set_requires_gradient_sync(False)` on 3 of 4): the all-gathers stay; "
             "`reshard_after_forward=False` also keeps parameters gathered between micro-batches, "
@@ -37,6 +40,8 @@ _SYNC = {
 }
 _OVERLAP = {
     "ddp": "better overlap (DDP `bucket_cap_mb`, so that gradient all-reduces start earlier in backward)",
+    "allreduce": "better overlap (all-reduce each layer's gradients asynchronously, `async_op=True`, "
+                 "as backward produces them; wait before the optimizer step)",
     "fsdp": "better overlap: FSDP prefetch (FSDP2 `set_modules_to_forward_prefetch` / "
             "`set_modules_to_backward_prefetch`, FSDP1 `forward_prefetch=True`), "
             "`reshard_after_forward=False` on the last units",
@@ -107,7 +112,7 @@ def recommendations(doc: dict, whatif: list[dict]) -> list[dict]:
     add("no straggler", "software", _late_rank(doc),
         f"{wait_share:.0%} of communication time ({_ms(wait)} of {_ms(comm)} per step) is waiting "
         "for late ranks; bandwidth and fewer bytes do not shorten it")
-    fams = {"ddp": ("all_reduce",), "fsdp": ("all_gather", "reduce_scatter"),
+    fams = {"ddp": ("all_reduce",), "allreduce": ("all_reduce",), "fsdp": ("all_gather", "reduce_scatter"),
             "expert": ("all_to_all",), "pipeline": ("p2p",)}.get(kind, tuple(parallelism.FAMILY.values()))
     dtype = _dtype(ops, fams)
     fp32, other = _BYTES.get(kind, ("halving the bytes communicated (a lower-precision or "
@@ -115,7 +120,7 @@ def recommendations(doc: dict, whatif: list[dict]) -> list[dict]:
     add("bytes /2", "software", fp32 if dtype and "float32" in dtype else other,
         f"{par['described']}, {dtype or 'dtype unknown'}: {_bytes_text(k)}; halving them halves "
         f"the {_ms(transfer)} of transfer per step, not the waiting")
-    if kind in ("ddp", "fsdp", "mixed", "none", "tensor"):
+    if kind in ("ddp", "allreduce", "fsdp", "mixed", "tensor"):  # without an op table: what it drops is unknown
         kept = inputs.get("kept_share") or 0.0
         add("sync every 4 steps", "software", _SYNC.get(kind, "gradient accumulation over 4 "
             "micro-batches (synchronize gradients on every 4th)"),

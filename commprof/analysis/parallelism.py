@@ -2,10 +2,13 @@
 "Recommendations follow the parallelism").
 
 The recommendations name a library's knobs only for the parallelism the traffic shows: DDP's
-comm hooks and ``no_sync()`` to gradient all-reduces over the whole world, FSDP's mixed
+comm hooks and ``no_sync()`` to gradient all-reduces over the whole world with DDP's
+broadcast of the module state (a job's own all-reduces without it get no DDP API), FSDP's mixed
 precision, prefetch and ``reshard_after_forward`` to all-gathers with reduce-scatters, the
 all_to_all payload to expert parallelism, schedules to pipelines' send/recv.  Weights are each
-op family's time (``time_s``), its bytes where no time is known.
+op family's bytes — not its time, which a run's first collectives inflate with the ranks'
+start-up skew (DDP's one-off all_gather of parameter shapes) — and its time where no size is
+known (profiler traces without message sizes).
 """
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ FAMILY = {"all_reduce": "all_reduce", "all_reduce_coalesced": "all_reduce", "red
           "reduce_scatter": "reduce_scatter", "reduce_scatter_coalesced": "reduce_scatter",
           "all_to_all": "all_to_all", "send": "p2p", "recv": "p2p", "broadcast": "broadcast"}
 GRADIENT_REDUCTIONS = ("all_reduce", "reduce_scatter")  # what skipping a gradient sync removes
-KINDS = ("ddp", "fsdp", "expert", "pipeline", "tensor", "mixed", "none")
-DESCRIBED = {"ddp": "data parallel (gradient all_reduce over every rank, DDP-style)",
+KINDS = ("ddp", "allreduce", "fsdp", "expert", "pipeline", "tensor", "mixed", "none")
+DESCRIBED = {"ddp": "data parallel (DDP: gradient all_reduce over every rank, state broadcast)",
+             "allreduce": "data parallel, the job's own gradient all_reduce (no module-state broadcast)",
              "fsdp": "fully sharded data parallel (all_gather + reduce_scatter, FSDP/FSDP2)",
              "expert": "expert parallel (all_to_all token dispatch)",
              "pipeline": "pipeline parallel (send/recv between stages)",
@@ -30,9 +34,9 @@ def _weight(row: dict, by_time: bool) -> float:
 
 
 def family_shares(ops: list[dict], world: int | None = None) -> dict:
-    """Each op family's share of the job's communication (time, else bytes), with the share of
+    """Each op family's share of the job's communication (bytes, else time), with the share of
     all_reduce in groups smaller than the world apart (``all_reduce_subgroup``)."""
-    by_time = any(_weight(r, True) > 0 for r in ops)
+    by_time = not any(_weight(r, False) > 0 for r in ops)
     total: dict[str, float] = {}
     for r in ops:
         fam = FAMILY.get(str(r.get("op")), "other")
@@ -56,7 +60,9 @@ def detect(ops: list[dict], world: int | None = None) -> dict:
     elif s.get("p2p", 0.0) >= 0.3:
         kind = "pipeline"
     elif s.get("all_reduce", 0.0) >= 0.5:
-        kind = "ddp"
+        # DDP broadcasts the module's state at construction (and its buffers every forward by
+        # default): without a broadcast the all-reduces are the job's own, not a DDP model's
+        kind = "ddp" if "broadcast" in s else "allreduce"
     elif s.get("all_reduce_subgroup", 0.0) >= 0.5:
         kind = "tensor"
     else:

@@ -214,3 +214,27 @@ def test_a_job_far_below_the_probed_bandwidth_is_told_what_bounds_it():
     b = Baseline(step_s=0.100, comm_s=0.060, exposed_s=0.060, link_share=0.03, latency_floor_s=0.040)
     (note,) = advice.notes(b, {"hosts": ["a", "b"], "ranks_captured": 2, "backend": "nccl"}, {})
     assert "latency" in note.text
+
+
+# -- the op table's bytes per step -------------------------------------------------------------
+
+def test_op_table_bytes_per_step_leave_start_up_and_warm_up_out(tmp_path):
+    import json
+    from runner import commprof
+    from synthetic import MS, Coll, periodic_rank, write_run
+    ranks = []
+    for r in (0, 1):
+        spec = periodic_rank(r, steps=6, nbytes=4_000_000)
+        # DDP's start-up broadcast of the module state: inside step 0 (from process-group init)
+        spec.collectives.insert(0, Coll("broadcast", n=2, in_bytes=1_000_000, t_issue=5 * MS,
+                                        t_return=6 * MS, t_done=7 * MS))
+        ranks.append(spec)
+    run = write_run(tmp_path / "run", ranks)
+    for warmup, measured in ((2, 4), (0, 6)):
+        doc = json.loads(commprof("report", str(run), "-f", "json", "--warmup", str(warmup)).stdout)
+        ops = {o["op"]: o for o in doc["ops"]}
+        assert ops["all_reduce"]["bytes_per_step"] == pytest.approx(4_000_000)  # one per step
+        assert ops["all_reduce"]["calls_per_step"] == pytest.approx(1.0)
+        # in step 0 only: gone once warm-up leaves it out, spread over the steps otherwise
+        assert ops["broadcast"]["bytes_per_step"] == pytest.approx(1_000_000 * (warmup == 0) / measured)
+        assert ops["broadcast"]["count"] == 1

@@ -16,8 +16,9 @@ class Fold:
     """The run so far: its parts (steps, sketches and in-flight windows taken out), the
     cross-rank matching columns, the clock probes, merged latency sketches and step rows."""
 
-    def __init__(self, sampled: bool):
+    def __init__(self, sampled: bool, warmup: int = 0):
         self.sampled = sampled
+        self.warmup = warmup
         self.parts: list = []
         self.calls = crossrank.Calls()
         self.syncs: list[pd.DataFrame] = []
@@ -43,6 +44,7 @@ class Fold:
             self.windows[host] = intervals.union(np.concatenate([old[0], part.inflight[0]]),
                                                  np.concatenate([old[1], part.inflight[1]]))
         part.inflight = None
+        part.step_ops = measured_op_bytes(part.step_ops, part.steps, self.warmup)
         if len(part.steps):
             self._steps.append(part.steps)
             if len(self._steps) >= STEP_CHUNK:
@@ -60,3 +62,21 @@ class Fold:
     def step_rows(self) -> list[pd.DataFrame]:
         """Every process's step rows, in arrival order (for :func:`kpis.finish_steps`)."""
         return self._step_chunks + self._steps
+
+
+def measured_op_bytes(step_ops: pd.DataFrame | None, steps: pd.DataFrame, warmup: int
+                      ) -> pd.DataFrame | None:
+    """One process's per-(op, group size) S and calls over its measured steps (the first
+    ``warmup`` steps left out, at least one kept: :func:`commprof.analysis.steps.measured`), with
+    ``steps`` the number of measured steps; None without steps."""
+    if step_ops is None or steps is None or not len(steps):
+        return None
+    n = int(len(steps))
+    skip = min(warmup, max(n - 1, 0))
+    first = int(np.sort(steps["step"].to_numpy("int64"))[skip])
+    m = step_ops[step_ops["step"] >= first]
+    out = m.groupby(["op", "group_size"], as_index=False).agg(bytes=("bytes", "sum"),
+                                                                count=("count", "sum"))
+    if not len(out):  # measured steps without a call: one empty row keeps their number
+        out = pd.DataFrame({"op": [""], "group_size": [0], "bytes": [0.0], "count": [0]})
+    return out.assign(steps=n - skip)

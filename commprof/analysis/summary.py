@@ -73,7 +73,7 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     src = source if isinstance(source, (Run, RunSource)) else open_run(source)
     nodes, node_notes = src.node_samples()
     sampled = bool(nodes)
-    fold = Fold(sampled)
+    fold = Fold(sampled, warmup)
     for res in reduce_run(src, jobs, executor, progress, node_summaries):
         fold.add(res)
     parts, calls, syncs, windows = fold.parts, fold.calls, fold.syncs, fold.windows
@@ -86,7 +86,7 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     if basis == gpu_basis.GPU_WINDOWS:  # the GPU's own timeline is the truth (docs/kpis.md)
         meas, used = gpu_basis.headline_steps(gpu_steps, steps_df, host_meas)
     ranks_df = _ranks_frame(parts, meas, steps_df)
-    ops = combine_op_tables([p.ops for p in parts], [fold.latency])
+    ops = _measured_per_step(combine_op_tables([p.ops for p in parts], [fold.latency]), parts)
     moving_ns = sum(p.moving_ns for p in parts)
     bandwidth = {
         "algbw_gbps": sum(p.moving_bytes for p in parts) / moving_ns if moving_ns > 0 else None,
@@ -155,6 +155,32 @@ def summarize(source: Run | RunSource | str | Path | None = None,
                    overhead=self_overhead(parts, ranks_df), hang=src.hang, links=links,
                    op_sizes=op_sizes, cross_rank=cross, clock_alignment=clock_info,
                    training=_training(parts))
+
+
+def _measured_per_step(ops: pd.DataFrame, parts: list[RankPart]) -> pd.DataFrame:
+    """``bytes_per_step``/``calls_per_step`` of the op table: per rank that issued the op, its S
+    and calls over its measured steps ÷ their number, averaged over those ranks (start-up traffic,
+    outside every step, and warm-up steps apart: 0 for an op only they issued); null on a run
+    without steps."""
+    ops = ops.copy()
+    ops["bytes_per_step"] = ops["calls_per_step"] = np.nan
+    rows = []
+    for p in parts:
+        m = p.step_ops
+        if m is None or p.ops is None or not len(p.ops):
+            continue
+        for op, n in p.ops.index:
+            hit = m[(m["op"] == op) & (m["group_size"] == n)]
+            steps = int(m["steps"].iloc[0]) if len(m) else 0
+            if steps:
+                rows.append((op, n, float(hit["bytes"].sum()) / steps, float(hit["count"].sum()) / steps))
+    if not rows or not len(ops):
+        return ops
+    per = pd.DataFrame(rows, columns=["op", "group_size", "b", "c"]).groupby(["op", "group_size"]).mean()
+    for (op, n), r in per.iterrows():
+        sel = (ops["op"] == op) & (ops["group_size"] == n)
+        ops.loc[sel, "bytes_per_step"], ops.loc[sel, "calls_per_step"] = r["b"], r["c"]
+    return ops
 
 
 def _training(parts: list[RankPart]) -> dict | None:

@@ -117,10 +117,12 @@ def steps_section(doc: dict, chart: bool) -> str:
 
 
 def ops_section(doc: dict, chart: bool) -> str:
-    head = ["op", "n", "count", "bytes", "time", "p50", "p99", "algbw GB/s", "busbw GB/s", "dtype"]
+    head = ["op", "n", "count", "bytes", "bytes/step", "time", "p50", "p99", "algbw GB/s",
+            "busbw GB/s", "dtype"]
     rows = "".join(
         "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
-            o["op"], o["group_size"], o["count"], fmt_bytes(o["bytes"]), fmt_seconds(o["time_s"]),
+            o["op"], o["group_size"], o["count"], fmt_bytes(o["bytes"]),
+            fmt_bytes(o.get("bytes_per_step")), fmt_seconds(o["time_s"]),
             fmt_seconds(o["p50_s"]), fmt_seconds(o["p99_s"]), _num(o.get("algbw_gbps")),
             _num(o.get("busbw_gbps")), o.get("dtype"))) + "</tr>" for o in doc["ops"])
     table = ('<table class="sortable" id="op-table"><thead><tr>'

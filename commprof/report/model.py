@@ -205,6 +205,9 @@ class OpRow(Model):
     gpu_time_s: float | None = optional("NCCL: CUDA-event times; added after the first documents")
     gpu_busbw_gbps: float | None = optional("added after the first documents")
     time_source: str = optional('"host" or "host + gpu"; added after the first documents')
+    bytes_per_step: float | None = optional("S per measured step, per rank that issued the op: "
+                                            "start-up traffic and warm-up apart (null: no steps)")
+    calls_per_step: float | None = optional("calls per measured step, likewise")
 
 
 @dataclass(kw_only=True)

@@ -126,15 +126,18 @@ def _exit(run: dict) -> str:
 def ops_table(doc: dict) -> Table:
     t = Table(title="Collectives (per rank, whole run; bandwidth in GB/s)", title_justify="left",
               box=box.SIMPLE_HEAD, caption="n = group size; count, bytes, time = per rank (mean over "
-              "ranks); p50/p99 = call durations", caption_justify="left")
+              "ranks); bytes/step = over measured steps, start-up traffic apart; p50/p99 = call durations", caption_justify="left")
     for name, just in (("op", "left"), ("n", "right"), ("count", "right"), ("bytes", "right"),
                        ("bytes/step", "right"), ("time", "right"), ("p50", "right"),
                        ("p99", "right"), ("algbw", "right"), ("busbw", "right")):
         t.add_column(name, justify=just, no_wrap=True)
     steps = doc["steps"]["count"] or None
     for op in doc["ops"]:
+        per_step = op.get("bytes_per_step")  # over measured steps (start-up apart), else the run's
+        if per_step is None and steps:
+            per_step = op["bytes"] / steps
         t.add_row(Text(op["op"]), str(op["group_size"]), str(op["count"]), fmt_bytes(op["bytes"]),
-                  fmt_bytes(op["bytes"] / steps) if steps else "-", fmt_seconds(op["time_s"]),
+                  "-" if per_step is None else fmt_bytes(per_step), fmt_seconds(op["time_s"]),
                   fmt_seconds(op["p50_s"]), fmt_seconds(op["p99_s"]), _bw(op["algbw_gbps"]),
                   _bw(op["busbw_gbps"]))
     return t

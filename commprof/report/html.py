@@ -121,9 +121,8 @@ def ops_section(doc: dict, chart: bool) -> str:
             "busbw GB/s", "dtype"]
     rows = "".join(
         "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
-            o["op"], o["group_size"], o["count"], fmt_bytes(o["bytes"]),
-            fmt_bytes(o.get("bytes_per_step")), fmt_seconds(o["time_s"]),
-            fmt_seconds(o["p50_s"]), fmt_seconds(o["p99_s"]), _num(o.get("algbw_gbps")),
+            o["op"], o["group_size"], o["count"], fmt_bytes(o["bytes"]), fmt_bytes(o.get("bytes_per_step")),
+            fmt_seconds(o["time_s"]), fmt_seconds(o["p50_s"]), fmt_seconds(o["p99_s"]), _num(o.get("algbw_gbps")),
             _num(o.get("busbw_gbps")), o.get("dtype"))) + "</tr>" for o in doc["ops"])
     table = ('<table class="sortable" id="op-table"><thead><tr>'
              + "".join(f"<th>{_e(h)}</th>" for h in head) + f"</tr></thead><tbody>{rows}</tbody></table>")

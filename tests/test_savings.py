@@ -238,3 +238,31 @@ def test_op_table_bytes_per_step_leave_start_up_and_warm_up_out(tmp_path):
         # in step 0 only: gone once warm-up leaves it out, spread over the steps otherwise
         assert ops["broadcast"]["bytes_per_step"] == pytest.approx(1_000_000 * (warmup == 0) / measured)
         assert ops["broadcast"]["count"] == 1
+
+
+def test_the_op_table_per_process_group_in_every_format(tmp_path):
+    import json
+    from runner import commprof
+    from synthetic import MS, Coll, periodic_rank, write_run
+    ranks = []
+    for r in (0, 1):
+        spec = periodic_rank(r, steps=5, nbytes=4_000_000)  # world group "0" (default_pg)
+        for k in range(5):  # a second group (size 1 here: its own name "1", description "group1")
+            t = (k * 100 + 10) * MS
+            spec.collectives.append(Coll("all_reduce", n=1, in_bytes=1000, t_issue=t, t_return=t + MS,
+                                         t_done=t + 2 * MS))
+        spec.collectives.sort(key=lambda c: c.t_issue)
+        ranks.append(spec)
+    run = write_run(tmp_path / "run", ranks)
+    doc = json.loads(commprof("report", str(run), "-f", "json", "--warmup", "1").stdout)
+    by = {(g["group"], g["op"]): g for g in doc["op_groups"]}
+    world, second = by[("0", "all_reduce")], by[("1", "all_reduce")]
+    assert world["group_desc"] == "default_pg" and second["group_desc"] == "group1"
+    assert (world["ranks"], world["count"], world["bytes"]) == (2, 5, 5 * 4_000_000)
+    assert world["bytes_per_step"] == pytest.approx(4_000_000)
+    assert second["bytes_per_step"] == pytest.approx(1000) and second["calls_per_step"] == pytest.approx(1)
+    text = commprof("report", str(run), "--width", "200", "--warmup", "1").stdout
+    assert "Per process group" in text and "group1" in text
+    page = tmp_path / "r.html"
+    commprof("report", str(run), "-o", str(page), "--warmup", "1")
+    assert 'id="op-group-table"' in page.read_text() and "group1" in page.read_text()

@@ -64,19 +64,20 @@ class Fold:
         return self._step_chunks + self._steps
 
 
-def measured_op_bytes(step_ops: pd.DataFrame | None, steps: pd.DataFrame, warmup: int
+def measured_op_bytes(step_ops: pd.DataFrame | None, steps: pd.DataFrame | None, warmup: int
                       ) -> pd.DataFrame | None:
-    """One process's per-(op, group size) S and calls over its measured steps (the first
-    ``warmup`` steps left out, at least one kept: :func:`commprof.analysis.steps.measured`), with
-    ``steps`` the number of measured steps; None without steps."""
-    if step_ops is None or steps is None or not len(steps):
+    """One process's per (process group, op, group size): S and calls over its measured steps
+    (``bytes``, ``count``: the first ``warmup`` steps left out, at least one kept, as
+    :func:`commprof.analysis.steps.measured`) and over the whole run (``bytes_run``,
+    ``count_run``), with ``steps`` the number of measured steps (0 without steps)."""
+    if step_ops is None:
         return None
-    n = int(len(steps))
+    n = int(len(steps)) if steps is not None else 0
     skip = min(warmup, max(n - 1, 0))
-    first = int(np.sort(steps["step"].to_numpy("int64"))[skip])
-    m = step_ops[step_ops["step"] >= first]
-    out = m.groupby(["op", "group_size"], as_index=False).agg(bytes=("bytes", "sum"),
-                                                                count=("count", "sum"))
-    if not len(out):  # measured steps without a call: one empty row keeps their number
-        out = pd.DataFrame({"op": [""], "group_size": [0], "bytes": [0.0], "count": [0]})
+    first = int(np.sort(steps["step"].to_numpy("int64"))[skip]) if n else None
+    keys = ["group", "group_desc", "op", "group_size"]
+    meas = step_ops["step"] >= first if first is not None else np.zeros(len(step_ops), bool)
+    out = step_ops.assign(b=step_ops["bytes"].where(meas, 0.0), k=step_ops["count"].where(meas, 0))
+    out = out.groupby(keys, as_index=False).agg(bytes=("b", "sum"), count=("k", "sum"),
+                                                 bytes_run=("bytes", "sum"), count_run=("count", "sum"))
     return out.assign(steps=n - skip)

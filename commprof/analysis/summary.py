@@ -55,6 +55,7 @@ class Summary:
     clock_alignment: dict | None = None  # analysis/clocks.py
     baseline: whatif.Baseline | None = None  # what projections start from (analysis/whatif.py)
     training: dict | None = None  # the loss curve and the fixes applied (analysis/training.py)
+    op_groups: pd.DataFrame | None = None  # the op table per process group (summary.op_groups)
 
 
 def summarize(source: Run | RunSource | str | Path | None = None,
@@ -154,6 +155,7 @@ def summarize(source: Run | RunSource | str | Path | None = None,
                    degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
                    overhead=self_overhead(parts, ranks_df), hang=src.hang, links=links,
                    op_sizes=op_sizes, cross_rank=cross, clock_alignment=clock_info,
+                   op_groups=op_groups(parts),
                    training=_training(parts))
 
 
@@ -164,23 +166,40 @@ def _measured_per_step(ops: pd.DataFrame, parts: list[RankPart]) -> pd.DataFrame
     without steps."""
     ops = ops.copy()
     ops["bytes_per_step"] = ops["calls_per_step"] = np.nan
-    rows = []
-    for p in parts:
-        m = p.step_ops
-        if m is None or p.ops is None or not len(p.ops):
-            continue
-        for op, n in p.ops.index:
-            hit = m[(m["op"] == op) & (m["group_size"] == n)]
-            steps = int(m["steps"].iloc[0]) if len(m) else 0
-            if steps:
-                rows.append((op, n, float(hit["bytes"].sum()) / steps, float(hit["count"].sum()) / steps))
-    if not rows or not len(ops):
+    frames = [p.step_ops.assign(part=i) for i, p in enumerate(parts)
+              if p.step_ops is not None and len(p.step_ops)]
+    if not frames or not len(ops):
         return ops
-    per = pd.DataFrame(rows, columns=["op", "group_size", "b", "c"]).groupby(["op", "group_size"]).mean()
+    f = pd.concat(frames, ignore_index=True)
+    f = f[f["steps"] > 0]
+    if not len(f):
+        return ops
+    per_rank = f.groupby(["part", "op", "group_size"], as_index=False).agg(
+        b=("bytes", "sum"), k=("count", "sum"), steps=("steps", "first"))
+    per_rank = per_rank.assign(bytes_per_step=per_rank["b"] / per_rank["steps"],
+                               calls_per_step=per_rank["k"] / per_rank["steps"])
+    per = per_rank.groupby(["op", "group_size"])[["bytes_per_step", "calls_per_step"]].mean()
     for (op, n), r in per.iterrows():
         sel = (ops["op"] == op) & (ops["group_size"] == n)
-        ops.loc[sel, "bytes_per_step"], ops.loc[sel, "calls_per_step"] = r["b"], r["c"]
+        ops.loc[sel, "bytes_per_step"], ops.loc[sel, "calls_per_step"] = r["bytes_per_step"], r["calls_per_step"]
     return ops
+
+
+def op_groups(parts: list[RankPart]) -> pd.DataFrame | None:
+    """The op table per process group (``op_groups``): per (group, op, group size), over the ranks
+    that issued it — ``ranks``, their mean calls and S over the run (``count``, ``bytes``) and per
+    measured step (``calls_per_step``, ``bytes_per_step``: null without steps); None without calls."""
+    frames = [p.step_ops for p in parts if p.step_ops is not None and len(p.step_ops)]
+    if not frames:
+        return None
+    f = pd.concat(frames, ignore_index=True)
+    pos = f["steps"] > 0
+    f = f.assign(b=(f["bytes"] / f["steps"].where(pos)), k=(f["count"] / f["steps"].where(pos)))
+    out = f.groupby(["group", "group_desc", "op", "group_size"], as_index=False).agg(
+        ranks=("op", "size"), count=("count_run", "mean"), bytes=("bytes_run", "mean"),
+        calls_per_step=("k", "mean"), bytes_per_step=("b", "mean"))
+    out["group_desc"] = out["group_desc"].replace("", None)
+    return out.sort_values(["group", "bytes"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
 
 def _training(parts: list[RankPart]) -> dict | None:

@@ -53,6 +53,8 @@ def _build(summary: Summary) -> dict:
         "hang": summary.hang,
         "links": summary.links,
         "op_sizes": _op_sizes(summary.op_sizes),
+        "op_groups": _records(summary.op_groups, ["group", "group_desc", "op", "group_size", "ranks",
+                                                  "count", "bytes", "calls_per_step", "bytes_per_step"]),
         "stragglers": (summary.cross_rank or {}).get("stragglers", []),
         "clock_alignment": summary.clock_alignment,
         "cross_rank": None if summary.cross_rank is None else {

@@ -35,7 +35,7 @@ from commprof.errors import ReportFileError
 from commprof.report import typed
 from commprof.report.model_sections import (ClockAlignment, ClockRank, CrossRank, CrossRankStep,
                                             EfficiencyRow, FixRow, GaugeRow, HostKpis, InterfaceRow,
-                                            LastCollective, Links, LossCurve, Training,
+                                            LastCollective, Links, LossCurve, OpGroupRow, Training,
                                             ProbeCurvePoint, ProbeLatency, ProbeSummary,
                                             Recommendation, SamplerDegraded, SamplerRow,
                                             SourceStatus, Straggler, TcpRow, TimelineRow, WhatIf,
@@ -343,6 +343,7 @@ class Report(Model):
     hang: dict[str, Any] | None = key("RUN/hang.json (commprof.hang/1, docs/format.md)")
     links: Links | None = key()
     op_sizes: list[OpSizeRow] = key()
+    op_groups: list[OpGroupRow] = optional("the op table per process group")
     stragglers: list[Straggler] = key()
     clock_alignment: ClockAlignment | None = key()
     cross_rank: CrossRank | None = key()

@@ -337,3 +337,19 @@ class LastCollective(Model):
     bytes: int = key("S")
     t_s: float = key("s from the capture start")
     completed: bool = key("its completion was recorded")
+
+
+@dataclass(kw_only=True)
+class OpGroupRow(Model):
+    """The op table per process group (docs/report-schema.md): means over the ranks that issued
+    the op in the group."""
+
+    group: str = key("the group's name (torch: \"0\" the default group, then \"1\", ...)")
+    group_desc: str | None = key("its description (group_desc), null when torch gave none")
+    op: str = key()
+    group_size: int = key()
+    ranks: int = key("ranks that issued the op in this group")
+    count: float = key("calls per rank, whole run")
+    bytes: float = key("S per rank, whole run")
+    calls_per_step: float | None = key("per measured step (start-up and warm-up apart)")
+    bytes_per_step: float | None = key("per measured step (start-up and warm-up apart)")

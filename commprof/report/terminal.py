@@ -30,6 +30,8 @@ class TerminalRenderer:
             console.print(hang_panel(doc["hang"]))
         if doc["ops"]:
             console.print(ops_table(doc))
+        if len({g["group"] for g in doc.get("op_groups") or []}) > 1:
+            console.print(groups_table(doc))
         if doc["ranks"]:
             console.print(ranks_table(doc))
         if doc.get("links"):
@@ -140,6 +142,21 @@ def ops_table(doc: dict) -> Table:
                   "-" if per_step is None else fmt_bytes(per_step), fmt_seconds(op["time_s"]),
                   fmt_seconds(op["p50_s"]), fmt_seconds(op["p99_s"]), _bw(op["algbw_gbps"]),
                   _bw(op["busbw_gbps"]))
+    return t
+
+
+def groups_table(doc: dict) -> Table:
+    """The op table per process group (``op_groups``): means over the ranks that issued the op."""
+    t = Table(title="Per process group (per rank that issued the op; per step: measured steps)",
+              title_justify="left", box=box.SIMPLE_HEAD)
+    for name in ("group", "description", "op", "n", "ranks", "calls", "bytes", "calls/step", "bytes/step"):
+        t.add_column(name, justify="left" if name in ("group", "description", "op") else "right",
+                     no_wrap=True)
+    for g in doc["op_groups"]:
+        t.add_row(Text(str(g["group"])), Text(str(g.get("group_desc") or "-")), Text(g["op"]),
+                  str(g["group_size"]), str(g["ranks"]), _num(g.get("count"), ".3g"),
+                  fmt_bytes(g.get("bytes")), _num(g.get("calls_per_step"), ".3g"),
+                  fmt_bytes(g.get("bytes_per_step")))
     return t
 
 

@@ -16,8 +16,9 @@ class Fold:
     """The run so far: its parts (steps, sketches and in-flight windows taken out), the
     cross-rank matching columns, the clock probes, merged latency sketches and step rows."""
 
-    def __init__(self, sampled: bool):
+    def __init__(self, sampled: bool, warmup: int = 0):
         self.sampled = sampled
+        self.warmup = warmup
         self.parts: list = []
         self.calls = crossrank.Calls()
         self.syncs: list[pd.DataFrame] = []
@@ -43,6 +44,7 @@ class Fold:
             self.windows[host] = intervals.union(np.concatenate([old[0], part.inflight[0]]),
                                                  np.concatenate([old[1], part.inflight[1]]))
         part.inflight = None
+        part.step_ops = measured_op_bytes(part.step_ops, part.steps, self.warmup)
         if len(part.steps):
             self._steps.append(part.steps)
             if len(self._steps) >= STEP_CHUNK:
@@ -60,3 +62,22 @@ class Fold:
     def step_rows(self) -> list[pd.DataFrame]:
         """Every process's step rows, in arrival order (for :func:`kpis.finish_steps`)."""
         return self._step_chunks + self._steps
+
+
+def measured_op_bytes(step_ops: pd.DataFrame | None, steps: pd.DataFrame | None, warmup: int
+                      ) -> pd.DataFrame | None:
+    """One process's per (process group, op, group size): S and calls over its measured steps
+    (``bytes``, ``count``: the first ``warmup`` steps left out, at least one kept, as
+    :func:`commprof.analysis.steps.measured`) and over the whole run (``bytes_run``,
+    ``count_run``), with ``steps`` the number of measured steps (0 without steps)."""
+    if step_ops is None:
+        return None
+    n = int(len(steps)) if steps is not None else 0
+    skip = min(warmup, max(n - 1, 0))
+    first = int(np.sort(steps["step"].to_numpy("int64"))[skip]) if n else None
+    keys = ["group", "group_desc", "op", "group_size"]
+    meas = step_ops["step"] >= first if first is not None else np.zeros(len(step_ops), bool)
+    out = step_ops.assign(b=step_ops["bytes"].where(meas, 0.0), k=step_ops["count"].where(meas, 0))
+    out = out.groupby(keys, as_index=False).agg(bytes=("b", "sum"), count=("k", "sum"),
+                                                 bytes_run=("bytes", "sum"), count_run=("count", "sum"))
+    return out.assign(steps=n - skip)

@@ -42,6 +42,9 @@ class RankPart:
     gpu_steps: pd.DataFrame | None = None  # GPU-timeline figures of the steps GPU windows recorded
     gpu_window_s: float = 0.0  # Σ wall time of the recorded GPU windows (open → close)
     losses: pd.DataFrame | None = None  # step, t, value: the loss of each backward (capture/loss.py)
+    # step, op, group_size, bytes, count of the calls issued in each step (folded to the measured
+    # steps' sums, with ``steps``, as the run is folded: the op table's bytes per step)
+    step_ops: pd.DataFrame | None = None
 
 
 def analyze_rank(rd: RankData) -> RankPart:
@@ -83,7 +86,8 @@ def analyze_rank(rd: RankData) -> RankPart:
                     inflight=exp.inflight, gpu=_gpu_partial(c),
                     blocking_calls=int((~c["async_op"].astype(bool)).sum()) if "async_op" in c else 0,
                     gpu_steps=gpu_steps, gpu_window_s=_window_seconds(getattr(rd, "gpu_windows", None)),
-                    losses=getattr(rd, "losses", None))
+                    losses=getattr(rd, "losses", None),
+                    step_ops=step_op_bytes(s, c, rd.groups))
 
 
 def _gpu_window_totals(g: pd.DataFrame | None) -> dict | None:
@@ -162,3 +166,37 @@ def _step_metrics(s: pd.DataFrame, c: pd.DataFrame, exp) -> pd.DataFrame:
 
     s["bytes"], s["bus_bytes"], s["ops"] = per_step("size_bytes"), per_step("bus_bytes"), per_step(None)
     return s
+
+
+STEP_OP_COLUMNS = ["step", "group", "group_desc", "op", "group_size", "bytes", "count"]
+
+
+def step_op_bytes(s: pd.DataFrame, c: pd.DataFrame, groups: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per step, process group and (op, group size): S and calls of the calls issued in the step
+    (the step whose (start, end] holds the issue, as :func:`_step_metrics`); calls outside every
+    step — start-up traffic such as DDP's initial broadcast — have step −1.  ``group`` is the
+    group's name, ``group_desc`` its description (null when torch gave none: "undefined")."""
+    if not len(c):
+        return pd.DataFrame(columns=STEP_OP_COLUMNS)
+    issue = c["t_issue"].to_numpy("float64")
+    step = np.full(len(c), -1, dtype="int64")
+    if len(s):
+        a, b = s["t_start"].to_numpy("float64"), s["t_end"].to_numpy("float64")
+        idx = np.searchsorted(b, issue, side="left")
+        inside = (idx < len(b)) & (issue > a[np.minimum(idx, len(b) - 1)])
+        step[inside] = s["step"].to_numpy("int64")[idx[inside]]
+    g = groups if groups is not None and len(groups) else pd.DataFrame(columns=["gid", "name", "desc"])
+    g = g.drop_duplicates("gid")
+    gid = c["group"].to_numpy() if "group" in c else np.zeros(len(c), dtype="int64")
+    name = pd.Series(g["name"].astype(str).to_numpy(), index=g["gid"].to_numpy())
+    desc = pd.Series(g["desc"].to_numpy(), index=g["gid"].to_numpy())
+    names = name.reindex(gid).to_numpy(dtype=object)
+    descs = desc.reindex(gid).to_numpy(dtype=object)
+    frame = pd.DataFrame({
+        "step": step, "group": [str(n) if isinstance(n, str) else f"gid{i}" for n, i in zip(names, gid)],
+        "group_desc": [d if isinstance(d, str) and d not in ("", "undefined") else "" for d in descs],
+        "op": c["op"].astype(str).to_numpy(), "group_size": c["group_size"].to_numpy("int64"),
+        "bytes": c["size_bytes"].to_numpy("float64"), "count": 1})
+    out = frame.groupby(["step", "group", "group_desc", "op", "group_size"], as_index=False).agg(
+        bytes=("bytes", "sum"), count=("count", "sum"))
+    return out[STEP_OP_COLUMNS].astype({"count": "int64"})

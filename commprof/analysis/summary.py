@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import clocks, cpu, crossrank, gpu_basis, kpis as kpi, training, whatif
+from commprof.analysis import advice, clocks, cpu, crossrank, gpu_basis, kpis as kpi, training, whatif
 from commprof.analysis.collectives import combine_op_tables
 from commprof.analysis.kpis import DEFAULT_WARMUP
 from commprof.analysis.links import summarize_links
@@ -56,6 +56,7 @@ class Summary:
     baseline: whatif.Baseline | None = None  # what projections start from (analysis/whatif.py)
     training: dict | None = None  # the loss curve and the fixes applied (analysis/training.py)
     gpu_comm: dict | None = None  # which rule counted which kernels as communication (comm_kernels)
+    op_groups: pd.DataFrame | None = None  # the op table per process group (summary.op_groups)
 
 
 def summarize(source: Run | RunSource | str | Path | None = None,
@@ -74,7 +75,7 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     src = source if isinstance(source, (Run, RunSource)) else open_run(source)
     nodes, node_notes = src.node_samples()
     sampled = bool(nodes)
-    fold = Fold(sampled)
+    fold = Fold(sampled, warmup)
     for res in reduce_run(src, jobs, executor, progress, node_summaries):
         fold.add(res)
     parts, calls, syncs, windows = fold.parts, fold.calls, fold.syncs, fold.windows
@@ -87,7 +88,7 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     if basis == gpu_basis.GPU_WINDOWS:  # the GPU's own timeline is the truth (docs/kpis.md)
         meas, used = gpu_basis.headline_steps(gpu_steps, steps_df, host_meas)
     ranks_df = _ranks_frame(parts, meas, steps_df)
-    ops = combine_op_tables([p.ops for p in parts], [fold.latency])
+    ops = _measured_per_step(combine_op_tables([p.ops for p in parts], [fold.latency]), parts)
     moving_ns = sum(p.moving_ns for p in parts)
     bandwidth = {
         "algbw_gbps": sum(p.moving_bytes for p in parts) / moving_ns if moving_ns > 0 else None,
@@ -147,14 +148,59 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     op_sizes = _op_sizes(parts)
     probe = src.probe()
     links = _links(nodes, node_notes, parts, windows, op_sizes, probe)
-    base = None if basis == gpu_basis.HOST_LAUNCH else whatif.Baseline.from_steps(
-        meas, (cross or {}).get("stragglers", []), probe, float(meas["ops"].mean()) if len(meas) else 0.0)
+    base = whatif.build(meas, ranks_df, kpis, info, ops, cross=cross, probe=probe, op_sizes=op_sizes)
+    kpis.update(whatif.step_components(base, kpis))
+    notes += advice.notes(base, info, probe)
     return Summary(baseline=base, run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
-                   ranks=ranks_df, verdict=assess(kpis), notes=notes,
+                   ranks=ranks_df, verdict=assess(kpis, base), notes=notes,
                    degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
                    overhead=self_overhead(parts, ranks_df), hang=src.hang, links=links,
                    op_sizes=op_sizes, cross_rank=cross, clock_alignment=clock_info,
+                   op_groups=op_groups(parts),
                    training=_training(parts))
+
+
+def _measured_per_step(ops: pd.DataFrame, parts: list[RankPart]) -> pd.DataFrame:
+    """``bytes_per_step``/``calls_per_step`` of the op table: per rank that issued the op, its S
+    and calls over its measured steps ÷ their number, averaged over those ranks (start-up traffic,
+    outside every step, and warm-up steps apart: 0 for an op only they issued); null on a run
+    without steps."""
+    ops = ops.copy()
+    ops["bytes_per_step"] = ops["calls_per_step"] = np.nan
+    frames = [p.step_ops.assign(part=i) for i, p in enumerate(parts)
+              if p.step_ops is not None and len(p.step_ops)]
+    if not frames or not len(ops):
+        return ops
+    f = pd.concat(frames, ignore_index=True)
+    f = f[f["steps"] > 0]
+    if not len(f):
+        return ops
+    per_rank = f.groupby(["part", "op", "group_size"], as_index=False).agg(
+        b=("bytes", "sum"), k=("count", "sum"), steps=("steps", "first"))
+    per_rank = per_rank.assign(bytes_per_step=per_rank["b"] / per_rank["steps"],
+                               calls_per_step=per_rank["k"] / per_rank["steps"])
+    per = per_rank.groupby(["op", "group_size"])[["bytes_per_step", "calls_per_step"]].mean()
+    for (op, n), r in per.iterrows():
+        sel = (ops["op"] == op) & (ops["group_size"] == n)
+        ops.loc[sel, "bytes_per_step"], ops.loc[sel, "calls_per_step"] = r["bytes_per_step"], r["calls_per_step"]
+    return ops
+
+
+def op_groups(parts: list[RankPart]) -> pd.DataFrame | None:
+    """The op table per process group (``op_groups``): per (group, op, group size), over the ranks
+    that issued it — ``ranks``, their mean calls and S over the run (``count``, ``bytes``) and per
+    measured step (``calls_per_step``, ``bytes_per_step``: null without steps); None without calls."""
+    frames = [p.step_ops for p in parts if p.step_ops is not None and len(p.step_ops)]
+    if not frames:
+        return None
+    f = pd.concat(frames, ignore_index=True)
+    pos = f["steps"] > 0
+    f = f.assign(b=(f["bytes"] / f["steps"].where(pos)), k=(f["count"] / f["steps"].where(pos)))
+    out = f.groupby(["group", "group_desc", "op", "group_size"], as_index=False).agg(
+        ranks=("op", "size"), count=("count_run", "mean"), bytes=("bytes_run", "mean"),
+        calls_per_step=("k", "mean"), bytes_per_step=("b", "mean"))
+    out["group_desc"] = out["group_desc"].replace("", None)
+    return out.sort_values(["group", "bytes"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
 
 def _training(parts: list[RankPart]) -> dict | None:

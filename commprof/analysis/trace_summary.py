@@ -95,9 +95,12 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
     gpu_comm = comm_kernels.combine([tl.comm for tl in timelines])
     if comm_kernels.note_text(gpu_comm):
         notes.append(Note("gpu_comm", "info", comm_kernels.note_text(gpu_comm)))
-    base = _baseline(steps_df, cross)
+    # the waiting that does not shorten with the network: each rank-step's measured wait for the
+    # last rank where the trace has the other ranks (cross["per_step"]), else ranks[].wait_s
+    base = whatif.build(steps_df, ranks_df, kpis, info, ops, cross=cross)
+    kpis.update(whatif.step_components(base, kpis))
     return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
-                   ranks=ranks_df, verdict=assess(kpis), notes=notes, degraded=None,
+                   ranks=ranks_df, verdict=assess(kpis, base), notes=notes, degraded=None,
                    overhead={"calls": 0, "record_us_per_call": None,
                              "dispatch_us_per_call_estimate": 0.0, "blocking_calls": 0,
                              "estimated_s_per_rank": 0.0, "estimated_fraction_of_wall": None},
@@ -128,20 +131,6 @@ def _with_cross_rank(ranks_df: pd.DataFrame, kpis: dict, cross: dict | None, not
     if note:
         notes.insert(0, note)
     return ranks_df
-
-
-def _baseline(steps_df: pd.DataFrame, cross: dict | None) -> whatif.Baseline | None:
-    """What the what-if projects from: the measured steps, as for a run; the waiting that does
-    not shorten with the network is the ranks' measured wait for the last rank (mean per rank and
-    step) where the trace has the other ranks, else a significant straggler's cost."""
-    base = whatif.Baseline.from_steps(steps_df, (cross or {}).get("stragglers", []), None, 0.0)
-    rows = (cross or {}).get("per_step") or []
-    if base is not None and rows:  # one value per (rank, step) row of the baseline
-        wait = {(int(r), int(row["step"])): w for row in rows for r, w in zip(row["ranks"], row["wait_s"])}
-        measured = np.array([wait.get((int(r), int(s)), 0.0) for r, s in
-                             zip(steps_df["rank"], steps_df["step"])], dtype="float64")
-        base.straggler_wait_s = np.maximum(base.straggler_wait_s, measured)
-    return base
 
 
 def _gpu_headline(timelines) -> dict:

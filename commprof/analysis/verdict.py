@@ -33,8 +33,8 @@ class Verdict:
     comm_fraction: float | None
     basis: str  # "step time" or "wall time", GPU ones marked ("GPU step time": traces;
     # "step time (GPU timeline)": GPU windows), or "none" (unmeasured)
-    speedup_if_hidden: float | None  # all exposed communication overlapped: 1/(1-exposed)
-    speedup_bound: float | None  # all communication gone, hidden too: 1/(1-in flight)
+    speedup_if_hidden: float | None  # perfect overlap: steps no shorter than max(compute, transfer)
+    speedup_bound: float | None  # communication removed: T/(T-C) on host clocks, T/(T-E) on GPU
 
     def to_dict(self) -> dict:
         """JSON-ready (an unbounded speed-up, communication all of the step, is null)."""
@@ -53,10 +53,35 @@ UNMEASURED = ("GPU timeline not measured: on NCCL the host sees only each collec
               "windows (`commprof run --gpu-windows`) or report a torch.profiler trace.")
 
 
-def assess(kpis: dict) -> Verdict:
+def _model_bounds(kpis: dict, exposed: float, total: float, baseline) -> tuple[float | None, float | None]:
+    """(perfect overlap, communication removed) speed-ups: the savings model's own limits
+    (:func:`commprof.analysis.whatif.bounds`) with a baseline, else the same formulas on the
+    time-weighted fractions: hidden, steps take max(T − E, C); removed, T − C on host clocks and
+    T − E on a GPU timeline (the compute that ran under communication stays)."""
+    if baseline is not None:
+        from commprof.analysis.whatif import bounds
+        return bounds(baseline)
+    gpu = kpis.get("time_basis") in ("gpu_trace", "gpu_windows")
+    return _speedup(1 - max(1 - exposed, total)), _speedup(exposed if gpu else total)
+
+
+def waiting_share(kpis: dict) -> float | None:
+    """Waiting for late ranks as a share of communication in flight (None when not measured)."""
+    wait, comm = kpis.get("wait_s_per_step"), kpis.get("comm_s_per_step")
+    if wait is None or not comm:
+        return None
+    return min(1.0, wait / comm)
+
+
+WAIT_DOMINATES = 0.5
+
+
+def assess(kpis: dict, baseline=None) -> Verdict:
     """The verdict of a run's KPIs (time-weighted step fractions, else whole-run ones), on the
     GPU's timeline where ``kpis.time_basis`` says so; ``unmeasured`` for an NCCL job without
-    GPU figures (``host_launch``: launch times are not communication time)."""
+    GPU figures (``host_launch``: launch times are not communication time).  Its speed-ups are
+    the savings model's limits (``baseline``: :class:`commprof.analysis.whatif.Baseline`), so
+    no what-if row exceeds them."""
     if kpis.get("time_basis") == "host_launch":
         return Verdict("unmeasured", "GPU timeline not measured", UNMEASURED, None, None, "none",
                        None, None)
@@ -67,16 +92,29 @@ def assess(kpis: dict) -> Verdict:
     if exposed is None:
         exposed, total, basis = (kpis.get("exposed_comm_fraction_wall"),
                                  kpis.get("comm_fraction_wall"), f"{pre}wall time{post}")
+        baseline = None  # the model projects steps; wall-time fractions have none
     if exposed is None or (total or 0) == 0:
         return Verdict("none", "no communication", "No communication captured: this job is not "
                        "communication-bound.", exposed, total, basis, None, None)
     total = max(total, exposed)
-    hidden, bound = _speedup(exposed), _speedup(total)
+    hidden, bound = _model_bounds(kpis, exposed, total, baseline)
     level, label, advice = next((lv, lb, ad) for limit, lv, lb, ad in LEVELS if exposed < limit)
-    sentence = (f"Communication is exposed for {exposed:.0%} of {basis} (in flight {total:.0%}): "
-                f"hiding it would speed steps up {hidden:.2f}x, removing it at most {bound:.2f}x "
-                f"— {label}: {advice}.")
+    wait = waiting_share(kpis)
+    if wait is not None and wait >= WAIT_DOMINATES and level != "not_bound":
+        advice = ("most of it is waiting for late ranks — load imbalance, a straggler or input "
+                  "skew: balance the ranks before buying bandwidth")
+    removed = "removing its exposed part" if tb in ("gpu_trace", "gpu_windows") else "removing it"
+    waiting = f", {wait:.0%} of it waiting for late ranks" if wait is not None else ""
+    sentence = (f"Communication is exposed for {exposed:.0%} of {basis} (in flight {total:.0%}"
+                f"{waiting}): perfect overlap would speed steps up at most {_fmt(hidden)}, "
+                f"{removed} at most {_fmt(bound)} — {label}: {advice}.")
     return Verdict(level, label, sentence, exposed, total, basis, hidden, bound)
+
+
+def _fmt(speedup: float | None) -> str:
+    if speedup is None:
+        return "unknown"
+    return "unbounded" if speedup == float("inf") else f"{speedup:.2f}x"
 
 
 @dataclass(frozen=True)

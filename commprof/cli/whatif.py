@@ -51,11 +51,11 @@ def whatif_command(run: str | None, bandwidth: str | None, bytes_: str | None, s
     i = base.inputs()
     print(f"measured ({i['steps']} rank-steps, means):  step {fmt_seconds(i['step_s'])}, communication "
           f"in flight {fmt_seconds(i['comm_s_per_step'])}/step, exposed "
-          f"{fmt_seconds(i['exposed_s_per_step'])}/step, straggler wait "
-          f"{fmt_seconds(i['straggler_wait_s_per_step'])}/step")
+          f"{fmt_seconds(i['exposed_s_per_step'])}/step, waiting for late ranks "
+          + (f"{fmt_seconds(i['wait_s_per_step'])}/step" if i.get("wait_measured") else "not measured"))
     print(f"projected ({desc}): step {fmt_seconds(result['step_time_s'])} "
           f"({result['speedup']:.2f}x), communication {fmt_pct(result['comm_fraction'])} of the step, "
           f"exposed {fmt_pct(result['exposed_comm_fraction'])}")
-    print("model: docs/whatif.md (exposed transfer shrinks first; waiting for late ranks does not "
-          "scale with bandwidth)")
+    print("model: docs/whatif.md (only transfer shrinks with bandwidth or bytes, its exposed tail "
+          "first; waiting for late ranks shrinks only with balance)")
     return 0

@@ -53,11 +53,15 @@ class Measurements:
     skipped_steps: int = 0
     steps_total: int = 0
     training: dict | None = None  # the report's training section: loss curve, fixes (docs/try.md)
+    assessment: dict | None = None  # the report's verdict, when the values are the report's
 
     def verdict(self):
         """The verdict of these values (:func:`commprof.analysis.verdict.assess`: the same level
-        and words as the report of the same run)."""
-        from commprof.analysis.verdict import assess
+        and words as the report of the same run — the report's own, which rests on the savings
+        model's per-step projection and the measured waiting, when the values are its)."""
+        from commprof.analysis.verdict import Verdict, assess
+        if self.assessment:
+            return Verdict(**{k: self.assessment.get(k) for k in Verdict.__dataclass_fields__})
         return assess({"time_basis": self.run.get("time_basis"),
                        "comm_fraction": self.values.get("comm_fraction"),
                        "exposed_comm_fraction": self.values.get("exposed_comm_fraction"),
@@ -131,7 +135,8 @@ def from_document(doc: dict, source: str, kind: str, skip_steps: int | str) -> M
                       else np.zeros(0)) for n, x in series.items()}
     return Measurements(source, kind, run, series, values, list(doc.get("op_sizes") or []),
                         skip + int(doc["steps"].get("warmup") or 0),
-                        len(rows) + int(doc["steps"].get("warmup") or 0), doc.get("training"))
+                        len(rows) + int(doc["steps"].get("warmup") or 0), doc.get("training"),
+                        None if skip else doc.get("assessment"))
 
 
 def _step_values(series: dict[str, np.ndarray]) -> dict[str, float | None]:

@@ -19,7 +19,7 @@ SCHEMA = "commprof.report/1"
 
 _OP_KEYS = ["op", "group_size", "count", "bytes", "in_bytes", "out_bytes", "time_s", "p50_s",
             "p99_s", "max_s", "algbw_gbps", "busbw_gbps", "bus_factor", "ranks", "dtype",
-            "gpu_time_s", "gpu_busbw_gbps", "time_source"]
+            "gpu_time_s", "gpu_busbw_gbps", "time_source", "bytes_per_step", "calls_per_step"]
 _RANK_KEYS = ["rank", "host", "attempt", "ops", "bytes", "comm_s", "exposed_comm_s",
               "comm_fraction", "exposed_comm_fraction", "comm_fraction_step_median",
               "exposed_comm_fraction_step_median", "comm_fraction_wall",
@@ -53,6 +53,8 @@ def _build(summary: Summary) -> dict:
         "hang": summary.hang,
         "links": summary.links,
         "op_sizes": _op_sizes(summary.op_sizes),
+        "op_groups": _records(summary.op_groups, ["group", "group_desc", "op", "group_size", "ranks",
+                                                  "count", "bytes", "calls_per_step", "bytes_per_step"]),
         "stragglers": (summary.cross_rank or {}).get("stragglers", []),
         "clock_alignment": summary.clock_alignment,
         "cross_rank": None if summary.cross_rank is None else {

@@ -12,6 +12,7 @@ import html
 import json
 import os
 
+from commprof.report.html_ops import ops_section
 from commprof.report.html_training import loss_figure, training_section
 from commprof.report.notes import (assessment, except_kind, is_trace, of_kind, rank_status,
                                    source_rows, timeline_cards)
@@ -111,22 +112,6 @@ def steps_section(doc: dict, chart: bool) -> str:
     return ('<section id="steps"><h2>Step timeline</h2><p class="help">Each measured step (median '
             'over ranks): compute, communication hidden behind compute, and exposed communication '
             '(the training thread waited).</p><div id="step-timeline" class="chart"></div></section>')
-
-
-def ops_section(doc: dict, chart: bool) -> str:
-    head = ["op", "n", "count", "bytes", "time", "p50", "p99", "algbw GB/s", "busbw GB/s", "dtype"]
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
-            o["op"], "unknown" if o["group_size"] is None else o["group_size"], o["count"],
-            fmt_bytes(o["bytes"]), fmt_seconds(o["time_s"]),
-            fmt_seconds(o["p50_s"]), fmt_seconds(o["p99_s"]), _num(o.get("algbw_gbps")),
-            _num(o.get("busbw_gbps")), o.get("dtype"))) + "</tr>" for o in doc["ops"])
-    table = ('<table class="sortable" id="op-table"><thead><tr>'
-             + "".join(f"<th>{_e(h)}</th>" for h in head) + f"</tr></thead><tbody>{rows}</tbody></table>")
-    plot = ('<p class="help">Achieved busbw per call-size bucket (marker area: calls); dashed: '
-            'the probe (<code>commprof probe</code>) when one was run.</p>'
-            '<div id="op-bandwidth" class="chart"></div>') if chart else ""
-    return f'<section id="ops"><h2>Collectives (per rank, whole run)</h2>{table}{plot}</section>'
 
 
 def ranks_section(doc: dict, arrivals_chart: bool = False) -> str:

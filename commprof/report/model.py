@@ -33,14 +33,13 @@ from typing import Any
 
 from commprof.errors import ReportFileError
 from commprof.report import typed
+from commprof.report.model_comm import GpuComm
 from commprof.report.model_sections import (ClockAlignment, ClockRank, CrossRank, CrossRankStep,
                                             EfficiencyRow, FixRow, GaugeRow, HostKpis, InterfaceRow,
-                                            GpuComm, LastCollective, Links, LossCurve,
-                                            MetricSeries, Training,
-                                            ProbeCurvePoint, ProbeLatency, ProbeSummary,
-                                            Recommendation, SamplerDegraded, SamplerRow,
-                                            SourceStatus, Straggler, TcpRow, TimelineRow, WhatIf,
-                                            WhatIfInputs)
+                                            LastCollective, Links, LossCurve, MetricSeries, OpGroupRow,
+                                            ProbeCurvePoint, ProbeLatency, ProbeSummary, Recommendation,
+                                            SamplerDegraded, SamplerRow, SourceStatus, Straggler,
+                                            TcpRow, TimelineRow, Training, WhatIf, WhatIfInputs)
 from commprof.report.typed import (ABSENT, KeyPath, Model, expected, field_type, is_free_form,
                                    is_optional, key, model_fields, optional, split_none)
 
@@ -163,7 +162,15 @@ class Kpis(Model):
     comm_fraction_step_p90: float | None = optional()
     exposed_comm_fraction_step_p90: float | None = optional()
     hidden_comm_s_per_step: float | None = optional()
-    compute_s_per_step: float | None = optional()
+    compute_s_per_step: float | None = optional("step − in flight (the first name of "
+                                                "no_comm_s_per_step: on GPU timelines it holds idle too)")
+    no_comm_s_per_step: float | None = optional("time with no communication in flight: compute "
+                                                "and idle; the parts add up: step = no_comm + hidden "
+                                                "+ exposed transfer + waiting")
+    wait_s_per_step: float | None = optional("waiting for late ranks (exposed), measured cross-rank")
+    transfer_s_per_step: float | None = optional("communication in flight less the waiting")
+    exposed_transfer_s_per_step: float | None = optional("exposed communication less the waiting")
+    idle_s_per_step: float | None = optional("GPU idle per step (profiler traces)")
     gpu_comm_fraction: float | None = optional("GPU timeline, time-weighted over steps")
     gpu_exposed_comm_fraction: float | None = optional()
     gpu_compute_fraction: float | None = optional()
@@ -198,6 +205,9 @@ class OpRow(Model):
     gpu_time_s: float | None = optional("NCCL: CUDA-event times; added after the first documents")
     gpu_busbw_gbps: float | None = optional("added after the first documents")
     time_source: str = optional('"host" or "host + gpu"; added after the first documents')
+    bytes_per_step: float | None = optional("S per measured step, per rank that issued the op: "
+                                            "start-up traffic and warm-up apart (null: no steps)")
+    calls_per_step: float | None = optional("calls per measured step, likewise")
 
 
 @dataclass(kw_only=True)
@@ -302,8 +312,10 @@ class Assessment(Model):
     comm_fraction: float | None = key()
     basis: str = key('"step time" or "wall time", marked "GPU step time" (traces) or "step time '
                      '(GPU timeline)" (GPU windows); "none" when unmeasured')
-    speedup_if_hidden: float | None = key("all exposed communication overlapped: 1/(1-exposed)")
-    speedup_bound: float | None = key("all communication gone: 1/(1-in flight)")
+    speedup_if_hidden: float | None = key("perfect overlap: steps no shorter than max(compute, "
+                                          "transfer) (docs/whatif.md)")
+    speedup_bound: float | None = key("communication removed: T/(T−C) on host clocks, T/(T−E) "
+                                      "on a GPU timeline; >= every what-if row")
 
 
 @dataclass(kw_only=True)
@@ -331,6 +343,7 @@ class Report(Model):
     hang: dict[str, Any] | None = key("RUN/hang.json (commprof.hang/1, docs/format.md)")
     links: Links | None = key()
     op_sizes: list[OpSizeRow] = key()
+    op_groups: list[OpGroupRow] = optional("the op table per process group")
     stragglers: list[Straggler] = key()
     clock_alignment: ClockAlignment | None = key()
     cross_rank: CrossRank | None = key()

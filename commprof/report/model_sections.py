@@ -219,14 +219,22 @@ class CrossRank(Model):
 
 @dataclass(kw_only=True)
 class WhatIfInputs(Model):
-    """What a projection starts from: medians over the measured steps."""
+    """What a projection starts from: means over the measured rank-steps (docs/whatif.md)."""
 
     steps: int = key()
     step_s: float = key()
     comm_s_per_step: float = key()
     exposed_s_per_step: float = key()
-    straggler_wait_s_per_step: float = key()
+    straggler_wait_s_per_step: float = key("waiting for late ranks per step (the model's W; "
+                                           "first named for stragglers, now every measured wait)")
     latency_floor_s_per_step: float = key()
+    wait_s_per_step: float | None = optional("W, exposed first: min(measured wait, exposed)")
+    transfer_s_per_step: float | None = optional("C − W: what bandwidth and bytes shorten")
+    link_share: float | None = optional("ε: the link's share of in-flight time from a probe; null without")
+    kept_share: float | None = optional("κ: share of transfer a step without gradient sync keeps")
+    exposed_only: bool | None = optional("GPU timeline: removing communication removes its exposed part")
+    single_node: bool | None = optional("every rank on one host: no network to buy")
+    wait_measured: bool | None = optional("W is the cross-rank analysis' measured wait")
 
 
 @dataclass(kw_only=True)
@@ -350,30 +358,16 @@ class LastCollective(Model):
 
 
 @dataclass(kw_only=True)
-class CommRuleRow(Model):
-    """How many GPU kernels one rule counted as communication (docs/kpis.md, "GPU timeline")."""
+class OpGroupRow(Model):
+    """The op table per process group (docs/report-schema.md): means over the ranks that issued
+    the op in the group."""
 
-    rule: str = key('"launched_by_comm_op", "collective_args" or "kernel_name"')
-    kernels: int = key("all ranks")
-    time_s: float = key("their summed durations, all ranks")
-
-
-@dataclass(kw_only=True)
-class CommKernelRow(Model):
-    """One kernel name counted as communication, by one rule."""
-
-    name: str = key("the kernel's name as the trace writes it")
-    rule: str = key()
-    via: str | None = key("the launching CPU range, the collective's name or the name family")
-    op: str = key('the op it ran ("unknown" where neither the range nor the name says)')
-    kernels: int = key("all ranks")
-    time_s: float = key("summed durations, all ranks")
-    ranks: int = key()
-
-
-@dataclass(kw_only=True)
-class GpuComm(Model):
-    """Which kernels of the GPU timeline were counted as communication, and by which rule."""
-
-    rules: list[CommRuleRow] = key()
-    kernels: list[CommKernelRow] = key()
+    group: str = key("the group's name (torch: \"0\" the default group, then \"1\", ...)")
+    group_desc: str | None = key("its description (group_desc), null when torch gave none")
+    op: str = key()
+    group_size: int = key()
+    ranks: int = key("ranks that issued the op in this group")
+    count: float = key("calls per rank, whole run")
+    bytes: float = key("S per rank, whole run")
+    calls_per_step: float | None = key("per measured step (start-up and warm-up apart)")
+    bytes_per_step: float | None = key("per measured step (start-up and warm-up apart)")

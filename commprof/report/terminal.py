@@ -31,6 +31,8 @@ class TerminalRenderer:
             console.print(hang_panel(doc["hang"]))
         if doc["ops"]:
             console.print(ops_table(doc))
+        if len({g["group"] for g in doc.get("op_groups") or []}) > 1:
+            console.print(groups_table(doc))
         if doc["ranks"]:
             console.print(ranks_table(doc))
         if doc.get("links"):
@@ -98,10 +100,7 @@ def banner(doc: dict) -> Panel:
                                     f"{fmt_seconds(h.get('step_time_s'))} step (host clocks"
                                     + ("; NCCL launch times, not transfers)" if basis != "gpu_trace" else ")"))
     if k.get("step_time_s") is not None and k.get("compute_s_per_step") is not None:
-        grid.add_row("  per step (mean)",
-                     f"{fmt_seconds(k['step_time_s'])} = {fmt_seconds(k['compute_s_per_step'])} "
-                     f"without communication + {fmt_seconds(k['comm_s_per_step'])} in flight "
-                     f"(of which {fmt_seconds(k['exposed_comm_s_per_step'])} exposed)")
+        grid.add_row("  per step (mean)", step_parts_line(k))
     grid.add_row("  whole run", f"in flight {fmt_pct(k['comm_fraction_wall'])} of wall time, "
                                 f"exposed {fmt_pct(k['exposed_comm_fraction_wall'])}")
     grid.add_row("observed bandwidth", f"algbw {fmt_gbps(k['algbw_gbps'])}, busbw "
@@ -134,14 +133,16 @@ def _exit(run: dict) -> str:
 def ops_table(doc: dict) -> Table:
     t = Table(title="Collectives (per rank, whole run; bandwidth in GB/s)", title_justify="left",
               box=box.SIMPLE_HEAD, caption="n = group size; count, bytes, time = per rank (mean over "
-              "ranks); p50/p99 = call durations", caption_justify="left")
+              "ranks); bytes/step = over measured steps, start-up traffic apart; p50/p99 = call durations", caption_justify="left")
     for name, just in (("op", "left"), ("n", "right"), ("count", "right"), ("bytes", "right"),
                        ("bytes/step", "right"), ("time", "right"), ("p50", "right"),
                        ("p99", "right"), ("algbw", "right"), ("busbw", "right")):
         t.add_column(name, justify=just, no_wrap=True)
     steps = doc["steps"]["count"] or None
     for op in doc["ops"]:
-        per_step = op["bytes"] / steps if steps and op["bytes"] is not None else None
+        per_step = op.get("bytes_per_step")  # over measured steps (start-up apart), else the run's
+        if per_step is None and steps and op["bytes"] is not None:
+            per_step = op["bytes"] / steps
         t.add_row(Text(op["op"]), _or_unknown(op["group_size"]), str(op["count"]), fmt_bytes(op["bytes"]),
                   fmt_bytes(per_step) if steps else "-", fmt_seconds(op["time_s"]),
                   fmt_seconds(op["p50_s"]), fmt_seconds(op["p99_s"]), _bw(op["algbw_gbps"]),
@@ -151,6 +152,21 @@ def ops_table(doc: dict) -> Table:
 
 def _or_unknown(value) -> str:
     return "unknown" if value is None else str(value)
+
+
+def groups_table(doc: dict) -> Table:
+    """The op table per process group (``op_groups``): means over the ranks that issued the op."""
+    t = Table(title="Per process group (per rank that issued the op; per step: measured steps)",
+              title_justify="left", box=box.SIMPLE_HEAD)
+    for name in ("group", "description", "op", "n", "ranks", "calls", "bytes", "calls/step", "bytes/step"):
+        t.add_column(name, justify="left" if name in ("group", "description", "op") else "right",
+                     no_wrap=True)
+    for g in doc["op_groups"]:
+        t.add_row(Text(str(g["group"])), Text(str(g.get("group_desc") or "-")), Text(g["op"]),
+                  str(g["group_size"]), str(g["ranks"]), _num(g.get("count"), ".3g"),
+                  fmt_bytes(g.get("bytes")), _num(g.get("calls_per_step"), ".3g"),
+                  fmt_bytes(g.get("bytes_per_step")))
+    return t
 
 
 def _num(value, spec: str, suffix: str = "") -> str:
@@ -297,6 +313,21 @@ def links_section(links: dict) -> list:
     for n in links.get("notes", []):
         out.append(Text(f"note: {n}", style="yellow"))
     return out
+
+
+def step_parts_line(k: dict) -> str:
+    """The mean step as the parts that add up (docs/whatif.md, "The parts of a step")."""
+    no_comm = k.get("no_comm_s_per_step", k.get("compute_s_per_step"))
+    idle = k.get("idle_s_per_step")
+    parts = [f"{fmt_seconds(no_comm)} with no communication in flight"
+             + (f" (of which GPU idle {fmt_seconds(idle)})" if idle is not None else ""),
+             f"{fmt_seconds(k.get('hidden_comm_s_per_step'))} communication hidden under compute"]
+    if k.get("wait_s_per_step") is not None:
+        parts += [f"{fmt_seconds(k.get('exposed_transfer_s_per_step'))} exposed transfer",
+                  f"{fmt_seconds(k['wait_s_per_step'])} waiting for late ranks"]
+    else:
+        parts.append(f"{fmt_seconds(k.get('exposed_comm_s_per_step'))} exposed communication")
+    return f"{fmt_seconds(k['step_time_s'])} = " + " + ".join(parts)
 
 
 def whatif_section(doc: dict) -> list:

@@ -67,7 +67,7 @@ def _dtype(ops: list[dict], fams: tuple[str, ...]) -> str | None:
 def _bytes_text(k: dict) -> str:
     b = k.get("bytes_per_step")
     return (f"{b / 1e6:.2f} MB per step per rank" if isinstance(b, (int, float)) and b > 0
-            else "bytes per step unknown")
+            else "the bytes per step cannot be computed (the source carries no message sizes)")
 
 
 def _late_rank(doc: dict) -> str:

@@ -561,55 +561,89 @@ void append(PyObject* fn, PyObject* row) {
   Py_DECREF(r);
 }
 
+// One kind of buffered record, taken out of the shared buffer under State::mu (and done_mu) by
+// drain(): `rows` then holds what was buffered, the shared buffer is empty, and nothing shared is
+// touched while the rows are handed to Python.  The empty buffer swapped in is the spare one (its
+// capacity kept from the last drain: no allocation in steady state); a drain nested in another
+// (SIGTERM's close interrupting a flush on the same thread) finds the spare taken and swaps in a
+// new empty vector, so it sees only what arrived after the outer drain began.
+template <typename T>
+struct Taken {
+  std::vector<T> rows;
+  void take(std::vector<T>& shared, std::vector<T>& spare) {
+    rows.swap(spare);   // the spare's capacity, empty (or nothing, if a drain holds it)
+    rows.swap(shared);  // the records; the shared buffer gets the empty one
+  }
+  // Back under the lock, emptied: the next drain reuses the largest buffer.
+  void give_back(std::vector<T>& spare) {
+    rows.clear();
+    if (rows.capacity() > spare.capacity()) rows.swap(spare);
+  }
+};
+
+PyObject* coll_tuple(const Coll& c) {
+  PyObject* t = PyTuple_New(14);
+  PyTuple_SET_ITEM(t, 0, PyLong_FromLongLong(c.rid));
+  PyTuple_SET_ITEM(t, 1, PyLong_FromLong(c.op));
+  PyTuple_SET_ITEM(t, 2, PyLong_FromUnsignedLong(c.gid));
+  PyTuple_SET_ITEM(t, 3, PyLong_FromLongLong(c.seq));
+  PyTuple_SET_ITEM(t, 4, PyLong_FromLong(c.dtype));
+  PyTuple_SET_ITEM(t, 5, PyLong_FromLong(c.flags));
+  PyTuple_SET_ITEM(t, 6, PyLong_FromLong(c.peer));
+  PyTuple_SET_ITEM(t, 7, PyLong_FromLongLong(c.in_n));
+  PyTuple_SET_ITEM(t, 8, PyLong_FromLongLong(c.in_b));
+  PyTuple_SET_ITEM(t, 9, PyLong_FromLongLong(c.out_n));
+  PyTuple_SET_ITEM(t, 10, PyLong_FromLongLong(c.out_b));
+  PyTuple_SET_ITEM(t, 11, PyLong_FromUnsignedLongLong(c.thread));
+  PyTuple_SET_ITEM(t, 12, PyLong_FromLongLong(c.t0));
+  PyTuple_SET_ITEM(t, 13, PyLong_FromLongLong(c.t1));
+  return t;
+}
+
+PyObject* done_tuple(const Done& d) {
+  PyObject* t = PyTuple_New(3);
+  PyTuple_SET_ITEM(t, 0, PyLong_FromLongLong(d.rid));
+  PyTuple_SET_ITEM(t, 1, PyLong_FromLongLong(d.t));
+  PyTuple_SET_ITEM(t, 2, PyLong_FromLong(d.source));
+  return t;
+}
+
+PyObject* wait_tuple(const WaitRecord& w) {
+  PyObject* t = PyTuple_New(5);
+  PyTuple_SET_ITEM(t, 0, PyLong_FromLongLong(w.id));
+  PyTuple_SET_ITEM(t, 1, PyLong_FromUnsignedLongLong(w.thread));
+  PyTuple_SET_ITEM(t, 2, PyLong_FromLongLong(w.t_start));
+  PyTuple_SET_ITEM(t, 3, PyLong_FromLongLong(w.t_end));
+  PyTuple_SET_ITEM(t, 4, PyLong_FromLong(w.source));
+  return t;
+}
+
+// Re-entrant (see Taken): the records are handed to Python from local vectors only.
 py::tuple drain(py::object coll_append, py::object done_append, py::object wait_append) {
   State& s = S();
   std::map<std::string, std::pair<int64_t, std::string>> errors;
+  Taken<Coll> coll;
+  Taken<Done> done;
+  Taken<WaitRecord> waits;
   {
     std::lock_guard<std::mutex> g(s.mu);  // both under mu: a DONE never precedes its COLL
     std::lock_guard<std::mutex> g2(s.done_mu);
-    s.coll_spare.swap(s.coll);
-    s.done_spare.swap(s.done);
-    if (!wait_append.is_none()) s.waits_spare.swap(s.waits);
+    coll.take(s.coll, s.coll_spare);
+    done.take(s.done, s.done_spare);
+    if (!wait_append.is_none()) waits.take(s.waits, s.waits_spare);
     errors.swap(s.errors);
   }
-  for (const Coll& c : s.coll_spare) {
-    PyObject* t = PyTuple_New(14);
-    PyTuple_SET_ITEM(t, 0, PyLong_FromLongLong(c.rid));
-    PyTuple_SET_ITEM(t, 1, PyLong_FromLong(c.op));
-    PyTuple_SET_ITEM(t, 2, PyLong_FromUnsignedLong(c.gid));
-    PyTuple_SET_ITEM(t, 3, PyLong_FromLongLong(c.seq));
-    PyTuple_SET_ITEM(t, 4, PyLong_FromLong(c.dtype));
-    PyTuple_SET_ITEM(t, 5, PyLong_FromLong(c.flags));
-    PyTuple_SET_ITEM(t, 6, PyLong_FromLong(c.peer));
-    PyTuple_SET_ITEM(t, 7, PyLong_FromLongLong(c.in_n));
-    PyTuple_SET_ITEM(t, 8, PyLong_FromLongLong(c.in_b));
-    PyTuple_SET_ITEM(t, 9, PyLong_FromLongLong(c.out_n));
-    PyTuple_SET_ITEM(t, 10, PyLong_FromLongLong(c.out_b));
-    PyTuple_SET_ITEM(t, 11, PyLong_FromUnsignedLongLong(c.thread));
-    PyTuple_SET_ITEM(t, 12, PyLong_FromLongLong(c.t0));
-    PyTuple_SET_ITEM(t, 13, PyLong_FromLongLong(c.t1));
-    append(coll_append.ptr(), t);
+  for (const Coll& c : coll.rows) append(coll_append.ptr(), coll_tuple(c));
+  for (const Done& d : done.rows) append(done_append.ptr(), done_tuple(d));
+  for (const WaitRecord& w : waits.rows) append(wait_append.ptr(), wait_tuple(w));
+  const size_t n = coll.rows.size();
+  {
+    std::lock_guard<std::mutex> g(s.mu);
+    std::lock_guard<std::mutex> g2(s.done_mu);
+    coll.give_back(s.coll_spare);
+    done.give_back(s.done_spare);
+    waits.give_back(s.waits_spare);
   }
-  for (const Done& d : s.done_spare) {
-    PyObject* t = PyTuple_New(3);
-    PyTuple_SET_ITEM(t, 0, PyLong_FromLongLong(d.rid));
-    PyTuple_SET_ITEM(t, 1, PyLong_FromLongLong(d.t));
-    PyTuple_SET_ITEM(t, 2, PyLong_FromLong(d.source));
-    append(done_append.ptr(), t);
-  }
-  for (const WaitRecord& w : s.waits_spare) {
-    PyObject* t = PyTuple_New(5);
-    PyTuple_SET_ITEM(t, 0, PyLong_FromLongLong(w.id));
-    PyTuple_SET_ITEM(t, 1, PyLong_FromUnsignedLongLong(w.thread));
-    PyTuple_SET_ITEM(t, 2, PyLong_FromLongLong(w.t_start));
-    PyTuple_SET_ITEM(t, 3, PyLong_FromLongLong(w.t_end));
-    PyTuple_SET_ITEM(t, 4, PyLong_FromLong(w.source));
-    append(wait_append.ptr(), t);
-  }
-  s.waits_spare.clear();
-  const size_t n = s.coll_spare.size();
-  s.coll_spare.clear();  // keeps its capacity: no allocation in steady state
-  s.done_spare.clear();
   py::list errs;
   for (auto& kv : errors) errs.append(py::make_tuple(kv.first, kv.second.first, kv.second.second));
   return py::make_tuple(n, s.records.load(), s.self_ns.load(), s.dropped.load(), errs);

@@ -1,7 +1,9 @@
-"""``drain()`` of the native kernel (capture/native) is re-entrant: a drain that runs inside
-another drain's call into Python -- SIGTERM's close interrupting the exit flush, on the same
-thread -- hands over only the records that arrived after the outer drain began, and the outer
-one hands over its own, each record exactly once.
+"""``drain()`` of the native kernel (capture/native/bindings.cpp) is re-entrant: a drain that
+runs inside another drain's call into Python -- SIGTERM's close interrupting the exit flush, on
+the same thread -- hands over what the interrupted drain had not handed over yet, then what
+arrived since; the interrupted one then has nothing left.  Each record is handed over exactly
+once, and a DONE never before its COLL, whether or not the interrupted drain resumes (after
+SIGTERM's close the process dies inside the nested drain's caller).
 
 It matters while the kernel buffers its records: before the capture file's mapped region opens,
 or where the file cannot be mapped.  Checked in this process with the real kernel on a
@@ -74,15 +76,19 @@ def fresh(kernel):
     native.set_enabled(False)
 
 
-def _drain_into(native, rows: dict, on_first_coll=None):
-    """native.drain into ``rows`` ({"coll", "done", "wait"}: lists); ``on_first_coll`` runs
-    inside the drain, while it hands over its first COLL record."""
-    def coll(row):
-        rows["coll"].append(row)
-        if on_first_coll is not None and len(rows["coll"]) == 1:
-            on_first_coll()
+def _drain_into(native, rows: dict, log: list, on_first_coll=None):
+    """native.drain into ``rows`` ({"coll", "done", "wait"}: lists); ``log`` gets (kind, id) of
+    every record handed over by any drain, in order; ``on_first_coll`` runs inside this drain,
+    while it hands over its first COLL record."""
+    def sink(kind):
+        def append(row):
+            rows[kind].append(row)
+            log.append((kind, row[0]))
+            if kind == "coll" and on_first_coll is not None and len(rows["coll"]) == 1:
+                on_first_coll()
+        return append
 
-    return native.drain(coll, rows["done"].append, rows["wait"].append)
+    return native.drain(sink("coll"), sink("done"), sink("wait"))
 
 
 def _new_rows() -> dict:
@@ -93,49 +99,57 @@ def _ids(rows: dict, kind: str) -> list[int]:
     return [row[0] for row in rows[kind]]
 
 
+def _each_once_done_after_coll(log: list, n_collectives: int) -> None:
+    """Every collective's COLL and DONE handed over exactly once, the DONE after the COLL."""
+    colls = [i for kind, i in log if kind == "coll"]
+    dones = [i for kind, i in log if kind == "done"]
+    assert len(colls) == len(set(colls)) == n_collectives
+    assert sorted(dones) == sorted(colls)  # gloo's futures completed every one
+    position = {(kind, i): k for k, (kind, i) in enumerate(log)}
+    assert all(position[("done", i)] > position[("coll", i)] for i in colls)
+
+
 def test_a_drain_inside_a_drain_hands_over_each_record_once(fresh):
     native, torch, dist = fresh
     n_before, n_during = 5, 3
     for _ in range(n_before):
         _collective(torch, dist)
-    outer, inner = _new_rows(), _new_rows()
+    outer, inner, log = _new_rows(), _new_rows(), []
 
     def nested():
-        for _ in range(n_during):  # records that arrive after the outer drain began
+        for _ in range(n_during):  # records that arrive after the outer drain took its own
             _collective(torch, dist)
-        _drain_into(native, inner)
+        _drain_into(native, inner, log)
 
-    _drain_into(native, outer, on_first_coll=nested)
+    _drain_into(native, outer, log, on_first_coll=nested)
     after = _new_rows()
-    _drain_into(native, after)
-    # the outer drain took what was buffered when it began, the inner one what came after, and
-    # nothing is left or handed over twice
-    assert len(outer["coll"]) == n_before
-    assert len(inner["coll"]) == n_during
-    assert after["coll"] == []
-    all_ids = _ids(outer, "coll") + _ids(inner, "coll")
-    assert len(set(all_ids)) == len(all_ids) == n_before + n_during
-    assert min(_ids(inner, "coll")) > max(_ids(outer, "coll"))
-    # one DONE per collective (gloo's futures complete them), none twice, none before its COLL
-    done_ids = _ids(outer, "done") + _ids(inner, "done") + _ids(after, "done")
-    assert sorted(done_ids) == sorted(all_ids)
-    assert set(_ids(outer, "done")) <= set(_ids(outer, "coll"))
+    _drain_into(native, after, log)
+    # the outer drain was interrupted after its first COLL: the inner one handed over the
+    # outer's other records first, then its own; nothing is left, nothing came twice
+    assert len(outer["coll"]) == 1 and outer["done"] == []
+    assert len(inner["coll"]) == n_before - 1 + n_during
+    assert _ids(inner, "coll") == sorted(_ids(inner, "coll"))
+    assert after == _new_rows()
+    _each_once_done_after_coll(log, n_before + n_during)
 
 
 def test_sigterm_inside_a_flush_drains_once_on_the_native_path(fresh):
     """SIGTERM's Python handler runs in the main thread between two bytecodes: here inside the
     drain's call into Python, as when it interrupts the exit flush.  The handler drains (what
-    the agent's close does through the flush) and the interrupted drain then goes on."""
+    the agent's close does through the flush); the process would die there, so what the
+    handler's drain handed over must be everything, and the interrupted drain must add nothing
+    twice when it resumes."""
     native, torch, dist = fresh
     n_before = 6
     for _ in range(n_before):
         _collective(torch, dist)
-    outer, in_handler = _new_rows(), _new_rows()
-    handled = []
+    outer, in_handler, log = _new_rows(), _new_rows(), []
+    handled, at_handler_end = [], []
 
     def on_sigterm(signum, frame):
         handled.append(signum)
-        _drain_into(native, in_handler)
+        _drain_into(native, in_handler, log)
+        at_handler_end.extend(log)  # a SIGTERM handler's close ends the process about here
 
     def raise_sigterm():
         _collective(torch, dist)  # one record that arrives during the flush
@@ -143,16 +157,13 @@ def test_sigterm_inside_a_flush_drains_once_on_the_native_path(fresh):
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        _drain_into(native, outer, on_first_coll=raise_sigterm)
+        _drain_into(native, outer, log, on_first_coll=raise_sigterm)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    after = _new_rows()
-    _drain_into(native, after)
     assert handled == [signal.SIGTERM]
-    assert len(outer["coll"]) == n_before
-    assert len(in_handler["coll"]) == 1
-    assert after["coll"] == []
-    all_ids = _ids(outer, "coll") + _ids(in_handler, "coll")
-    assert len(set(all_ids)) == n_before + 1
-    done_ids = _ids(outer, "done") + _ids(in_handler, "done") + _ids(after, "done")
-    assert sorted(done_ids) == sorted(all_ids)
+    # by the handler's end every record was handed over, once; the interrupted drain added none
+    _each_once_done_after_coll(at_handler_end, n_before + 1)
+    assert len(outer["coll"]) == 1 and outer["done"] == []
+    after = _new_rows()
+    _drain_into(native, after, log)
+    assert after == _new_rows() and log == at_handler_end

@@ -2,6 +2,8 @@
 // recorder; every function commprof/capture/native/hooks.py and format/region.py call.
 #include "capture.h"
 
+#include <algorithm>
+
 namespace commprof_native {
 namespace {
 
@@ -27,14 +29,13 @@ void append(PyObject* fn, PyObject* row) {
 }
 
 // One kind of buffered record, taken out of the shared buffer under State::mu (and done_mu) by
-// drain(): `rows` then holds what was buffered, the shared buffer is empty, and nothing shared is
-// touched while the rows are handed to Python.  The empty buffer swapped in is the spare one (its
-// capacity kept from the last drain: no allocation in steady state); a drain nested in another
-// (SIGTERM's close interrupting a flush on the same thread) finds the spare taken and swaps in a
-// new empty vector, so it sees only what arrived after the outer drain began.
+// drain(): `rows` then holds what was buffered and the shared buffer is empty.  The empty buffer
+// swapped in is the spare one (its capacity kept from the last drain: no allocation in steady
+// state); while a drain holds the spare, another swaps in a new empty vector.
 template <typename T>
 struct Taken {
   std::vector<T> rows;
+  size_t next = 0;  // the first row not handed over yet
   void take(std::vector<T>& shared, std::vector<T>& spare) {
     rows.swap(spare);   // the spare's capacity, empty (or nothing, if a drain holds it)
     rows.swap(shared);  // the records; the shared buffer gets the empty one
@@ -44,7 +45,23 @@ struct Taken {
     rows.clear();
     if (rows.capacity() > spare.capacity()) rows.swap(spare);
   }
+  bool left() const { return next < rows.size(); }
 };
+
+// What one drain() took; listed in drains_in_progress() while it hands its records over.
+struct Batch {
+  Taken<Coll> coll;
+  Taken<Done> done;
+  Taken<WaitRecord> waits;
+};
+
+// The batches of the drains in progress, oldest first.  Read and changed with the GIL held only
+// (never across a call into Python): a drain nested in another -- SIGTERM's close interrupting a
+// flush, on the same thread -- or one on another thread while the first calls into Python.
+std::vector<Batch*>& drains_in_progress() {
+  static auto* batches = new std::vector<Batch*>();
+  return *batches;
+}
 
 PyObject* coll_tuple(const Coll& c) {
   PyObject* t = PyTuple_New(14);
@@ -83,31 +100,61 @@ PyObject* wait_tuple(const WaitRecord& w) {
   return t;
 }
 
-// Re-entrant (see Taken): the records are handed to Python from local vectors only.
+// Hands over the next record of the oldest batch that has one left (its COLLs, then its DONEs,
+// then its WAITs when wait_fn is given): false when none is left.  The row is copied and the
+// batch's cursor moved before Python runs, so a drain that runs inside that call hands over
+// what is left, and no row is handed over twice.
+bool hand_over_next(PyObject* coll_fn, PyObject* done_fn, PyObject* wait_fn, size_t& n_coll) {
+  for (Batch* b : drains_in_progress()) {
+    if (b->coll.left()) {
+      const Coll c = b->coll.rows[b->coll.next++];
+      append(coll_fn, coll_tuple(c));
+      ++n_coll;
+      return true;
+    }
+    if (b->done.left()) {
+      const Done d = b->done.rows[b->done.next++];
+      append(done_fn, done_tuple(d));
+      return true;
+    }
+    if (wait_fn != nullptr && b->waits.left()) {
+      const WaitRecord w = b->waits.rows[b->waits.next++];
+      append(wait_fn, wait_tuple(w));
+      return true;
+    }
+  }
+  return false;
+}
+
+// Re-entrant: what this call takes joins the batches in progress, and it hands over every record
+// they hold, oldest first (what a drain it interrupted had not handed over yet, then its own).
+// -> (COLLs this call handed over, records, self ns, dropped, errors).
 py::tuple drain(py::object coll_append, py::object done_append, py::object wait_append) {
   State& s = S();
   std::map<std::string, std::pair<int64_t, std::string>> errors;
-  Taken<Coll> coll;
-  Taken<Done> done;
-  Taken<WaitRecord> waits;
+  Batch batch;
   {
     std::lock_guard<std::mutex> g(s.mu);  // both under mu: a DONE never precedes its COLL
     std::lock_guard<std::mutex> g2(s.done_mu);
-    coll.take(s.coll, s.coll_spare);
-    done.take(s.done, s.done_spare);
-    if (!wait_append.is_none()) waits.take(s.waits, s.waits_spare);
+    batch.coll.take(s.coll, s.coll_spare);
+    batch.done.take(s.done, s.done_spare);
+    if (!wait_append.is_none()) batch.waits.take(s.waits, s.waits_spare);
     errors.swap(s.errors);
   }
-  for (const Coll& c : coll.rows) append(coll_append.ptr(), coll_tuple(c));
-  for (const Done& d : done.rows) append(done_append.ptr(), done_tuple(d));
-  for (const WaitRecord& w : waits.rows) append(wait_append.ptr(), wait_tuple(w));
-  const size_t n = coll.rows.size();
+  std::vector<Batch*>& batches = drains_in_progress();
+  batches.push_back(&batch);
+  PyObject* wait_fn = wait_append.is_none() ? nullptr : wait_append.ptr();
+  size_t n = 0;
+  while (hand_over_next(coll_append.ptr(), done_append.ptr(), wait_fn, n)) {
+  }
+  // This batch is empty now (its WAITs were taken only with a wait_append to hand them to).
+  batches.erase(std::find(batches.begin(), batches.end(), &batch));
   {
     std::lock_guard<std::mutex> g(s.mu);
     std::lock_guard<std::mutex> g2(s.done_mu);
-    coll.give_back(s.coll_spare);
-    done.give_back(s.done_spare);
-    waits.give_back(s.waits_spare);
+    batch.coll.give_back(s.coll_spare);
+    batch.done.give_back(s.done_spare);
+    batch.waits.give_back(s.waits_spare);
   }
   py::list errs;
   for (auto& kv : errors) errs.append(py::make_tuple(kv.first, kv.second.first, kv.second.second));

@@ -167,3 +167,72 @@ def test_sigterm_inside_a_flush_drains_once_on_the_native_path(fresh):
     after = _new_rows()
     _drain_into(native, after, log)
     assert after == _new_rows() and log == at_handler_end
+
+
+_DIES_IN_FLUSH = r"""
+import errno, os, signal, sys
+import torch
+import torch.distributed as dist
+import commprof.capture.recorder as recorder
+from commprof.capture import native as native_mod
+from commprof.capture.native.hooks import NativeHooks
+
+
+class NoSharedMaps:  # a file system without shared writable maps: the v2 stream is written
+    def __init__(self, *args, **kwargs):
+        raise OSError(errno.ENODEV, "no shared writable maps here")
+
+
+recorder.RegionWriter = NoSharedMaps
+so, run_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rec = recorder.Recorder(run_dir, lambda: ("rank00000.a0.p1.cpf", {"rank": 0}))
+NativeHooks(rec, torch, native_mod.load(so)).install()
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+for _ in range(n):  # buffered in the kernel (no region to append to) until the flush
+    dist.all_reduce(torch.ones(4))
+
+
+def on_sigterm(signum, frame):  # the agent's close, then death by SIGTERM
+    rec.close("SIGTERM")
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+signal.signal(signal.SIGTERM, on_sigterm)
+append_done = rec.done.append
+
+
+def done_then_sigterm(row):  # the kernel's drain hands the first DONE: SIGTERM arrives
+    append_done(row)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+rec.done.append = done_then_sigterm
+rec.flush()
+sys.exit("still alive after SIGTERM")
+"""
+
+
+def test_a_worker_killed_by_sigterm_inside_its_flush_keeps_each_record_once(tmp_path):
+    """The whole native path in a process of its own, where the capture file cannot be mapped
+    (the kernel buffers its records until each flush drains them): SIGTERM's close runs inside
+    the flush's drain, and the process dies of SIGTERM there.  The capture has its trailer and
+    each collective's COLL and DONE exactly once."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from commprof.format.reader import capture_paths, read_capture
+
+    require_native()
+    n = 7
+    proc = subprocess.run([sys.executable, "-c", _DIES_IN_FLUSH, _NATIVE["so"], str(tmp_path), str(n)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    (path,) = capture_paths(tmp_path)
+    cap = read_capture(path)
+    assert cap.complete and cap.trailer["reason"] == "SIGTERM"
+    coll, done = cap.arrays["coll"]["id"], cap.arrays["done"]["id"]
+    assert sorted(coll.tolist()) == sorted(set(coll.tolist())) and len(coll) == n
+    assert np.array_equal(np.sort(done), np.sort(coll))

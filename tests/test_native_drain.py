@@ -50,6 +50,8 @@ def kernel():
     native.set_constants(schema.FLAG_HAS_FUTURE, schema.FLAG_IN_BACKWARD, schema.FLAG_FAILED,
                          schema.DONE_FUTURE, schema.KIND_COLL, schema.KIND_DONE, schema.KIND_WAIT,
                          schema.DONE_WAIT)
+    if dist.is_initialized():  # another test of this process left its group: not this test's
+        pytest.skip("torch.distributed is already initialized in this process")
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     native.install([spec_tuple(s) for s in specs], lambda pg: 0)
     try:

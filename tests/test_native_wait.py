@@ -1,7 +1,7 @@
-"""The native ``Work.wait`` (capture.cpp ``make_wait``): a C callable that replaces torch's on the
-native path.  Checked here on its own, in this process, with a stand-in for torch's wait and a
-recording fallback (with a real Work the records are the Python path's: the coverage suite's
-``test_paths_capture_the_same_records`` compares them).  Skipped where the native module cannot
+"""The native ``Work.wait`` (capture/native/wait.cpp ``make_wait``): a C callable that replaces
+torch's on the native path.  Checked here on its own, in this process, with a stand-in for
+torch's wait and a recording fallback (with a real Work the records are the Python path's: the
+coverage suite's ``test_paths_capture_the_same_records`` compares them).  Skipped where the native module cannot
 be built (failed in CI: COMMPROF_TEST_REQUIRE_NATIVE=1).
 """
 from __future__ import annotations

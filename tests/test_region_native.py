@@ -1,5 +1,5 @@
-"""The record region written by the native kernel's C++ writer (capture/native/capture.cpp
-``region_*``, used when the native path records) against the Python writer (format/region.py).
+"""The record region written by the native kernel's C++ writer (capture/native/region_writer.cpp,
+used when the native path records) against the Python writer (format/region.py).
 
 The same records through a :class:`Recorder` give the same file, byte for byte, whichever writer
 wrote it (framing, checksums, chunking, padding, trailer); a process SIGKILLed after appending

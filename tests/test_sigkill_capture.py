@@ -2,7 +2,7 @@
 right after its k-th collective keeps all k records: they went into the capture file's
 memory-mapped region (``commprof/format/region.py``) when they were recorded, with no flush in
 between (the flusher runs once a second; these jobs kill within milliseconds).  Both capture
-paths: the native kernel appends into the same region, in C++ (capture/native/capture.cpp)."""
+paths: the native kernel appends into the same region, in C++ (capture/native/region_writer.cpp)."""
 from __future__ import annotations
 
 import pytest

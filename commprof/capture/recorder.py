@@ -110,6 +110,7 @@ class Recorder:
         self.enabled = True
         self.wants_file = False  # set by the first event that makes this process worth a file
         self._flush_lock = threading.RLock()  # re-entrant: SIGTERM's close may interrupt a flush
+        # (what a flush calls must then be re-entrant too: the native drain is, test_native_drain)
         self._open_lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -14,7 +14,7 @@ byte, as the commit.  A frame never starts in one chunk and ends in the next (ex
 larger than a chunk, which gets whole chunks of its own); when the next frame does not fit, the
 rest of the chunk stays zero and the writer takes a new chunk.  docs/format.md ("Record region") has the rules a native writer follows.
 Standard library only (it runs inside the workers).  With ``native`` (the native capture kernel's
-module, commprof/capture/native/capture.cpp ``region_*``), the same writer runs in C++ after the
+module, commprof/capture/native/region_writer.cpp), the same writer runs in C++ after the
 header: the kernel appends its records there at once, and this class's appends go through it.
 """
 from __future__ import annotations
@@ -95,7 +95,7 @@ class RegionWriter:
             self._become_native(native)
 
     def _become_native(self, native) -> None:
-        """The same writer in C++ (capture/native/capture.cpp ``region_*``): one lock for the
+        """The same writer in C++ (capture/native/region_writer.cpp): one lock for the
         kernel's appends and these, which hand it the payload (it frames, checksums and commits)."""
         put = native.region_append
         failed = self._failed

@@ -1,8 +1,10 @@
-"""The native capture kernel (``capture.cpp``): built once per torch install, then only loaded.
+"""The native capture kernel (the C++ files beside this one): built once per torch install, then
+only loaded.
 
-The C++ source is compiled with ``torch.utils.cpp_extension`` (JIT, ninja) into a build
-directory keyed by everything the binary depends on -- torch version, C++ ABI, Python ABI tag,
-machine and the source's hash -- under the cache directory (``COMMPROF_NATIVE_CACHE``, else
+The C++ sources (every ``*.cpp`` here; ``capture.h`` says which file holds what) are compiled
+with ``torch.utils.cpp_extension`` (JIT, ninja) into one module, in a build directory keyed by
+everything the binary depends on -- torch version, C++ ABI, Python ABI tag, machine and the hash
+of every source and header -- under the cache directory (``COMMPROF_NATIVE_CACHE``, else
 ``$XDG_CACHE_HOME/commprof/native``, else ``~/.cache/commprof/native``).  ``commprof run`` builds
 it in the launcher before the job starts (``python -m commprof.capture.native``, a subprocess:
 the compiler's memory and failures stay out of the launcher) and hands the ``.so`` path to the
@@ -22,7 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().with_name("capture.cpp")
+HERE = Path(__file__).resolve().parent
+SOURCES = sorted(HERE.glob("*.cpp"))  # compiled into one module
+HEADERS = sorted(HERE.glob("*.h"))
 MODULE = "commprof_native"
 INDEX = "index"  # quick-key stamps: the launcher finds a built .so without importing torch
 CFLAGS = ["-O2", "-fvisibility=hidden"]
@@ -33,7 +37,12 @@ class NativeUnavailable(RuntimeError):
 
 
 def source_hash() -> str:
-    return hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    """Hash of every C++ file (its name and content) and the flags: a change to any rebuilds."""
+    digest = hashlib.sha256(" ".join(CFLAGS).encode())
+    for path in sorted(SOURCES + HEADERS):
+        digest.update(f"\0{path.name}\0{path.stat().st_size}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def cache_root(cache: str | None = None) -> Path:
@@ -137,9 +146,12 @@ def build(cache: str | None = None, disable: str | None = None, verbose: bool = 
                                     f"{exc.strerror or exc}") from exc
         if not os.access(build_dir, os.W_OK):
             raise NativeUnavailable(f"cache directory not writable: {build_dir}")
+        if not SOURCES:
+            raise NativeUnavailable(f"no C++ sources in {HERE} (an incomplete install)")
         try:
-            cpp_extension.load(name=MODULE, sources=[str(SOURCE)], build_directory=str(build_dir),
-                               extra_cflags=CFLAGS, verbose=verbose, is_python_module=True)
+            cpp_extension.load(name=MODULE, sources=[str(p) for p in SOURCES],
+                               build_directory=str(build_dir), extra_cflags=CFLAGS, verbose=verbose,
+                               is_python_module=True)
         except (RuntimeError, OSError, ImportError, SystemExit, subprocess.SubprocessError) as exc:
             why = f"build failed: {_last_line(exc)}"
             _write_index(cache, f"{quick_key()}.failed.json", {"why": why, "cxx": _cxx(None)})

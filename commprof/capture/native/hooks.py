@@ -1,4 +1,4 @@
-"""The collective hooks with the C++ kernel (``capture.cpp``) on the ``c10d::`` operators.
+"""The collective hooks with the C++ kernel (``kernel.cpp``) on the ``c10d::`` operators.
 
 Everything but the per-call kernel stays the Python path's (:class:`CollectiveHooks`): the
 operator specs (argument positions from the schemas), group registration and group frames (the
@@ -24,7 +24,7 @@ from commprof.format import schema
 
 
 def spec_tuple(spec: OpSpec) -> tuple:
-    """What the C++ kernel needs of an :class:`OpSpec` (the order of ``install`` in capture.cpp)."""
+    """What the C++ kernel needs of an :class:`OpSpec` (the order of ``install`` in kernel.cpp)."""
     nrets = len(spec.op._schema.returns)
     work = -2 if spec.work_index is None else spec.work_index
     single_arg = spec.inputs[0] if spec.single_code is not None and spec.inputs else -1

@@ -185,7 +185,7 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
     seen = set()
     for p in paths:
         try:
-            h = reader.read_header(p)
+            h = reader.read_header(p, within=p.parent.parent)
         except TruncatedCaptureError as exc:  # a process that died while creating its file
             notes.append(f"{p.name}: {exc.reason}: left out")
             continue
@@ -196,9 +196,9 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
     if not headers:
         raise RunDirError(f"{layout.ranks_dir(run_dir)}: no readable capture file ({'; '.join(notes)})")
     world = max((int(h.get("world_size") or 0) for h in headers.values()), default=0)
-    absent = sorted(set(range(world)) - {int(h["rank"]) for h in headers.values()})
+    absent = _absent_spans({int(h["rank"]) for h in headers.values()}, world)
     if absent:
-        notes.append(f"no capture from rank(s) {_span_list(absent)} of world size {world}: the "
+        notes.append(f"no capture from rank(s) {absent} of world size {world}: the "
                      "KPIs cover the ranks captured (a process that never imported torch, or ran "
                      "on a node without `commprof run`?)")
     joined = layout.joined_manifests(run_dir)
@@ -208,7 +208,7 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
     if manifest.get("status") == "running":
         notes.append("the run has not finished, or its `commprof run` was killed: this covers what "
                      "the workers had flushed so far")
-    missing = sorted({m for h in headers.values() for m in h.get("missing_ops", [])})
+    missing = sorted({m for h in headers.values() for m in h.get("missing_ops") or []})
     if missing:
         notes.append("this torch has no " + ", ".join(missing) + " operator(s): such calls are not "
                      "captured")
@@ -242,16 +242,15 @@ def load_run(path: str | Path | None = None) -> Run:
                hang=src.hang, dirs=src.dirs)
 
 
-def _span_list(ranks: list[int]) -> str:
-    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
-    out, start = [], None
-    for i, r in enumerate(ranks):
-        if start is None:
-            start = r
-        if i + 1 == len(ranks) or ranks[i + 1] != r + 1:
-            out.append(str(start) if start == r else f"{start}-{r}")
-            start = None
-    return ", ".join(out)
+def _absent_spans(present: set[int], world: int, most: int = 64) -> str:
+    """The ranks of ``range(world)`` not in ``present`` as ``"1-3, 7"`` (at most ``most`` spans),
+    computed from the ranks present: memory does not grow with the world size a header claims."""
+    spans, start = [], 0
+    for r in sorted(p for p in present if 0 <= p < world) + [world]:
+        if r > start:
+            spans.append(str(start) if r - 1 == start else f"{start}-{r - 1}")
+        start = r + 1
+    return ", ".join(spans[:most]) + (f", … ({len(spans) - most} more spans)" if len(spans) > most else "")
 
 
 def _latest_attempts(headers: dict[Path, dict]) -> list[Path]:
@@ -266,8 +265,9 @@ def _latest_attempts(headers: dict[Path, dict]) -> list[Path]:
 
 def read_rank(path: Path) -> RankData:
     """One capture file as frames."""
-    cap = reader.read_capture(path)
+    cap = reader.drop_impossible(reader.read_capture(path, within=path.parent.parent))
     h = cap.header
+    clock = h.get("clock") or {}
     key = {"rank": cap.rank, "attempt": int(h.get("restart", 0) or 0), "pid": int(h.get("pid", -1))}
     a = cap.arrays
     process = dict(key, host=h.get("host"), world_size=h.get("world_size"),
@@ -275,9 +275,8 @@ def read_rank(path: Path) -> RankData:
                    exit_reason=(cap.trailer or {}).get("reason"), damage=cap.damage,
                    torch_version=h.get("torch_version"), nccl_version=h.get("nccl_version"),
                    file=cap.path.name,
-                   clock_wall_ns=h.get("clock", {}).get("wall_ns"),
-                   clock_mono_ns=h.get("clock", {}).get("mono_ns"),
-                   missing_ops=",".join(h.get("missing_ops", [])),
+                   clock_wall_ns=clock.get("wall_ns"), clock_mono_ns=clock.get("mono_ns"),
+                   missing_ops=",".join(h.get("missing_ops") or []),
                    intra_op_threads=h.get("intra_op_threads"), cpus=h.get("cpus"),
                    **_self_cost(cap.events), **gpu_act.window_stats(cap.events),
                    fixes=training.fix_events(cap.events), capture_path=training.capture_path(cap.events))
@@ -294,10 +293,9 @@ def read_rank(path: Path) -> RankData:
     coll = _attach_groups(_collectives(a["coll"], a["done"], a["wait"]), groups)
     fr, fr_stats = gpu_times.fr_frame(cap.events)
     process.update(fr_seen=fr_stats["seen"], fr_lost=fr_stats["lost"])
-    anchor = h.get("clock", {})
-    if len(fr) and "wall_ns" in anchor:
+    if len(fr) and clock.get("wall_ns") is not None and clock.get("mono_ns") is not None:
         names = dict(zip(groups["gid"], groups["name"].astype(str)))
-        coll["gpu_duration_ns"] = gpu_times.attach(coll, fr, names, anchor["wall_ns"] - anchor["mono_ns"])
+        coll["gpu_duration_ns"] = gpu_times.attach(coll, fr, names, clock["wall_ns"] - clock["mono_ns"])
     return RankData(key, process, _with_key(coll, key), _with_key(pd.DataFrame(a["wait"]), key),
                     _with_key(pd.DataFrame(a["mark"]), key), _with_key(pd.DataFrame(a["span"]), key),
                     groups, degraded_df, fr,

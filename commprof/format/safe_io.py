@@ -221,7 +221,10 @@ class BoundedReader:
 def open_text_stream(path, error: ErrorFactory = capture_error) -> BoundedReader:
     """A regular file's bytes, gunzipped when they start with the gzip magic, as a bounded
     stream (:class:`BoundedReader`; errors of the gzip stream surface from its ``read``)."""
-    fh = open_regular(path, error=error)
+    try:
+        fh = open_regular(path, error=error)
+    except FileNotFoundError as exc:
+        raise error(Path(path), f"cannot read: {exc.strerror}") from None
     size = os.fstat(fh.fileno()).st_size
     if fh.read(2) != b"\x1f\x8b":
         fh.seek(0)

@@ -81,7 +81,8 @@ class KinetoTrace:
 def read_trace(path, *, rank: int | None = None) -> KinetoTrace:
     """Read one Kineto trace.  ``rank`` overrides what the trace and its file name say."""
     path = Path(path)
-    stream = trace_stream.open_trace(path, TraceFileError)  # streamed: see format/trace_stream.py
+    # streamed (format/trace_stream.py); pid/tid come as shared strings, as the frames keep them
+    stream = trace_stream.open_trace(path, TraceFileError, ids_as_text=True)
     events = _Counted(stream.events)
     rows = _scan(events)
     doc, json_bytes = stream.meta, stream.json_bytes  # the keys beside traceEvents, once read

@@ -36,8 +36,8 @@ class TraceStream:
     """One trace file being read: iterate :attr:`events`, then read :attr:`meta` and
     :attr:`json_bytes` (the size of the uncompressed JSON)."""
 
-    def __init__(self, path: Path, error: Callable[[Path, str], Exception]):
-        self.path, self.error = path, error
+    def __init__(self, path: Path, error: Callable[[Path, str], Exception], ids_as_text=False):
+        self.path, self.error, self.ids_as_text = path, error, ids_as_text
         self.meta: dict = {}
         self.json_bytes = 0
         self.events = self._events()
@@ -49,6 +49,7 @@ class TraceStream:
         self.meta = self._head()
         stream = _Tail(safe_io.open_text_stream(self.path, self.error))
         names: dict = {}
+        ids: dict = {}
         try:
             for ev in ijson.items(stream, "traceEvents.item", use_float=True):
                 if type(ev) is dict:
@@ -56,6 +57,12 @@ class TraceStream:
                         v = ev.get(key)
                         if type(v) is str and len(names) < _STRING_CACHE:
                             ev[key] = names.setdefault(v, v)
+                    if self.ids_as_text:
+                        for key in ("pid", "tid"):
+                            v = ev.get(key)
+                            if type(v) is int and len(ids) < _STRING_CACHE:
+                                text = ids.get(v)
+                                ev[key] = text if text is not None else ids.setdefault(v, str(v))
                     for key in ("ts", "dur"):  # a time no clock can hold reads as absent
                         v = ev.get(key)
                         if type(v) in (int, float) and not _FINITE[0] < v < _FINITE[1]:
@@ -221,9 +228,12 @@ class _Tail:
         self.raw.close()
 
 
-def open_trace(path, error: Callable[[Path, str], Exception]) -> TraceStream:
-    """A :class:`TraceStream` over ``path`` (nothing is read until ``events`` is iterated)."""
-    return TraceStream(Path(path), error)
+def open_trace(path, error: Callable[[Path, str], Exception], ids_as_text: bool = False) -> TraceStream:
+    """A :class:`TraceStream` over ``path`` (nothing is read until ``events`` is iterated).
+
+    ``ids_as_text``: integer ``pid``/``tid`` come as their ``str()``, one shared string per
+    value (for readers that keep them as text: a string per kept row costs ~50 bytes)."""
+    return TraceStream(Path(path), error, ids_as_text)
 
 
 def raw_document(path, error: Callable[[Path, str], Exception]) -> tuple[dict, list]:

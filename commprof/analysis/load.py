@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import gpu_activity as gpu_act, gpu_times, training
+from commprof.analysis import gpu_activity as gpu_act, gpu_times, load_facts, training
 from commprof.errors import RunDirError, TruncatedCaptureError
 from commprof.format import layout, reader, schema
 
@@ -196,7 +196,7 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
     if not headers:
         raise RunDirError(f"{layout.ranks_dir(run_dir)}: no readable capture file ({'; '.join(notes)})")
     world = max((int(h.get("world_size") or 0) for h in headers.values()), default=0)
-    absent = _absent_spans({int(h["rank"]) for h in headers.values()}, world)
+    absent = load_facts.absent_spans({int(h["rank"]) for h in headers.values()}, world)
     if absent:
         notes.append(f"no capture from rank(s) {absent} of world size {world}: the "
                      "KPIs cover the ranks captured (a process that never imported torch, or ran "
@@ -205,7 +205,12 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
     if joined:
         notes.append(f"{len(joined) + 1} `commprof run` processes shared this directory (--join); "
                      f"the run's exit status is the one in {layout.MANIFEST}")
-    if manifest.get("status") == "running":
+    full = [r for r in (layout.stopped_reason(p) for p in headers) if r]
+    if manifest.get("status") == "running" and full:
+        notes.append(f"the manifest was not finished and {len(full)} capture(s) stopped "
+                     f"({', '.join(sorted(set(full)))}): the run directory's storage filled up, "
+                     "so the job's exit status is unknown; the workers went on")
+    elif manifest.get("status") == "running":
         notes.append("the run has not finished, or its `commprof run` was killed: this covers what "
                      "the workers had flushed so far")
     missing = sorted({m for h in headers.values() for m in h.get("missing_ops") or []})
@@ -242,17 +247,6 @@ def load_run(path: str | Path | None = None) -> Run:
                hang=src.hang, dirs=src.dirs)
 
 
-def _absent_spans(present: set[int], world: int, most: int = 64) -> str:
-    """The ranks of ``range(world)`` not in ``present`` as ``"1-3, 7"`` (at most ``most`` spans),
-    computed from the ranks present: memory does not grow with the world size a header claims."""
-    spans, start = [], 0
-    for r in sorted(p for p in present if 0 <= p < world) + [world]:
-        if r > start:
-            spans.append(str(start) if r - 1 == start else f"{start}-{r - 1}")
-        start = r + 1
-    return ", ".join(spans[:most]) + (f", … ({len(spans) - most} more spans)" if len(spans) > most else "")
-
-
 def _latest_attempts(headers: dict[Path, dict]) -> list[Path]:
     """Each rank's last torchrun attempt (earlier attempts are not mixed into the KPIs)."""
     def attempt(h):
@@ -272,7 +266,8 @@ def read_rank(path: Path) -> RankData:
     a = cap.arrays
     process = dict(key, host=h.get("host"), world_size=h.get("world_size"),
                    local_rank=h.get("local_rank"), complete=cap.complete,
-                   exit_reason=(cap.trailer or {}).get("reason"), damage=cap.damage,
+                   exit_reason=(cap.trailer or {}).get("reason") or load_facts.stopped(cap),
+                   damage=cap.damage,
                    torch_version=h.get("torch_version"), nccl_version=h.get("nccl_version"),
                    file=cap.path.name,
                    clock_wall_ns=clock.get("wall_ns"), clock_mono_ns=clock.get("mono_ns"),
@@ -287,6 +282,11 @@ def read_rank(path: Path) -> RankData:
                            for g in cap.groups], columns=GROUP_COLUMNS)
     degraded = [dict(key, where=e["where"], count=e["count"], error=e["error"])
                 for e in cap.events if e.get("type") == "degraded"]
+    stopped = not cap.complete and str(process["exit_reason"]).startswith(load_facts.STOPPED)
+    if stopped:
+        degraded.append(dict(key, where="capture", count=1, error=(
+            f"{process['exit_reason']}: the records after it were not written; the process "
+            "went on (not dead)")))
     degraded_df = (pd.DataFrame(degraded).groupby(_PROC_KEYS + ["where"], as_index=False)
                    .agg(count=("count", "max"), error=("error", "first"))
                    if degraded else pd.DataFrame(columns=DEGRADED_COLUMNS))

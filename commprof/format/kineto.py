@@ -97,6 +97,7 @@ def read_trace(path, *, rank: int | None = None) -> KinetoTrace:
                              "a CPU-only profile, or GPU activity was not recorded")
     notes = []
     dist = doc.get("distributedInfo") if isinstance(doc.get("distributedInfo"), dict) else {}
+    dist = _plausible_dist(dist, notes)
     rank = _rank(path, rank, dist, notes)
     steps = steps.drop_duplicates("step", keep="first").sort_values("start_ns", kind="stable")
     devices = sorted(int(d) for d in gpu["device"].unique() if d >= 0)
@@ -175,6 +176,22 @@ def read_traces(paths) -> tuple[list[KinetoTrace], list[TraceFileError]]:
         seen[t.rank] = path
         traces.append(t)
     return sorted(traces, key=lambda t: t.rank), errors
+
+
+MAX_WORLD = 1 << 20  # ranks: a larger world_size (or rank) in a trace is not believed
+
+
+def _plausible_dist(dist: dict, notes: list) -> dict:
+    """``distributedInfo`` without a ``world_size`` outside [1, MAX_WORLD] or a ``rank`` outside
+    [0, MAX_WORLD) (a note says so): nothing is then sized by a number the file made up."""
+    out = dict(dist)
+    for key, lo in (("world_size", 1), ("rank", 0)):
+        v = _int(out.get(key), None)
+        if out.get(key) is not None and (v is None or not lo <= v <= MAX_WORLD - (key == "rank")):
+            notes.append(f"distributedInfo.{key} {str(out[key])[:40]!r} is not a plausible {key}: "
+                         "ignored")
+            out.pop(key)
+    return out
 
 
 def _int(v, default):

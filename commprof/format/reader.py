@@ -87,7 +87,7 @@ def _parse_header(data: bytes, path: Path, need_rank: bool = True) -> tuple[dict
 
 # Header keys the readers use, with their types and ranges (None/absent is always allowed: an
 # older minor, or unknown); a header that breaks one is refused in one line, not used.
-_INT_RANGES = {"rank": (0, (1 << 31) - 1), "world_size": (1, 1 << 24), "pid": (0, (1 << 31) - 1),
+_INT_RANGES = {"rank": (0, (1 << 31) - 1), "world_size": (1, 1 << 20), "pid": (0, (1 << 31) - 1),
                "restart": (0, (1 << 31) - 1), "local_rank": (0, (1 << 31) - 1)}
 _TYPES = {"host": str, "clock": dict, "missing_ops": list, "torch_version": str,
           "nccl_version": str, "kind": str, "run_id": str}

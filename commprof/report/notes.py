@@ -24,7 +24,8 @@ def except_kind(doc: dict, *kinds: str) -> list[dict]:
 
 def rank_status(r: dict) -> str:
     """``ok``; ``failed (exception …)`` for a process that ended with an uncaught exception;
-    ``incomplete (died?…)`` for one without a trailer."""
+    ``capture stopped: ENOSPC (…)`` for one whose storage filled up (it went on);
+    ``incomplete (died?…)`` for one without a trailer otherwise."""
     reason = r.get("exit_reason")
     if r.get("complete"):
         if reason in (None, "exit", "finished"):
@@ -33,6 +34,8 @@ def rank_status(r: dict) -> str:
             return f"failed ({reason})"
         return f"ok ({reason})"
     last = r.get("last_record_s")
+    if str(reason).startswith("capture stopped"):  # storage full: the process went on
+        return str(reason) + ("" if last is None else f" at {last:.1f} s")
     when = "" if last is None else f", last record at {last:.1f} s"
     lc = r.get("last_collective")
     if lc:

@@ -105,17 +105,25 @@ def read_bytes(path, limit: int | None = None, within=None,
     limit = max_bytes() if limit is None else limit
     own = fh is None
     fh = open_regular(path, within, error) if own else fh
+    too_big = error(Path(path), f"larger than the {_size(limit)} commprof reads "
+                                f"(set {ENV_MAX_BYTES} to raise the limit)")
     try:
-        data = fh.read(limit + 1)
+        size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            raise too_big
+        parts = [fh.read(size)]  # what is there now, then what a writer appended since
+        total = len(parts[0])
+        while more := fh.read(1 << 20):
+            total += len(more)
+            if total > limit:
+                raise too_big
+            parts.append(more)
     except OSError as exc:
         raise error(Path(path), f"cannot read: {exc.strerror or exc}") from None
     finally:
         if own:
             fh.close()
-    if len(data) > limit:
-        raise error(Path(path), f"larger than the {_size(limit)} commprof reads "
-                                f"(set {ENV_MAX_BYTES} to raise the limit)")
-    return data
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def read_json(path, limit: int | None = None, within=None, error: ErrorFactory = capture_error):
@@ -208,7 +216,12 @@ class BoundedReader:
         self.raw, self.limit, self.what, self.count = raw, limit, what, 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n if n is not None and n >= 0 else self.limit + 1 - self.count)
+        if n is None or n < 0:  # all of it, a piece at a time (never one buffer of the limit)
+            parts = []
+            while piece := self.read(1 << 20):
+                parts.append(piece)
+            return b"".join(parts)
+        data = self.raw.read(min(n, self.limit + 1 - self.count))
         self.count += len(data)
         if self.count > self.limit:
             raise InputTooLarge(f"{self.what} is larger than {_size(self.limit)}")

@@ -87,6 +87,7 @@ def build(root: Path) -> list[tuple[str, list[str], str]]:
     def deep(n: int = DEEP) -> bytes:
         return b"[" * n + b"]" * n
 
+    run("base_copy", "read")  # unchanged: reported whole
     # -- manifest ---------------------------------------------------------------------------
     for name, make in {
         "manifest_fifo": lambda p: os.mkfifo(p),
@@ -235,6 +236,7 @@ def run_cases(cases) -> None:
             signal.alarm(0)
         print(json.dumps({"name": name, "how": how, "code": code, "stderr": err.getvalue()[-2000:],
                           "dropped_note": "out-of-range fields" in out.getvalue(),
+                          "stdout_head": out.getvalue()[:3000],
                           "seconds": round(time.monotonic() - t, 2), "escaped": escaped}), flush=True)
 
 

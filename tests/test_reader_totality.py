@@ -70,8 +70,16 @@ def test_inputs_with_good_data_beside_the_bad_are_read_without_a_traceback(resul
 
 
 def test_impossible_records_are_dropped_with_a_note(results):
-    for name in ("record_op_60000", "record_seq_2_40", "record_seq_negative", "record_dtype_250"):
+    for name in ("record_op_60000", "record_seq_negative", "record_dtype_250"):
         assert results[name]["code"] == 0 and results[name]["dropped_note"], results[name]
+    # a possible record whose sequence number no run can have (2**40 among a few): refused
+    r = results["record_seq_2_40"]
+    assert r["code"] == 2 and "sequence numbers" in r["stderr"] and r["seconds"] < 10, r
+
+
+def test_the_base_run_is_reported_whole(results):
+    r = results["base_copy"]
+    assert r["code"] == 0 and not r["dropped_note"] and '"ops": []' not in r["stdout_head"], r
 
 
 @pytest.mark.parametrize("name", ["manifest_fifo", "hang_fifo", "capture_fifo", "saved_fifo",

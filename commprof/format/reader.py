@@ -138,7 +138,7 @@ def read_capture(path: str | os.PathLike, need_rank: bool = True, within=None) -
 
     ``need_rank=False`` reads a node sampler file (``*.cps``: same framing, no rank).  Records
     whose fields are out of range (an op or dtype code this commprof does not know, a negative
-    sequence number, one beyond its record id) are kept: :func:`drop_impossible` drops them.
+    sequence number) are kept: :func:`drop_impossible` drops them.
     """
     path = Path(path)
     try:
@@ -169,7 +169,7 @@ def read_capture(path: str | os.PathLike, need_rank: bool = True, within=None) -
 def drop_impossible(cap: RankCapture) -> RankCapture:
     """``cap`` without the records an analysis cannot use safely, named in ``damage``: fields
     out of range (an op or dtype code this commprof does not know, a negative sequence number or
-    one beyond its record id, an unknown GPU category) and group/degraded frames of the wrong
+    record id, an unknown GPU category) and group/degraded frames of the wrong
     shape.  A CRC-valid forged or corrupted record must not index past a table or size an
     allocation (``read_capture`` itself returns what the file holds)."""
     cap.arrays, dropped = _in_range(cap.arrays)
@@ -209,7 +209,7 @@ def _in_range(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int
     must not index past a table or size an allocation), and how many others were dropped."""
     dropped = 0
     checks = {"coll": lambda a: (a["op"] < len(schema.OPS)) & (a["dtype"] < len(schema.DTYPES))
-              & (a["seq"] >= 0) & (a["seq"] <= a["id"]) & (a["id"] >= 0),
+              & (a["seq"] >= 0) & (a["id"] >= 0),
               "gpu": lambda a: a["category"] < len(schema.GPU_CATEGORIES)}
     for name, ok in checks.items():
         arr = arrays.get(name)

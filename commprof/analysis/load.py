@@ -259,6 +259,7 @@ def _latest_attempts(headers: dict[Path, dict]) -> list[Path]:
 
 def read_rank(path: Path) -> RankData:
     """One capture file as frames."""
+    path = Path(path)
     cap = reader.drop_impossible(reader.read_capture(path, within=path.parent.parent))
     h = cap.header
     clock = h.get("clock") or {}

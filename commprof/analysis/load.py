@@ -176,7 +176,7 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
         paths = layout.capture_paths(run_dir)
     if not paths:
         errs = layout.bootstrap_errors(run_dir)
-        why = (f"; {errs[0].name}: {errs[0].read_text().strip()}" if errs else
+        why = (f"; {errs[0].name}: {load_facts.bootstrap_error(errs[0])}" if errs else
                " (see docs/troubleshooting.md: python -I/-E, a job that never imports torch, ...)")
         raise RunDirError(f"{layout.ranks_dir(run_dir)}: no capture files: no process of the job was "
                           f"captured, or none initialised a process group, called a collective or "
@@ -218,7 +218,7 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
         notes.append("this torch has no " + ", ".join(missing) + " operator(s): such calls are not "
                      "captured")
     for err in layout.bootstrap_errors(run_dir):
-        notes.append(f"{err.name}: {err.read_text().strip()}")
+        notes.append(f"{err.name}: {load_facts.bootstrap_error(err)}")
     attempts = sorted({int(h.get("restart", 0) or 0) for h in headers.values()})
     if len(attempts) > 1:
         notes.append(f"torchrun ran {len(attempts)} attempts (restart counts "

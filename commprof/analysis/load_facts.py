@@ -2,7 +2,8 @@
 ranks a world size names but no capture holds, and captures that stopped for lack of storage."""
 from __future__ import annotations
 
-from commprof.format import layout
+from commprof.errors import CaptureFormatError
+from commprof.format import layout, safe_io
 
 
 def absent_spans(present: set[int], world: int, most: int = 64) -> str:
@@ -30,3 +31,12 @@ def stopped(cap) -> str | None:
     text = {"ENOSPC": "No space left on device", "EDQUOT": "Disk quota exceeded",
             "EFBIG": "File too large", "EROFS": "Read-only file system"}.get(reason)
     return f"{STOPPED}: {reason}" + (f" ({text})" if text else "")
+
+
+def bootstrap_error(path) -> str:
+    """The text of a ``bootstrap-<pid>.err`` file (its first 4 kB; a FIFO or device: why not)."""
+    try:
+        data = safe_io.read_bytes(path, limit=1 << 20, within=path.parent.parent)
+    except (OSError, CaptureFormatError) as exc:
+        return f"unreadable ({getattr(exc, 'reason', None) or exc})"
+    return data[:4096].decode("utf-8", "replace").strip()

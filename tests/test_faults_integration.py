@@ -56,7 +56,18 @@ def test_disk_full_stops_recording_not_the_job(tmp_path, plain, capture):
     assert proc.stderr.count("commprof: stopped recording in pid") == 2
     assert "No space left on device" in proc.stderr
     doc = report_json(run)  # what was written before the failure is still readable
-    assert doc["run"]["incomplete_ranks"] == [0, 1]
+    # a full disk is named, not taken for deaths (issue 26 item 9): each rank's capture says why
+    # it stopped (a marker beside the file, or a frame), and the report shows it under degraded
+    assert doc["run"]["incomplete_ranks"] == []
+    ranks = {r["rank"]: r for r in doc["ranks"]}
+    assert all(ranks[r]["exit_reason"] == "capture stopped: ENOSPC (No space left on device)"
+               for r in (0, 1)), ranks
+    stopped = {d["rank"] for d in doc["degraded"] if d["where"] == "capture"}
+    assert stopped == {0, 1} and all("ENOSPC" in d["error"] for d in doc["degraded"]
+                                     if d["where"] == "capture")
+    text = " ".join(commprof("report", str(run)).stdout.split())
+    assert "died?" not in text and "has not finished" not in text
+    assert text.count("capture stopped: ENOSPC") >= 2, text
 
 
 @pytest.mark.parametrize("how", ["exit", "kill", "segv"])

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from commprof.analysis.clocks import RankClock
+from commprof.errors import RunDirError
 
 MAX_STEPS_SHOWN = 2000
 # A straggler is named only when it is last in most measured steps: on 4 ranks sharing 2 cores,
@@ -79,6 +80,7 @@ class Calls:
     names: dict = field(default_factory=dict)  # group name -> code
     parts: list = field(default_factory=list)  # (rank, rows or spill path) per process
     seq_range: dict = field(default_factory=dict)  # code -> (min seq, max seq)
+    seq_count: dict = field(default_factory=dict)  # code -> rows (bounds the dense range)
     held_bytes: int = 0
     spilled_bytes: int = 0
     _spill: tempfile.TemporaryDirectory | None = None
@@ -98,6 +100,7 @@ class Calls:
             seq = rows["seq"][rows["code"] == code]
             lo, hi = self.seq_range.get(code, (int(seq.min()), int(seq.max())))
             self.seq_range[code] = (min(lo, int(seq.min())), max(hi, int(seq.max())))
+            self.seq_count[code] = self.seq_count.get(code, 0) + len(seq)
         if self.held_bytes + rows.nbytes <= self.budget_bytes:
             self.parts.append((int(rank), rows))
             self.held_bytes += rows.nbytes
@@ -194,6 +197,17 @@ class _Instances:
             self.first_end[i] = np.where(np.isfinite(ei), np.minimum(self.first_end[i], ei), self.first_end[i])
 
 
+def _check_dense(calls: Calls) -> None:
+    """Refuse sequence numbers no run can have: the instances are dense over each group's range,
+    which must not be sized by one forged or corrupted record (seq 2**40 among 0..99)."""
+    for code, (lo, hi) in calls.seq_range.items():
+        n = calls.seq_count.get(code, 0)
+        if hi - lo + 1 > 8 * n + (1 << 20):
+            name = next((k for k, v in calls.names.items() if v == code), code)
+            raise RunDirError(f"captures: the sequence numbers of group {name!r} span {lo}..{hi} "
+                              f"for {n} calls: corrupt or forged capture records")
+
+
 def analyze(calls: Calls, clocks: dict[int, RankClock], steps0: pd.DataFrame,
             measured_steps: set[int], world: int) -> dict | None:
     """Per-rank wait/transfer, stragglers and per-step waits; None with fewer than two ranks.
@@ -202,6 +216,7 @@ def analyze(calls: Calls, clocks: dict[int, RankClock], steps0: pd.DataFrame,
     into its instance, the second charges each complete instance's wait to its ranks."""
     if calls.ranks < 2:
         return None
+    _check_dense(calls)
     inst = _Instances(calls.seq_range)
     total = 0
     for rank, rows in calls.iter_parts():

@@ -28,7 +28,10 @@ def names_table(events: list[dict]) -> list[str]:
     for e in events:
         if e.get("type") != "gpu_names":
             continue
-        first, names = int(e.get("first", 0)), list(e.get("names") or [])
+        first, names = e.get("first", 0), e.get("names") or []
+        if (type(first) is not int or not 0 <= first <= len(table) + (1 << 20)
+                or not isinstance(names, list)):
+            continue  # a malformed name frame: its records read "<unknown>"; no huge table
         if len(table) < first + len(names):
             table.extend([None] * (first + len(names) - len(table)))
         table[first:first + len(names)] = [str(n) for n in names]

@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import gpu_activity as gpu_act, gpu_times, training
+from commprof.analysis import gpu_activity as gpu_act, gpu_times, load_facts, training
 from commprof.errors import RunDirError, TruncatedCaptureError
 from commprof.format import layout, reader, schema
 
@@ -176,7 +176,7 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
         paths = layout.capture_paths(run_dir)
     if not paths:
         errs = layout.bootstrap_errors(run_dir)
-        why = (f"; {errs[0].name}: {errs[0].read_text().strip()}" if errs else
+        why = (f"; {errs[0].name}: {load_facts.bootstrap_error(errs[0])}" if errs else
                " (see docs/troubleshooting.md: python -I/-E, a job that never imports torch, ...)")
         raise RunDirError(f"{layout.ranks_dir(run_dir)}: no capture files: no process of the job was "
                           f"captured, or none initialised a process group, called a collective or "
@@ -185,7 +185,7 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
     seen = set()
     for p in paths:
         try:
-            h = reader.read_header(p)
+            h = reader.read_header(p, within=p.parent.parent)
         except TruncatedCaptureError as exc:  # a process that died while creating its file
             notes.append(f"{p.name}: {exc.reason}: left out")
             continue
@@ -196,24 +196,29 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
     if not headers:
         raise RunDirError(f"{layout.ranks_dir(run_dir)}: no readable capture file ({'; '.join(notes)})")
     world = max((int(h.get("world_size") or 0) for h in headers.values()), default=0)
-    absent = sorted(set(range(world)) - {int(h["rank"]) for h in headers.values()})
+    absent = load_facts.absent_spans({int(h["rank"]) for h in headers.values()}, world)
     if absent:
-        notes.append(f"no capture from rank(s) {_span_list(absent)} of world size {world}: the "
+        notes.append(f"no capture from rank(s) {absent} of world size {world}: the "
                      "KPIs cover the ranks captured (a process that never imported torch, or ran "
                      "on a node without `commprof run`?)")
     joined = layout.joined_manifests(run_dir)
     if joined:
         notes.append(f"{len(joined) + 1} `commprof run` processes shared this directory (--join); "
                      f"the run's exit status is the one in {layout.MANIFEST}")
-    if manifest.get("status") == "running":
+    full = [r for r in (layout.stopped_reason(p) for p in headers) if r]
+    if manifest.get("status") == "running" and full:
+        notes.append(f"the manifest was not finished and {len(full)} capture(s) stopped "
+                     f"({', '.join(sorted(set(full)))}): the run directory's storage filled up, "
+                     "so the job's exit status is unknown; the workers went on")
+    elif manifest.get("status") == "running":
         notes.append("the run has not finished, or its `commprof run` was killed: this covers what "
                      "the workers had flushed so far")
-    missing = sorted({m for h in headers.values() for m in h.get("missing_ops", [])})
+    missing = sorted({m for h in headers.values() for m in h.get("missing_ops") or []})
     if missing:
         notes.append("this torch has no " + ", ".join(missing) + " operator(s): such calls are not "
                      "captured")
     for err in layout.bootstrap_errors(run_dir):
-        notes.append(f"{err.name}: {err.read_text().strip()}")
+        notes.append(f"{err.name}: {load_facts.bootstrap_error(err)}")
     attempts = sorted({int(h.get("restart", 0) or 0) for h in headers.values()})
     if len(attempts) > 1:
         notes.append(f"torchrun ran {len(attempts)} attempts (restart counts "
@@ -242,18 +247,6 @@ def load_run(path: str | Path | None = None) -> Run:
                hang=src.hang, dirs=src.dirs)
 
 
-def _span_list(ranks: list[int]) -> str:
-    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
-    out, start = [], None
-    for i, r in enumerate(ranks):
-        if start is None:
-            start = r
-        if i + 1 == len(ranks) or ranks[i + 1] != r + 1:
-            out.append(str(start) if start == r else f"{start}-{r}")
-            start = None
-    return ", ".join(out)
-
-
 def _latest_attempts(headers: dict[Path, dict]) -> list[Path]:
     """Each rank's last torchrun attempt (earlier attempts are not mixed into the KPIs)."""
     def attempt(h):
@@ -266,18 +259,20 @@ def _latest_attempts(headers: dict[Path, dict]) -> list[Path]:
 
 def read_rank(path: Path) -> RankData:
     """One capture file as frames."""
-    cap = reader.read_capture(path)
+    path = Path(path)
+    cap = reader.drop_impossible(reader.read_capture(path, within=path.parent.parent))
     h = cap.header
+    clock = h.get("clock") or {}
     key = {"rank": cap.rank, "attempt": int(h.get("restart", 0) or 0), "pid": int(h.get("pid", -1))}
     a = cap.arrays
     process = dict(key, host=h.get("host"), world_size=h.get("world_size"),
                    local_rank=h.get("local_rank"), complete=cap.complete,
-                   exit_reason=(cap.trailer or {}).get("reason"), damage=cap.damage,
+                   exit_reason=(cap.trailer or {}).get("reason") or load_facts.stopped(cap),
+                   damage=cap.damage,
                    torch_version=h.get("torch_version"), nccl_version=h.get("nccl_version"),
                    file=cap.path.name,
-                   clock_wall_ns=h.get("clock", {}).get("wall_ns"),
-                   clock_mono_ns=h.get("clock", {}).get("mono_ns"),
-                   missing_ops=",".join(h.get("missing_ops", [])),
+                   clock_wall_ns=clock.get("wall_ns"), clock_mono_ns=clock.get("mono_ns"),
+                   missing_ops=",".join(h.get("missing_ops") or []),
                    intra_op_threads=h.get("intra_op_threads"), cpus=h.get("cpus"),
                    **_self_cost(cap.events), **gpu_act.window_stats(cap.events),
                    fixes=training.fix_events(cap.events),
@@ -289,16 +284,20 @@ def read_rank(path: Path) -> RankData:
                            for g in cap.groups], columns=GROUP_COLUMNS)
     degraded = [dict(key, where=e["where"], count=e["count"], error=e["error"])
                 for e in cap.events if e.get("type") == "degraded"]
+    stopped = not cap.complete and str(process["exit_reason"]).startswith(load_facts.STOPPED)
+    if stopped:
+        degraded.append(dict(key, where="capture", count=1, error=(
+            f"{process['exit_reason']}: the records after it were not written; the process "
+            "went on (not dead)")))
     degraded_df = (pd.DataFrame(degraded).groupby(_PROC_KEYS + ["where"], as_index=False)
                    .agg(count=("count", "max"), error=("error", "first"))
                    if degraded else pd.DataFrame(columns=DEGRADED_COLUMNS))
     coll = _attach_groups(_collectives(a["coll"], a["done"], a["wait"]), groups)
     fr, fr_stats = gpu_times.fr_frame(cap.events)
     process.update(fr_seen=fr_stats["seen"], fr_lost=fr_stats["lost"])
-    anchor = h.get("clock", {})
-    if len(fr) and "wall_ns" in anchor:
+    if len(fr) and clock.get("wall_ns") is not None and clock.get("mono_ns") is not None:
         names = dict(zip(groups["gid"], groups["name"].astype(str)))
-        coll["gpu_duration_ns"] = gpu_times.attach(coll, fr, names, anchor["wall_ns"] - anchor["mono_ns"])
+        coll["gpu_duration_ns"] = gpu_times.attach(coll, fr, names, clock["wall_ns"] - clock["mono_ns"])
     return RankData(key, process, _with_key(coll, key), _with_key(pd.DataFrame(a["wait"]), key),
                     _with_key(pd.DataFrame(a["mark"]), key), _with_key(pd.DataFrame(a["span"]), key),
                     groups, degraded_df, fr,

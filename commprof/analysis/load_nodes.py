@@ -30,7 +30,8 @@ class NodeSamples:
 
 def read_node_samples(path: Path) -> NodeSamples:
     """Parse one ``*.cps`` file (torn tails are kept up to the last good frame)."""
-    cap = reader.read_capture(path, need_rank=False)
+    path = Path(path)
+    cap = reader.read_capture(path, need_rank=False, within=path.parent.parent)
     series = pd.DataFrame([e for e in cap.events if e.get("type") == "series"],
                           columns=["id", "source", "device", "metric", "unit", "kind", "note"])
     costs = [e for e in cap.events if e.get("type") == "cost"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from commprof.analysis import summary_file
 from commprof.analysis.reduce import RankResult, reduce_paths
 from commprof.errors import CaptureFormatError
-from commprof.format import layout, reader
+from commprof.format import layout, reader, safe_io
 
 
 @dataclass
@@ -112,7 +112,8 @@ class SummaryIndex:
 
     def _index(self, sp: Path, by_name: dict[str, Path]) -> None:
         try:
-            meta, _ = summary_file.decode(sp.read_bytes(), sp, meta_only=True)
+            meta, _ = summary_file.decode(safe_io.read_bytes(sp, within=sp.parent.parent), sp,
+                                          meta_only=True)
         except (OSError, CaptureFormatError) as exc:
             self.notes.append(f"{sp.name}: {getattr(exc, 'reason', None) or exc}; its captures "
                               "were read instead")
@@ -121,8 +122,12 @@ class SummaryIndex:
             self.notes.append(f"{sp.name}: written by another version of commprof's analysis; its "
                               "captures were read instead")
             return
-        stale = 0
-        for i, stamp in enumerate(meta.get("files", [])):
+        stale, files = 0, meta.get("files")
+        if not (isinstance(files, list) and all(isinstance(f, dict) for f in files)):
+            self.notes.append(f"{sp.name}: its list of captures is malformed; its captures were "
+                              "read instead")
+            return
+        for i, stamp in enumerate(files):
             path = by_name.get(stamp.get("name"))
             if path is None or path in self._where:
                 continue  # an earlier attempt's capture, or one another summary covered
@@ -147,7 +152,8 @@ class SummaryIndex:
         sp, i = self._where.pop(path)
         if sp not in self._open:
             try:
-                self._open[sp] = summary_file.decode(sp.read_bytes(), sp)[1]
+                self._open[sp] = summary_file.decode(
+                    safe_io.read_bytes(sp, within=sp.parent.parent), sp)[1]
             except (OSError, CaptureFormatError) as exc:  # changed since it was indexed
                 self.notes.append(f"{sp.name}: {getattr(exc, 'reason', None) or exc}; its "
                                   "captures were read instead")

@@ -355,7 +355,8 @@ def _run_info(src: Run | RunSource, parts: list[RankPart]) -> dict:
         "nccl_version": next((v for v in procs.get("nccl_version", []) if v), None)
         if "nccl_version" in procs else None,
         "commprof_version": m.get("commprof_version"),
-        "incomplete_ranks": sorted(int(r) for r in procs.loc[~procs["complete"], "rank"]),
+        "incomplete_ranks": sorted(int(r) for r in procs.loc[~procs["complete"] & ~procs[
+            "exit_reason"].astype(str).str.startswith("capture stopped"), "rank"]),
         "missing_ranks": sorted(set(range(int(world.max()) if len(world) else 0))
                                 - {int(r) for r in procs["rank"]}),
         "collectives": sum(p.collectives for p in parts),

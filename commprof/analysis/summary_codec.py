@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -173,6 +174,7 @@ class Decoder:
         _check(isinstance(res.rank, (int, np.integer)) and isinstance(res.match_names, list)
                and isinstance(res.match_rows, np.ndarray) and isinstance(res.sync, pd.DataFrame)
                and (res.note is None or isinstance(res.note, str)), "a result's field types")
+        _check_shape(res)
         return res
 
     def value(self, v):
@@ -291,3 +293,57 @@ class Decoder:
         sk._zero_count, sk._count, sk._sum = b["zero_count"], b["sketch_count"], b["sum"]
         sk._min, sk._max = b["sketch_min"], b["sketch_max"]
         return Latency(sk, _int(b["count"], "latency count"), b["min"], b["max"])
+
+
+_PART_TYPES = {  # RankPart field -> the types a reduction gives it (analysis/rank.py)
+    "row": dict, "process": dict, "steps": pd.DataFrame, "ops": pd.DataFrame, "latency": dict,
+    "moving_bytes": (int, float, np.number), "moving_bus_bytes": (int, float, np.number),
+    "moving_ns": (int, float, np.number), "backends": set, "collectives": (int, np.integer),
+    "degraded": pd.DataFrame, "bus_bytes": (int, float, np.number),
+    "buckets": (pd.DataFrame, type(None)), "inflight": (tuple, type(None)),
+    "gpu": (pd.DataFrame, type(None)), "blocking_calls": (int, np.integer),
+    "gpu_steps": (pd.DataFrame, type(None)), "gpu_window_s": (int, float, np.number),
+    "losses": (pd.DataFrame, type(None)),
+}
+
+
+def _check_shape(res: RankResult) -> None:
+    """The types a reduction gives each field and the known keys of its ``row``/``process``
+    (numbers, text, flags; other keys are free), so that a CRC-valid edit does not reach the
+    analysis as a list where a number was, a structured array without its fields, ..."""
+    from commprof.analysis.crossrank import _PART
+    part = res.part
+    for name, typ in _PART_TYPES.items():
+        v = getattr(part, name)
+        _check(isinstance(v, typ) and not (isinstance(v, bool) and typ is not dict),
+               f"RankPart.{name} is a {type(v).__name__}")
+    for name in ("row", "process"):
+        for k, v in getattr(part, name).items():
+            if not isinstance(k, str):
+                continue
+            _check(not (k in _NUMBERS or _NUMERIC_KEY.search(k)) or v is None or (
+                isinstance(v, (int, float, np.number)) and not isinstance(v, bool)),
+                f"RankPart.{name}[{k!r}] is not a number")
+            _check(k not in _TEXT or v is None or isinstance(v, str), f"RankPart.{name}[{k!r}]")
+            _check(k != "complete" or isinstance(v, (bool, np.bool_)), f"RankPart.{name}[{k!r}]")
+    _check(isinstance(part.process.get("fixes", []), list), "RankPart.process['fixes']")
+    _check(all(isinstance(b, str) for b in part.backends), "RankPart.backends holds a non-string")
+    _check(all(isinstance(v, Latency) for v in part.latency.values()), "RankPart.latency values")
+    _check(part.inflight is None or (len(part.inflight) == 2 and all(
+        isinstance(a, np.ndarray) and a.dtype.kind in "if" and a.ndim == 1 for a in part.inflight)),
+        "RankPart.inflight")
+    _check(res.match_rows.dtype == _PART and res.match_rows.ndim == 1, "match_rows' dtype")
+    _check(all(isinstance(n, str) for n in res.match_names), "match_names holds a non-string")
+    codes = res.match_rows["code"]
+    _check(not len(codes) or (codes.min() >= 0 and codes.max() < len(res.match_names)),
+           "match_rows' group codes")
+
+
+_NUMBERS = {"rank", "attempt", "pid", "world_size", "local_rank", "clock_wall_ns", "clock_mono_ns",
+            "intra_op_threads", "self_calls", "self_record_ns", "self_gpu_windows",
+            "self_gpu_window_ns", "gpu_windows_recorded", "gpu_windows_skipped",
+            "gpu_windows_yielded", "losses_lost", "fr_seen", "fr_lost", "ops", "bytes",
+            "training_thread", "last_record_s", "wall_s", "comm_s", "exposed_comm_s"}
+_NUMERIC_KEY = re.compile(r"(_s|_ns|bytes|_fraction\w*|_median\w*|_mean\w*|^steps\w*|_per_step)$")
+_TEXT = {"host", "exit_reason", "damage", "torch_version", "nccl_version", "file", "missing_ops",
+         "capture_path"}

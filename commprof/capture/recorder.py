@@ -280,14 +280,33 @@ class Recorder:
         self.enabled = False
         self._stop_sinks()
         target = self.region or self.writer
+        unmarked = self._mark_stopped(target, exc)
         if self.region is not None:
             self.region.abandon()
         path = target.path if target is not None else self.run_dir
         try:
             sys.stderr.write(f"commprof: stopped recording in pid {os.getpid()}: {path}: "
-                             f"{exc.strerror or exc}; what was written before is kept\n")
+                             f"{exc.strerror or exc}; what was written before is kept{unmarked}\n")
         except (OSError, ValueError):  # stderr closed: nothing else to tell
             return
+
+    def _mark_stopped(self, target, exc: OSError) -> str:
+        """Record why capture stopped where a full disk still allows it: a ``stopped`` JSON frame
+        in the region (if its chunk has room) and the empty marker file beside the capture
+        (``layout.stopped_marker``: a name needs no data block).  The report reads either and
+        shows the rank under ``degraded``, not as dead.  Returns "" or why nothing was marked."""
+        reason = errno.errorcode.get(exc.errno or 0, "EIO")
+        if target is None:
+            return ""
+        if self.region is not None:  # a failure here comes back through _storage_failed: ignored
+            self.region.append_json({"type": "stopped", "errno": reason,
+                                     "error": exc.strerror or str(exc), "t": time.perf_counter_ns()})
+        try:
+            os.close(os.open(layout.stopped_marker(target.path, reason),
+                             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        except OSError as err:
+            return f" (the capture could not be marked as stopped: {err.strerror or err})"
+        return ""
 
     def _stop_sinks(self) -> None:
         """Appends from now on are dropped (after close, or once the storage failed)."""

@@ -27,10 +27,7 @@ what is wrong (truncated gzip, not JSON, no ``traceEvents``, no kernels, no rank
 """
 from __future__ import annotations
 
-import gzip
-import json
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from commprof.errors import TraceFileError, UsageError
-from commprof.format import comm_ops, trace_jobs
+from commprof.format import comm_ops, trace_jobs, trace_stream
 
 GPU_COLUMNS = ["start_ns", "end_ns", "name", "category", "stream", "device", "correlation",
                "external_id", "pid", "tid", "coll_name", "in_nelems", "out_nelems", "dtype",
@@ -95,20 +92,12 @@ class KinetoTrace:
 def read_trace(path, *, rank: int | None = None) -> KinetoTrace:
     """Read one Kineto trace.  ``rank`` overrides what the trace and its file name say."""
     path = Path(path)
-    raw = _load_bytes(path)
-    try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
-        end = " (the file ends early: truncated?)" if getattr(e, "pos", 0) >= len(raw.rstrip()) else ""
-        raise TraceFileError(path, f"not JSON{where}: {getattr(e, 'msg', e)}{end}") from None
-    json_bytes = len(raw)
-    del raw  # the text is parsed: free it before the frames are built
-    events = doc.get("traceEvents") if isinstance(doc, dict) else None
-    if not isinstance(events, list):
-        raise TraceFileError(path, "no traceEvents list: not a PyTorch-profiler (Kineto) trace")
-    base = _int(doc.get("baseTimeNanoseconds"), 0)
+    # streamed (format/trace_stream.py); pid/tid come as shared strings, as the frames keep them
+    stream = trace_stream.open_trace(path, TraceFileError, ids_as_text=True)
+    events = _Counted(stream.events)
     rows = _scan(events)
+    doc, json_bytes = stream.meta, stream.json_bytes  # the keys beside traceEvents, once read
+    base = _int(doc.get("baseTimeNanoseconds"), 0)
     launched = {r[2] for r in rows["launch"]} - {-1}
     if all(r[6] in launched for r in rows["gpu"]):
         rows["flow"] = []  # every GPU op has its launch by correlation: flows are not needed
@@ -119,6 +108,7 @@ def read_trace(path, *, rank: int | None = None) -> KinetoTrace:
                              "a CPU-only profile, or GPU activity was not recorded")
     notes = []
     dist = doc.get("distributedInfo") if isinstance(doc.get("distributedInfo"), dict) else {}
+    dist = _plausible_dist(dist, notes)
     rank = _rank(path, rank, dist, notes)
     steps = steps.drop_duplicates("step", keep="first").sort_values("start_ns", kind="stable")
     devices = sorted(int(d) for d in gpu["device"].unique() if d >= 0)
@@ -139,8 +129,22 @@ def read_trace(path, *, rank: int | None = None) -> KinetoTrace:
 
 def raw_events(path) -> list:
     """The ``traceEvents`` of a trace as they are (for merging traces into one)."""
-    doc = json.loads(_load_bytes(Path(path)))
-    return doc.get("traceEvents") or [] if isinstance(doc, dict) else []
+    return list(trace_stream.open_trace(path, TraceFileError).events)
+
+
+class _Counted:
+    """An iterator of events that counts them (``len`` once exhausted)."""
+
+    def __init__(self, events):
+        self.events, self.n = events, 0
+
+    def __iter__(self):
+        for ev in self.events:
+            self.n += 1
+            yield ev
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def looks_like_trace(path) -> bool:
@@ -196,19 +200,20 @@ def read_traces(paths, rank: int | None = None) -> tuple[list[KinetoTrace], list
     return sorted(traces, key=lambda t: t.rank), errors
 
 
-def _load_bytes(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise TraceFileError(path, f"cannot read: {e.strerror or e}") from None
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return gzip.decompress(data)
-    except EOFError:
-        raise TraceFileError(path, "truncated gzip: the compressed data ends before its end marker") from None
-    except (gzip.BadGzipFile, zlib.error, OSError) as e:
-        raise TraceFileError(path, f"corrupt gzip: {e}") from None
+MAX_WORLD = 1 << 20  # ranks: a larger world_size (or rank) in a trace is not believed
+
+
+def _plausible_dist(dist: dict, notes: list) -> dict:
+    """``distributedInfo`` without a ``world_size`` outside [1, MAX_WORLD] or a ``rank`` outside
+    [0, MAX_WORLD) (a note says so): nothing is then sized by a number the file made up."""
+    out = dict(dist)
+    for key, lo in (("world_size", 1), ("rank", 0)):
+        v = _int(out.get(key), None)
+        if out.get(key) is not None and (v is None or not lo <= v <= MAX_WORLD - (key == "rank")):
+            notes.append(f"distributedInfo.{key} {str(out[key])[:40]!r} is not a plausible {key}: "
+                         "ignored")
+            out.pop(key)
+    return out
 
 
 def _text(v) -> str | None:
@@ -217,13 +222,15 @@ def _text(v) -> str | None:
 
 
 def _int(v, default):
+    """``v`` as an int64 (``"0x7f"`` too), else ``default`` (also for inf/NaN and >= 2**63)."""
     try:
-        return int(v)
-    except (TypeError, ValueError):
+        out = int(v)
+    except (TypeError, ValueError, OverflowError):
         try:
-            return int(str(v), 0)  # "0x7f" streams
+            out = int(str(v), 0)  # "0x7f" streams
         except (TypeError, ValueError):
             return default
+    return out if -(1 << 63) <= out < (1 << 63) else default
 
 
 def _coll(args: dict) -> tuple:
@@ -325,6 +332,7 @@ def _frame(kind: str, rows: list, base: int) -> pd.DataFrame:
                            for c in _ORDER[kind]})
         return df
     cols = list(zip(*rows))
+    rows.clear()  # the columns hold the values now: free the row tuples before building
     start = to_ns(cols[0], base)
     out = {"start_ns": start, "end_ns": start + np.rint(np.asarray(cols[1], "float64") * 1000).astype("int64")}
     for name, values in zip(rest, cols[2:]):

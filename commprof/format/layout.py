@@ -144,3 +144,19 @@ def latest_run(root: PathLike = DEFAULT_ROOT) -> Path:
         raise RunDirError(f"{root}: no commprof runs here; run `commprof run -- COMMAND` first, "
                           "or name a run directory")
     return max(runs, key=lambda p: manifest_path(p).stat().st_mtime_ns)
+
+
+STOPPED_INFIX = ".stopped-"  # a capture's empty marker: why it stopped (``<capture>.stopped-ENOSPC``)
+
+
+def stopped_marker(capture: PathLike, reason: str) -> Path:
+    """The empty file that says a capture stopped for ``reason`` (an errno name, e.g. ENOSPC):
+    on a full disk a name can still be created where no byte can be written."""
+    return Path(f"{capture}{STOPPED_INFIX}{reason}")
+
+
+def stopped_reason(capture: PathLike) -> str | None:
+    """The errno name of a capture's :func:`stopped_marker`, or None when it has none."""
+    capture = Path(capture)
+    found = sorted(capture.parent.glob(capture.name + STOPPED_INFIX + "*"))
+    return found[0].name[len(capture.name) + len(STOPPED_INFIX):][:32] if found else None

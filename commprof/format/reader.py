@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from commprof.errors import CaptureFormatError, TruncatedCaptureError
-from commprof.format import layout, schema
+from commprof.format import layout, safe_io, schema
 from commprof.format.region_parse import PAD_TYPE, json_object as _json_object
 from commprof.format.region_parse import parse_region as _parse_region, region_of as _region_of
 from commprof.format.layout import capture_paths, sample_paths  # noqa: F401 - the files a run has
@@ -75,22 +75,56 @@ def _parse_header(data: bytes, path: Path, need_rank: bool = True) -> tuple[dict
                                                        f"{end + 4} bytes)")
     if zlib.crc32(data[prefix.size:end]) != int.from_bytes(data[end:end + 4], "little"):
         raise CaptureFormatError(path, prefix.size, "header is corrupt (checksum mismatch)")
-    try:
-        header = json.loads(data[prefix.size:end])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CaptureFormatError(path, prefix.size, "header is not valid JSON") from exc
+    header = safe_io.loads(data[prefix.size:end], path, lambda p, why: CaptureFormatError(
+        p, prefix.size, f"header is not valid JSON: {why}"))
     if not isinstance(header, dict):
         raise CaptureFormatError(path, prefix.size, "header is not a JSON object")
     if need_rank and not isinstance(header.get("rank"), int):
         raise CaptureFormatError(path, prefix.size, "header has no integer 'rank'")
+    _check_header(header, path, prefix.size)
     return header, end + 4, version
 
 
-def read_header(path: str | os.PathLike) -> dict:
-    """Only the header of a capture file (cheap: reads its first bytes)."""
+# Header keys the readers use, with their types and ranges (None/absent is always allowed: an
+# older minor, or unknown); a header that breaks one is refused in one line, not used.
+_INT_RANGES = {"rank": (0, (1 << 31) - 1), "world_size": (1, 1 << 20), "pid": (0, (1 << 31) - 1),
+               "restart": (0, (1 << 31) - 1), "local_rank": (0, (1 << 31) - 1)}
+_TYPES = {"host": str, "clock": dict, "missing_ops": list, "torch_version": str,
+          "nccl_version": str, "kind": str, "run_id": str}
+
+
+def _check_header(header: dict, path: Path, offset: int) -> None:
+    """Type and range of every header key a reader uses (raises CaptureFormatError)."""
+    def bad(key: str, want: str):
+        raise CaptureFormatError(path, offset, f"header key {key!r} is {_shown(header[key])}, "
+                                               f"expected {want}")
+    for key, (lo, hi) in _INT_RANGES.items():
+        v = header.get(key)
+        if v is not None and (type(v) is not int or not lo <= v <= hi):
+            bad(key, f"an integer in [{lo}, {hi}]")
+    for key, typ in _TYPES.items():
+        if header.get(key) is not None and not isinstance(header[key], typ):
+            bad(key, f"a JSON {'string' if typ is str else 'object' if typ is dict else 'list'}")
+    clock = header.get("clock") or {}
+    for key in ("wall_ns", "mono_ns"):
+        if clock.get(key) is not None and type(clock[key]) is not int:
+            raise CaptureFormatError(path, offset, f"header key 'clock.{key}' is "
+                                                   f"{_shown(clock[key])}, expected an integer")
+    if not all(isinstance(m, str) for m in header.get("missing_ops") or []):
+        raise CaptureFormatError(path, offset, "header key 'missing_ops' holds a non-string")
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def read_header(path: str | os.PathLike, within=None) -> dict:
+    """Only the header of a capture file (cheap: reads its first bytes).  ``within``: the run
+    directory the file must be in (a symlink out of it is refused)."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
+        with safe_io.open_regular(path, within) as fh:
             data = fh.read(schema.HEADER_PREFIX.size)
             if len(data) == schema.HEADER_PREFIX.size and data[:8] == schema.MAGIC:
                 data += fh.read(schema.HEADER_PREFIX.unpack_from(data, 0)[2] + 4)
@@ -99,15 +133,17 @@ def read_header(path: str | os.PathLike) -> dict:
     return _parse_header(data, path)[0]
 
 
-def read_capture(path: str | os.PathLike, need_rank: bool = True) -> RankCapture:
+def read_capture(path: str | os.PathLike, need_rank: bool = True, within=None) -> RankCapture:
     """Parse one capture file (see the module docstring for the torn-tail behaviour).
 
-    ``need_rank=False`` reads a node sampler file (``*.cps``: same framing, no rank).
+    ``need_rank=False`` reads a node sampler file (``*.cps``: same framing, no rank).  Records
+    whose fields are out of range (an op or dtype code this commprof does not know, a negative
+    sequence number) are kept: :func:`drop_impossible` drops them.
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
+        data = safe_io.read_bytes(path, within=within)
+    except FileNotFoundError as exc:
         raise CaptureFormatError(path, 0, f"cannot read: {exc.strerror}") from exc
     header, pos, version = _parse_header(data, path, need_rank)
     cap = RankCapture(path=path, header=header, arrays={})
@@ -128,6 +164,61 @@ def read_capture(path: str | os.PathLike, need_rank: bool = True) -> RankCapture
             cap.events.append(obj)
     cap.arrays = _join(chunks)
     return cap
+
+
+def drop_impossible(cap: RankCapture) -> RankCapture:
+    """``cap`` without the records an analysis cannot use safely, named in ``damage``: fields
+    out of range (an op or dtype code this commprof does not know, a negative sequence number or
+    record id, an unknown GPU category) and group/degraded frames of the wrong
+    shape.  A CRC-valid forged or corrupted record must not index past a table or size an
+    allocation (``read_capture`` itself returns what the file holds)."""
+    cap.arrays, dropped = _in_range(cap.arrays)
+    cap.groups, bad_groups = _valid_objects(cap.groups)
+    cap.events, bad_events = _valid_objects(cap.events)
+    dropped += bad_groups + bad_events
+    if dropped:
+        why = (f"{dropped} record(s) with out-of-range fields (op, dtype, seq, category; a "
+               "group or degraded frame of the wrong shape) dropped")
+        cap.damage = f"{cap.damage}; {why}" if cap.damage else why
+    return cap
+
+
+def _small_int(v) -> bool:
+    return type(v) is int and 0 <= v < 1 << 31
+
+
+_SHAPES = {  # JSON frames the loaders index into: their keys' types
+    "group": lambda o: (_small_int(o.get("id")) and (o.get("size") is None or _small_int(o["size"]))
+                        and (o.get("rank") is None or type(o["rank"]) is int)
+                        and (o.get("ranks") is None or (isinstance(o["ranks"], list) and all(
+                            _small_int(r) for r in o["ranks"])))),
+    "degraded": lambda o: (isinstance(o.get("where"), str) and type(o.get("count")) is int
+                           and isinstance(o.get("error"), str)),
+}
+
+
+def _valid_objects(objects: list[dict]) -> tuple[list[dict], int]:
+    """The JSON frames of a known type whose keys have the types the loaders use, and how many
+    others were dropped."""
+    keep = [o for o in objects if _SHAPES.get(o.get("type"), lambda o: True)(o)]
+    return keep, len(objects) - len(keep)
+
+
+def _in_range(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """The records whose codes and counters are possible (a CRC-valid forged or corrupted record
+    must not index past a table or size an allocation), and how many others were dropped."""
+    dropped = 0
+    checks = {"coll": lambda a: (a["op"] < len(schema.OPS)) & (a["dtype"] < len(schema.DTYPES))
+              & (a["seq"] >= 0) & (a["id"] >= 0),
+              "gpu": lambda a: a["category"] < len(schema.GPU_CATEGORIES)}
+    for name, ok in checks.items():
+        arr = arrays.get(name)
+        if arr is not None and len(arr):
+            keep = ok(arr)
+            if not keep.all():
+                dropped += int((~keep).sum())
+                arrays[name] = arr[keep]
+    return arrays, dropped
 
 
 def _join(chunks: dict[int, list]) -> dict[str, np.ndarray]:
@@ -199,11 +290,14 @@ class CaptureTail:
         if self.damage is not None:
             return {}, []
         try:
-            with open(self.path, "rb") as fh:
+            with safe_io.open_regular(self.path) as fh:
                 fh.seek(self._pos)
                 data = fh.read()
         except OSError as exc:
             self.damage = f"cannot read: {exc.strerror}"
+            return {}, []
+        except CaptureFormatError as exc:
+            self.damage = exc.reason
             return {}, []
         base = self._pos
         start = 0
@@ -232,11 +326,13 @@ def read_manifest(run_dir: str | os.PathLike) -> dict:
     """The run manifest written by ``commprof run``."""
     path = layout.manifest_path(run_dir)
     try:
-        return json.loads(path.read_text())
+        doc = safe_io.read_json(path, within=run_dir)
     except FileNotFoundError as exc:
         raise CaptureFormatError(path, 0, "missing: not a commprof run directory") from exc
-    except json.JSONDecodeError as exc:
-        raise CaptureFormatError(path, exc.pos, f"invalid JSON: {exc.msg}") from exc
+    if not isinstance(doc, dict):
+        raise CaptureFormatError(path, 0, f"not a JSON object (a {type(doc).__name__}): "
+                                          "not a commprof manifest")
+    return doc
 
 
 def first_run_id(path: str | os.PathLike, max_bytes: int = 1 << 20) -> str | None:
@@ -244,7 +340,7 @@ def first_run_id(path: str | os.PathLike, max_bytes: int = 1 << 20) -> str | Non
     init), reading at most ``max_bytes`` from the start; None when there is none."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
+        with safe_io.open_regular(path) as fh:
             data = fh.read(max_bytes)
         header, pos, version = _parse_header(data, path)
         region = _region_of(header, pos, path)
@@ -260,14 +356,13 @@ def first_run_id(path: str | os.PathLike, max_bytes: int = 1 << 20) -> str | Non
 HANG_SCHEMA_PREFIX = "commprof.hang/"
 
 
-def _read_json_document(path: Path, schema_prefix: str, what: str, lists: tuple[str, ...]) -> dict | None:
+def _read_json_document(path: Path, schema_prefix: str, what: str, lists: tuple[str, ...],
+                        within=None) -> dict | None:
     """A JSON document of ``schema_prefix`` with ``lists`` holding lists; None when absent."""
     try:
-        doc = json.loads(path.read_text())
+        doc = safe_io.read_json(path, within=within)
     except FileNotFoundError:
         return None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CaptureFormatError(path, getattr(exc, "pos", 0), f"invalid JSON: {exc}") from exc
     if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith(schema_prefix):
         raise CaptureFormatError(path, 0, f"not a commprof {what} (no {schema_prefix.rstrip('/')} schema)")
     missing = [k for k in lists if not isinstance(doc.get(k), list)]
@@ -279,12 +374,12 @@ def _read_json_document(path: Path, schema_prefix: str, what: str, lists: tuple[
 def read_hang(run_dir: str | os.PathLike) -> dict | None:
     """The hang report ``commprof run --hang-timeout`` wrote, or None when there is none."""
     return _read_json_document(layout.hang_path(run_dir), HANG_SCHEMA_PREFIX, "hang report",
-                               ("blocked", "ranks"))
+                               ("blocked", "ranks"), within=run_dir)
 
 
 def read_probe(path: str | os.PathLike) -> dict | None:
     """A probe result (``commprof probe -o``, or ``RUN/probe.json``); None when absent."""
-    path = Path(path)
+    path, within = Path(path), None
     if path.is_dir():
-        path = layout.probe_path(path)
-    return _read_json_document(path, "commprof.probe/", "probe result", ("results",))
+        path, within = layout.probe_path(path), path
+    return _read_json_document(path, "commprof.probe/", "probe result", ("results",), within)

@@ -5,13 +5,12 @@ Used by :mod:`commprof.format.reader` (the one reader: call that, not this).  Th
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from commprof.errors import CaptureFormatError
-from commprof.format import schema
+from commprof.format import safe_io, schema
 
 _ITEMSIZE = {kind: schema.struct_for(fields).size for kind, fields in schema.FIXED_KINDS.items()}
 
@@ -122,8 +121,6 @@ def parse_region(view: memoryview, pos: int, region: tuple[int, int], live: bool
 
 
 def json_object(body) -> dict | None:
-    try:
-        obj = json.loads(bytes(body))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
+    """A JSON frame's object (depth and numbers checked: format/safe_io.py), or None."""
+    obj = safe_io.try_loads(body)
     return obj if isinstance(obj, dict) else None

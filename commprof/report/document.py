@@ -5,7 +5,6 @@ times seconds, bandwidths GB/s (1e9 bytes/s), fractions in [0, 1]; unknown value
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -14,6 +13,7 @@ import pandas as pd
 
 from commprof.analysis.summary import Summary
 from commprof.errors import ReportFileError
+from commprof.format import safe_io
 
 SCHEMA = "commprof.report/1"
 
@@ -108,17 +108,9 @@ def load(path: str | os.PathLike) -> dict:
     """
     from commprof.report.model import Report
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
+        doc = safe_io.read_json(path, error=ReportFileError)
     except FileNotFoundError as exc:
         raise ReportFileError(path, "no such file") from exc
-    except OSError as exc:
-        raise ReportFileError(path, f"cannot read: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ReportFileError(path, "not UTF-8 text") from exc
-    except json.JSONDecodeError as exc:
-        raise ReportFileError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: "
-                                    f"{exc.msg}") from exc
     if not isinstance(doc, dict):
         raise ReportFileError(path, f"expected a JSON object, got {type(doc).__name__ if not isinstance(doc, list) else 'a list'}")
     schema = doc.get("schema")

@@ -24,9 +24,10 @@ def except_kind(doc: dict, *kinds: str) -> list[dict]:
 
 def rank_status(r: dict, hang: dict | None = None) -> str:
     """``ok``; ``failed (exception …)`` for a process that ended with an uncaught exception;
-    ``incomplete (died?…)`` for one without a trailer; ``killed by commprof after hang (…)`` for
-    one that ``--kill-on-hang`` stopped (``hang``: the document's ``hang``, whose ``killed`` says
-    which signal commprof sent last)."""
+    ``capture stopped: ENOSPC (…)`` for one whose storage filled up (it went on);
+    ``incomplete (died?…)`` for one without a trailer otherwise; ``killed by commprof after hang
+    (…)`` for one that ``--kill-on-hang`` stopped (``hang``: the document's ``hang``, whose
+    ``killed`` says which signal commprof sent last)."""
     reason = r.get("exit_reason")
     killed = (hang or {}).get("killed")
     if killed and r.get("complete") and reason == "SIGTERM":
@@ -40,6 +41,8 @@ def rank_status(r: dict, hang: dict | None = None) -> str:
             return f"failed ({reason})"
         return f"ok ({reason})"
     last = r.get("last_record_s")
+    if str(reason).startswith("capture stopped"):  # storage full: the process went on
+        return str(reason) + ("" if last is None else f" at {last:.1f} s")
     when = "" if last is None else f", last record at {last:.1f} s"
     lc = r.get("last_collective")
     if lc:

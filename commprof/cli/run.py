@@ -9,6 +9,7 @@ from pathlib import Path
 from commprof.capture.config import ENV_FLUSH, ENV_GPU_TRACE, ENV_GPU_WINDOWS, parse_gpu_windows
 from commprof.errors import CommprofError, RunDirError, UsageError
 from commprof.format import layout
+from commprof.format.text import printable, shell_command
 from commprof.launch import rundir, supervisor
 
 
@@ -42,7 +43,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     if outputs is not None and not live.wanted:
         outputs = None
     from commprof.cli.native import capture_environment
-    say = (lambda msg: None) if quiet else (lambda msg: print(f"commprof: {msg}", file=sys.stderr))
+    say = (lambda msg: None) if quiet else (lambda msg: print(f"commprof: {printable(msg)}", file=sys.stderr))
     capture_env = capture_environment(capture, say)  # builds the native kernel, once, if asked
     if out:
         out = rundir.expand_out(out)
@@ -134,7 +135,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         _write_node_summary(run_dir, say)
     if captured and not quiet:
         say(_one_line_summary(run_dir))
-    say(f"next: commprof report {_shell_path(run_dir)}")
+    say(f"next: {shell_command(['commprof', 'report', _shell_path(run_dir)])}")
     return returncode, run_dir
 
 

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from commprof.report.notes import except_kind, gpu_line, of_kind, rank_status, training_line
+from commprof.format.text import printable_data
 from commprof.format.units import fmt_bytes, fmt_gbps, fmt_pct, fmt_seconds
 
 MAX_RANK_ROWS = 16
@@ -22,6 +23,7 @@ class TerminalRenderer:
     suffixes = (".txt",)
 
     def render(self, doc: dict, *, color: bool = False, width: int | None = None) -> str:
+        doc = printable_data(doc)  # every string of a run (command, groups, notes) shown, never sent
         buf = io.StringIO()
         console = Console(file=buf, force_terminal=color, no_color=not color, width=width or 120,
                           highlight=False, soft_wrap=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -84,11 +85,17 @@ def write_node_summary(run_dir: str | os.PathLike, host: str | None = None,
     results = list(reduce_paths(paths, jobs))
     data = summary_file.encode(results, {"host": host, "files": stamps, "reduction": reduction_id()})
     out_dir = layout.summaries_dir(run_dir)
-    out_dir.mkdir(exist_ok=True)
+    out_dir.mkdir(mode=layout.dir_mode(run_dir), exist_ok=True)
     out = out_dir / layout.summary_name(host, pid or os.getpid())
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(8)}.tmp")  # O_EXCL: never through a link
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, layout.file_mode(out_dir))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return Written(out, len(paths), len(data), time.perf_counter() - t0)
 
 

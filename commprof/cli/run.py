@@ -20,7 +20,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
                 gpu_timing: bool = True, gpu_windows: str | None = None,
                 gpu_trace: bool = False, capture: str = "auto", fix: str | None = None,
                 fix_warmup: int = 5, max_steps: int | None = None,
-                live=None, node_summary: bool = True) -> tuple[int, Path]:
+                live=None, node_summary: bool = True, share_group: bool = False) -> tuple[int, Path]:
     """Run ``command`` under capture.  Returns (job return code, run directory).
 
     ``live``: a :class:`commprof.cli.run_live.LiveOptions` (``--live``, ``--prometheus*``)."""
@@ -53,9 +53,9 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     if join:
         if not out:
             raise UsageError("--join needs --out DIR (the run directory every node shares)")
-        run_dir, owner = rundir.join_run_dir(out)
+        run_dir, owner = rundir.join_run_dir(out, share_group)
     else:
-        run_dir, owner = rundir.new_run_dir(out, command), True
+        run_dir, owner = rundir.new_run_dir(out, command, share_group), True
     manifest_file = rundir.manifest_name(owner)
     boot = supervisor.prepare_bootstrap(run_dir)
     extra = {ENV_FLUSH: str(flush_interval), **capture_env, **fix_env}

@@ -47,6 +47,30 @@ SUMMARY_SUFFIX = ".cpsum"  # one per `commprof run` process, under RUN/summaries
 
 PathLike = str | os.PathLike
 
+# Who may read a run (docs/reliability.md, trust model): its owner only, unless ``commprof run
+# --share-group`` made its directory group-readable; then every file in it is made readable by
+# the group too.  Nothing in a run is ever group- or world-writable.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+GROUP_DIR_MODE = 0o750
+GROUP_FILE_MODE = 0o640
+
+
+def file_mode(directory: PathLike) -> int:
+    """The mode for a new file in ``directory`` of a run: :data:`GROUP_FILE_MODE` where the
+    directory is group-readable (``--share-group``), else :data:`FILE_MODE` (the workers follow
+    the run directory's choice, with no setting of their own)."""
+    try:
+        shared = os.stat(directory).st_mode & 0o050 == 0o050
+    except OSError:  # not there yet: the creator says what it fails with
+        shared = False
+    return GROUP_FILE_MODE if shared else FILE_MODE
+
+
+def dir_mode(directory: PathLike) -> int:
+    """The mode for a new directory in ``directory`` of a run (see :func:`file_mode`)."""
+    return GROUP_DIR_MODE if file_mode(directory) == GROUP_FILE_MODE else DIR_MODE
+
 
 def ranks_dir(run_dir: PathLike) -> Path:
     return Path(run_dir) / RANKS

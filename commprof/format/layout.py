@@ -11,6 +11,7 @@
       nodes/<host>.p<pid>.cps              one node sampler file per ``commprof run`` process
       summaries/<host>.p<pid>.cpsum        a node's captures reduced at job end (the report
                                            reads these instead of the captures they cover)
+      summaries/summary.key                the run's secret key the summaries carry a MAC under
       kineto/rank<R>.a<attempt>.p<pid>.w<window>.pt.trace.json
                                            Kineto's own trace of one GPU window (``--gpu-trace``)
       hang.json                            the hang report (``--hang-timeout``)
@@ -44,6 +45,7 @@ CAPTURE_SUFFIX = ".cpf"  # one per captured process, under RUN/ranks/
 SAMPLES_SUFFIX = ".cps"  # one per node sampler, under RUN/nodes/ (same framing, no rank)
 SUMMARIES = "summaries"
 SUMMARY_SUFFIX = ".cpsum"  # one per `commprof run` process, under RUN/summaries/
+SUMMARY_KEY = "summary.key"  # the run's secret the summaries are authenticated with (0600)
 
 PathLike = str | os.PathLike
 
@@ -130,6 +132,10 @@ def summaries_dir(run_dir: PathLike) -> Path:
 
 def summary_name(host: str, pid: int) -> str:
     return f"{host}.p{pid}{SUMMARY_SUFFIX}"
+
+
+def summary_key_path(run_dir: PathLike) -> Path:
+    return summaries_dir(run_dir) / SUMMARY_KEY
 
 
 def summary_paths(run_dir: PathLike) -> list[Path]:

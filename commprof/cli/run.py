@@ -57,7 +57,10 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     else:
         run_dir, owner = rundir.new_run_dir(out, command, share_group), True
     manifest_file = rundir.manifest_name(owner)
-    boot = supervisor.prepare_bootstrap(run_dir)
+    try:
+        boot = supervisor.prepare_bootstrap(run_dir)
+    except OSError as exc:  # e.g. the run directory was replaced since it was made
+        raise RunDirError(f"{run_dir}: cannot prepare the bootstrap: {exc.strerror or exc}") from exc
     extra = {ENV_FLUSH: str(flush_interval), **capture_env, **fix_env}
     if gpu_windows is not None:  # else the workers' default (capture/config.py)
         extra[ENV_GPU_WINDOWS] = gpu_windows

@@ -176,6 +176,13 @@ def check_parent(path: Path) -> None:
     if not p.is_dir():
         raise RunDirError(f"{path}: {p} is not a directory; choose another --out")
     real = Path(os.path.realpath(p))
+    try:
+        _check_owner_and_ancestors(path, p, real)
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot check {exc.filename or p}: {exc.strerror or exc}") from exc
+
+
+def _check_owner_and_ancestors(path: Path, p: Path, real: Path) -> None:
     st = os.stat(real)
     if st.st_uid not in (os.geteuid(), 0):
         raise RunDirError(f"{path}: {p} belongs to another user (uid {st.st_uid}), who could "

@@ -73,7 +73,9 @@ def summary_key(run_dir: Path, create: bool = False) -> bytes | None:
     path = layout.summary_key_path(run_dir)
     if create and not os.path.lexists(path):
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, layout.FILE_MODE)
+        # 0600, or 0640 with --share-group: the group reads (and so checks) summaries, writes none
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                     layout.file_mode(path.parent))
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(secrets.token_bytes(KEY_BYTES))

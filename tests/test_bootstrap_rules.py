@@ -66,10 +66,14 @@ def test_dataloader_child_of_a_captured_rank_is_skipped():
     assert should_capture(CaptureConfig.from_env(env), argv=["train.py"], pid=9999) is False
 
 
-def test_owner_of_another_rank_does_not_skip():
-    # RANK differs from the owner's: e.g. a process that was given its own RANK.
-    env = {**WORKER_ENV, "RANK": "2", ENV_OWNER: "3:200"}
-    assert should_capture(CaptureConfig.from_env(env), argv=["train.py"], pid=201) is True
+def test_a_helper_a_captured_rank_started_is_skipped_whatever_its_rank():
+    # issue 26 item 7: a worker runs `python -c "...init_process_group(rank=0, world_size=1)..."`
+    # with its own RANK, or with the launcher's variables scrubbed: a helper, not a rank.
+    for env in ({**WORKER_ENV, "RANK": "0", "WORLD_SIZE": "1", ENV_OWNER: "3:200"},
+                {ENV_OWNER: "3:200"}, {"PATH": "/usr/bin", ENV_OWNER: "3:200"}):
+        assert should_capture(CaptureConfig.from_env(env), argv=["-c"], pid=201) is False
+    assert should_capture(CaptureConfig.from_env({**WORKER_ENV, ENV_OWNER: "3:200"}),
+                          argv=["train.py"], pid=200) is True  # the owner itself
 
 
 def test_empty_owner_does_not_skip():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import socket
 import threading
 from pathlib import Path
@@ -92,8 +93,29 @@ def test_the_textfile_is_never_seen_half_written(tmp_path):
     finally:
         os.replace = real_replace
     assert path.read_bytes() == bodies[-1]
-    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".prom")] != []  # tmp left
-    assert all(not p.name.endswith(".prom") or p == path for p in tmp_path.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the failed write's tmp is removed
+
+
+def test_planted_links_at_the_old_predictable_names_are_never_followed(tmp_path):
+    """Another user's symbolic links at the names the textfile writer used to use (pid-derived)
+    in a shared DIR: the file they point at is untouched, by the check and by every write."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    shared = tmp_path / "textfile"
+    shared.mkdir()
+    pid = os.getpid()
+    (shared / f".commprof-write-test.{pid}").symlink_to(victim)
+    path = textfile_path(str(shared), "job")
+    (shared / f".{path.name}.{pid}.tmp").symlink_to(victim)
+    for body in (b"# one\n", b"# two\n"):
+        write_atomic(path, body)
+    assert victim.read_bytes() == b"precious"
+    assert path.read_bytes() == b"# two\n" and not path.is_symlink()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # node_exporter may be another user
+    path.unlink()
+    path.symlink_to(victim)  # a link at the final name is replaced, not written through
+    write_atomic(path, b"# three\n")
+    assert victim.read_bytes() == b"precious" and path.read_bytes() == b"# three\n"
 
 
 def test_the_exposition_parses_and_counters_never_go_down():

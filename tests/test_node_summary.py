@@ -87,3 +87,50 @@ def test_a_summary_of_other_analysis_code_is_not_used(run_dir, tmp_path, monkeyp
     monkeypatch.setattr(node_summary, "reduction_id", lambda: "another-version")
     s = summary_mod.summarize(run, jobs=1)
     assert any("another version of commprof's analysis" in n.text for n in s.notes)
+
+
+def test_a_forged_summary_is_not_trusted(run_dir, tmp_path):
+    """issue 26 item 6: a .cpsum re-encoded with 999,999 calls per op (the captures' size and time
+    unchanged) by someone without the run's key is refused; the report is the captures'."""
+    import os
+
+    run = _copy(run_dir, tmp_path)
+    (summary,) = layout.summary_paths(run)
+    meta, results = node_summary.summary_file.decode(summary.read_bytes(), summary)
+    for r in results:
+        assert "count" in r.part.ops.columns and len(r.part.ops)
+        r.part.ops["count"] = 999_999
+        r.part.collectives = 999_999 * len(r.part.ops)
+    fresh = _doc(run, "--from-captures")
+    for key in (None, os.urandom(node_summary.KEY_BYTES)):  # no MAC; a MAC under a guessed key
+        summary.write_bytes(node_summary.summary_file.encode(results, meta, key=key))
+        doc = _doc(run)
+        assert any(summary.name in n and "not authenticated" in n for n in doc["notes"]), doc["notes"]
+        assert doc["ops"] == fresh["ops"] and doc["ranks"] == fresh["ranks"]
+        assert all(op["count"] < 999_999 for op in doc["ops"])
+
+
+def test_a_capture_edited_with_its_size_and_time_kept_is_read_again(run_dir, tmp_path):
+    import os
+
+    run = _copy(run_dir, tmp_path)
+    capture = sorted(layout.capture_paths(run))[1]
+    st = capture.stat()
+    data = bytearray(capture.read_bytes())
+    data[end_of_last_record(capture) - 2] ^= 0xFF  # inside the last collective record
+    capture.write_bytes(bytes(data))
+    os.utime(capture, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert capture.stat().st_size == st.st_size and capture.stat().st_mtime_ns == st.st_mtime_ns
+    doc = _doc(run)
+    assert any("changed after the summary was written" in n for n in doc["notes"]), doc["notes"]
+    fresh = _doc(run, "--from-captures")
+    assert doc["ranks"] == fresh["ranks"] and doc["kpis"] == fresh["kpis"]
+
+
+def test_the_summary_key_is_private_and_made_once(tmp_path):
+    (tmp_path / layout.SUMMARIES).mkdir()
+    first = node_summary.summary_key(tmp_path, create=True)
+    assert first is not None and len(first) == node_summary.KEY_BYTES
+    assert node_summary.summary_key(tmp_path, create=True) == first == node_summary.summary_key(tmp_path)
+    import stat
+    assert stat.S_IMODE(layout.summary_key_path(tmp_path).stat().st_mode) == 0o600

@@ -1,6 +1,7 @@
 """Run directories: never group/world-writable, no write through a planted symlink."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -29,7 +30,8 @@ def test_manifest_write_does_not_follow_a_planted_symlink(tmp_path):
     run = rundir.new_run_dir(str(tmp_path / "run"), ["python", "train.py"])
     victim = tmp_path / "victim.txt"
     victim.write_text("untouched")
-    (run / "manifest.json.tmp").symlink_to(victim)
-    with pytest.raises(OSError):
-        rundir.write_manifest(run, {"schema": rundir.MANIFEST_SCHEMA})
+    (run / "manifest.json.tmp").symlink_to(victim)  # the temporary name it used to use
+    rundir.write_manifest(run, {"schema": rundir.MANIFEST_SCHEMA})
     assert victim.read_text() == "untouched"
+    assert json.loads((run / "manifest.json").read_text()) == {"schema": rundir.MANIFEST_SCHEMA}
+    assert stat.S_IMODE((run / "manifest.json").stat().st_mode) == 0o600

@@ -2,6 +2,7 @@
 while the job runs (launch/hangwatch.py) and the reports' hang section."""
 from __future__ import annotations
 
+from commprof.format.text import printable
 from commprof.format.units import fmt_bytes
 
 
@@ -45,4 +46,4 @@ def hang_lines(diag: dict) -> list[str]:
             state += f" (+{r['pending_count'] - 1} more)"
         lines.append(f"  rank {r.get('rank')}: last completed {describe_op(r.get('last_completed'))}; "
                      f"{state}" + ("; exited" if r.get("exited") else ""))
-    return lines
+    return [printable(line) for line in lines]  # group names and descriptions come from captures

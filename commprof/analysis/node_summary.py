@@ -3,8 +3,12 @@ job end into ``RUN/summaries/<host>.p<pid>.cpsum`` (:mod:`commprof.analysis.summ
 the report takes a file's reduction from there instead of reading the capture again.
 
 A summary stands for a capture only while that capture is unchanged: it records each file's name,
-size and modification time, and a capture that differs (still growing, rewritten, restored from
-elsewhere) is reduced from the capture itself.  A damaged or unreadable summary is a note, never an
+size, modification time and SHA-256, and a capture that differs (still growing, rewritten,
+restored from elsewhere, edited with its size and time kept) is reduced from the capture itself.
+A summary is used only when it is authentic: it carries an HMAC-SHA256 of its whole content under
+the run's secret key (``RUN/summaries/summary.key``, 0600, made by the first ``commprof run`` that
+writes one), so a summary re-encoded by anyone who cannot read that key (forged op counts, another
+run's summary) is refused with a note and its captures are read instead.  A damaged or unreadable summary is a note, never an
 error: its captures are read instead.  The summaries hold the cross-rank matching columns too
 (28 bytes per call), so a report of a summarized run reads no capture at all.
 """
@@ -13,7 +17,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import secrets
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +57,44 @@ def _stamp(path: Path) -> dict:
     return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _digest(path: Path) -> str:
+    """SHA-256 of a capture file (what a summary is checked against; ~1-2 GB/s, docs/scaling.md)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+KEY_BYTES = 32
+
+
+def summary_key(run_dir: Path, create: bool = False) -> bytes | None:
+    """The run's secret key for its summaries (``RUN/summaries/summary.key``); with ``create``,
+    made when absent (a complete temporary file linked into place: never half a key, and the first
+    of several ``--join`` processes wins).  None where it is absent, unreadable or not a key."""
+    path = layout.summary_key_path(run_dir)
+    if create and not os.path.lexists(path):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        # 0600, or 0640 with --share-group: the group reads (and so checks) summaries, writes none
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                     layout.file_mode(path.parent))
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(KEY_BYTES))
+            os.link(tmp, path)
+        except FileExistsError:  # another node's commprof run made it first: use that one
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:  # never through a link, never a FIFO or a device
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        key = fh.read(KEY_BYTES + 1)
+    return key if len(key) == KEY_BYTES else None
+
+
 def node_captures(run_dir: Path, host: str) -> list[Path]:
     """The captures in ``run_dir`` that processes on ``host`` wrote and no live process is still
     writing (another job's ``commprof run --join`` on this host may not have finished: its files
@@ -80,15 +124,24 @@ def write_node_summary(run_dir: str | os.PathLike, host: str | None = None,
     paths = node_captures(run_dir, host) if paths is None else paths
     if not paths:
         return Written(None, 0, 0, time.perf_counter() - t0)
-    stamps = [_stamp(p) for p in paths]  # before reading: a file that grows after is then stale
+    # before reading: a file that grows after is then stale
+    stamps = [dict(_stamp(p), sha256=_digest(p)) for p in paths]
     results = list(reduce_paths(paths, jobs))
-    data = summary_file.encode(results, {"host": host, "files": stamps, "reduction": reduction_id()})
     out_dir = layout.summaries_dir(run_dir)
-    out_dir.mkdir(exist_ok=True)
+    out_dir.mkdir(mode=layout.dir_mode(run_dir), exist_ok=True)
+    key = summary_key(run_dir, create=True)
+    data = summary_file.encode(results, {"host": host, "files": stamps, "reduction": reduction_id()},
+                               key=key)
     out = out_dir / layout.summary_name(host, pid or os.getpid())
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
+    tmp = out.with_name(f".{out.name}.{secrets.token_hex(8)}.tmp")  # O_EXCL: never through a link
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, layout.file_mode(out_dir))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return Written(out, len(paths), len(data), time.perf_counter() - t0)
 
 
@@ -106,14 +159,17 @@ class SummaryIndex:
         self._where: dict[Path, tuple[Path, int]] = {}  # capture -> (summary, position in it)
         self._left: dict[Path, int] = {}  # summary -> captures not yet taken
         self._open: dict[Path, list] = {}
+        self._keys: dict[Path, bytes] = {}  # summary -> the key it was authenticated with
         for d in dirs:
             for sp in layout.summary_paths(d):
                 self._index(sp, by_name)
 
     def _index(self, sp: Path, by_name: dict[str, Path]) -> None:
+        key = summary_key(sp.parent.parent)
         try:
-            meta, _ = summary_file.decode(safe_io.read_bytes(sp, within=sp.parent.parent), sp,
-                                          meta_only=True)
+            data = safe_io.read_bytes(sp, within=sp.parent.parent)
+            meta, _ = summary_file.decode(data, sp, meta_only=True)
+            authentic = key is not None and summary_file.authentic(data, key, sp)
         except (OSError, CaptureFormatError) as exc:
             self.notes.append(f"{sp.name}: {getattr(exc, 'reason', None) or exc}; its captures "
                               "were read instead")
@@ -122,6 +178,13 @@ class SummaryIndex:
             self.notes.append(f"{sp.name}: written by another version of commprof's analysis; its "
                               "captures were read instead")
             return
+        if not authentic:
+            why = ("the run's summary key is missing or unreadable" if key is None else
+                   "its MAC does not match the run's summary key: it was changed or forged")
+            self.notes.append(f"{sp.name}: not authenticated ({why}); its captures were read "
+                              "instead")
+            return
+        self._keys[sp] = key
         stale, files = 0, meta.get("files")
         if not (isinstance(files, list) and all(isinstance(f, dict) for f in files)):
             self.notes.append(f"{sp.name}: its list of captures is malformed; its captures were "
@@ -132,7 +195,8 @@ class SummaryIndex:
             if path is None or path in self._where:
                 continue  # an earlier attempt's capture, or one another summary covered
             try:
-                same = _stamp(path) == stamp
+                same = (_stamp(path) == {k: stamp.get(k) for k in ("name", "size", "mtime_ns")}
+                        and _digest(path) == stamp.get("sha256"))
             except OSError:
                 same = False
             if same:
@@ -152,8 +216,10 @@ class SummaryIndex:
         sp, i = self._where.pop(path)
         if sp not in self._open:
             try:
-                self._open[sp] = summary_file.decode(
-                    safe_io.read_bytes(sp, within=sp.parent.parent), sp)[1]
+                data = safe_io.read_bytes(sp, within=sp.parent.parent)
+                if not summary_file.authentic(data, self._keys[sp], sp):
+                    raise CaptureFormatError(sp, 0, "changed since it was authenticated")
+                self._open[sp] = summary_file.decode(data, sp)[1]
             except (OSError, CaptureFormatError) as exc:  # changed since it was indexed
                 self.notes.append(f"{sp.name}: {getattr(exc, 'reason', None) or exc}; its "
                                   "captures were read instead")

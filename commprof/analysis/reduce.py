@@ -21,7 +21,7 @@ import pandas as pd
 from commprof.analysis import clocks, crossrank
 from commprof.analysis.load import Run, RankData, RunSource, read_rank
 from commprof.analysis.rank import RankPart, analyze_rank
-from commprof.errors import UsageError
+from commprof.errors import CaptureFormatError, UsageError
 
 # Below this much capture data a pool costs more than it saves: starting the workers (a forkserver
 # that imports pandas once, then one fork per worker) added ~0.3 s on a 2-core x86_64 machine,
@@ -57,9 +57,26 @@ def reduce_file(path: str | Path) -> RankResult:
     return reduce_data(rd, note)
 
 
-def reduce_files(paths: list[str]) -> list[RankResult]:
-    """Several files in one task (fewer round trips to the scheduler)."""
-    return [reduce_file(p) for p in paths]
+def reduce_files(paths: list[str]) -> bytes:
+    """Several files in one task (fewer round trips to the scheduler), returned encoded by
+    :mod:`~commprof.analysis.summary_file` (data, never code: :func:`decode_results` reads it
+    without pickle, whatever a worker sends back)."""
+    from commprof.analysis import summary_file
+    return summary_file.encode([reduce_file(p) for p in paths], {"files": list(paths)})
+
+
+def decode_results(data, paths: list[str]) -> list[RankResult]:
+    """The reductions of ``paths`` from what :func:`reduce_files` returned on a worker: anything
+    but the bytes of an intact summary of exactly these files raises CaptureFormatError."""
+    from commprof.analysis import summary_file
+    where = paths[0] if paths else "worker result"
+    if type(data) is not bytes:
+        raise CaptureFormatError(where, 0, f"a worker returned a {type(data).__name__}, not an "
+                                           "encoded reduction; nothing of it was used")
+    meta, results = summary_file.decode(data, where)
+    if meta.get("files") != list(paths) or len(results) != len(paths):
+        raise CaptureFormatError(where, 0, "a worker returned the reduction of other files")
+    return results
 
 
 def default_jobs() -> int:
@@ -130,8 +147,8 @@ def reduce_paths(paths: list[Path], jobs: int | None = None,
         width = getattr(pool, "_max_workers", None) or 32
         per_task = max(1, min(64, len(paths) // (width * FILES_PER_TASK_TARGET)))
         batches = [[str(p) for p in paths[i:i + per_task]] for i in range(0, len(paths), per_task)]
-        for batch in pool.map(reduce_files, batches):
-            yield from batch
+        for paths_, data in zip(batches, pool.map(reduce_files, batches)):
+            yield from decode_results(data, paths_)
     finally:
         if executor is None:
             pool.shutdown(wait=True, cancel_futures=True)

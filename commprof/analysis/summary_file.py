@@ -38,6 +38,8 @@ major (``commprof.summary/1.x``) are read as 1.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import struct
@@ -54,20 +56,42 @@ _SCHEMA_RE = re.compile(r"commprof\.summary/(\d+)(?:\.(\d+))?")
 _FIXED = struct.Struct("<QI")  # payload length, crc32
 
 
-def encode(results: list[RankResult], meta: dict) -> bytes:
-    """The summary file holding ``results`` and ``meta`` (a dict of plain values).
+def encode(results: list[RankResult], meta: dict, key: bytes | None = None) -> bytes:
+    """The summary file holding ``results`` and ``meta`` (a dict of plain values); with ``key``,
+    authenticated: ``meta["mac"]`` says so and the payload's last section is the HMAC-SHA256,
+    under ``key``, of everything before it (:func:`authentic`).
 
     Raises TypeError for a value this format cannot store and ValueError for a DataFrame it cannot
     store exactly — never writes a file that would not decode equal."""
     blobs: list[bytes] = []
     enc = Encoder(blobs)
-    doc = {"meta": enc.value(dict(meta)), "results": [enc.result(r) for r in results]}
+    meta = dict(meta, **({"mac": MAC} if key is not None else {}))
+    doc = {"meta": enc.value(meta), "results": [enc.result(r) for r in results]}
     sections = [json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()] + blobs
-    payload = struct.pack("<I", len(sections)) + b"".join(
+    payload = struct.pack("<I", len(sections) + (key is not None)) + b"".join(
         struct.pack("<Q", len(s)) + s for s in sections)
+    if key is not None:
+        payload += struct.pack("<Q", _MAC_BYTES) + hmac.new(key, payload, hashlib.sha256).digest()
     schema = SCHEMA.encode("ascii")
     return (MAGIC + struct.pack("<H", len(schema)) + schema
             + _FIXED.pack(len(payload), zlib.crc32(payload)) + payload)
+
+MAC = "hmac-sha256"  # meta["mac"] of an authenticated summary
+_MAC_BYTES = 32
+
+
+def authentic(data: bytes, key: bytes, path) -> bool:
+    """Whether ``data`` (an intact summary file, else CaptureFormatError) carries a valid
+    HMAC-SHA256 under ``key`` of its whole payload but the MAC: written by someone who held
+    ``key``, and not changed since."""
+    payload = _payload(bytes(data), path)
+    if len(payload) < 8 + _MAC_BYTES:
+        return False
+    body, tail = payload[:-8 - _MAC_BYTES], payload[-8 - _MAC_BYTES:]
+    if struct.unpack_from("<Q", tail)[0] != _MAC_BYTES:
+        return False
+    return hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), tail[8:])
+
 
 def decode(data: bytes, path, meta_only: bool = False) -> tuple[dict, list[RankResult]]:
     """``(meta, results)`` of a summary file's bytes; ``path`` names it in errors.  With
@@ -76,6 +100,26 @@ def decode(data: bytes, path, meta_only: bool = False) -> tuple[dict, list[RankR
     Raises :class:`CaptureFormatError` (with the byte offset where known) for anything that is
     not an intact summary file of a major version this module reads."""
     data = bytes(data)
+    payload = _payload(data, path)
+    pos = len(data) - len(payload)
+    try:
+        sections = _sections(payload)
+        doc = json.loads(sections[0].decode("utf-8"), parse_constant=_no_constant)
+        dec = Decoder(sections)
+        if not isinstance(doc, dict) or set(doc) != {"meta", "results"}:
+            raise Bad("the document is not {meta, results}")
+        meta = dec.value(doc["meta"])
+        if not isinstance(meta, dict) or not isinstance(doc["results"], list):
+            raise Bad("meta is not a dict or results not a list")
+        return meta, ([] if meta_only else [dec.result(r) for r in doc["results"]])
+    except CaptureFormatError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- any inconsistency of a file whose CRC matched
+        raise CaptureFormatError(path, pos, f"malformed summary: {type(exc).__name__}: {exc}") from None
+
+
+def _payload(data: bytes, path) -> bytes:
+    """The payload of a summary file, its header and CRC checked (CaptureFormatError)."""
     if not data:
         raise CaptureFormatError(path, 0, "empty file: not a commprof summary")
     if not data.startswith(MAGIC):
@@ -113,20 +157,7 @@ def decode(data: bytes, path, meta_only: bool = False) -> tuple[dict, list[RankR
     payload = data[pos:]
     if zlib.crc32(payload) != crc:
         raise CaptureFormatError(path, pos, "damaged: the payload's CRC32 does not match")
-    try:
-        sections = _sections(payload)
-        doc = json.loads(sections[0].decode("utf-8"), parse_constant=_no_constant)
-        dec = Decoder(sections)
-        if not isinstance(doc, dict) or set(doc) != {"meta", "results"}:
-            raise Bad("the document is not {meta, results}")
-        meta = dec.value(doc["meta"])
-        if not isinstance(meta, dict) or not isinstance(doc["results"], list):
-            raise Bad("meta is not a dict or results not a list")
-        return meta, ([] if meta_only else [dec.result(r) for r in doc["results"]])
-    except CaptureFormatError:
-        raise
-    except Exception as exc:  # noqa: BLE001 -- any inconsistency of a file whose CRC matched
-        raise CaptureFormatError(path, pos, f"malformed summary: {type(exc).__name__}: {exc}") from None
+    return payload
 
 
 def _no_constant(name):

@@ -334,8 +334,10 @@ def step_begin() -> None:
 def _report_bootstrap_failure(run_dir: str, exc: BaseException) -> None:
     try:
         ranks = layout.ranks_dir(run_dir)
-        os.makedirs(ranks, exist_ok=True)
-        with open(ranks / layout.bootstrap_error_name(os.getpid()), "a") as fh:
+        os.makedirs(ranks, mode=layout.dir_mode(run_dir), exist_ok=True)
+        fd = os.open(ranks / layout.bootstrap_error_name(os.getpid()),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, layout.file_mode(ranks))
+        with os.fdopen(fd, "a") as fh:
             fh.write(f"{type(exc).__name__}: {exc}\n")
     except OSError:
         sys.stderr.write(f"commprof: capture disabled in pid {os.getpid()}: {exc}\n")

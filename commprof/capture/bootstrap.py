@@ -2,8 +2,9 @@
 
 Called from ``commprof/_bootstrap/sitecustomize.py`` (put first on PYTHONPATH by ``commprof run``)
 in every Python process the job starts.  Skipped: the torchrun agent (launcher) process, and
-processes spawned by a captured worker with the same RANK (DataLoader workers).  Forked children
-are disabled by :func:`os.register_at_fork` in the agent.
+every process a captured worker started (spawned DataLoader workers, helper subprocesses, whatever
+RANK they have or set: the launcher, not a rank, starts ranks).  Forked children are disabled by
+:func:`os.register_at_fork` in the agent.
 """
 from __future__ import annotations
 
@@ -36,10 +37,13 @@ def should_capture(config: CaptureConfig | None = None, argv=None, pid=None) -> 
     pid = os.getpid() if pid is None else pid
     if config.local_rank is None and is_launcher(argv):
         return False
-    if config.rank is not None and config.owner:
-        owner_rank, _, owner_pid = config.owner.partition(":")
-        if owner_rank == config.rank and owner_pid != str(pid):
-            return False  # a child of the captured rank (DataLoader worker, spawned helper)
+    if config.owner:
+        _, _, owner_pid = config.owner.partition(":")
+        if owner_pid != str(pid):
+            # Started by a captured rank (it set COMMPROF_OWNER): a DataLoader worker or a helper
+            # -- e.g. a `python -c` making its own one-process group, with its own RANK or none --
+            # never a rank the launcher assigned, which no captured process is the parent of.
+            return False
     return True
 
 

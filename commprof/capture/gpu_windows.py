@@ -30,6 +30,7 @@ import os
 import threading
 
 from commprof.capture import gpu_convert
+from commprof.format import layout
 
 MAX_FAILURES = 3
 CLOCK_CHECK_LIMIT_NS = 1_000_000  # CPU-side events this far outside the window: alignment is off
@@ -249,8 +250,9 @@ class GpuWindows:
         try:
             if self.trace_path is not None:
                 path = self.trace_path(w.index)
-                os.makedirs(path.parent, exist_ok=True)
+                os.makedirs(path.parent, mode=layout.dir_mode(path.parent.parent), exist_ok=True)
                 w.prof.export_chrome_trace(str(path))
+                os.chmod(path, layout.file_mode(path.parent))  # torch writes it with the umask's mode
                 trace = path.name
             t1 = clock()
             result = w.prof.profiler.kineto_results

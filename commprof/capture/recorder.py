@@ -158,7 +158,7 @@ class Recorder:
     def _open_locked(self) -> None:
         fname, header = self._meta_fn()
         ranks = layout.ranks_dir(self.run_dir)
-        os.makedirs(ranks, exist_ok=True)
+        os.makedirs(ranks, mode=layout.dir_mode(self.run_dir), exist_ok=True)
         path = str(ranks / fname)
         try:
             region = RegionWriter(path, header, chunk=self.chunk_bytes, on_error=self._region_failed,

@@ -12,7 +12,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="commprof", standalone_mode=False)
     except CommprofError as exc:
-        print(f"commprof: error: {exc}", file=sys.stderr)
+        from commprof.format.text import printable
+        print(f"commprof: error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("commprof: interrupted", file=sys.stderr)

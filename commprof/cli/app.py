@@ -63,6 +63,7 @@ def run(
     prometheus_textfile: Annotated[Optional[str], typer.Option(help="Write Prometheus metrics into DIR for node_exporter's textfile collector (atomic rename, every second).")] = None,
     prometheus_linger: Annotated[float, typer.Option(help="Keep serving the final metrics this many seconds after the job ended.")] = 0.0,
     node_summary: Annotated[bool, typer.Option(help="At job end, reduce this node's captures into RUN/summaries/ (the report then reads that instead; docs/scaling.md).")] = True,
+    share_group: Annotated[bool, typer.Option("--share-group", help="Make the run directory readable by your group (directories 0750, files 0640; default: yours alone, 0700/0600).")] = False,
 ) -> int:
     """Run COMMAND (e.g. `torchrun ... train.py`) with every collective of every worker captured."""
     _check_unknown_option(ctx, list(command))
@@ -77,7 +78,7 @@ def run(
                                 join=join, gpu_timing=gpu_timing, gpu_windows=gpu_windows,
                                 gpu_trace=gpu_trace, capture=capture, fix=fix,
                                 fix_warmup=fix_warmup, max_steps=max_steps, live=live_opts,
-                                node_summary=node_summary)
+                                node_summary=node_summary, share_group=share_group)
     return die_like(returncode)
 
 

@@ -5,6 +5,7 @@ import os
 import sys
 
 from commprof.errors import UsageError
+from commprof.format.text import printable
 
 
 def summarize_run(run_dir, warmup: int, jobs: int | None = None, scheduler: str | None = None,
@@ -33,7 +34,7 @@ def summarize_run(run_dir, warmup: int, jobs: int | None = None, scheduler: str 
             executor.shutdown(wait=False)
     for n in summary.notes:  # a bad trace among good ones: one line each, the rest is reported
         if n.kind == "trace_file":
-            print(f"commprof: {n.text}", file=sys.stderr)
+            print(f"commprof: {printable(n.text)}", file=sys.stderr)
     return summary
 
 

@@ -10,6 +10,7 @@ from commprof.capture import compat
 from commprof.capture.config import ENV_FLUSH, ENV_GPU_TRACE, ENV_GPU_WINDOWS, parse_gpu_windows
 from commprof.errors import CommprofError, RunDirError, UsageError
 from commprof.format import layout
+from commprof.format.text import printable, shell_command
 from commprof.launch import rundir, supervisor
 
 
@@ -20,7 +21,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
                 gpu_timing: bool = True, gpu_windows: str | None = None,
                 gpu_trace: bool = False, capture: str = "auto", fix: str | None = None,
                 fix_warmup: int = 5, max_steps: int | None = None,
-                live=None, node_summary: bool = True) -> tuple[int, Path]:
+                live=None, node_summary: bool = True, share_group: bool = False) -> tuple[int, Path]:
     """Run ``command`` under capture.  Returns (job return code, run directory).
 
     ``live``: a :class:`commprof.cli.run_live.LiveOptions` (``--live``, ``--prometheus*``)."""
@@ -43,7 +44,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     if outputs is not None and not live.wanted:
         outputs = None
     from commprof.cli.native import capture_environment
-    say = (lambda msg: None) if quiet else (lambda msg: print(f"commprof: {msg}", file=sys.stderr))
+    say = (lambda msg: None) if quiet else (lambda msg: print(f"commprof: {printable(msg)}", file=sys.stderr))
     capture_env = capture_environment(capture, say)  # builds the native kernel, once, if asked
     untested = compat.support_line(compat.installed_torch())
     if untested:
@@ -56,11 +57,14 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
     if join:
         if not out:
             raise UsageError("--join needs --out DIR (the run directory every node shares)")
-        run_dir, owner = rundir.join_run_dir(out)
+        run_dir, owner = rundir.join_run_dir(out, share_group)
     else:
-        run_dir, owner = rundir.new_run_dir(out, command), True
+        run_dir, owner = rundir.new_run_dir(out, command, share_group), True
     manifest_file = rundir.manifest_name(owner)
-    boot = supervisor.prepare_bootstrap(run_dir)
+    try:
+        boot = supervisor.prepare_bootstrap(run_dir)
+    except OSError as exc:  # e.g. the run directory was replaced since it was made
+        raise RunDirError(f"{run_dir}: cannot prepare the bootstrap: {exc.strerror or exc}") from exc
     extra = {ENV_FLUSH: str(flush_interval), **capture_env, **fix_env}
     if gpu_windows is not None:  # else the workers' default (capture/config.py)
         extra[ENV_GPU_WINDOWS] = gpu_windows
@@ -140,7 +144,7 @@ def run_command(command: list[str], out: str | None = None, flush_interval: floa
         _write_node_summary(run_dir, say)
     if captured and not quiet:
         say(_hang_line(watch) or _one_line_summary(run_dir))
-    say(f"next: commprof report {_shell_path(run_dir)}")
+    say(f"next: {shell_command(['commprof', 'report', _shell_path(run_dir)])}")
     if watch is not None and watch.stopped and returncode is not None:
         return HANG_EXIT_STATUS, run_dir
     return returncode, run_dir

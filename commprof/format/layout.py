@@ -11,6 +11,7 @@
       nodes/<host>.p<pid>.cps              one node sampler file per ``commprof run`` process
       summaries/<host>.p<pid>.cpsum        a node's captures reduced at job end (the report
                                            reads these instead of the captures they cover)
+      summaries/summary.key                the run's secret key the summaries carry a MAC under
       kineto/rank<R>.a<attempt>.p<pid>.w<window>.pt.trace.json
                                            Kineto's own trace of one GPU window (``--gpu-trace``)
       hang.json                            the hang report (``--hang-timeout``)
@@ -44,8 +45,33 @@ CAPTURE_SUFFIX = ".cpf"  # one per captured process, under RUN/ranks/
 SAMPLES_SUFFIX = ".cps"  # one per node sampler, under RUN/nodes/ (same framing, no rank)
 SUMMARIES = "summaries"
 SUMMARY_SUFFIX = ".cpsum"  # one per `commprof run` process, under RUN/summaries/
+SUMMARY_KEY = "summary.key"  # the run's secret the summaries are authenticated with (0600)
 
 PathLike = str | os.PathLike
+
+# Who may read a run (docs/reliability.md, trust model): its owner only, unless ``commprof run
+# --share-group`` made its directory group-readable; then every file in it is made readable by
+# the group too.  Nothing in a run is ever group- or world-writable.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+GROUP_DIR_MODE = 0o750
+GROUP_FILE_MODE = 0o640
+
+
+def file_mode(directory: PathLike) -> int:
+    """The mode for a new file in ``directory`` of a run: :data:`GROUP_FILE_MODE` where the
+    directory is group-readable (``--share-group``), else :data:`FILE_MODE` (the workers follow
+    the run directory's choice, with no setting of their own)."""
+    try:
+        shared = os.stat(directory).st_mode & 0o050 == 0o050
+    except OSError:  # not there yet: the creator says what it fails with
+        shared = False
+    return GROUP_FILE_MODE if shared else FILE_MODE
+
+
+def dir_mode(directory: PathLike) -> int:
+    """The mode for a new directory in ``directory`` of a run (see :func:`file_mode`)."""
+    return GROUP_DIR_MODE if file_mode(directory) == GROUP_FILE_MODE else DIR_MODE
 
 
 def ranks_dir(run_dir: PathLike) -> Path:
@@ -106,6 +132,10 @@ def summaries_dir(run_dir: PathLike) -> Path:
 
 def summary_name(host: str, pid: int) -> str:
     return f"{host}.p{pid}{SUMMARY_SUFFIX}"
+
+
+def summary_key_path(run_dir: PathLike) -> Path:
+    return summaries_dir(run_dir) / SUMMARY_KEY
 
 
 def summary_paths(run_dir: PathLike) -> list[Path]:

@@ -27,7 +27,7 @@ import struct
 import threading
 import zlib
 
-from commprof.format import schema
+from commprof.format import layout, schema
 from commprof.format.writer import encode_header
 
 _UNCOMMITTED = struct.Struct("<xII")  # a frame header with kind 0: length and CRC, not committed
@@ -72,7 +72,8 @@ class RegionWriter:
             if region_start(len(header)) == self.start:
                 break
             self.start = region_start(len(header))
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                     layout.file_mode(os.path.dirname(path) or "."))
         self._fd = fd
         self._mm: mmap.mmap | None = None
         self._base = self._end = self._pos = 0  # the mapped extent; free space from _pos

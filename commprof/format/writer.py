@@ -11,7 +11,7 @@ import os
 import threading
 import zlib
 
-from commprof.format import schema
+from commprof.format import layout, schema
 
 _STRUCTS = {kind: schema.struct_for(fields) for kind, fields in schema.FIXED_KINDS.items()}
 
@@ -56,7 +56,8 @@ class CaptureWriter:
         self.closed = False
 
     def _open(self) -> int:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL | os.O_NOFOLLOW,
+                     layout.file_mode(os.path.dirname(self.path) or "."))
         self._fd = fd
         self._write_all(encode_header(self._meta))
         return fd

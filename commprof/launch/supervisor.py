@@ -30,25 +30,11 @@ BOOTSTRAP_SRC = Path(commprof.__file__).parent / "_bootstrap" / layout.BOOTSTRAP
 
 
 def prepare_bootstrap(run_dir: Path) -> Path:
-    """A directory holding only ``sitecustomize.py`` and a link to this commprof package.
-
-    Several ``commprof run --join`` processes may prepare a shared run directory at once: each
-    file is put in place atomically (a private name, then a rename), so a worker never imports a
-    half-copied module and no process fails on another's link."""
-    boot = layout.bootstrap_dir(run_dir)
-    boot.mkdir(mode=0o755, exist_ok=True)
-    module = boot / layout.BOOTSTRAP_MODULE
-    tmp = module.with_name(f".{module.name}.{os.getpid()}")
-    shutil.copyfile(BOOTSTRAP_SRC, tmp)
-    os.replace(tmp, module)
-    link = boot / layout.BOOTSTRAP_PACKAGE_LINK
-    target = Path(commprof.__file__).parent
-    if not (link.is_symlink() and Path(os.readlink(link)) == target):
-        tmp_link = link.with_name(f".{link.name}.{os.getpid()}")
-        tmp_link.unlink(missing_ok=True)
-        tmp_link.symlink_to(target, target_is_directory=True)
-        os.replace(tmp_link, link)  # atomic: the last writer's link (the same package, on --join)
-    return boot
+    """A private directory holding only ``sitecustomize.py`` and a link to this commprof package
+    (:func:`commprof.launch.rundir.prepare_bootstrap`: written through the run directory's
+    checked descriptor, atomically, safe for several ``commprof run --join`` at once)."""
+    from commprof.launch import rundir
+    return rundir.prepare_bootstrap(run_dir, BOOTSTRAP_SRC, Path(commprof.__file__).parent)
 
 
 def job_environment(run_dir: Path, boot: Path, base: dict | None = None,

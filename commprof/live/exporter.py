@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import threading
 from pathlib import Path
 
@@ -46,24 +47,40 @@ def textfile_path(directory: str, job: str) -> Path:
     d = Path(directory)
     if not d.is_dir():
         raise UsageError(f"--prometheus-textfile {directory}: no such directory")
-    probe = d / f".commprof-write-test.{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
+    try:  # a fresh, unpredictable name (O_EXCL): a link planted in DIR is never followed
+        fd, probe = tempfile.mkstemp(dir=d, prefix=".commprof-write-test.")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise UsageError(f"--prometheus-textfile {directory}: not writable ({exc.strerror or exc})") from exc
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in job)
     return d / f"commprof_{safe}_{socket.gethostname()}.prom"
 
 
+TEXTFILE_MODE = 0o644  # node_exporter (often another user) reads it; metrics only, no command line
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # node_exporter reads *.prom only
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename.
+
+    The temporary file is made by :func:`tempfile.mkstemp` (``O_CREAT | O_EXCL``, an unpredictable
+    name), so a symbolic link another user planted in a shared DIR is never followed; the rename
+    replaces a link at ``path`` itself, never its target.  A failed write removes its temporary file.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # not *.prom
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), TEXTFILE_MODE)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:  # already gone: nothing left behind either way
+            pass
+        raise
 
 
 class Metrics:

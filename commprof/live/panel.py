@@ -12,6 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from commprof.format.text import printable
 from commprof.format.units import fmt_bytes, fmt_gbps, fmt_pct, fmt_seconds
 
 MAX_OPS = 4  # busbw rows on the panel
@@ -99,13 +100,13 @@ def render(snap: dict, run_dir: str, hang: list[str] | None = None) -> Panel:
     table.add_column()
     for label, text in lines(snap, hang):
         style = "bold red" if label == "HANG" else None
-        table.add_row(Text(label, style=style), Text(text, style=style))
+        table.add_row(Text(label, style=style), Text(printable(text), style=style))  # links, ops, groups
     hosts = len(snap["hosts"])
     title = (f"commprof live · {_elapsed(snap['elapsed_s'])} · {snap['ranks_seen']} rank(s) on "
              f"{hosts} node(s) · last {snap['window_steps']} steps")
     if snap.get("refresh_s", 1.0) > 1.5:
         title += f" · refresh every {snap['refresh_s']:.0f} s"
-    return Panel(Group(table), title=title, subtitle=run_dir, title_align="left",
+    return Panel(Group(table), title=title, subtitle=printable(run_dir), title_align="left",
                  subtitle_align="right")
 
 
@@ -133,4 +134,4 @@ def one_line(snap: dict, hang: list[str] | None = None) -> str:
         parts.append(f"{busy[0]['link']} {busy[0]['direction']} {_rate(busy[0]['rate_Bps'])}")
     if hang:
         parts.append("HANG: " + hang[0])
-    return "live: " + " · ".join(parts)
+    return printable("live: " + " · ".join(parts))

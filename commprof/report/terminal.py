@@ -9,6 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from commprof.format.text import printable_data
 from commprof.report.notes import (except_kind, gpu_line, is_trace, of_kind, rank_status,
                                    trace_ranks_line, training_line)
 from commprof.format.units import fmt_bytes, fmt_gbps, fmt_pct, fmt_seconds
@@ -23,6 +24,7 @@ class TerminalRenderer:
     suffixes = (".txt",)
 
     def render(self, doc: dict, *, color: bool = False, width: int | None = None) -> str:
+        doc = printable_data(doc)  # every string of a run (command, groups, notes) shown, never sent
         buf = io.StringIO()
         console = Console(file=buf, force_terminal=color, no_color=not color, width=width or 120,
                           highlight=False, soft_wrap=False)

@@ -41,7 +41,7 @@ class NodeSampler:
         self.cpu_clock = cpu_clock
         host = host or socket.gethostname()
         self.path = str(layout.nodes_dir(run_dir) / layout.samples_name(host, os.getpid()))
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        os.makedirs(os.path.dirname(self.path), mode=layout.dir_mode(run_dir), exist_ok=True)
         header = {"kind": "samples", "schema_minor": schema.SCHEMA_MINOR, "host": host,
                   "pid": os.getpid(), "hz": hz,
                   "clock": {"wall_ns": time.time_ns(), "mono_ns": clock(), "name": "perf_counter_ns"},

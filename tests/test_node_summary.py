@@ -5,6 +5,7 @@ the capture instead, with a note."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -127,10 +128,13 @@ def test_a_capture_edited_with_its_size_and_time_kept_is_read_again(run_dir, tmp
     assert doc["ranks"] == fresh["ranks"] and doc["kpis"] == fresh["kpis"]
 
 
-def test_the_summary_key_is_private_and_made_once(tmp_path):
+@pytest.mark.parametrize("dir_mode, key_mode", [(0o700, 0o600), (0o750, 0o640)])
+def test_the_summary_key_is_private_and_made_once(tmp_path, dir_mode, key_mode):
+    # a run's directories are 0700 (0750 with --share-group); the key follows its directory
     (tmp_path / layout.SUMMARIES).mkdir()
+    os.chmod(tmp_path / layout.SUMMARIES, dir_mode)
     first = node_summary.summary_key(tmp_path, create=True)
     assert first is not None and len(first) == node_summary.KEY_BYTES
     assert node_summary.summary_key(tmp_path, create=True) == first == node_summary.summary_key(tmp_path)
     import stat
-    assert stat.S_IMODE(layout.summary_key_path(tmp_path).stat().st_mode) == 0o600
+    assert stat.S_IMODE(layout.summary_key_path(tmp_path).stat().st_mode) == key_mode

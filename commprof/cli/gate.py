@@ -153,5 +153,6 @@ def save_baseline_command(run: str | None, path: str, skip_steps: str | None) ->
     from commprof.format.layout import latest_run
     m = measure.load(run or latest_run(), _skip(skip_steps))
     measure.save_baseline(m, path)
-    print(f"commprof: wrote baseline {path} ({_describe(m)})", file=sys.stderr)
+    from commprof.format.text import printable
+    print(printable(f"commprof: wrote baseline {path} ({_describe(m)})"), file=sys.stderr)
     return 0

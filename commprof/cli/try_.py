@@ -19,6 +19,13 @@ import numpy as np
 from commprof.cli.try_checks import print_ruled
 from commprof.cli.try_compare import compare_table
 from commprof.errors import UsageError
+from commprof.format.text import printable
+
+
+def _out(text: str = "") -> None:
+    """One block of try's output: what came from the job or the user (fix names, reasons, paths)
+    shown, never sent as terminal escapes."""
+    print(printable(text, keep_newlines=True))
 
 BYTES_TOLERANCE = 0.02  # measured bytes per step vs the fix's arithmetic, where it has one
 
@@ -57,11 +64,13 @@ class Side:
 def _finished(out: Path, fix: str | None) -> bool:
     """A run of an earlier ``commprof try --out`` that can be reused (``--resume``): finished,
     exit status 0, the same fix."""
-    import json
-    from commprof.format import layout
+    from commprof.errors import CommprofError
+    from commprof.format import layout, safe_io
     try:
-        m = json.loads(layout.manifest_path(out).read_text())
-    except (OSError, ValueError):
+        m = safe_io.read_json(layout.manifest_path(out), within=out)
+    except (OSError, CommprofError):
+        return False
+    if not isinstance(m, dict):
         return False
     return (m.get("status") == "finished" and m.get("exit_code") == 0
             and (m.get("fixes") or []) == ([f.strip() for f in fix.split(",")] if fix else []))
@@ -311,7 +320,7 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
                              for part in spec.split("/") if part.strip()]
     if not auto and not fixes:
         raise UsageError(f"no fix in {spec!r}: e.g. bf16-compress, or bf16-compress/local-sgd:4")
-    say = (lambda m: None) if quiet else (lambda m: print(f"commprof try: {m}", file=sys.stderr))
+    say = (lambda m: None) if quiet else (lambda m: print(printable(f"commprof try: {m}"), file=sys.stderr))
     from commprof.format import layout
     root = Path(out) if out else Path(layout.DEFAULT_ROOT) / time.strftime("try-%Y%m%d-%H%M%S")
     root.mkdir(parents=True, exist_ok=True)
@@ -330,7 +339,7 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
                                                parse_budget(budget), fix_warmup)
         if not table:
             print_ruled(ruled)
-            print("commprof try auto: " + ("no candidate fix has its target in the baseline" if ruled else
+            _out("commprof try auto: " + ("no candidate fix has its target in the baseline" if ruled else
                   "no candidate fix for this job (it runs no all_reduce or reduce_scatter: no DDP or "
                   "FSDP2 gradient synchronization to change)"))
             return 0
@@ -338,17 +347,17 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
         for side in sides:
             side.docs = [_document(r, opts["warmup"]) for r in side.runs]
         for r in results:
-            print("\n".join(report_lines(r)))
+            _out("\n".join(report_lines(r)))
     else:
         base, sides = run_sides(command, fixes, baseline, repeat, root, opts, say, ruled)
         if not sides:
             print_ruled(ruled)
-            print("commprof try: no fix left to run: the baseline has none of their targets")
+            _out("commprof try: no fix left to run: the baseline has none of their targets")
             return 0
         results = [assess_fix(base, s, fix_warmup, opts["warmup"], metric) for s in sides]
         for side, r in zip(sides, results):
-            print(compare_table(base, side))
-            print("\n".join(report_lines(r)))
+            _out(compare_table(base, side))
+            _out("\n".join(report_lines(r)))
     pages = [_html(root, base, side) for side in sides]
     from commprof.cli.try_verdict import choose
     best, verdicts = choose(results, loss_tolerance)
@@ -359,7 +368,7 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
             c.fate, c.why = ("chosen", c.note) if c.full is best else ("fell at full", why + (
                 f" ({c.note})" if c.note else ""))
     if table:
-        print("\n".join(pareto_lines(table)))
+        _out("\n".join(pareto_lines(table)))
     if json_out:
         import json
         Path(json_out).write_text(json.dumps({
@@ -372,18 +381,18 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
             **({"search": [{"fix": c.fix, "fate": c.fate, "why": c.why, "short": c.short, "full": c.full}
                            for c in table]} if table else {})}, indent=1, default=str) + "\n")
     if auto or len(results) > 1:
-        print("\ntried (speed-up per step, to the target):")
+        _out("\ntried (speed-up per step, to the target):")
         for r, v in verdicts:
             sp = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
             eff = r["judgement"]["time_to_target"]["speedup"]
-            print(f"  {r['fix']:<18} {sp:>6} {f'{eff:.2f}x' if eff else '-':>6}  {v}")
+            _out(f"  {r['fix']:<18} {sp:>6} {f'{eff:.2f}x' if eff else '-':>6}  {v}")
         if best is not None:
-            print(f"\napply {best['fix']} in your script:\n" + "\n".join("    " + line for line in best["code"].splitlines()))
+            _out(f"\napply {best['fix']} in your script:\n" + "\n".join("    " + line for line in best["code"].splitlines()))
         elif any(c.fate == "not run: budget" for c in table):
-            print("\nno fix chosen: the budget ran out before every candidate was judged "
+            _out("\nno fix chosen: the budget ran out before every candidate was judged "
                   "(see above; raise --budget or shorten the runs with --steps)")
         else:
-            print("\nno fix is both faster to the target and within the baseline's noise")
-    print(f"\nruns in {root} (commprof compare {base.runs[0]} {sides[0].runs[0] if sides else ''}); "
+            _out("\nno fix is both faster to the target and within the baseline's noise")
+    _out(f"\nruns in {root} (commprof compare {base.runs[0]} {sides[0].runs[0] if sides else ''}); "
           f"HTML with both loss curves: {', '.join(str(p) for p in pages if p)}")
     return 0

@@ -81,5 +81,6 @@ def check_lines(a: dict) -> list[str]:
 
 def print_ruled(ruled: list[tuple[str, str]]) -> None:
     """One line per fix ruled out before running, with why."""
+    from commprof.format.text import printable
     for spec, why in ruled:
-        print(f"commprof try: not running {spec}: {why}")
+        print(printable(f"commprof try: not running {spec}: {why}"))

@@ -97,10 +97,8 @@ def load(path: str | os.PathLike, skip_steps: int | str = "auto") -> Measurement
         return from_document(build(summarize_path(str(p), DEFAULT_WARMUP)), str(p), kind, skip_steps)
     if not p.exists():
         raise UsageError(f"{p}: no such run directory, report or baseline")
-    try:
-        doc = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportFileError(p, f"not readable as JSON: {exc}") from exc
+    from commprof.format import safe_io
+    doc = safe_io.read_json(p, error=ReportFileError)  # regular file, bounded, depth and numbers checked
     schema = doc.get("schema") if isinstance(doc, dict) else None
     if schema == BASELINE_SCHEMA:
         return from_baseline(doc, str(p))

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from commprof.format.text import printable
 from commprof.gate.rules import Result, fmt, metric_info
 
 
@@ -23,7 +24,7 @@ def gate_text(results: list[Result], header: list[str], color: bool = False,
     buf = io.StringIO()
     con = _console(buf, color, width)
     for line in header:
-        con.print(Text(line))
+        con.print(Text(printable(line)))  # paths and sources: shown, never sent as escapes
     t = Table(box=box.SIMPLE_HEAD)
     for name in ("", "rule", "measured", "baseline", "limit / allowed", "change / interval"):
         t.add_column(name, no_wrap=name != "change / interval")
@@ -33,12 +34,12 @@ def gate_text(results: list[Result], header: list[str], color: bool = False,
         limit = (fmt(r.rule.limit, unit) if r.rule.kind != "regression"
                  else {"pp": f"+{r.rule.limit * 100:.2f}pp", "%": f"+{r.rule.limit * 100:.1f}%"}.get(
                      r.rule.mode, fmt(r.rule.limit, unit)))
-        t.add_row(mark, Text(r.rule.text), fmt(r.measured, unit), fmt(r.baseline, unit), limit,
-                  Text(r.detail))
+        t.add_row(mark, Text(printable(r.rule.text)), fmt(r.measured, unit), fmt(r.baseline, unit), limit,
+                  Text(printable(r.detail)))
     con.print(t)
     failed = [r for r in results if r.status == "fail"]
     for r in failed:
-        con.print(Text(f"FAIL {r.message}", style="red"))
+        con.print(Text(f"FAIL {printable(r.message)}", style="red"))
     con.print(Text(f"{len(results) - len(failed)} of {len(results)} rule(s) passed",
                    style="bold green" if not failed else "bold red"))
     return buf.getvalue()
@@ -119,8 +120,9 @@ def compare_text(rows: list[dict], a: str, b: str, color: bool = False, width: i
     """The comparison table; ``basis``: what the verdicts rest on (gate/runs.basis_text)."""
     buf = io.StringIO()
     con = _console(buf, color, width)
+    a, b = printable(a), printable(b)
     t = Table(box=box.SIMPLE_HEAD, title=Text(f"A = {a}\nB = {b}\n(value [95% CI: bootstrap over measured steps])"
-                                              + (f"\nverdicts: {basis}" if basis else "")),
+                                              + (f"\nverdicts: {printable(basis)}" if basis else "")),
               title_justify="left")
     several = any(len(r.get("a_runs") or []) > 1 or len(r.get("b_runs") or []) > 1 for r in rows)
     for name in ("KPI", "A", "B", "B vs A", "verdict") + (("runs (low..high)",) if several else ()):

@@ -28,7 +28,7 @@ import pandas as pd
 from commprof.analysis import clocks, crossrank, kpis as kpi
 from commprof.analysis.links import counter_rates, efficiency_rows
 from commprof.analysis.summary import self_overhead
-from commprof.format import layout, reader
+from commprof.format import layout, reader, safe_io
 from commprof.format.reader import CaptureTail
 from commprof.live.rankstate import RankState, Totals
 
@@ -42,7 +42,7 @@ class SampleTail(CaptureTail):
     def poll(self):
         if self.header is None and self.damage is None:
             try:
-                with open(self.path, "rb") as fh:
+                with safe_io.open_regular(self.path) as fh:  # a regular file: never a FIFO's wait
                     data = fh.read(1 << 16)
                 self.header, self._pos, self._version = reader._parse_header(data, self.path, False)
                 self._region = reader._region_of(self.header, self._pos, self.path)

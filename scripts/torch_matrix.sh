@@ -21,7 +21,7 @@ version="${1:?usage: scripts/torch_matrix.sh TORCH_VERSION [VENV_DIR]}"
 venv="${2:-${TMPDIR:-/tmp}/commprof-torch-$version}"
 cd "$(dirname "$0")/.."
 repo="$PWD"
-tests="${TORCH_MATRIX_TESTS:-tests/test_capture_coverage.py tests/test_native_capture.py tests/test_native_wait.py tests/test_sigkill_capture.py tests/test_try_fixes.py tests/test_gpu_windows.py}"
+tests="${TORCH_MATRIX_TESTS:-tests/test_capture_coverage.py tests/test_native_capture.py tests/test_native_wait.py tests/test_sigkill_capture.py tests/test_try_fixes.py tests/test_gpu_windows.py tests/test_torch_degrade.py}"
 
 say() { echo "torch-matrix[$version]: $*"; }
 quiet_pip() { "$venv/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }

@@ -100,6 +100,9 @@ def test_a_ddp_fix_changes_only_the_gradient_share_of_its_op():
     assert rows["all_reduce"]["ok"] and rows["broadcast"]["ok"] and rows["broadcast"]["unchanged"]
     assert projected_bytes_div(list(rows.values())) == pytest.approx(1_001_100 / 501_100)
     assert projected_bytes_div(bytes_checks(parse("static-graph"), base, base)) is None  # unchanged
+    # an op the baseline sent no bytes of has no factor: it weighs nothing (was a TypeError)
+    assert projected_bytes_div([{"op": "all_reduce", "base": 1000, "expected": [0.5, 0.5]},
+                                {"op": "barrier", "base": 0, "expected": None}]) == pytest.approx(2.0)
 
 
 def test_local_sgd_bytes_are_one_step_in_k_and_its_averaging_steps():

@@ -24,6 +24,8 @@ from commprof.format import comm_ops, schema
 C10D_OPS = comm_ops.C10D_OPS
 # c10d operators that move no data between ranks (not captured, and not a gap)
 NOT_COMMUNICATION = frozenset({"check_for_nan"})
+# operators a newer torch added (2.14: gather_into_tensor_): an older torch lacking them is no gap
+ADDED_LATER = frozenset({"gather_into_tensor_"})
 _INPUT_ARGS = {"input_tensors", "input_tensor", "input", "inputs", "input_list"}
 _OUTPUT_ARGS = {"output_tensors", "output_tensor", "output", "outputs", "output_lists"}
 _PEER_ARGS = {"dst", "src", "root_rank"}
@@ -69,7 +71,7 @@ def discover_specs(torch, rec, known: dict | None = None) -> tuple[list, list[st
     known = C10D_OPS if known is None else known
     available = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
                  if n.startswith("c10d::")}
-    specs, missing = [], [name for name in known if name not in available]
+    specs, missing = [], [name for name in known if name not in available and name not in ADDED_LATER]
     for c10d_name in (name for name in known if name in available):
         try:
             specs.append(OpSpec(c10d_name, getattr(torch.ops.c10d, c10d_name).default, known[c10d_name]))

@@ -161,7 +161,7 @@ def projected_bytes_div(rows: list[dict]) -> float | None:
     if not rows or any(r["expected"] is None for r in rows if r["base"]):
         return None
     before = sum(r["base"] for r in rows)
-    after = sum(r["base"] * (r["expected"][0] + r["expected"][1]) / 2 for r in rows)
+    after = sum(r["base"] * (r["expected"][0] + r["expected"][1]) / 2 for r in rows if r["base"])
     if not after or abs(before / after - 1) < 1e-6:
         return None
     return before / after

@@ -103,3 +103,11 @@ def test_a_second_full_run_that_does_not_fit_leaves_the_first_one_judged():
     assert {c.fix for c in judged} == {c.fix for c in finals}
     ok = [c for c in judged if c.full["judgement"]["quality_verdict"] != "worse"]
     assert ok and all(c.note.startswith("one full run") for c in ok)
+
+
+def test_a_budget_without_auto_is_one_line_and_exit_2():
+    from runner import commprof
+    proc = commprof("try", "bf16-compress", "--budget", "10m", "--", "python3", "-c", "pass")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "commprof: error: --budget 10m: only `commprof try auto` searches under a budget"]

@@ -315,6 +315,8 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
     if steps is not None and steps < 2:
         raise UsageError(f"--steps {steps}: must be >= 2")
     auto = spec.strip().lower() == "auto"
+    if budget is not None and not auto:
+        raise UsageError(f"--budget {budget}: only `commprof try auto` searches under a budget")
     # "A,B": A and B applied together (one side); "A/B": A and B each on its own side.
     fixes = [] if auto else [",".join(f.spec for f in parse(part, fix_warmup))
                              for part in spec.split("/") if part.strip()]

@@ -21,11 +21,12 @@ batch_isend_irecv, all_to_all_single, reduce_scatter) — printed as a table.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+
+from native_states import free_port, run_states  # benchmarks/native_states.py
 
 COST_JOB = textwrap.dedent("""
     import os, sys, time, statistics, torch, torch.distributed as dist
@@ -128,27 +129,8 @@ COVERAGE_JOB = textwrap.dedent("""
 """)
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cost(ops: int, reps: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="commprof-hooks-") as d:
-        job = f"{d}/job.py"
-        with open(job, "w") as f:
-            f.write(COST_JOB)
-        proc = subprocess.run([sys.executable, "-m", "commprof", "run", "-q", "--capture", "native",
-                               "--sample-hz", "0", "--out", f"{d}/run", "--", sys.executable, job,
-                               str(_port()), str(ops), str(reps)], capture_output=True, text=True)
-    rows = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            name, med, low = line[7:].split("|")
-            rows[name] = (float(med), float(low))
-    if len(rows) != 4:
-        sys.exit(f"the job failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    rows = run_states(COST_JOB, [str(ops), str(reps)], 4, "commprof-hooks-")
     print(f"µs per blocking all_reduce (1-rank gloo), {reps} interleaved blocks of {ops}")
     print(f"{'state':16s}{'median':>9s}{'min':>9s}{'added (median)':>16s}")
     for name, (med, low) in rows.items():
@@ -161,7 +143,7 @@ def coverage() -> None:
         with open(job, "w") as f:
             f.write(COVERAGE_JOB)
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-                               "--master-addr=127.0.0.1", f"--master-port={_port()}", job],
+                               "--master-addr=127.0.0.1", f"--master-port={free_port()}", job],
                               capture_output=True, text=True, timeout=300)
     rows = [line[6:].split("|") for line in proc.stdout.splitlines() if line.startswith("COVER ")]
     if not rows:

@@ -15,11 +15,9 @@ kernel = no wrapper - plain; wrapper = full - no wrapper.  Medians and minima ov
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
-import sys
-import tempfile
 import textwrap
+
+from native_states import run_states  # benchmarks/native_states.py
 
 JOB = textwrap.dedent("""
     import os, sys, time, statistics, torch, torch.distributed as dist
@@ -60,24 +58,7 @@ def main() -> None:
     ap.add_argument("--ops", type=int, default=2000, help="all_reduces per block")
     ap.add_argument("--reps", type=int, default=15, help="interleaved blocks per state")
     args = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="commprof-breakdown-") as d:
-        job = f"{d}/job.py"
-        with open(job, "w") as f:
-            f.write(JOB)
-        proc = subprocess.run([sys.executable, "-m", "commprof", "run", "-q", "--capture", "native",
-                               "--sample-hz", "0", "--out", f"{d}/run", "--", sys.executable, job,
-                               str(port), str(args.ops), str(args.reps)],
-                              capture_output=True, text=True)
-    rows = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            name, med, low = line[7:].split("|")
-            rows[name] = (float(med), float(low))
-    if len(rows) != 4:
-        sys.exit(f"the job failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    rows = run_states(JOB, [str(args.ops), str(args.reps)], 4, "commprof-breakdown-")
     print(f"µs per blocking all_reduce (1-rank gloo), {args.reps} interleaved blocks of {args.ops}")
     print(f"{'state':14s}{'median':>9s}{'min':>9s}")
     for name, (med, low) in rows.items():

@@ -160,7 +160,7 @@ class HangWatch:
             self._killed()
 
     def _killed(self) -> None:
-        self.say(f"{self.tree.killed} process(es) of the job outlived SIGTERM: sent SIGKILL")
+        self.say(self.tree.killed_line())
         self.reported["killed"] = "SIGKILL"
         self._write(self.reported)
 

@@ -24,6 +24,7 @@ class JobTree:
         self.known: dict = {}  # pid -> psutil.Process
         self.term_at: float | None = None  # monotonic time of the SIGTERM, once sent
         self.killed = 0  # processes that needed SIGKILL
+        self.killed_pids: list[int] = []  # which: every one alive when the grace ended
 
     def refresh(self) -> None:
         """Remember the leader and its descendants now alive (workers in other sessions too)."""
@@ -81,8 +82,18 @@ class JobTree:
             return 0
         left = self.alive()
         if left:
-            self.killed = self.signal(signal.SIGKILL) or len(left)
+            # Counted before the signal, not by what it reached: a launcher that dies of the
+            # group's SIGKILL first is no less a process that outlived the SIGTERM.
+            self.killed_pids = sorted(proc.pid for proc in left)
+            self.killed = len(left)
+            self.signal(signal.SIGKILL)
         return self.killed
+
+    def killed_line(self) -> str:
+        """The one line that says what needed SIGKILL, naming the pids."""
+        pids = ", ".join(str(pid) for pid in self.killed_pids)
+        return (f"{self.killed} process(es) of the job outlived SIGTERM: sent SIGKILL "
+                f"(pid {pids})")
 
     def finish(self, grace_s: float = KILL_GRACE_S, poll_s: float = 0.1) -> int:
         """After the leader exited: wait for the rest of the tree until the grace ends, SIGKILL

@@ -144,7 +144,7 @@ def _end_leftovers(tree: JobTree, say) -> None:
     tree.terminate()
     killed = tree.finish()
     if killed and say is not None:
-        say(f"{killed} process(es) of the job outlived SIGTERM: sent SIGKILL")
+        say(tree.killed_line())
 
 
 def _foreground_tty() -> int | None:

@@ -66,3 +66,17 @@ def test_a_group_description_in_the_hang_text_is_shown_escaped():
                         "ranks": [{"rank": 0, "pending": [op], "last_completed": op}]})
     assert all(_no_control(line) for line in lines)
     assert any("\\x1b[2J" in line for line in lines)
+
+
+def test_a_saved_probe_result_is_printed_sanitized():
+    """A probe document read from a file (another machine's) prints its strings escaped."""
+    from commprof.report.probe_text import render_probe
+    doc = {"backend": "gloo" + CLEAR, "world_size": 2, "nodes": 1,
+           "latency_us": {"all_reduce": 30.0, "sendrecv": 12.0},
+           "results": [{"op": "all_reduce" + LINK, "size_bytes": 1024, "iters": 10,
+                        "time_median_s": 1e-4, "time_p99_s": 2e-4, "algbw_gbps": 0.01,
+                        "busbw_gbps": 0.01}],
+           "errors": [{"op": "all_to_all", "error": "refused\r" + CLEAR}]}
+    text = render_probe(doc, width=200)
+    assert _no_control(text), repr(text)
+    assert "gloo\\x1b[2J" in text and "refused\\r" in text

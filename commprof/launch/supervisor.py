@@ -21,6 +21,7 @@ from pathlib import Path
 import commprof
 from commprof.errors import UsageError
 from commprof.format import layout
+from commprof.format.text import printable
 from commprof.launch.jobtree import JobTree
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -126,7 +127,7 @@ def _wait(proc: subprocess.Popen, tick, tick_interval: float) -> int:
             try:
                 tick(proc.pid)
             except Exception as exc:  # noqa: BLE001 - the watch never takes the job down
-                print(f"commprof: warning: hang watch stopped: {type(exc).__name__}: {exc}",
+                print(printable(f"commprof: warning: hang watch stopped: {type(exc).__name__}: {exc}"),
                       file=sys.stderr)
                 tick = None
         except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled by `forward`

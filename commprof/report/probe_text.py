@@ -8,10 +8,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from commprof.format.text import printable_data
 from commprof.format.units import fmt_bytes, fmt_seconds
 
 
 def render_probe(doc: dict, color: bool = False, width: int | None = None) -> str:
+    """The probe's table as text; every string of ``doc`` (a saved file may come from elsewhere)
+    made printable first."""
+    doc = printable_data(doc)
     buf = io.StringIO()
     con = Console(file=buf, force_terminal=color, no_color=not color, width=width or 100,
                   highlight=False)

@@ -737,3 +737,25 @@ def test_dispatch_cost_constants_are_the_benchmark_figures_in_the_docs():
     assert added, "docs/performance.md lost its pass-through table"
     assert summary.DISPATCH_NS_BLOCKING_CALL == round(float(added.group(1)) * 1000)
     assert summary.DISPATCH_NS_ASYNC_CALL == round(float(added.group(2)) * 1000)
+
+
+@pytest.mark.parametrize("width", [60, 80, 110, 140])
+def test_the_ranks_table_fits_the_terminal_without_cutting_a_cell(width):
+    """A narrow terminal leaves whole columns out (and says which) instead of cutting cells to
+    "s…"; the status is always shown, whole, with a long one (a hung rank's) among them."""
+    from pathlib import Path
+    from commprof.report.terminal import TerminalRenderer
+    from commprof.report.terminal import rank_status as commprof_rank_status
+    doc = json.loads((Path(__file__).parent / "golden" / "reports" / "demo.json").read_text())
+    doc["ranks"][1].update(complete=False, exit_reason=None)  # status: a long text
+    text = TerminalRenderer().render(doc, width=width)
+    lines = text[text.index("Ranks ("):].splitlines()
+    table = lines[:next(i for i, l in enumerate(lines) if l.startswith(("exposed (wall) =", "too narrow")))]
+    section = "\n".join(table)
+    rows = [l for l in table if re.match(r"\s+[01]\s", l)]
+    assert len(rows) >= 2 and "…" not in section, section
+    assert all(len(l.rstrip()) <= width for l in table)
+    assert re.search(r"\bok\b", rows[0]), section
+    status = commprof_rank_status(doc["ranks"][1], None)
+    assert all(word in section for word in status.split()), (status, section)
+    assert ("too narrow for" in text) == (width < 110), text  # left columns out only when needed

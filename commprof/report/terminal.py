@@ -36,7 +36,7 @@ class TerminalRenderer:
         if len({g["group"] for g in doc.get("op_groups") or []}) > 1:
             console.print(groups_table(doc))
         if doc["ranks"]:
-            console.print(ranks_table(doc))
+            console.print(ranks_table(doc, console.width))
         if doc.get("links"):
             for part in links_section(doc["links"]):
                 console.print(part)
@@ -182,35 +182,80 @@ def _bw(gbps) -> str:
     return f"{gbps:.3g}" if gbps >= 0.001 or gbps == 0 else "<0.001"
 
 
-def ranks_table(doc: dict) -> Table:
-    t = Table(title="Ranks (step = median step; comm/exposed = time-weighted over measured steps)",
-              title_justify="left", box=box.SIMPLE_HEAD)
-    cross = any(r.get("wait_s") is not None for r in doc["ranks"])
-    names = ("rank", "host", "ops", "bytes", "step", "comm", "exposed", "exposed (wall)") + (
-        ("wait", "transfer", "last") if cross else ()) + ("status",)
-    for name in names:
-        t.add_column(name, justify="left" if name in ("host", "status") else "right",
-                     no_wrap=name != "status", min_width=6 if name == "host" else None)
+# Dropped first when the terminal is too narrow for every column (the JSON keeps them all).
+_RANK_COLUMNS_BY_PRIORITY = ("exposed\n(wall)", "ops", "last", "host", "transfer", "bytes")
+
+
+def ranks_table(doc: dict, width: int = 120) -> Table:
+    """Per-rank rows (the extremes when there are many), fitted to ``width`` columns of text:
+    the least needed columns are left out, and the caption says which."""
     rows = doc["ranks"]
     shown = rows if len(rows) <= MAX_RANK_ROWS else _extremes(rows)
-    for r in shown:
-        t.add_row(str(r["rank"]), Text(str(r.get("host") or "-")), str(r["ops"]), fmt_bytes(r["bytes"]),
-                  fmt_seconds(r.get("step_median_s")), fmt_pct(r.get("comm_fraction")),
-                  fmt_pct(r.get("exposed_comm_fraction")),
-                  fmt_pct(r.get("exposed_comm_fraction_wall")),
-                  *((fmt_seconds(r.get("wait_s")), fmt_seconds(r.get("transfer_s")),
-                     fmt_pct(r.get("last_share"))) if cross else ()),
-                  rank_status(r, doc.get("hang")))
-    trace = is_trace(doc["run"])
+    cross = any(r.get("wait_s") is not None for r in rows)
+    columns = _rank_columns(shown, doc.get("hang"), cross)
+    dropped = []
+    for name in _RANK_COLUMNS_BY_PRIORITY:
+        if _table_width(columns) <= width:
+            break
+        if name in columns:
+            del columns[name]
+            dropped.append(name.replace("\n", " "))
+    t = Table(title="Ranks (step = median step; comm/exposed = time-weighted over measured steps)",
+              title_justify="left", box=box.SIMPLE_HEAD)
+    widest_word = max((len(w) for v in columns["status"] for w in str(v).split()), default=6)
+    for name in columns:  # the status wraps between words, never inside one
+        t.add_column(name, justify="left" if name in ("host", "status") else "right",
+                     no_wrap=name != "status",
+                     min_width={"host": 6, "status": min(max(widest_word, 6), 24)}.get(name))
+    for i in range(len(shown)):
+        t.add_row(*(values[i] for values in columns.values()))
+    legend = _ranks_legend(doc, cross)
+    if len(shown) < len(rows):
+        legend = f"{len(shown)} of {len(rows)} ranks shown (most and least exposed); see --format json. " + legend
+    if dropped:
+        legend = f"too narrow for {', '.join(dropped)} (see --width or --format json). " + legend
+    t.caption, t.caption_justify = legend, "left"
+    return t
+
+
+def _rank_columns(shown: list[dict], hang, cross: bool) -> dict:
+    """Column name -> its cells, in display order."""
+    cols = {"rank": [str(r["rank"]) for r in shown],
+            "host": [Text(str(r.get("host") or "-")) for r in shown],
+            "ops": [str(r["ops"]) for r in shown],
+            "bytes": [fmt_bytes(r["bytes"]) for r in shown],
+            "step": [fmt_seconds(r.get("step_median_s")) for r in shown],
+            "comm": [fmt_pct(r.get("comm_fraction")) for r in shown],
+            "exposed": [fmt_pct(r.get("exposed_comm_fraction")) for r in shown],
+            "exposed\n(wall)": [fmt_pct(r.get("exposed_comm_fraction_wall")) for r in shown]}
+    if cross:
+        cols["wait"] = [fmt_seconds(r.get("wait_s")) for r in shown]
+        cols["transfer"] = [fmt_seconds(r.get("transfer_s")) for r in shown]
+        cols["last"] = [fmt_pct(r.get("last_share")) for r in shown]
+    cols["status"] = [rank_status(r, hang) for r in shown]
+    return cols
+
+
+def _table_width(columns: dict) -> int:
+    """Text columns the table needs without truncating (status counted at its longest word)."""
+    total = 1  # each column: its text, a space either side and a separator
+    for name, values in columns.items():
+        cells = [str(v) for v in values]
+        if name == "status":
+            need = max([len(w) for c in cells for w in c.split()] + [6])
+        else:
+            need = max([len(c) for c in cells] + [0])
+        total += max(need, *(len(h) for h in name.split("\n"))) + 3
+    return total
+
+
+def _ranks_legend(doc: dict, cross: bool) -> str:
     legend = "exposed (wall) = exposed share of the whole run, init to teardown"
     if cross:
         legend += ("; wait = after arriving, until the last rank arrived; transfer = from then to "
-                   + ("the end of its own kernel" if trace else "the first completion")
+                   + ("the end of its own kernel" if is_trace(doc["run"]) else "the first completion")
                    + "; last = share of matched collectives at which this rank arrived last")
-    if len(shown) < len(rows):
-        legend = f"{len(shown)} of {len(rows)} ranks shown (most and least exposed); see --format json. " + legend
-    t.caption, t.caption_justify = legend, "left"
-    return t
+    return legend
 
 
 def _extremes(rows: list[dict]) -> list[dict]:

@@ -5,7 +5,7 @@ with its JSON type and schema description, so a KPI declared there is in the mod
 
 Field order is the published schema's: the keys every ``commprof.report/1`` document has
 (``Kpi.required``) first, then those added later, each in registry order; ``HostKpis`` holds the
-host-side ones (``Kpi.host_side``) in registry order.
+host-side ones (``Kpi.host_side``) in registry order, optional unless in :data:`HOST_KPIS_FIRST`.
 """
 from __future__ import annotations
 
@@ -15,6 +15,16 @@ from commprof.analysis import kpi_registry as registry
 from commprof.report.typed import Model, key, optional
 
 __all__ = ["Kpis", "HostKpis"]
+
+
+# The keys of kpis.host as first published: every document with kpis.host has them; host-side
+# KPIs declared since are optional there (the contract only adds keys).
+HOST_KPIS_FIRST = ("step_time_s", "comm_fraction", "exposed_comm_fraction", "comm_fraction_max_rank",
+                   "exposed_comm_fraction_max_rank", "comm_fraction_step_median",
+                   "exposed_comm_fraction_step_median", "comm_fraction_step_p90",
+                   "exposed_comm_fraction_step_p90", "comm_s_per_step", "exposed_comm_s_per_step",
+                   "hidden_comm_s_per_step", "compute_s_per_step", "comm_fraction_wall",
+                   "exposed_comm_fraction_wall", "algbw_gbps", "busbw_gbps")
 
 
 def _json_type(k: registry.Kpi) -> type:
@@ -33,7 +43,8 @@ HostKpis = _model(
     "HostKpis",
     "The host clocks' figures of a run whose headline stands on the GPU timeline, or of an NCCL\n"
     "run without one (``kpis.time_basis`` not ``host``): the same KPIs, host-side.",
-    [(k.name, _json_type(k), key(k.host_doc)) for k in registry.host_side()])
+    [(k.name, _json_type(k), (key if k.name in HOST_KPIS_FIRST else optional)(k.host_doc))
+     for k in registry.host_side()])
 
 Kpis = _model(
     "Kpis", "The three KPIs and their whole-run variants (docs/kpis.md).",

@@ -1,25 +1,10 @@
 """Gate rules: syntax, configuration files, evaluation.
 
-Metrics (``METRICS``, from the KPI registry: ``commprof/analysis/kpi_registry.py``, whose table is
-in docs/kpis.md; values are the report's KPIs, one number per KPI; the spread for confidence
-intervals is a bootstrap over measured steps of the same statistic):
-
-=============================  ======  =========  ===============================================
-name                           unit    better     source
-=============================  ======  =========  ===============================================
-step_time                      s       lower      KPI step_time_s: mean step (all ranks)
-comm_fraction                  frac    lower      KPI: Σ in flight ÷ Σ step time (time-weighted)
-exposed_comm_fraction          frac    lower      KPI: Σ exposed ÷ Σ step time (time-weighted)
-bytes_per_step                 B       lower      KPI: mean S issued per step per rank
-step_time_median               s       lower      median over steps (robust to a noisy step)
-comm_fraction_step_median      frac    lower      median over steps of the per-step fraction
-exposed_comm_fraction_step_..  frac    lower      median over steps of the per-step fraction
-comm_fraction_wall             frac    lower      whole run
-exposed_comm_fraction_wall     frac    lower      whole run
-bus_bytes_per_step             B       lower      KPI (median over ranks and steps)
-algbw, busbw                   GB/s    higher     whole run, all ops
-busbw:OP[:SIZE+]               GB/s    higher     calls of OP with mean S >= SIZE (op_sizes)
-=============================  ======  =========  ===============================================
+Metrics (``METRICS``): the KPI registry's gate metrics (``commprof/analysis/kpi_registry.py``:
+names, units, directions; the "gate" column of docs/kpis.md's table), plus ``busbw:OP[:SIZE+]``
+(GB/s, higher is better: calls of OP with mean S >= SIZE, from ``op_sizes``).  Values are the
+report's KPIs, one number per KPI; the spread for confidence intervals is a bootstrap over
+measured steps of the same statistic (gate/measure.py).
 
 Rules: limits (``--max-comm-fraction 0.3``, ``--max-exposed-comm-fraction``,
 ``--max-bytes-per-step 1.2GB``, ``--max-step-time 250ms``, ``--min-busbw all_reduce:1MB+=10GB/s``,

@@ -9,7 +9,8 @@
 * ``host_launch`` — an NCCL job without GPU figures: the host sees only each collective's
   launch, so every communication-time KPI is null; the host's figures stay under ``kpis.host``.
 
-Where the basis is not ``host``, ``kpis.host`` keeps the host-side KPIs, labelled as such.
+Where the basis is not ``host``, ``kpis.host`` keeps the host-side KPIs, labelled as such.  This
+module prepares what the headline stands on; :func:`commprof.analysis.kpis.headline` assembles it.
 """
 from __future__ import annotations
 
@@ -17,15 +18,12 @@ import numpy as np
 import pandas as pd
 
 from commprof.analysis import gpu_timeline, kpis as kpi
+from commprof.analysis.kpi_registry import GPU_TRACE, GPU_WINDOWS, HOST, HOST_LAUNCH
 
-HOST, GPU_WINDOWS, GPU_TRACE, HOST_LAUNCH = "host", "gpu_windows", "gpu_trace", "host_launch"
-# KPIs that rest on communication *time* (null on host_launch; GPU figures on gpu_windows).
-COMM_TIME_KPIS = ("comm_fraction", "exposed_comm_fraction", "comm_fraction_max_rank",
-                  "exposed_comm_fraction_max_rank", "comm_fraction_step_median",
-                  "exposed_comm_fraction_step_median", "comm_fraction_step_p90",
-                  "exposed_comm_fraction_step_p90", "comm_s_per_step", "exposed_comm_s_per_step",
-                  "hidden_comm_s_per_step", "compute_s_per_step", "comm_fraction_wall",
-                  "exposed_comm_fraction_wall", "algbw_gbps", "busbw_gbps")
+__all__ = ["HOST", "GPU_WINDOWS", "GPU_TRACE", "HOST_LAUNCH", "rank_window_steps", "window_steps",
+           "choose", "headline_steps", "window_gpu", "trace_gpu", "gpu_bandwidth", "wall_fractions",
+           "blank_launch_times"]
+
 _SUMS = ("comm_s", "overlap_s", "exposed_comm_s", "compute_s", "memcpy_s", "idle_s", "span_s")
 
 
@@ -103,12 +101,21 @@ def headline_steps(gpu_steps: pd.DataFrame, host_steps: pd.DataFrame,
     return out[kpi.STEP_COLUMNS], used
 
 
-def gpu_headline(used: pd.DataFrame) -> dict:
-    """``kpis.gpu_*``: the GPU timeline's shares, time-weighted over the steps ``used``."""
+def window_gpu(used: pd.DataFrame) -> dict:
+    """The GPU timeline's shares (``kpis.gpu_*``), time-weighted over the window steps ``used``."""
     total = {k: float(used[k].sum()) for k in _SUMS}
-    out = {f"gpu_{k}": float(v) for k, v in gpu_timeline.fractions(total).items()}
-    out["gpu_basis"] = "steps"
-    return out
+    return {**gpu_timeline.fractions(total), "basis": "steps"}
+
+
+def trace_gpu(timelines) -> dict:
+    """The GPU timeline's shares over every rank's profiled steps (else whole traces)."""
+    rows = [tl.steps[list(_SUMS)] for tl in timelines if len(tl.steps) and tl.steps["span_s"].sum() > 0]
+    if rows:
+        total, basis = pd.concat(rows).sum().to_dict(), "steps"
+    else:
+        total = {k: sum(tl.totals[k] for tl in timelines) for k in _SUMS}
+        basis = "trace"
+    return {**gpu_timeline.fractions(total), "basis": basis}
 
 
 def gpu_bandwidth(tables: list[pd.DataFrame]) -> dict:
@@ -131,27 +138,6 @@ def wall_fractions(gpu_totals: list[tuple[dict | None, float]]) -> dict:
         v = [g[key] / wall for g, wall in gpu_totals if g and wall > 0]
         return float(np.median(v)) if v else None
     return {"comm_fraction_wall": med("comm_s"), "exposed_comm_fraction_wall": med("exposed_comm_s")}
-
-
-def apply(basis: str, kpis: dict, host: dict, *, used: pd.DataFrame | None = None,
-          gpu_totals: list[tuple[dict | None, float]] | None = None, gpu_bw: dict | None = None) -> dict:
-    """The headline KPIs of ``basis``: ``kpis`` (computed on its steps) with ``time_basis``, the
-    host-side figures under ``host`` and the GPU ones where the host cannot see the transfer."""
-    out = dict(kpis)
-    out["time_basis"] = basis
-    if basis == HOST:
-        return out
-    out["host"] = {k: host.get(k) for k in ("step_time_s", *COMM_TIME_KPIS)}
-    bw = gpu_bw or {"algbw_gbps": None, "busbw_gbps": None}
-    if basis == HOST_LAUNCH:
-        out.update({k: None for k in COMM_TIME_KPIS})
-        out.update(bw)
-        return out
-    out.update(wall_fractions(gpu_totals or []))
-    out.update(bw)
-    if used is not None and len(used):
-        out.update(gpu_headline(used))
-    return out
 
 
 # ranks[] and steps.per_step keys that rest on communication time (null on host_launch).

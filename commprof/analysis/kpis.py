@@ -1,4 +1,10 @@
-"""The step KPIs, as pure functions of per-step frames (definitions: docs/kpis.md).
+"""The KPIs, as pure functions of per-step frames, and the one assembler of the report's ``kpis``
+(definitions: docs/kpis.md; each KPI is declared in :mod:`commprof.analysis.kpi_registry`, which
+names the function here that computes it).
+
+:func:`headline` assembles ``kpis`` for runs and traces alike from a :class:`KpiSource` (the
+measured steps, ranks[], bandwidth, the time basis and, where measured, the GPU timeline's
+figures and the what-if baseline's parts of a step).
 
 Headline fractions are **time-weighted**: Σ over measured steps of (exposed) communication time ÷
 Σ of their step times — per rank, and for the run over every rank's measured steps — so a few
@@ -7,8 +13,13 @@ are distributions and carry their own names (``*_step_median``, ``*_step_p90``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Callable
+
 import numpy as np
 import pandas as pd
+
+from commprof.analysis import kpi_registry as registry
 
 DEFAULT_WARMUP = 2
 STEP_COLUMNS = ["rank", "step", "t_start", "t_end", "source", "duration_s", "comm_s", "exposed_s",
@@ -33,7 +44,7 @@ def finish_steps(step_rows: list[pd.DataFrame]) -> pd.DataFrame:
     return s[STEP_COLUMNS]
 
 
-def time_weighted(part: pd.Series, whole: pd.Series) -> float | None:
+def ratio_of_sums(part: pd.Series, whole: pd.Series) -> float | None:
     """Σ part ÷ Σ whole (None when the whole is 0 or empty)."""
     total = float(pd.Series(whole).sum())
     return float(pd.Series(part).sum()) / total if total > 0 else None
@@ -60,45 +71,173 @@ def _median(series) -> float | None:
     return float(series.median()) if len(series) else None
 
 
-def _max(series) -> float | None:
-    series = pd.Series(series).dropna()
-    return float(series.max()) if len(series) else None
-
-
 def _quantile(series, q: float) -> float | None:
     series = pd.Series(series).dropna()
     return float(series.quantile(q)) if len(series) else None
 
 
-def run_kpis(ranks: pd.DataFrame, meas: pd.DataFrame, bandwidth: dict) -> dict:
-    """The run's KPIs (docs/kpis.md).  Step KPIs are over every rank's measured steps."""
-    def col(name):
-        return ranks[name] if name in ranks else pd.Series(dtype="float64")
+def ranks_frame(rows: list[dict], meas: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """The ranks[] rows (``rows``: one dict per rank) with their step KPIs over ``meas`` (the
+    headline's measured steps) and ``steps_total`` (all of ``steps``)."""
+    ranks_df = pd.DataFrame(rows)
+    if len(meas):
+        ranks_df = ranks_df.merge(per_rank(meas), on="rank", how="left")
+        ranks_df = ranks_df.merge(steps.groupby("rank").size().rename("steps_total").reset_index(),
+                                  on="rank", how="left")
+    for col in RANK_STEP_COLUMNS:  # the document's keys exist even when there are no steps
+        if col not in ranks_df:
+            ranks_df[col] = None
+    return ranks_df
 
-    has = len(meas) > 0
-    step_s = float(meas["duration_s"].mean()) if has else None
-    comm = float(meas["comm_s"].mean()) if has else None
-    exposed = float(meas["exposed_s"].mean()) if has else None
-    return {
-        "step_time_s": step_s,
-        "bytes_per_step": float(meas["bytes"].mean()) if has else None,
-        "comm_fraction": time_weighted(meas["comm_s"], meas["duration_s"]) if has else None,
-        "exposed_comm_fraction": time_weighted(meas["exposed_s"], meas["duration_s"]) if has else None,
-        "comm_fraction_max_rank": _max(col("comm_fraction")),
-        "exposed_comm_fraction_max_rank": _max(col("exposed_comm_fraction")),
-        "comm_fraction_step_median": _median(meas["comm_fraction"]) if has else None,
-        "exposed_comm_fraction_step_median": _median(meas["exposed_comm_fraction"]) if has else None,
-        "comm_fraction_step_p90": _quantile(meas["comm_fraction"], 0.9) if has else None,
-        "exposed_comm_fraction_step_p90": _quantile(meas["exposed_comm_fraction"], 0.9) if has else None,
-        "comm_s_per_step": comm,
-        "exposed_comm_s_per_step": exposed,
-        "hidden_comm_s_per_step": comm - exposed if has else None,
-        "compute_s_per_step": step_s - comm if has else None,
-        "bus_bytes_per_step": float(meas["bus_bytes"].mean()) if has else None,
-        "comm_fraction_wall": _median(col("comm_fraction_wall")),
-        "exposed_comm_fraction_wall": _median(col("exposed_comm_fraction_wall")),
-        **bandwidth,
-    }
+
+def with_cross_rank(ranks: pd.DataFrame, cross: dict | None, keep_columns: bool = False) -> pd.DataFrame:
+    """ranks[] with the cross-rank analysis' ``wait_s``, ``transfer_s`` and ``last_share``; without
+    one the columns are left out, or null with ``keep_columns``."""
+    if cross is None:
+        return ranks.assign(wait_s=None, transfer_s=None, last_share=None) if keep_columns else ranks
+    extra = cross["per_rank"].assign(wait_s=lambda d: d["wait_ns"] / 1e9,
+                                     transfer_s=lambda d: d["transfer_ns"] / 1e9)
+    return ranks.merge(extra[["rank", "wait_s", "transfer_s", "last_share"]], on="rank", how="left")
+
+
+# -- the headline: every key of ``kpis``, from the registry (commprof/analysis/kpi_registry.py) --
+
+@dataclass
+class KpiSource:
+    """What the headline KPIs are computed from (:func:`headline`)."""
+
+    steps: pd.DataFrame  # the headline's measured rank-steps (STEP_COLUMNS)
+    ranks: pd.DataFrame  # ranks[] over those steps (:func:`ranks_frame`, :func:`with_cross_rank`)
+    bandwidth: dict  # algbw_gbps, busbw_gbps
+    time_basis: str = "host"  # docs/kpis.md, "Time basis"
+    wall: dict | None = None  # *_fraction_wall where they are not the ranks' own (GPU windows)
+    gpu: dict | None = None  # gpu_timeline.fractions of the GPU timeline, with its "basis"
+    step_parts: Callable[[dict], dict] | None = None  # whatif.step_components of the baseline
+    host: "KpiSource | None" = None  # host clocks' source, for kpis.host
+    _values: dict = field(default_factory=dict, repr=False)
+
+    def kpi(self, name: str):
+        """The value of KPI ``name`` on this source (computed once; before host_launch nulls)."""
+        if name not in self._values:
+            k = registry.BY_NAME[name]
+            self._values[name] = compute_function(k)(self, *k.args)
+        return self._values[name]
+
+
+def compute_function(k: registry.Kpi) -> Callable:
+    """The function of this module that computes ``k`` (``Kpi.compute`` names it)."""
+    fn = globals().get(k.compute)
+    if not callable(fn):
+        raise LookupError(f"KPI {k.name}: no function {k.compute!r} in {__name__}")
+    return fn
+
+
+def headline(src: KpiSource) -> dict:
+    """The ``kpis`` section: every registry KPI in registry order (GPU-timeline ones only with a
+    GPU timeline; communication times null on ``host_launch``), and ``host`` where ``src`` has
+    host clocks' figures beside its own."""
+    out = {}
+    for k in registry.KPIS:
+        if k.only_with == registry.GPU_TIMELINE and src.gpu is None:
+            continue
+        out[k.name] = None if k.comm_time and src.time_basis == registry.HOST_LAUNCH else src.kpi(k.name)
+    if src.host is not None:
+        out["host"] = {k.name: src.host.kpi(k.name) for k in registry.host_side()}
+    return out
+
+
+def run_kpis(ranks: pd.DataFrame, meas: pd.DataFrame, bandwidth: dict) -> dict:
+    """The KPIs of measured steps and their ranks alone (the live view's window), with
+    ``bandwidth`` as given."""
+    src = KpiSource(meas, ranks, bandwidth)
+    return {**{k: src.kpi(k) for k in STEP_KPIS}, **bandwidth}
+
+
+# The registry's KPIs that need only steps and ranks[] (run_kpis).
+STEP_KPIS = tuple(k.name for k in registry.KPIS
+                  if k.compute in ("step_mean", "time_weighted", "rank_max", "step_median",
+                                   "step_quantile", "difference", "rank_wall"))
+
+
+# -- the functions the registry names (Kpi.compute): f(source, *Kpi.args) -> value ----------------
+
+def _col(ranks: pd.DataFrame, name: str) -> pd.Series:
+    return ranks[name] if name in ranks else pd.Series(dtype="float64")
+
+
+def step_mean(src: KpiSource, column: str) -> float | None:
+    """Mean of a step column over every measured rank-step."""
+    return float(src.steps[column].mean()) if len(src.steps) else None
+
+
+def time_weighted(src: KpiSource, part: str) -> float | None:
+    """Σ part ÷ Σ step time over every measured rank-step (None when the whole is 0 or empty)."""
+    return ratio_of_sums(src.steps[part], src.steps["duration_s"]) if len(src.steps) else None
+
+
+def rank_max(src: KpiSource, column: str) -> float | None:
+    """The largest of the ranks' figures."""
+    series = _col(src.ranks, column).dropna()
+    return float(series.max()) if len(series) else None
+
+
+def step_median(src: KpiSource, column: str) -> float | None:
+    """Median of a per-step figure over every measured rank-step."""
+    return _median(src.steps[column]) if len(src.steps) else None
+
+
+def step_quantile(src: KpiSource, column: str, q: float) -> float | None:
+    """Quantile ``q`` of a per-step figure over every measured rank-step."""
+    return _quantile(src.steps[column], q) if len(src.steps) else None
+
+
+def difference(src: KpiSource, a: str, b: str) -> float | None:
+    """KPI ``a`` − KPI ``b`` (None when either is)."""
+    x, y = src.kpi(a), src.kpi(b)
+    return None if x is None or y is None else x - y
+
+
+def rank_wall(src: KpiSource, column: str) -> float | None:
+    """A whole-window fraction: the source's own (GPU windows), else the median over ranks."""
+    if src.wall is not None:
+        return src.wall.get(column)
+    return _median(_col(src.ranks, column))
+
+
+def bandwidth(src: KpiSource, key: str) -> float | None:
+    """algbw/busbw as the caller measured them (host calls, Flight Recorder or kernels)."""
+    return src.bandwidth.get(key)
+
+
+def cross_rank_wall(src: KpiSource, column: str) -> float | None:
+    """Median over ranks of a cross-rank time (``wait_s``/``transfer_s``) ÷ the rank's window;
+    None without a cross-rank result."""
+    r = src.ranks
+    if column not in r or not r[column].notna().any() or "wall_s" not in r:
+        return None
+    frac = (r[column] / r["wall_s"]).dropna()
+    return float(frac.median()) if len(frac) else None
+
+
+def step_part(src: KpiSource, key: str) -> float | None:
+    """One of the parts of a mean step (:func:`commprof.analysis.whatif.step_components`)."""
+    if "_step_parts" not in src._values:
+        src._values["_step_parts"] = src.step_parts({
+            "time_basis": src.time_basis, "step_time_s": src.kpi("step_time_s"),
+            "gpu_idle_fraction": gpu_share(src, "idle_fraction") if src.gpu else None,
+        }) if src.step_parts else {}
+    return src._values["_step_parts"].get(key)
+
+
+def gpu_share(src: KpiSource, key: str):
+    """A figure of the GPU timeline (:func:`commprof.analysis.gpu_timeline.fractions`)."""
+    value = src.gpu[key]
+    return value if isinstance(value, str) else float(value)
+
+
+def time_basis(src: KpiSource) -> str:
+    """What the communication times are timed on."""
+    return src.time_basis
 
 
 def step_info(steps: pd.DataFrame, meas: pd.DataFrame, warmup: int) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -74,33 +75,78 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     """
     src = source if isinstance(source, (Run, RunSource)) else open_run(source)
     nodes, node_notes = src.node_samples()
-    sampled = bool(nodes)
-    fold = Fold(sampled, warmup)
+    fold = Fold(bool(nodes), warmup)
     for res in reduce_run(src, jobs, executor, progress, node_summaries):
         fold.add(res)
-    parts, calls, syncs, windows = fold.parts, fold.calls, fold.syncs, fold.windows
+    parts = fold.parts
     steps_df = kpi.finish_steps(fold.step_rows())
-    host_meas = meas = measured(steps_df, warmup)
+    host_meas = measured(steps_df, warmup)
     info = _run_info(src, parts)
+    basis, meas, used = _time_basis(parts, info, steps_df, host_meas)
+    cross, clock_info = _cross_rank(parts, fold.calls, fold.syncs, steps_df, host_meas, info)
+    ranks_df = kpi.with_cross_rank(kpi.ranks_frame([p.row for p in parts], meas, steps_df), cross)
+    info["oversubscribed_hosts"] = cpu.oversubscribed_hosts(pd.DataFrame([p.process for p in parts]))
+    ops = _measured_per_step(combine_op_tables([p.ops for p in parts], [fold.latency]), parts)
+    ops, info["gpu_timing"] = _gpu_columns(ops, parts)
+    step_info = kpi.step_info(steps_df, meas, warmup)
+    shown_ranks, shown_steps = ((ranks_df, step_info) if basis != gpu_basis.HOST_LAUNCH
+                                else gpu_basis.blank_launch_times(ranks_df, step_info))
+    op_sizes, probe = _op_sizes(parts), src.probe()
+    base = whatif.build(meas, shown_ranks, {"time_basis": basis}, info, ops, cross=cross, probe=probe,
+                        op_sizes=op_sizes)
+    kpis = kpi.headline(_kpi_source(parts, basis, meas, used, ranks_df, steps_df, host_meas, base))
+    notes = _notes(src, parts, info, steps_df, step_info, warmup, cross, kpis, basis)
+    notes += advice.notes(base, info, probe)
+    degraded = [p.degraded for p in parts if len(p.degraded)]
+    return Summary(baseline=base, run=info, steps=steps_df, step_info=shown_steps, kpis=kpis, ops=ops,
+                   ranks=shown_ranks, verdict=assess(kpis, base), notes=notes,
+                   degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
+                   overhead=self_overhead(parts, shown_ranks), hang=src.hang,
+                   links=_links(nodes, node_notes, parts, fold.windows, op_sizes, probe),
+                   op_sizes=op_sizes, cross_rank=cross, clock_alignment=clock_info,
+                   op_groups=op_groups(parts), training=_training(parts))
+
+
+def _time_basis(parts: list[RankPart], info: dict, steps_df: pd.DataFrame, host_meas: pd.DataFrame
+                ) -> tuple[str, pd.DataFrame, pd.DataFrame | None]:
+    """(``kpis.time_basis``, the headline's measured rank-steps, the GPU window steps they came
+    from): on ``gpu_windows`` the GPU's own timeline is the truth (docs/kpis.md, "Time basis")."""
     gpu_steps = gpu_basis.window_steps([(int(p.row["rank"]), p.gpu_steps) for p in parts])
     basis = gpu_basis.choose(info["backend"], gpu_steps)
-    used = None
-    if basis == gpu_basis.GPU_WINDOWS:  # the GPU's own timeline is the truth (docs/kpis.md)
-        meas, used = gpu_basis.headline_steps(gpu_steps, steps_df, host_meas)
-    ranks_df = _ranks_frame(parts, meas, steps_df)
-    ops = _measured_per_step(combine_op_tables([p.ops for p in parts], [fold.latency]), parts)
+    if basis != gpu_basis.GPU_WINDOWS:
+        return basis, host_meas, None
+    meas, used = gpu_basis.headline_steps(gpu_steps, steps_df, host_meas)
+    return basis, meas, used
+
+
+def _kpi_source(parts: list[RankPart], basis: str, meas: pd.DataFrame, used: pd.DataFrame | None,
+                ranks_df: pd.DataFrame, steps_df: pd.DataFrame, host_meas: pd.DataFrame,
+                base: whatif.Baseline | None) -> kpi.KpiSource:
+    """What the run's headline stands on: its basis' steps and bandwidth (the Flight Recorder's
+    GPU times unless the host sees the transfer), and the host clocks' figures beside them."""
     moving_ns = sum(p.moving_ns for p in parts)
-    bandwidth = {
+    host_bw = {
         "algbw_gbps": sum(p.moving_bytes for p in parts) / moving_ns if moving_ns > 0 else None,
         "busbw_gbps": sum(p.moving_bus_bytes for p in parts) / moving_ns if moving_ns > 0 else None,
     }
-    kpis = kpi.run_kpis(ranks_df, meas, bandwidth)
-    host_kpis = kpis if meas is host_meas else kpi.run_kpis(
-        _ranks_frame(parts, host_meas, steps_df), host_meas, bandwidth)
-    kpis = gpu_basis.apply(basis, kpis, host_kpis, used=used,
-                           gpu_totals=[(p.row.get("gpu"), p.gpu_window_s) for p in parts],
-                           gpu_bw=gpu_basis.gpu_bandwidth([p.gpu for p in parts]))
-    step_info = kpi.step_info(steps_df, meas, warmup)
+    parts_of_step = partial(whatif.step_components, base)
+    if basis == gpu_basis.HOST:
+        return kpi.KpiSource(meas, ranks_df, host_bw, basis, step_parts=parts_of_step)
+    host_ranks = ranks_df if meas is host_meas else kpi.ranks_frame([p.row for p in parts], host_meas,
+                                                                     steps_df)
+    host = kpi.KpiSource(host_meas, host_ranks, host_bw)
+    gpu_bw = gpu_basis.gpu_bandwidth([p.gpu for p in parts])
+    if basis == gpu_basis.HOST_LAUNCH:
+        return kpi.KpiSource(meas, ranks_df, gpu_bw, basis, step_parts=parts_of_step, host=host)
+    wall = gpu_basis.wall_fractions([(p.row.get("gpu"), p.gpu_window_s) for p in parts])
+    gpu = gpu_basis.window_gpu(used) if used is not None and len(used) else None
+    return kpi.KpiSource(meas, ranks_df, gpu_bw, basis, wall=wall, gpu=gpu, step_parts=parts_of_step,
+                         host=host)
+
+
+def _notes(src, parts: list[RankPart], info: dict, steps_df: pd.DataFrame, step_info: dict,
+           warmup: int, cross: dict | None, kpis: dict, basis: str) -> list[Note]:
+    """The run's notes, in the order the report shows them (before the advice)."""
     notes = [Note("capture", "warning", n) for n in src.notes]
     if step_info["count"] == 0 and info["collectives"]:
         notes.append(Note("no_steps", "warning",
@@ -109,55 +155,25 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     counts = steps_df.groupby("rank").size().to_dict() if len(steps_df) else {}
     notes += [n for n in (warmup_note(warmup, counts),
                           slow_step_note(step_info["per_step"], step_info["median_s"])) if n]
-    degraded = [p.degraded for p in parts if len(p.degraded)]
-    cross, clock_info = _cross_rank(parts, calls, syncs, steps_df, host_meas, info)
-    kpis["wait_fraction_wall"] = kpis["transfer_fraction_wall"] = None
-    if cross is not None:
-        extra = cross["per_rank"].assign(wait_s=lambda d: d["wait_ns"] / 1e9,
-                                         transfer_s=lambda d: d["transfer_ns"] / 1e9)
-        ranks_df = ranks_df.merge(extra[["rank", "wait_s", "transfer_s", "last_share"]], on="rank",
-                                  how="left")
-        for name, col in (("wait_fraction_wall", "wait_s"), ("transfer_fraction_wall", "transfer_s")):
-            frac = (ranks_df[col] / ranks_df["wall_s"]) if "wall_s" in ranks_df else pd.Series(dtype=float)
-            kpis[name] = float(frac.dropna().median()) if len(frac.dropna()) else None
-        sig = [s for s in cross["stragglers"] if s["significant"]]
-        if sig:
-            notes.append(straggler_note(sig[0], kpis.get("exposed_comm_s_per_step")))
-    info["oversubscribed_hosts"] = cpu.oversubscribed_hosts(pd.DataFrame([p.process for p in parts]))
+    sig = [s for s in cross["stragglers"] if s["significant"]] if cross is not None else []
+    if sig:
+        notes.append(straggler_note(sig[0], kpis.get("exposed_comm_s_per_step")))
     if cpu.note(info["oversubscribed_hosts"]):
         notes.append(Note("oversubscribed", "warning", cpu.note(info["oversubscribed_hosts"])))
     if basis == gpu_basis.HOST_LAUNCH:
-        ranks_df, step_info = gpu_basis.blank_launch_times(ranks_df, step_info)
-        kpis["wait_fraction_wall"] = kpis["transfer_fraction_wall"] = None
         notes.append(Note("gpu_timeline", "warning",
                           "GPU timeline not measured: on NCCL the host sees only each collective's "
                           "launch, so communication times are left out (the host's launch times are "
                           "under kpis.host, labelled host-side); `commprof run` records GPU windows "
                           "from step 5 by default (`--gpu-windows 3/100@2` for shorter runs), or "
                           "report a torch.profiler trace (`commprof report TRACE`)"))
-    ops, gpu_info = _gpu_columns(ops, parts)
-    info["gpu_timing"] = gpu_info
-    if gpu_info["fr_entries_lost"]:
+    lost = info["gpu_timing"]["fr_entries_lost"]
+    if lost:
         notes.append(Note("flight_recorder_lost", "warning",
-                          f"PyTorch's Flight Recorder overwrote {gpu_info['fr_entries_lost']} entries "
-                          "before commprof read them: their GPU times are missing; raise "
-                          "TORCH_FR_BUFFER_SIZE"))
+                          f"PyTorch's Flight Recorder overwrote {lost} entries before commprof read "
+                          "them: their GPU times are missing; raise TORCH_FR_BUFFER_SIZE"))
     gpu_note = _gpu_windows_note(parts)
-    if gpu_note:
-        notes.append(gpu_note)
-    op_sizes = _op_sizes(parts)
-    probe = src.probe()
-    links = _links(nodes, node_notes, parts, windows, op_sizes, probe)
-    base = whatif.build(meas, ranks_df, kpis, info, ops, cross=cross, probe=probe, op_sizes=op_sizes)
-    kpis.update(whatif.step_components(base, kpis))
-    notes += advice.notes(base, info, probe)
-    return Summary(baseline=base, run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
-                   ranks=ranks_df, verdict=assess(kpis, base), notes=notes,
-                   degraded=pd.concat(degraded, ignore_index=True) if degraded else None,
-                   overhead=self_overhead(parts, ranks_df), hang=src.hang, links=links,
-                   op_sizes=op_sizes, cross_rank=cross, clock_alignment=clock_info,
-                   op_groups=op_groups(parts),
-                   training=_training(parts))
+    return notes + ([gpu_note] if gpu_note else [])
 
 
 def _measured_per_step(ops: pd.DataFrame, parts: list[RankPart]) -> pd.DataFrame:
@@ -213,19 +229,6 @@ def _training(parts: list[RankPart]) -> dict | None:
     if not (loss or fixes or metrics):
         return None
     return {"loss": loss, "fixes": fixes, **({"metrics": metrics} if metrics else {})}
-
-
-def _ranks_frame(parts: list[RankPart], meas: pd.DataFrame, steps_df: pd.DataFrame) -> pd.DataFrame:
-    """The ranks[] rows with their step KPIs over ``meas`` (the headline's measured steps)."""
-    ranks_df = pd.DataFrame([p.row for p in parts])
-    if len(meas):
-        ranks_df = ranks_df.merge(kpi.per_rank(meas), on="rank", how="left")
-        ranks_df = ranks_df.merge(steps_df.groupby("rank").size().rename("steps_total").reset_index(),
-                                  on="rank", how="left")
-    for col in kpi.RANK_STEP_COLUMNS:  # the document's keys exist even when there are no steps
-        if col not in ranks_df:
-            ranks_df[col] = None
-    return ranks_df
 
 
 def _cross_rank(parts, calls, syncs, steps_df, meas, info) -> tuple[dict | None, dict | None]:

@@ -10,6 +10,7 @@ steps only: no warm-up is left out.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,48 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
     the files left out (one note each)."""
     notes = [Note("trace_file", "warning", f"{e}: left out") for e in errors]
     timelines = [gpu_timeline.analyze(t) for t in traces]
-    rows, step_frames = [], []
     for t, tl in zip(traces, timelines):
         notes += [Note("trace", "info", f"rank {t.rank}: {n}") for n in tl.notes]
+    steps_df = _steps(traces, timelines)
+    colls = pd.concat([tl.collectives for tl in timelines], ignore_index=True) if timelines else None
+    ops = gpu_collectives.op_table(colls) if colls is not None and len(colls) else \
+        pd.DataFrame(columns=["op", "group_size", "count", "bytes", "time_s"])
+    ops = ops.assign(gpu_time_s=ops.get("time_s"), gpu_busbw_gbps=ops.get("busbw_gbps"),
+                     time_source="gpu")
+    cross, clock_info, cross_notes = trace_crossrank.analyze(traces, timelines)
+    notes += cross_notes
+    rows = [_rank_row(t, tl) for t, tl in zip(traces, timelines)]
+    ranks_df = kpi.with_cross_rank(kpi.ranks_frame(rows, steps_df, steps_df), cross, keep_columns=True)
+    info = _run_info(traces, timelines, path)
+    # the waiting that does not shorten with the network: each rank-step's measured wait for the
+    # last rank where the trace has the other ranks (cross["per_step"]), else ranks[].wait_s
+    base = whatif.build(steps_df, ranks_df, {"time_basis": gpu_basis.GPU_TRACE}, info, ops, cross=cross)
+    kpis = kpi.headline(kpi.KpiSource(steps_df, ranks_df, _bandwidth(colls), gpu_basis.GPU_TRACE,
+                                      gpu=gpu_basis.trace_gpu(timelines),
+                                      step_parts=partial(whatif.step_components, base)))
+    notes = _cross_rank_notes(notes, kpis, cross, steps_df)
+    if info["missing_ranks"] and traces and any(t.world_size for t in traces):
+        notes.append(Note("missing_ranks", "warning",
+                          f"no trace of rank(s) {_short(info['missing_ranks'])} of world size "
+                          f"{info['world_size']}: the KPIs cover the traces given"))
+    gpu_comm = comm_kernels.combine([tl.comm for tl in timelines])
+    if comm_kernels.note_text(gpu_comm):
+        notes.append(Note("gpu_comm", "info", comm_kernels.note_text(gpu_comm)))
+    return Summary(run=info, steps=steps_df, step_info=kpi.step_info(steps_df, steps_df, 0), kpis=kpis,
+                   ops=ops, ranks=ranks_df, verdict=assess(kpis, base), notes=notes, degraded=None,
+                   overhead={"calls": 0, "record_us_per_call": None,
+                             "dispatch_us_per_call_estimate": 0.0, "blocking_calls": 0,
+                             "estimated_s_per_rank": 0.0, "estimated_fraction_of_wall": None},
+                   hang=None, links=None, op_sizes=None, cross_rank=cross, clock_alignment=clock_info,
+                   baseline=base, gpu_comm=gpu_comm)
+
+
+def _steps(traces: list, timelines: list) -> pd.DataFrame:
+    """Every rank's profiled steps (``kpis.STEP_COLUMNS``), each timed on the GPU: its span."""
+    frames = []
+    for t, tl in zip(traces, timelines):
         s = tl.steps[tl.steps["span_s"] > 0]
-        step_frames.append(pd.DataFrame({
+        frames.append(pd.DataFrame({
             "rank": t.rank, "step": s["step"].to_numpy("int64"),
             "t_start": s["gpu_start_ns"].to_numpy("int64"), "t_end": s["gpu_end_ns"].to_numpy("int64"),
             "source": "profiler_step", "duration_s": s["span_s"].to_numpy("float64"),
@@ -41,41 +79,27 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
             "exposed_comm_fraction": s["exposed_comm_fraction"].to_numpy("float64"),
             "bytes": _per_step(tl, s, "size"), "bus_bytes": _per_step(tl, s, "bus"),
             "ops": _per_step(tl, s, "count")}))
-        colls = tl.collectives
-        rows.append({"rank": int(t.rank), "host": Path(t.path).name, "attempt": 0, "ops": int(len(colls)),
-                     "bytes": _known_sum(colls["size_bytes"]) if len(colls) else 0,
-                     "complete": True, "exit_reason": None, "last_record_s": None,
-                     "comm_s": tl.totals["comm_s"], "exposed_comm_s": tl.totals["exposed_comm_s"],
-                     "wall_s": tl.totals["span_s"], "gpu": dict(tl.totals),
-                     "comm_fraction_wall": _share(tl.totals["comm_s"], tl.totals["span_s"]),
-                     "exposed_comm_fraction_wall": _share(tl.totals["exposed_comm_s"], tl.totals["span_s"])})
-    steps_df = pd.concat(step_frames, ignore_index=True) if step_frames else \
-        pd.DataFrame(columns=kpi.STEP_COLUMNS)
-    steps_df = steps_df[kpi.STEP_COLUMNS] if len(steps_df) else pd.DataFrame(columns=kpi.STEP_COLUMNS)
-    ranks_df = pd.DataFrame(rows)
-    if len(steps_df):
-        ranks_df = ranks_df.merge(kpi.per_rank(steps_df), on="rank", how="left")
-        ranks_df = ranks_df.merge(steps_df.groupby("rank").size().rename("steps_total").reset_index(),
-                                  on="rank", how="left")
-    for col in kpi.RANK_STEP_COLUMNS:
-        if col not in ranks_df:
-            ranks_df[col] = None
-    colls = pd.concat([tl.collectives for tl in timelines], ignore_index=True) if timelines else None
-    ops = gpu_collectives.op_table(colls) if colls is not None and len(colls) else \
-        pd.DataFrame(columns=["op", "group_size", "count", "bytes", "time_s"])
-    ops = ops.assign(gpu_time_s=ops.get("time_s"), gpu_busbw_gbps=ops.get("busbw_gbps"),
-                     time_source="gpu")
-    bandwidth = _bandwidth(colls)
-    kpis = kpi.run_kpis(ranks_df, steps_df, bandwidth)
-    kpis.update(_gpu_headline(timelines))
-    kpis["time_basis"] = gpu_basis.GPU_TRACE
-    cross, clock_info, cross_notes = trace_crossrank.analyze(traces, timelines)
-    notes += cross_notes
-    ranks_df = _with_cross_rank(ranks_df, kpis, cross, notes, steps_df)
-    step_info = kpi.step_info(steps_df, steps_df, 0)
+    steps_df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=kpi.STEP_COLUMNS)
+    return steps_df[kpi.STEP_COLUMNS] if len(steps_df) else pd.DataFrame(columns=kpi.STEP_COLUMNS)
+
+
+def _rank_row(t, tl) -> dict:
+    """A trace's ranks[] row before its step KPIs: whole-trace GPU figures."""
+    colls = tl.collectives
+    return {"rank": int(t.rank), "host": Path(t.path).name, "attempt": 0, "ops": int(len(colls)),
+            "bytes": _known_sum(colls["size_bytes"]) if len(colls) else 0,
+            "complete": True, "exit_reason": None, "last_record_s": None,
+            "comm_s": tl.totals["comm_s"], "exposed_comm_s": tl.totals["exposed_comm_s"],
+            "wall_s": tl.totals["span_s"], "gpu": dict(tl.totals),
+            "comm_fraction_wall": _share(tl.totals["comm_s"], tl.totals["span_s"]),
+            "exposed_comm_fraction_wall": _share(tl.totals["exposed_comm_s"], tl.totals["span_s"])}
+
+
+def _run_info(traces: list, timelines: list, path) -> dict:
+    """The document's ``run`` section of traces."""
     world = max([t.world_size or 0 for t in traces] + [len(traces)])
     hosts = sorted({t.host for t in traces if t.host})
-    info = {"path": str(path), "source": SOURCE, "world_size": int(world),
+    return {"path": str(path), "source": SOURCE, "world_size": int(world),
             "ranks_captured": len(traces), "processes": len(traces), "hosts": hosts, "nodes": len(hosts),
             "backend": ",".join(sorted({t.backend for t in traces if t.backend})) or "unknown",
             "command": [], "exit_code": None, "signal": None, "status": "trace",
@@ -88,63 +112,20 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
                            "fr_entries_seen": 0, "fr_entries_lost": 0, "source": SOURCE},
             "oversubscribed_hosts": [],
             "devices": sorted({t.device_name for t in traces if t.device_name})}
-    if info["missing_ranks"] and traces and any(t.world_size for t in traces):
-        notes.append(Note("missing_ranks", "warning",
-                          f"no trace of rank(s) {_short(info['missing_ranks'])} of world size {world}: "
-                          "the KPIs cover the traces given"))
-    gpu_comm = comm_kernels.combine([tl.comm for tl in timelines])
-    if comm_kernels.note_text(gpu_comm):
-        notes.append(Note("gpu_comm", "info", comm_kernels.note_text(gpu_comm)))
-    # the waiting that does not shorten with the network: each rank-step's measured wait for the
-    # last rank where the trace has the other ranks (cross["per_step"]), else ranks[].wait_s
-    base = whatif.build(steps_df, ranks_df, kpis, info, ops, cross=cross)
-    kpis.update(whatif.step_components(base, kpis))
-    return Summary(run=info, steps=steps_df, step_info=step_info, kpis=kpis, ops=ops,
-                   ranks=ranks_df, verdict=assess(kpis, base), notes=notes, degraded=None,
-                   overhead={"calls": 0, "record_us_per_call": None,
-                             "dispatch_us_per_call_estimate": 0.0, "blocking_calls": 0,
-                             "estimated_s_per_rank": 0.0, "estimated_fraction_of_wall": None},
-                   hang=None, links=None, op_sizes=None, cross_rank=cross, clock_alignment=clock_info,
-                   baseline=base, gpu_comm=gpu_comm)
 
 
-def _with_cross_rank(ranks_df: pd.DataFrame, kpis: dict, cross: dict | None, notes: list,
-                     steps_df: pd.DataFrame) -> pd.DataFrame:
-    """``ranks[].wait_s/transfer_s/last_share``, ``kpis.wait/transfer_fraction_wall`` and the
-    straggler and waiting notes, as a run's (:func:`commprof.analysis.summary.summarize`); the
-    columns stay null (unknown) without a cross-rank result."""
-    kpis["wait_fraction_wall"] = kpis["transfer_fraction_wall"] = None
+def _cross_rank_notes(notes: list, kpis: dict, cross: dict | None, steps_df: pd.DataFrame) -> list:
+    """``notes`` with the straggler note appended and the waiting note first, as a run's
+    (:func:`commprof.analysis.summary.summarize`)."""
     if cross is None:
-        return ranks_df.assign(wait_s=None, transfer_s=None, last_share=None)
-    extra = cross["per_rank"].assign(wait_s=lambda d: d["wait_ns"] / 1e9,
-                                     transfer_s=lambda d: d["transfer_ns"] / 1e9)
-    ranks_df = ranks_df.merge(extra[["rank", "wait_s", "transfer_s", "last_share"]], on="rank", how="left")
-    for name, col in (("wait_fraction_wall", "wait_s"), ("transfer_fraction_wall", "transfer_s")):
-        frac = (ranks_df[col] / ranks_df["wall_s"]).dropna()
-        kpis[name] = float(frac.median()) if len(frac) else None
+        return notes
     sig = [s for s in cross["stragglers"] if s["significant"]]
     if sig:
-        notes.append(straggler_note(sig[0], kpis.get("exposed_comm_s_per_step")))
+        notes = notes + [straggler_note(sig[0], kpis.get("exposed_comm_s_per_step"))]
     n_steps = int(steps_df["step"].nunique()) if len(steps_df) else 0
     note = trace_crossrank.waiting_note(cross["per_rank"], cross["stragglers"], n_steps,
                                         kpis["wait_fraction_wall"])
-    if note:
-        notes.insert(0, note)
-    return ranks_df
-
-
-def _gpu_headline(timelines) -> dict:
-    """``kpis.gpu_*`` over every rank: time-weighted over their steps (else whole traces)."""
-    keys = ("comm_s", "overlap_s", "exposed_comm_s", "compute_s", "memcpy_s", "idle_s", "span_s")
-    rows = [tl.steps[list(keys)] for tl in timelines if len(tl.steps) and tl.steps["span_s"].sum() > 0]
-    if rows:
-        total, basis = pd.concat(rows).sum().to_dict(), "steps"
-    else:
-        total = {k: sum(tl.totals[k] for tl in timelines) for k in keys}
-        basis = "trace"
-    out = {f"gpu_{k}": float(v) for k, v in gpu_timeline.fractions(total).items()}
-    out["gpu_basis"] = basis
-    return out
+    return [note, *notes] if note else notes
 
 
 def _bandwidth(colls) -> dict:

@@ -8,9 +8,7 @@ from commprof.gate import runs as runs_mod, stats
 from commprof.gate.measure import Measurements
 from commprof.gate.rules import METRICS, metric_value
 
-ORDER = ["step_time", "comm_fraction", "exposed_comm_fraction", "bytes_per_step",
-         "step_time_median", "comm_fraction_step_median", "exposed_comm_fraction_step_median",
-         "comm_fraction_wall", "exposed_comm_fraction_wall", "bus_bytes_per_step", "algbw", "busbw"]
+ORDER = list(METRICS)  # the KPI registry's gate metrics, in their order (analysis/kpi_registry.py)
 
 
 def _op_metrics(a: Measurements, b: Measurements) -> list[str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from commprof.analysis import kpi_registry as registry
 from commprof.analysis.kpis import DEFAULT_WARMUP
 from commprof.errors import ReportFileError, UsageError
 from commprof.gate.stats import mean, median, ratio_of_sums
@@ -32,12 +33,8 @@ SERIES = {"step_time_mean": "duration_mean_s", "comm_s": "comm_s", "exposed_s": 
           "bytes_per_step": "bytes", "step_time_median": "duration_s",
           "comm_fraction_step_median": "comm_fraction",
           "exposed_comm_fraction_step_median": "exposed_comm_fraction"}
-# values: name -> key of the report's kpis (the report's numbers)
-VALUES = {"step_time": "step_time_s", "comm_fraction": "comm_fraction",
-          "exposed_comm_fraction": "exposed_comm_fraction", "bytes_per_step": "bytes_per_step",
-          "comm_fraction_wall": "comm_fraction_wall",
-          "exposed_comm_fraction_wall": "exposed_comm_fraction_wall",
-          "bus_bytes_per_step": "bus_bytes_per_step", "algbw": "algbw_gbps", "busbw": "busbw_gbps"}
+# values: gate name -> key of the report's kpis (the report's numbers), from the KPI registry
+VALUES = {g.name: g.kpi for g in registry.gate_metrics() if g.kpi}
 
 
 @dataclass

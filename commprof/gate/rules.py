@@ -1,24 +1,10 @@
 """Gate rules: syntax, configuration files, evaluation.
 
-Metrics (``METRICS``; values are the report's KPIs, one number per KPI; the spread for
-confidence intervals is a bootstrap over measured steps of the same statistic):
-
-=============================  ======  =========  ===============================================
-name                           unit    better     source
-=============================  ======  =========  ===============================================
-step_time                      s       lower      KPI step_time_s: mean step (all ranks)
-comm_fraction                  frac    lower      KPI: Σ in flight ÷ Σ step time (time-weighted)
-exposed_comm_fraction          frac    lower      KPI: Σ exposed ÷ Σ step time (time-weighted)
-bytes_per_step                 B       lower      KPI: mean S issued per step per rank
-step_time_median               s       lower      median over steps (robust to a noisy step)
-comm_fraction_step_median      frac    lower      median over steps of the per-step fraction
-exposed_comm_fraction_step_..  frac    lower      median over steps of the per-step fraction
-comm_fraction_wall             frac    lower      whole run
-exposed_comm_fraction_wall     frac    lower      whole run
-bus_bytes_per_step             B       lower      KPI (median over ranks and steps)
-algbw, busbw                   GB/s    higher     whole run, all ops
-busbw:OP[:SIZE+]               GB/s    higher     calls of OP with mean S >= SIZE (op_sizes)
-=============================  ======  =========  ===============================================
+Metrics (``METRICS``): the KPI registry's gate metrics (``commprof/analysis/kpi_registry.py``:
+names, units, directions; the "gate" column of docs/kpis.md's table), plus ``busbw:OP[:SIZE+]``
+(GB/s, higher is better: calls of OP with mean S >= SIZE, from ``op_sizes``).  Values are the
+report's KPIs, one number per KPI; the spread for confidence intervals is a bootstrap over
+measured steps of the same statistic (gate/measure.py).
 
 Rules: limits (``--max-comm-fraction 0.3``, ``--max-exposed-comm-fraction``,
 ``--max-bytes-per-step 1.2GB``, ``--max-step-time 250ms``, ``--min-busbw all_reduce:1MB+=10GB/s``,
@@ -40,20 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from commprof.analysis import kpi_registry as registry
 from commprof.errors import UsageError
 from commprof.format.units import fmt_bytes, fmt_seconds, parse_size
 from commprof.gate import stats
 from commprof.gate.measure import Measurements
 
-# name -> (unit, lower is better)
-METRICS = {
-    "step_time": ("s", True), "comm_fraction": ("frac", True),
-    "exposed_comm_fraction": ("frac", True), "bytes_per_step": ("B", True),
-    "step_time_median": ("s", True), "comm_fraction_step_median": ("frac", True),
-    "exposed_comm_fraction_step_median": ("frac", True),
-    "comm_fraction_wall": ("frac", True), "exposed_comm_fraction_wall": ("frac", True),
-    "bus_bytes_per_step": ("B", True), "algbw": ("GB/s", False), "busbw": ("GB/s", False),
-}
+# name -> (unit, lower is better): the KPI registry's gate metrics (analysis/kpi_registry.py)
+METRICS = {g.name: (g.unit, g.better == "lower") for g in registry.gate_metrics()}
 _BUSBW = re.compile(r"^busbw:([a-z_]+)(?::([0-9.]+[A-Za-z]*)\+)?$")
 
 
@@ -95,7 +75,7 @@ def _size(text: str, rule: str) -> float:
 
 
 # Times and sizes need their unit: a bare ``250`` is neither seconds nor bytes by default.
-UNIT_NAMES = {"s": "ms, s, us", "B": "B, kB, MB, GB, KiB, MiB, GiB"}
+UNIT_NAMES = {"s": "ms, s, us", "ms": "ms, s, us", "B": "B, kB, MB, GB, KiB, MiB, GiB"}
 _BARE_NUMBER = re.compile(r"^[+-]?[0-9.]+$")
 
 
@@ -114,10 +94,10 @@ def parse_value(text: str, unit: str, rule: str, alternatives: str = "") -> floa
             return v
         if unit == "B":
             return _size(t, rule)
-        if unit == "s":
+        if unit in ("s", "ms"):  # a KPI in ms: the limit in ms too
             for suffix, scale in (("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("s", 1.0)):
                 if t.endswith(suffix):
-                    return float(t[: -len(suffix)]) * scale
+                    return float(t[: -len(suffix)]) * scale * (1e3 if unit == "ms" else 1.0)
             return float(t)
         if unit == "GB/s":
             for suffix, scale in (("GB/s", 1.0), ("MB/s", 1e-3), ("Gbit/s", 1 / 8), ("Mbit/s", 1e-3 / 8)):
@@ -126,7 +106,7 @@ def parse_value(text: str, unit: str, rule: str, alternatives: str = "") -> floa
             return float(t)
     except ValueError:
         pass
-    examples = {"frac": "0.3 or 30%", "B": "1.2GB", "s": "250ms", "GB/s": "10GB/s"}[unit]
+    examples = {"frac": "0.3 or 30%", "B": "1.2GB", "s": "250ms", "ms": "250ms", "GB/s": "10GB/s"}[unit]
     raise UsageError(f"{rule}: {text!r} is not a value in {unit} (e.g. {examples})")
 
 
@@ -351,6 +331,8 @@ def fmt(v: float | None, unit: str) -> str:
         return fmt_bytes(v)
     if unit == "s":
         return fmt_seconds(v)
+    if unit == "ms":
+        return fmt_seconds(v / 1e3)
     return f"{v:.4g} {unit}"
 
 

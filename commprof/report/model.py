@@ -18,7 +18,8 @@ own schema ``commprof.hang/1``; a what-if scenario's parameters).
   has the data (e.g. ``ranks[].wait_s`` needs two ranks).  Absent reads as :data:`ABSENT`.
 
 The machinery (checks, key paths, schema) is :mod:`commprof.report.typed`; the classes of the
-``links``, cross-rank and what-if sections are in :mod:`commprof.report.model_sections`.
+``links``, cross-rank and what-if sections are in :mod:`commprof.report.model_sections`; those of
+``kpis`` are derived from the KPI registry in :mod:`commprof.report.model_kpis`.
 
 :func:`json_schema` derives the JSON Schema (draft 2020-12) from these classes; it is published
 as ``docs/report-schema.json`` (``python -m commprof.report.model > docs/report-schema.json``).
@@ -34,8 +35,9 @@ from typing import Any
 from commprof.errors import ReportFileError
 from commprof.report import typed
 from commprof.report.model_comm import GpuComm
+from commprof.report.model_kpis import HostKpis, Kpis
 from commprof.report.model_sections import (ClockAlignment, ClockRank, CrossRank, CrossRankStep,
-                                            EfficiencyRow, FixRow, GaugeRow, HostKpis, InterfaceRow,
+                                            EfficiencyRow, FixRow, GaugeRow, InterfaceRow,
                                             LastCollective, Links, LossCurve, MetricSeries, OpGroupRow,
                                             ProbeCurvePoint, ProbeLatency, ProbeSummary, Recommendation,
                                             SamplerDegraded, SamplerRow, SourceStatus, Straggler,
@@ -136,51 +138,6 @@ class Steps(Model):
     mean_s: float | None = optional("added after the first documents")
     p90_s: float | None = key()
     per_step: list[StepRow] = key()
-
-
-@dataclass(kw_only=True)
-class Kpis(Model):
-    """The three KPIs and their whole-run variants (docs/kpis.md)."""
-
-    bytes_per_step: float | None = key("per rank, median over measured steps (S, nccl-tests)")
-    bus_bytes_per_step: float | None = key("S x bus factor")
-    comm_fraction: float | None = key()
-    exposed_comm_fraction: float | None = key()
-    comm_fraction_max_rank: float | None = key()
-    exposed_comm_fraction_max_rank: float | None = key()
-    comm_s_per_step: float | None = key()
-    exposed_comm_s_per_step: float | None = key()
-    comm_fraction_wall: float | None = key()
-    exposed_comm_fraction_wall: float | None = key()
-    algbw_gbps: float | None = key()
-    busbw_gbps: float | None = key()
-    wait_fraction_wall: float | None = key("cross-rank")
-    transfer_fraction_wall: float | None = key("cross-rank")
-    step_time_s: float | None = optional("the keys below were added after the first documents")
-    comm_fraction_step_median: float | None = optional("median over measured steps")
-    exposed_comm_fraction_step_median: float | None = optional()
-    comm_fraction_step_p90: float | None = optional()
-    exposed_comm_fraction_step_p90: float | None = optional()
-    hidden_comm_s_per_step: float | None = optional()
-    compute_s_per_step: float | None = optional("step − in flight (the first name of "
-                                                "no_comm_s_per_step: on GPU timelines it holds idle too)")
-    no_comm_s_per_step: float | None = optional("time with no communication in flight: compute "
-                                                "and idle; the parts add up: step = no_comm + hidden "
-                                                "+ exposed transfer + waiting")
-    wait_s_per_step: float | None = optional("waiting for late ranks (exposed), measured cross-rank")
-    transfer_s_per_step: float | None = optional("communication in flight less the waiting")
-    exposed_transfer_s_per_step: float | None = optional("exposed communication less the waiting")
-    idle_s_per_step: float | None = optional("GPU idle per step (profiler traces)")
-    gpu_comm_fraction: float | None = optional("GPU timeline, time-weighted over steps")
-    gpu_exposed_comm_fraction: float | None = optional()
-    gpu_compute_fraction: float | None = optional()
-    gpu_memcpy_fraction: float | None = optional()
-    gpu_idle_fraction: float | None = optional()
-    gpu_overlap_ratio: float | None = optional("overlap ÷ comm (HTA's comm-comp overlap)")
-    gpu_basis: str | None = optional('"steps" or "trace" (no ProfilerStep: whole traces)')
-    time_basis: str = optional('what the KPIs are timed on: "host", "gpu_windows", "gpu_trace" or '
-                               '"host_launch" (NCCL, no GPU timeline: communication times null)')
-    host: HostKpis | None = optional("the host-side figures when time_basis is not host")
 
 
 @dataclass(kw_only=True)

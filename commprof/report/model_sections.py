@@ -265,30 +265,6 @@ class Recommendation(Model):
 
 
 @dataclass(kw_only=True)
-class HostKpis(Model):
-    """The host clocks' figures of a run whose headline stands on the GPU timeline, or of an NCCL
-    run without one (``kpis.time_basis`` not ``host``): the same KPIs, host-side."""
-
-    step_time_s: float | None = key("mean host step over the host's measured steps")
-    comm_fraction: float | None = key()
-    exposed_comm_fraction: float | None = key()
-    comm_fraction_max_rank: float | None = key()
-    exposed_comm_fraction_max_rank: float | None = key()
-    comm_fraction_step_median: float | None = key()
-    exposed_comm_fraction_step_median: float | None = key()
-    comm_fraction_step_p90: float | None = key()
-    exposed_comm_fraction_step_p90: float | None = key()
-    comm_s_per_step: float | None = key()
-    exposed_comm_s_per_step: float | None = key()
-    hidden_comm_s_per_step: float | None = key()
-    compute_s_per_step: float | None = key()
-    comm_fraction_wall: float | None = key()
-    exposed_comm_fraction_wall: float | None = key()
-    algbw_gbps: float | None = key()
-    busbw_gbps: float | None = key()
-
-
-@dataclass(kw_only=True)
 class LossCurve(Model):
     """Each step's loss (the tensor passed to backward; docs/try.md, "Loss")."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from commprof.cli.run_live import combine_ticks
+from commprof.launch.session import combine_ticks
 from commprof.errors import UsageError
 from commprof.live import exporter
 from commprof.live.exporter import Metrics, parse_listen, textfile_path, write_atomic

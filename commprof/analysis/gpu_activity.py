@@ -22,12 +22,10 @@ WINDOW_COLUMNS = ["window", "status", "first_step", "steps_ended", "end_reason",
 _CATEGORIES = pd.Index(schema.GPU_CATEGORIES, dtype=object)
 
 
-def names_table(events: list[dict]) -> list[str]:
+def names_table(frames: list[dict]) -> list[str]:
     """The process's GPU name table, from its ``gpu_names`` frames (in any order)."""
     table: list[str | None] = []
-    for e in events:
-        if e.get("type") != "gpu_names":
-            continue
+    for e in frames:
         first, names = e.get("first", 0), e.get("names") or []
         if (type(first) is not int or not 0 <= first <= len(table) + (1 << 20)
                 or not isinstance(names, list)):
@@ -38,11 +36,12 @@ def names_table(events: list[dict]) -> list[str]:
     return [n if n is not None else f"<name {i}>" for i, n in enumerate(table)]
 
 
-def activity_frame(arr: np.ndarray | None, events: list[dict]) -> pd.DataFrame:
-    """``gpu_activity`` of one process (no rank columns: the loader adds them)."""
+def activity_frame(arr: np.ndarray | None, name_frames: list[dict]) -> pd.DataFrame:
+    """``gpu_activity`` of one process (no rank columns: the loader adds them); ``name_frames``:
+    its ``gpu_names`` frames."""
     if arr is None or not len(arr):
         return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in COLUMNS})
-    names = names_table(events)
+    names = names_table(name_frames)
     codes = arr["name"].astype("int64")
     unknown = codes >= len(names)
     if unknown.any():  # a name frame lost in a torn tail: keep the record, say so in its name
@@ -79,10 +78,12 @@ def _dtype(col: str):
     return {"name": "category", "category": "category", "launch_ns": "Int64"}.get(col, "int64")
 
 
-def windows_frame(events: list[dict]) -> pd.DataFrame:
-    """One row per window: recorded (``gpu_window`` frames) or skipped (the job's own profiler)."""
+def windows_frame(frames: list[dict]) -> pd.DataFrame:
+    """One row per window: recorded (``gpu_window`` frames) or skipped (the job's own profiler;
+    ``gpu_window_skipped`` events), from :attr:`~commprof.analysis.capture_events.CaptureEvents.
+    gpu_windows`."""
     rows = []
-    for e in events:
+    for e in frames:
         if e.get("type") == "gpu_window":
             clock = e.get("clock") or {}
             rows.append({"window": e.get("window"), "status": "recorded",
@@ -101,15 +102,10 @@ def windows_frame(events: list[dict]) -> pd.DataFrame:
     return df.sort_values("window", kind="stable", ignore_index=True) if len(df) else df
 
 
-def window_stats(events: list[dict]) -> dict:
-    """The process row's GPU-window figures: counts, cost, and why windows were off."""
-    n = {"gpu_window": 0, "gpu_window_skipped": 0, "gpu_window_yielded": 0}
-    off = None
-    for e in events:
-        kind = e.get("type") if e.get("type") == "gpu_window" else e.get("event")
-        if kind in n:
-            n[kind] += 1
-        elif kind == "gpu_windows_off":
-            off = e.get("why")
-    return {"gpu_windows_recorded": n["gpu_window"], "gpu_windows_skipped": n["gpu_window_skipped"],
-            "gpu_windows_yielded": n["gpu_window_yielded"], "gpu_windows_off": off}
+def window_stats(windows: list[dict], yielded: int, off: dict | None) -> dict:
+    """The process row's GPU-window figures: counts (``windows`` as :func:`windows_frame` reads
+    them; ``yielded``: windows closed for the job's profiler), and why windows were off (``off``:
+    the last ``gpu_windows_off`` event, or None)."""
+    recorded = sum(1 for e in windows if e.get("type") == "gpu_window")
+    return {"gpu_windows_recorded": recorded, "gpu_windows_skipped": len(windows) - recorded,
+            "gpu_windows_yielded": yielded, "gpu_windows_off": off.get("why") if off else None}

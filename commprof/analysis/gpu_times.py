@@ -19,12 +19,10 @@ TOLERANCE_NS = 20_000_000
 FR_COLUMNS = ["group", "op", "t_created_wall", "gpu_duration_ns", "seq", "is_p2p", "name"]
 
 
-def fr_frame(events: list[dict]) -> tuple[pd.DataFrame, dict]:
+def fr_frame(frames: list[dict]) -> tuple[pd.DataFrame, dict]:
     """(entries with GPU timing, {"seen", "lost"}) from a capture's ``fr`` JSON frames."""
     rows, stats = [], {"seen": 0, "lost": 0, "version": None}
-    for ev in events:
-        if ev.get("type") != "fr":
-            continue
+    for ev in frames:
         stats.update(seen=ev.get("seen", 0), lost=ev.get("lost", 0), version=ev.get("version"))
         for e in ev.get("entries", []):
             if e.get("duration_ms") is None:

@@ -4,8 +4,9 @@ Two ways in, one per scale:
 
 * :func:`open_run` + :meth:`RunSource.iter_ranks` stream one process at a time — what
   ``commprof report`` uses, so memory stays bounded by the largest capture file;
-* :func:`load_run` concatenates every process into one :class:`Run` (``rank`` / ``attempt`` /
-  ``pid`` columns), for the analyses and tests; the public, documented frames
+* :func:`load_run` reads every process into one :class:`Run` (each process kept apart, and
+  its frames concatenated on demand with ``rank`` / ``attempt`` / ``pid`` columns), for the
+  analyses and tests; the public, documented frames
   (``commprof.load_run``, docs/data.md) are built on it in :mod:`commprof.analysis.frames`.
 
 Times stay in integer nanoseconds of each process's monotonic clock.
@@ -13,13 +14,14 @@ Times stay in integer nanoseconds of each process's monotonic clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import gpu_activity as gpu_act, gpu_times, load_facts, training
+from commprof.analysis import capture_events, gpu_activity as gpu_act, gpu_times, load_facts, training
 from commprof.errors import RunDirError, TruncatedCaptureError
 from commprof.format import layout, reader, schema
 
@@ -88,40 +90,49 @@ class RunSource(_RunFiles):
             yield data
 
 
+def _concatenated(name: str, doc: str) -> cached_property:
+    """A :class:`Run` attribute: every process's ``name`` frame in one, built when first read."""
+    def build(self) -> pd.DataFrame:
+        return self._cat(name)
+    build.__doc__ = doc
+    return cached_property(build)
+
+
 @dataclass
 class Run(_RunFiles):
-    """One run directory, loaded whole."""
+    """One run directory, loaded whole: each process's :class:`RankData` kept apart (``parts``),
+    and every process's frames concatenated (``rank`` / ``attempt`` / ``pid`` columns), built
+    when first asked for."""
 
     path: Path
     manifest: dict
-    processes: pd.DataFrame  # one row per captured process (rank, attempt, host, pid, ...)
-    collectives: pd.DataFrame  # one row per collective / P2P call, with completion merged in
-    waits: pd.DataFrame  # rank, thread, t_start, t_end, source, id
-    marks: pd.DataFrame  # rank, kind, t, value
-    spans: pd.DataFrame  # rank, kind, thread, t_start, t_end
-    groups: pd.DataFrame  # rank, gid, name, desc, size, backend, ranks
-    degraded: pd.DataFrame  # rank, where, count, error
-    gpu_activity: pd.DataFrame | None = None  # rank, start_ns, end_ns, name, category, ... (GPU windows)
-    losses: pd.DataFrame | None = None  # rank, attempt, pid, step, t, value (capture/loss.py)
+    parts: list[RankData]  # one per capture file used, in file order
     notes: list[str] = field(default_factory=list)  # damaged files, bootstrap failures, ...
     hang: dict | None = None  # hang.json, if ``commprof run --hang-timeout`` saw a hang
     dirs: list[Path] = field(default_factory=list)
 
     def iter_ranks(self) -> Iterator[RankData]:
-        """The loaded frames split back into one :class:`RankData` per process."""
-        for proc in self.processes.to_dict("records"):
-            key = {k: proc[k] for k in _PROC_KEYS}
+        """Each process's frames, as read."""
+        yield from self.parts
 
-            def mine(df: pd.DataFrame) -> pd.DataFrame:
-                mask = np.ones(len(df), dtype=bool)
-                for k, v in key.items():
-                    mask &= (df[k] == v).to_numpy()
-                return df[mask]
+    @cached_property
+    def processes(self) -> pd.DataFrame:
+        """One row per captured process (rank, attempt, host, pid, ...)."""
+        return pd.DataFrame([p.process for p in self.parts])
 
-            extra = {name: mine(getattr(self, name)) for name in ("gpu_activity", "losses")
-                     if getattr(self, name) is not None}
-            yield RankData(key, proc, mine(self.collectives), mine(self.waits), mine(self.marks),
-                           mine(self.spans), mine(self.groups), mine(self.degraded), **extra)
+    def _cat(self, name: str) -> pd.DataFrame:
+        frames = [getattr(p, name) for p in self.parts if len(getattr(p, name))]
+        return (pd.concat(frames, ignore_index=True) if frames
+                else getattr(self.parts[0], name).iloc[0:0].reset_index(drop=True))
+
+    collectives = _concatenated("collectives", "One row per collective / P2P call, with completion merged in.")
+    waits = _concatenated("waits", "rank, thread, t_start, t_end, source, id.")
+    marks = _concatenated("marks", "rank, kind, t, value.")
+    spans = _concatenated("spans", "rank, kind, thread, t_start, t_end.")
+    groups = _concatenated("groups", "rank, gid, name, desc, size, backend, ranks.")
+    degraded = _concatenated("degraded", "rank, where, count, error.")
+    gpu_activity = _concatenated("gpu_activity", "rank, start_ns, end_ns, name, category, ... (GPU windows).")
+    losses = _concatenated("losses", "rank, attempt, pid, step, t, value (capture/loss.py).")
 
 
 def _check_dir(run_dir: Path) -> None:
@@ -232,18 +243,7 @@ def open_run(path: str | Path | list | None = None) -> RunSource:
 def load_run(path: str | Path | None = None) -> Run:
     """Load ``path`` (default: the latest run under ./commprof-runs) whole."""
     src = open_run(path)
-    parts = list(src.iter_ranks())
-
-    def cat(name: str) -> pd.DataFrame:
-        frames = [getattr(p, name) for p in parts if len(getattr(p, name))]
-        return (pd.concat(frames, ignore_index=True) if frames
-                else getattr(parts[0], name).iloc[0:0].reset_index(drop=True))
-
-    return Run(path=src.path, manifest=src.manifest,
-               processes=pd.DataFrame([p.process for p in parts]),
-               collectives=cat("collectives"), waits=cat("waits"), marks=cat("marks"),
-               spans=cat("spans"), groups=cat("groups"), degraded=cat("degraded"),
-               gpu_activity=cat("gpu_activity"), losses=cat("losses"), notes=src.notes,
+    return Run(path=src.path, manifest=src.manifest, parts=list(src.iter_ranks()), notes=src.notes,
                hang=src.hang, dirs=src.dirs)
 
 
@@ -258,32 +258,33 @@ def _latest_attempts(headers: dict[Path, dict]) -> list[Path]:
 
 
 def read_rank(path: Path) -> RankData:
-    """One capture file as frames."""
+    """One capture file as frames (its JSON events sorted by kind once: :mod:`capture_events`)."""
     path = Path(path)
     cap = reader.drop_impossible(reader.read_capture(path, within=path.parent.parent))
+    ev = capture_events.sort_events(cap.events)
     h = cap.header
     clock = h.get("clock") or {}
     key = {"rank": cap.rank, "attempt": int(h.get("restart", 0) or 0), "pid": int(h.get("pid", -1))}
     a = cap.arrays
     process = dict(key, host=h.get("host"), world_size=h.get("world_size"),
                    local_rank=h.get("local_rank"), complete=cap.complete,
-                   exit_reason=(cap.trailer or {}).get("reason") or load_facts.stopped(cap),
+                   exit_reason=(cap.trailer or {}).get("reason") or load_facts.stopped(cap.path, ev.stopped),
                    damage=cap.damage,
                    torch_version=h.get("torch_version"), nccl_version=h.get("nccl_version"),
                    file=cap.path.name,
                    clock_wall_ns=clock.get("wall_ns"), clock_mono_ns=clock.get("mono_ns"),
                    missing_ops=",".join(h.get("missing_ops") or []),
                    intra_op_threads=h.get("intra_op_threads"), cpus=h.get("cpus"),
-                   **_self_cost(cap.events), **gpu_act.window_stats(cap.events),
-                   fixes=training.fix_events(cap.events),
-                   metrics=training.metric_events(cap.events), capture_path=training.capture_path(cap.events))
-    losses, process["losses_lost"] = training.loss_frame(cap.events)
+                   **_self_cost(ev.self_cost),
+                   **gpu_act.window_stats(ev.gpu_windows, ev.gpu_windows_yielded, ev.gpu_windows_off),
+                   fixes=training.fix_events(ev.fixes), metrics=training.metric_events(ev.metrics),
+                   capture_path=training.capture_path(ev.capture_path))
+    losses, process["losses_lost"] = training.loss_frame(ev.losses)
     groups = pd.DataFrame([dict(key, gid=g["id"], name=g.get("name"), desc=g.get("desc"),
                                 size=g.get("size"), group_rank=g.get("rank"),
                                 backend=g.get("backend"), ranks=g.get("ranks"))
                            for g in cap.groups], columns=GROUP_COLUMNS)
-    degraded = [dict(key, where=e["where"], count=e["count"], error=e["error"])
-                for e in cap.events if e.get("type") == "degraded"]
+    degraded = [dict(key, where=e["where"], count=e["count"], error=e["error"]) for e in ev.degraded]
     stopped = not cap.complete and str(process["exit_reason"]).startswith(load_facts.STOPPED)
     if stopped:
         degraded.append(dict(key, where="capture", count=1, error=(
@@ -293,7 +294,7 @@ def read_rank(path: Path) -> RankData:
                    .agg(count=("count", "max"), error=("error", "first"))
                    if degraded else pd.DataFrame(columns=DEGRADED_COLUMNS))
     coll = _attach_groups(_collectives(a["coll"], a["done"], a["wait"]), groups)
-    fr, fr_stats = gpu_times.fr_frame(cap.events)
+    fr, fr_stats = gpu_times.fr_frame(ev.fr)
     process.update(fr_seen=fr_stats["seen"], fr_lost=fr_stats["lost"])
     if len(fr) and clock.get("wall_ns") is not None and clock.get("mono_ns") is not None:
         names = dict(zip(groups["gid"], groups["name"].astype(str)))
@@ -301,13 +302,13 @@ def read_rank(path: Path) -> RankData:
     return RankData(key, process, _with_key(coll, key), _with_key(pd.DataFrame(a["wait"]), key),
                     _with_key(pd.DataFrame(a["mark"]), key), _with_key(pd.DataFrame(a["span"]), key),
                     groups, degraded_df, fr,
-                    _with_key(gpu_act.activity_frame(a.get("gpu"), cap.events), key),
-                    gpu_act.windows_frame(cap.events), _with_key(losses, key))
+                    _with_key(gpu_act.activity_frame(a.get("gpu"), ev.gpu_names), key),
+                    gpu_act.windows_frame(ev.gpu_windows), _with_key(losses, key))
 
 
-def _self_cost(events: list[dict]) -> dict:
+def _self_cost(last: dict | None) -> dict:
     """The last self-reported cost of a process (calls recorded, ns spent; GPU windows)."""
-    last = next((e for e in reversed(events) if e.get("type") == "self_cost"), None) or {}
+    last = last or {}
     return {"self_calls": last.get("calls", 0), "self_record_ns": last.get("record_ns", 0),
             "self_gpu_windows": last.get("gpu_windows", 0),
             "self_gpu_window_ns": last.get("gpu_window_ns", 0)}

@@ -21,11 +21,11 @@ def absent_spans(present: set[int], world: int, most: int = 64) -> str:
 STOPPED = "capture stopped"  # the exit_reason of a rank whose capture stopped (a full disk)
 
 
-def stopped(cap) -> str | None:
-    """``"capture stopped: ENOSPC (No space left on device)"`` when the capture's process stopped
-    recording because its storage failed (a ``stopped`` frame, or the marker file beside it)."""
-    frame = next((e for e in reversed(cap.events) if e.get("type") == "stopped"), None)
-    reason = str(frame.get("errno", ""))[:32] if frame else layout.stopped_reason(cap.path)
+def stopped(path, frame: dict | None) -> str | None:
+    """``"capture stopped: ENOSPC (No space left on device)"`` when the process of the capture
+    ``path`` stopped recording because its storage failed (``frame``: its last ``stopped`` frame,
+    or None; else the marker file beside it)."""
+    reason = str(frame.get("errno", ""))[:32] if frame else layout.stopped_reason(path)
     if not reason:
         return None
     text = {"ENOSPC": "No space left on device", "EDQUOT": "Disk quota exceeded",

@@ -21,7 +21,7 @@ import secrets
 import socket
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from commprof.analysis import summary_file
@@ -38,6 +38,8 @@ class Written:
     files: int
     bytes: int
     seconds: float
+    paths: list[Path] = field(default_factory=list)  # the captures reduced
+    results: list[RankResult] = field(default_factory=list)  # their reductions, in that order
 
 
 @functools.lru_cache(maxsize=1)
@@ -142,7 +144,7 @@ def write_node_summary(run_dir: str | os.PathLike, host: str | None = None,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return Written(out, len(paths), len(data), time.perf_counter() - t0)
+    return Written(out, len(paths), len(data), time.perf_counter() - t0, paths, results)
 
 
 class SummaryIndex:

@@ -22,12 +22,11 @@ CONVENTIONS = ("single", "scaled-sum", "mean")  # one backward; N calls of loss/
 LAST_N = 10
 
 
-def loss_frame(events: list[dict]) -> tuple[pd.DataFrame, int]:
-    """(one row per recorded backward, values lost) of one process's ``losses`` frames."""
+def loss_frame(frames: list[dict]) -> tuple[pd.DataFrame, int]:
+    """(one row per recorded backward, values lost) of one process's ``losses`` frames
+    (:attr:`commprof.analysis.capture_events.CaptureEvents.losses`)."""
     rows, lost = [], 0
-    for e in events:
-        if e.get("type") != "losses":
-            continue
+    for e in frames:
         lost += int(e.get("lost") or 0)
         t, step, value = e.get("t") or [], e.get("step") or [], e.get("value") or []
         scale = e.get("scale") or [None] * len(value)  # captures before the scale was recorded
@@ -63,12 +62,12 @@ def step_losses(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return g[keys + ["value"]], convention
 
 
-def fix_events(events: list[dict]) -> list[dict]:
-    """The process's ``fix`` events (the last word per fix)."""
+def fix_events(fixes: list[dict]) -> list[dict]:
+    """The process's ``fix`` events (:attr:`~commprof.analysis.capture_events.CaptureEvents.fixes`),
+    the last word per fix."""
     last: dict[str, dict] = {}
-    for e in events:
-        if e.get("type") == "event" and e.get("event") == "fix" and e.get("fix"):
-            last[str(e["fix"])] = e
+    for e in fixes:
+        last[str(e["fix"])] = e
     return list(last.values())
 
 
@@ -88,11 +87,12 @@ def loss_curve(per_rank: list[tuple[int, pd.DataFrame]], lost: int = 0) -> dict 
             "lost": int(lost), "source": "backward", "convention": convention}
 
 
-def metric_events(events: list[dict]) -> list[dict]:
-    """The process's ``metric`` frames (``commprof.metric``): name, step, t, value, higher_is_better."""
+def metric_events(frames: list[dict]) -> list[dict]:
+    """The process's ``metric`` frames (``commprof.metric``; :attr:`~commprof.analysis.
+    capture_events.CaptureEvents.metrics`): name, step, t, value, higher_is_better."""
     return [{"name": str(e["name"]), "step": int(e.get("step") or 0), "t": int(e.get("t") or 0),
              "value": float(e["value"]), "higher_is_better": bool(e.get("higher_is_better"))}
-            for e in events if e.get("type") == "metric" and e.get("name") is not None
+            for e in frames if e.get("name") is not None
             and isinstance(e.get("value"), (int, float))]
 
 
@@ -148,9 +148,7 @@ def compare_losses(base: dict | None, other: dict | None, last_n: int = LAST_N) 
             "common_steps": int(len(common))}
 
 
-def capture_path(events: list[dict]) -> str | None:
-    """Which c10d kernel recorded this process (``capture_path`` event: "python", "native"),
-    or None for captures written before the event existed."""
-    last = next((e for e in reversed(events) if e.get("type") == "event"
-                 and e.get("event") == "capture_path"), None)
+def capture_path(last: dict | None) -> str | None:
+    """Which c10d kernel recorded this process (its last ``capture_path`` event: "python",
+    "native"), or None for captures written before the event existed."""
     return str(last.get("path")) if last else None

@@ -130,18 +130,3 @@ def _linger(seconds: float) -> None:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-
-
-def combine_ticks(ticks: list[tuple[str, object]], say):
-    """One supervisor tick calling each ``(name, tick)`` in turn; one that raises is reported
-    once and dropped, the others (and the job) go on."""
-    active = list(ticks)
-
-    def tick(pgid):
-        for name, fn in list(active):
-            try:
-                fn(pgid)
-            except Exception as exc:  # noqa: BLE001 - instrumentation never takes the job down
-                active.remove((name, fn))
-                say(f"warning: {name} stopped: {type(exc).__name__}: {exc}")
-    return tick

@@ -18,14 +18,10 @@ import numpy as np
 
 from commprof.cli.try_checks import print_ruled
 from commprof.cli.try_compare import compare_table
+from commprof.cli.try_output import out as _out, print_tried, write_json
 from commprof.errors import UsageError
 from commprof.format.text import printable
 
-
-def _out(text: str = "") -> None:
-    """One block of try's output: what came from the job or the user (fix names, reasons, paths)
-    shown, never sent as terminal escapes."""
-    print(printable(text, keep_newlines=True))
 
 BYTES_TOLERANCE = 0.02  # measured bytes per step vs the fix's arithmetic, where it has one
 
@@ -307,6 +303,7 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
                 out: str | None, warmup: int, fix_warmup: int, loss_tolerance: float | None,
                 quiet: bool = False, resume: bool = False, json_out: str | None = None,
                 metric: str | None = None, budget: str | None = None) -> int:
+    """``commprof try``: the fixes (or ``auto``'s search) run beside a baseline, judged; exit 0."""
     from commprof.fixes import parse
     from commprof.launch import supervisor
     supervisor.check_command(command)
@@ -372,29 +369,9 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
     if table:
         _out("\n".join(pareto_lines(table)))
     if json_out:
-        import json
-        Path(json_out).write_text(json.dumps({
-            "schema": "commprof.try/1", "baseline": [str(r) for r in base.runs],
-            "loss_tolerance": loss_tolerance, "results": results,
-            "verdicts": [{"fix": r["fix"], "verdict": v} for r, v in verdicts],
-            "ruled_out": [{"fix": spec, "why": why} for spec, why in ruled],
-            "chosen": best["fix"] if best else None,
-            "runs": {s.label: [str(r) for r in s.runs] for s in sides},
-            **({"search": [{"fix": c.fix, "fate": c.fate, "why": c.why, "short": c.short, "full": c.full}
-                           for c in table]} if table else {})}, indent=1, default=str) + "\n")
+        write_json(json_out, base, sides, results, verdicts, ruled, best, table, loss_tolerance)
     if auto or len(results) > 1:
-        _out("\ntried (speed-up per step, to the target):")
-        for r, v in verdicts:
-            sp = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
-            eff = r["judgement"]["time_to_target"]["speedup"]
-            _out(f"  {r['fix']:<18} {sp:>6} {f'{eff:.2f}x' if eff else '-':>6}  {v}")
-        if best is not None:
-            _out(f"\napply {best['fix']} in your script:\n" + "\n".join("    " + line for line in best["code"].splitlines()))
-        elif any(c.fate == "not run: budget" for c in table):
-            _out("\nno fix chosen: the budget ran out before every candidate was judged "
-                  "(see above; raise --budget or shorten the runs with --steps)")
-        else:
-            _out("\nno fix is both faster to the target and within the baseline's noise")
+        print_tried(verdicts, best, table)
     _out(f"\nruns in {root} (commprof compare {base.runs[0]} {sides[0].runs[0] if sides else ''}); "
           f"HTML with both loss curves: {', '.join(str(p) for p in pages if p)}")
     return 0

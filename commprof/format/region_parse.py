@@ -87,29 +87,10 @@ def parse_region(view: memoryview, pos: int, region: tuple[int, int], live: bool
             pos = min(skip, size)
             continue
         body = view[pos - base + fh.size: pos - base + fh.size + length]
-        why = None
-        if len(body) < length:
-            if live:
-                break
-            why = f"torn frame at byte {pos} ({len(body)} of {length} bytes)"
-        elif schema.frame_crc(kind, body) != crc:
-            if live:
-                break  # on a weakly ordered CPU the commit byte can show before the payload
-            why = f"checksum mismatch in frame at byte {pos}"
-        elif kind in chunks:
-            if length % _ITEMSIZE[kind]:
-                why = f"frame at byte {pos} has a partial record"
-            else:
-                chunks[kind].append(body)
-        elif kind == schema.KIND_JSON:
-            obj = json_object(body)
-            if obj is None:
-                why = f"frame at byte {pos} is not a JSON object"
-            else:
-                objects.append(obj)
-        else:
-            why = f"unknown frame kind {kind} at byte {pos}"
+        why, unfinished = _take_frame(kind, body, length, crc, pos, chunks, objects)
         if why is not None:
+            if live and unfinished:
+                break  # being written now
             problems.append(why + "; the rest of its chunk was skipped")
             pos = max(boundary, pos + fh.size) if len(body) >= length else size
             continue
@@ -118,6 +99,30 @@ def parse_region(view: memoryview, pos: int, region: tuple[int, int], live: bool
     if problems:
         damage = problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
     return chunks, objects, pos, damage
+
+
+def _take_frame(kind: int, body, length: int, crc: int, pos: int, chunks: dict[int, list],
+                objects: list[dict]) -> tuple[str | None, bool]:
+    """Keep the frame at file offset ``pos`` in ``chunks`` (fixed-size records) or ``objects``
+    (JSON).  Returns (what is wrong with it, or None; whether it may be a frame still being
+    written: torn, or its checksum not matching yet)."""
+    if len(body) < length:
+        return f"torn frame at byte {pos} ({len(body)} of {length} bytes)", True
+    # (live: on a weakly ordered CPU the commit byte can show before the payload)
+    if schema.frame_crc(kind, body) != crc:
+        return f"checksum mismatch in frame at byte {pos}", True
+    if kind in chunks:
+        if length % _ITEMSIZE[kind]:
+            return f"frame at byte {pos} has a partial record", False
+        chunks[kind].append(body)
+    elif kind == schema.KIND_JSON:
+        obj = json_object(body)
+        if obj is None:
+            return f"frame at byte {pos} is not a JSON object", False
+        objects.append(obj)
+    else:
+        return f"unknown frame kind {kind} at byte {pos}", False
+    return None, False
 
 
 def json_object(body) -> dict | None:

@@ -63,8 +63,8 @@ class step_scope:
 
 def load_run(path=None, warmup: int = 2):
     """A run directory (default: the latest under ./commprof-runs) as a
-    :class:`~commprof.analysis.frames.Run`: documented pandas frames (docs/data.md), each read on
+    :class:`~commprof.analysis.outcome.frames.Run`: documented pandas frames (docs/data.md), each read on
     first access.  ``warmup``: each rank's first steps left out of ``steps.measured`` (as
     ``commprof report --warmup``)."""
-    from commprof.analysis.frames import Run
+    from commprof.analysis.outcome.frames import Run
     return Run(path, warmup=warmup)

@@ -204,9 +204,9 @@ def _start_sampler(run_dir: Path, hz: float, say):
 
 
 def _write_node_summary(run_dir: Path, say) -> None:
-    """This node's captures reduced into RUN/summaries/ (analysis/node_summary.py); a failure or
+    """This node's captures reduced into RUN/summaries/ (analysis/scale/node_summary.py); a failure or
     Ctrl-C is a warning: the report then reads the captures."""
-    from commprof.analysis.node_summary import write_node_summary
+    from commprof.analysis.scale.node_summary import write_node_summary
     try:
         w = write_node_summary(run_dir)
     except KeyboardInterrupt:
@@ -242,8 +242,8 @@ def _add_loss_to_manifest(run_dir: Path, manifest: dict, manifest_file: str, say
     if size > SUMMARY_MAX_BYTES:
         return
     try:
-        from commprof.analysis.load import open_run
-        from commprof.analysis.training import loss_curve
+        from commprof.analysis.host.load import open_run
+        from commprof.analysis.host.training import loss_curve
         src = open_run(run_dir)
         curve = loss_curve([(rd.rank, rd.losses) for rd in src.iter_ranks()])
     except (CommprofError, OSError, ValueError) as exc:

@@ -1,7 +1,7 @@
 """One capture file followed live: a bounded buffer of recent records plus sealed totals.
 
 The report's functions compute everything here, on frames built from the buffer exactly as
-``commprof report`` builds them (:func:`commprof.analysis.load._collectives`, ``add_sizes``,
+``commprof report`` builds them (:func:`commprof.analysis.host.load._collectives`, ``add_sizes``,
 ``rank_exposure``, ``step_windows``, ``_step_metrics``).  What only grows — bytes, calls, call
 seconds per op, the in-flight and exposed unions — is split at a *cut* time: everything before
 the cut has been added to sealed totals and its records dropped; the buffer holds the rest.
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import intervals, kpis as kpi
-from commprof.analysis.collectives import _op_codes, add_sizes
-from commprof.analysis.exposure import rank_exposure
-from commprof.analysis.links import size_buckets
-from commprof.analysis.load import GROUP_COLUMNS, _attach_groups, _collectives
-from commprof.analysis.rank import _step_metrics
-from commprof.analysis.steps import step_windows
+from commprof.analysis.measures import intervals, kpis as kpi
+from commprof.analysis.measures.collectives import _op_codes, add_sizes
+from commprof.analysis.host.exposure import rank_exposure
+from commprof.analysis.host.links import size_buckets
+from commprof.analysis.host.load import GROUP_COLUMNS, _attach_groups, _collectives
+from commprof.analysis.host.rank import _step_metrics
+from commprof.analysis.host.steps import step_windows
 from commprof.format import reader, schema
 
 KINDS = ("coll", "done", "wait", "mark", "span")

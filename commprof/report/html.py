@@ -101,7 +101,7 @@ def hang(doc: dict) -> str:
     h = doc.get("hang")
     if not h:
         return ""
-    from commprof.analysis.hang_text import hang_lines
+    from commprof.analysis.cross.hang_text import hang_lines
     return ('<section id="hang" class="alert"><h2>Hang detected</h2><pre>'
             + _e("\n".join(hang_lines(h))) + "</pre></section>")
 

@@ -1,4 +1,4 @@
-"""Values of a per-node summary file (:mod:`commprof.analysis.summary_file`) as JSON plus binary
+"""Values of a per-node summary file (:mod:`commprof.analysis.scale.summary_file`) as JSON plus binary
 blobs: plain JSON where lossless, otherwise a one-key ``$`` object (the layout is in
 summary_file's docstring).  Writing refuses what it cannot store exactly; reading checks every
 value and raises :class:`Bad` for anything not shaped as written.
@@ -13,9 +13,9 @@ import re
 import numpy as np
 import pandas as pd
 
-from commprof.analysis.latency import Latency
-from commprof.analysis.rank import RankPart
-from commprof.analysis.reduce import RankResult
+from commprof.analysis.measures.latency import Latency
+from commprof.analysis.host.rank import RankPart
+from commprof.analysis.scale.reduce import RankResult
 
 _NP_KINDS = "biuf"  # numpy dtypes allowed in the file: bool, signed/unsigned int, float
 _RESULT_FIELDS = ("rank", "match_names", "match_rows", "sync", "note")
@@ -295,7 +295,7 @@ class Decoder:
         return Latency(sk, _int(b["count"], "latency count"), b["min"], b["max"])
 
 
-_PART_TYPES = {  # RankPart field -> the types a reduction gives it (analysis/rank.py)
+_PART_TYPES = {  # RankPart field -> the types a reduction gives it (analysis/host/rank.py)
     "row": dict, "process": dict, "steps": pd.DataFrame, "ops": pd.DataFrame, "latency": dict,
     "moving_bytes": (int, float, np.number), "moving_bus_bytes": (int, float, np.number),
     "moving_ns": (int, float, np.number), "backends": set, "collectives": (int, np.integer),
@@ -311,7 +311,7 @@ def _check_shape(res: RankResult) -> None:
     """The types a reduction gives each field and the known keys of its ``row``/``process``
     (numbers, text, flags; other keys are free), so that a CRC-valid edit does not reach the
     analysis as a list where a number was, a structured array without its fields, ..."""
-    from commprof.analysis.crossrank import _PART
+    from commprof.analysis.cross.crossrank import _PART
     part = res.part
     for name, typ in _PART_TYPES.items():
         v = getattr(part, name)

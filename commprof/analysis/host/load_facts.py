@@ -1,4 +1,4 @@
-"""What the loader (:mod:`commprof.analysis.load`) says about a run beside its frames: the
+"""What the loader (:mod:`commprof.analysis.host.load`) says about a run beside its frames: the
 ranks a world size names but no capture holds, and captures that stopped for lack of storage."""
 from __future__ import annotations
 

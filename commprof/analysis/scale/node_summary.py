@@ -1,5 +1,5 @@
 """Aggregate where the data is: each node's ``commprof run`` reduces its own processes' captures at
-job end into ``RUN/summaries/<host>.p<pid>.cpsum`` (:mod:`commprof.analysis.summary_file`), and
+job end into ``RUN/summaries/<host>.p<pid>.cpsum`` (:mod:`commprof.analysis.scale.summary_file`), and
 the report takes a file's reduction from there instead of reading the capture again.
 
 A summary stands for a capture only while that capture is unchanged: it records each file's name,
@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from commprof.analysis import summary_file
-from commprof.analysis.reduce import RankResult, reduce_paths
+from commprof.analysis.scale import summary_file
+from commprof.analysis.scale.reduce import RankResult, reduce_paths
 from commprof.errors import CaptureFormatError
 from commprof.format import layout, reader, safe_io
 
@@ -45,10 +45,10 @@ def reduction_id() -> str:
     """A digest of the code a reduction depends on (commprof's analysis and format modules): a
     summary written by other code is not used, whatever the version number says."""
     h = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent  # commprof/
     for sub in ("analysis", "format"):
-        for f in sorted((root / sub).glob("*.py")):
-            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        for f in sorted((root / sub).rglob("*.py")):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -108,7 +108,7 @@ class Timeline:
 
     @classmethod
     def of_ranks(cls, ranks) -> "Timeline":
-        """From the loaded processes (:class:`commprof.analysis.load.RankData`: process, marks)."""
+        """From the loaded processes (:class:`commprof.analysis.host.load.RankData`: process, marks)."""
         walls = [r.process["clock_wall_ns"] for r in ranks if r.process.get("clock_wall_ns") is not None]
         procs = pd.DataFrame([r.process for r in ranks])
         sync = pd.concat([sync_marks(r.marks) for r in ranks], ignore_index=True)

@@ -1,7 +1,7 @@
 """The per-process reduction of a run, in this process, in a pool of local processes, or on a
 Dask cluster (docs/scaling.md).
 
-Each capture file is reduced on its own by :func:`reduce_file` — :func:`~commprof.analysis.rank.
+Each capture file is reduced on its own by :func:`reduce_file` — :func:`~commprof.analysis.host.rank.
 analyze_rank` plus the columns the cross-rank matching and the clock alignment need — a pure
 function of one file, so files are reduced wherever there is a core, and :func:`reduce_run` yields
 the results in the files' order whatever ran them: the report is the same with any ``jobs``.
@@ -18,9 +18,9 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import clocks, crossrank
-from commprof.analysis.load import Run, RankData, RunSource, read_rank
-from commprof.analysis.rank import RankPart, analyze_rank
+from commprof.analysis.cross import clocks, crossrank
+from commprof.analysis.host.load import Run, RankData, RunSource, read_rank
+from commprof.analysis.host.rank import RankPart, analyze_rank
 from commprof.errors import CaptureFormatError, UsageError
 
 # Below this much capture data a pool costs more than it saves: starting the workers (a forkserver
@@ -59,16 +59,16 @@ def reduce_file(path: str | Path) -> RankResult:
 
 def reduce_files(paths: list[str]) -> bytes:
     """Several files in one task (fewer round trips to the scheduler), returned encoded by
-    :mod:`~commprof.analysis.summary_file` (data, never code: :func:`decode_results` reads it
+    :mod:`~commprof.analysis.scale.summary_file` (data, never code: :func:`decode_results` reads it
     without pickle, whatever a worker sends back)."""
-    from commprof.analysis import summary_file
+    from commprof.analysis.scale import summary_file
     return summary_file.encode([reduce_file(p) for p in paths], {"files": list(paths)})
 
 
 def decode_results(data, paths: list[str]) -> list[RankResult]:
     """The reductions of ``paths`` from what :func:`reduce_files` returned on a worker: anything
     but the bytes of an intact summary of exactly these files raises CaptureFormatError."""
-    from commprof.analysis import summary_file
+    from commprof.analysis.scale import summary_file
     where = paths[0] if paths else "worker result"
     if type(data) is not bytes:
         raise CaptureFormatError(where, 0, f"a worker returned a {type(data).__name__}, not an "
@@ -111,7 +111,7 @@ def local_pool(workers: int) -> ProcessPoolExecutor:
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["commprof.analysis.reduce"])
+        ctx.set_forkserver_preload(["commprof.analysis.scale.reduce"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
 
 
@@ -160,7 +160,7 @@ def reduce_run(src: Run | RunSource, jobs: int | None = None, executor: Executor
     """Every process of the run reduced, in file order (damage notes go to ``src.notes``).
 
     A capture that a node summary stands for (``commprof run`` wrote one at job end; see
-    :mod:`commprof.analysis.node_summary`) is taken from it unless ``node_summaries`` is False;
+    :mod:`commprof.analysis.scale.node_summary`) is taken from it unless ``node_summaries`` is False;
     the others go to :func:`reduce_paths`.  ``progress(done, total)`` is called after each file.
     """
     if isinstance(src, Run):  # already in memory: nothing to read
@@ -170,7 +170,7 @@ def reduce_run(src: Run | RunSource, jobs: int | None = None, executor: Executor
     paths = list(src.paths)
     index = None
     if node_summaries:
-        from commprof.analysis.node_summary import SummaryIndex
+        from commprof.analysis.scale.node_summary import SummaryIndex
         index = SummaryIndex(src.dirs or [src.path], paths)
     raw = reduce_paths([p for p in paths if index is None or p not in index], jobs, executor)
     try:

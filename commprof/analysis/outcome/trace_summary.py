@@ -1,9 +1,9 @@
-"""The report of PyTorch-profiler traces: the same :class:`~commprof.analysis.summary.Summary` as a
+"""The report of PyTorch-profiler traces: the same :class:`~commprof.analysis.outcome.summary.Summary` as a
 ``commprof run``, from the GPU's own timeline (docs/kpis.md, "GPU timeline").
 
 Each rank's trace gives its steps (``ProfilerStep#N``) with the communication, overlap and
-exposure of the GPU ops launched in them (:mod:`commprof.analysis.gpu_timeline`).  The step KPIs
-are computed by the same functions as a run's (:mod:`commprof.analysis.kpis`), with the step's
+exposure of the GPU ops launched in them (:mod:`commprof.analysis.gpu.gpu_timeline`).  The step KPIs
+are computed by the same functions as a run's (:mod:`commprof.analysis.measures.kpis`), with the step's
 GPU time as its duration, so ``comm_fraction``/``exposed_comm_fraction`` are the GPU figures,
 time-weighted, and the verdict, what-if and gate use them.  A profiler's trace holds its active
 steps only: no warm-up is left out.
@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import (comm_kernels, gpu_basis, gpu_collectives, gpu_timeline, kpis as kpi,
-                               trace_crossrank, whatif)
-from commprof.analysis.summary import Summary
-from commprof.analysis.verdict import Note, assess, straggler_note
+from commprof.analysis.gpu import comm_kernels, gpu_basis, gpu_collectives, gpu_timeline
+from commprof.analysis.measures import kpis as kpi
+from commprof.analysis.outcome import trace_crossrank, whatif
+from commprof.analysis.outcome.summary import Summary
+from commprof.analysis.outcome.verdict import Note, assess, straggler_note
 
 SOURCE = "PyTorch-profiler traces (GPU timeline)"
 
@@ -111,7 +112,7 @@ def summarize_traces(traces: list, errors: list, path) -> Summary:
 def _with_cross_rank(ranks_df: pd.DataFrame, kpis: dict, cross: dict | None, notes: list,
                      steps_df: pd.DataFrame) -> pd.DataFrame:
     """``ranks[].wait_s/transfer_s/last_share``, ``kpis.wait/transfer_fraction_wall`` and the
-    straggler and waiting notes, as a run's (:func:`commprof.analysis.summary.summarize`); the
+    straggler and waiting notes, as a run's (:func:`commprof.analysis.outcome.summary.summarize`); the
     columns stay null (unknown) without a cross-rank result."""
     kpis["wait_fraction_wall"] = kpis["transfer_fraction_wall"] = None
     if cross is None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import intervals
+from commprof.analysis.measures import intervals
 from commprof.format import schema
 
 

@@ -1,4 +1,4 @@
-"""Per-node summary files: :class:`~commprof.analysis.reduce.RankResult` objects, safely serialized.
+"""Per-node summary files: :class:`~commprof.analysis.scale.reduce.RankResult` objects, safely serialized.
 
 Reading one never executes code (no pickle, no eval): it is JSON, Arrow IPC and raw numeric
 arrays, each checked before use.  Layout (integers little-endian)::
@@ -26,7 +26,7 @@ document are plain JSON where that is lossless; otherwise a one-key object whose
   are a RangeIndex (e.g. ``pd.DataFrame()``), which Arrow does not keep.  Each frame is decoded
   again when written, and one that would not come back equal (values, dtypes, index, element
   types of object columns) is refused (ValueError);
-* ``{"$latency": {...}}``: a :class:`~commprof.analysis.latency.Latency`: count, min, max and its
+* ``{"$latency": {...}}``: a :class:`~commprof.analysis.measures.latency.Latency`: count, min, max and its
   DDSketch's whole state (relative accuracy, zero count, count, sum, min, max, and per store
   offset, min/max key, count and its dense bins as a float64 ``$nd``), rebuilt identically, so
   quantiles and merges of the decoded sketch equal the original's.
@@ -45,8 +45,8 @@ import re
 import struct
 import zlib
 
-from commprof.analysis.reduce import RankResult
-from commprof.analysis.summary_codec import Bad, Decoder, Encoder
+from commprof.analysis.scale.reduce import RankResult
+from commprof.analysis.scale.summary_codec import Bad, Decoder, Encoder
 from commprof.errors import CaptureFormatError
 
 MAGIC = b"CPSUM\0"

@@ -1,7 +1,7 @@
 """Cross-rank analysis of PyTorch-profiler traces: each communication kernel matched with its
 instances on the other ranks, the ranks' clocks aligned, and each rank's communication time split
 into **waiting for the last rank** and **transfer** (docs/kpis.md, "Wait vs transfer on GPU
-traces").  The result has the shape of :func:`commprof.analysis.crossrank.analyze`'s, so the
+traces").  The result has the shape of :func:`commprof.analysis.cross.crossrank.analyze`'s, so the
 report, the straggler notes and the what-if read it as they read a run's.
 
 * **Matching.**  An instance is one collective on one process group, seen on each member rank.
@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import clocks, crossrank
-from commprof.analysis.verdict import Note
+from commprof.analysis.cross import clocks, crossrank
+from commprof.analysis.outcome.verdict import Note
 
 # Kernels of one collective on one host end within a few µs (DLRM on 8 V100s: 7 µs); an offset
 # estimated without a host name is applied only beyond this and 3 × its spread.
@@ -89,7 +89,7 @@ def instances(k: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def align(per: pd.DataFrame, hosts: dict, ranks: list[int]) -> tuple[dict, list[str]]:
-    """A :class:`~commprof.analysis.clocks.RankClock` per rank (onto the reference rank's clock)."""
+    """A :class:`~commprof.analysis.cross.clocks.RankClock` per rank (onto the reference rank's clock)."""
     ref = 0 if 0 in ranks else min(ranks)
     out = {ref: clocks.RankClock(ref, "reference", (0.0,), (0.0,), 0.0)}
     notes: list[str] = []
@@ -128,7 +128,7 @@ def align(per: pd.DataFrame, hosts: dict, ranks: list[int]) -> tuple[dict, list[
 
 def split(per: pd.DataFrame, rank_clocks: dict, steps: list[int], world: int) -> dict:
     """Per complete instance and rank: wait and transfer (module docstring); the same dict as
-    :func:`commprof.analysis.crossrank.analyze` (``per_rank``, ``stragglers``, ``per_step``,
+    :func:`commprof.analysis.cross.crossrank.analyze` (``per_rank``, ``stragglers``, ``per_step``,
     ``instances``, ``unmatched_records``)."""
     off = per["rank"].map({r: c.offset_ns[0] for r, c in rank_clocks.items()}).to_numpy("float64")
     t0 = int(per["start_ns"].min()) if len(per) else 0  # ns since 1970 lose ns as float64

@@ -1,6 +1,6 @@
 """What-if projections — the one savings model of runs and traces (docs/whatif.md): the measured
 step under a faster network, fewer bytes, rarer syncs, perfect overlap or balanced ranks.  The
-verdict's bounds (:mod:`commprof.analysis.verdict`) are this model's limits, so no row exceeds them.
+verdict's bounds (:mod:`commprof.analysis.outcome.verdict`) are this model's limits, so no row exceeds them.
 
 Inputs per measured rank-step (the analysis'): step time ``T``, communication in flight ``C``,
 exposed ``E``; ``W``, the time the rank waited for late ranks in it (the cross-rank analysis'
@@ -127,7 +127,7 @@ def build(meas: pd.DataFrame, ranks: pd.DataFrame | None, kpis: dict, run: dict,
     ``host_launch`` (no communication time) and without steps."""
     if kpis.get("time_basis") == "host_launch" or meas is None or not len(meas):
         return None
-    from commprof.analysis.parallelism import kept_share
+    from commprof.analysis.outcome.parallelism import kept_share
     rows = ops.to_dict("records") if isinstance(ops, pd.DataFrame) else list(ops or [])
     calls = float(meas["ops"].mean()) if "ops" in meas else 0.0
     return Baseline.from_steps(
@@ -200,7 +200,7 @@ def link_share(op_sizes: pd.DataFrame | None, probe: dict | None) -> float | Non
     covers; None without a probe, or when it covers under half the bus bytes."""
     if probe is None or op_sizes is None or not len(op_sizes):
         return None
-    from commprof.analysis.links import probe_busbw
+    from commprof.analysis.host.links import probe_busbw
     link_ns = call_ns = covered = 0.0
     total = float(op_sizes["bus_bytes"].sum())
     for r in op_sizes.itertuples():
@@ -301,6 +301,6 @@ def scenarios(b: Baseline | None) -> list[dict]:
 
 
 def recommendations(doc: dict, whatif: list[dict]) -> list[dict]:
-    """Options ranked by projected saving, each with its evidence (:mod:`commprof.analysis.advice`)."""
-    from commprof.analysis.advice import recommendations as recommend
+    """Options ranked by projected saving, each with its evidence (:mod:`commprof.analysis.outcome.advice`)."""
+    from commprof.analysis.outcome.advice import recommendations as recommend
     return recommend(doc, whatif)

@@ -1,5 +1,5 @@
 """Reading the node samplers' files (``nodes/*.cps``): the Links section's input, read here so
-that :mod:`commprof.analysis.links` computes without touching files."""
+that :mod:`commprof.analysis.host.links` computes without touching files."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -5,7 +5,7 @@ Pure functions of the frames of :mod:`commprof.format.kineto`; times are int64 n
 * **Kinds.**  A kernel is *communication* when a communication op launched it (``c10d::``,
   ``_c10d_functional::``, ``symm_mem::``, ``record_param_comms``, NVSHMEM, DeepEP ranges on the CPU,
   through its launch's correlation id), when Kineto tagged it with a collective's args, or when
-  its name is a communication library's — :mod:`commprof.analysis.comm_kernels` (``comm_rule``
+  its name is a communication library's — :mod:`commprof.analysis.gpu.comm_kernels` (``comm_rule``
   says which).  Every other kernel is *computation*; memcpy and memset are *memory*.
   ``user_annotation``/``gpu_user_annotation`` ranges (``nccl:all_reduce``) are never activity.
 * **Steps.**  A GPU op belongs to the ``ProfilerStep#N`` that holds the runtime call that launched
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import comm_kernels, gpu_collectives, intervals
+from commprof.analysis.gpu import comm_kernels, gpu_collectives
+from commprof.analysis.measures import intervals
 from commprof.format import comm_ops
 
 GPU_KEYS = ("comm_s", "overlap_s", "exposed_comm_s", "compute_s", "memcpy_s", "idle_s",
@@ -43,7 +44,7 @@ def kinds(gpu: pd.DataFrame, launches: pd.DataFrame | None = None,
           comm_ranges: pd.DataFrame | None = None, rules: np.ndarray | None = None) -> np.ndarray:
     """"comm", "compute", "memory" (memcpy, memset) or "other" (any other category: not counted)
     for each row of a ``gpu`` frame (``name``, ``category``; ``coll_name``/``in_nelems``,
-    ``correlation``/``external_id`` if any), by :func:`commprof.analysis.comm_kernels.classify`
+    ``correlation``/``external_id`` if any), by :func:`commprof.analysis.gpu.comm_kernels.classify`
     (``rules``: its result, when already computed)."""
     if rules is None:
         rules, _ = comm_kernels.classify(gpu, launches, comm_ranges)
@@ -112,7 +113,7 @@ def assign_steps(t_ns, steps: pd.DataFrame) -> np.ndarray:
 
 def annotate(gpu: pd.DataFrame, launches: pd.DataFrame, steps: pd.DataFrame,
              flows: pd.DataFrame | None = None, comm_ranges: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``gpu`` plus ``comm_rule``/``comm_via`` (:mod:`commprof.analysis.comm_kernels`), ``kind``,
+    """``gpu`` plus ``comm_rule``/``comm_via`` (:mod:`commprof.analysis.gpu.comm_kernels`), ``kind``,
     ``launch_ns``, ``link`` ("correlation"/"ac2g"/"") and ``step``."""
     g = gpu.copy()
     g["comm_rule"], g["comm_via"] = comm_kernels.classify(g, launches, comm_ranges)

@@ -3,7 +3,7 @@ stragglers (docs/kpis.md, "Wait vs transfer, and stragglers").
 
 A collective *instance* is the set of records with the same process group (by name) and sequence
 number on that group, one per member rank; only instances with every member present are used.
-On rank 0's clock (:mod:`commprof.analysis.clocks`), with ``a_r`` the time rank r called the op
+On rank 0's clock (:mod:`commprof.analysis.cross.clocks`), with ``a_r`` the time rank r called the op
 (arrival) and ``e_r`` its completion:
 
 * ``L = max_r a_r`` — the last arrival; its rank is the instance's *last rank*;
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from commprof.analysis.clocks import RankClock
+from commprof.analysis.cross.clocks import RankClock
 from commprof.errors import RunDirError
 
 MAX_STEPS_SHOWN = 2000
@@ -86,7 +86,7 @@ class Calls:
     _spill: tempfile.TemporaryDirectory | None = None
 
     def add(self, rank: int, coll: pd.DataFrame, groups: pd.DataFrame) -> None:
-        """One process's collectives (a frame of :func:`commprof.analysis.load.read_rank`)."""
+        """One process's collectives (a frame of :func:`commprof.analysis.host.load.read_rank`)."""
         self.add_columns(rank, *matching_columns(coll, groups))
 
     def add_columns(self, rank: int, names: list[str], rows: np.ndarray) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import comm_kernels
+from commprof.analysis.gpu import comm_kernels
 from commprof.format import comm_ops, schema
 
 COLUMNS = ["start_ns", "end_ns", "name", "category", "stream", "device", "correlation",
@@ -67,7 +67,7 @@ def activity_frame(arr: np.ndarray | None, events: list[dict]) -> pd.DataFrame:
 def comm_intervals(activity: pd.DataFrame, rank: int) -> pd.DataFrame:
     """The communication kernels of ``gpu_activity`` as a GPU timing source
     (:data:`commprof.format.comm_ops.COMM_INTERVAL_COLUMNS`): windows record kernels and launches
-    only, so the kernel's name decides (:func:`commprof.analysis.comm_kernels.classify`)."""
+    only, so the kernel's name decides (:func:`commprof.analysis.gpu.comm_kernels.classify`)."""
     rule, _ = comm_kernels.classify(activity)
     c = activity[rule != ""]
     start, end = c["start_ns"].to_numpy("int64"), c["end_ns"].to_numpy("int64")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import latency
+from commprof.analysis.measures import latency
 from commprof.format import schema
 
 _ALLREDUCE = {"all_reduce", "all_reduce_coalesced"}
@@ -83,7 +83,7 @@ def add_sizes(coll: pd.DataFrame) -> pd.DataFrame:
 
 
 def rank_op_partial(coll: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """One rank's sums per (op, group size), and the :class:`~commprof.analysis.latency.Latency`
+    """One rank's sums per (op, group size), and the :class:`~commprof.analysis.measures.latency.Latency`
     (a sketch of the call durations, ns) per (op, group size).
 
     ``coll`` has :func:`add_sizes`' columns.  Feed the results of every rank to

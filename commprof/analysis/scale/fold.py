@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import crossrank, intervals, latency
-from commprof.analysis.reduce import RankResult
+from commprof.analysis.cross import crossrank
+from commprof.analysis.measures import intervals, latency
+from commprof.analysis.scale.reduce import RankResult
 
 STEP_CHUNK = 256  # per-process step frames concatenated this many at a time
 
@@ -68,7 +69,7 @@ def measured_op_bytes(step_ops: pd.DataFrame | None, steps: pd.DataFrame | None,
                       ) -> pd.DataFrame | None:
     """One process's per (process group, op, group size): S and calls over its measured steps
     (``bytes``, ``count``: the first ``warmup`` steps left out, at least one kept, as
-    :func:`commprof.analysis.steps.measured`) and over the whole run (``bytes_run``,
+    :func:`commprof.analysis.host.steps.measured`) and over the whole run (``bytes_run``,
     ``count_run``), with ``steps`` the number of measured steps (0 without steps)."""
     if step_ops is None:
         return None

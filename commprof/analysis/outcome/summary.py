@@ -14,16 +14,20 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import advice, clocks, cpu, crossrank, gpu_basis, kpis as kpi, training, whatif
-from commprof.analysis.collectives import combine_op_tables
-from commprof.analysis.kpis import DEFAULT_WARMUP
-from commprof.analysis.links import summarize_links
-from commprof.analysis.load import Run, RunSource, open_run
-from commprof.analysis.rank import RankPart, analyze_rank
-from commprof.analysis.fold import Fold
-from commprof.analysis.reduce import reduce_run
-from commprof.analysis.steps import measured
-from commprof.analysis.verdict import Note, Verdict, assess, slow_step_note, straggler_note, warmup_note
+from commprof.analysis.outcome import advice, whatif
+from commprof.analysis.cross import clocks, crossrank
+from commprof.analysis.host import cpu, training
+from commprof.analysis.gpu import gpu_basis
+from commprof.analysis.measures import kpis as kpi
+from commprof.analysis.measures.collectives import combine_op_tables
+from commprof.analysis.measures.kpis import DEFAULT_WARMUP
+from commprof.analysis.host.links import summarize_links
+from commprof.analysis.host.load import Run, RunSource, open_run
+from commprof.analysis.host.rank import RankPart, analyze_rank
+from commprof.analysis.scale.fold import Fold
+from commprof.analysis.scale.reduce import reduce_run
+from commprof.analysis.host.steps import measured
+from commprof.analysis.outcome.verdict import Note, Verdict, assess, slow_step_note, straggler_note, warmup_note
 
 __all__ = ["DEFAULT_WARMUP", "Summary", "summarize", "analyze_rank"]
 # Host time the dispatcher hop into a Python kernel adds to one gloo call (not measurable from
@@ -49,12 +53,12 @@ class Summary:
     degraded: pd.DataFrame | None = None
     overhead: dict = field(default_factory=dict)
     hang: dict | None = None  # the hang report (commprof.hang/1), when one was written
-    links: dict | None = None  # node sampler and probe figures (analysis/links.py)
+    links: dict | None = None  # node sampler and probe figures (analysis/host/links.py)
     op_sizes: pd.DataFrame | None = None  # calls per (op, n, power-of-two size bucket), all ranks
-    cross_rank: dict | None = None  # analysis/crossrank.py: wait vs transfer, stragglers
-    clock_alignment: dict | None = None  # analysis/clocks.py
-    baseline: whatif.Baseline | None = None  # what projections start from (analysis/whatif.py)
-    training: dict | None = None  # the loss curve and the fixes applied (analysis/training.py)
+    cross_rank: dict | None = None  # analysis/cross/crossrank.py: wait vs transfer, stragglers
+    clock_alignment: dict | None = None  # analysis/cross/clocks.py
+    baseline: whatif.Baseline | None = None  # what projections start from (analysis/outcome/whatif.py)
+    training: dict | None = None  # the loss curve and the fixes applied (analysis/host/training.py)
     gpu_comm: dict | None = None  # which rule counted which kernels as communication (comm_kernels)
     op_groups: pd.DataFrame | None = None  # the op table per process group (summary.op_groups)
 
@@ -69,7 +73,7 @@ def summarize(source: Run | RunSource | str | Path | None = None,
     directory path.  Files are reduced in this process (``jobs=1``), by ``jobs`` local processes
     (None: one per core for runs big enough to gain from it; a script that asks for a pool needs
     Python's ``if __name__ == "__main__":`` guard, as for any multiprocessing) or on ``executor`` (a Dask cluster's,
-    :func:`commprof.analysis.reduce.dask_executor`); captures a node summary stands for are
+    :func:`commprof.analysis.scale.reduce.dask_executor`); captures a node summary stands for are
     taken from it unless ``node_summaries`` is False.  The summary is the same either way.
     """
     src = source if isinstance(source, (Run, RunSource)) else open_run(source)

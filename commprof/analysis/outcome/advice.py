@@ -1,6 +1,6 @@
 """Recommendations from the savings model (docs/whatif.md, "Recommendations"): the options ranked
-by the saving :mod:`commprof.analysis.whatif` projects, worded for the job's parallelism
-(:mod:`commprof.analysis.parallelism`), with the notes that say what bounds the job when a
+by the saving :mod:`commprof.analysis.outcome.whatif` projects, worded for the job's parallelism
+(:mod:`commprof.analysis.outcome.parallelism`), with the notes that say what bounds the job when a
 faster network cannot help (one node; a probe showing the link is not the bottleneck).
 
 Rules: waiting for late ranks shrinks only with balance, so when most communication time is
@@ -10,8 +10,8 @@ parallelism that uses it (no DDP API to a job without DDP-style gradient all-red
 """
 from __future__ import annotations
 
-from commprof.analysis import parallelism
-from commprof.analysis.verdict import Note
+from commprof.analysis.outcome import parallelism
+from commprof.analysis.outcome.verdict import Note
 
 MIN_SAVING = 0.005
 WAIT_DOMINATES = 0.5  # waiting's share of communication time above which balance comes first

@@ -6,7 +6,7 @@ Two ways in, one per scale:
   ``commprof report`` uses, so memory stays bounded by the largest capture file;
 * :func:`load_run` concatenates every process into one :class:`Run` (``rank`` / ``attempt`` /
   ``pid`` columns), for the analyses and tests; the public, documented frames
-  (``commprof.load_run``, docs/data.md) are built on it in :mod:`commprof.analysis.frames`.
+  (``commprof.load_run``, docs/data.md) are built on it in :mod:`commprof.analysis.outcome.frames`.
 
 Times stay in integer nanoseconds of each process's monotonic clock.
 """
@@ -19,7 +19,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import gpu_activity as gpu_act, gpu_times, load_facts, training
+from commprof.analysis.gpu import gpu_activity as gpu_act, gpu_times
+from commprof.analysis.host import load_facts, training
 from commprof.errors import RunDirError, TruncatedCaptureError
 from commprof.format import layout, reader, schema
 
@@ -58,7 +59,7 @@ class _RunFiles:
 
     def node_samples(self):
         """The node samplers' files, and notes about unreadable ones."""
-        from commprof.analysis.load_nodes import load_node_samples
+        from commprof.analysis.host.load_nodes import load_node_samples
         return load_node_samples(self.dirs or [self.path])
 
     def probe(self) -> dict | None:
@@ -362,7 +363,7 @@ def _collectives(coll: np.ndarray, done: np.ndarray, wait: np.ndarray) -> pd.Dat
         categories=["future", "wait", "unknown"])
     df["async_op"] = ~sync
     # End of the in-flight interval: completion, or the call's return when it was not seen.
-    # (Waits are added to the in-flight union separately: see analysis/exposure.py.)
+    # (Waits are added to the in-flight union separately: see analysis/host/exposure.py.)
     df["t_end"] = np.fmax(t_done, coll["t_return"].astype("float64"))
     return df
 

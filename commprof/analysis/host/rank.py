@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import gpu_basis
-from commprof.analysis.collectives import add_sizes, rank_op_partial
-from commprof.analysis.exposure import rank_exposure
-from commprof.analysis.links import size_buckets
-from commprof.analysis.load import RankData
-from commprof.analysis.steps import step_windows, wall_window
+from commprof.analysis.gpu import gpu_basis
+from commprof.analysis.measures.collectives import add_sizes, rank_op_partial
+from commprof.analysis.host.exposure import rank_exposure
+from commprof.analysis.host.links import size_buckets
+from commprof.analysis.host.load import RankData
+from commprof.analysis.host.steps import step_windows, wall_window
 from commprof.format import schema
 
 
@@ -93,7 +93,7 @@ def analyze_rank(rd: RankData) -> RankPart:
 def _gpu_window_totals(g: pd.DataFrame | None) -> dict | None:
     """``ranks[].gpu`` of a run: the GPU-timeline KPIs of each window, summed (span too, so the
     time between windows is not idle), or None without windows."""
-    from commprof.analysis import gpu_timeline
+    from commprof.analysis.gpu import gpu_timeline
     if g is None or not len(g) or not (g["category"].astype(str) != "cpu").any():
         return None
     g = g.assign(kind=gpu_timeline.kinds(g))

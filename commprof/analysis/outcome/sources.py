@@ -1,4 +1,4 @@
-"""The one entry from a path to a :class:`~commprof.analysis.summary.Summary`: a run directory
+"""The one entry from a path to a :class:`~commprof.analysis.outcome.summary.Summary`: a run directory
 (or several, merged) or PyTorch-profiler traces — every command (report, gate, compare, whatif)
 reads its input through :func:`summarize_path`."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ from commprof.errors import UsageError
 def summarize_path(target, warmup: int, rank: int | None = None, **reduce):
     """``target``: None (the latest run), a path, or a list of paths; ``rank``: the rank of a
     single profiler trace that records none; ``reduce``: how a run directory's files are reduced
-    (``jobs``, ``executor``, ``progress`` of :func:`commprof.analysis.summary.summarize`)."""
-    from commprof.analysis.trace_summary import is_trace_input, summarize_traces
+    (``jobs``, ``executor``, ``progress`` of :func:`commprof.analysis.outcome.summary.summarize`)."""
+    from commprof.analysis.outcome.trace_summary import is_trace_input, summarize_traces
     if target and is_trace_input(target):
         from commprof.format import kineto
         traces, errors = kineto.read_traces(target if isinstance(target, (list, tuple)) else [target],
@@ -25,6 +25,6 @@ def summarize_path(target, warmup: int, rank: int | None = None, **reduce):
     if rank is not None:
         raise UsageError(f"--rank {rank}: gives the rank of a profiler trace file; {target or 'a run'} "
                          "is a run (its captures say their ranks)")
-    from commprof.analysis.load import open_run
-    from commprof.analysis.summary import summarize
+    from commprof.analysis.host.load import open_run
+    from commprof.analysis.outcome.summary import summarize
     return summarize(open_run(target), warmup=warmup, **reduce)

@@ -1,9 +1,9 @@
 """The public, documented frames of a run: :func:`commprof.load_run` (docs/data.md).
 
 A :class:`Run` reads nothing until a frame is asked for; each frame is built on first access and
-cached.  They come from the report's own code: the capture frames of :mod:`analysis.load` (the
+cached.  They come from the report's own code: the capture frames of :mod:`analysis.host.load` (the
 one reader) and, for ``steps``, ``ranks``, ``ops`` and ``links``, the report's reduction
-(:func:`analysis.summary.summarize`, run once, when the first of those four is asked for).
+(:func:`analysis.outcome.summary.summarize`, run once, when the first of those four is asked for).
 Columns and dtypes are fixed by the ``*_COLUMNS`` tables below (:data:`SCHEMA` names the version):
 a frame always has them, empty or not.
 """
@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import clocks, load, steps as steps_mod
-from commprof.analysis.collectives import add_sizes
-from commprof.analysis.kpis import DEFAULT_WARMUP, RANK_STEP_COLUMNS
+from commprof.analysis.cross import clocks
+from commprof.analysis.host import load, steps as steps_mod
+from commprof.analysis.measures.collectives import add_sizes
+from commprof.analysis.measures.kpis import DEFAULT_WARMUP, RANK_STEP_COLUMNS
 from commprof.format import schema
 
 SCHEMA = "commprof.data/1"
@@ -127,7 +128,7 @@ class Run:
     @cached_property
     def _summary(self):
         """The report's reduction of the run (steps, ranks, ops, links)."""
-        from commprof.analysis.summary import summarize
+        from commprof.analysis.outcome.summary import summarize
         return summarize(self._data, warmup=self.warmup)
 
     def _built(self, name: str, df: pd.DataFrame) -> pd.DataFrame:

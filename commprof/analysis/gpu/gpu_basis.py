@@ -3,9 +3,9 @@
 * ``host`` — host clocks see the transfers (gloo and other CPU backends): the KPIs as measured.
 * ``gpu_windows`` — a ``commprof run`` of an NCCL job whose GPU windows recorded GPU ops: the
   step KPIs are over the windows' measured steps, with the GPU timeline's communication and
-  exposure of the ops launched in each step (:mod:`commprof.analysis.gpu_timeline`) over the
+  exposure of the ops launched in each step (:mod:`commprof.analysis.gpu.gpu_timeline`) over the
   step's wall time.  Bytes per step stay exact: the host counts them.
-* ``gpu_trace`` — PyTorch-profiler traces (:mod:`commprof.analysis.trace_summary`).
+* ``gpu_trace`` — PyTorch-profiler traces (:mod:`commprof.analysis.outcome.trace_summary`).
 * ``host_launch`` — an NCCL job without GPU figures: the host sees only each collective's
   launch, so every communication-time KPI is null; the host's figures stay under ``kpis.host``.
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import gpu_timeline, kpis as kpi
+from commprof.analysis.gpu import gpu_timeline
+from commprof.analysis.measures import kpis as kpi
 
 HOST, GPU_WINDOWS, GPU_TRACE, HOST_LAUNCH = "host", "gpu_windows", "gpu_trace", "host_launch"
 # KPIs that rest on communication *time* (null on host_launch; GPU figures on gpu_windows).

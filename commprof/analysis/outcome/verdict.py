@@ -55,11 +55,11 @@ UNMEASURED = ("GPU timeline not measured: on NCCL the host sees only each collec
 
 def _model_bounds(kpis: dict, exposed: float, total: float, baseline) -> tuple[float | None, float | None]:
     """(perfect overlap, communication removed) speed-ups: the savings model's own limits
-    (:func:`commprof.analysis.whatif.bounds`) with a baseline, else the same formulas on the
+    (:func:`commprof.analysis.outcome.whatif.bounds`) with a baseline, else the same formulas on the
     time-weighted fractions: hidden, steps take max(T − E, C); removed, T − C on host clocks and
     T − E on a GPU timeline (the compute that ran under communication stays)."""
     if baseline is not None:
-        from commprof.analysis.whatif import bounds
+        from commprof.analysis.outcome.whatif import bounds
         return bounds(baseline)
     gpu = kpis.get("time_basis") in ("gpu_trace", "gpu_windows")
     return _speedup(1 - max(1 - exposed, total)), _speedup(exposed if gpu else total)
@@ -80,7 +80,7 @@ def assess(kpis: dict, baseline=None) -> Verdict:
     """The verdict of a run's KPIs (time-weighted step fractions, else whole-run ones), on the
     GPU's timeline where ``kpis.time_basis`` says so; ``unmeasured`` for an NCCL job without
     GPU figures (``host_launch``: launch times are not communication time).  Its speed-ups are
-    the savings model's limits (``baseline``: :class:`commprof.analysis.whatif.Baseline`), so
+    the savings model's limits (``baseline``: :class:`commprof.analysis.outcome.whatif.Baseline`), so
     no what-if row exceeds them."""
     if kpis.get("time_basis") == "host_launch":
         return Verdict("unmeasured", "GPU timeline not measured", UNMEASURED, None, None, "none",

@@ -15,14 +15,14 @@ op of the communication range that launched the kernel (``nccl:all_to_all``,
 ``symm_mem::multimem_all_reduce_``), else read from the kernel's name where it is one op
 (``op_source``: "args", "launched_by", "kernel_name"; NCCL's kernel names do not always name the
 op that ran).  The byte size S, ``algbw = S / kernel time`` and ``busbw = algbw × factor`` use
-nccl-tests' definitions through :mod:`commprof.analysis.collectives` (GB/s = bytes per ns).
+nccl-tests' definitions through :mod:`commprof.analysis.measures.collectives` (GB/s = bytes per ns).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import collectives as coll_mod
+from commprof.analysis.measures import collectives as coll_mod
 from commprof.format import comm_ops, schema
 
 COLUMNS = ["rank", "start_ns", "end_ns", "duration_ns", "step", "stream", "name", "op",

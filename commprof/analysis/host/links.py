@@ -25,8 +25,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import intervals
-from commprof.analysis.load_nodes import NodeSamples, load_node_samples, read_node_samples
+from commprof.analysis.measures import intervals
+from commprof.analysis.host.load_nodes import NodeSamples, load_node_samples, read_node_samples
 
 __all__ = ["NodeSamples", "load_node_samples", "read_node_samples", "summarize_links"]
 
@@ -138,14 +138,14 @@ BUCKET_COLUMNS = ["op", "group_size", "bucket", "count", "bytes", "bus_bytes", "
 
 def size_buckets(coll: pd.DataFrame) -> pd.DataFrame:
     """One rank's calls per (op, group size, power-of-two size bucket): count, Σ S, Σ bus bytes,
-    Σ duration (ns).  ``coll`` has :func:`commprof.analysis.collectives.add_sizes`' columns.
+    Σ duration (ns).  ``coll`` has :func:`commprof.analysis.measures.collectives.add_sizes`' columns.
     numpy only (it runs once per rank)."""
     size = coll["size_bytes"].to_numpy("float64")
     dur = coll["duration_ns"].to_numpy("float64")
     ok = (size > 0) & np.isfinite(dur) & (dur > 0)
     if not ok.any():
         return pd.DataFrame(columns=BUCKET_COLUMNS)
-    from commprof.analysis.collectives import _op_codes
+    from commprof.analysis.measures.collectives import _op_codes
     from commprof.format import schema
     codes = _op_codes(coll["op"])[ok]
     uniq, op_code = np.unique(codes, return_inverse=True)
@@ -247,7 +247,7 @@ def summarize_links(nodes: list[NodeSamples], notes: list[str], windows: dict, b
     """The document's ``links`` section, or None when the run has no sampler file and no probe.
 
     ``nodes``, ``notes``: the run's sampler files and notes about unreadable ones
-    (:func:`commprof.analysis.load_nodes.load_node_samples`); ``windows``: host -> (starts, ends)
+    (:func:`commprof.analysis.host.load_nodes.load_node_samples`); ``windows``: host -> (starts, ends)
     union of in-flight intervals; ``bus_bytes``: host -> Σ bus bytes of its ranks' collectives.
     """
     notes = list(notes)

@@ -10,7 +10,8 @@ Public API (safe to call whether or not the process runs under ``commprof run``)
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from commprof._version import __version__
+
 __all__ = ["step", "step_scope", "metric", "train_steps", "load_run", "__version__"]
 
 

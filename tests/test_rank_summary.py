@@ -20,7 +20,8 @@ from commprof.analysis.outcome import summary as summary_mod
 from commprof.analysis.measures.latency import Latency
 from commprof.analysis.host.load import open_run
 from commprof.analysis.host.rank import RankPart
-from commprof.analysis.scale.reduce import RankResult, reduce_file
+from commprof.analysis.host.rank import RankResult
+from commprof.analysis.scale.reduce import reduce_file
 from commprof.errors import CaptureFormatError
 from commprof.analysis.scale import summary_file as rank_summary
 from commprof.report import document
@@ -201,7 +202,7 @@ def dump(doc: dict) -> str:
 
 
 def yielding(make_results):
-    """A stand-in for reduce.reduce_run (same signature) yielding ``make_results()``."""
+    """A stand-in for node_summary.reduce_run (same signature) yielding ``make_results()``."""
     def reduce_run(src, jobs=None, executor=None, progress=None, node_summaries=True):
         reduce_run.calls += 1
         results = make_results()

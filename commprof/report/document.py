@@ -31,10 +31,10 @@ _RANK_KEYS = ["rank", "host", "attempt", "ops", "bytes", "comm_s", "exposed_comm
 
 def build(summary: Summary) -> dict:
     """The JSON-ready report document of ``summary``."""
-    from commprof.analysis.outcome import whatif
+    from commprof.analysis.outcome import advice, whatif
     doc = _build(summary)
     doc["whatif"] = _clean(whatif.scenarios(summary.baseline))
-    doc["recommendations"] = _clean(whatif.recommendations(doc, doc["whatif"]))
+    doc["recommendations"] = _clean(advice.recommendations(doc, doc["whatif"]))
     return doc
 
 

@@ -145,9 +145,9 @@ def size_buckets(coll: pd.DataFrame) -> pd.DataFrame:
     ok = (size > 0) & np.isfinite(dur) & (dur > 0)
     if not ok.any():
         return pd.DataFrame(columns=BUCKET_COLUMNS)
-    from commprof.analysis.measures.collectives import _op_codes
+    from commprof.analysis.measures.collectives import op_codes
     from commprof.format import schema
-    codes = _op_codes(coll["op"])[ok]
+    codes = op_codes(coll["op"])[ok]
     uniq, op_code = np.unique(codes, return_inverse=True)
     ops = np.array([schema.OPS[c] for c in uniq.tolist()], dtype=object)
     n = coll["group_size"].to_numpy()[ok].astype(np.int64)

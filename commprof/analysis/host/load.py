@@ -293,7 +293,7 @@ def read_rank(path: Path) -> RankData:
     degraded_df = (pd.DataFrame(degraded).groupby(_PROC_KEYS + ["where"], as_index=False)
                    .agg(count=("count", "max"), error=("error", "first"))
                    if degraded else pd.DataFrame(columns=DEGRADED_COLUMNS))
-    coll = _attach_groups(_collectives(a["coll"], a["done"], a["wait"]), groups)
+    coll = attach_groups(collectives_frame(a["coll"], a["done"], a["wait"]), groups)
     fr, fr_stats = gpu_times.fr_frame(cap.events)
     process.update(fr_seen=fr_stats["seen"], fr_lost=fr_stats["lost"])
     if len(fr) and clock.get("wall_ns") is not None and clock.get("mono_ns") is not None:
@@ -321,8 +321,11 @@ def _with_key(df: pd.DataFrame, key: dict) -> pd.DataFrame:
     return df
 
 
-def _collectives(coll: np.ndarray, done: np.ndarray, wait: np.ndarray) -> pd.DataFrame:
-    """COLL records joined with their completion and their matched Python waits (numpy joins)."""
+def collectives_frame(coll: np.ndarray, done: np.ndarray, wait: np.ndarray) -> pd.DataFrame:
+    """The collectives frame of one process: its COLL records (``coll``) joined with their
+    completions (``done``) and their matched Python waits (``wait``), numpy joins; the arrays are
+    the reader's record arrays.  Public for ``commprof run --live``, which builds the same frame
+    from the records read so far (live/rankstate.py)."""
     n = len(coll)
     ids = coll["id"]
     order = np.argsort(ids, kind="stable")
@@ -368,8 +371,10 @@ def _collectives(coll: np.ndarray, done: np.ndarray, wait: np.ndarray) -> pd.Dat
     return df
 
 
-def _attach_groups(coll: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
-    """Each record's group size and its peer's global rank (other group facts: ``groups``)."""
+def attach_groups(coll: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+    """``coll`` (:func:`collectives_frame`) with each record's group size and its peer's global
+    rank, from the process's ``groups`` frame (other group facts stay there).  Public for
+    ``commprof run --live`` (live/rankstate.py)."""
     gids = coll["group"].to_numpy()
     peer = coll["peer"].to_numpy().astype("int64")
     size = np.ones(len(coll), dtype="int64")

@@ -1,4 +1,5 @@
-"""The per-rank reduction: one process's capture to the small :class:`RankPart` a summary needs.
+"""The per-rank reduction: one process's capture to the small :class:`RankPart` a summary needs
+(and :class:`RankResult`, the part with the columns the cross-rank matching reads).
 
 :func:`analyze_rank` is a pure function of one rank's frames (no file access, no other rank), so
 ranks can be reduced one at a time, or in parallel.
@@ -47,11 +48,26 @@ class RankPart:
     step_ops: pd.DataFrame | None = None
 
 
+@dataclass
+class RankResult:
+    """What a summary needs from one capture file (small: no per-record frames): its
+    :class:`RankPart` and the columns the cross-rank matching and the clock alignment read
+    (built by :func:`commprof.analysis.scale.reduce.reduce_data`, written to node summaries by
+    :mod:`commprof.analysis.scale.summary_codec`, folded by :mod:`commprof.analysis.scale.fold`)."""
+
+    rank: int
+    part: RankPart
+    match_names: list[str]  # crossrank.matching_columns: the group names the rows' codes index
+    match_rows: np.ndarray
+    sync: pd.DataFrame  # clocks.sync_marks
+    note: str | None = None  # damage found while reading the file
+
+
 def analyze_rank(rd: RankData) -> RankPart:
     """Every per-rank quantity of one process (steps, exposure, op sums, whole-run window)."""
     c = add_sizes(rd.collectives)
     exp = rank_exposure(c, rd.waits, rd.spans)
-    s = _step_metrics(step_windows(rd.marks, rd.spans), c, exp)
+    s = step_metrics(step_windows(rd.marks, rd.spans), c, exp)
     w = wall_window(rd.marks, c)
     proc = rd.process
     if not proc["complete"]:
@@ -148,8 +164,11 @@ def _last_collective(rd: RankData, c: pd.DataFrame) -> dict | None:
             "t_s": (float(last["t_issue"]) - origin) / 1e9, "completed": bool(pd.notna(done))}
 
 
-def _step_metrics(s: pd.DataFrame, c: pd.DataFrame, exp) -> pd.DataFrame:
-    """Add comm/exposed time and the S, bus bytes and count of the calls issued in each step."""
+def step_metrics(s: pd.DataFrame, c: pd.DataFrame, exp) -> pd.DataFrame:
+    """The steps ``s`` (:func:`~commprof.analysis.host.steps.step_windows`) with the columns a
+    summary reads per step: communication and exposed time (from ``exp``, the rank's
+    :class:`~commprof.analysis.host.exposure.RankExposure`) and the S, bus bytes and count of the
+    calls ``c`` issued in each step.  Public for ``commprof run --live`` (live/rankstate.py)."""
     if not len(s):
         return s
     a, b = s["t_start"].to_numpy("float64"), s["t_end"].to_numpy("float64")
@@ -173,7 +192,7 @@ STEP_OP_COLUMNS = ["step", "group", "group_desc", "op", "group_size", "bytes", "
 
 def step_op_bytes(s: pd.DataFrame, c: pd.DataFrame, groups: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per step, process group and (op, group size): S and calls of the calls issued in the step
-    (the step whose (start, end] holds the issue, as :func:`_step_metrics`); calls outside every
+    (the step whose (start, end] holds the issue, as :func:`step_metrics`); calls outside every
     step — start-up traffic such as DDP's initial broadcast — have step −1.  ``group`` is the
     group's name, ``group_desc`` its description (null when torch gave none: "undefined")."""
     if not len(c):

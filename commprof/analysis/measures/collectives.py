@@ -42,8 +42,9 @@ OP_TABLE_COLUMNS = ["op", "group_size", "count", "bytes", "in_bytes", "out_bytes
                     "dtype"]
 
 
-def _op_codes(op: pd.Series) -> np.ndarray:
-    """Schema op codes of an op column (categorical from the loader, or plain strings)."""
+def op_codes(op: pd.Series) -> np.ndarray:
+    """Schema op codes (indexes into ``format.schema.OPS``) of an op column, categorical from the
+    loader or plain strings; a name outside the schema is code 0."""
     if isinstance(op.dtype, pd.CategoricalDtype) and list(op.cat.categories) == list(schema.OPS):
         return op.cat.codes.to_numpy().astype("int64")
     return op.map(schema.OP_INDEX).fillna(0).to_numpy().astype("int64")
@@ -56,7 +57,7 @@ _OUT_CODES = [schema.OP_INDEX[o] for o in _SIZE_FROM_OUTPUT]
 def add_sizes(coll: pd.DataFrame) -> pd.DataFrame:
     """Add ``size_bytes`` (S), ``bus_bytes`` (S × bus factor) and ``duration_ns`` columns."""
     df = coll.copy()
-    code = _op_codes(df["op"])
+    code = op_codes(df["op"])
     n = df["group_size"].to_numpy(dtype="int64")
     inb = df["in_bytes"].to_numpy(dtype="int64")
     outb = df["out_bytes"].to_numpy(dtype="int64")
@@ -91,7 +92,7 @@ def rank_op_partial(coll: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """
     if not len(coll):
         return pd.DataFrame(), {}
-    code = _op_codes(coll["op"])
+    code = op_codes(coll["op"])
     size = coll["group_size"].to_numpy("int64")
     keys, inverse = np.unique(code * 1_000_003 + size, return_inverse=True)
     m = len(keys)

@@ -25,7 +25,7 @@ from commprof.analysis.host.links import summarize_links
 from commprof.analysis.host.load import Run, RunSource, open_run
 from commprof.analysis.host.rank import RankPart, analyze_rank
 from commprof.analysis.scale.fold import Fold
-from commprof.analysis.scale.reduce import reduce_run
+from commprof.analysis.scale.node_summary import reduce_run
 from commprof.analysis.host.steps import measured
 from commprof.analysis.outcome.verdict import Note, Verdict, assess, slow_step_note, straggler_note, warmup_note
 

@@ -187,7 +187,7 @@ def _short(ranks: list[int]) -> str:
 
 
 def _version() -> str:
-    from commprof import __version__
+    from commprof._version import __version__
     return __version__
 
 

@@ -298,9 +298,3 @@ def scenarios(b: Baseline | None) -> list[dict]:
         out.append({"name": name, "model": model, "inputs": inputs, "changes": kwargs,
                     **project(b, **kwargs)})
     return out
-
-
-def recommendations(doc: dict, whatif: list[dict]) -> list[dict]:
-    """Options ranked by projected saving, each with its evidence (:mod:`commprof.analysis.outcome.advice`)."""
-    from commprof.analysis.outcome.advice import recommendations as recommend
-    return recommend(doc, whatif)

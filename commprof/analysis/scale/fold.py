@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from commprof.analysis.cross import crossrank
+from commprof.analysis.host.rank import RankResult
 from commprof.analysis.measures import intervals, latency
-from commprof.analysis.scale.reduce import RankResult
 
 STEP_CHUNK = 256  # per-process step frames concatenated this many at a time
 

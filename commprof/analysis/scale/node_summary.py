@@ -1,6 +1,7 @@
 """Aggregate where the data is: each node's ``commprof run`` reduces its own processes' captures at
 job end into ``RUN/summaries/<host>.p<pid>.cpsum`` (:mod:`commprof.analysis.scale.summary_file`), and
-the report takes a file's reduction from there instead of reading the capture again.
+the report takes a file's reduction from there instead of reading the capture again
+(:func:`reduce_run`: each file from its node summary, else reduced).
 
 A summary stands for a capture only while that capture is unchanged: it records each file's name,
 size, modification time and SHA-256, and a capture that differs (still growing, rewritten,
@@ -21,11 +22,14 @@ import secrets
 import socket
 import stat
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
-from commprof.analysis.scale import summary_file
-from commprof.analysis.scale.reduce import RankResult, reduce_paths
+from commprof.analysis.host.load import Run, RunSource
+from commprof.analysis.host.rank import RankResult
+from commprof.analysis.scale import reduce, summary_file
 from commprof.errors import CaptureFormatError
 from commprof.format import layout, reader, safe_io
 
@@ -126,7 +130,7 @@ def write_node_summary(run_dir: str | os.PathLike, host: str | None = None,
         return Written(None, 0, 0, time.perf_counter() - t0)
     # before reading: a file that grows after is then stale
     stamps = [dict(_stamp(p), sha256=_digest(p)) for p in paths]
-    results = list(reduce_paths(paths, jobs))
+    results = list(reduce.reduce_paths(paths, jobs))
     out_dir = layout.summaries_dir(run_dir)
     out_dir.mkdir(mode=layout.dir_mode(run_dir), exist_ok=True)
     key = summary_key(run_dir, create=True)
@@ -232,3 +236,39 @@ class SummaryIndex:
         if not self._left[sp]:
             del self._open[sp]
         return result
+
+
+def reduce_run(src: Run | RunSource, jobs: int | None = None, executor: Executor | None = None,
+               progress: Callable[[int, int], None] | None = None,
+               node_summaries: bool = True) -> Iterator[RankResult]:
+    """Every process of the run reduced, in file order (damage notes go to ``src.notes``).
+
+    A capture that a node summary stands for (``commprof run`` wrote one at job end; the module's
+    docstring) is taken from it unless ``node_summaries`` is False; the others go to
+    :func:`~commprof.analysis.scale.reduce.reduce_paths`.  ``progress(done, total)`` is called
+    after each file.
+    """
+    if isinstance(src, Run):  # already in memory: nothing to read
+        for rd in src.iter_ranks():
+            yield reduce.reduce_data(rd)
+        return
+    paths = list(src.paths)
+    index = None
+    if node_summaries:
+        index = SummaryIndex(src.dirs or [src.path], paths)
+    raw = reduce.reduce_paths([p for p in paths if index is None or p not in index], jobs, executor)
+    try:
+        for done, path in enumerate(paths, 1):
+            if index is not None and path in index:
+                result = index.take(path) or reduce.reduce_file(path)  # None: the summary failed to read
+            else:
+                result = next(raw)
+            if result.note:
+                src.notes.append(result.note)
+            if progress:
+                progress(done, len(paths))
+            yield result
+    finally:
+        raw.close()  # shuts a pool down
+        if index is not None:
+            src.notes.extend(n for n in index.notes if n not in src.notes)

@@ -3,24 +3,26 @@ Dask cluster (docs/scaling.md).
 
 Each capture file is reduced on its own by :func:`reduce_file` — :func:`~commprof.analysis.host.rank.
 analyze_rank` plus the columns the cross-rank matching and the clock alignment need — a pure
-function of one file, so files are reduced wherever there is a core, and :func:`reduce_run` yields
+function of one file, so files are reduced wherever there is a core, and :func:`reduce_paths` yields
 the results in the files' order whatever ran them: the report is the same with any ``jobs``.
+Which files are reduced here and which are taken from node summaries is
+:func:`commprof.analysis.scale.node_summary.reduce_run`'s choice.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
 from commprof.analysis.cross import clocks, crossrank
-from commprof.analysis.host.load import Run, RankData, RunSource, read_rank
-from commprof.analysis.host.rank import RankPart, analyze_rank
+from commprof.analysis.host.load import RankData, read_rank
+from commprof.analysis.host.rank import RankResult, analyze_rank
+from commprof.analysis.scale import summary_file
 from commprof.errors import CaptureFormatError, UsageError
 
 # Below this much capture data a pool costs more than it saves: starting the workers (a forkserver
@@ -28,18 +30,6 @@ from commprof.errors import CaptureFormatError, UsageError
 # where one process reduces 25-75 MB of captures per second (docs/scaling.md).
 AUTO_POOL_MIN_BYTES = 64 << 20
 FILES_PER_TASK_TARGET = 8  # tasks per worker: small enough to balance, large enough to amortize
-
-
-@dataclass
-class RankResult:
-    """What a summary needs from one capture file (small: no per-record frames)."""
-
-    rank: int
-    part: RankPart
-    match_names: list[str]  # crossrank.matching_columns: the group names the rows' codes index
-    match_rows: np.ndarray
-    sync: pd.DataFrame  # clocks.sync_marks
-    note: str | None = None  # damage found while reading the file
 
 
 def reduce_data(rd: RankData, note: str | None = None) -> RankResult:
@@ -61,14 +51,12 @@ def reduce_files(paths: list[str]) -> bytes:
     """Several files in one task (fewer round trips to the scheduler), returned encoded by
     :mod:`~commprof.analysis.scale.summary_file` (data, never code: :func:`decode_results` reads it
     without pickle, whatever a worker sends back)."""
-    from commprof.analysis.scale import summary_file
     return summary_file.encode([reduce_file(p) for p in paths], {"files": list(paths)})
 
 
 def decode_results(data, paths: list[str]) -> list[RankResult]:
     """The reductions of ``paths`` from what :func:`reduce_files` returned on a worker: anything
     but the bytes of an intact summary of exactly these files raises CaptureFormatError."""
-    from commprof.analysis.scale import summary_file
     where = paths[0] if paths else "worker result"
     if type(data) is not bytes:
         raise CaptureFormatError(where, 0, f"a worker returned a {type(data).__name__}, not an "
@@ -152,39 +140,3 @@ def reduce_paths(paths: list[Path], jobs: int | None = None,
     finally:
         if executor is None:
             pool.shutdown(wait=True, cancel_futures=True)
-
-
-def reduce_run(src: Run | RunSource, jobs: int | None = None, executor: Executor | None = None,
-               progress: Callable[[int, int], None] | None = None,
-               node_summaries: bool = True) -> Iterator[RankResult]:
-    """Every process of the run reduced, in file order (damage notes go to ``src.notes``).
-
-    A capture that a node summary stands for (``commprof run`` wrote one at job end; see
-    :mod:`commprof.analysis.scale.node_summary`) is taken from it unless ``node_summaries`` is False;
-    the others go to :func:`reduce_paths`.  ``progress(done, total)`` is called after each file.
-    """
-    if isinstance(src, Run):  # already in memory: nothing to read
-        for rd in src.iter_ranks():
-            yield reduce_data(rd)
-        return
-    paths = list(src.paths)
-    index = None
-    if node_summaries:
-        from commprof.analysis.scale.node_summary import SummaryIndex
-        index = SummaryIndex(src.dirs or [src.path], paths)
-    raw = reduce_paths([p for p in paths if index is None or p not in index], jobs, executor)
-    try:
-        for done, path in enumerate(paths, 1):
-            if index is not None and path in index:
-                result = index.take(path) or reduce_file(path)  # None: the summary failed to read
-            else:
-                result = next(raw)
-            if result.note:
-                src.notes.append(result.note)
-            if progress:
-                progress(done, len(paths))
-            yield result
-    finally:
-        raw.close()  # shuts a pool down
-        if index is not None:
-            src.notes.extend(n for n in index.notes if n not in src.notes)

@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from commprof.analysis.measures.latency import Latency
-from commprof.analysis.host.rank import RankPart
-from commprof.analysis.scale.reduce import RankResult
+from commprof.analysis.host.rank import RankPart, RankResult
 
 _NP_KINDS = "biuf"  # numpy dtypes allowed in the file: bool, signed/unsigned int, float
 _RESULT_FIELDS = ("rank", "match_names", "match_rows", "sync", "note")

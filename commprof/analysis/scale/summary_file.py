@@ -1,4 +1,4 @@
-"""Per-node summary files: :class:`~commprof.analysis.scale.reduce.RankResult` objects, safely serialized.
+"""Per-node summary files: :class:`~commprof.analysis.host.rank.RankResult` objects, safely serialized.
 
 Reading one never executes code (no pickle, no eval): it is JSON, Arrow IPC and raw numeric
 arrays, each checked before use.  Layout (integers little-endian)::
@@ -45,7 +45,7 @@ import re
 import struct
 import zlib
 
-from commprof.analysis.scale.reduce import RankResult
+from commprof.analysis.host.rank import RankResult
 from commprof.analysis.scale.summary_codec import Bad, Decoder, Encoder
 from commprof.errors import CaptureFormatError
 

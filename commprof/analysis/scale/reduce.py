@@ -16,9 +16,6 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-import pandas as pd
-
 from commprof.analysis.cross import clocks, crossrank
 from commprof.analysis.host.load import RankData, read_rank
 from commprof.analysis.host.rank import RankResult, analyze_rank

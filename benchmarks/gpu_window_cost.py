@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from commprof.analysis.load import load_run, open_run
-from commprof.analysis.steps import step_windows
+from commprof.analysis.host.load import load_run, open_run
+from commprof.analysis.host.steps import step_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "commprof" / "examples" / "demo_train.py"

@@ -1,6 +1,6 @@
 """State kept for the op table's latency quantiles of one (op, group size) on one rank: the exact
 durations (8 bytes per call, before 2026-12) vs the DDSketch that replaced them
-(commprof/analysis/latency.py).  Numbers in docs/scaling.md ("Bounded latency state").
+(commprof/analysis/measures/latency.py).  Numbers in docs/scaling.md ("Bounded latency state").
 
     python benchmarks/latency_state.py
 """
@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from commprof.analysis import latency
+from commprof.analysis.measures import latency
 
 CASES = [(2000 * 80, 4, 7, "160,000 calls (2,000 steps x 80), 10 us..10 ms"),
          (200 * 40, 3, 10, "8,000 calls (200 steps x 40), 1 us..10 s"),

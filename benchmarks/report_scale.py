@@ -104,7 +104,7 @@ def write_run(run_dir: Path, ranks: int, steps: int, k: int) -> int:
 def write_node_summaries(run_dir: Path, ranks: int, per_node: int = 8) -> tuple[float, float, int]:
     """What `commprof run` does at job end on each node (host ``node<N>``: ``per_node`` ranks),
     one node after another on one core: (median seconds per node, max seconds, bytes written)."""
-    from commprof.analysis.node_summary import write_node_summary
+    from commprof.analysis.scale.node_summary import write_node_summary
     secs, size = [], 0
     by_node: dict[int, list[Path]] = {}
     for r in range(ranks):  # the names write_run gives

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 
-from commprof.analysis.links import read_node_samples
+from commprof.analysis.host.links import read_node_samples
 from commprof.sampling.sampler import NodeSampler, default_sources
 
 

@@ -1,7 +1,7 @@
 """How fast commprof reads PyTorch-profiler (Kineto) traces: MB/s of uncompressed JSON.
 
 Times `commprof.format.kineto.read_trace` (gunzip + json + frames) and the GPU-timeline analysis
-(`commprof.analysis.gpu_timeline.analyze`) on the real traces of ../shared/gpu_traces/ (when
+(`commprof.analysis.gpu.gpu_timeline.analyze`) on the real traces of ../shared/gpu_traces/ (when
 present) and on synthetic Kineto-shaped traces of growing size (per step: CPU ops, runtime launches
 with ac2g flows, compute kernels on one stream, NCCL kernels with collective args on another,
 memcpy/memset, ProfilerStep annotations).  Each figure is the median of --reps runs; the share of
@@ -72,7 +72,7 @@ def synthetic(n_events: int, seed: int = 0) -> dict:
 
 def measure(path: str, reps: int) -> dict:
     """Run in a child: median times of read_trace, json.loads alone, and analyze."""
-    from commprof.analysis import gpu_timeline
+    from commprof.analysis.gpu import gpu_timeline
     from commprof.format import kineto
 
     raw = Path(path).read_bytes()

@@ -10,7 +10,8 @@ Public API (safe to call whether or not the process runs under ``commprof run``)
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from commprof._version import __version__
+
 __all__ = ["step", "step_scope", "metric", "train_steps", "load_run", "__version__"]
 
 
@@ -63,8 +64,8 @@ class step_scope:
 
 def load_run(path=None, warmup: int = 2):
     """A run directory (default: the latest under ./commprof-runs) as a
-    :class:`~commprof.analysis.frames.Run`: documented pandas frames (docs/data.md), each read on
+    :class:`~commprof.analysis.outcome.frames.Run`: documented pandas frames (docs/data.md), each read on
     first access.  ``warmup``: each rank's first steps left out of ``steps.measured`` (as
     ``commprof report --warmup``)."""
-    from commprof.analysis.frames import Run
+    from commprof.analysis.outcome.frames import Run
     return Run(path, warmup=warmup)

@@ -118,7 +118,7 @@ for job in overlap waits; do
     timeout 120 python3 -m commprof report "$OUT/$job" --format json > "$OUT/$job.json" 2> "$OUT/$job.report.err"
     timeout 120 python3 -m commprof report "$OUT/$job" --width 160 > "$OUT/$job.txt" 2>&1
     timeout 120 python3 - "$OUT" "$job" > "$OUT/$job.checks" 2>&1 <<'PY'
-"""Checks of one GPU-windows job: the capture itself (commprof.analysis.load) and the report."""
+"""Checks of one GPU-windows job: the capture itself (commprof.analysis.host.load) and the report."""
 import json, os, sys
 import numpy as np
 out, job = sys.argv[1], sys.argv[2]
@@ -148,7 +148,7 @@ def inter(a, b):
     return total
 
 try:
-    from commprof.analysis.load import load_run, open_run
+    from commprof.analysis.host.load import load_run, open_run
     data = load_run(run)
     rd = next(iter(open_run(run).iter_ranks()))
 except Exception as exc:  # noqa: BLE001
@@ -211,12 +211,12 @@ o = doc.get("overhead") or {}
 costs = [r.get("cost_ns") for r in rec.to_dict("records")]
 say(o.get("gpu_windows") == len(rec) and (o.get("gpu_window_s_per_rank") or 0) > 0,
     "windows' cost in the report's overhead", f"overhead {o}; per window (ns) {costs}")
-# 6. the GPU timeline KPIs of the report (commprof/analysis/gpu_timeline.py)
+# 6. the GPU timeline KPIs of the report (commprof/analysis/gpu/gpu_timeline.py)
 ranks = doc.get("ranks") or [{}]
 gpu = ranks[0].get("gpu")
 if not isinstance(gpu, dict):
     say(False, "report ranks[].gpu", "ranks[].gpu is missing from the report: the GPU timeline "
-        "analysis (commprof/analysis/gpu_timeline.py on gpu_activity) is not integrated yet")
+        "analysis (commprof/analysis/gpu/gpu_timeline.py on gpu_activity) is not integrated yet")
     sys.exit(0)
 c, ov, ex = (gpu.get(k) or 0.0 for k in ("comm_s", "overlap_s", "exposed_comm_s"))
 detail = f"ranks[0].gpu = {gpu}"

@@ -214,7 +214,7 @@ def build(root: Path) -> list[tuple[str, list[str], str]]:
 
 def _edit_summary(run_dir: Path, host, edit) -> None:
     """Write ``run_dir``'s node summary, then change one value of rank 0's part and re-seal it."""
-    from commprof.analysis import node_summary, summary_file
+    from commprof.analysis.scale import node_summary, summary_file
     sp = node_summary.write_node_summary(run_dir, host=host, jobs=1).path
     data = sp.read_bytes()
     pos = len(summary_file.MAGIC)

@@ -316,8 +316,8 @@ def test_ddp_backward_allreduce_bytes(job_run):
 def test_ddp_report_bytes_and_steps(job_run):
     """The same ground truth through the report: all_reduce bytes per rank for the run ==
     steps x the gradient bytes, steps == optimizer steps, bytes per step == gradient bytes."""
-    from commprof.analysis.load import load_run
-    from commprof.analysis.summary import summarize
+    from commprof.analysis.host.load import load_run
+    from commprof.analysis.outcome.summary import summarize
     from commprof.report.document import build
 
     run = job_run("ddp_mlp.py")

@@ -1,7 +1,8 @@
-"""One pass over a capture's JSON events (analysis/capture_events.py): each kind kept in file
+"""One pass over a capture's JSON events (analysis/host/capture_events.py): each kind kept in file
 order, or its last frame where only the last counts; the scanners read their kind only."""
-from commprof.analysis import gpu_activity, training
-from commprof.analysis.capture_events import sort_events
+from commprof.analysis.gpu import gpu_activity
+from commprof.analysis.host import training
+from commprof.analysis.host.capture_events import sort_events
 
 
 def _events():

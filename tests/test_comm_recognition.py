@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from commprof.analysis import comm_kernels, gpu_activity, gpu_collectives, gpu_times
+from commprof.analysis.gpu import comm_kernels, gpu_activity, gpu_collectives, gpu_times
 from commprof.capture import collectives as capture_collectives
 from commprof.format import comm_ops, schema
 from test_gpu_timeline import SHARED, kernel, launch, paint, timeline
@@ -189,7 +189,7 @@ def _b200_oracle():
 
 @pytest.mark.skipif(not B200.is_file(), reason=f"{B200} is absent (../shared/gpu_traces/)")
 def test_symmetric_memory_kernels_of_the_b200_trace_are_communication():
-    from commprof.analysis import gpu_timeline as gt
+    from commprof.analysis.gpu import gpu_timeline as gt
     from commprof.format.kineto import read_trace
     inside, kernels, _ = _b200_oracle()
     multimem = [k for k in kernels if "multimem_all_reduce_kernel" in k["name"]]

@@ -1,9 +1,9 @@
-"""analysis/cpu.py: oversubscribed cores, against counts the test makes by hand."""
+"""analysis/host/cpu.py: oversubscribed cores, against counts the test makes by hand."""
 from __future__ import annotations
 
 import pandas as pd
 
-from commprof.analysis import cpu
+from commprof.analysis.host import cpu
 
 
 def _procs(rows):

@@ -1,4 +1,4 @@
-"""The streamed cross-rank matching (analysis/crossrank.py) against an independent, naive
+"""The streamed cross-rank matching (analysis/cross/crossrank.py) against an independent, naive
 computation of the definitions in docs/kpis.md ("Wait vs transfer, and stragglers"): every call of
 every rank in one pandas frame, grouped by (group name, seq).  Runs with the calls in memory and
 spilled to disk, with several groups, incomplete instances, pending calls, drifting clocks and a
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from commprof.analysis import crossrank
-from commprof.analysis.clocks import RankClock
+from commprof.analysis.cross import crossrank
+from commprof.analysis.cross.clocks import RankClock
 
 WORLD = 6
 STEP_NS = 10_000_000.0

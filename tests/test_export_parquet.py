@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import commprof
-from commprof.analysis.frames import COLUMNS, FRAMES, SCHEMA
+from commprof.analysis.outcome.frames import COLUMNS, FRAMES, SCHEMA
 from commprof.format import parquet as pq_files
 from demo_run import capture_of_rank, end_of_last_record
 

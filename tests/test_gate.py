@@ -291,7 +291,7 @@ def test_save_baseline_round_trip_from_a_run(tmp_path):
 
 def test_binomial_tail_is_exact_and_survives_long_runs():
     from math import comb
-    from commprof.analysis.crossrank import binom_tail
+    from commprof.analysis.cross.crossrank import binom_tail
     exact = sum(comb(20, i) * 0.25 ** i * 0.75 ** (20 - i) for i in range(9, 21))
     assert binom_tail(9, 20, 0.25) == pytest.approx(exact, rel=1e-9)
     assert binom_tail(0, 20, 0.25) == 1.0 and binom_tail(21, 20, 0.25) == 0.0

@@ -19,7 +19,7 @@ import json
 import numpy as np
 import pytest
 
-from commprof.analysis.summary import summarize
+from commprof.analysis.outcome.summary import summarize
 from commprof.cli import main
 from commprof.gate import measure
 from commprof.report.document import build

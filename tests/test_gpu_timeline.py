@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from commprof.analysis import gpu_collectives, gpu_timeline as gt, intervals
+from commprof.analysis.gpu import gpu_collectives, gpu_timeline as gt
+from commprof.analysis.measures import intervals
 from commprof.errors import TraceFileError
 from commprof.format.kineto import read_trace
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from commprof.analysis import gpu_times
+from commprof.analysis.gpu import gpu_times
 from commprof.capture.flight_recorder import Drain
 from runner import HERE, commprof, report_json, torchrun
 from synthetic import MS, Coll, Rank, write_run

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
-from commprof.analysis import gpu_activity
-from commprof.analysis.load import read_rank
-from commprof.analysis.summary import self_overhead
+from commprof.analysis.gpu import gpu_activity
+from commprof.analysis.host.load import read_rank
+from commprof.analysis.outcome.summary import self_overhead
 from commprof.capture import gpu_convert, gpu_windows
 from commprof.capture.config import (DEFAULT_GPU_WINDOWS, ENV_GPU_ACTIVITY, ENV_GPU_TRACE,
                                      ENV_GPU_WINDOWS, CaptureConfig, parse_gpu_windows)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from commprof.analysis.load import load_run, open_run
+from commprof.analysis.host.load import load_run, open_run
 from commprof.format import layout
 from runner import commprof, report_json, torchrun
 

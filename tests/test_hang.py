@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from commprof.analysis.hang import HangTracker
+from commprof.analysis.cross.hang import HangTracker
 from commprof.format import reader, schema
-from commprof.analysis.hang_text import hang_lines
+from commprof.analysis.cross.hang_text import hang_lines
 from synthetic import Coll, periodic_rank, write_capture
 
 S = 1_000_000_000  # ns per second

@@ -1,4 +1,4 @@
-"""commprof.analysis.intervals against a brute-force painter on an integer grid."""
+"""commprof.analysis.measures.intervals against a brute-force painter on an integer grid."""
 from __future__ import annotations
 
 import random
@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from commprof.analysis.intervals import clip, covered, union
+from commprof.analysis.measures.intervals import clip, covered, union
 
 LO, HI = -20, 80  # the painted grid; intervals live in [0, 60), windows roam the whole grid
 

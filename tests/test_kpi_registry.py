@@ -1,5 +1,5 @@
 """One KPI registry (issue 28, item 2): each key of ``kpis`` is declared once in
-commprof/analysis/kpi_registry.py, and the assembler, the typed model, the gate and docs/kpis.md's
+commprof/analysis/measures/kpi_registry.py, and the assembler, the typed model, the gate and docs/kpis.md's
 table follow from it.  The expected values here are computed from the definitions (docs/kpis.md),
 on steps written by the test."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from commprof.analysis import kpi_registry as registry, kpis as kpi
+from commprof.analysis.measures import kpi_registry as registry, kpis as kpi
 from commprof.gate import compare, measure, rules
 from commprof.report import model
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_docs_table_is_the_generated_one():
-    """Regenerate with: python3 -m commprof.analysis.kpi_registry docs/kpis.md"""
+    """Regenerate with: python3 -m commprof.analysis.measures.kpi_registry docs/kpis.md"""
     text = (ROOT / "docs" / "kpis.md").read_text()
     assert registry.with_table(text) == text
 

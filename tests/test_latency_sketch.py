@@ -1,4 +1,4 @@
-"""The op table's latency quantiles come from mergeable DDSketches (commprof/analysis/latency.py):
+"""The op table's latency quantiles come from mergeable DDSketches (commprof/analysis/measures/latency.py):
 within the stated relative error α of exact numpy quantiles, on synthetic durations and on a real
 run, and the merge of per-rank sketches is the sketch of all values."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import commprof
-from commprof.analysis import latency
-from commprof.analysis.latency import RELATIVE_ACCURACY as ALPHA
+from commprof.analysis.measures import latency
+from commprof.analysis.measures.latency import RELATIVE_ACCURACY as ALPHA
 
 BOUND = ALPHA * (1 + 1e-9)  # α, plus float rounding at a bin's edge (where the error is α exactly)
 QS = [0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0]

@@ -1,5 +1,6 @@
-"""The package's layers point down only (docs/architecture.md, "Layers"), modules stay small, the run
-directory's names are spelled in one module and the capture's environment is read in one.
+"""The package's layers point down only (docs/architecture.md, "Layers"), and so do the rooms inside
+``analysis/``; no import circle anywhere; modules stay small, the run directory's names are spelled
+in one module and the capture's environment is read in one.
 
 Every import is read with ``ast`` — at module level and inside functions alike — so a lazy import
 is held to the same table as any other.
@@ -13,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "commprof"
 
-# unit -> the units it may import (besides itself and the shared leaves: commprof.errors and the
-# root package, e.g. ``from commprof import __version__``).  A unit is a subpackage of commprof or
+# unit -> the units it may import (besides itself and the shared leaves: commprof.errors,
+# commprof._version and the root package).  A unit is a subpackage of commprof or
 # one of its top-level modules.  Keep in step with docs/architecture.md.
 ALL = {"cli", "launch", "probe", "gate", "report", "analysis", "capture", "sampling", "format",
        "fixes", "live"}
@@ -34,14 +35,31 @@ MAY_IMPORT = {
     "examples": set(),
     "__main__": {"cli"},
     "errors": set(),
+    "_version": set(),
 }
-LEAVES = {"errors", ""}  # "" is the root package
+LEAVES = {"errors", "_version", ""}  # "" is the root package
 # The root package's public API (commprof.step, load_run) calls into these, from inside functions
 # only: importing commprof must stay free.
 ROOT_LAZY = {"capture", "analysis"}
 
+# The rooms of commprof/analysis/ (docs/architecture.md, "Inside analysis"): room -> the rooms it
+# may import besides itself.  Every module of analysis/ lives in a room; other units may import any
+# room (the table above holds ``analysis`` as a whole).
+ROOMS = {
+    "measures": set(),                                     # definitions: intervals, latency, S/busbw, step KPIs
+    "cross": {"measures"},                                 # the ranks together: clocks, matching, hangs
+    "gpu": {"measures"},                                   # the GPU timeline and its timing sources
+    "host": {"gpu", "measures"},                           # one process's capture: frames and its reduction
+    "scale": {"host", "gpu", "cross", "measures"},         # many processes: pools, node summaries, fold
+    "outcome": {"scale", "host", "gpu", "cross", "measures"},  # summary, verdict, what-if, advice
+}
+# Import circles not ended yet (module sets); each must still be a circle (the test says when not).
+KNOWN_CYCLES: list[set[str]] = [
+    {"commprof.gate.rules", "commprof.gate.runs"},  # runs.run_values needs rules.metric_value
+]
+
 MAX_LINES = 400
-# Files over MAX_LINES that are being split right now (commprof/analysis/summary.py was, until it
+# Files over MAX_LINES that are being split right now (commprof/analysis/outcome/summary.py was, until it
 # was split); nothing else may grow past the limit.
 OVER_LIMIT: set[str] = set()
 
@@ -127,6 +145,95 @@ def test_every_import_points_down_the_layers():
     assert not bad, "imports against the layers (docs/architecture.md, Layers):\n" + "\n".join(bad)
 
 
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 3 and parts[1] == "analysis" else None
+
+
+def test_every_analysis_module_lives_in_a_room():
+    flat = [m for m in MODULES if m.startswith("commprof.analysis.") and _room(m) is None
+            and m.rpartition(".")[2] not in ROOMS]
+    assert not flat, f"put these in a room of analysis/ (ROOMS; docs/architecture.md): {flat}"
+    assert {m.split(".")[2] for m in MODULES if m.startswith("commprof.analysis.")} == set(ROOMS)
+
+
+def test_rooms_of_analysis_import_only_the_rooms_below():
+    bad = []
+    for module, path in MODULES.items():
+        room = _room(module)
+        if room is None:
+            continue
+        for target, line, _ in _imports(module, path):
+            troom = _room(target) if _unit(target) == "analysis" else room
+            if troom not in (room, None) and troom not in ROOMS[room]:
+                bad.append(f"{module} -> {target} ({_rel(path)}:{line})")
+    assert not bad, "imports against the rooms of analysis/ (docs/architecture.md):\n" + "\n".join(bad)
+
+
+def _import_graph() -> dict[str, dict[str, str]]:
+    """module -> {imported commprof module: where}, every import (lazy ones too)."""
+    graph = {}
+    for module, path in MODULES.items():
+        edges = graph.setdefault(module, {})
+        for target, line, _ in _imports(module, path):
+            while target not in MODULES and "." in target:
+                target = target.rpartition(".")[0]
+            if target != module and target in MODULES:
+                edges.setdefault(target, f"{_rel(path)}:{line}")
+    return graph
+
+
+def _cycles(graph: dict[str, dict[str, str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(graph[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(graph[child])))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = set()
+                while True:
+                    m = stack.pop()
+                    on_stack.discard(m)
+                    comp.add(m)
+                    if m == node:
+                        break
+                if len(comp) > 1:
+                    out.append(comp)
+    return out
+
+
+def test_no_import_circle():
+    """No module reaches itself through imports, lazy ones included: a circle hidden by an import
+    inside a function is still a circle."""
+    graph = _import_graph()
+    cycles = _cycles(graph)
+    new = [c for c in cycles if c not in KNOWN_CYCLES]
+    lines = [" | ".join(f"{a} -> {b} ({graph[a][b]})" for a in sorted(c) for b in sorted(graph[a]) if b in c)
+             for c in new]
+    assert not new, "import circles (move what both sides need to the lower one):\n" + "\n".join(lines)
+    gone = [c for c in KNOWN_CYCLES if c not in cycles]
+    assert not gone, f"no longer a circle: remove from KNOWN_CYCLES: {gone}"
+
+
 def test_every_unit_is_in_the_table():
     assert {_unit(m) for m in MODULES} - {""} <= set(MAY_IMPORT)
 
@@ -195,3 +302,9 @@ def test_the_checks_see_what_they_should(tmp_path):
     assert ("commprof.cli.report", 4, True) in found
     names = sorted(s.split(": ", 1)[1] for s in _spelled_run_dir_names(path))
     assert names == ["'hang.json'", "'ranks'"]
+
+
+def test_the_circle_finder_finds_circles():
+    graph = {"a": {"b": ""}, "b": {"c": ""}, "c": {"a": ""}, "d": {"a": ""}, "e": {}}
+    assert _cycles(graph) == [{"a", "b", "c"}]
+    assert _cycles({"a": {"b": ""}, "b": {}}) == []

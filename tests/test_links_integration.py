@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from commprof.analysis.collectives import bus_factor
+from commprof.analysis.measures.collectives import bus_factor
 from runner import HERE, commprof, report_json, torchrun
 
 pytestmark = pytest.mark.slow

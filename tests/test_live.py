@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from commprof.analysis import kpis as kpi
-from commprof.analysis.summary import summarize
+from commprof.analysis.measures import kpis as kpi
+from commprof.analysis.outcome.summary import summarize
 from commprof.format import layout, schema
 from commprof.format.writer import CaptureWriter, encode_batch, encode_json
 from commprof.live.aggregator import LiveAggregator

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 import commprof
-from commprof.analysis import frames as frames_mod, load
+from commprof.analysis.outcome import frames as frames_mod
+from commprof.analysis.host import load
 from commprof.errors import RunDirError
 from demo_run import capture_of_rank, end_of_last_record
 

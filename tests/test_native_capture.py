@@ -181,7 +181,7 @@ def test_build_native_and_doctor_commands():
 def test_the_overhead_section_names_the_kernel_and_leaves_out_the_python_hop_for_native():
     import types
     import pandas as pd
-    from commprof.analysis.summary import DISPATCH_NS_ASYNC_CALL, self_overhead
+    from commprof.analysis.outcome.summary import DISPATCH_NS_ASYNC_CALL, self_overhead
 
     def part(path):
         return types.SimpleNamespace(process={"self_calls": 100, "self_record_ns": 200_000,

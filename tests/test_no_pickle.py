@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-from commprof.analysis import reduce as reduce_mod
+from commprof.analysis.scale import reduce as reduce_mod
 from commprof.errors import CaptureFormatError
 
 
@@ -54,7 +54,7 @@ def test_a_report_on_a_cluster_that_sends_pickles_stops_without_running_them(tmp
 
 
 def test_another_files_reduction_is_refused():
-    from commprof.analysis import summary_file
+    from commprof.analysis.scale import summary_file
     data = summary_file.encode([], {"files": []})
     with pytest.raises(CaptureFormatError, match="other files"):
         reduce_mod.decode_results(data, ["rank00000.a0.p1.cpf"])

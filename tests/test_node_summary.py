@@ -1,4 +1,4 @@
-"""Node summaries (analysis/node_summary.py): `commprof run` reduces the node's captures at job
+"""Node summaries (analysis/scale/node_summary.py): `commprof run` reduces the node's captures at job
 end, and the report takes those reductions instead of reading the captures again — with the same
 report; a capture changed since, a damaged summary or one from other analysis code is read from
 the capture instead, with a note."""
@@ -10,7 +10,8 @@ import shutil
 
 import pytest
 
-from commprof.analysis import node_summary, reduce as reduce_mod, summary as summary_mod
+from commprof.analysis.scale import node_summary, reduce as reduce_mod
+from commprof.analysis.outcome import summary as summary_mod
 from commprof.format import layout
 from commprof.report import document
 from demo_run import demo_run, end_of_last_record

@@ -1,4 +1,4 @@
-"""`commprof report --jobs N` and `--scheduler` (analysis/reduce.py, docs/scaling.md): the capture
+"""`commprof report --jobs N` and `--scheduler` (analysis/scale/reduce.py, docs/scaling.md): the capture
 files of a real run reduced in this process, by a pool of local processes and on a Dask
 LocalCluster give the same report, notes about damaged files included, in the same order."""
 from __future__ import annotations

@@ -59,7 +59,7 @@ def test_escapes_in_a_job_argument_and_a_group_description_reach_no_terminal(tmp
 
 
 def test_a_group_description_in_the_hang_text_is_shown_escaped():
-    from commprof.analysis.hang_text import hang_lines
+    from commprof.analysis.cross.hang_text import hang_lines
     op = {"op": "all_reduce", "seq": 3, "group": "0", "group_desc": LINK + CLEAR, "bytes": 8}
     lines = hang_lines({"oldest_pending_s": 6.0, "timeout_s": 5,
                         "blocked": [{"op": op, "waiting_ranks": [0], "never_arrived": [1]}],

@@ -1,4 +1,4 @@
-"""commprof.analysis.summary_file: RankResults written and read back are equivalent to the originals
+"""commprof.analysis.scale.summary_file: RankResults written and read back are equivalent to the originals
 (field by field, and by the report document summarize builds from them); damaged, foreign or newer
 files are refused with CaptureFormatError."""
 from __future__ import annotations
@@ -15,13 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import synthetic as S
-from commprof.analysis import latency, summary as summary_mod
-from commprof.analysis.latency import Latency
-from commprof.analysis.load import open_run
-from commprof.analysis.rank import RankPart
-from commprof.analysis.reduce import RankResult, reduce_file
+from commprof.analysis.measures import latency
+from commprof.analysis.outcome import summary as summary_mod
+from commprof.analysis.measures.latency import Latency
+from commprof.analysis.host.load import open_run
+from commprof.analysis.host.rank import RankPart
+from commprof.analysis.host.rank import RankResult
+from commprof.analysis.scale.reduce import reduce_file
 from commprof.errors import CaptureFormatError
-from commprof.analysis import summary_file as rank_summary
+from commprof.analysis.scale import summary_file as rank_summary
 from commprof.report import document
 
 QS = np.linspace(0, 1, 201).tolist() + [1e-9, 0.001, 0.25, 0.5, 0.75, 0.99, 0.999, 1 - 1e-9]
@@ -200,7 +202,7 @@ def dump(doc: dict) -> str:
 
 
 def yielding(make_results):
-    """A stand-in for reduce.reduce_run (same signature) yielding ``make_results()``."""
+    """A stand-in for node_summary.reduce_run (same signature) yielding ``make_results()``."""
     def reduce_run(src, jobs=None, executor=None, progress=None, node_summaries=True):
         reduce_run.calls += 1
         results = make_results()

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from commprof.analysis.load import open_run
+from commprof.analysis.host.load import open_run
 from commprof.errors import CaptureFormatError, TraceFileError
 from commprof.format import layout, safe_io, trace_stream
 from synthetic import capture_file, periodic_rank, write_run

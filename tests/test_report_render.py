@@ -11,10 +11,10 @@ import re
 import numpy as np
 import pytest
 
-from commprof.analysis import collectives as coll_mod, latency
-from commprof.analysis.load import load_run
-from commprof.analysis.steps import wall_window
-from commprof.analysis.summary import summarize
+from commprof.analysis.measures import collectives as coll_mod, latency
+from commprof.analysis.host.load import load_run
+from commprof.analysis.host.steps import wall_window
+from commprof.analysis.outcome.summary import summarize
 from commprof.cli.report import build_document
 from commprof.format import schema
 from commprof.report.renderers import renderers
@@ -731,7 +731,7 @@ def test_dispatch_cost_constants_are_the_benchmark_figures_in_the_docs():
     import re
     from pathlib import Path
 
-    from commprof.analysis import summary
+    from commprof.analysis.outcome import summary
     text = (Path(__file__).resolve().parent.parent / "docs" / "performance.md").read_text()
     added = re.search(r"\| added \| \*\*([0-9.]+) µs\*\* \| \*\*([0-9.]+) µs\*\* \|", text)
     assert added, "docs/performance.md lost its pass-through table"

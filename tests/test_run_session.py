@@ -7,8 +7,9 @@ from pathlib import Path
 
 import psutil
 
-from commprof.analysis import load, reduce
-from commprof.analysis.training import loss_curve
+from commprof.analysis.host import load
+from commprof.analysis.scale import reduce
+from commprof.analysis.host.training import loss_curve
 from commprof.launch.session import RunHooks, RunOptions, RunSession
 
 DEMO = Path(__file__).resolve().parent / "golden" / "demo_run"

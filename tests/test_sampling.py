@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from commprof.analysis import links
+from commprof.analysis.host import links
 from commprof.sampling import nvml as nvml_mod
 from commprof.sampling.infiniband import InfinibandSource
 from commprof.sampling.nic import NicSource

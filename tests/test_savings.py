@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from commprof.analysis import advice, parallelism
-from commprof.analysis.verdict import assess
-from commprof.analysis.whatif import (Baseline, bounds, link_share, project, scenarios,
+from commprof.analysis.outcome import advice, parallelism
+from commprof.analysis.outcome.verdict import assess
+from commprof.analysis.outcome.whatif import (Baseline, bounds, link_share, project, scenarios,
                                       step_components, step_waits)
 
 DDP_APIS = ("no_sync", "register_comm_hook", "bf16_compress_hook", "DDP", "bucket_cap_mb")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from commprof.analysis.load import load_run
+from commprof.analysis.host.load import load_run
 from commprof.format.reader import capture_paths, read_capture
 from runner import HERE, commprof, report_json, torchrun
 from test_capture_coverage import require_native

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from commprof.analysis.links import read_node_samples
+from commprof.analysis.host.links import read_node_samples
 from commprof.format.reader import read_capture
 from runner import HERE, commprof, report_json, torchrun
 from test_capture_coverage import require_native

@@ -292,7 +292,7 @@ def test_nccl_version_is_read_from_the_trace():
 def test_the_waiting_note_needs_waiting_to_outweigh_transfer_and_matter():
     import pandas as pd
 
-    from commprof.analysis.trace_crossrank import waiting_note
+    from commprof.analysis.outcome.trace_crossrank import waiting_note
     rows = pd.DataFrame({"rank": [0, 1], "wait_ns": [9e6, 1e6], "transfer_ns": [1e6, 1e6],
                          "instances": [4, 4], "last_share": [0.25, 0.75]})
     note = waiting_note(rows, [], 1, 0.30)

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from commprof.analysis.convergence import MIN_TAIL
+from commprof.analysis.outcome.convergence import MIN_TAIL
 from commprof.capture.config import ENV_SEED_OFFSET
 from commprof.cli.try_verdict import decide
 from runner import HERE, commprof, report_json, torchrun

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from commprof.analysis.load import load_run
+from commprof.analysis.host.load import load_run
 from runner import HERE, commprof, report_json, torchrun
 
 pytestmark = pytest.mark.slow

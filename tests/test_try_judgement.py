@@ -1,4 +1,4 @@
-"""``commprof try``'s judgement on synthetic curves (commprof/analysis/convergence.py, issue 25
+"""``commprof try``'s judgement on synthetic curves (commprof/analysis/outcome/convergence.py, issue 25
 items 1, 3 and 5).  Oracles from the definitions in the module docstring.
 
 A synthetic run: 1 + seed shift + effect + 2·exp(−step/8) + AR(1) noise — the seed shift (the
@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from commprof.analysis.convergence import (MIN_TAIL, Curve, Stat, effective_speedup, judge,
+from commprof.analysis.outcome.convergence import (MIN_TAIL, Curve, Stat, effective_speedup, judge,
                                            noise_band, statistic, too_short)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from commprof.analysis.training import step_losses
+from commprof.analysis.host.training import step_losses
 from runner import HERE, commprof, report_json, torchrun
 
 JOB = HERE / "jobs" / "heldout_train.py"

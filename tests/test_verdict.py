@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from commprof.analysis.verdict import LEVELS, assess
+from commprof.analysis.outcome.verdict import LEVELS, assess
 from commprof.cli.run import _one_line_summary
 from runner import commprof
 from synthetic import periodic_rank, write_run

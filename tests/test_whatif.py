@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from commprof.analysis.whatif import Baseline, project, recommendations, scenarios
+from commprof.analysis.outcome.advice import recommendations
+from commprof.analysis.outcome.whatif import Baseline, project, scenarios
 from commprof.cli.report import summarize_run
 from runner import commprof
 from synthetic import periodic_rank, write_run

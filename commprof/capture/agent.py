@@ -271,7 +271,7 @@ def _rank_and_world(torch_module) -> tuple[int, int, str]:
 
 
 def _version() -> str:
-    from commprof import __version__
+    from commprof._version import __version__
     return __version__
 
 

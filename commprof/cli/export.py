@@ -9,7 +9,7 @@ from commprof.errors import UsageError
 
 def export_command(run_dir: str | None, parquet: str | None, warmup: int, force: bool,
                    quiet: bool) -> int:
-    from commprof.analysis.frames import FRAMES, SCHEMA, Run
+    from commprof.analysis.outcome.frames import FRAMES, SCHEMA, Run
     from commprof.format import parquet as pq_out
     if not parquet:
         raise UsageError("--parquet DIR is required (the only export format so far)")

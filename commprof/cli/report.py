@@ -10,12 +10,12 @@ from commprof.format.text import printable
 
 def summarize_run(run_dir, warmup: int, jobs: int | None = None, scheduler: str | None = None,
                   node_summaries: bool = True, rank: int | None = None):
-    """Load and analyse a run (:class:`commprof.analysis.summary.Summary`): a run directory (or
+    """Load and analyse a run (:class:`commprof.analysis.outcome.summary.Summary`): a run directory (or
     several, merged), or PyTorch-profiler traces (files or a directory of them).  A run's files
     are reduced by ``jobs`` local processes (default: one per core, for runs big enough) or on
     the Dask cluster at ``scheduler``; captures a node summary stands for are taken from it unless
     ``node_summaries`` is False.  ``rank``: the rank of a single trace file that records none."""
-    from commprof.analysis.sources import summarize_path
+    from commprof.analysis.outcome.sources import summarize_path
     if warmup < 0:
         raise UsageError(f"--warmup {warmup}: must be >= 0")
     if jobs is not None and jobs < 1:
@@ -24,7 +24,7 @@ def summarize_run(run_dir, warmup: int, jobs: int | None = None, scheduler: str 
         raise UsageError("--jobs and --scheduler: give one (the cluster has its own workers)")
     executor = None
     if scheduler:
-        from commprof.analysis.reduce import dask_executor
+        from commprof.analysis.scale.reduce import dask_executor
         executor = dask_executor(scheduler)
     try:
         summary = summarize_path(run_dir, warmup, rank=rank, jobs=jobs, executor=executor,
@@ -68,7 +68,7 @@ def report_command(run_dir, fmt: str | None, output: str | None, warmup: int,
     from commprof.report.renderers import choose, is_exporter
     renderer = choose(fmt, output)
     dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir or [])
-    from commprof.analysis.trace_summary import is_trace_input
+    from commprof.analysis.outcome.trace_summary import is_trace_input
     traces = bool(dirs) and is_trace_input(dirs)
     saved = (not traces and len(dirs) == 1 and dirs[0].endswith(".json")
              and not os.path.isdir(dirs[0]))

@@ -166,8 +166,8 @@ def assess_fix(base: Side, side: Side, fix_warmup: int = 5, warmup: int = 2, met
     """Did the fix apply, change the bytes as it says, what did it do to time, and is its
     training within the baseline's noise (``judgement``: :func:`commprof.cli.try_verdict.decide`)?"""
     from commprof.cli.try_verdict import decide
-    from commprof.analysis.training import compare_losses
-    from commprof.analysis import whatif
+    from commprof.analysis.host.training import compare_losses
+    from commprof.analysis.outcome import whatif
     from commprof.fixes import parse
     applied_fixes = parse(side.label, fix_warmup)
     specs = {f.spec for f in applied_fixes}

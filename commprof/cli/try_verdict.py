@@ -1,7 +1,7 @@
 """``commprof try``'s decision for one fix: quality within the baseline's measured noise, time
 to target, run-to-run spread and machine load (docs/try.md, "How a fix is judged").
 
-The statistics are :mod:`commprof.analysis.convergence`'s; this module reads them off the runs'
+The statistics are :mod:`commprof.analysis.outcome.convergence`'s; this module reads them off the runs'
 report documents (one per run: run *i* of every side ran with seed offset *i*, so the sides are
 paired by seed) and words the verdict.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from commprof.analysis import convergence as cv
+from commprof.analysis.outcome import convergence as cv
 
 LOAD_TOLERANCE = 0.15  # compute time per step: a change beyond this that no fix explains = load
 ADDS_COMPUTE = ("bf16-compress", "fp16-compress", "powersgd")  # casts, matrix products

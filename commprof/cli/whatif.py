@@ -26,7 +26,7 @@ def whatif_command(run: str | None, bandwidth: str | None, bytes_: str | None, s
     d_factor = _factor(bytes_, "--bytes", "/")
     if sync_every < 1:
         raise UsageError(f"--sync-every {sync_every}: must be >= 1")
-    from commprof.analysis import whatif
+    from commprof.analysis.outcome import whatif
     summary = summarize_run(run, warmup)
     base = summary.baseline
     if base is None and summary.kpis.get("time_basis") == "host_launch":

@@ -39,7 +39,7 @@ class Fix:
             raise UsageError(f"fix {self.spec!r}: {self.name} takes no argument")
 
     def whatif(self) -> dict:
-        """The what-if scenario of the same change (``commprof.analysis.whatif.project`` keywords),
+        """The what-if scenario of the same change (``commprof.analysis.outcome.whatif.project`` keywords),
         or {} when the what-if has no model of it."""
         return {}
 

@@ -20,8 +20,8 @@ What counts as communication on a GPU timeline is decided here too:
 **Adding a GPU timing source** (an NCCL profiler plugin, torch's c10d hooks, ...) is one module:
 parse the source, name its ops with :func:`canonical_op`, and return a frame of
 :data:`COMM_INTERVAL_COLUMNS` (:func:`intervals_frame` builds and checks it).  The existing ones:
-``analysis.gpu_collectives.comm_intervals`` (profiler traces), ``analysis.gpu_times.comm_intervals``
-(Flight Recorder durations) and ``analysis.gpu_activity.comm_intervals`` (``commprof run``'s GPU
+``analysis.gpu.gpu_collectives.comm_intervals`` (profiler traces), ``analysis.gpu.gpu_times.comm_intervals``
+(Flight Recorder durations) and ``analysis.gpu.gpu_activity.comm_intervals`` (``commprof run``'s GPU
 windows); docs/architecture.md, "Where to add a GPU timing source".
 """
 from __future__ import annotations

@@ -120,7 +120,7 @@ def file_schema(path: Path) -> str | None:
 
 def read_frame(out: Path, name: str, dtypes: dict[str, str] | None = None) -> pd.DataFrame:
     """One exported frame back as pandas (``calls``: every rank's files, ``rank`` first again and
-    int64).  ``dtypes`` (``commprof.analysis.frames.COLUMNS[name]``): restore the frame's own
+    int64).  ``dtypes`` (``commprof.analysis.outcome.frames.COLUMNS[name]``): restore the frame's own
     dtypes where Parquet has none of its own (object strings, which pandas >= 3 reads as ``str``;
     categoricals of an empty frame)."""
     _, pq = _pyarrow()

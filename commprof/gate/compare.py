@@ -8,7 +8,7 @@ from commprof.gate import runs as runs_mod, stats
 from commprof.gate.measure import Measurements
 from commprof.gate.rules import METRICS, metric_value
 
-ORDER = list(METRICS)  # the KPI registry's gate metrics, in their order (analysis/kpi_registry.py)
+ORDER = list(METRICS)  # the KPI registry's gate metrics, in their order (analysis/measures/kpi_registry.py)
 
 
 def _op_metrics(a: Measurements, b: Measurements) -> list[str]:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from commprof.analysis import kpi_registry as registry
-from commprof.analysis.kpis import DEFAULT_WARMUP
+from commprof.analysis.measures import kpi_registry as registry
+from commprof.analysis.measures.kpis import DEFAULT_WARMUP
 from commprof.errors import ReportFileError, UsageError
 from commprof.gate.stats import mean, median, ratio_of_sums
 
@@ -53,10 +53,10 @@ class Measurements:
     assessment: dict | None = None  # the report's verdict, when the values are the report's
 
     def verdict(self):
-        """The verdict of these values (:func:`commprof.analysis.verdict.assess`: the same level
+        """The verdict of these values (:func:`commprof.analysis.outcome.verdict.assess`: the same level
         and words as the report of the same run — the report's own, which rests on the savings
         model's per-step projection and the measured waiting, when the values are its)."""
-        from commprof.analysis.verdict import Verdict, assess
+        from commprof.analysis.outcome.verdict import Verdict, assess
         if self.assessment:
             return Verdict(**{k: self.assessment.get(k) for k in Verdict.__dataclass_fields__})
         return assess({"time_basis": self.run.get("time_basis"),
@@ -85,8 +85,8 @@ class Measurements:
 
 def load(path: str | os.PathLike, skip_steps: int | str = "auto") -> Measurements:
     """Measurements of a run directory, profiler traces, a saved report or a baseline file."""
-    from commprof.analysis.sources import summarize_path
-    from commprof.analysis.trace_summary import is_trace_input
+    from commprof.analysis.outcome.sources import summarize_path
+    from commprof.analysis.outcome.trace_summary import is_trace_input
     p = Path(path)
     if p.is_dir() or is_trace_input(p):
         from commprof.report.document import build

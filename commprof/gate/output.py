@@ -146,7 +146,7 @@ def compare_markdown(rows: list[dict], a: str, b: str, basis: str | None = None)
 
 
 def loss_lines(conv: dict | None, a: str = "A", b: str = "B") -> list[str]:
-    """The convergence lines under a comparison (:func:`commprof.analysis.training.compare_losses`)."""
+    """The convergence lines under a comparison (:func:`commprof.analysis.host.training.compare_losses`)."""
     if not conv:
         return [f"loss: not recorded in both runs (commprof records it from backward(): see docs/try.md)"]
     rel = conv["mean_rel_diff_last_n"]

@@ -1,6 +1,6 @@
 """Gate rules: syntax, configuration files, evaluation.
 
-Metrics (``METRICS``): the KPI registry's gate metrics (``commprof/analysis/kpi_registry.py``:
+Metrics (``METRICS``): the KPI registry's gate metrics (``commprof/analysis/measures/kpi_registry.py``:
 names, units, directions; the "gate" column of docs/kpis.md's table), plus ``busbw:OP[:SIZE+]``
 (GB/s, higher is better: calls of OP with mean S >= SIZE, from ``op_sizes``).  Values are the
 report's KPIs, one number per KPI; the spread for confidence intervals is a bootstrap over
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from commprof.analysis import kpi_registry as registry
+from commprof.analysis.measures import kpi_registry as registry
 from commprof.errors import UsageError
 from commprof.format.units import fmt_bytes, fmt_seconds, parse_size
 from commprof.gate import stats
 from commprof.gate.measure import Measurements
 
-# name -> (unit, lower is better): the KPI registry's gate metrics (analysis/kpi_registry.py)
+# name -> (unit, lower is better): the KPI registry's gate metrics (analysis/measures/kpi_registry.py)
 METRICS = {g.name: (g.unit, g.better == "lower") for g in registry.gate_metrics()}
 _BUSBW = re.compile(r"^busbw:([a-z_]+)(?::([0-9.]+[A-Za-z]*)\+)?$")
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from commprof.errors import CommprofError
 
-LAST_N = 10  # the steps each rank's final loss is averaged over (analysis/training.py's N)
+LAST_N = 10  # the steps each rank's final loss is averaged over (analysis/host/training.py's N)
 FACTS_KEYS = ("backend", "measured_steps", "last_step", "max_steps_exit", "ops", "ddp", "fsdp", "ddp_buckets",
               "gradient_bytes", "fixes", "loss_by_rank")
 
@@ -23,7 +23,8 @@ FACTS_KEYS = ("backend", "measured_steps", "last_step", "max_steps_exit", "ops",
 def run_facts(run: str | Path, document: dict) -> dict | None:
     """The facts of the run directory ``run`` whose report is ``document``; None when ``run``
     is not a run directory (a saved report, a baseline file, profiler traces)."""
-    from commprof.analysis import frames, load
+    from commprof.analysis.outcome import frames
+    from commprof.analysis.host import load
     p = Path(run)
     if not p.is_dir():
         return None

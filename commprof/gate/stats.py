@@ -56,11 +56,6 @@ def stat_diff_ci(base, cur, relative: bool, confidence: float = 0.95) -> tuple[f
     return float(lo), float(hi)
 
 
-def median_ci(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
-    """Percentile-bootstrap interval of the median of ``x``."""
-    return stat_ci(((np.asarray(x, float),), median), confidence)
-
-
 def diff_ci(base: np.ndarray, cur: np.ndarray, relative: bool, confidence: float = 0.95
             ) -> tuple[float, float] | None:
     """Bootstrap interval of median(cur) − median(base) (or median(cur)/median(base) − 1)."""

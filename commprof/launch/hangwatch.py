@@ -2,7 +2,7 @@
 
 The supervisor calls :meth:`HangWatch.tick` between waits on the job.  Each tick tails the new
 frames of every capture file (workers flush every ``--flush-interval`` seconds), feeds them to
-:class:`commprof.analysis.hang.HangTracker`, and when a collective has been pending longer than
+:class:`commprof.analysis.cross.hang.HangTracker`, and when a collective has been pending longer than
 ``S`` writes ``hang.json`` into the run directory, prints a summary once, and — only with
 ``--kill-on-hang`` — stops the job: SIGTERM to every process of its tree (launch/jobtree.py:
 workers in their own sessions too; each closes its capture on the way out), SIGKILL to what is
@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from commprof.analysis.hang import HangTracker
-from commprof.analysis.hang_text import hang_lines
+from commprof.analysis.cross.hang import HangTracker
+from commprof.analysis.cross.hang_text import hang_lines
 from commprof.format import layout
 from commprof.format.reader import CaptureTail
 from commprof.launch.jobtree import KILL_GRACE_S, JobTree

@@ -297,7 +297,7 @@ def write_json_atomic(path: Path, obj: dict) -> None:
 
 
 def start_manifest(command: list[str], env: dict) -> dict:
-    from commprof import __version__
+    from commprof._version import __version__
     return {
         "schema": MANIFEST_SCHEMA,
         "status": "running",

@@ -212,8 +212,8 @@ class RunSession:
         if sum(p.stat().st_size for p in layout.capture_paths(run_dir)) > SUMMARY_MAX_BYTES:
             return
         try:
-            from commprof.analysis.load import open_run, read_rank
-            from commprof.analysis.training import loss_curve
+            from commprof.analysis.host.load import open_run, read_rank
+            from commprof.analysis.host.training import loss_curve
             per_rank = []
             for path in open_run(run_dir).paths:
                 if path in reduced:
@@ -237,10 +237,10 @@ class RunSession:
 
 
 def _write_node_summary(run_dir: Path) -> tuple[dict, list[str]]:
-    """This node's captures reduced into RUN/summaries/ (analysis/node_summary.py): (capture path
+    """This node's captures reduced into RUN/summaries/ (analysis/scale/node_summary.py): (capture path
     -> its reduction, the lines to print); a failure or Ctrl-C is a warning line: the report then
     reads the captures."""
-    from commprof.analysis.node_summary import write_node_summary
+    from commprof.analysis.scale.node_summary import write_node_summary
     try:
         w = write_node_summary(run_dir)
     except KeyboardInterrupt:

@@ -25,9 +25,10 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import clocks, crossrank, kpis as kpi
-from commprof.analysis.links import counter_rates, efficiency_rows
-from commprof.analysis.summary import self_overhead
+from commprof.analysis.cross import clocks, crossrank
+from commprof.analysis.measures import kpis as kpi
+from commprof.analysis.host.links import counter_rates, efficiency_rows
+from commprof.analysis.outcome.summary import self_overhead
 from commprof.format import layout, reader, safe_io
 from commprof.format.reader import CaptureTail
 from commprof.live.rankstate import RankState, Totals
@@ -226,7 +227,7 @@ def _window_calls(states: list[RankState], window: dict) -> pd.DataFrame:
 def _window_busbw(states: list[RankState], window: dict, probe: dict | None) -> dict:
     """busbw per op over the window (Σ bus bytes / Σ call time, all ranks), and per size bucket
     against the probe."""
-    from commprof.analysis.links import size_buckets
+    from commprof.analysis.host.links import size_buckets
     c = _window_calls(states, window)
     if not len(c):
         return {"ops": [], "efficiency": []}

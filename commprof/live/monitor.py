@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from commprof.analysis.hang_text import hang_lines
+from commprof.analysis.cross.hang_text import hang_lines
 from commprof.format import reader
 from commprof.live.aggregator import LiveAggregator
 from commprof.live.panel import one_line, render

@@ -1,8 +1,8 @@
 """One capture file followed live: a bounded buffer of recent records plus sealed totals.
 
 The report's functions compute everything here, on frames built from the buffer exactly as
-``commprof report`` builds them (:func:`commprof.analysis.load._collectives`, ``add_sizes``,
-``rank_exposure``, ``step_windows``, ``_step_metrics``).  What only grows — bytes, calls, call
+``commprof report`` builds them (:func:`commprof.analysis.host.load.collectives_frame`, ``add_sizes``,
+``rank_exposure``, ``step_windows``, ``step_metrics``).  What only grows — bytes, calls, call
 seconds per op, the in-flight and exposed unions — is split at a *cut* time: everything before
 the cut has been added to sealed totals and its records dropped; the buffer holds the rest.
 
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from commprof.analysis import intervals, kpis as kpi
-from commprof.analysis.collectives import _op_codes, add_sizes
-from commprof.analysis.exposure import rank_exposure
-from commprof.analysis.links import size_buckets
-from commprof.analysis.load import GROUP_COLUMNS, _attach_groups, _collectives
-from commprof.analysis.rank import _step_metrics
-from commprof.analysis.steps import step_windows
+from commprof.analysis.measures import intervals, kpis as kpi
+from commprof.analysis.measures.collectives import op_codes, add_sizes
+from commprof.analysis.host.exposure import rank_exposure
+from commprof.analysis.host.links import size_buckets
+from commprof.analysis.host.load import GROUP_COLUMNS, attach_groups, collectives_frame
+from commprof.analysis.host.rank import step_metrics
+from commprof.analysis.host.steps import step_windows
 from commprof.format import reader, schema
 
 KINDS = ("coll", "done", "wait", "mark", "span")
@@ -71,7 +71,7 @@ class Frames:
     """The buffer as the report's frames, and what the report's functions made of them."""
 
     coll: pd.DataFrame  # with add_sizes' columns
-    steps: pd.DataFrame  # step_windows + _step_metrics (step numbers are the run's)
+    steps: pd.DataFrame  # step_windows + step_metrics (step numbers are the run's)
     inflight: tuple
     exposed: tuple
     groups: pd.DataFrame
@@ -140,7 +140,7 @@ class RankState:
                                     backend=g.get("backend"), ranks=g.get("ranks"))
                                for g in self.groups.values()], columns=GROUP_COLUMNS)
         b = self.buf
-        coll = _attach_groups(_collectives(b["coll"], b["done"], b["wait"]), groups)
+        coll = attach_groups(collectives_frame(b["coll"], b["done"], b["wait"]), groups)
         coll.insert(0, "rank", self.rank)
         c = add_sizes(coll)
         waits = pd.DataFrame(b["wait"])
@@ -155,7 +155,7 @@ class RankState:
             s["step"] = s["step"] - 1
         if len(s):
             s["step"] = s["step"] + self.steps_sealed
-            s = kpi.finish_steps([_step_metrics(s.reset_index(drop=True), c, exp)])
+            s = kpi.finish_steps([step_metrics(s.reset_index(drop=True), c, exp)])
         self.frames = Frames(c, s, exp.inflight, exp.exposed, groups)
         self.dirty = False
         return self.frames
@@ -165,7 +165,7 @@ class RankState:
         t = Totals()
         if not len(c):
             return t
-        op = _op_codes(c["op"])
+        op = op_codes(c["op"])
         gid = c["group"].to_numpy().astype(np.int64)
         keys, inv = np.unique(op * (1 << 32) + gid, return_inverse=True)
         nbytes = np.bincount(inv, weights=c["size_bytes"].to_numpy("float64"), minlength=len(keys))

@@ -24,7 +24,7 @@ SCHEMA = "commprof.probe/1"
 
 
 def bus_factor(op: str, n: int) -> float:
-    """nccl-tests PERFORMANCE.md (the same table as commprof.analysis.collectives)."""
+    """nccl-tests PERFORMANCE.md (the same table as commprof.analysis.measures.collectives)."""
     if op == "all_reduce":
         return 2 * (n - 1) / n
     if op in ("all_gather", "reduce_scatter", "all_to_all"):

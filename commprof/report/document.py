@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from commprof.analysis.summary import Summary
+from commprof.analysis.outcome.summary import Summary
 from commprof.errors import ReportFileError
 from commprof.format import safe_io
 
@@ -31,10 +31,10 @@ _RANK_KEYS = ["rank", "host", "attempt", "ops", "bytes", "comm_s", "exposed_comm
 
 def build(summary: Summary) -> dict:
     """The JSON-ready report document of ``summary``."""
-    from commprof.analysis import whatif
+    from commprof.analysis.outcome import advice, whatif
     doc = _build(summary)
     doc["whatif"] = _clean(whatif.scenarios(summary.baseline))
-    doc["recommendations"] = _clean(whatif.recommendations(doc, doc["whatif"]))
+    doc["recommendations"] = _clean(advice.recommendations(doc, doc["whatif"]))
     return doc
 
 

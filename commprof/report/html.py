@@ -13,6 +13,7 @@ import json
 import os
 
 from commprof.report.html_ops import ops_section
+from commprof.report.html_plot import figure
 from commprof.report.html_training import loss_figure, training_section
 from commprof.report.notes import (assessment, except_kind, is_trace, of_kind, rank_status,
                                    source_rows, timeline_cards)
@@ -101,7 +102,7 @@ def hang(doc: dict) -> str:
     h = doc.get("hang")
     if not h:
         return ""
-    from commprof.analysis.hang_text import hang_lines
+    from commprof.analysis.cross.hang_text import hang_lines
     return ('<section id="hang" class="alert"><h2>Hang detected</h2><pre>'
             + _e("\n".join(hang_lines(h))) + "</pre></section>")
 
@@ -208,13 +209,6 @@ def notes_section(doc: dict) -> str:
 
 # -- figures (plotly JSON) ---------------------------------------------------------------------
 
-def _fig(data, layout) -> dict:
-    import plotly.graph_objects as go
-    base = dict(margin=dict(l=60, r=20, t=30, b=50), height=360, template="plotly_white",
-                legend=dict(orientation="h", y=1.12))
-    return go.Figure(data=data, layout={**base, **layout}).to_plotly_json()
-
-
 def step_timeline(doc: dict) -> dict | None:
     import plotly.graph_objects as go
     rows = doc["steps"].get("per_step") or []
@@ -230,7 +224,7 @@ def step_timeline(doc: dict) -> dict | None:
     data = [go.Bar(x=x, y=compute, name="compute", marker_color=_COLORS["compute"]),
             go.Bar(x=x, y=hidden, name="communication hidden", marker_color=_COLORS["hidden"]),
             go.Bar(x=x, y=exposed, name="communication exposed", marker_color=_COLORS["exposed"])]
-    return _fig(data, dict(barmode="stack", xaxis_title="step", yaxis_title="ms"))
+    return figure(data, dict(barmode="stack", xaxis_title="step", yaxis_title="ms"))
 
 
 def op_bandwidth(doc: dict) -> dict | None:
@@ -251,7 +245,7 @@ def op_bandwidth(doc: dict) -> dict | None:
         pts = sorted((c for c in curve if c["op"] == op and c.get("busbw_gbps")), key=lambda c: c["size_bytes"])
         data.append(go.Scatter(x=[c["size_bytes"] for c in pts], y=[c["busbw_gbps"] for c in pts],
                                mode="lines", line=dict(dash="dash"), name=f"probe {op}"))
-    return _fig(data, dict(xaxis=dict(type="log", title="message size S (bytes)"),
+    return figure(data, dict(xaxis=dict(type="log", title="message size S (bytes)"),
                            yaxis=dict(type="log", title="busbw (GB/s)", exponentformat="power")))
 
 
@@ -269,7 +263,7 @@ def rank_view(doc: dict) -> dict | None:
                         marker_color="#e78ac3"),
                  go.Bar(x=x, y=[r.get("transfer_s") for r in ranks], name="transfer (s)",
                         marker_color="#a6d854")]
-    return _fig(data, dict(barmode="group", xaxis=dict(title="rank", type="category"),
+    return figure(data, dict(barmode="group", xaxis=dict(title="rank", type="category"),
                            yaxis_title="seconds, whole run"))
 
 
@@ -282,7 +276,7 @@ def arrivals(doc: dict) -> dict | None:
     ranks = rows[0]["ranks"]
     data = [go.Scatter(x=[r["step"] for r in rows], y=[r["wait_s"][i] * 1e3 for r in rows],
                        mode="lines+markers", name=f"rank {rank}") for i, rank in enumerate(ranks)]
-    return _fig(data, dict(xaxis_title="step", yaxis_title="ms waiting for the last rank"))
+    return figure(data, dict(xaxis_title="step", yaxis_title="ms waiting for the last rank"))
 
 
 def link_timeline(doc: dict) -> dict | None:
@@ -301,7 +295,7 @@ def link_timeline(doc: dict) -> dict | None:
     for a, b in series[0].get("comm_windows_s", []):
         shapes.append(dict(type="rect", xref="x", yref="paper", x0=a, x1=b, y0=0, y1=1,
                            fillcolor="rgba(252,141,98,0.15)", line=dict(width=0), layer="below"))
-    return _fig(data, dict(xaxis_title="seconds since sampling started", yaxis_title="MB/s",
+    return figure(data, dict(xaxis_title="seconds since sampling started", yaxis_title="MB/s",
                            shapes=shapes))
 
 

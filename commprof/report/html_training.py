@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 
+from commprof.report.html_plot import figure
+
 
 def loss_figure(doc: dict) -> dict | None:
     """A plotly figure of ``training.loss`` and ``training.compare`` (None without a loss)."""
@@ -13,10 +15,9 @@ def loss_figure(doc: dict) -> dict | None:
     if not curves:
         return None
     import plotly.graph_objects as go
-    from commprof.report.html import _fig
     data = [go.Scatter(x=c["steps"], y=c["values"], mode="lines+markers", name=html.escape(str(name)))
             for name, c in curves]
-    return _fig(data, dict(xaxis_title="step", yaxis_title="loss (mean over ranks)"))
+    return figure(data, dict(xaxis_title="step", yaxis_title="loss (mean over ranks)"))
 
 
 def training_section(doc: dict, chart: bool) -> str:

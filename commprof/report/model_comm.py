@@ -1,5 +1,5 @@
 """The report document's ``gpu_comm`` section: which GPU kernels were counted as communication,
-and by which rule (commprof/analysis/comm_kernels.py).  Typed like the rest of the document: see
+and by which rule (commprof/analysis/gpu/comm_kernels.py).  Typed like the rest of the document: see
 :mod:`commprof.report.model`."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The typed model of the report's ``kpis`` section, derived from the KPI registry
-(:mod:`commprof.analysis.kpi_registry`): one field per :class:`~commprof.analysis.kpi_registry.Kpi`,
+(:mod:`commprof.analysis.measures.kpi_registry`): one field per :class:`~commprof.analysis.measures.kpi_registry.Kpi`,
 with its JSON type and schema description, so a KPI declared there is in the model and in
 ``docs/report-schema.json`` without a line here.
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from commprof.analysis import kpi_registry as registry
+from commprof.analysis.measures import kpi_registry as registry
 from commprof.report.typed import Model, key, optional
 
 __all__ = ["Kpis", "HostKpis"]

@@ -56,7 +56,7 @@ def assessment(doc: dict) -> dict:
     same function on their KPIs)."""
     if isinstance(doc.get("assessment"), dict):
         return doc["assessment"]
-    from commprof.analysis.verdict import assess
+    from commprof.analysis.outcome.verdict import assess
     return assess(doc["kpis"]).to_dict()
 
 

@@ -51,7 +51,7 @@ class TerminalRenderer:
 
 def hang_panel(hang: dict) -> Panel:
     """What ``commprof run --hang-timeout`` found stuck, and on whom it waited."""
-    from commprof.analysis.hang_text import hang_lines
+    from commprof.analysis.cross.hang_text import hang_lines
     status = (f"; the job was stopped ({hang['killed']})" if hang.get("killed") else
               "; it later finished" if hang.get("resolved_wall_ns") else "")
     return Panel(Text("\n".join(hang_lines(hang))), title=f"hang detected{status}",

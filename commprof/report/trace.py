@@ -8,10 +8,10 @@ on their thread, and each collective's in-flight time (issue → completion) as 
 One more process per node carries the node sampler's throughput as counter tracks.
 
 Time: microseconds since the earliest capture start, on rank 0's clock: every rank is moved onto it
-by :class:`commprof.analysis.clocks.Timeline` (barrier probes at init and teardown, else one host's
+by :class:`commprof.analysis.cross.clocks.Timeline` (barrier probes at init and teardown, else one host's
 shared monotonic clock, else wall-clock anchors).  Unlike the report document, the trace is built
 from the run directory itself (every record), loaded by the analysis
-(:func:`commprof.analysis.load.open_run`); this module only lays the records out as trace events.
+(:func:`commprof.analysis.host.load.open_run`); this module only lays the records out as trace events.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class TraceExporter:
     suffixes = (".trace.json",)
 
     def render_run(self, run_dir) -> str:
-        from commprof.analysis.load import open_run
+        from commprof.analysis.host.load import open_run
         return json.dumps({"traceEvents": trace_events(open_run(run_dir)),
                            "displayTimeUnit": "ms",
                            "otherData": {"generator": "commprof", "clock": "us since first capture start"}},
@@ -43,9 +43,9 @@ class TraceExporter:
 
 def trace_events(source) -> list[dict]:
     """Every event of the run, metadata first, then per track in time order."""
-    from commprof.analysis.clocks import Timeline
-    from commprof.analysis.collectives import add_sizes
-    from commprof.analysis.steps import step_windows
+    from commprof.analysis.cross.clocks import Timeline
+    from commprof.analysis.measures.collectives import add_sizes
+    from commprof.analysis.host.steps import step_windows
     ranks = list(source.iter_ranks())
     if not ranks:
         return []
@@ -109,7 +109,7 @@ def trace_events(source) -> list[dict]:
 
 
 def _counters(run_dir, timeline, meta: list) -> list[dict]:
-    from commprof.analysis.links import counter_rates, load_node_samples
+    from commprof.analysis.host.links import counter_rates, load_node_samples
     nodes, _ = load_node_samples(run_dir)
     out = []
     for n, node in enumerate(nodes):

@@ -10,6 +10,6 @@ the ``commprof run`` process, not in the workers).  Each source reads one kind o
   TCP connections (``ss -tie``).
 
 Values are written raw (cumulative counters stay cumulative) to ``RUN/nodes/<host>.p<pid>.cps``;
-rates and windows are the analysis' business (:mod:`commprof.analysis.links`).  Standard library
+rates and windows are the analysis' business (:mod:`commprof.analysis.host.links`).  Standard library
 plus psutil; nothing here imports pandas or torch.
 """

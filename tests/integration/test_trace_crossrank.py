@@ -20,7 +20,7 @@ from commprof.errors import UsageError
 from commprof.format.kineto import read_trace
 from runner import commprof
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # ../shared beside the repository (a clone), or beside the worktrees' folder
 SHARED = next((p for p in (ROOT.parent / "shared" / "gpu_traces", ROOT.parent.parent / "shared" / "gpu_traces")
                if p.is_dir()), ROOT.parent / "shared" / "gpu_traces")

@@ -24,7 +24,7 @@ from runner import commprof
 
 # ../shared/gpu_traces beside the checkout (GPU_TRACES_DIR overrides it, e.g. from a worktree)
 SHARED = Path(os.environ.get("GPU_TRACES_DIR")
-              or Path(__file__).resolve().parents[1].parent / "shared" / "gpu_traces")
+              or Path(__file__).resolve().parents[2].parent / "shared" / "gpu_traces")
 TRACES = sorted([*SHARED.glob("*.json.gz"), *[d for d in SHARED.iterdir() if d.is_dir()]]) \
     if SHARED.is_dir() else []
 COMM = re.compile(r"nccl|rccl|msccl|nvshmem|multimem|one_?shot|two_?shot|all_?reduce|all_?gather|"

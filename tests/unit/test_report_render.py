@@ -732,7 +732,7 @@ def test_dispatch_cost_constants_are_the_benchmark_figures_in_the_docs():
     from pathlib import Path
 
     from commprof.analysis import summary
-    text = (Path(__file__).resolve().parent.parent / "docs" / "performance.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "performance.md").read_text()
     added = re.search(r"\| added \| \*\*([0-9.]+) µs\*\* \| \*\*([0-9.]+) µs\*\* \|", text)
     assert added, "docs/performance.md lost its pass-through table"
     assert summary.DISPATCH_NS_BLOCKING_CALL == round(float(added.group(1)) * 1000)

@@ -11,7 +11,7 @@
   (``--resume``: the same runs), none is chosen.
 
 Skips, saying how busy, when other processes used more than a quarter of a core during the runs
-(the same rule as tests/test_whatif_netlab.py: wall-time ratios cannot be judged then).
+(the same rule as tests/integration/test_whatif_netlab.py: wall-time ratios cannot be judged then).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ``python3 scripts/golden_reports.py write`` (re)writes ``tests/golden/reports/*.json`` from
 ``tests/golden/demo_run/`` (a captured `commprof demo` run, committed) and ``../shared/gpu_traces/``
-(``GPU_TRACES_DIR`` overrides); ``tests/unit/test_golden_reports.py`` checks that a refactor leaves
+(``GPU_TRACES_DIR`` overrides); ``tests/integration/test_golden_reports.py`` checks that a refactor leaves
 every one identical.  Rewrite them only for a change meant to alter the report, and say so in its
 commit.  What varies between machines is normalised: the source's absolute path and commprof's
 version.

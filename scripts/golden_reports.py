@@ -2,7 +2,7 @@
 
 ``python3 scripts/golden_reports.py write`` (re)writes ``tests/golden/reports/*.json`` from
 ``tests/golden/demo_run/`` (a captured `commprof demo` run, committed) and ``../shared/gpu_traces/``
-(``GPU_TRACES_DIR`` overrides); ``tests/test_golden_reports.py`` checks that a refactor leaves
+(``GPU_TRACES_DIR`` overrides); ``tests/integration/test_golden_reports.py`` checks that a refactor leaves
 every one identical.  Rewrite them only for a change meant to alter the report, and say so in its
 commit.  What varies between machines is normalised: the source's absolute path, commprof's
 version, and why the demo's node summary was not used (its captures' mtimes differ in every
@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,27 +38,30 @@ def sources() -> dict[str, Path]:
     return out
 
 
-def report(source: Path) -> dict:
+def report(source: Path, run=None) -> dict:
     """``commprof report SOURCE -f json``, normalised (path and version); a trace that records no
-    rank is read as rank 0 (``--rank 0``)."""
+    rank is read as rank 0 (``--rank 0``).  ``run(source, *extra)`` runs the command and returns
+    the finished process (default: a fresh subprocess; the tests pass one that shares each
+    source's report among them, tests/shared_reports.py)."""
+    run = run or _run
     try:
-        return _report(source, [])
+        return _report(source, [], run)
     except RuntimeError as exc:
         if "no rank" not in str(exc):
             raise
-        return _report(source, ["--rank", "0"])
+        return _report(source, ["--rank", "0"], run)
 
 
-def _report(source: Path, extra: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "report.json"
-        proc = subprocess.run([sys.executable, "-m", "commprof", "report", str(source), "-f",
-                               "json", "-o", str(path), *extra], capture_output=True, text=True,
-                              timeout=600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"commprof report {source}: exit {proc.returncode}: {proc.stderr}")
-        text = path.read_text().replace(str(source), "<SOURCE>")
-    doc = json.loads(text)
+def _run(source: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "commprof", "report", str(source), "-f", "json",
+                           *extra], capture_output=True, text=True, timeout=600)
+
+
+def _report(source: Path, extra: list[str], run) -> dict:
+    proc = run(source, *extra)
+    if proc.returncode != 0:
+        raise RuntimeError(f"commprof report {source}: exit {proc.returncode}: {proc.stderr}")
+    doc = json.loads(proc.stdout.replace(str(source), "<SOURCE>"))
     doc.get("run", {}).pop("commprof_version", None)
     unused = r"\1: <not used (stale, or written by other analysis code)>; its captures were read"
     doc["notes"] = [_SUMMARY_NOT_USED.sub(unused, n) for n in doc.get("notes", [])]

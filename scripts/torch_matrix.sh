@@ -4,7 +4,7 @@
 #
 #   bash scripts/torch_matrix.sh 2.14.1                 # venv in ${TMPDIR:-/tmp}/commprof-torch-2.14.1
 #   bash scripts/torch_matrix.sh 2.15.0 ~/venvs/t215    # or where you say
-#   TORCH_MATRIX_TESTS="tests/test_native_wait.py" bash scripts/torch_matrix.sh 2.14.1
+#   TORCH_MATRIX_TESTS="tests/unit/test_native_wait.py" bash scripts/torch_matrix.sh 2.14.1
 #
 # What it runs (TORCH_MATRIX_TESTS overrides): the capture coverage suite (record for record,
 # native against Python path, on real torchrun jobs), the native kernel and its Work.wait,
@@ -21,7 +21,7 @@ version="${1:?usage: scripts/torch_matrix.sh TORCH_VERSION [VENV_DIR]}"
 venv="${2:-${TMPDIR:-/tmp}/commprof-torch-$version}"
 cd "$(dirname "$0")/.."
 repo="$PWD"
-tests="${TORCH_MATRIX_TESTS:-tests/test_capture_coverage.py tests/test_native_capture.py tests/test_native_wait.py tests/test_sigkill_capture.py tests/test_try_fixes.py tests/test_gpu_windows.py tests/test_torch_degrade.py}"
+tests="${TORCH_MATRIX_TESTS:-tests/integration/test_capture_coverage.py tests/integration/test_native_capture.py tests/unit/test_native_wait.py tests/integration/test_sigkill_capture.py tests/integration/test_try_fixes.py tests/integration/test_gpu_windows.py tests/unit/test_torch_degrade.py}"
 
 say() { echo "torch-matrix[$version]: $*"; }
 quiet_pip() { "$venv/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }

@@ -1,5 +1,6 @@
 """One real demo run (the bundled DDP job under ``commprof run``), made once per test session and
-shared by the tests of the data API (tests/test_load_run_api.py, tests/test_export_parquet.py)."""
+shared by the tests that only read it (the data API: tests/integration/test_load_run_api.py,
+tests/integration/test_export_parquet.py; the report model: test_report_model_job.py; ...)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,7 +5,7 @@ Run as a script (``python tests/reader_cases.py DIR``) it builds the cases under
 limit (:data:`MEMORY_LIMIT`) and a per-case time limit (:data:`CASE_SECONDS`, SIGALRM), through
 :func:`commprof.cli.main`, the one place errors become exit codes.  It prints one JSON line per
 case: exit code, stderr, seconds, and whether a traceback or a MemoryError escaped.
-``tests/test_reader_totality.py`` starts it and checks each line.
+``tests/integration/test_reader_totality.py`` starts it and checks each line.
 """
 from __future__ import annotations
 

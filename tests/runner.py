@@ -137,3 +137,32 @@ def on_a_quiet_machine(run, attempts: int = 3, limit: float = MAX_FOREIGN_CORES)
         if load.peak <= limit:
             break
     return result, loads
+
+
+def ended(pid: int) -> bool:
+    """No such process, or a zombie (only its parent's wait is left)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def wait_until_ended(pids, timeout_s: float, since: float | None = None) -> list[int]:
+    """Poll until every pid in ``pids`` has :func:`ended`, at most ``timeout_s`` after ``since``
+    (a ``time.monotonic()``; default now); the pids still alive then (empty: all ended)."""
+    import time
+    start = time.monotonic() if since is None else since
+    while not all(ended(p) for p in pids) and time.monotonic() - start < timeout_s:
+        time.sleep(0.05)
+    return [p for p in pids if not ended(p)]
+
+
+def kill_if_alive(pid: int) -> None:
+    """SIGKILL ``pid`` unless it has :func:`ended` (a test's clean-up of the processes it left)."""
+    import signal
+    if not ended(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

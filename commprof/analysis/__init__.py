@@ -1,6 +1,6 @@
 """Analyses: pandas frames in, KPI frames and dataclasses out; no printing.
 
-Six rooms, each a subpackage; a room imports only the rooms below it (tests/test_layers.py,
+Six rooms, each a subpackage; a room imports only the rooms below it (tests/unit/test_layers.py,
 docs/architecture.md "Inside analysis"):
 
 * ``measures`` — the definitions every source is measured with (intervals, latency sketches,

@@ -57,7 +57,7 @@ lab cannot work here (tests pass it to ``pytest.skip``)::
         lab.iperf3_bidir(seconds=2)   # {'a_to_b_bps': ..., 'b_to_a_bps': ..., 'json': {...}}
         lab.ping_rtt_ms()              # median RTT A->B in ms
 
-    cd /work/main && python -m pytest -q tests/test_netlab.py
+    cd /work/main && python -m pytest -q tests/integration/test_netlab.py
 
 Cleanup guarantees
 ------------------

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from test_capture_coverage import _NATIVE, require_native
+from native_kernel import _NATIVE, require_native
 
 SYNC, WORK = 3, 1  # schema.WAIT_SYNC_API, schema.WAIT_WORK (handed in: any two values do)
 

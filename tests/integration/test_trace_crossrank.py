@@ -18,9 +18,11 @@ import pytest
 from commprof.cli.report import build_document
 from commprof.errors import UsageError
 from commprof.format.kineto import read_trace
+from commprof.report.renderers import renderers
 from runner import commprof
+from shared_reports import report_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # ../shared beside the repository (a clone), or beside the worktrees' folder
 SHARED = next((p for p in (ROOT.parent / "shared" / "gpu_traces", ROOT.parent.parent / "shared" / "gpu_traces")
                if p.is_dir()), ROOT.parent / "shared" / "gpu_traces")
@@ -72,7 +74,11 @@ def dlrm_instances() -> tuple[list[dict], list[list[int]]]:
 
 @pytest.fixture(scope="module")
 def dlrm_doc():
-    return build_document(str(DLRM), 0)
+    """``commprof report DLRM -f json`` (once per session: test_golden_reports and
+    test_savings_traces read the same report)."""
+    proc = report_cli(DLRM)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
 
 
 @needs_dlrm
@@ -120,12 +126,13 @@ def test_dlrm_report_names_waiting_as_the_main_cost_and_not_the_network(dlrm_doc
 
 
 @needs_dlrm
-def test_dlrm_terminal_report_says_what_the_source_is():
-    proc = commprof("report", str(DLRM), "--width", "200")
-    assert proc.returncode == 0, proc.stderr
+def test_dlrm_terminal_report_says_what_the_source_is(dlrm_doc):
+    """The terminal page of the same document (``commprof report DLRM --width 200`` renders it
+    with this renderer; the document is the one the CLI wrote)."""
+    text = renderers()["terminal"].render(dlrm_doc, width=200)
     for placeholder in ("node(s)", "exit code", "command "):
-        assert placeholder not in proc.stdout, placeholder
-    assert "PyTorch-profiler traces" in proc.stdout and "wait for each other" in proc.stdout
+        assert placeholder not in text, placeholder
+    assert "PyTorch-profiler traces" in text and "wait for each other" in text
 
 
 @needs_dlrm

@@ -27,7 +27,7 @@ from commprof.format.reader import CaptureTail, capture_paths, read_capture
 
 CHUNK = 4096
 N = 25
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _record_everything(rec: Recorder) -> None:

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner import commprof
+from shared_reports import report_cli
 
 # ../shared/gpu_traces beside the checkout (GPU_TRACES_DIR overrides it, e.g. from a worktree)
 SHARED = Path(os.environ.get("GPU_TRACES_DIR")
-              or Path(__file__).resolve().parents[1].parent / "shared" / "gpu_traces")
+              or Path(__file__).resolve().parents[2].parent / "shared" / "gpu_traces")
 TRACES = sorted([*SHARED.glob("*.json.gz"), *[d for d in SHARED.iterdir() if d.is_dir()]]) \
     if SHARED.is_dir() else []
 COMM = re.compile(r"nccl|rccl|msccl|nvshmem|multimem|one_?shot|two_?shot|all_?reduce|all_?gather|"
@@ -83,7 +83,7 @@ def rank_steps(path: Path) -> list[tuple[int, int, int]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("trace", TRACES, ids=[t.name for t in TRACES])
 def test_no_what_if_beats_the_verdict_or_the_timeline(trace):
-    proc = commprof("report", str(trace), "-f", "json", timeout=600)
+    proc = report_cli(trace)  # run once per session: test_golden_reports reads the same report
     if proc.returncode == 2:  # a trace commprof refuses (one clear line): nothing to project
         assert proc.stderr.startswith("commprof: error: ") and proc.stderr.count("\n") == 1
         pytest.skip(proc.stderr.strip())

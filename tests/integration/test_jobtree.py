@@ -2,7 +2,6 @@
 own sessions (torchrun's workers) that a signal to the launcher's group misses.  No torch."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import time
 from pathlib import Path
 
 from commprof.launch.jobtree import JobTree
+
+from runner import ended, kill_if_alive
 
 # A launcher that starts a worker in its own session (as torchrun does), then sleeps.  The worker
 # writes its pid (to argv[1]) once its signal disposition is set: the test signals only then.
@@ -32,14 +33,6 @@ DEAF_WORKER = "DEAF = True" + WORKER
 PLAIN_WORKER = WORKER
 
 
-def _ended(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 def _worker_pid(pid_file: Path, proc) -> int:
     deadline = time.monotonic() + 30
     while not pid_file.exists():
@@ -59,12 +52,11 @@ def test_a_worker_in_its_own_session_that_ignores_sigterm_is_killed(tmp_path):
         assert worker in tree.known
         tree.terminate()
         leader.wait(timeout=10)  # the leader dies of SIGTERM; the deaf worker, orphaned, lives
-        assert not _ended(worker)
+        assert not ended(worker)
         assert tree.finish(grace_s=0.5) == 1
-        assert _ended(worker)
+        assert ended(worker)
     finally:
-        if not _ended(worker):
-            os.kill(worker, signal.SIGKILL)
+        kill_if_alive(worker)
 
 
 def test_sigterm_to_commprof_run_ends_workers_the_launcher_leaves_behind(tmp_path):
@@ -80,8 +72,7 @@ def test_sigterm_to_commprof_run_ends_workers_the_launcher_leaves_behind(tmp_pat
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGTERM, err  # the launcher's own death, passed through
-        assert _ended(worker), "the worker outlived commprof run"
+        assert ended(worker), "the worker outlived commprof run"
         assert "1 process(es) of the job outlived its launcher: sending SIGTERM" in err
     finally:
-        if not _ended(worker):
-            os.kill(worker, signal.SIGKILL)
+        kill_if_alive(worker)

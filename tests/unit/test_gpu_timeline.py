@@ -21,7 +21,7 @@ from commprof.analysis.measures import intervals
 from commprof.errors import TraceFileError
 from commprof.format.kineto import read_trace
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "gpu_traces"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "gpu_traces"
 REAL = ["hta_nccl_data_rank0.json.gz", "hta_sampled_rank0.json.gz", "hta_amd_mi250_no_comm.json.gz"]
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} (real GPU traces) is absent")
 

@@ -10,7 +10,7 @@ import pytest
 
 from commprof.capture import compat
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _declared_range() -> tuple[tuple[int, int], tuple[int, int]]:

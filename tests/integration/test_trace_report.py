@@ -1,6 +1,6 @@
 """`commprof report` on PyTorch-profiler traces: the same report as a run, from the GPU timeline.
 
-The expected GPU figures are computed here with the painting oracle of tests/test_gpu_timeline.py
+The expected GPU figures are computed here with the painting oracle of tests/unit/test_gpu_timeline.py
 (independent of commprof's interval code), straight from the trace JSON.
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ from commprof.analysis.scale import reduce
 from commprof.analysis.host.training import loss_curve
 from commprof.launch.session import RunHooks, RunOptions, RunSession
 
-DEMO = Path(__file__).resolve().parent / "golden" / "demo_run"
+DEMO = Path(__file__).resolve().parents[1] / "golden" / "demo_run"
 
 
 def _session(tmp_path, monkeypatch, **options):

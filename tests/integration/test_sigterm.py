@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # The main thread blocks in C, where no Python handler can run: it locks a pthread mutex it already
 # holds (glibc's default mutex deadlocks; signals do not interrupt it), the GIL released, like a

@@ -3,7 +3,7 @@
 The schedule and the failure paths run against a fake profiler; conversion against fake Kineto
 events (the attributes torch 2.13's ``_KinetoEvent`` has); one test runs torch's real profiler
 with CPU activity in this process (the test hook).  The end-to-end run is
-tests/test_gpu_windows_integration.py.
+tests/integration/test_gpu_windows_integration.py.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from commprof.errors import RunDirError
 from demo_run import capture_of_rank, end_of_last_record
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

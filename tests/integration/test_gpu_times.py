@@ -18,7 +18,7 @@ from commprof.capture.flight_recorder import Drain
 from runner import HERE, commprof, report_json, torchrun
 from synthetic import MS, Coll, Rank, write_run
 
-FIXTURE = json.loads((Path(__file__).parent / "data" / "gpu" / "fr_nccl_constructed.json").read_text())
+FIXTURE = json.loads((Path(__file__).parents[1] / "data" / "gpu" / "fr_nccl_constructed.json").read_text())
 
 
 class Rec:

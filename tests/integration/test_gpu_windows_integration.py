@@ -19,7 +19,7 @@ from commprof.format import layout
 from runner import commprof, report_json, torchrun
 
 pytestmark = pytest.mark.slow
-JOB = Path(__file__).resolve().parent / "jobs" / "gpu_windows_job.py"
+JOB = Path(__file__).resolve().parents[1] / "jobs" / "gpu_windows_job.py"
 CPU_HOOK = {"COMMPROF_GPU_ACTIVITY": "cpu"}
 
 

@@ -732,7 +732,7 @@ def test_dispatch_cost_constants_are_the_benchmark_figures_in_the_docs():
     from pathlib import Path
 
     from commprof.analysis.outcome import summary
-    text = (Path(__file__).resolve().parent.parent / "docs" / "performance.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "performance.md").read_text()
     added = re.search(r"\| added \| \*\*([0-9.]+) µs\*\* \| \*\*([0-9.]+) µs\*\* \|", text)
     assert added, "docs/performance.md lost its pass-through table"
     assert summary.DISPATCH_NS_BLOCKING_CALL == round(float(added.group(1)) * 1000)
@@ -746,7 +746,7 @@ def test_the_ranks_table_fits_the_terminal_without_cutting_a_cell(width):
     from pathlib import Path
     from commprof.report.terminal import TerminalRenderer
     from commprof.report.terminal import rank_status as commprof_rank_status
-    doc = json.loads((Path(__file__).parent / "golden" / "reports" / "demo.json").read_text())
+    doc = json.loads((Path(__file__).resolve().parents[1] / "golden" / "reports" / "demo.json").read_text())
     doc["ranks"][1].update(complete=False, exit_reason=None)  # status: a long text
     text = TerminalRenderer().render(doc, width=width)
     lines = text[text.index("Ranks ("):].splitlines()

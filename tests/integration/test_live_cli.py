@@ -18,7 +18,7 @@ from commprof.live import exporter
 from commprof.live.exporter import Metrics, parse_listen, textfile_path, write_atomic
 from runner import commprof
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("flags, words", [

@@ -1,16 +1,19 @@
 """The typed model of ``commprof.report/1`` (commprof/report/model.py) and its JSON Schema.
 
 * every key path of the model (list items: item 0), deleted or given a wrong type in a saved
-  report, makes ``commprof report saved.json --format F`` exit 2 with one stderr line naming the
-  key, for F in terminal, json, html; a key the model marks optional is deleted too, and the
-  report must still render; so must a null wherever the model allows one;
+  report, makes ``commprof report saved.json`` exit 2 with one stderr line naming the key
+  (``load()`` refuses the file before any renderer runs, so each key is checked once, and each
+  renderer once with a refused file); a key the model marks optional is deleted too, and the
+  report must still render in every format; so must a null wherever the model allows one.
+  The formats are the registry's (``commprof.report.renderers.renderers()``): a new renderer is
+  tested by itself;
 * ``from_dict``/``to_dict`` round-trip real documents; the documents ``build()`` writes hold no
   key the model lacks;
 * ``docs/report-schema.json`` is the generated schema, and real documents validate against it;
 * the renderers read only keys the model defines.
 
-Documents come from synthetic runs written through the real capture writer (tests/synthetic.py)
-and, once, from a real demo job (``slow``).  The command line runs in-process
+Documents come from synthetic runs written through the real capture writer (tests/synthetic.py);
+a real demo job's document: tests/integration/test_report_model_job.py.  The command line runs in-process
 (``commprof.cli.main``).  Known renderer gaps are strict xfails: fix the renderer, drop the mark.
 """
 from __future__ import annotations
@@ -33,10 +36,14 @@ from commprof.report.renderers import renderers
 
 from synthetic import MS, Rank, nccl_rank, periodic_rank, probe_result, rank_frames, step_marks, write_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "docs" / "report-schema.json"
 SAMPLES = sorted(p for p in (ROOT / "sample_reports").glob("*.json") if not p.name.endswith(".trace.json"))
-FORMATS = ["terminal", "json", "html"]
+FORMATS = sorted(renderers())  # every renderer of the registry
+# Renderers too slow for one page per key path (html: 0.5 s a page): they render every optional
+# key deleted, and every allowed null, at once (test_without_any_optional_key, test_every_allowed_null).
+ONE_PAGE_RENDERERS = {"html"} & set(FORMATS)
+PER_KEY_FORMATS = [f for f in FORMATS if f not in ONE_PAGE_RENDERERS]
 HANG = {"schema": "commprof.hang/1", "timeout_s": 2.0, "oldest_pending_s": 2.5, "episode": 1,
         "blocked": [{"op": {"op": "all_reduce", "group": "0", "group_desc": "default_pg",
                             "group_size": 2, "bytes": 8, "seq": 3},
@@ -266,28 +273,29 @@ def cli_dir(tmp_path_factory):
         yield tmp_path_factory.mktemp("saved")
 
 
-def report_cli(base: Path, doc: dict, fmt: str, capsys) -> tuple[int, str, list[str]]:
-    """``commprof report saved.json --format FMT``, in-process: (exit status, file, stderr lines)."""
+def report_cli(base: Path, doc: dict, fmt: str | None, capsys) -> tuple[int, str, list[str]]:
+    """``commprof report saved.json [--format FMT]``, in-process: (exit status, file, stderr lines)."""
     saved = base / "saved.json"
     saved.write_text(json.dumps(doc))
     capsys.readouterr()
-    code = main(["report", str(saved), "--format", fmt])
+    code = main(["report", str(saved), *(["--format", fmt] if fmt else [])])
     captured = capsys.readouterr()
     if code:
         assert captured.out == ""
     return code, str(saved), captured.err.splitlines()
 
 
-def _cases(keys, formats=FORMATS):
+def _cases(keys, formats):
     return [pytest.param(k, fmt, id=f"{k.path}-{fmt}") for k in keys for fmt in formats]
 
 
 REQUIRED = [k for k in KEY_PATHS if not k.optional and not k.path.endswith("[]")]
 OPTIONAL = [k for k in KEY_PATHS if k.optional]
+TYPED = [k for k in KEY_PATHS if k.type is not typing.Any]
 
 
-@pytest.mark.parametrize("key, fmt", _cases(REQUIRED))
-def test_deleted_key(full_doc, key, fmt, cli_dir, capsys):
+def _refused_key(full_doc, key, fmt, cli_dir, capsys) -> None:
+    """``key`` deleted: exit 2, nothing on stdout, one line naming it."""
     parts = concrete(full_doc, key.path)
     code, saved, err = report_cli(cli_dir, edited(full_doc, parts), fmt, capsys)
     assert code == 2
@@ -298,30 +306,8 @@ def test_deleted_key(full_doc, key, fmt, cli_dir, capsys):
         assert err == [f"commprof: error: {saved}: {dotted(parts)}: missing"]
 
 
-# Optional keys: older documents lack them, or build() writes them only with the data; the
-# report must still render.  (HTML, at 0.5 s a page, once without all of them: below.)
-@pytest.mark.parametrize("key, fmt", _cases(OPTIONAL, ["terminal", "json"]))
-def test_deleted_optional_key(full_doc, key, fmt, cli_dir, capsys):
-    code, _, err = report_cli(cli_dir, edited(full_doc, concrete(full_doc, key.path)), fmt, capsys)
-    assert (code, err) == (0, [])
-
-
-def test_html_without_any_optional_key(full_doc, cli_dir, capsys):
-    doc = fresh(full_doc)
-    for key in OPTIONAL:
-        while (parts := concrete(doc, key.path)) is not None:  # every one of a free key's values
-            doc = edited(doc, parts)
-    code, _, err = report_cli(cli_dir, doc, "html", capsys)
-    assert (code, err) == (0, [])
-
-
-def test_html_with_comm_s_but_no_exposed_comm_s(full_doc):
-    doc = edited(full_doc, ["ranks", 0, "exposed_comm_s"])
-    renderers()["html"].render(doc)
-
-
-@pytest.mark.parametrize("key, fmt", _cases([k for k in KEY_PATHS if k.type is not typing.Any]))
-def test_wrong_type(full_doc, key, fmt, cli_dir, capsys):
+def _refused_type(full_doc, key, fmt, cli_dir, capsys) -> None:
+    """``key`` given a value of the wrong type: exit 2, nothing on stdout, one line naming it."""
     parts = concrete(full_doc, key.path)
     value = wrong_value(key.type)
     code, saved, err = report_cli(cli_dir, edited(full_doc, parts, value), fmt, capsys)
@@ -335,7 +321,51 @@ def test_wrong_type(full_doc, key, fmt, cli_dir, capsys):
     assert json.dumps(value)[:10] in err[0]
 
 
-@pytest.mark.parametrize("key", [k for k in KEY_PATHS if k.type is not typing.Any], ids=lambda k: k.path)
+# load() refuses a bad file before any renderer runs: every key once (the default format), and
+# every renderer once with a refused file (a key of each kind: load()'s own check and the model's).
+@pytest.mark.parametrize("key", REQUIRED, ids=lambda k: k.path)
+def test_deleted_key(full_doc, key, cli_dir, capsys):
+    _refused_key(full_doc, key, None, cli_dir, capsys)
+
+
+@pytest.mark.parametrize("key", TYPED, ids=lambda k: k.path)
+def test_wrong_type(full_doc, key, cli_dir, capsys):
+    _refused_type(full_doc, key, None, cli_dir, capsys)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_renderer_is_spared_a_refused_file(full_doc, fmt, cli_dir, capsys):
+    schema = next(k for k in REQUIRED if k.path == "schema")  # load()'s own check
+    deep = next(k for k in reversed(REQUIRED) if "." in k.path and k.type is not typing.Any)  # the model's
+    for key in (schema, deep):
+        _refused_key(full_doc, key, fmt, cli_dir, capsys)
+        _refused_type(full_doc, key, fmt, cli_dir, capsys)
+
+
+# Optional keys: older documents lack them, or build() writes them only with the data; the
+# report must still render, in every format (slow renderers: once without all of them, below).
+@pytest.mark.parametrize("key, fmt", _cases(OPTIONAL, PER_KEY_FORMATS))
+def test_deleted_optional_key(full_doc, key, fmt, cli_dir, capsys):
+    code, _, err = report_cli(cli_dir, edited(full_doc, concrete(full_doc, key.path)), fmt, capsys)
+    assert (code, err) == (0, [])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_without_any_optional_key(full_doc, fmt, cli_dir, capsys):
+    doc = fresh(full_doc)
+    for key in OPTIONAL:
+        while (parts := concrete(doc, key.path)) is not None:  # every one of a free key's values
+            doc = edited(doc, parts)
+    code, _, err = report_cli(cli_dir, doc, fmt, capsys)
+    assert (code, err) == (0, [])
+
+
+def test_html_with_comm_s_but_no_exposed_comm_s(full_doc):
+    doc = edited(full_doc, ["ranks", 0, "exposed_comm_s"])
+    renderers()["html"].render(doc)
+
+
+@pytest.mark.parametrize("key", TYPED, ids=lambda k: k.path)
 def test_null_and_booleans_where_they_do_not_belong(full_doc, key):
     parts = concrete(full_doc, key.path)
     inner, nullable = model.split_none(key.type)
@@ -507,20 +537,6 @@ def test_schema_rejects_what_the_model_rejects(full_doc):
     assert v.is_valid(edited(full_doc, ["ranks", 0, "wait_s"]))  # may be absent
 
 
-@pytest.mark.slow
-def test_a_real_demo_run_validates(tmp_path):
-    from runner import commprof, report_json, torchrun
-    demo = ROOT / "commprof" / "examples" / "demo_train.py"
-    run = tmp_path / "demo"
-    proc = commprof("run", "-q", "--out", str(run), "--", *torchrun(demo, "--steps", "6"), timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    doc = report_json(run)
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in _validator().iter_errors(doc)]
-    assert not errors, errors[:5]
-    assert model.Report.from_dict(doc).to_dict() == doc
-    assert not sorted(set(_extra_paths(model.Report.from_dict(doc))))
-
-
 # -- renderers read only what the model defines -------------------------------------------------
 
 class Recorded(dict):
@@ -593,10 +609,10 @@ NULL_GAPS: dict = {}
 def _null_cases():
     out = []
     for k in NULLABLE:
-        for fmt in ("terminal", "json", "html"):
+        for fmt in FORMATS:
             gap = NULL_GAPS.get((k.path, fmt))
-            if fmt == "html" and not gap:
-                continue  # html: all nulls at once, below
+            if fmt in ONE_PAGE_RENDERERS and not gap:
+                continue  # all nulls at once, below
             marks = [pytest.mark.xfail(strict=True, reason=gap)] if gap else []
             out.append(pytest.param(k, fmt, id=f"{k.path}-{fmt}", marks=marks))
     return out
@@ -607,11 +623,12 @@ def test_renderers_accept_null(full_doc, key, fmt):
     renderers()[fmt].render(edited(full_doc, concrete(full_doc, key.path), None))
 
 
-def test_html_with_every_allowed_null(full_doc):
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_allowed_null_at_once(full_doc, fmt):
     doc = fresh(full_doc)
     for key in NULLABLE:
         parts = concrete(doc, key.path)
-        if parts is not None and (key.path, "html") not in NULL_GAPS:
+        if parts is not None and (key.path, fmt) not in NULL_GAPS:
             doc = edited(doc, parts, None)
     model.Report.from_dict(doc)
-    renderers()["html"].render(doc)
+    renderers()[fmt].render(doc)

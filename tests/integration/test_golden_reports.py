@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from shared_reports import report_cli
+
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("golden_reports", ROOT / "scripts" / "golden_reports.py")
 golden = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(golden)
@@ -39,7 +41,7 @@ def test_report_equals_its_golden_copy(name):
     stored = golden.GOLDEN / "reports" / f"{name}.json"
     if not stored.is_file():
         pytest.skip(f"no golden copy of {name} (python3 scripts/golden_reports.py write)")
-    got = json.loads(json.dumps(golden.report(SOURCES[name])))  # tuples -> lists, as stored
+    got = json.loads(json.dumps(golden.report(SOURCES[name], run=report_cli)))  # tuples -> lists, as stored
     diffs = _differences(json.loads(stored.read_text()), got)
     assert not diffs, f"{name}: the report changed at\n" + "\n".join(diffs[:20])
 

@@ -25,7 +25,7 @@ from commprof.format.reader import CaptureTail, read_capture
 from commprof.format.writer import CaptureWriter
 from synthetic import periodic_rank, rank_frames, write_run
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 REAL = DATA / "real_rank0.cpf"
 REAL_V1 = DATA / "real_rank0.v1.cpf"
 FULL = read_capture(REAL)

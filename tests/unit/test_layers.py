@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "commprof"
 
 # unit -> the units it may import (besides itself and the shared leaves: commprof.errors,

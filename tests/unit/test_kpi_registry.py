@@ -13,7 +13,7 @@ from commprof.analysis.measures import kpi_registry as registry, kpis as kpi
 from commprof.gate import compare, measure, rules
 from commprof.report import model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_docs_table_is_the_generated_one():

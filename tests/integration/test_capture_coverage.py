@@ -28,10 +28,11 @@ import pytest
 
 from commprof.format import schema
 from commprof.format.reader import capture_paths, read_capture
+from native_kernel import _NATIVE, require_native  # noqa: F401 - re-exported: other tests import them from here
 
 pytestmark = pytest.mark.slow
 
-JOBS = Path(__file__).resolve().parent / "jobs"
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
 JOB_TIMEOUT = 120  # seconds; every job takes a few seconds on 2 cores
 # The torchrun console script of the interpreter running the tests (not the first one on PATH:
 # a torch matrix runs these tests from another virtual environment, scripts/torch_matrix.sh).
@@ -111,21 +112,6 @@ def runs(tmp_path_factory):
 
     yield get
     cache.clear()
-
-
-_NATIVE: dict = {}
-
-
-def require_native() -> None:
-    """Build the native kernel once (as `commprof run` would); skip, or fail in CI, without it."""
-    if not _NATIVE:
-        from commprof.cli.native import resolve
-        _NATIVE.update(resolve())
-    if not _NATIVE.get("ok"):
-        why = f"native capture unavailable here: {_NATIVE.get('why')}"
-        if os.environ.get("COMMPROF_TEST_REQUIRE_NATIVE") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
 
 
 @pytest.fixture(scope="module", params=PATHS)

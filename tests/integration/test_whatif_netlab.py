@@ -27,7 +27,7 @@ from runner import MAX_FOREIGN_CORES, on_a_quiet_machine, report_json
 
 # A disturbed run is re-run (up to 3 attempts each): the fixture may take 3x its ~2 min.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
-DEMO = Path(__file__).resolve().parent.parent / "commprof" / "examples" / "demo_train.py"
+DEMO = Path(__file__).resolve().parents[2] / "commprof" / "examples" / "demo_train.py"
 SCENARIOS = [  # name, link rate, demo args, micro-steps per commprof step
     ("bandwidth x2", 400, (), 1),
     ("bytes /2", 200, ("--compress", "fp16"), 1),

@@ -11,7 +11,7 @@
   (``--resume``: the same runs), none is chosen.
 
 Skips, saying how busy, when other processes used more than a quarter of a core during the runs
-(the same rule as tests/test_whatif_netlab.py: wall-time ratios cannot be judged then).
+(the same rule as tests/integration/test_whatif_netlab.py: wall-time ratios cannot be judged then).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from netlab import netlab_available
 from runner import MAX_FOREIGN_CORES, ForeignLoad, commprof
 
 pytestmark = pytest.mark.slow
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 DEMO = HERE.parent / "commprof" / "examples" / "demo_train.py"
 PAIR = [sys.executable, str(HERE / "netlab" / "pair.py"), "--rate", "200", "--",
         str(DEMO), "--steps", "30", "--width", "512"]

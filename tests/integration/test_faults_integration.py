@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from runner import HERE, commprof, report_json, torchrun
+from runner import HERE, commprof, kill_if_alive, report_json, torchrun, wait_until_ended
 from test_capture_coverage import require_native
 
 pytestmark = pytest.mark.slow
@@ -167,9 +165,7 @@ def test_kill_on_hang_ends_every_worker_and_gives_no_verdict(tmp_path):
         hang_at = time.monotonic()
         assert lines and "HANG:" in lines[-1], "".join(lines)
         pids = [int((pid_dir / f"rank{r}.pid").read_text()) for r in (0, 1)]
-        while not all(_ended(p) for p in pids) and time.monotonic() - hang_at < 15:
-            time.sleep(0.05)
-        alive = [p for p in pids if not _ended(p)]
+        alive = wait_until_ended(pids, 15, since=hang_at)
         assert not alive, f"workers {alive} still alive 15 s after the hang report"
         lines.extend(proc.stderr)
         proc.wait(timeout=60)
@@ -178,8 +174,7 @@ def test_kill_on_hang_ends_every_worker_and_gives_no_verdict(tmp_path):
             proc.kill()
             proc.wait()
         for pid_file in pid_dir.glob("rank*.pid"):
-            if not _ended(int(pid_file.read_text())):
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            kill_if_alive(int(pid_file.read_text()))
     err = "".join(lines)
     assert proc.returncode == 124, err  # stopped by commprof (docs/hangs.md)
     # The deaf rank needed SIGKILL and is named; rank 0 ended at SIGTERM.  (torchrun, waiting
@@ -201,15 +196,6 @@ def test_kill_on_hang_ends_every_worker_and_gives_no_verdict(tmp_path):
     text = " ".join(commprof("report", str(run)).stdout.split())
     assert "killed by commprof after hang (SIGTERM)" in text  # rank 0: closed its capture
     assert "killed by commprof after hang (SIGKILL)" in text  # rank 1 ignored SIGTERM
-
-
-def _ended(pid: int) -> bool:
-    """No such process, or a zombie (only its parent's wait is left)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def test_steps_that_stop_with_nothing_pending_are_reported(tmp_path):

@@ -1,7 +1,7 @@
 """The native capture kernel's selection, build cache and fallback (``--capture``).
 
 The capture itself is checked record for record against the Python path by
-tests/test_capture_coverage.py (every job runs under both paths).  Here: the settings, the build
+tests/integration/test_capture_coverage.py (every job runs under both paths).  Here: the settings, the build
 key and cache, and that a native path that cannot be had never costs the job anything -- one
 line on stderr, and the Python path captures everything.
 """

@@ -1,4 +1,4 @@
-"""``commprof.analysis.exposure``: a rank's communication time (in flight) and exposed
+"""``commprof.analysis.host.exposure``: a rank's communication time (in flight) and exposed
 communication time, against docs/kpis.md's definitions.
 
 The oracle paints each definition onto a 1 ns grid (integer times, a boolean per nanosecond) and
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from commprof.analysis.exposure import rank_exposure
+from commprof.analysis.host.exposure import rank_exposure
 from commprof.format import schema
 
 T = 1_000  # the grid: times are integer ns in [0, T)

@@ -68,7 +68,7 @@ def _backward_tails(mine: pd.DataFrame, backward: pd.DataFrame, inflight):
     issued = mine.loc[mine["in_backward"], "t_issue"].to_numpy("float64")
     if not len(issued) or not len(backward):
         return np.zeros(0), np.zeros(0)
-    issued.sort()
+    issued = np.sort(issued)  # a copy: to_numpy may hand back a read-only view (pandas 3)
     bs = backward["t_start"].to_numpy("float64")
     be = backward["t_end"].to_numpy("float64")
     last_idx = np.searchsorted(issued, be, side="right") - 1

@@ -11,13 +11,35 @@
 
 Each fix is applied whole or not at all, and says which in one ``fix`` JSON event per process
 (``{"type": "event", "event": "fix", "fix", "status": applied|skipped|withdrawn, "why", ...}``);
-a failure in commprof's own code is recorded through ``degrade`` and never raised.
+a failure in commprof's own code is recorded through ``degrade`` and never raised.  A torch whose
+``DistributedDataParallel`` or ``fully_shard`` takes no keyword an option fix sets skips that fix
+(``fixes.ddp.signature`` / ``fixes.fsdp.signature`` in the report's ``degraded``) and the job's
+constructor runs as written; one without ``fully_shard`` skips the FSDP2 fixes (``fixes.fsdp``).
 """
 from __future__ import annotations
 
 import functools
+import inspect
 
 from commprof.fixes.catalog import Fix
+
+#: Where ``fully_shard`` lives: the public module first; the others are its homes in torch 2.6-2.15.
+FSDP_MODULES = ("torch.distributed.fsdp", "torch.distributed.fsdp._fully_shard._fully_shard",
+                "torch.distributed.fsdp._fully_shard")
+
+
+def keywords_refused(fn, names) -> list[str]:
+    """The keywords of ``names`` that ``fn``'s signature does not take ([] when it takes
+    ``**kwargs`` or its signature cannot be read: then the call itself decides)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return []
+    taken = {p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                  inspect.Parameter.POSITIONAL_OR_KEYWORD)}
+    return [n for n in names if n not in taken]
 
 
 class FixInstaller:
@@ -60,7 +82,8 @@ class FixInstaller:
         DDP = self.torch.nn.parallel.DistributedDataParallel
         original_init = DDP.__init__
         installer = self
-        options = [f for f in self.fixes if f.kind == "ddp_option"]
+        options = self._accepted([f for f in self.fixes if f.kind == "ddp_option"], original_init,
+                                 "DistributedDataParallel", "fixes.ddp.signature")
         hooks = [f for f in self.fixes if f.kind == "hook" and f.target == "ddp"]
 
         @functools.wraps(original_init)
@@ -174,22 +197,33 @@ class FixInstaller:
     def _patch_fully_shard(self) -> None:
         import importlib
         fixes = [f for f in self.fixes if f.target == "fsdp"]
-        modules = [importlib.import_module(m) for m in
-                   ("torch.distributed.fsdp", "torch.distributed.fsdp._fully_shard._fully_shard",
-                    "torch.distributed.fsdp._fully_shard")]
-        original = modules[0].fully_shard
+        modules = []
+        for name in FSDP_MODULES:
+            try:
+                modules.append(importlib.import_module(name))
+            except ImportError:  # a home this torch does not have: the others are patched
+                continue
+        original = getattr(modules[0], "fully_shard", None) if modules else None
+        if original is None:
+            self.degrade("fixes.fsdp", RuntimeError("this torch has no torch.distributed.fsdp.fully_shard"))
+            for f in fixes:
+                self._say(f, "skipped", "this torch has no torch.distributed.fsdp.fully_shard")
+            return
+        applied = self._accepted(fixes, original, "fully_shard", "fixes.fsdp.signature")
+        if not applied:
+            return
+        mine = {}
+        for f in applied:
+            mine.update(f.options())
         installer = self
         calls = {"n": 0}
 
         @functools.wraps(original)
         def fully_shard(module, *args, **kwargs):
-            mine = {}
-            for f in fixes:
-                mine.update(f.options())
             result = original(module, *args, **{**kwargs, **mine})
             calls["n"] += 1
             if calls["n"] == 1:
-                for f in fixes:
+                for f in applied:
                     installer._say(f, "applied", None, options={k: repr(v) for k, v in f.options().items()})
             return result
 
@@ -197,3 +231,23 @@ class FixInstaller:
         for mod in modules:
             if getattr(mod, "fully_shard", None) is original:
                 mod.fully_shard = fully_shard
+
+    def _accepted(self, fixes: list[Fix], fn, what: str, where: str) -> list[Fix]:
+        """The option fixes whose keywords ``fn`` takes; the others are skipped and named, in
+        one degraded message."""
+        out, refusals = [], []
+        for f in fixes:
+            try:
+                refused = keywords_refused(fn, list(f.options()))
+            except Exception as exc:  # noqa: BLE001 - e.g. this torch has no MixedPrecisionPolicy
+                self.degrade(where, exc)
+                self._say(f, "skipped", f"its options cannot be made here: {type(exc).__name__}: {exc}")
+                continue
+            if refused:
+                self._say(f, "skipped", f"this torch's {what} takes no {', '.join(refused)}")
+                refusals.append(f"{', '.join(refused)} (fix {f.spec} skipped)")
+            else:
+                out.append(f)
+        if refusals:
+            self.degrade(where, RuntimeError(f"this torch's {what} takes no {'; '.join(refusals)}"))
+        return out

@@ -115,7 +115,7 @@ def banner(doc: dict) -> Panel:
         grid.add_row("commprof's own cost",
                      f"{o['record_us_per_call']:.1f} µs/call recording (measured"
                      + (f", {o['capture_path']} kernel" if o.get("capture_path") else "") + ") + ≈ "
-                     f"{o['dispatch_us_per_call_estimate']:.0f} µs/call dispatch (benchmark) ≈ "
+                     f"{o['dispatch_us_per_call_estimate']:.1f} µs/call dispatch (benchmark) ≈ "
                      f"{fmt_pct(o['estimated_fraction_of_wall'])} of wall time"
                      + (f" (incl. {o['gpu_windows']} GPU window(s): "
                         f"{fmt_seconds(o.get('gpu_window_s_per_rank'))}/rank)"

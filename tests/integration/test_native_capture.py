@@ -178,22 +178,40 @@ def test_build_native_and_doctor_commands():
     assert so.endswith(".so") and os.path.exists(so), proc.stdout
 
 
-def test_the_overhead_section_names_the_kernel_and_leaves_out_the_python_hop_for_native():
+def test_the_overhead_section_names_the_kernel_and_charges_each_path_its_own_hop():
     import types
     import pandas as pd
-    from commprof.analysis.outcome.summary import DISPATCH_NS_ASYNC_CALL, self_overhead
+    from commprof.analysis.outcome import summary
+    from commprof.analysis.outcome.summary import self_overhead
 
-    def part(path):
+    def part(path, blocking=0):
         return types.SimpleNamespace(process={"self_calls": 100, "self_record_ns": 200_000,
-                                              "capture_path": path}, blocking_calls=0)
+                                              "capture_path": path}, blocking_calls=blocking)
 
     wall = pd.DataFrame({"wall_s": [1.0, 1.0]})
-    native = self_overhead([part("native"), part("native")], wall)
-    assert native["capture_path"] == "native" and native["dispatch_us_per_call_estimate"] == 0
-    assert native["record_us_per_call"] == pytest.approx(2.0)
+    native = self_overhead([part("native"), part("native", blocking=40)], wall)
+    assert native["capture_path"] == "native" and native["record_us_per_call"] == pytest.approx(2.0)
+    # 160 async calls and 40 blocking ones, each at its constant, over the 200 calls
+    expected = (160 * summary.DISPATCH_NS_NATIVE_ASYNC_CALL + 40 * summary.DISPATCH_NS_NATIVE_BLOCKING_CALL) / 200
+    assert native["dispatch_us_per_call_estimate"] == pytest.approx(expected / 1e3)
+    assert native["estimated_s_per_rank"] == pytest.approx((400_000 + 200 * expected) / 2 / 1e9)
     mixed = self_overhead([part("native"), part("python")], wall)
     assert mixed["capture_path"] == "native,python"
-    assert mixed["dispatch_us_per_call_estimate"] == pytest.approx(DISPATCH_NS_ASYNC_CALL / 1e3 / 2)
+    assert mixed["dispatch_us_per_call_estimate"] == pytest.approx(
+        (summary.DISPATCH_NS_ASYNC_CALL + summary.DISPATCH_NS_NATIVE_ASYNC_CALL) / 2 / 1e3)
+
+
+def test_the_native_hop_constants_are_the_benchmark_figures_in_the_docs():
+    """The native path's un-timed CPU per call is what benchmarks/run_cost.py measured, as
+    docs/performance.md records it (so the two cannot drift apart)."""
+    import re
+    from commprof.analysis.outcome import summary
+    text = (Path(__file__).resolve().parents[2] / "docs" / "performance.md").read_text()
+    found = re.search(r"constants: \*\*([0-9.]+) µs\*\* per blocking call, \*\*([0-9.]+) µs\*\* per "
+                      r"call without a wait", text)
+    assert found, "docs/performance.md lost the native path's constants"
+    assert summary.DISPATCH_NS_NATIVE_BLOCKING_CALL == round(float(found.group(1)) * 1000)
+    assert summary.DISPATCH_NS_NATIVE_ASYNC_CALL == round(float(found.group(2)) * 1000)
 
 
 def test_a_read_only_cache_without_a_build_is_said_without_starting_a_build(tmp_path, monkeypatch):

@@ -37,6 +37,13 @@ __all__ = ["DEFAULT_WARMUP", "Summary", "summarize", "analyze_rank"]
 # an async call alone, and one iteration of a loop of blocking calls (hop + hand-offs).
 DISPATCH_NS_ASYNC_CALL = 16_600
 DISPATCH_NS_BLOCKING_CALL = 32_900
+# The native kernel's CPU that its own clock does not see (the boxed call into it, its first and
+# last clock reads; for a blocking call also the call into the native Work.wait around torch's):
+# main-thread CPU added with the kernel (and wait) on minus its own time, per call: medians of the
+# runs of `python benchmarks/run_cost.py --inside-reps 31` in docs/performance.md ("The cost per
+# call of a whole commprof run", which a test keeps equal).
+DISPATCH_NS_NATIVE_ASYNC_CALL = 250
+DISPATCH_NS_NATIVE_BLOCKING_CALL = 860
 
 
 @dataclass
@@ -309,11 +316,12 @@ def _gpu_windows_note(parts: list[RankPart]) -> Note | None:
 
 def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:
     """commprof's own cost in this run: recording time measured by the hooks themselves, the GPU
-    windows' start/stop/conversion time (measured), plus an estimate of the dispatcher hop (a
-    benchmark constant: it cannot be timed from inside)."""
+    windows' start/stop/conversion time (measured), plus an estimate of the dispatcher hop into
+    the kernel and, on the native path, the kernel's calls its own clock does not see (benchmark
+    constants per call, blocking or not: they cannot be timed from inside)."""
     calls = sum(int(p.process.get("self_calls") or 0) for p in parts)
     record_ns = sum(int(p.process.get("self_record_ns") or 0) for p in parts)
-    # the Python kernel's dispatcher hop: not paid by processes the native kernel recorded
+    # the hop into the kernel (and, native, the calls around its clock): its path's constants
     py_calls = sum(int(p.process.get("self_calls") or 0) for p in parts
                    if p.process.get("capture_path") != "native")
     py_blocking = sum(p.blocking_calls for p in parts if p.process.get("capture_path") != "native")
@@ -321,8 +329,11 @@ def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:
     gpu_window_ns = sum(int(p.process.get("self_gpu_window_ns") or 0) for p in parts)
     blocking = sum(p.blocking_calls for p in parts)
     n = max(len(parts), 1)
+    nat_calls, nat_blocking = calls - py_calls, blocking - py_blocking
     dispatch_ns = (py_blocking * DISPATCH_NS_BLOCKING_CALL
-                   + max(py_calls - py_blocking, 0) * DISPATCH_NS_ASYNC_CALL)
+                   + max(py_calls - py_blocking, 0) * DISPATCH_NS_ASYNC_CALL
+                   + nat_blocking * DISPATCH_NS_NATIVE_BLOCKING_CALL
+                   + max(nat_calls - nat_blocking, 0) * DISPATCH_NS_NATIVE_ASYNC_CALL)
     total_ns = record_ns + dispatch_ns + gpu_window_ns
     wall = ranks["wall_s"].sum() if "wall_s" in ranks else 0.0
     return {

@@ -21,7 +21,7 @@ version="${1:?usage: scripts/torch_matrix.sh TORCH_VERSION [VENV_DIR]}"
 venv="${2:-${TMPDIR:-/tmp}/commprof-torch-$version}"
 cd "$(dirname "$0")/.."
 repo="$PWD"
-tests="${TORCH_MATRIX_TESTS:-tests/integration/test_capture_coverage.py tests/integration/test_native_capture.py tests/unit/test_native_wait.py tests/integration/test_sigkill_capture.py tests/integration/test_try_fixes.py tests/integration/test_gpu_windows.py tests/unit/test_torch_degrade.py}"
+tests="${TORCH_MATRIX_TESTS:-tests/integration/test_capture_coverage.py tests/integration/test_native_capture.py tests/unit/test_native_wait.py tests/integration/test_sigkill_capture.py tests/integration/test_try_fixes.py tests/integration/test_gpu_windows.py tests/integration/test_torch_degrade.py}"
 
 say() { echo "torch-matrix[$version]: $*"; }
 quiet_pip() { "$venv/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }

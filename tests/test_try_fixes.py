@@ -218,6 +218,12 @@ def test_powersgd_bytes_are_checked_against_its_shapes_arithmetic(runs):
     assert row["op"] == "all_reduce" and row["ok"], row
     assert row["ratio"] == pytest.approx(_powersgd_values(64, 2) / _params(64), rel=1e-9)
     assert check_text(row).endswith("as expected")
+    # the baseline (no fix) recorded its DDP model's shapes: PowerSGD is projected from it alone
+    from commprof.fixes.projection import powersgd_bytes_ratio
+    model = _facts(runs["baseline"])["ddp_model"]
+    shapes = [tuple(r["shape"]) for r in model["params"] for _ in range(r["count"])]
+    assert sorted(shapes) == sorted(_shapes(64)) and model["device"] == "cpu"
+    assert powersgd_bytes_ratio(model, 2) == pytest.approx(_powersgd_values(64, 2) / _params(64), rel=1e-12)
 
 
 def test_bf16_reduce_bytes_are_checked_per_op(fsdp_runs):

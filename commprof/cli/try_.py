@@ -270,8 +270,9 @@ def run_auto(command, baseline: str | None, root: Path, opts: dict, say, metric:
         walls.append(time.monotonic() - t0)
     base.docs = [_document(r, opts["warmup"]) for r in base.runs]
     full = opts["steps"] or ts.full_length(base.docs)
-    from commprof.cli.try_checks import rule_out
+    from commprof.cli.try_checks import rule_out, say_projections
     candidates, ruled = rule_out(ts.candidates_for(base.docs[0]), base.runs[0], base.docs[0], fix_warmup, say)
+    say_projections(candidates, base.runs[0], base.docs[0], fix_warmup, say)
     if not candidates:
         return base, [], [], ruled
     made: set[Path] = set()

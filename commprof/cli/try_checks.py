@@ -153,3 +153,46 @@ def print_ruled(ruled: list[tuple[str, str]]) -> None:
     from commprof.format.text import printable
     for spec, why in ruled:
         print(printable(f"commprof try: not running {spec}: {why}"))
+
+
+def baseline_projections(specs: list[str], run: Path, document: dict, fix_warmup: int) -> dict:
+    """Spec -> (projected step time in seconds, the change) of each fix from the baseline's
+    first run alone, before any fix runs (docs/try.md, "Projections"); fixes the what-if has no
+    model of are left out."""
+    from commprof.analysis import whatif
+    from commprof.cli.report import summarize_run
+    from commprof.fixes import parse
+    from commprof.fixes.projection import change_for, whatif_keywords
+    b = summarize_run(str(run), 2).baseline
+    facts = facts_of(run, document)
+    out = {}
+    for spec in specs:
+        fixes = parse(spec, fix_warmup)
+        change = change_for(fixes, facts, compute_estimates(fixes, facts))
+        if change and b is not None:
+            out[spec] = (whatif.project(b, **whatif_keywords(change))["step_time_s"], change)
+    return out
+
+
+def projection_text(step_s: float, base_s: float | None, change: dict) -> str:
+    """``powersgd:4 20.8 ms (6.04x; bytes x0.023 from the shapes, compression +1.9 ms/step)``."""
+    from commprof.format.units import fmt_seconds
+    notes = [f"{base_s / step_s:.2f}x"] if base_s and step_s else []
+    if change.get("bytes_ratio") is not None:
+        notes.append(f"bytes x{change['bytes_ratio']:.2g} from the shapes")
+    if change.get("compute_known") is True:
+        notes.append(f"compression +{fmt_seconds(change['compute_add_s'])}/step")
+    elif change.get("compute_known") is False:
+        notes.append("compression compute not estimated")
+    if change.get("keep_compute"):
+        notes.append("unsynchronized steps keep their compute")
+    return f"{fmt_seconds(step_s)} ({'; '.join(notes)})"
+
+
+def say_projections(specs: list[str], run: Path, document: dict, fix_warmup: int, say) -> None:
+    """One line: each candidate's projection from the baseline alone (``try auto``)."""
+    proj = baseline_projections(specs, run, document, fix_warmup)
+    if proj:
+        base_s = (document.get("kpis") or {}).get("step_time_s")
+        say("projected from the baseline alone (docs/try.md): "
+            + ", ".join(f"{s} {projection_text(t, base_s, c)}" for s, (t, c) in proj.items()))

@@ -94,3 +94,28 @@ def test_every_ddp_model_records_its_gradient_shapes():
                            {"shape": [4], "element_size": 4, "count": 2}]
     FakeDDP(object())  # no .parameters(): recorded as degraded, never raised
     assert degraded == ["fixes.model_shapes"] and len(events) == 1
+
+
+def test_the_projection_calibrated_on_the_first_run_is_judged_on_the_later_runs():
+    from commprof.cli.try_checks import calibrated, projection_lines
+
+    def side(*kpis):
+        return types.SimpleNamespace(docs=[{"kpis": {"step_time_s": t, "exposed_comm_s_per_step": e}}
+                                           for t, e in kpis])
+    base = side((0.100, 0.080))  # compute per step: 20 ms
+    fix = side((0.050, 0.020), (0.060, 0.025))  # run 1's compute: 30 ms (+10 ms)
+
+    def projector(**change):  # a what-if that takes 40 ms under the change, plus the compute added
+        assert change["bytes_div"] == 2
+        return 0.040 + change.get("compute_add_s", 0.0)
+    cal = calibrated(base, fix, {"bytes_div": 2, "compute_add_s": 0.001, "compute_known": True}, projector)
+    assert cal["compute_add_s"] == pytest.approx(0.010)
+    assert cal["projected_step_time"] == pytest.approx(0.050)
+    assert cal["later_runs_step_time"] == 0.060  # run 2 only: run 1 calibrated it
+    assert cal["measured_vs_projected"] == pytest.approx(0.060 / 0.050)
+    assert calibrated(base, side((0.050, 0.020)), {"bytes_div": 2}, projector) is None  # one run
+    text = "\n".join(projection_lines({"projected_step_time": 0.041, "measured_vs_projected": 1.5,
+                                       "projection": {"bytes_ratio": 0.023, "compute_known": True,
+                                                      "compute_add_s": 0.001}, "calibrated": cal}))
+    assert "PowerSGD's bytes x0.023 from the model's shapes" in text and "measured/projected 1.500" in text
+    assert "with run 1's measured compute" in text and ": 1.200" in text

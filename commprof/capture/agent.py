@@ -118,6 +118,11 @@ class Agent:
                 rec.before_flush.append(tap.flush)
             except Exception as exc:  # noqa: BLE001
                 rec.degrade("install.loss", exc)
+        try:  # the DDP model's gradient shapes: what PowerSGD's projection needs (docs/try.md)
+            from commprof.fixes import model_shapes
+            model_shapes.install(self.torch, rec.json.append, rec.degrade)
+        except Exception as exc:  # noqa: BLE001 - the job runs unchanged
+            rec.degrade("install.model_shapes", exc)
         if config.fixes:
             try:
                 from commprof.fixes import parse

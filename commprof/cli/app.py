@@ -218,10 +218,11 @@ def whatif(
     no_straggler: Annotated[bool, typer.Option("--no-straggler", help="The significant straggler arrives on time.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="terminal or json.")] = None,
     warmup: Annotated[int, typer.Option(help="Steps of each rank left out of the medians.")] = 2,
+    fix: Annotated[Optional[str], typer.Option("--fix", help="A fix of `commprof try` (e.g. powersgd:4), projected from the run alone.")] = None,
 ) -> int:
     """Project the step time of a run under changes you choose (a custom what-if scenario)."""
     from commprof.cli.whatif import whatif_command
-    return whatif_command(run, bandwidth, bytes_, sync_every, overlap, no_straggler, fmt, warmup)
+    return whatif_command(run, bandwidth, bytes_, sync_every, overlap, no_straggler, fmt, warmup, fix)
 
 
 @app.command(short_help="Run the bundled DDP demo and print its report.")

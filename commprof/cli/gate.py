@@ -136,9 +136,8 @@ def compare_command(a: str | list[str], b: str | list[str], skip_steps: str | No
     sys.stdout.write(gate_output.compare_text(rows, _describe(ma), _describe(mb), color=color,
                                               width=width, basis=basis))
     if (ma.training or {}).get("loss") or (mb.training or {}).get("loss"):
-        from commprof.analysis.host.training import compare_losses
-        conv = compare_losses((ma.training or {}).get("loss"), (mb.training or {}).get("loss"))
-        sys.stdout.write("\n".join(gate_output.loss_lines(conv)) + "\n")
+        from commprof.gate.runs import loss_judgement
+        sys.stdout.write("\n".join(gate_output.loss_lines(loss_judgement(a_runs, b_runs))) + "\n")
     md = gate_output.compare_markdown(rows, ma.source, mb.source, basis)
     if markdown:
         _write(markdown, md)

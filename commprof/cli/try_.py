@@ -209,7 +209,7 @@ def assess_fix(base: Side, side: Side, fix_warmup: int = 5, warmup: int = 2, met
             "bytes_base": b0, "bytes": b1, "bytes_expected_ratio": 1 / expect if expect else None,
             "bytes_ok": bytes_ok, "loss": compare_losses(base.loss(), side.loss()), "code": fix.code(),
             "judgement": decide(base.docs, side.docs, side.label, warmup, metric),
-            **{k: checks.get(k) for k in ("bytes_ops", "projection", "local_sgd")}}
+            **{k: checks.get(k) for k in ("bytes_ops", "projection", "calibrated", "local_sgd")}}
 
 
 class _combined:
@@ -236,9 +236,8 @@ def report_lines(a: dict) -> list[str]:
                                  + (f": {a['why']}" if a["why"] else "") + ")")]
     out.append(f"step time: {fmt_seconds(a['step_time_base'])} -> {fmt_seconds(a['step_time'])}"
                + (f" ({a['speedup']:.2f}x)" if a["speedup"] else ""))
-    if a["projected_step_time"] is not None:
-        out.append(f"what-if projected {fmt_seconds(a['projected_step_time'])}: measured/projected "
-                   f"{a['measured_vs_projected']:.3f}")
+    from commprof.cli.try_checks import check_lines, projection_lines
+    out += projection_lines(a)
     ratio = a["bytes"] / a["bytes_base"] if a["bytes"] is not None and a["bytes_base"] else None
     line = (f"bytes per step: {fmt_bytes(a['bytes_base'])} -> {fmt_bytes(a['bytes'])}"
             + (f" (x{ratio:.3f})" if ratio is not None else ""))
@@ -246,7 +245,6 @@ def report_lines(a: dict) -> list[str]:
         line += (f"; the fix says x{a['bytes_expected_ratio']:.3f}: "
                  + ("as expected" if a["bytes_ok"] else "NOT as expected: the fix did not apply as it says"))
     out.append(line)
-    from commprof.cli.try_checks import check_lines
     out += check_lines(a)
     out += try_verdict.lines(a["judgement"], a["fix"])
     return out
@@ -268,8 +266,9 @@ def run_auto(command, baseline: str | None, root: Path, opts: dict, say, metric:
         walls.append(time.monotonic() - t0)
     base.docs = [_document(r, opts["warmup"]) for r in base.runs]
     full = opts["steps"] or ts.full_length(base.docs)
-    from commprof.cli.try_checks import rule_out
+    from commprof.cli.try_checks import rule_out, say_projections
     candidates, ruled = rule_out(ts.candidates_for(base.docs[0]), base.runs[0], base.docs[0], fix_warmup, say)
+    say_projections(candidates, base.runs[0], base.docs[0], fix_warmup, say)
     if not candidates:
         return base, [], [], ruled
     made: set[Path] = set()

@@ -49,25 +49,94 @@ def rule_out(specs: list[str], base_run: Path, base_doc: dict, fix_warmup: int, 
     return kept, ruled
 
 
+_COMPUTE: dict[tuple, float | None] = {}
+
+
+def compute_estimates(fixes, base_facts: dict | None) -> dict:
+    """Fix spec -> seconds of compute it adds per step, estimated on this CPU from the
+    baseline's DDP model (PowerSGD: :func:`commprof.fixes.projection.time_powersgd`, once per
+    model and rank); fixes that add none are left out."""
+    from commprof.fixes.catalog import PowerSGD
+    from commprof.fixes.projection import time_powersgd
+    model = (base_facts or {}).get("ddp_model")
+    out = {}
+    for f in fixes:
+        if isinstance(f, PowerSGD):
+            key = (repr(model), f.rank)
+            if key not in _COMPUTE:
+                _COMPUTE[key] = time_powersgd(model, f.rank)
+            out[f.spec] = _COMPUTE[key]
+    return out
+
+
+def measured_compute(doc: dict) -> float | None:
+    """A run's compute per step: its mean step minus its exposed communication."""
+    k = doc.get("kpis") or {}
+    t, e = k.get("step_time_s"), k.get("exposed_comm_s_per_step")
+    return t - e if t is not None and e is not None else None
+
+
 def fix_checks(base, side, fixes, projector) -> dict:
-    """Per-op bytes rows, whether they hold, the projected step time (``projector(**whatif)``:
-    the what-if on the baseline's first run) and local SGD's checks."""
+    """Per-op bytes rows, whether they hold, the projection (``projector(**whatif)``: the
+    what-if on the baseline's first run) from the baseline alone
+    (:func:`commprof.fixes.projection.change_for`, its compute estimated), the projection with
+    the compute change the fix's first run measured (``calibrated``: against its later runs),
+    and local SGD's checks."""
     from commprof.fixes.checks import bytes_checks, bytes_ok, local_sgd_checks, projected_bytes_div
+    from commprof.fixes.projection import change_for, whatif_keywords
     bf = merged_facts(base.runs, base.docs)
     ff = merged_facts(side.runs, side.docs)
     rows = bytes_checks(fixes, bf, ff)
-    change: dict = {}
-    if any(f.whatif().get("sync_every") for f in fixes):
-        for f in fixes:
-            for k, v in f.whatif().items():
-                change[k] = change.get(k, 1) * v
-    else:
-        div = projected_bytes_div(rows)
-        if div is not None:
-            change = {"bytes_div": div}
-    projected = projector(**change) if change else None
+    change = change_for(fixes, bf, compute_estimates(fixes, bf))
+    if not change.get("bytes_div") and not change.get("sync_every"):
+        div = projected_bytes_div(rows)  # a baseline without its model's shapes: the fix's own word
+        change = dict(change, bytes_div=div) if div is not None else {}
+    projected = projector(**whatif_keywords(change)) if change else None
     return {"bytes_ops": rows, "bytes_ok": bytes_ok(rows), "projection": change or None,
-            "projected_step_time": projected, "local_sgd": local_sgd_checks(fixes, bf, ff)}
+            "projected_step_time": projected, "calibrated": calibrated(base, side, change, projector),
+            "local_sgd": local_sgd_checks(fixes, bf, ff)}
+
+
+def calibrated(base, side, change: dict, projector) -> dict | None:
+    """The projection with the compute change the fix's first run measured (its compute per
+    step minus the baseline's first run's) in place of the estimate, against the mean step of
+    the fix's later runs; None with one run or unknown compute."""
+    from commprof.fixes.projection import whatif_keywords
+    if not change or len(side.docs) < 2 or not base.docs:
+        return None
+    cf, cb = measured_compute(side.docs[0]), measured_compute(base.docs[0])
+    later = [d["kpis"].get("step_time_s") for d in side.docs[1:] if (d.get("kpis") or {}).get("step_time_s")]
+    if cf is None or cb is None or not later:
+        return None
+    projected = projector(**whatif_keywords(dict(change, compute_add_s=cf - cb)))
+    measured = sum(later) / len(later)
+    return {"compute_add_s": cf - cb, "projected_step_time": projected, "later_runs_step_time": measured,
+            "measured_vs_projected": measured / projected if projected else None}
+
+
+def projection_lines(a: dict) -> list[str]:
+    """The what-if's projection of a fix and, with several runs, its calibrated projection."""
+    from commprof.format.units import fmt_seconds
+    if a.get("projected_step_time") is None:
+        return []
+    change = a.get("projection") or {}
+    parts = []
+    if change.get("bytes_ratio") is not None:
+        parts.append(f"PowerSGD's bytes x{change['bytes_ratio']:.3g} from the model's shapes")
+    if change.get("compute_known") is True:
+        parts.append(f"its compression +{fmt_seconds(change['compute_add_s'])}/step timed on this CPU")
+    elif change.get("compute_known") is False:
+        parts.append("its compression compute not estimated (gradients not on the CPU): bytes only")
+    out = [f"what-if projected {fmt_seconds(a['projected_step_time'])}"
+           + (f" ({'; '.join(parts)})" if parts else "")
+           + f": measured/projected {a['measured_vs_projected']:.3f}"]
+    cal = a.get("calibrated")
+    if cal and cal["projected_step_time"]:
+        sign = "+" if cal["compute_add_s"] >= 0 else "-"
+        out.append(f"with run 1's measured compute ({sign}{fmt_seconds(abs(cal['compute_add_s']))}/step against "
+                   f"the baseline's): projected {fmt_seconds(cal['projected_step_time'])}; the later runs "
+                   f"measured {fmt_seconds(cal['later_runs_step_time'])}: {cal['measured_vs_projected']:.3f}")
+    return out
 
 
 def check_lines(a: dict) -> list[str]:
@@ -84,3 +153,46 @@ def print_ruled(ruled: list[tuple[str, str]]) -> None:
     from commprof.format.text import printable
     for spec, why in ruled:
         print(printable(f"commprof try: not running {spec}: {why}"))
+
+
+def baseline_projections(specs: list[str], run: Path, document: dict, fix_warmup: int) -> dict:
+    """Spec -> (projected step time in seconds, the change) of each fix from the baseline's
+    first run alone, before any fix runs (docs/try.md, "Projections"); fixes the what-if has no
+    model of are left out."""
+    from commprof.analysis.outcome import whatif
+    from commprof.cli.report import summarize_run
+    from commprof.fixes import parse
+    from commprof.fixes.projection import change_for, whatif_keywords
+    b = summarize_run(str(run), 2).baseline
+    facts = facts_of(run, document)
+    out = {}
+    for spec in specs:
+        fixes = parse(spec, fix_warmup)
+        change = change_for(fixes, facts, compute_estimates(fixes, facts))
+        if change and b is not None:
+            out[spec] = (whatif.project(b, **whatif_keywords(change))["step_time_s"], change)
+    return out
+
+
+def projection_text(step_s: float, base_s: float | None, change: dict) -> str:
+    """``powersgd:4 20.8 ms (6.04x; bytes x0.023 from the shapes, compression +1.9 ms/step)``."""
+    from commprof.format.units import fmt_seconds
+    notes = [f"{base_s / step_s:.2f}x"] if base_s and step_s else []
+    if change.get("bytes_ratio") is not None:
+        notes.append(f"bytes x{change['bytes_ratio']:.2g} from the shapes")
+    if change.get("compute_known") is True:
+        notes.append(f"compression +{fmt_seconds(change['compute_add_s'])}/step")
+    elif change.get("compute_known") is False:
+        notes.append("compression compute not estimated")
+    if change.get("keep_compute"):
+        notes.append("unsynchronized steps keep their compute")
+    return f"{fmt_seconds(step_s)} ({'; '.join(notes)})"
+
+
+def say_projections(specs: list[str], run: Path, document: dict, fix_warmup: int, say) -> None:
+    """One line: each candidate's projection from the baseline alone (``try auto``)."""
+    proj = baseline_projections(specs, run, document, fix_warmup)
+    if proj:
+        base_s = (document.get("kpis") or {}).get("step_time_s")
+        say("projected from the baseline alone (docs/try.md): "
+            + ", ".join(f"{s} {projection_text(t, base_s, c)}" for s, (t, c) in proj.items()))

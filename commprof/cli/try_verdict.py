@@ -129,19 +129,9 @@ def decide(base_docs: list[dict], fix_docs: list[dict], fix: str, warmup: int, m
 
 
 def verdict_line(d: dict) -> str:
-    """E.g. "val_acc: −0.3 % (noise ±1.1 %): ok"."""
-    band = "no noise band: one baseline run" if d["band"] is None else f"noise ±{d['band'] * 100:.1f} %"
-    what = d["metric"] or "loss"
-    w = d["worse_by"]
-    worse = "unknown" if w is None else f"{abs(w) * 100:.1f} % {'worse' if w > 0 else 'better'}"
-    line = f"{what}: {worse} ({band}): {d['verdict']}"
-    if d.get("diverged"):
-        line += f" — {d['diverged']}"
-    if d["verdict"] == "too short":
-        need = d["short"]["steps_needed"]
-        line += (f" — {d['short']['why']}; about {need} steps would do (--steps {need})" if need
-                 else f" — {d['short']['why']}")
-    return line
+    """E.g. "val_acc: −0.3 % (noise ±1.1 %): ok" (:func:`commprof.gate.output.quality_line`)."""
+    from commprof.gate.output import quality_line
+    return quality_line(d, "one baseline run")
 
 
 def lines(d: dict, fix: str) -> list[str]:
@@ -149,12 +139,9 @@ def lines(d: dict, fix: str) -> list[str]:
     from commprof.format.units import fmt_seconds
     out = [verdict_line(d), f"judged on: {d['basis']}"
            + ("" if d["paired"] else " (runs not paired by seed)")]
-    t = d["time_to_target"]
-    if t["target"] is not None:
-        out.append(f"time to the baseline's final loss ({t['target']:.4g}, trailing mean of {t['window']} steps): "
-                   f"{fmt_seconds(t['time_base_s'])} -> "
-                   + (f"{fmt_seconds(t['time_s'])}" if t["reached"] else "not reached in the run")
-                   + (f": effective speed-up {t['speedup']:.2f}x" if t["speedup"] else ""))
+    from commprof.gate.output import time_to_target_line
+    if d["time_to_target"]["target"] is not None:
+        out.append(time_to_target_line(d["time_to_target"]))
 
     def runs(xs):
         return ", ".join(fmt_seconds(x) for x in xs if x is not None)

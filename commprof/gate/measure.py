@@ -51,6 +51,7 @@ class Measurements:
     steps_total: int = 0
     training: dict | None = None  # the report's training section: loss curve, fixes (docs/try.md)
     assessment: dict | None = None  # the report's verdict, when the values are the report's
+    step_durations: dict[int, float] | None = None  # step -> mean duration over ranks (s)
 
     def verdict(self):
         """The verdict of these values (:func:`commprof.analysis.outcome.verdict.assess`: the same level
@@ -131,7 +132,9 @@ def from_document(doc: dict, source: str, kind: str, skip_steps: int | str) -> M
     return Measurements(source, kind, run, series, values, list(doc.get("op_sizes") or []),
                         skip + int(doc["steps"].get("warmup") or 0),
                         len(rows) + int(doc["steps"].get("warmup") or 0), doc.get("training"),
-                        None if skip else doc.get("assessment"))
+                        None if skip else doc.get("assessment"),
+                        {int(r["step"]): float(r["duration_mean_s"]) for r in rows
+                         if r.get("step") is not None and r.get("duration_mean_s") is not None})
 
 
 def _step_values(series: dict[str, np.ndarray]) -> dict[str, float | None]:

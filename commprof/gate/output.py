@@ -145,14 +145,45 @@ def compare_markdown(rows: list[dict], a: str, b: str, basis: str | None = None)
     return "\n".join(lines) + "\n"
 
 
-def loss_lines(conv: dict | None, a: str = "A", b: str = "B") -> list[str]:
-    """The convergence lines under a comparison (:func:`commprof.analysis.host.training.compare_losses`)."""
-    if not conv:
-        return [f"loss: not recorded in both runs (commprof records it from backward(): see docs/try.md)"]
-    rel = conv["mean_rel_diff_last_n"]
-    reach = conv["steps_to_base_final"]
-    return [f"loss: final {conv['final_base']:.4g} ({a}) vs {conv['final']:.4g} ({b}); mean relative "
-            f"difference over the last {conv['last_n']} common steps "
-            f"{'-' if rel is None else f'{rel:.1%}'}; {b} reaches {a}'s final loss "
-            + (f"at step {reach}" if reach is not None else "never")
-            + f" ({conv['common_steps']} common steps)"]
+def quality_line(d: dict, no_band: str = "one run per side") -> str:
+    """A judgement's verdict (:func:`commprof.analysis.outcome.convergence.judge` and friends), e.g.
+    "val_acc: 0.3 % worse (noise ±1.1 %): ok"; ``no_band``: why there is no band."""
+    band = f"no noise band: {no_band}" if d["band"] is None else f"noise ±{d['band'] * 100:.1f} %"
+    w = d["worse_by"]
+    worse = "unknown" if w is None else f"{abs(w) * 100:.1f} % {'worse' if w > 0 else 'better'}"
+    line = f"{d.get('metric') or 'loss'}: {worse} ({band}): {d['verdict']}"
+    if d.get("diverged"):
+        line += f" — {d['diverged']}"
+    if d["verdict"] == "too short":
+        need = d["short"]["steps_needed"]
+        line += (f" — {d['short']['why']}; about {need} steps would do (--steps {need})" if need
+                 else f" — {d['short']['why']}")
+    return line
+
+
+def time_to_target_line(t: dict, a: str = "the baseline", b: str | None = None) -> str:
+    """The time to ``a``'s final loss on both sides and the effective speed-up
+    (:func:`commprof.analysis.outcome.convergence.effective_speedup`; its target must be known)."""
+    from commprof.format.units import fmt_seconds
+
+    def secs(x):
+        return "unknown (no step durations)" if x is None else fmt_seconds(x)
+    after = (secs(t["time_s"]) if t["reached"] else "not reached in the run")
+    return (f"time to {a}'s final loss ({t['target']:.4g}, trailing mean of {t['window']} steps): "
+            f"{secs(t['time_base_s'])} -> " + (f"{b} " if b else "") + after
+            + (f": effective speed-up {t['speedup']:.2f}x" if t["speedup"] else ""))
+
+
+def loss_lines(judgement: dict | None, a: str = "A", b: str = "B") -> list[str]:
+    """The loss lines under a comparison: ``judgement`` from
+    :func:`commprof.analysis.outcome.convergence.loss_judgement` (None: not recorded in both)."""
+    if not judgement or judgement["worse_by"] is None:
+        return ["loss: not recorded in both runs (commprof records it from backward(): see docs/try.md)"]
+    runs = f"{judgement['baseline_runs']} vs {judgement['runs']} run(s)"
+    out = [f"{b} vs {a}, " + quality_line(judgement, "one run per side (give several: --baseline A1 "
+                                                       "--baseline A2 B1 B2)"),
+           f"judged on: the mean training loss over the last quarter of the measured steps ({runs})"]
+    t = judgement["time_to_target"]
+    if t["target"] is not None:
+        out.append(time_to_target_line(t, a, b))
+    return out

@@ -1,8 +1,9 @@
 """What a run's captures say about its training, beyond its report (``commprof try``'s checks,
 docs/try.md): the bytes of each op per measured step (all of its calls, and those issued in
 backward: a DDP model's gradient all-reduces), the gradient all-reduces per step (DDP's buckets),
-the backend, every fix event as the worker wrote it (PowerSGD's ``bytes_ratio``), and each
-rank's loss over the last steps.
+the backend, every fix event as the worker wrote it (PowerSGD's ``bytes_ratio``), each rank's
+loss over the last steps, and the DDP model's gradient shapes (``ddp_model``: the first
+``ddp_model`` event of the lowest rank's capture, commprof/fixes/model_shapes.py).
 
 :func:`run_facts` returns a plain dict (``FACTS_KEYS``); ``None`` values are unknown.  Measured
 steps are the report's (its ``steps.per_step`` rows), so the bytes agree with its KPIs.
@@ -17,7 +18,7 @@ from commprof.errors import CommprofError
 
 LAST_N = 10  # the steps each rank's final loss is averaged over (analysis/host/training.py's N)
 FACTS_KEYS = ("backend", "measured_steps", "last_step", "max_steps_exit", "ops", "ddp", "fsdp", "ddp_buckets",
-              "gradient_bytes", "fixes", "loss_by_rank")
+              "gradient_bytes", "fixes", "loss_by_rank", "ddp_model")
 
 
 def run_facts(run: str | Path, document: dict) -> dict | None:
@@ -44,6 +45,7 @@ def run_facts(run: str | Path, document: dict) -> dict | None:
         **op_bytes_per_step(calls, measured, backward_seen),
         "fixes": _fix_events(data),
         "loss_by_rank": loss_by_rank(data.losses),
+        "ddp_model": ddp_model(p),
     }
 
 
@@ -128,3 +130,18 @@ def _fix_events(data) -> list[dict]:
             for e in fixes if isinstance(fixes, list) else []:
                 events.append(dict(e, rank=int(rank)))
     return events
+
+
+def ddp_model(run: Path) -> dict | None:
+    """The first ``ddp_model`` event (the DDP model's gradient shapes) of the lowest rank's
+    capture file that has one, or None (no DDP model, or captured before commprof recorded it)."""
+    from commprof.format import reader
+    for path in sorted(Path(run).glob("ranks/*.cpf")):
+        try:
+            events = reader.read_capture(path, within=Path(run)).events
+        except (CommprofError, OSError):
+            continue
+        found = next((e for e in events if e.get("event") == "ddp_model"), None)
+        if found is not None:
+            return found
+    return None

@@ -102,3 +102,20 @@ def basis_text(na: int, nb: int | None = None) -> str:
                 "two-sample t on each run's value)")
     return ("one run per side: the intervals resample steps within each run, which says nothing "
             "about run-to-run noise (machine load, placement); give several runs per side")
+
+
+def loss_judgement(a: list[Measurements], b: list[Measurements]) -> dict | None:
+    """The training loss of B's runs against A's (``commprof compare``): the smoothed tail means
+    with the noise band of A's runs, and the time to A's final loss
+    (:func:`commprof.analysis.outcome.convergence.loss_judgement`), from the later of the sides' first
+    measured steps on.  None when a side recorded no loss."""
+    from commprof.analysis.outcome import convergence as cv
+    start = max(m.skipped_steps for m in a + b)
+
+    def curves(ms):
+        return [cv.Curve.of(loss["steps"], loss["values"], start, m.step_durations)
+                for m in ms if (loss := (m.training or {}).get("loss"))]
+    ca, cb = curves(a), curves(b)
+    if not ca or not cb:
+        return None
+    return cv.loss_judgement(ca, cb, start)

@@ -93,3 +93,42 @@ def test_a_config_file_may_list_several_baseline_runs(tmp_path):
     proc = run_gate("gate", str(b[0]), str(b[1]), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "run-to-run spread (2 vs 2 runs" in " ".join(proc.stdout.split())
+
+
+def _loss_run(high: float, low: float, step_s: float) -> measure.Measurements:
+    """A run of 40 measured steps: loss ``high`` for steps 0-19, ``low`` after; each step
+    ``step_s`` long (values and durations exact in binary floating point)."""
+    steps = list(range(40))
+    return measure.Measurements("r", "run", {}, {}, {}, training={
+        "loss": {"steps": steps, "values": [high if s < 20 else low for s in steps]}},
+        step_durations={s: step_s for s in steps})
+
+
+def test_compare_states_the_smoothed_loss_with_its_band_and_the_time_to_target():
+    """`commprof compare`'s loss lines (issue 25: "reaches at step N" was noise): the tail means
+    (last quarter: 10 of 40 steps) judged one-sided against the run-to-run band, and the wall
+    time until the trailing mean of 10 steps reaches A's worst tail mean."""
+    from commprof.gate.output import loss_lines
+    from commprof.gate.runs import loss_judgement
+    a = [_loss_run(3.0, 2.0, 0.125), _loss_run(3.25, 2.25, 0.125)]
+    b = [_loss_run(3.25, 2.25, 0.0625), _loss_run(3.25, 2.25, 0.0625)]
+    j = loss_judgement(a, b)
+    # tail means: A 2.0 and 2.25, B 2.25 twice; s² pooled over 2 degrees of freedom
+    s = math.sqrt(((2.0 - 2.125) ** 2 + (2.25 - 2.125) ** 2 + 0.0) / 2)
+    band = 2.920 * s * math.sqrt(1 / 2 + 1 / 2) / 2.125  # one-sided t(0.95, df 2), printed tables
+    assert j["worse_by"] == pytest.approx((2.25 - 2.125) / 2.125)
+    assert j["band"] == pytest.approx(band, rel=1e-3) and j["verdict"] == "ok"
+    # target: A's worst tail mean, 2.25.  A run of low L reaches it once the 10-step window holds
+    # at most (2.25 − L) ÷ 1.0 × 10 high steps: A1 at step 27 (28 steps), A2, B1, B2 at step 29
+    t = j["time_to_target"]
+    assert t["target"] == 2.25 and t["window"] == 10
+    assert t["time_base_s"] == pytest.approx((28 + 30) / 2 * 0.125)
+    assert t["time_s"] == pytest.approx(30 * 0.0625)
+    assert t["speedup"] == pytest.approx((29 * 0.125) / (30 * 0.0625))
+    text = "\n".join(loss_lines(j))
+    assert f"B vs A, loss: {j['worse_by'] * 100:.1f} % worse (noise ±{band * 100:.1f} %): ok" in text
+    assert f"effective speed-up {t['speedup']:.2f}x" in text and "reaches" not in text
+    one = "\n".join(loss_lines(loss_judgement(a[:1], b[:1])))  # one run a side: no band
+    assert "no noise band: one run per side" in one and ": inconclusive" in one
+    assert loss_lines(loss_judgement(a, [measure.Measurements("r", "run", {}, {}, {})]))[0].startswith(
+        "loss: not recorded in both runs")

@@ -12,6 +12,8 @@ shapes, independently of commprof (real torchrun, real gloo, 2 ranks).
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -218,6 +220,17 @@ def test_powersgd_bytes_are_checked_against_its_shapes_arithmetic(runs):
     assert row["op"] == "all_reduce" and row["ok"], row
     assert row["ratio"] == pytest.approx(_powersgd_values(64, 2) / _params(64), rel=1e-9)
     assert check_text(row).endswith("as expected")
+    # the baseline (no fix) recorded its DDP model's shapes: PowerSGD is projected from it alone
+    from commprof.fixes.projection import powersgd_bytes_ratio
+    model = _facts(runs["baseline"])["ddp_model"]
+    shapes = [tuple(r["shape"]) for r in model["params"] for _ in range(r["count"])]
+    assert sorted(shapes) == sorted(_shapes(64)) and model["device"] == "cpu"
+    assert powersgd_bytes_ratio(model, 2) == pytest.approx(_powersgd_values(64, 2) / _params(64), rel=1e-12)
+    proc = commprof("whatif", str(runs["baseline"]), "--fix", "powersgd:2", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    change = json.loads(proc.stdout)["fix_change"]
+    assert change["bytes_ratio"] == pytest.approx(_powersgd_values(64, 2) / _params(64), rel=1e-12)
+    assert change["compute_known"] is True and change["compute_add_s"] > 0  # timed on this CPU
 
 
 def test_bf16_reduce_bytes_are_checked_per_op(fsdp_runs):

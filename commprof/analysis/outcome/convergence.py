@@ -234,3 +234,20 @@ def too_short(base: list[Curve], band_abs: float | None, warmup: int, higher_is_
     return {"too_short": True, "steps_needed": needed, "drop": drop,
             "why": f"the baseline still {'rises' if higher_is_better else 'falls'} by {drop:.3g} from the "
                    f"quarter before the tail to the tail, more than the noise band ({allowed:.3g})"}
+
+
+def loss_judgement(base: list[Curve], fix: list[Curve], warmup: int) -> dict:
+    """The training loss of ``fix``'s runs against ``base``'s (``commprof compare``'s loss
+    statement): :func:`judge` on the tail means with their band, :func:`too_short` on the
+    baseline's curves and :func:`effective_speedup`.  ``warmup``: the steps the curves start
+    after (for the steps :func:`too_short` says would do)."""
+    base = [c for c in base if len(c.values)]
+    fix = [c for c in fix if len(c.values)]
+    base_stats = [s for s in (statistic(c) for c in base) if s is not None]
+    fix_stats = [s for s in (statistic(c) for c in fix) if s is not None]
+    quality = judge(base_stats, fix_stats)
+    short = (too_short(base, noise_band(base_stats), warmup) if base else
+             {"too_short": False, "why": None, "steps_needed": None})
+    verdict = "too short" if short["too_short"] and quality["verdict"] != "worse" else quality["verdict"]
+    return {**quality, "quality_verdict": quality["verdict"], "verdict": verdict, "short": short,
+            "time_to_target": effective_speedup(base, fix), "runs": len(fix), "baseline_runs": len(base)}

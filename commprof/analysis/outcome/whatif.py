@@ -218,9 +218,16 @@ def link_share(op_sizes: pd.DataFrame | None, probe: dict | None) -> float | Non
 
 
 def project(b: Baseline, bandwidth: float = 1.0, bytes_div: float = 1.0, sync_every: int = 1,
-            overlap: bool = False, no_straggler: bool = False) -> dict:
+            overlap: bool = False, no_straggler: bool = False, compute_add_s: float = 0.0,
+            keep_compute: bool = False) -> dict:
     """Projected step time and communication fractions under one combination of changes: each
-    measured step is projected, and the time-weighted result reported (means over steps)."""
+    measured step is projected, and the time-weighted result reported (means over steps).
+
+    Two changes of a fix's own (``commprof try``'s projections, docs/try.md): ``compute_add_s``,
+    compute the fix adds to every step, serially (PowerSGD's compression between its
+    all-reduces; negative: compute it removes); ``keep_compute``: a step that does not
+    synchronize drops only its exposed transfer, on host clocks too (local SGD: the ranks'
+    compute stays whole, only the waits go)."""
     if bandwidth <= 0 or bytes_div <= 0 or sync_every < 1:
         raise ValueError("bandwidth and bytes factors must be > 0, sync_every >= 1")
     t, c, e = b.arrays()
@@ -239,10 +246,10 @@ def project(b: Baseline, bandwidth: float = 1.0, bytes_div: float = 1.0, sync_ev
     # a step that does not synchronize gradients keeps what is not a gradient reduction (κ);
     # host clocks: hidden communication competes with compute, so all of it goes; GPU: the
     # exposed part only.  Waiting for a systematically late rank is paid at the next sync.
-    gone = (1.0 - b.kept_share) * (e_t if b.exposed_only else c_t)
+    gone = (1.0 - b.kept_share) * (e_t if b.exposed_only or keep_compute else c_t)
     step_local = np.maximum(t - gone - (w0 - wait), b.floor_steps())
     k = sync_every
-    steps2 = (step_sync + (k - 1) * step_local) / k
+    steps2 = np.maximum((step_sync + (k - 1) * step_local) / k + compute_add_s, 0.0)
     step2 = float(np.mean(steps2))
     kept_c, kept_e = b.kept_share * c_t, b.kept_share * e_t
     exposed2 = float(np.mean((e_t2 + wait + (k - 1) * (kept_e + wait)) / k))

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from commprof.gate import runs as runs_mod, stats
 from commprof.gate.measure import Measurements
-from commprof.gate.rules import METRICS, metric_value
+from commprof.gate.measure import metric_value
+from commprof.gate.rules import METRICS
 
 ORDER = list(METRICS)  # the KPI registry's gate metrics, in their order (analysis/measures/kpi_registry.py)
 

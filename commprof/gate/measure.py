@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 from commprof.analysis.measures import kpi_registry as registry
 from commprof.analysis.measures.kpis import DEFAULT_WARMUP
 from commprof.errors import ReportFileError, UsageError
+from commprof.format.units import parse_size
 from commprof.gate.stats import mean, median, ratio_of_sums
 
 BASELINE_SCHEMA = "commprof.baseline/1"
@@ -203,3 +205,33 @@ def save_baseline(m: Measurements, path: str | os.PathLike) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+
+
+# -- a metric's value (gate rules and compare) ------------------------------------------------
+
+# busbw:OP[:SIZE+]: the bus bandwidth of one op, over its calls of at least SIZE
+BUSBW_METRIC = re.compile(r"^busbw:([a-z_]+)(?::([0-9.]+[A-Za-z]*)\+)?$")
+
+
+def metric_value(m: Measurements, name: str) -> tuple[float | None, np.ndarray | None]:
+    """(value, per-step series or None) of ``name`` in ``m``."""
+    b = BUSBW_METRIC.match(name)
+    if b:
+        op, size = b.group(1), size_in_rule(b.group(2), name) if b.group(2) else 0
+        rows = [r for r in m.op_sizes if r.get("op") == op and r.get("count")
+                and r["bytes"] / r["count"] >= size]
+        t = sum(r["time_s"] for r in rows)
+        return (sum(r["bus_bytes"] for r in rows) / t / 1e9 if t > 0 else None), None
+    draws = m.draws(name)
+    value = m.values.get(name)
+    if value is None and draws is not None:  # a *_median metric: the median of its series
+        value = float(draws[1](*draws[0]))
+    return value, draws
+
+
+def size_in_rule(text: str, rule: str) -> float:
+    """A size written in a metric or rule (``1MB``), in bytes; a UsageError naming ``rule``."""
+    try:
+        return float(parse_size(text))
+    except ValueError as exc:
+        raise UsageError(f"{rule}: {exc}") from exc

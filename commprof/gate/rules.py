@@ -24,55 +24,29 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from commprof.analysis.measures import kpi_registry as registry
 from commprof.errors import UsageError
-from commprof.format.units import fmt_bytes, fmt_seconds, parse_size
+from commprof.format.units import fmt_bytes, fmt_seconds
 from commprof.gate import stats
-from commprof.gate.measure import Measurements
+from commprof.gate.measure import BUSBW_METRIC, Measurements, metric_value, size_in_rule
 
 # name -> (unit, lower is better): the KPI registry's gate metrics (analysis/measures/kpi_registry.py)
 METRICS = {g.name: (g.unit, g.better == "lower") for g in registry.gate_metrics()}
-_BUSBW = re.compile(r"^busbw:([a-z_]+)(?::([0-9.]+[A-Za-z]*)\+)?$")
 
 
 def metric_info(name: str) -> tuple[str, bool]:
     """(unit, lower is better) of a metric name; raises UsageError for an unknown one."""
     if name in METRICS:
         return METRICS[name]
-    m = _BUSBW.match(name)
+    m = BUSBW_METRIC.match(name)
     if m:
         if m.group(2):
-            _size(m.group(2), name)
+            size_in_rule(m.group(2), name)
         return "GB/s", False
     raise UsageError(f"unknown metric {name!r}; known: {', '.join(METRICS)}, busbw:OP[:SIZE+]")
 
 
-def metric_value(m: Measurements, name: str) -> tuple[float | None, np.ndarray | None]:
-    """(value, per-step series or None) of ``name`` in ``m``."""
-    b = _BUSBW.match(name)
-    if b:
-        op, size = b.group(1), _size(b.group(2), name) if b.group(2) else 0
-        rows = [r for r in m.op_sizes if r.get("op") == op and r.get("count")
-                and r["bytes"] / r["count"] >= size]
-        t = sum(r["time_s"] for r in rows)
-        return (sum(r["bus_bytes"] for r in rows) / t / 1e9 if t > 0 else None), None
-    draws = m.draws(name)
-    value = m.values.get(name)
-    if value is None and draws is not None:  # a *_median metric: the median of its series
-        value = float(draws[1](*draws[0]))
-    return value, draws
-
-
 # -- values --------------------------------------------------------------------------------------
-
-def _size(text: str, rule: str) -> float:
-    try:
-        return float(parse_size(text))
-    except ValueError as exc:
-        raise UsageError(f"{rule}: {exc}") from exc
-
 
 # Times and sizes need their unit: a bare ``250`` is neither seconds nor bytes by default.
 UNIT_NAMES = {"s": "ms, s, us", "ms": "ms, s, us", "B": "B, kB, MB, GB, KiB, MiB, GiB"}
@@ -93,7 +67,7 @@ def parse_value(text: str, unit: str, rule: str, alternatives: str = "") -> floa
                 raise ValueError
             return v
         if unit == "B":
-            return _size(t, rule)
+            return size_in_rule(t, rule)
         if unit in ("s", "ms"):  # a KPI in ms: the limit in ms too
             for suffix, scale in (("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("s", 1.0)):
                 if t.endswith(suffix):
@@ -294,7 +268,7 @@ def evaluate(rule: Rule, cur: Measurements, base: Measurements | None,
         relative and bvalue == 0) else math.inf
     ci, raw = None, None
     if runs is not None:
-        from commprof.gate import runs as runs_mod
+        from commprof.gate import runs as runs_mod  # (runs imports measure only: no circle)
         raw = runs_mod.runs_interval(runs_mod.run_values(runs[1], rule.metric),
                                      runs_mod.run_values(runs[0], rule.metric), relative, confidence)
     by_runs = raw is not None

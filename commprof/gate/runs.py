@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from commprof.gate.measure import Measurements, _step_values
+from commprof.gate.measure import Measurements, _step_values, metric_value
 
 
 def merge(ms: list[Measurements], label: str | None = None) -> Measurements:
@@ -61,7 +61,6 @@ def t_quantile(p: float, df: int) -> float:
 
 def run_values(ms: list[Measurements], metric: str) -> list[float]:
     """The value of ``metric`` in each run (its KPI), runs without one left out."""
-    from commprof.gate.rules import metric_value
     out = []
     for m in ms:
         v, _ = metric_value(m, metric)

@@ -1,6 +1,8 @@
 """One real demo run (the bundled DDP job under ``commprof run``), made once per test session and
 shared by the tests that only read it (the data API: tests/integration/test_load_run_api.py,
-tests/integration/test_export_parquet.py; the report model: test_report_model_job.py; ...)."""
+tests/integration/test_export_parquet.py; the report model: test_report_model_job.py; ...), and
+one plain run of the FSDP2 job (tests/jobs/fsdp2_mlp.py), shared the same way by the fixes'
+baseline (test_try_fixes.py) and the savings model (test_savings_integration.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +22,19 @@ def demo_run(tmp_path_factory) -> Path:
         proc = commprof("run", "-q", "--out", str(run), "--",
                         *torchrun(DEMO, "--steps", str(STEPS), "--width", "256"), timeout=300)
         assert proc.returncode == 0, proc.stderr
+    return run
+
+
+def fsdp2_run(tmp_path_factory) -> Path:
+    """The run directory of tests/jobs/fsdp2_mlp.py under a plain ``commprof run -q --sample-hz 0``
+    (made on first use; 2 ranks, gloo, its 3 steps).  Readers only: ``commprof report`` and
+    ``load_run`` write nothing into it."""
+    from runner import HERE, commprof, torchrun
+    run = tmp_path_factory.getbasetemp() / "fsdp2-plain-run"
+    if not (run / "manifest.json").exists():
+        proc = commprof("run", "-q", "--out", str(run), "--sample-hz", "0", "--",
+                        *torchrun(HERE / "jobs" / "fsdp2_mlp.py"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 
 

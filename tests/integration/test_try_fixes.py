@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from commprof.analysis.host.load import load_run
+from demo_run import fsdp2_run
 from runner import HERE, commprof, report_json, torchrun
 
 pytestmark = pytest.mark.slow
@@ -179,9 +180,9 @@ def _fsdp_ops(run, op: str) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def fsdp_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("fsdp")
-    return {name: _run(base, name, *args, job=[str(FSDP_JOB)]) for name, args in (
-        ("plain", ()), ("no_reshard", ("--fix", "reshard-after-forward=false")),
-        ("bf16", ("--fix", "bf16-reduce")))}
+    fixed = {name: _run(base, name, *args, job=[str(FSDP_JOB)]) for name, args in (
+        ("no_reshard", ("--fix", "reshard-after-forward=false")), ("bf16", ("--fix", "bf16-reduce")))}
+    return {"plain": fsdp2_run(tmp_path_factory), **fixed}  # the session's plain run, read only
 
 
 def test_no_reshard_after_forward_drops_the_backward_all_gathers(fsdp_runs):

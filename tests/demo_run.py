@@ -5,6 +5,8 @@ one plain run of the FSDP2 job (tests/jobs/fsdp2_mlp.py), shared the same way by
 baseline (test_try_fixes.py) and the savings model (test_savings_integration.py)."""
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 from commprof.format.reader import read_capture
@@ -36,6 +38,21 @@ def fsdp2_run(tmp_path_factory) -> Path:
                         *torchrun(HERE / "jobs" / "fsdp2_mlp.py"))
         assert proc.returncode == 0, proc.stderr[-3000:]
     return run
+
+
+def shared_report(run: Path, *extra: str) -> dict:
+    """``commprof report RUN -f json EXTRA...`` of a run no test writes to (the session's demo and
+    FSDP2 runs, a module fixture's runs), made once per session for each (run, options): each
+    caller gets its own parsed copy, so the report subprocess runs once however many read it."""
+    return json.loads(_report_text(str(run), extra))
+
+
+@functools.lru_cache(maxsize=None)
+def _report_text(run: str, extra: tuple[str, ...]) -> str:
+    from runner import commprof
+    proc = commprof("report", run, "--format", "json", *extra)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def capture_of_rank(run: Path, rank: int) -> Path:

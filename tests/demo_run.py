@@ -1,8 +1,12 @@
 """One real demo run (the bundled DDP job under ``commprof run``), made once per test session and
 shared by the tests that only read it (the data API: tests/integration/test_load_run_api.py,
-tests/integration/test_export_parquet.py; the report model: test_report_model_job.py; ...)."""
+tests/integration/test_export_parquet.py; the report model: test_report_model_job.py; ...), and
+one plain run of the FSDP2 job (tests/jobs/fsdp2_mlp.py), shared the same way by the fixes'
+baseline (test_try_fixes.py) and the savings model (test_savings_integration.py)."""
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 from commprof.format.reader import read_capture
@@ -21,6 +25,34 @@ def demo_run(tmp_path_factory) -> Path:
                         *torchrun(DEMO, "--steps", str(STEPS), "--width", "256"), timeout=300)
         assert proc.returncode == 0, proc.stderr
     return run
+
+
+def fsdp2_run(tmp_path_factory) -> Path:
+    """The run directory of tests/jobs/fsdp2_mlp.py under a plain ``commprof run -q --sample-hz 0``
+    (made on first use; 2 ranks, gloo, its 3 steps).  Readers only: ``commprof report`` and
+    ``load_run`` write nothing into it."""
+    from runner import HERE, commprof, torchrun
+    run = tmp_path_factory.getbasetemp() / "fsdp2-plain-run"
+    if not (run / "manifest.json").exists():
+        proc = commprof("run", "-q", "--out", str(run), "--sample-hz", "0", "--",
+                        *torchrun(HERE / "jobs" / "fsdp2_mlp.py"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def shared_report(run: Path, *extra: str) -> dict:
+    """``commprof report RUN -f json EXTRA...`` of a run no test writes to (the session's demo and
+    FSDP2 runs, a module fixture's runs), made once per session for each (run, options): each
+    caller gets its own parsed copy, so the report subprocess runs once however many read it."""
+    return json.loads(_report_text(str(run), extra))
+
+
+@functools.lru_cache(maxsize=None)
+def _report_text(run: str, extra: tuple[str, ...]) -> str:
+    from runner import commprof
+    proc = commprof("report", run, "--format", "json", *extra)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def capture_of_rank(run: Path, rank: int) -> Path:

@@ -94,8 +94,8 @@ def demo(tmp_path_factory):
 
 @pytest.mark.slow
 def test_report_latency_quantiles_are_within_the_bound_of_exact_ones_on_a_real_run(demo):
-    from runner import report_json
-    doc = report_json(demo)
+    from demo_run import shared_report
+    doc = shared_report(demo)
     calls = commprof.load_run(demo).calls  # the op table covers every call of every rank
     checked = 0
     for row in doc["ops"]:

@@ -29,8 +29,8 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(run_dir):
-    from runner import report_json
-    return report_json(run_dir)
+    from demo_run import shared_report
+    return shared_report(run_dir)
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,13 @@ import pytest
 
 from commprof.report import model
 
-from demo_run import demo_run
-from runner import report_json
+from demo_run import demo_run, shared_report
 from test_report_model import _extra_paths, _validator
 
 
 @pytest.mark.slow
 def test_a_real_demo_run_validates(tmp_path_factory):
-    doc = report_json(demo_run(tmp_path_factory))
+    doc = shared_report(demo_run(tmp_path_factory))
     errors = [f"{list(e.absolute_path)}: {e.message}" for e in _validator().iter_errors(doc)]
     assert not errors, errors[:5]
     assert model.Report.from_dict(doc).to_dict() == doc

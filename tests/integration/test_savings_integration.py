@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from demo_run import fsdp2_run, shared_report
 from runner import HERE, commprof, report_json, torchrun
 from test_crossrank_integration import true_waits
 
 pytestmark = pytest.mark.slow
 STRAGGLER = HERE / "jobs" / "straggler_job.py"
-FSDP = HERE / "jobs" / "fsdp2_mlp.py"
 SLEEP_MS, STEPS = 50, 8
 DDP_APIS = ("no_sync", "register_comm_hook", "bf16_compress_hook", "DDP", "bucket_cap_mb")
 
@@ -82,8 +82,9 @@ def test_the_probe_says_what_bounds_a_job_far_below_the_link(straggler):
     assert share == pytest.approx(link / calls, rel=1e-6)
 
 
-def test_fsdp2_gets_fsdps_knobs_and_no_ddp_api(tmp_path):
-    doc = _run(tmp_path / "fsdp", job=torchrun(FSDP), warmup=1)  # the job has 3 steps
+def test_fsdp2_gets_fsdps_knobs_and_no_ddp_api(tmp_path_factory):
+    # the session's plain run of the FSDP2 job (also the fixes' baseline in test_try_fixes.py)
+    doc = shared_report(fsdp2_run(tmp_path_factory), "--warmup", "1")  # the job has 3 steps
     recs = doc["recommendations"]
     text = " ".join(r["action"] + " " + r["evidence"] for r in recs)
     assert recs and not any(api in text for api in DDP_APIS), text

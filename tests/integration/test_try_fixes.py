@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 from commprof.analysis.host.load import load_run
-from runner import HERE, commprof, report_json, torchrun
+from demo_run import fsdp2_run, shared_report
+from runner import HERE, commprof, torchrun
 
 pytestmark = pytest.mark.slow
 DEMO = HERE.parent / "commprof" / "examples" / "demo_train.py"
@@ -106,14 +107,14 @@ def _per_step(run) -> pd.DataFrame:
 
 
 def _fix_rows(run) -> list[dict]:
-    return (report_json(run).get("training") or {}).get("fixes") or []
+    return (shared_report(run).get("training") or {}).get("fixes") or []
 
 
 def test_the_baseline_synchronizes_every_parameter_each_step(runs):
     s = _per_step(runs["baseline"])
     assert len(s) == 9  # --max-steps 9 ended the 40-step job after 9 steps
     assert (s["bytes"].iloc[2:] == 4 * _params(64)).all()
-    doc = report_json(runs["baseline"])
+    doc = shared_report(runs["baseline"])
     assert doc["training"]["loss"]["steps"] == list(range(9)) and doc["training"]["fixes"] == []
 
 
@@ -179,9 +180,9 @@ def _fsdp_ops(run, op: str) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def fsdp_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("fsdp")
-    return {name: _run(base, name, *args, job=[str(FSDP_JOB)]) for name, args in (
-        ("plain", ()), ("no_reshard", ("--fix", "reshard-after-forward=false")),
-        ("bf16", ("--fix", "bf16-reduce")))}
+    fixed = {name: _run(base, name, *args, job=[str(FSDP_JOB)]) for name, args in (
+        ("no_reshard", ("--fix", "reshard-after-forward=false")), ("bf16", ("--fix", "bf16-reduce")))}
+    return {"plain": fsdp2_run(tmp_path_factory), **fixed}  # the session's plain run, read only
 
 
 def test_no_reshard_after_forward_drops_the_backward_all_gathers(fsdp_runs):
@@ -205,7 +206,7 @@ def test_bf16_reduce_halves_the_reduce_scatter_bytes(fsdp_runs):
 
 def _facts(run, *extra):
     from commprof.gate.runfacts import run_facts
-    return run_facts(run, report_json(run, *extra))
+    return run_facts(run, shared_report(run, *extra))
 
 
 def test_powersgd_bytes_are_checked_against_its_shapes_arithmetic(runs):

@@ -289,9 +289,12 @@ def run_auto(command, baseline: str | None, root: Path, opts: dict, say, metric:
 
     search = ts.Search(candidates, measure, full, ts.costs_of(walls or [0.0], base.docs, full),
                        budget_s - sum(walls), say)
+    short = search.short_steps(opts["warmup"])
     say(f"searching {len(candidates)} candidates ({', '.join(candidates)}) within "
-        f"{(budget_s - sum(walls)) / 60:.1f} min: short runs of {search.short_steps(opts['warmup'])} "
-        f"steps, then a third of the survivors at {full} steps, twice")
+        f"{(budget_s - sum(walls)) / 60:.1f} min and a third of trying them all: "
+        + (f"short runs of {short} steps for the families not bisected, then " if short < full else
+           "start-up dominates a run (no short rung), so ")
+        + f"a bisection of each family at {full} steps, the leader twice")
     table = search.run(opts["warmup"])
     return base, table, [c.full for c in table if c.full is not None], ruled
 

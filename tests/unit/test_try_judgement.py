@@ -134,3 +134,14 @@ def test_a_run_whose_loss_went_non_finite_is_worse():
     nan_late = np.where(steps < 20, 1.0, np.nan)  # the report's curve leaves out NaN steps
     assert diverged(base, [Curve.of(steps, nan_late)]).startswith("diverged: a finite loss on 20 of")
     assert diverged(base, [Curve.of(steps, np.ones(40))]) is None
+
+
+def test_a_run_whose_loss_rose_above_anything_the_baseline_had_diverged():
+    from commprof.cli.try_verdict import diverged
+    steps = np.arange(40)
+    base = [Curve.of(steps, 3.0 - steps / 20), Curve.of(steps, 2.9 - steps / 20)]  # highest: 3.0
+    # its tail (the last 10 steps) averages 3.1 > 3.0: the loss grew instead of falling
+    rising = Curve.of(steps, np.where(steps < 30, 2.0, 3.1))
+    assert diverged(base, [rising]).startswith("diverged: its loss over the last steps (3.1)")
+    # a tail averaging 2.95: worse than the baseline's tail (~1.1) but not above its start
+    assert diverged(base, [Curve.of(steps, np.where(steps < 30, 2.0, 2.95))]) is None

@@ -1,21 +1,23 @@
-"""``commprof try auto``: a search over the fixes and their parameters, by successive halving
-under a time budget (docs/try.md, "commprof try auto").
+"""``commprof try auto``: a search over the fixes and their parameters under a time budget and a
+cap of a third of trying them all (docs/try.md, "commprof try auto").
 
 1. The baseline runs at full length, twice (seed offsets 0 and 1): the noise band, the target,
    and the cost of a run (its start-up and its time per step).
-2. **Short rung**: every candidate of the job's kind (DDP: bf16/fp16 compression, PowerSGD R ∈
-   {1, 2, 4, 8}, local SGD K ∈ {2, 4, 8, 16, 32}, bucket caps; FSDP2: its options) runs once for
-   a fifth of the steps (at least the warm-up + 20).  It falls when it does not apply, changes
-   the bytes otherwise than it says, is worse than the baseline's first steps beyond their noise
-   (diverges), or is not faster per step by more than the baseline's run-to-run spread (and at
-   least 3 %).  In PowerSGD's and local SGD's families (tried mildest first) the candidates more
-   aggressive than one found worse are not run.  A third of the rest goes on (η = 3), ranked by
-   Pareto layers of (speed-up per step, how much worse): the front first — so that a slower,
-   safer fix is not crowded out by fast, aggressive ones — the faster first within a layer.
-3. **Full rung**: the survivors run at full length once; those not worse beyond the noise run a
-   second time (paired by seed with the baseline), as many as the budget left allows;
-   :func:`commprof.cli.try_verdict.choose` picks among them.  Every run prints one progress
-   line; a run that would not fit the budget is not started, and said so.
+2. **Rung 1, short** — only where a short run (a fifth of the steps, at least the warm-up + 20)
+   costs at most :data:`STARTUP_DOMINATES` of a full one: the candidates of the families not
+   graded (bucket caps, FSDP2's options) run once and fall when they do not apply, change the
+   bytes otherwise than they say, diverge (try_verdict.diverged), or are not faster per step by
+   more than the baseline's run-to-run spread (at least 3 %).  The loss is not compared there:
+   early in a run its band is too wide to rank on.
+3. **Rung 2, full length**: in each graded family (compression bf16 → fp16, PowerSGD R = 8 → 1,
+   local SGD K = 2 → 32; mildest first, harm growing along it) a bisection for its most
+   aggressive setting not worse: a probe not worse rules out the milder ones, a worse one (or
+   one whose target is not reached even extrapolated) the more aggressive ones.  Every other
+   survivor is its own probe.  These runs are the first repeat.
+4. **Rung 3**: the leader (fastest to the target) runs a second time, paired by seed; if it turns
+   worse, the next.  :func:`commprof.cli.try_verdict.choose` picks among the full runs.
+   No run starts that would not fit the budget left or the cap (a third of the exhaustive
+   try's estimated time, less the baseline's runs); every run prints one progress line.
 """
 from __future__ import annotations
 
@@ -312,7 +314,8 @@ def pareto_lines(table: list[Candidate]) -> list[str]:
     finals = [c for c in table if c.full is not None]
     if not finals:
         return ["", "no candidate reached the full runs"] + [f"  {c.fix:<20} {c.fate}: {c.why}" for c in table]
-    out = ["", "Pareto table (full runs; * = on the front: none is both faster to the target and less worse):",
+    out = ["", "Pareto table (full runs; * = on the front: none is both faster to the target and less worse; "
+           "e = extrapolated beyond its run, at most twice the baseline's steps):",
            f"  {'fix':<20} {'speed-up':>9} {'to target':>9}  {'worse by':>9}  {'noise':>8}  verdict"]
 
     def point(c):
@@ -323,9 +326,9 @@ def pareto_lines(table: list[Candidate]) -> list[str]:
         j = c.full["judgement"]
         s, w = point(c)
         front = not any(point(o)[0] > s and point(o)[1] < w for o in finals if o is not c)
-        eff = j["time_to_target"]["speedup"]
+        eff = _x(j["time_to_target"]["speedup"]) + ("e" if j["time_to_target"].get("extrapolated") else "")
         band = "±" + _pct(j["band"]) if j["band"] is not None else "none"
-        out.append(f"{'*' if front else ' '} {c.fix:<20} {_x(c.full['speedup']):>9} {_x(eff):>9}  "
+        out.append(f"{'*' if front else ' '} {c.fix:<20} {_x(c.full['speedup']):>9} {eff:>9}  "
                    f"{_pct(j['worse_by']):>9}  {band:>8}  {c.fate}" + (f": {c.why}" if c.why else ""))
     fell = [c for c in table if c.full is None]
     if fell:

@@ -366,8 +366,8 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
     for c in table:  # the search's table: the full rung's fates from the choice
         if c.full is not None:
             why = dict((r["fix"], v) for r, v in verdicts)[c.fix]
-            c.fate, c.why = ("chosen", c.note) if c.full is best else ("fell at full", why + (
-                f" ({c.note})" if c.note else ""))
+            fate = "chosen" if c.full is best else "kept" if why.startswith("candidate") else "fell at full"
+            c.fate, c.why = (fate, c.note if fate == "chosen" else why + (f" ({c.note})" if c.note else ""))
     if table:
         _out("\n".join(pareto_lines(table)))
     if json_out:

@@ -117,7 +117,7 @@ class Costs:
 
 @dataclass
 class Search:
-    """Successive halving over ``candidates``.  ``measure(fix, steps, repeat)`` runs a fix and
+    """The search over ``candidates`` (the module docstring).  ``measure(fix, steps, repeat)`` runs a fix and
     returns ``assess_fix``'s dict (with ``judgement``) against the baseline's same steps."""
 
     candidates: list[str]

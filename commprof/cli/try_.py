@@ -289,9 +289,12 @@ def run_auto(command, baseline: str | None, root: Path, opts: dict, say, metric:
 
     search = ts.Search(candidates, measure, full, ts.costs_of(walls or [0.0], base.docs, full),
                        budget_s - sum(walls), say)
+    short = search.short_steps(opts["warmup"])
     say(f"searching {len(candidates)} candidates ({', '.join(candidates)}) within "
-        f"{(budget_s - sum(walls)) / 60:.1f} min: short runs of {search.short_steps(opts['warmup'])} "
-        f"steps, then a third of the survivors at {full} steps, twice")
+        f"{(budget_s - sum(walls)) / 60:.1f} min and a third of trying them all: "
+        + (f"short runs of {short} steps for the families not bisected, then " if short < full else
+           "start-up dominates a run (no short rung), so ")
+        + f"a bisection of each family at {full} steps, the leader twice")
     table = search.run(opts["warmup"])
     return base, table, [c.full for c in table if c.full is not None], ruled
 
@@ -363,8 +366,8 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
     for c in table:  # the search's table: the full rung's fates from the choice
         if c.full is not None:
             why = dict((r["fix"], v) for r, v in verdicts)[c.fix]
-            c.fate, c.why = ("chosen", c.note) if c.full is best else ("fell at full", why + (
-                f" ({c.note})" if c.note else ""))
+            fate = "chosen" if c.full is best else "kept" if why.startswith("candidate") else "fell at full"
+            c.fate, c.why = (fate, c.note if fate == "chosen" else why + (f" ({c.note})" if c.note else ""))
     if table:
         _out("\n".join(pareto_lines(table)))
     if json_out:

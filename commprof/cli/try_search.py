@@ -1,21 +1,23 @@
-"""``commprof try auto``: a search over the fixes and their parameters, by successive halving
-under a time budget (docs/try.md, "commprof try auto").
+"""``commprof try auto``: a search over the fixes and their parameters under a time budget and a
+cap of a third of trying them all (docs/try.md, "commprof try auto").
 
 1. The baseline runs at full length, twice (seed offsets 0 and 1): the noise band, the target,
    and the cost of a run (its start-up and its time per step).
-2. **Short rung**: every candidate of the job's kind (DDP: bf16/fp16 compression, PowerSGD R ∈
-   {1, 2, 4, 8}, local SGD K ∈ {2, 4, 8, 16, 32}, bucket caps; FSDP2: its options) runs once for
-   a fifth of the steps (at least the warm-up + 20).  It falls when it does not apply, changes
-   the bytes otherwise than it says, is worse than the baseline's first steps beyond their noise
-   (diverges), or is not faster per step by more than the baseline's run-to-run spread (and at
-   least 3 %).  In PowerSGD's and local SGD's families (tried mildest first) the candidates more
-   aggressive than one found worse are not run.  A third of the rest goes on (η = 3), ranked by
-   Pareto layers of (speed-up per step, how much worse): the front first — so that a slower,
-   safer fix is not crowded out by fast, aggressive ones — the faster first within a layer.
-3. **Full rung**: the survivors run at full length once; those not worse beyond the noise run a
-   second time (paired by seed with the baseline), as many as the budget left allows;
-   :func:`commprof.cli.try_verdict.choose` picks among them.  Every run prints one progress
-   line; a run that would not fit the budget is not started, and said so.
+2. **Rung 1, short** — only where a short run (a fifth of the steps, at least the warm-up + 20)
+   costs at most :data:`STARTUP_DOMINATES` of a full one: the candidates of the families not
+   graded (bucket caps, FSDP2's options) run once and fall when they do not apply, change the
+   bytes otherwise than they say, diverge (try_verdict.diverged), or are not faster per step by
+   more than the baseline's run-to-run spread (at least 3 %).  The loss is not compared there:
+   early in a run its band is too wide to rank on.
+3. **Rung 2, full length**: in each graded family (compression bf16 → fp16, PowerSGD R = 8 → 1,
+   local SGD K = 2 → 32; mildest first, harm growing along it) a bisection for its most
+   aggressive setting not worse: a probe not worse rules out the milder ones, a worse one (or
+   one whose target is not reached even extrapolated) the more aggressive ones.  Every other
+   survivor is its own probe.  These runs are the first repeat.
+4. **Rung 3**: the leader (fastest to the target) runs a second time, paired by seed; if it turns
+   worse, the next.  :func:`commprof.cli.try_verdict.choose` picks among the full runs.
+   No run starts that would not fit the budget left or the cap (a third of the exhaustive
+   try's estimated time, less the baseline's runs); every run prints one progress line.
 """
 from __future__ import annotations
 
@@ -29,10 +31,11 @@ from commprof.errors import UsageError
 # Within a family, mildest first: PowerSGD's rank falling, local SGD's period growing.
 DDP_CANDIDATES = (["bf16-compress", "fp16-compress"] + [f"powersgd:{r}" for r in (8, 4, 2, 1)]
                   + [f"local-sgd:{k}" for k in (2, 4, 8, 16, 32)] + [f"bucket-cap:{mb}" for mb in (1, 5, 100)])
-GRADED = ("powersgd", "local-sgd")  # families ordered mild -> aggressive: once one is worse, so are the rest
+GRADED = ("compression", "powersgd", "local-sgd")  # families ordered mild -> aggressive: harm grows along them
 FSDP_CANDIDATES = ["bf16-reduce", "reshard-after-forward=false"]
 SHORT_FRACTION = 0.2  # the short rung's steps: this fraction of the full run's
-KEEP = 3  # successive halving's η: a third of the short rung's survivors go on to the full runs
+STARTUP_DOMINATES = 0.5  # a short run costing more than this share of a full one is not worth it
+EXHAUSTIVE_SHARE = 3  # the search spends at most 1/this of the exhaustive try's (estimated) time
 DEFAULT_BUDGET_S = 30 * 60.0
 MIN_GAIN = 0.03  # the short rung's least speed-up per step worth a full run
 
@@ -55,6 +58,23 @@ def candidates_for(base_doc: dict) -> list[str]:
     if "reduce_scatter" in ops:
         out += FSDP_CANDIDATES
     return round_robin(out)
+
+
+def family_of(fix: str) -> str:
+    """A candidate's family: "compression" (bf16, then fp16: same bytes, fp16's narrower range),
+    "powersgd", "local-sgd", or the part of its name before ":"."""
+    return "compression" if fix in ("bf16-compress", "fp16-compress") else fix.partition(":")[0]
+
+
+def mildness(fix: str) -> float:
+    """Order within a graded family, mildest first: bf16 before fp16, PowerSGD's rank falling,
+    local SGD's period growing."""
+    name, _, arg = fix.partition(":")
+    if name == "powersgd":
+        return -float(arg)
+    if name == "local-sgd":
+        return float(arg)
+    return float(fix == "fp16-compress")
 
 
 def round_robin(fixes: list[str]) -> list[str]:
@@ -97,7 +117,7 @@ class Costs:
 
 @dataclass
 class Search:
-    """Successive halving over ``candidates``.  ``measure(fix, steps, repeat)`` runs a fix and
+    """The search over ``candidates`` (the module docstring).  ``measure(fix, steps, repeat)`` runs a fix and
     returns ``assess_fix``'s dict (with ``judgement``) against the baseline's same steps."""
 
     candidates: list[str]
@@ -121,46 +141,124 @@ class Search:
         return result
 
     def short_steps(self, warmup: int) -> int:
-        return max(warmup + 20, math.ceil(SHORT_FRACTION * self.full_steps))
+        """The short rung's steps; the full length when start-up dominates (a short run would
+        cost more than :data:`STARTUP_DOMINATES` of a full one): then rung 1 is the full runs'
+        first run."""
+        short = min(max(warmup + 20, math.ceil(SHORT_FRACTION * self.full_steps)), self.full_steps)
+        if self.costs.run(short) > STARTUP_DOMINATES * self.costs.run(self.full_steps):
+            return self.full_steps
+        return short
+
+    def exhaustive_estimate_s(self) -> float:
+        """What trying every candidate at full length twice, and the baseline twice, would take:
+        each candidate's full run at its measured speed-up per step (the baseline's when
+        unmeasured)."""
+        def full_run(c: Candidate) -> float:
+            speed = (c.full or c.short or {}).get("speedup") or 1.0
+            return self.costs.startup_s + self.full_steps * self.costs.step_s / speed
+        return 2 * self.costs.run(self.full_steps) + sum(2 * full_run(c) for c in self.table)
+
+    def _within_cap(self, seconds: float) -> bool:
+        """The run fits the budget left and the search's cap: a third of the exhaustive
+        estimate, less the baseline's two runs."""
+        cap = self.exhaustive_estimate_s() / EXHAUSTIVE_SHARE - 2 * self.costs.run(self.full_steps)
+        return self._fits(seconds) and self.spent_s + seconds <= cap
 
     def run(self, warmup: int) -> list[Candidate]:
         self.table = [Candidate(f) for f in self.candidates]
-        short = min(self.short_steps(warmup), self.full_steps)
-        survivors, worse_in = [], {}
+        short = self.short_steps(warmup)
+        graded = [c for c in self.table if family_of(c.fix) in GRADED]
+        others = [c for c in self.table if family_of(c.fix) not in GRADED]
+        if short < self.full_steps:  # rung 1 where it is cheap: the families not bisected
+            others = self._short_rung(others, short)
+        self._bisect(graded, others)
+        self._confirm()
         for c in self.table:
-            family = c.fix.partition(":")[0]
-            if family in worse_in:
-                c.fate, c.why = "fell at short", f"not run: the milder {worse_in[family]} was already worse"
+            if c.fate == "pending":
+                c.fate, c.why = "not run: budget", "its full run would not fit the search's cap or budget"
+        return self.table
+
+    def _short_rung(self, cands: list[Candidate], short: int) -> list[Candidate]:
+        """Rung 1: one run of ``short`` steps each; falls on what that length measures (did not
+        apply, bytes, diverged, not faster per step than the baseline's spread)."""
+        survivors, diverged_in = [], {}
+        for c in cands:
+            family = family_of(c.fix)
+            if family in diverged_in:
+                c.fate, c.why = "fell at short", f"not run: the milder {diverged_in[family]} diverged"
                 continue
             if not self._fits(self.costs.run(short)):
                 c.fate, c.why = "not run: budget", "the short run would not fit the budget left"
                 continue
             c.short = r = self._run(c.fix, short, 1, "short")
             c.why = short_fate(r)
-            c.fate = "fell at short" if c.why else "kept"
+            c.fate = "fell at short" if c.why else "pending"
             self.say(self._progress(f"{c.fix} ({short} steps, 1 run)", r, c.why or "kept"))
-            if c.why.startswith("worse") and family in GRADED:
-                worse_in[family] = c.fix
+            if c.why.startswith("diverged") and family in GRADED:
+                diverged_in[family] = c.fix
             if not c.why:
                 survivors.append(c)
-        survivors = pareto_order(survivors)
-        half = max(1, math.ceil(len(survivors) / KEEP)) if survivors else 0
-        for c in survivors[half:]:
-            c.fate, c.why = "fell at short", f"not in the best third (Pareto layers of speed-up and loss at {short} steps)"
-        for repeat in (1, 2):
-            for c in survivors[:half]:
-                if repeat == 2 and (c.full is None or c.full["judgement"]["quality_verdict"] == "worse"):
-                    continue
-                if not self._fits(self.costs.run(self.full_steps)):
-                    if repeat == 1:
-                        c.fate, c.why = "not run: budget", "the full run would not fit the budget left"
-                    else:  # judged on its first run, against the baseline's band
-                        c.note = "one full run: the second would not fit the budget left"
-                    continue
-                c.full = r = self._run(c.fix, self.full_steps, repeat, "full")
-                self.say(self._progress(f"{c.fix} ({self.full_steps} steps, run {repeat} of 2)", r,
-                                        r["judgement"]["verdict"]))
-        return self.table
+        return survivors
+
+    def _full(self, c: Candidate, repeat: int) -> bool:
+        """Runs ``c`` at full length (run ``repeat``); False when it does not fit."""
+        if not self._within_cap(self.costs.run(self.full_steps)):
+            return False
+        c.full = r = self._run(c.fix, self.full_steps, repeat, "full")
+        self.say(self._progress(f"{c.fix} ({self.full_steps} steps, run {repeat} of 2)", r, r["judgement"]["verdict"]))
+        return True
+
+    def _bisect(self, graded: list[Candidate], others: list[Candidate]) -> None:
+        """Rung 2, at full length: in each graded family (ordered mild -> aggressive; harm grows
+        with aggressiveness) a bisection for its most aggressive setting not worse; every other
+        candidate is its own probe.  Probes of all families interleaved — graded ones first, then
+        the fastest at the short rung — one full run kept in reserve for :meth:`_confirm`."""
+        families: dict[str, list[Candidate]] = {}
+        for c in sorted(graded, key=lambda c: mildness(c.fix)):
+            families.setdefault(family_of(c.fix), []).append(c)
+        for c in others:
+            families[c.fix] = [c]
+        spans = {f: [0, len(cs) - 1] for f, cs in families.items()}
+        order = list(families)
+        while True:
+            probes = [(f, families[f][(lo + hi + 1) // 2]) for f, (lo, hi) in spans.items() if lo <= hi]
+            if not probes:
+                return
+            family, c = max(probes, key=lambda p: (family_of(p[1].fix) in GRADED,
+                                                   (p[1].short or {}).get("speedup") or 0.0, -order.index(p[0])))
+            if not self._within_cap(2 * self.costs.run(self.full_steps)) or not self._full(c, 1):
+                return
+            lo, hi = spans[family]
+            i = families[family].index(c)
+            if full_fate(c.full):
+                c.fate, c.why = "fell at full", full_fate(c.full)
+                for m in families[family][i + 1:hi + 1]:
+                    m.fate, m.why = "fell at full", f"not run: {c.fix}, milder, was already worse"
+                spans[family] = [lo, i - 1]
+            else:
+                c.fate = "kept"
+                for m in families[family][lo:i]:
+                    m.fate, m.why = "fell at full", f"not run: {c.fix}, further along its family, is not worse"
+                spans[family] = [i + 1, hi]
+
+    def _confirm(self) -> None:
+        """Rung 3: a second full run (paired by seed) for the leader — the kept candidate fastest
+        to the target — then the next, while the cap allows; one that turns worse falls.  The
+        kept candidates judged on one run say so (``note``)."""
+        kept = sorted([c for c in self.table if c.fate == "kept"], key=lambda c: -(_to_target(c) or 0.0))
+        confirmed = None
+        for c in kept:
+            if not self._full(c, 2):
+                c.note = "one full run: the second would not fit the search's cap or budget"
+                continue
+            if full_fate(c.full):
+                c.fate, c.why = "fell at full", full_fate(c.full)
+            elif _to_target(c):
+                confirmed = c
+                break
+        for c in kept:
+            if c.fate == "kept" and c.full["judgement"].get("runs", 1) < 2 and not c.note:
+                c.note = f"one full run: {confirmed.fix} was confirmed first" if confirmed else "one full run"
 
     def _progress(self, what: str, r: dict, outcome: str) -> str:
         from commprof.cli.try_verdict import verdict_line
@@ -169,20 +267,24 @@ class Search:
                 f"{verdict_line(r['judgement'])} -> {outcome}")
 
 
-def pareto_order(cands: list[Candidate]) -> list[Candidate]:
-    """``cands`` by Pareto layer of (short speed-up: higher, worse_by: lower), then speed-up."""
-    def point(c):
-        j = c.short["judgement"]
-        return (c.short.get("speedup") or 0.0, j["worse_by"] if j["worse_by"] is not None else math.inf)
+def _to_target(c: Candidate) -> float | None:
+    return c.full["judgement"]["time_to_target"]["speedup"] if c.full else None
 
-    left, out = list(cands), []
-    while left:
-        front = [c for c in left if not any(point(o)[0] >= point(c)[0] and point(o)[1] <= point(c)[1]
-                                            and point(o) != point(c) for o in left)]
-        front.sort(key=lambda c: -point(c)[0])
-        out += front
-        left = [c for c in left if c not in front]
-    return out
+
+def full_fate(r: dict) -> str:
+    """Why a candidate's full run makes it fall ("" when not): as the short rung's, plus worse
+    beyond the noise, or not reaching the target even extrapolated."""
+    j = r["judgement"]
+    if not r["applied"]:
+        return f"did not apply ({r['why'] or ', '.join(r['status'])})"
+    if r["bytes_ok"] is False:
+        return "bytes did not change as the fix says"
+    if j["quality_verdict"] == "worse":
+        return f"worse beyond the noise ({_pct(j['worse_by'])} worse, noise ±{_pct(j['band'])})"
+    t = j["time_to_target"]
+    if t["target"] is not None and not t["reached"]:
+        return "does not reach the target within twice the baseline's steps (extrapolated from its curve)"
+    return ""
 
 
 def short_fate(r: dict) -> str:
@@ -192,8 +294,8 @@ def short_fate(r: dict) -> str:
         return f"did not apply ({r['why'] or ', '.join(r['status'])})"
     if r["bytes_ok"] is False:
         return "bytes did not change as the fix says"
-    if j["quality_verdict"] == "worse":
-        return f"worse than the baseline's same steps beyond the noise ({_pct(j['worse_by'])} worse, noise ±{_pct(j['band'])})"
+    if j.get("diverged"):
+        return j["diverged"]
     spread = max(j.get("spread_base") or 0.0, MIN_GAIN)
     if not r.get("speedup") or r["speedup"] <= 1 + spread:
         speed = f"{r['speedup']:.2f}x" if r.get("speedup") else "unknown"
@@ -212,7 +314,8 @@ def pareto_lines(table: list[Candidate]) -> list[str]:
     finals = [c for c in table if c.full is not None]
     if not finals:
         return ["", "no candidate reached the full runs"] + [f"  {c.fix:<20} {c.fate}: {c.why}" for c in table]
-    out = ["", "Pareto table (full runs; * = on the front: none is both faster to the target and less worse):",
+    out = ["", "Pareto table (full runs; * = on the front: none is both faster to the target and less worse; "
+           "e = extrapolated beyond its run, at most twice the baseline's steps):",
            f"  {'fix':<20} {'speed-up':>9} {'to target':>9}  {'worse by':>9}  {'noise':>8}  verdict"]
 
     def point(c):
@@ -223,9 +326,9 @@ def pareto_lines(table: list[Candidate]) -> list[str]:
         j = c.full["judgement"]
         s, w = point(c)
         front = not any(point(o)[0] > s and point(o)[1] < w for o in finals if o is not c)
-        eff = j["time_to_target"]["speedup"]
+        eff = _x(j["time_to_target"]["speedup"]) + ("e" if j["time_to_target"].get("extrapolated") else "")
         band = "±" + _pct(j["band"]) if j["band"] is not None else "none"
-        out.append(f"{'*' if front else ' '} {c.fix:<20} {_x(c.full['speedup']):>9} {_x(eff):>9}  "
+        out.append(f"{'*' if front else ' '} {c.fix:<20} {_x(c.full['speedup']):>9} {eff:>9}  "
                    f"{_pct(j['worse_by']):>9}  {band:>8}  {c.fate}" + (f": {c.why}" if c.why else ""))
     fell = [c for c in table if c.full is None]
     if fell:

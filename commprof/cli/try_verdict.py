@@ -64,13 +64,20 @@ def _run_means(docs: list[dict], key: str) -> list[float | None]:
 
 def diverged(base: list[cv.Curve], fix: list[cv.Curve]) -> str | None:
     """Why the fix's training diverged: its runs lack the finite loss of more than a tenth of the
-    steps the baseline has one for (the report's curve leaves out NaN and inf), or None."""
+    steps the baseline has one for (the report's curve leaves out NaN and inf), or a run's tail
+    mean (:func:`convergence.statistic`) is above the highest loss any baseline run had after the
+    warm-up (the loss grew instead of falling); or None."""
     if not base:
         return None
     want = min(len(c.values) for c in base)
     have = min((len(c.values) for c in fix), default=0)
     if want and have < 0.9 * want:
         return f"diverged: a finite loss on {have} of the baseline's {want} steps"
+    ceiling = max(float(np.max(c.values)) for c in base if len(c.values))
+    tails = [s.value for s in (cv.statistic(c) for c in fix) if s is not None]
+    if tails and max(tails) > ceiling:
+        return (f"diverged: its loss over the last steps ({max(tails):.4g}) is above any the baseline "
+                f"had after the warm-up ({ceiling:.4g})")
     return None
 
 
@@ -179,7 +186,8 @@ def choose(results: list[dict], tolerance: float | None = None) -> tuple[dict | 
         elif tolerance is not None and (j["worse_by"] or 0) > tolerance:
             why = f"rejected: {j['metric'] or 'loss'} {j['worse_by']:.1%} worse (> --loss-tolerance {tolerance:.1%})"
         elif j["time_to_target"]["target"] is not None and not j["time_to_target"]["reached"]:
-            why = "rejected: does not reach the baseline's final loss within the run (slower to target)"
+            why = ("rejected: does not reach the baseline's final loss within twice the baseline's steps "
+                   "(its run, extrapolated by a fit of its curve)")
         elif not gain or gain <= 1:
             why = "rejected: not faster to the target than the baseline"
         else:

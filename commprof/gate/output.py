@@ -168,7 +168,11 @@ def time_to_target_line(t: dict, a: str = "the baseline", b: str | None = None) 
 
     def secs(x):
         return "unknown (no step durations)" if x is None else fmt_seconds(x)
-    after = (secs(t["time_s"]) if t["reached"] else "not reached in the run")
+    after = (secs(t["time_s"]) if t["reached"] else
+             f"not reached within {t.get('cap_steps') or 'its'} steps (its run, extrapolated)")
+    if t["reached"] and t.get("extrapolated"):
+        after += (f" (extrapolated: a fit of its curve beyond its run, at most {t['cap_steps']} steps, "
+                  "twice the baseline's)")
     return (f"time to {a}'s final loss ({t['target']:.4g}, trailing mean of {t['window']} steps): "
             f"{secs(t['time_base_s'])} -> " + (f"{b} " if b else "") + after
             + (f": effective speed-up {t['speedup']:.2f}x" if t["speedup"] else ""))

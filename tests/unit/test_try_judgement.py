@@ -78,10 +78,28 @@ def test_time_to_target_counts_wall_time_not_steps():
     fast = Curve(steps, 10.0 - 2 * steps, np.ones(40))  # 10 − 2(s − 4.5) ≤ −24.5 from s = 22
     r = effective_speedup([base], [fast])
     assert r["time_base_s"] == 40 and r["time_s"] == 23 and r["speedup"] == pytest.approx(40 / 23)
-    # faster per step (0.5 s) but never reaching the baseline's final value: no speed-up
-    slow_to_target = Curve(steps, 10.0 - 0.5 * steps, np.full(40, 0.5))
-    r = effective_speedup([base], [slow_to_target])
+    assert r["extrapolated"] is False
+
+
+def test_a_fix_that_needs_more_steps_than_the_baseline_ran_is_extrapolated_up_to_twice_them():
+    steps = np.arange(40)
+    base = Curve(steps, 10.0 - steps, np.ones(40))  # target −24.5, reached after 40 s (above)
+    # twice as fast per step (0.5 s), half the progress per step: its trailing mean
+    # 10 − 0.5(s − 4.5) reaches −24.5 at s = 73.5, i.e. step 74, within the cap of 2 × 40 steps:
+    # 75 steps of 0.5 s = 37.5 s (a straight line; the fit's exponential is nearly one here)
+    half = Curve(steps, 10.0 - 0.5 * steps, np.full(40, 0.5))
+    r = effective_speedup([base], [half])
+    assert r["reached"] is True and r["extrapolated"] is True and r["cap_steps"] == 80
+    assert r["time_s"] == pytest.approx(37.5, rel=0.03)
+    assert r["speedup"] == pytest.approx(40 / 37.5, rel=0.03)
+    # a fifth of the progress per step: 10 − 0.2(s − 4.5) reaches −24.5 only at s = 177 > 80
+    slow = Curve(steps, 10.0 - 0.2 * steps, np.full(40, 0.5))
+    r = effective_speedup([base], [slow])
     assert r["reached"] is False and r["speedup"] is None
+    # higher is better: the mirror image extrapolates the same
+    r = effective_speedup([Curve(steps, -base.values, base.durations)],
+                          [Curve(steps, -half.values, half.durations)], higher_is_better=True)
+    assert r["extrapolated"] and r["time_s"] == pytest.approx(37.5, rel=0.03)
 
 
 def test_a_short_window_says_how_many_steps_it_needs():
@@ -116,3 +134,14 @@ def test_a_run_whose_loss_went_non_finite_is_worse():
     nan_late = np.where(steps < 20, 1.0, np.nan)  # the report's curve leaves out NaN steps
     assert diverged(base, [Curve.of(steps, nan_late)]).startswith("diverged: a finite loss on 20 of")
     assert diverged(base, [Curve.of(steps, np.ones(40))]) is None
+
+
+def test_a_run_whose_loss_rose_above_anything_the_baseline_had_diverged():
+    from commprof.cli.try_verdict import diverged
+    steps = np.arange(40)
+    base = [Curve.of(steps, 3.0 - steps / 20), Curve.of(steps, 2.9 - steps / 20)]  # highest: 3.0
+    # its tail (the last 10 steps) averages 3.1 > 3.0: the loss grew instead of falling
+    rising = Curve.of(steps, np.where(steps < 30, 2.0, 3.1))
+    assert diverged(base, [rising]).startswith("diverged: its loss over the last steps (3.1)")
+    # a tail averaging 2.95: worse than the baseline's tail (~1.1) but not above its start
+    assert diverged(base, [Curve.of(steps, np.where(steps < 30, 2.0, 2.95))]) is None

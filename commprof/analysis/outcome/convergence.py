@@ -16,7 +16,10 @@ try``'s judgement; docs/try.md, "How a fix is judged").  Pure functions on curve
 * **Time to target**: the wall time (the sum of the measured steps' durations from the end of the
   warm-up) until a run's trailing mean (the tail's length) first reaches the target: the worst
   baseline run's tail mean (each baseline run reaches it by its end).  The effective speed-up is
-  the baseline's time over the fix's; None when the fix never reaches it within its run.
+  the baseline's time over the fix's.  A fix run that ends before reaching it (it was given only the
+  baseline's steps) is **extrapolated**: an exponential fit of its trailing mean, extended to at
+  most :data:`EXTRAPOLATE_FACTOR` times the baseline's steps, each step past the run at its mean
+  measured duration (``extrapolated``: True).  None when not even the fit reaches it by then.
 * **Too short**: the window after the warm-up has fewer than 4 tails of :data:`MIN_TAIL` steps,
   or the baseline's curve still falls between the quarter before the tail and the tail by more
   than the band; the steps that would do come from an exponential fit of the curve (its fall
@@ -31,6 +34,7 @@ import numpy as np
 
 MIN_TAIL = 5  # steps: the shortest tail a statistic is taken over
 TAIL_FRACTION = 0.25  # the tail: the last quarter of the window after the warm-up
+EXTRAPOLATE_FACTOR = 2  # a fix's time to target is extrapolated up to this many times the baseline's steps
 MAX_STEPS_FACTOR = 100  # "steps that would do" are searched up to this many times the window
 
 
@@ -157,6 +161,30 @@ def time_to_target(curve: Curve, target: float, window: int, higher_is_better: b
     return float(np.sum(curve.durations[:first + 1]))
 
 
+def extrapolated_time(curve: Curve, target: float, window: int, cap_points: int,
+                      higher_is_better: bool = False) -> float | None:
+    """Seconds until the curve's trailing mean would reach ``target`` beyond its last step, by a
+    fit a + b·exp(−x/τ) of that trailing mean extended to at most ``cap_points`` steps after the
+    window's start; the steps past the run cost its mean measured step duration.  None when the
+    fit does not reach the target by then (or the durations are unknown)."""
+    n = len(curve.values)
+    if curve.durations is None or n < 4 or cap_points <= n:
+        return None
+    sign = -1.0 if higher_is_better else 1.0
+    first = max(min(window, n - 4), 1) - 1  # fitted where the trailing mean has its whole window
+    smooth = sign * trailing_mean(curve.values, window)[first:]
+    fit = _exp_fit(np.arange(first, n, dtype=np.float64), smooth)
+    if fit is None:
+        return None
+    a, b, tau = fit
+    x = np.arange(n, cap_points, dtype=np.float64)
+    hit = a + b * np.exp(-x / tau) <= sign * target
+    if not hit.any():
+        return None
+    extra = int(np.argmax(hit)) + 1  # steps n .. n + extra - 1 are run past the curve's end
+    return float(np.sum(curve.durations) + extra * np.mean(curve.durations))
+
+
 def target_and_times(base: list[Curve], higher_is_better: bool = False) -> tuple[float | None, int, list[float | None]]:
     """(target, trailing window, each baseline run's time to it): the target is the worst
     baseline run's tail mean, the window the shortest run's tail length."""
@@ -172,12 +200,19 @@ def target_and_times(base: list[Curve], higher_is_better: bool = False) -> tuple
 def effective_speedup(base: list[Curve], fix: list[Curve], higher_is_better: bool = False) -> dict:
     """Time to the baseline's target on both sides and their ratio (see the module docstring)."""
     target, window, base_times = target_and_times(base, higher_is_better)
-    fix_times = [time_to_target(c, target, window, higher_is_better) for c in fix] if target is not None else []
+    cap = EXTRAPOLATE_FACTOR * max((len(c.values) for c in base), default=0)
+    fix_times, extrapolated = [], False
+    for c in fix if target is not None else []:
+        t = time_to_target(c, target, window, higher_is_better)
+        if t is None:
+            t = extrapolated_time(c, target, window, int(cap), higher_is_better)
+            extrapolated = extrapolated or t is not None
+        fix_times.append(t)
     t_base = float(np.mean(base_times)) if base_times and None not in base_times else None
     t_fix = float(np.mean(fix_times)) if fix_times and None not in fix_times else None
     return {"target": target, "window": window, "time_base_s": t_base, "time_s": t_fix,
-            "reached": bool(fix_times) and None not in fix_times,
-            "speedup": t_base / t_fix if t_base and t_fix else None}
+            "reached": bool(fix_times) and None not in fix_times, "extrapolated": extrapolated,
+            "cap_steps": int(cap), "speedup": t_base / t_fix if t_base and t_fix else None}
 
 
 def _exp_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:

@@ -106,7 +106,11 @@ class Recorder:
         self.self_ns = 0  # time spent recording inside the hooks (reported as commprof's own cost)
         self.gpu_windows = 0  # GPU windows converted, and what they cost (start, stop, convert)
         self.gpu_window_ns = 0
-        self._self_written = (0, 0, 0, 0)
+        # native path: the part of self_ns that is not per-call work (once_calls/once_ns: the
+        # first call on a new group, which registers it in Python; stalled_calls/stalled_ns:
+        # windows over the stall threshold, the thread off its core); {} on the Python path
+        self.self_split: dict = {}
+        self._self_written: tuple = (0, 0, 0, 0, ())
         self.enabled = True
         self.wants_file = False  # set by the first event that makes this process worth a file
         self._flush_lock = threading.RLock()  # re-entrant: SIGTERM's close may interrupt a flush
@@ -250,10 +254,12 @@ class Recorder:
             if self._degraded_written.get(where) != count:
                 objects.append({"type": "degraded", "where": where, "count": count, "error": msg})
                 self._degraded_written[where] = count
-        cost = (self.records, self.self_ns, self.gpu_windows, self.gpu_window_ns)
+        split = self.self_split
+        cost = (self.records, self.self_ns, self.gpu_windows, self.gpu_window_ns,
+                tuple(sorted(split.items())))
         if cost != self._self_written:
             objects.append({"type": "self_cost", "calls": cost[0], "record_ns": cost[1],
-                            "gpu_windows": cost[2], "gpu_window_ns": cost[3]})
+                            "gpu_windows": cost[2], "gpu_window_ns": cost[3], **split})
             self._self_written = cost
         region = self.region
         if region is not None:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from commprof.analysis.cross import clocks, crossrank
+from commprof.analysis.host.load import SELF_SPLIT_KEYS
 from commprof.analysis.measures import kpis as kpi
 from commprof.analysis.host.links import counter_rates, efficiency_rows
 from commprof.analysis.outcome.summary import self_overhead
@@ -188,7 +189,7 @@ def _overhead_s(st: RankState, tot: Totals) -> float:
     c = st.self_cost
     proc = {"self_calls": c.get("calls", 0), "self_record_ns": c.get("record_ns", 0),
             "self_gpu_windows": c.get("gpu_windows", 0), "self_gpu_window_ns": c.get("gpu_window_ns", 0),
-            "capture_path": None}
+            "capture_path": None, **{f"self_{k}": c.get(k) for k in SELF_SPLIT_KEYS}}
     part = SimpleNamespace(process=proc, blocking_calls=tot.blocking)
     return float(self_overhead([part], pd.DataFrame({"wall_s": [0.0]}))["estimated_s_per_rank"])
 

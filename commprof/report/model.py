@@ -233,6 +233,17 @@ class Overhead(Model):
     gpu_window_s_per_rank: float = optional("their start, sync, stop and conversion time, measured "
                                             "in-run; part of estimated_s_per_rank")
     capture_path: str | None = optional('the c10d kernel that recorded: "python", "native" (or both)')
+    once_s_per_rank: float | None = optional(
+        "native kernel: the first call on each new process group (its registration in Python, "
+        "under the GIL), measured; part of estimated_s_per_rank, not of record_us_per_call; null "
+        "where the capture has no split (Python path, older captures)")
+    stalled_calls: int | None = optional(
+        "native kernel: calls whose clocked window exceeded the stall threshold (50 µs: the "
+        "thread was off its core or waiting); left out of record_us_per_call's mean; null where "
+        "the capture has no split")
+    stalled_s_per_rank: float | None = optional(
+        "those windows' wall time (not counted in estimated_s_per_rank: that counts them at "
+        "record_us_per_call); null where the capture has no split")
 
 
 @dataclass(kw_only=True)

@@ -125,3 +125,12 @@ def source_rows(run: dict) -> list[tuple[str, object]]:
              ("NCCL", run.get("nccl_version") or ("not recorded in the traces" if trace else
                                                   "n/a (not a CUDA build)"))]
     return rows if trace else rows + [("exit", run.get("exit_code"))]
+
+
+def clocked_split_text(o: dict) -> str:
+    """What the native kernel's clock held besides per-call work (once; stalled, not counted)."""
+    if o.get("stalled_calls") is None:
+        return ""
+    return (f"; once per group {fmt_seconds(o.get('once_s_per_rank'))}/rank" + (
+        f"; {o['stalled_calls']} call(s) stalled off-core inside the kernel's clock "
+        f"({fmt_seconds(o.get('stalled_s_per_rank'))}/rank, not counted)" if o["stalled_calls"] else ""))

@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from commprof.format.text import printable_data
-from commprof.report.notes import (except_kind, gpu_line, is_trace, of_kind, rank_status,
-                                   trace_ranks_line, training_line)
+from commprof.report.notes import (clocked_split_text, except_kind, gpu_line, is_trace, of_kind,
+                                   rank_status, trace_ranks_line, training_line)
 from commprof.format.units import fmt_bytes, fmt_gbps, fmt_pct, fmt_seconds
 
 MAX_RANK_ROWS = 16
@@ -119,7 +119,7 @@ def banner(doc: dict) -> Panel:
                      f"{fmt_pct(o['estimated_fraction_of_wall'])} of wall time"
                      + (f" (incl. {o['gpu_windows']} GPU window(s): "
                         f"{fmt_seconds(o.get('gpu_window_s_per_rank'))}/rank)"
-                        if o.get("gpu_windows") else ""))
+                        if o.get("gpu_windows") else "") + clocked_split_text(o))
     return Panel(grid, title=Text(f"commprof report — {run['path']}"), title_align="left")
 
 

@@ -32,6 +32,8 @@ _DTYPE_NAMES = pd.Index(schema.DTYPES, dtype=object)
 GROUP_COLUMNS = _PROC_KEYS + ["gid", "name", "desc", "size", "group_rank", "backend", "ranks"]
 DEGRADED_COLUMNS = _PROC_KEYS + ["where", "count", "error"]
 
+SELF_SPLIT_KEYS = ("once_calls", "once_ns", "stalled_calls", "stalled_ns")  # self_cost frames
+
 
 @dataclass
 class RankData:
@@ -308,11 +310,12 @@ def read_rank(path: Path) -> RankData:
 
 
 def _self_cost(last: dict | None) -> dict:
-    """The last self-reported cost of a process (calls recorded, ns spent; GPU windows)."""
+    """The last self-reported cost of a process (calls recorded, ns spent; GPU windows; the
+    native kernel's split of the ns, SELF_SPLIT_KEYS: None where a capture has none)."""
     last = last or {}
     return {"self_calls": last.get("calls", 0), "self_record_ns": last.get("record_ns", 0),
-            "self_gpu_windows": last.get("gpu_windows", 0),
-            "self_gpu_window_ns": last.get("gpu_window_ns", 0)}
+            "self_gpu_windows": last.get("gpu_windows", 0), "self_gpu_window_ns": last.get(
+                "gpu_window_ns", 0), **{f"self_{k}": last.get(k) for k in SELF_SPLIT_KEYS}}
 
 
 def _with_key(df: pd.DataFrame, key: dict) -> pd.DataFrame:

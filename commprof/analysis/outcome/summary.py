@@ -29,6 +29,7 @@ from commprof.analysis.scale.fold import Fold
 from commprof.analysis.scale.node_summary import reduce_run
 from commprof.analysis.host.steps import measured
 from commprof.analysis.outcome.verdict import Note, Verdict, assess, slow_step_note, straggler_note, warmup_note
+from commprof.analysis.outcome.own_cost import clocked_split
 
 __all__ = ["DEFAULT_WARMUP", "Summary", "summarize", "analyze_rank"]
 # Host time the dispatcher hop into a Python kernel adds to one gloo call (not measurable from
@@ -321,6 +322,7 @@ def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:
     constants per call, blocking or not: they cannot be timed from inside)."""
     calls = sum(int(p.process.get("self_calls") or 0) for p in parts)
     record_ns = sum(int(p.process.get("self_record_ns") or 0) for p in parts)
+    once_ns, stalled_calls, stalled_ns, per_call_ns = clocked_split(parts, calls, record_ns)
     # the hop into the kernel (and, native, the calls around its clock): its path's constants
     py_calls = sum(int(p.process.get("self_calls") or 0) for p in parts
                    if p.process.get("capture_path") != "native")
@@ -334,11 +336,15 @@ def self_overhead(parts: list[RankPart], ranks: pd.DataFrame) -> dict:
                    + max(py_calls - py_blocking, 0) * DISPATCH_NS_ASYNC_CALL
                    + nat_blocking * DISPATCH_NS_NATIVE_BLOCKING_CALL
                    + max(nat_calls - nat_blocking, 0) * DISPATCH_NS_NATIVE_ASYNC_CALL)
-    total_ns = record_ns + dispatch_ns + gpu_window_ns
+    recording_ns = record_ns if stalled_calls is None else per_call_ns * calls + once_ns
+    total_ns = recording_ns + dispatch_ns + gpu_window_ns
     wall = ranks["wall_s"].sum() if "wall_s" in ranks else 0.0
     return {
         "calls": calls,
-        "record_us_per_call": record_ns / calls / 1e3 if calls else None,
+        "record_us_per_call": per_call_ns / 1e3 if calls else None,
+        "once_s_per_rank": once_ns / n / 1e9 if stalled_calls is not None else None,
+        "stalled_calls": stalled_calls,
+        "stalled_s_per_rank": stalled_ns / n / 1e9 if stalled_calls is not None else None,
         "dispatch_us_per_call_estimate": dispatch_ns / calls / 1e3 if calls else DISPATCH_NS_ASYNC_CALL / 1e3,
         "blocking_calls": blocking,
         "estimated_s_per_rank": total_ns / n / 1e9,

@@ -340,6 +340,7 @@ def _check_shape(res: RankResult) -> None:
 
 _NUMBERS = {"rank", "attempt", "pid", "world_size", "local_rank", "clock_wall_ns", "clock_mono_ns",
             "intra_op_threads", "self_calls", "self_record_ns", "self_gpu_windows",
+            "self_once_calls", "self_stalled_calls",
             "self_gpu_window_ns", "gpu_windows_recorded", "gpu_windows_skipped",
             "gpu_windows_yielded", "losses_lost", "fr_seen", "fr_lost", "ops", "bytes",
             "training_thread", "last_record_s", "wall_s", "comm_s", "exposed_comm_s"}

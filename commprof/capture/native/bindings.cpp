@@ -175,6 +175,12 @@ using namespace commprof_native;
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("install", &install, "register the kernels: specs from OpSpec, register_group(pg) -> gid");
   m.def("uninstall", &uninstall);
+  m.def("cost_split", []() {
+    State& s = S();
+    return py::make_tuple(s.once_calls.load(), s.once_ns.load(), s.stalled_calls.load(),
+                          s.stalled_ns.load());
+  }, "the part of self_ns that is not per-call work: (once_calls, once_ns, stalled_calls, "
+     "stalled_ns)");
   m.def("drain", &drain, "hand buffered COLL/DONE/WAIT tuples to the appends (wait_append None: "
         "the WAITs stay buffered); -> (n, records, self_ns, dropped, errors)",
         py::arg("coll_append"), py::arg("done_append"), py::arg("wait_append") = py::none());

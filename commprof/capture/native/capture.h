@@ -85,6 +85,10 @@ struct Pending { c10d::Work* key; c10::intrusive_ptr<c10d::Work> ref; int64_t ri
 constexpr size_t kReserve = 8192;
 constexpr size_t kMaxBuffered = size_t(1) << 21;  // records held between drains, at most
 constexpr size_t kSoftCap = 64, kHardCap = 1024;   // as collectives._PENDING_SOFT/HARD_CAP
+// A clocked window longer than this is not recording work (~1-3 us; the slowest part, the region
+// append, stays under 10 us): the thread was descheduled or waited on a lock while in it
+// (docs/performance.md, "The native kernel's clock inside a DDP job").
+constexpr int64_t kStallNs = 50000;
 
 // Flag and source values, handed in from commprof/format/schema.py (set_constants).
 struct Constants { uint8_t has_future = 1, in_backward = 2, failed = 4, done_future = 1;
@@ -105,6 +109,9 @@ struct State {
   std::map<std::string, std::pair<int64_t, std::string>> errors;  // where -> (count, first message)
   std::atomic<int64_t> next_rid{0};
   std::atomic<int64_t> self_ns{0};
+  // self_ns split (add_own): the windows of the first call on a new group (its registration in
+  // Python), and the windows longer than kStallNs (the thread off its core or waiting)
+  std::atomic<int64_t> once_calls{0}, once_ns{0}, stalled_calls{0}, stalled_ns{0};
   std::atomic<int64_t> records{0};
   std::atomic<int64_t> dropped{0};
   std::atomic<bool> enabled{false};
@@ -125,6 +132,20 @@ inline int64_t now() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return int64_t(ts.tv_sec) * 1000000000LL + ts.tv_nsec + S().skew;
+}
+
+// One clocked window of the kernel or of Work.wait (`own` ns) into self_ns and its split:
+// `registered` when it registered a new group, `is_call` when it is a collective's (counted).
+inline void add_own(int64_t own, bool registered, bool is_call) {
+  State& s = S();
+  s.self_ns.fetch_add(own, std::memory_order_relaxed);
+  if (registered) {
+    s.once_calls.fetch_add(1, std::memory_order_relaxed);
+    s.once_ns.fetch_add(own, std::memory_order_relaxed);
+  } else if (own > kStallNs) {
+    if (is_call) s.stalled_calls.fetch_add(1, std::memory_order_relaxed);
+    s.stalled_ns.fetch_add(own, std::memory_order_relaxed);
+  }
 }
 
 // Counted, never raised: drain() hands the counts and each first message to the recorder.

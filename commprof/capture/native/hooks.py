@@ -132,6 +132,9 @@ class NativeHooks(CollectiveHooks):
         rec.records += records - seen_records
         rec.self_ns += self_ns - seen_ns
         self._taken = (records, self_ns, dropped)
+        # the kernel's clocked windows that were not per-call work (cumulative in C++)
+        rec.self_split = dict(zip(("once_calls", "once_ns", "stalled_calls", "stalled_ns"),
+                                  self.native.cost_split()))
         for where, count, message in errors:
             for _ in range(count):
                 rec.degrade(where, RuntimeError(message))

@@ -31,7 +31,7 @@ void sizes(const c10::IValue& v, int64_t& n, int64_t& b, int& dtype) {
 // Group id of a process group: a cached pointer (the weak reference keeps the address from being
 // reused while the group lives on: ProcessGroup frees its resources in release_resources), else
 // the Python registration (CollectiveHooks._group: identical group frames) under the GIL, once.
-uint32_t group_id(const c10::intrusive_ptr<c10d::ProcessGroup>& pg) {
+uint32_t group_id(const c10::intrusive_ptr<c10d::ProcessGroup>& pg, bool& registered) {
   State& s = S();
   {
     std::lock_guard<std::mutex> g(s.mu);
@@ -40,6 +40,7 @@ uint32_t group_id(const c10::intrusive_ptr<c10d::ProcessGroup>& pg) {
   }
   if (!Py_IsInitialized() || COMMPROF_FINALIZING()) throw std::runtime_error("interpreter finalizing");
   int64_t gid;
+  registered = true;
   {
     py::gil_scoped_acquire gil;
     try {
@@ -141,12 +142,14 @@ struct Kernel final : c10::OperatorKernel {
       op.redispatchBoxed(below, stack);
     } catch (...) {
       const int64_t t1 = now();
+      bool registered = false;
       if (ok) record(pg, op_code, dtype < 0 ? out_dtype : dtype, peer, in_n, in_b, out_n, out_b,
-                     c10::intrusive_ptr<c10d::Work>(), t0, t1, s.k.failed);
-      s.self_ns.fetch_add((t0 - e0) + (now() - t1), std::memory_order_relaxed);
+                     c10::intrusive_ptr<c10d::Work>(), t0, t1, s.k.failed, registered);
+      add_own((t0 - e0) + (now() - t1), registered, true);
       throw;
     }
     const int64_t t1 = now();
+    bool registered = false;
     if (ok) {
       c10::intrusive_ptr<c10d::Work> work;
       try {
@@ -159,19 +162,20 @@ struct Kernel final : c10::OperatorKernel {
         note_error("collective", exc.what());
       }
       record(pg, op_code, dtype < 0 ? out_dtype : dtype, peer, in_n, in_b, out_n, out_b,
-             std::move(work), t0, t1, 0);
+             std::move(work), t0, t1, 0, registered);
     }
-    s.self_ns.fetch_add((t0 - e0) + (now() - t1), std::memory_order_relaxed);
+    add_own((t0 - e0) + (now() - t1), registered, true);
   }
 
   void record(const c10::intrusive_ptr<c10d::ProcessGroup>& pg, int op_code, int dtype, int64_t peer,
               int64_t in_n, int64_t in_b, int64_t out_n, int64_t out_b,
-              c10::intrusive_ptr<c10d::Work> work, int64_t t0, int64_t t1, uint8_t flags) noexcept {
+              c10::intrusive_ptr<c10d::Work> work, int64_t t0, int64_t t1, uint8_t flags,
+              bool& registered) noexcept {
     State& s = S();
     std::vector<c10::intrusive_ptr<c10d::Work>> drop;  // released after unlocking
     try {
       if (s.fault.load(std::memory_order_relaxed)) throw std::runtime_error("injected fault: collective");
-      const uint32_t gid = group_id(pg);
+      const uint32_t gid = group_id(pg, registered);
       if (s.in_backward.load(std::memory_order_relaxed)) flags |= s.k.in_backward;
       const int64_t rid = s.next_rid.fetch_add(1, std::memory_order_relaxed);
       int64_t seq;
@@ -284,7 +288,7 @@ struct WaitTensorKernel final : c10::OperatorKernel {
     const int64_t t1 = now();
     if (s.enabled.load(std::memory_order_relaxed))
       append_wait_tensor(WaitRecord{-1, uint64_t(pthread_self()), t0, t1, s.k.wait_tensor});
-    s.self_ns.fetch_add(now() - t1, std::memory_order_relaxed);
+    add_own(now() - t1, false, false);
   }
 };
 

@@ -110,7 +110,7 @@ PyObject* wait_hook_call(PyObject* self, PyObject* const* args, size_t nargsf, P
   PyErr_Fetch(&et, &ev, &tb);  // torch's wait may have raised: its exception passes through
   waited(h, args[0], t0, t1, called_by_api(h) ? h->sync_api : h->work_api);
   PyErr_Restore(et, ev, tb);
-  s.self_ns.fetch_add(now() - t1, std::memory_order_relaxed);
+  add_own(now() - t1, false, false);
   return out;
 }
 

@@ -83,7 +83,7 @@ def _powersgd_buckets(fixes: list[Fix], document: dict, facts: dict | None) -> t
     return True, ""
 
 
-def _factors(fixes: list[Fix], op: str, steps: int | None, reported: dict) -> tuple | None:
+def op_factors(fixes: list[Fix], op: str, steps: int | None, reported: dict) -> tuple | None:
     """The product of the fixes' (lowest, highest) factors on ``op``; None: unknown."""
     lo = hi = 1.0
     for f in fixes:
@@ -117,7 +117,7 @@ def bytes_checks(fixes: list[Fix], base: dict | None, fixed: dict | None) -> lis
         after = fixed["ops"].get(op, {"bytes": 0.0})["bytes"]
         if not b["bytes"] and not after:
             continue
-        factor = _factors(fixes, op, steps, reported)
+        factor = op_factors(fixes, op, steps, reported)
         touched = any(op in f.op_bytes(steps, reported.get(f.spec)) for f in fixes)
         row = {"op": op, "base": b["bytes"], "fix": after,
                "ratio": after / b["bytes"] if b["bytes"] else None,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 
 from commprof.fixes.catalog import Fix, LocalSGD, PowerSGD
+from commprof.fixes.checks import op_factors
 from commprof.fixes.sizes import powersgd_elements
 
 TIMING_REPEATS = 3  # the compression's timing: the fastest of this many passes
@@ -87,13 +88,10 @@ def expected_after(fixes: list[Fix], base: dict, reported: dict, steps: int | No
     baseline's facts (``ops``: bytes, backward); None when a factor is unknown."""
     out = {}
     for op, b in (base.get("ops") or {}).items():
-        lo = hi = 1.0
-        for f in fixes:
-            change = f.op_bytes(steps, reported.get(f.spec))
-            if op in change:
-                if change[op] is None:
-                    return None
-                lo, hi = lo * change[op][0], hi * change[op][1]
+        factors = op_factors(fixes, op, steps, reported)
+        if factors is None:
+            return None
+        lo, hi = factors
         touched = [f for f in fixes if op in f.op_bytes(steps, reported.get(f.spec))]
         share = b["backward"] if touched and all(f.target == "ddp" for f in touched) else b["bytes"]
         out[op] = b["bytes"] - share + share * (lo + hi) / 2

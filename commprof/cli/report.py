@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from commprof.errors import UsageError
 from commprof.format.text import printable
+
+if TYPE_CHECKING:
+    from commprof.analysis.result.model import Report
 
 
 def summarize_run(run_dir, warmup: int, jobs: int | None = None, scheduler: str | None = None,
@@ -54,11 +58,11 @@ def _progress_printer(every_s: float = 2.0):
     return show
 
 
-def build_document(run_dir, warmup: int, jobs: int | None = None, scheduler: str | None = None,
-                   node_summaries: bool = True, rank: int | None = None) -> dict:
-    """Load, analyse and build the report document of a run."""
-    from commprof.report.document import build
-    return build(summarize_run(run_dir, warmup, jobs, scheduler, node_summaries, rank))
+def build_report(run_dir, warmup: int, jobs: int | None = None, scheduler: str | None = None,
+                 node_summaries: bool = True, rank: int | None = None) -> "Report":
+    """Load and analyse a run (or profiler traces) into its typed report."""
+    from commprof.analysis.outcome.assemble import assemble
+    return assemble(summarize_run(run_dir, warmup, jobs, scheduler, node_summaries, rank))
 
 
 def report_command(run_dir, fmt: str | None, output: str | None, warmup: int,
@@ -85,14 +89,14 @@ def report_command(run_dir, fmt: str | None, output: str | None, warmup: int,
         return _emit(renderer.render_run(target), output)
     if saved:
         from commprof.report.document import load
-        doc = load(dirs[0])  # a saved report, rendered again (e.g. as a table)
+        report = load(dirs[0])  # a saved report, rendered again (e.g. as a table)
     else:
-        doc = build_document(target, warmup, jobs, scheduler, node_summaries, rank)
+        report = build_report(target, warmup, jobs, scheduler, node_summaries, rank)
     if output:
         color = False
     else:
         color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    return _emit(renderer.render(doc, color=color, width=width), output)
+    return _emit(renderer.render(report, color=color, width=width), output)
 
 
 def _emit(text: str, output: str | None) -> int:

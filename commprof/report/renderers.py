@@ -1,6 +1,6 @@
 """Output formats of ``commprof report``, chosen by name or by the output file's suffix.
 
-* a :class:`Renderer` turns the report document into text (terminal, json, html) — a saved
+* a :class:`Renderer` turns the typed report into text (terminal, json, html) — a saved
   report (``report.json``) renders again;
 * an :class:`Exporter` is built from the run directory itself, every record (the trace), so it
   needs the run, not a document.
@@ -13,16 +13,17 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
+from commprof.analysis.result.model import Report
 from commprof.errors import UsageError
 
 
 class Renderer(Protocol):
-    """Formats a ``commprof.report/1`` document."""
+    """Formats a typed report (``commprof.report/1``, :class:`Report`)."""
 
     name: str
     suffixes: tuple[str, ...]
 
-    def render(self, doc: dict, *, color: bool = False, width: int | None = None) -> str: ...
+    def render(self, report: Report, *, color: bool = False, width: int | None = None) -> str: ...
 
 
 class Exporter(Protocol):
@@ -40,8 +41,8 @@ class JsonRenderer:
     name = "json"
     suffixes = (".json",)
 
-    def render(self, doc: dict, *, color: bool = False, width: int | None = None) -> str:
-        return json.dumps(doc, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    def render(self, report: Report, *, color: bool = False, width: int | None = None) -> str:
+        return json.dumps(report.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 def renderers() -> dict[str, Renderer]:

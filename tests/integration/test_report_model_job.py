@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from commprof.report import model
+from commprof.analysis.result import model
 
 from demo_run import demo_run, shared_report
 from test_report_model import _extra_paths, _validator

@@ -11,7 +11,7 @@ import pytest
 
 from commprof.analysis.measures import kpi_registry as registry, kpis as kpi
 from commprof.gate import compare, measure, rules
-from commprof.report import model
+from commprof.analysis.result import model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def test_the_typed_model_is_the_registry():
     assert required == [k.name for k in registry.KPIS if k.required]
     assert [f.name for f in model.model_fields(model.HostKpis)] == [k.name for k in registry.host_side()]
     # keys declared later are optional in the documents (the contract only adds keys)
-    from commprof.report.model_kpis import HOST_KPIS_FIRST
+    from commprof.analysis.result.model_kpis import HOST_KPIS_FIRST
     assert set(HOST_KPIS_FIRST) <= {k.name for k in registry.host_side()}
     for f in model.model_fields(model.HostKpis):
         assert model.is_optional(f) == (f.name not in HOST_KPIS_FIRST), f.name

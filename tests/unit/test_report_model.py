@@ -1,4 +1,4 @@
-"""The typed model of ``commprof.report/1`` (commprof/report/model.py) and its JSON Schema.
+"""The typed model of ``commprof.report/1`` (commprof/analysis/result/model.py) and its JSON Schema.
 
 * every key path of the model (list items: item 0), deleted or given a wrong type in a saved
   report, makes ``commprof report saved.json`` exit 2 with one stderr line naming the key
@@ -30,7 +30,7 @@ from commprof.cli import main
 from commprof.cli.report import build_document
 from commprof.errors import ReportFileError
 from commprof.format.writer import CaptureWriter
-from commprof.report import model
+from commprof.analysis.result import model
 from commprof.report.document import load as load_document
 from commprof.report.renderers import renderers
 
@@ -483,7 +483,7 @@ def _extra_paths(obj, path="") -> list[str]:
 
 def test_build_writes_no_key_the_model_lacks(docs):
     """Every key of the documents build() writes is a field of the model: when build() gains a
-    key, commprof/report/model.py (and with it docs/report-schema.json) gains it too."""
+    key, commprof/analysis/result/model.py (and with it docs/report-schema.json) gains it too."""
     for name, doc in docs.items():
         extra = sorted(set(_extra_paths(model.Report.from_dict(doc))))
         assert not extra, (name, extra)
@@ -503,7 +503,7 @@ def test_load_validates_through_the_model_and_returns_the_dict(full_doc, tmp_pat
 # -- JSON Schema ---------------------------------------------------------------------------------
 
 def test_committed_schema_is_the_generated_one():
-    """Regenerate with: python -m commprof.report.model > docs/report-schema.json"""
+    """Regenerate with: python -m commprof.analysis.result.model > docs/report-schema.json"""
     assert SCHEMA_FILE.read_text() == model.schema_text()
 
 

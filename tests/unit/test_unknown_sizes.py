@@ -16,7 +16,7 @@ import shutil
 import pytest
 
 from commprof.cli.report import build_document
-from commprof.report.model import Report
+from commprof.analysis.result.model import Report
 from commprof.report.renderers import renderers
 from test_gpu_timeline import SHARED, kernel, launch, step, write
 

@@ -6,7 +6,7 @@ ranks and steps are combined, the ``commprof gate``/``compare`` name for it, and
 
 * :func:`commprof.analysis.measures.kpis.headline` assembles ``kpis`` (runs and traces alike), in this
   order, with ``kpis.host`` (the host-side entries) and the ``host_launch`` nulls;
-* :mod:`commprof.report.model_kpis` derives the typed model (``Kpis``, ``HostKpis``) and with it
+* :mod:`commprof.analysis.result.model_kpis` derives the typed model (``Kpis``, ``HostKpis``) and with it
   ``docs/report-schema.json``;
 * :mod:`commprof.gate.rules` / :mod:`commprof.gate.measure` / :mod:`commprof.gate.compare` take
   their metric names, units and directions (:func:`gate_metrics`);

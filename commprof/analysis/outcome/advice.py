@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from commprof.analysis.outcome import parallelism
 from commprof.analysis.outcome.verdict import Note
+from commprof.analysis.result.model import Kpis, OpRow, Report
 
 MIN_SAVING = 0.005
 WAIT_DOMINATES = 0.5  # waiting's share of communication time above which balance comes first
@@ -57,59 +58,64 @@ def _ms(x) -> str:
     return "unknown" if x is None else f"{x * 1e3:.1f} ms"
 
 
-def _dtype(ops: list[dict], fams: tuple[str, ...]) -> str | None:
+def _dtype(ops: list[OpRow], fams: tuple[str, ...]) -> str | None:
     for o in ops:
-        if parallelism.FAMILY.get(str(o.get("op"))) in fams and o.get("dtype"):
-            return str(o["dtype"])
+        if parallelism.FAMILY.get(str(o.op)) in fams and o.dtype:
+            return str(o.dtype)
     return None
 
 
-def _bytes_text(k: dict) -> str:
-    b = k.get("bytes_per_step")
+def _bytes_text(k: Kpis) -> str:
+    b = k.bytes_per_step
     return (f"{b / 1e6:.2f} MB per step per rank" if isinstance(b, (int, float)) and b > 0
             else "the bytes per step cannot be computed (the source carries no message sizes)")
 
 
-def _late_rank(doc: dict) -> str:
-    strag = [s for s in doc.get("stragglers") or [] if s.get("significant")]
+def _late_rank(report: Report) -> str:
+    strag = [s for s in report.stragglers if s.significant]
     if strag:
         s = strag[0]
-        return (f"find out why rank {s['rank']} is late (data loading, input skew, a slower device, "
-                f"host contention): it was last in {s['share_of_steps']:.0%} of steps")
-    shares = [(r.get("last_share"), r["rank"]) for r in doc.get("ranks") or []
-              if isinstance(r.get("last_share"), (int, float))]
+        return (f"find out why rank {s.rank} is late (data loading, input skew, a slower device, "
+                f"host contention): it was last in {s.share_of_steps:.0%} of steps")
+    shares = [(r.last_share, r.rank) for r in report.ranks if isinstance(r.last_share, (int, float))]
     late = max(shares)[1] if shares else None
     who = f"; rank {late} arrived last most often" if late is not None else ""
     return ("balance the work across ranks (load imbalance, input skew — uneven batches or "
             f"sequence lengths —, a straggler){who}")
 
 
-def recommendations(doc: dict, whatif: list[dict]) -> list[dict]:
-    """Software and infrastructure options ranked by projected saving, each with its evidence;
-    when waiting dominates, balance first and a faster network after every other fix."""
-    by = {w["name"]: w for w in whatif}
+def _op_shares(ops: list[OpRow]) -> list[dict]:
+    """The op rows as :mod:`parallelism` weighs them (by bytes, else by time)."""
+    return [{"op": o.op, "group_size": o.group_size, "bytes": o.bytes, "time_s": o.time_s} for o in ops]
+
+
+def recommendations(report: Report) -> list[dict]:
+    """Software and infrastructure options ranked by the saving ``report.whatif`` projects, each
+    with its evidence; when waiting dominates, balance first and a faster network after every
+    other fix."""
+    by = {w.name: w for w in report.whatif or []}
     if not by:
         return []
-    k = doc["kpis"]
-    ops = doc.get("ops") or []
-    par = parallelism.detect(ops, (doc.get("run") or {}).get("world_size"))
+    k, ops = report.kpis, report.ops
+    par = parallelism.detect(_op_shares(ops), report.run.world_size)
     kind = par["kind"]
-    inputs = next(iter(by.values()))["inputs"]
-    comm = inputs.get("comm_s_per_step") or 0.0
-    wait = inputs.get("wait_s_per_step") or 0.0
-    transfer = inputs.get("transfer_s_per_step", comm - wait)
+    inputs = next(iter(by.values())).inputs
+    comm = inputs.comm_s_per_step or 0.0
+    wait = inputs.wait_s_per_step or 0.0
+    transfer = (inputs.transfer_s_per_step if inputs.has("transfer_s_per_step")
+                else comm - wait)
     wait_share = wait / comm if comm > 0 else 0.0
-    exposed_pct = (k.get("exposed_comm_fraction") or 0) * 100
-    step = k.get("step_time_s") or 0.0
+    exposed_pct = (k.exposed_comm_fraction or 0) * 100
+    step = k.step_time_s or 0.0
     recs = []
 
     def add(scenario: str, kind_: str, action: str, evidence: str):
         w = by.get(scenario)
-        if w and (w["saving"] or 0) > MIN_SAVING:
+        if w and (w.saving or 0) > MIN_SAVING:
             recs.append({"scenario": scenario, "kind": kind_, "action": action, "evidence": evidence,
-                         "projected_saving": w["saving"], "projected_step_time_s": w["step_time_s"]})
+                         "projected_saving": w.saving, "projected_step_time_s": w.step_time_s})
 
-    add("no straggler", "software", _late_rank(doc),
+    add("no straggler", "software", _late_rank(report),
         f"{wait_share:.0%} of communication time ({_ms(wait)} of {_ms(comm)} per step) is waiting "
         "for late ranks; bandwidth and fewer bytes do not shorten it")
     fams = {"ddp": ("all_reduce",), "allreduce": ("all_reduce",), "fsdp": ("all_gather", "reduce_scatter"),
@@ -121,21 +127,21 @@ def recommendations(doc: dict, whatif: list[dict]) -> list[dict]:
         f"{par['described']}, {dtype or 'dtype unknown'}: {_bytes_text(k)}; halving them halves "
         f"the {_ms(transfer)} of transfer per step, not the waiting")
     if kind in ("ddp", "allreduce", "fsdp", "mixed", "tensor"):  # without an op table: what it drops is unknown
-        kept = inputs.get("kept_share") or 0.0
+        kept = inputs.kept_share or 0.0
         add("sync every 4 steps", "software", _SYNC.get(kind, "gradient accumulation over 4 "
             "micro-batches (synchronize gradients on every 4th)"),
             f"{exposed_pct:.0f}% of each step is exposed communication, paid every step"
             + (f"; {kept:.0%} of it is not a gradient reduction and stays" if kept > 0.005 else ""))
     add("perfect overlap", "software", _OVERLAP.get(kind, "better overlap (issue collectives "
         "asynchronously and wait for them as late as possible)"),
-        f"{exposed_pct:.0f}% of step time ({_ms(k.get('exposed_comm_s_per_step'))} of {_ms(step)}) "
+        f"{exposed_pct:.0f}% of step time ({_ms(k.exposed_comm_s_per_step)} of {_ms(step)}) "
         "is communication nothing overlaps; hidden, steps are still no shorter than "
         "max(compute, transfer)")
-    if not inputs.get("single_node"):
-        share = inputs.get("link_share")
+    if not inputs.single_node:
+        share = inputs.link_share
         add("bandwidth x2", "infrastructure", "a 2× faster network",
             (f"transfer is {_ms(transfer)} per step (waiting for late ranks, {_ms(wait)}, excluded)"
-             if inputs.get("wait_measured") else f"{_ms(comm)} per step in flight, all taken as "
+             if inputs.wait_measured else f"{_ms(comm)} per step in flight, all taken as "
              "transfer (waiting for late ranks not measured: it needs every rank)")
             + (f"; the probe puts the link at {share:.0%} of it" if share is not None else
                "; without a probe all of it is taken as bandwidth-bound (`commprof run --probe`)"))

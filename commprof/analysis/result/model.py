@@ -15,14 +15,15 @@ own schema ``commprof.hang/1``; a what-if scenario's parameters).
   ``extra_keys`` of the object that holds them.
 * A field declared with :func:`optional` may be absent: the key was added to ``commprof.report/1``
   after documents were already saved without it, or :func:`build` writes it only when the run
-  has the data (e.g. ``ranks[].wait_s`` needs two ranks).  Absent reads as :data:`ABSENT`.
+  has the data (e.g. ``ranks[].wait_s`` needs two ranks).  Absent reads as ``None``
+  (like a null); ``obj.has(key)`` tells the two apart.
 
-The machinery (checks, key paths, schema) is :mod:`commprof.report.typed`; the classes of the
-``links``, cross-rank and what-if sections are in :mod:`commprof.report.model_sections`; those of
-``kpis`` are derived from the KPI registry in :mod:`commprof.report.model_kpis`.
+The machinery (checks, key paths, schema) is :mod:`commprof.format.typed`; the classes of the
+``links``, cross-rank and what-if sections are in :mod:`commprof.analysis.result.model_sections`; those of
+``kpis`` are derived from the KPI registry in :mod:`commprof.analysis.result.model_kpis`.
 
 :func:`json_schema` derives the JSON Schema (draft 2020-12) from these classes; it is published
-as ``docs/report-schema.json`` (``python -m commprof.report.model > docs/report-schema.json``).
+as ``docs/report-schema.json`` (``python -m commprof.analysis.result.model > docs/report-schema.json``).
 """
 from __future__ import annotations
 
@@ -33,16 +34,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from commprof.errors import ReportFileError
-from commprof.report import typed
-from commprof.report.model_comm import GpuComm
-from commprof.report.model_kpis import HostKpis, Kpis
-from commprof.report.model_sections import (ClockAlignment, ClockRank, CrossRank, CrossRankStep,
+from commprof.format import typed
+from commprof.analysis.result.model_comm import GpuComm
+from commprof.analysis.result.model_kpis import HostKpis, Kpis
+from commprof.analysis.result.model_sections import (ClockAlignment, ClockRank, CrossRank, CrossRankStep,
                                             EfficiencyRow, FixRow, GaugeRow, InterfaceRow,
                                             LastCollective, Links, LossCurve, MetricSeries, OpGroupRow,
                                             ProbeCurvePoint, ProbeLatency, ProbeSummary, Recommendation,
                                             SamplerDegraded, SamplerRow, SourceStatus, Straggler,
                                             TcpRow, TimelineRow, Training, WhatIf, WhatIfInputs)
-from commprof.report.typed import (ABSENT, KeyPath, Model, expected, field_type, is_free_form,
+from commprof.format.typed import (KeyPath, Model, expected, field_type, is_free_form,
                                    is_optional, key, model_fields, optional, split_none)
 
 __all__ = [  # the document's classes, and the typed helpers tests and tools use with them
@@ -52,7 +53,7 @@ __all__ = [  # the document's classes, and the typed helpers tests and tools use
     "SourceStatus", "SamplerDegraded", "InterfaceRow", "GaugeRow", "TcpRow", "EfficiencyRow",
     "ProbeSummary", "ProbeLatency", "TimelineRow", "ProbeCurvePoint", "WhatIf", "WhatIfInputs", "HostKpis",
     "Training", "LossCurve", "MetricSeries", "FixRow", "LastCollective", "GpuComm",
-    "Recommendation", "ABSENT", "KeyPath", "Model", "key", "optional", "expected", "field_type",
+    "Recommendation", "KeyPath", "Model", "key", "optional", "expected", "field_type",
     "is_free_form", "is_optional", "model_fields", "split_none", "key_paths", "defines",
     "json_schema", "schema_text",
 ]
@@ -338,13 +339,13 @@ class Report(Model):
 
 def key_paths() -> list[KeyPath]:
     """Every key path of the document, e.g. ``ops[].count``, ``run.hosts[]``,
-    ``links.sampler[].sources.*.why`` (:func:`commprof.report.typed.key_paths`)."""
+    ``links.sampler[].sources.*.why`` (:func:`commprof.format.typed.key_paths`)."""
     return typed.key_paths(Report)
 
 
 def defines(parts) -> bool:
     """Whether the document's model defines the key path ``parts``, e.g. ``("run", "nodes")`` or
-    ``("ops", "[]", "count")`` (:func:`commprof.report.typed.defines`)."""
+    ``("ops", "[]", "count")`` (:func:`commprof.format.typed.defines`)."""
     return typed.defines(Report, parts)
 
 
@@ -353,7 +354,7 @@ def json_schema() -> dict:
     schema = typed.json_schema_of(
         Report, SCHEMA,
         "The commprof report document (docs/report-schema.md), generated from "
-        "commprof/report/model.py by commprof.report.model.json_schema(). "
+        "commprof/analysis/result/model.py by commprof.analysis.result.model.json_schema(). "
         "Keys may be added, never renamed or removed: unknown keys are allowed.")
     schema["properties"]["schema"] = {"const": SCHEMA, "description": "the document's version"}
     return schema
@@ -364,5 +365,5 @@ def schema_text() -> str:
     return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
-if __name__ == "__main__":  # python -m commprof.report.model > docs/report-schema.json
+if __name__ == "__main__":  # python -m commprof.analysis.result.model > docs/report-schema.json
     sys.stdout.write(schema_text())

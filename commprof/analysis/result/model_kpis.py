@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from commprof.analysis.measures import kpi_registry as registry
-from commprof.report.typed import Model, key, optional
+from commprof.format.typed import Model, key, optional
 
 __all__ = ["Kpis", "HostKpis"]
 

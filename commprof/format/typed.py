@@ -10,7 +10,7 @@ A field's annotation is its JSON type: ``int`` (an integral JSON number: ``3`` o
 :class:`~commprof.errors.ReportFileError` naming the first bad key (``ops[0].count: missing``);
 :meth:`Model.to_dict` gives the JSON back, unknown keys and key order included.
 :func:`json_schema_of` derives a JSON Schema (draft 2020-12).  The report document's classes are
-in :mod:`commprof.report.model`.
+in :mod:`commprof.analysis.result.model`.
 """
 from __future__ import annotations
 
@@ -27,32 +27,6 @@ from typing import Any, ClassVar
 from commprof.errors import ReportFileError
 
 
-class _Absent:
-    """The value of an :func:`optional` field whose key the document does not have."""
-
-    _instance = None
-
-    def __new__(cls):
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __reduce__(self):
-        return (_Absent, ())
-
-
-ABSENT: Any = _Absent()
-
-
 def key(doc: str = "") -> Any:
     """A key every document has (its value may still be null when typed ``X | None``)."""
     return field(metadata={"doc": doc})
@@ -60,8 +34,9 @@ def key(doc: str = "") -> Any:
 
 def optional(doc: str = "") -> Any:
     """A key a document may lack (added later to ``commprof.report/1``, or written only when the
-    run has the data).  Reads as :data:`ABSENT` when the key is absent."""
-    return field(default=ABSENT, metadata={"doc": doc, "absent_ok": True})
+    run has the data).  An absent key reads as ``None``, like a null; :meth:`Model.has` tells the
+    two apart, and :meth:`Model.to_dict` leaves an absent key out again."""
+    return field(default=None, metadata={"doc": doc, "absent_ok": True})
 
 
 @dataclass(kw_only=True)
@@ -72,17 +47,24 @@ class Model:
                                        metadata={"internal": True})
     key_order: tuple[str, ...] = field(default=(), repr=False, compare=False,
                                        metadata={"internal": True})  # as parsed: kept by to_dict
+    # optional keys the parsed document lacks (they read as None; to_dict leaves them out)
+    absent_keys: frozenset[str] = field(default=frozenset(), repr=False, compare=False,
+                                        metadata={"internal": True})
     # True where further keys are part of the design (they differ per instance, e.g. per source)
     OPEN: ClassVar[bool] = False
 
+    def has(self, name: str) -> bool:
+        """Whether the document has key ``name`` (an optional key may be absent; it reads as
+        ``None`` either way)."""
+        return name not in self.absent_keys
+
     def to_dict(self) -> dict:
         """The JSON object: its keys in the order they were parsed in (else modelled keys in
-        declaration order, then the unknown ones)."""
+        declaration order, then the unknown ones); absent optional keys left out."""
         out = {}
         for f in model_fields(type(self)):
-            value = getattr(self, f.name)
-            if value is not ABSENT:
-                out[f.name] = _dump(value)
+            if f.name not in self.absent_keys:
+                out[f.name] = _dump(getattr(self, f.name))
         for name, value in self.extra_keys.items():
             out[name] = copy.deepcopy(value)
         if self.key_order:
@@ -202,17 +184,18 @@ def parse(cls: type, value: Any, path: str | os.PathLike, where: str = "") -> An
 def _parse_object(cls: type, value: Any, where: str, path) -> Any:
     if not isinstance(value, dict):
         _fail(cls, value, where, path)
-    kwargs = {}
+    kwargs, absent = {}, []
     for f in model_fields(cls):
         sub = f"{where}.{f.name}" if where else f.name
         if f.name not in value:
             if is_optional(f):
+                absent.append(f.name)
                 continue
             raise ReportFileError(path, f"{sub}: missing")
         kwargs[f.name] = _parse(_HINTS[cls][f.name], value[f.name], sub, path)
     known = {f.name for f in _FIELDS[cls]}
     extra = {k: copy.deepcopy(v) for k, v in value.items() if k not in known}
-    return cls(**kwargs, extra_keys=extra, key_order=tuple(value))
+    return cls(**kwargs, extra_keys=extra, key_order=tuple(value), absent_keys=frozenset(absent))
 
 
 def _fail(tp: Any, value: Any, where: str, path) -> typing.NoReturn:

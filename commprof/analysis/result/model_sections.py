@@ -1,13 +1,13 @@
 """The report document's sections that need more than one rank's records, or more than the
 records: ``links`` (node samplers, a probe), the cross-rank analysis (``stragglers``,
 ``clock_alignment``, ``cross_rank``), the what-if projections (``whatif``,
-``recommendations``) and the host-side KPIs kept beside GPU ones (``kpis.host``).  Typed like the rest of the document: see :mod:`commprof.report.model`."""
+``recommendations``) and the host-side KPIs kept beside GPU ones (``kpis.host``).  Typed like the rest of the document: see :mod:`commprof.analysis.result.model`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from commprof.report.typed import Model, key, optional
+from commprof.format.typed import Model, key, optional
 
 
 @dataclass(kw_only=True)

@@ -1,11 +1,11 @@
 """The report document's ``gpu_comm`` section: which GPU kernels were counted as communication,
 and by which rule (commprof/analysis/gpu/comm_kernels.py).  Typed like the rest of the document: see
-:mod:`commprof.report.model`."""
+:mod:`commprof.analysis.result.model`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from commprof.report.typed import Model, key
+from commprof.format.typed import Model, key
 
 
 @dataclass(kw_only=True)

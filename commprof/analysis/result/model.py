@@ -1,6 +1,7 @@
 """The report document ``commprof.report/1`` as one typed model (stdlib dataclasses).
 
-Every key :func:`commprof.report.document.build` writes is a field here, with its JSON type:
+Every key of the document is a field here, with its JSON type (the one assembler,
+:func:`commprof.analysis.outcome.assemble.assemble`, builds a :class:`Report`; renderers read it):
 ``int`` (an integral JSON number), ``float`` (any finite JSON number), ``str``, ``bool``,
 ``X | None`` (may be null), ``list[X]``, ``dict[str, X]`` (an object with free keys), a nested
 model class, or ``dict[str, Any]`` / ``Any`` for free-form content (the hang report, which has its

@@ -1,4 +1,5 @@
-"""The self-contained HTML report: verdict, step timeline, ops, ranks, links, commprof's own cost.
+"""The self-contained HTML report: verdict, step timeline, ops, ranks, links, commprof's own cost,
+read from the typed :class:`~commprof.analysis.result.model.Report`.
 
 Charts are plotly figures (built with ``plotly.graph_objects``) drawn by plotly.js, which is
 inlined from the ``plotly`` package: the file opens offline, with hover and zoom, and needs no
@@ -12,6 +13,7 @@ import html
 import json
 import os
 
+from commprof.analysis.result.model import Report
 from commprof.report.html_ops import ops_section
 from commprof.report.html_plot import figure
 from commprof.report.html_training import loss_figure, training_section
@@ -51,46 +53,47 @@ class HtmlRenderer:
     name = "html"
     suffixes = (".html", ".htm")
 
-    def render(self, doc: dict, *, color: bool = False, width: int | None = None) -> str:
+    def render(self, report: Report, *, color: bool = False, width: int | None = None) -> str:
         figures = {name: fig for name, fig in (
-            ("step-timeline", step_timeline(doc)), ("op-bandwidth", op_bandwidth(doc)),
-            ("rank-view", rank_view(doc)), ("arrivals", arrivals(doc)),
-            ("link-timeline", link_timeline(doc)), ("loss-curve", loss_figure(doc))) if fig}
-        body = "\n".join([banner(doc), hang(doc), steps_section(doc, "step-timeline" in figures),
-                          ops_section(doc, "op-bandwidth" in figures),
-                          ranks_section(doc, "arrivals" in figures),
-                          whatif_section(doc), training_section(doc, "loss-curve" in figures),
-                          links_section(doc, "link-timeline" in figures), overhead_section(doc),
-                          notes_section(doc)])
-        return _PAGE.format(title=_e(f"commprof report — {doc['run'].get('path')}"), style=_STYLE,
+            ("step-timeline", step_timeline(report)), ("op-bandwidth", op_bandwidth(report)),
+            ("rank-view", rank_view(report)), ("arrivals", arrivals(report)),
+            ("link-timeline", link_timeline(report)), ("loss-curve", loss_figure(report))) if fig}
+        body = "\n".join([banner(report), hang(report),
+                          steps_section(report, "step-timeline" in figures),
+                          ops_section(report, "op-bandwidth" in figures),
+                          ranks_section(report, "arrivals" in figures),
+                          whatif_section(report), training_section(report, "loss-curve" in figures),
+                          links_section(report, "link-timeline" in figures),
+                          overhead_section(report), notes_section(report)])
+        return _PAGE.format(title=_e(f"commprof report — {report.run.path}"), style=_STYLE,
                             plotly=_plotly_js(), body=body, figures=_script_json(figures),
                             script=_SCRIPT)
 
 
 # -- sections ------------------------------------------------------------------------------------
 
-def banner(doc: dict) -> str:
-    k, run, steps = doc["kpis"], doc["run"], doc["steps"]
-    v = assessment(doc)
-    level = {"bound": "bad", "partly_bound": "warn", "not_bound": "good"}.get(v["level"], "unknown")
-    headline = (v["label"] if v["level"] == "unmeasured" else
-                f"Communication is exposed for {fmt_pct(v['exposed_fraction'])} of {v['basis']} "
-                f"(in flight {fmt_pct(v['comm_fraction'])}) — {v['label']}")
-    cards = [("bytes synchronized", f"{fmt_bytes(k.get('bytes_per_step'))} per step per rank",
-              f"bus {fmt_bytes(k.get('bus_bytes_per_step'))}"),
-             ("communication share", f"{fmt_pct(k.get('exposed_comm_fraction'))} exposed",
-              f"{fmt_pct(k.get('comm_fraction'))} in flight; worst rank "
-              f"{fmt_pct(k.get('exposed_comm_fraction_max_rank'))}"),
-             ("bandwidth achieved", f"busbw {_gbps(k.get('busbw_gbps'))}",
-              f"algbw {_gbps(k.get('algbw_gbps'))}, time-weighted over all ops")]
+def banner(report: Report) -> str:
+    k, run, steps = report.kpis, report.run, report.steps
+    v = assessment(report)
+    level = {"bound": "bad", "partly_bound": "warn", "not_bound": "good"}.get(v.level, "unknown")
+    headline = (v.label if v.level == "unmeasured" else
+                f"Communication is exposed for {fmt_pct(v.exposed_fraction)} of {v.basis} "
+                f"(in flight {fmt_pct(v.comm_fraction)}) — {v.label}")
+    cards = [("bytes synchronized", f"{fmt_bytes(k.bytes_per_step)} per step per rank",
+              f"bus {fmt_bytes(k.bus_bytes_per_step)}"),
+             ("communication share", f"{fmt_pct(k.exposed_comm_fraction)} exposed",
+              f"{fmt_pct(k.comm_fraction)} in flight; worst rank "
+              f"{fmt_pct(k.exposed_comm_fraction_max_rank)}"),
+             ("bandwidth achieved", f"busbw {_gbps(k.busbw_gbps)}",
+              f"algbw {_gbps(k.algbw_gbps)}, time-weighted over all ops")]
     cards += timeline_cards(k, steps)
     meta = source_rows(run)
     meta += [("steps",
-              f"{steps.get('count')} ({steps.get('source')}); median {fmt_seconds(steps.get('median_s'))}, "
-              f"{steps.get('measured')} measured after {steps.get('warmup')} warm-up"),
-             ("traces" if is_trace(run) else "run directory", run.get("path"))]
+              f"{steps.count} ({steps.source}); median {fmt_seconds(steps.median_s)}, "
+              f"{steps.measured} measured after {steps.warmup} warm-up"),
+             ("traces" if is_trace(run) else "run directory", run.path)]
     return (f'<header class="verdict {level}"><h1 id="verdict">{_e(headline)}</h1>'
-            f'<p class="sentence">{_e(doc.get("verdict"))}</p><div class="cards">'
+            f'<p class="sentence">{_e(report.verdict)}</p><div class="cards">'
             + "".join(f'<div class="card"><h3>{_e(t)}</h3><div class="big">{_e(v)}</div>'
                       f'<div class="small">{_e(d)}</div></div>' for t, v, d in cards)
             + '</div><table class="meta">'
@@ -98,8 +101,8 @@ def banner(doc: dict) -> str:
             + "</table></header>")
 
 
-def hang(doc: dict) -> str:
-    h = doc.get("hang")
+def hang(report: Report) -> str:
+    h = report.hang
     if not h:
         return ""
     from commprof.analysis.cross.hang_text import hang_lines
@@ -107,7 +110,7 @@ def hang(doc: dict) -> str:
             + _e("\n".join(hang_lines(h))) + "</pre></section>")
 
 
-def steps_section(doc: dict, chart: bool) -> str:
+def steps_section(report: Report, chart: bool) -> str:
     if not chart:
         return '<section id="steps"><h2>Steps</h2><p>No training steps were detected.</p></section>'
     return ('<section id="steps"><h2>Step timeline</h2><p class="help">Each measured step (median '
@@ -115,17 +118,17 @@ def steps_section(doc: dict, chart: bool) -> str:
             '(the training thread waited).</p><div id="step-timeline" class="chart"></div></section>')
 
 
-def ranks_section(doc: dict, arrivals_chart: bool = False) -> str:
+def ranks_section(report: Report, arrivals_chart: bool = False) -> str:
     head = ["rank", "host", "ops", "bytes", "step", "comm", "exposed", "wait", "transfer",
             "last arrival", "status"]
     rows = "".join(
         "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
-            r["rank"], r.get("host"), r["ops"], fmt_bytes(r["bytes"]), fmt_seconds(r.get("step_median_s")),
-            fmt_pct(r.get("comm_fraction")), fmt_pct(r.get("exposed_comm_fraction")),
-            fmt_seconds(r.get("wait_s")), fmt_seconds(r.get("transfer_s")), fmt_pct(r.get("last_share")),
-            rank_status(r, doc.get("hang")))) + "</tr>" for r in doc["ranks"])
-    strag = "".join(f'<p class="bad"><b>Straggler:</b> {_e(n["text"])}.</p>'
-                    for n in of_kind(doc, "straggler"))
+            r.rank, r.host, r.ops, fmt_bytes(r.bytes), fmt_seconds(r.step_median_s),
+            fmt_pct(r.comm_fraction), fmt_pct(r.exposed_comm_fraction),
+            fmt_seconds(r.wait_s), fmt_seconds(r.transfer_s), fmt_pct(r.last_share),
+            rank_status(r, report.hang))) + "</tr>" for r in report.ranks)
+    strag = "".join(f'<p class="bad"><b>Straggler:</b> {_e(n.text)}.</p>'
+                    for n in of_kind(report, "straggler"))
     chart = ('<p class="help">Per step, how long each rank waited for the last one to arrive '
              '(clocks aligned to rank 0).</p><div id="arrivals" class="chart"></div>') if arrivals_chart else ""
     return ('<section id="ranks"><h2>Ranks</h2>' + strag + '<p class="help">Communication time per '
@@ -136,26 +139,27 @@ def ranks_section(doc: dict, arrivals_chart: bool = False) -> str:
             + "".join(f"<th>{_e(h)}</th>" for h in head) + f"</tr></thead><tbody>{rows}</tbody></table></section>")
 
 
-def whatif_section(doc: dict) -> str:
-    rows = doc.get("whatif") or []
+def whatif_section(report: Report) -> str:
+    rows = report.whatif or []
     if not rows:
         return ""
     head = ["scenario", "projected step", "speed-up", "comm", "exposed", "model"]
     body = "".join(
         "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
-            w["name"], fmt_seconds(w["step_time_s"]), "-" if w.get("speedup") is None else f"{w['speedup']:.2f}x", fmt_pct(w["comm_fraction"]),
-            fmt_pct(w["exposed_comm_fraction"]), w["model"])) + "</tr>" for w in rows)
-    recs = "".join(f"<li><b>{_code(r['action'])}</b> ({_e(r['kind'])}): ~{_e(round(r['projected_saving'] * 100))}% "
-                   f"per step — {_code(r['evidence'])}</li>" for r in doc.get("recommendations") or [])
+            w.name, fmt_seconds(w.step_time_s), "-" if w.speedup is None else f"{w.speedup:.2f}x",
+            fmt_pct(w.comm_fraction), fmt_pct(w.exposed_comm_fraction), w.model)) + "</tr>"
+        for w in rows)
+    recs = "".join(f"<li><b>{_code(r.action)}</b> ({_e(r.kind)}): ~{_e(round(r.projected_saving * 100))}% "
+                   f"per step — {_code(r.evidence)}</li>" for r in report.recommendations or [])
     return ('<section id="whatif"><h2>What if</h2><p class="help">Projected from this run '
-            '(docs/whatif.md); measured step (mean): ' + _e(fmt_seconds(doc["kpis"].get("step_time_s"))) + '</p>'
+            '(docs/whatif.md); measured step (mean): ' + _e(fmt_seconds(report.kpis.step_time_s)) + '</p>'
             '<table class="sortable"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head)
             + f"</tr></thead><tbody>{body}</tbody></table>"
             + (f"<h3>Recommendations</h3><ol>{recs}</ol>" if recs else "") + "</section>")
 
 
-def links_section(doc: dict, chart: bool) -> str:
-    lk = doc.get("links")
+def links_section(report: Report, chart: bool) -> str:
+    lk = report.links
     if not lk:
         return ""
     parts = ['<section id="links"><h2>Links</h2>']
@@ -165,59 +169,58 @@ def links_section(doc: dict, chart: bool) -> str:
     head = ["link", "tx", "tx mean", "tx peak", "tx in comm", "rx mean", "wire/logical"]
     rows = "".join(
         "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
-            f"{r['host']}:{r['source']}/{r['device']}", fmt_bytes(r.get("tx_bytes")),
-            _rate(r.get("tx_mean_Bps")), _rate(r.get("tx_peak_Bps")), _rate(r.get("tx_comm_Bps")),
-            _rate(r.get("rx_mean_Bps")),
-            "-" if r.get("wire_to_logical") is None else f"{r['wire_to_logical']:.3f}")) + "</tr>"
-        for r in lk.get("interfaces", []) if (r.get("tx_bytes") or 0) + (r.get("rx_bytes") or 0) > 0)
+            f"{r.host}:{r.source}/{r.device}", fmt_bytes(r.tx_bytes),
+            _rate(r.tx_mean_Bps), _rate(r.tx_peak_Bps), _rate(r.tx_comm_Bps), _rate(r.rx_mean_Bps),
+            "-" if r.wire_to_logical is None else f"{r.wire_to_logical:.3f}")) + "</tr>"
+        for r in lk.interfaces if (r.tx_bytes or 0) + (r.rx_bytes or 0) > 0)
     parts.append('<table class="sortable"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head)
                  + f"</tr></thead><tbody>{rows}</tbody></table>")
-    for t in lk.get("tcp", []):
-        parts.append(f"<p>TCP to {_e(t['peer'])}: path RTT {_e(t.get('minrtt_ms'))} ms, smoothed "
-                     f"{_e(round(t['srtt_ms_median'], 3))} ms median, {_e(t.get('retrans'))} retransmits</p>")
-    for e in lk.get("efficiency", []):
-        parts.append(f"<p>{_e(e['op'])} at {_e(fmt_bytes(e['size_bytes']))}: job busbw "
-                     f"{_e(_num(e['job_busbw_gbps']))} GB/s = {_e(fmt_pct(e['efficiency']))} of the probe's</p>")
-    for s in lk.get("sampler", []):
-        parts.append(f'<p class="small">sampler on {_e(s["host"])}: {_e(fmt_pct(s.get("cpu_fraction_of_core")))} '
-                     f'of a core at {_e(s.get("hz"))} Hz</p>')
+    for t in lk.tcp:
+        parts.append(f"<p>TCP to {_e(t.peer)}: path RTT {_e(t.minrtt_ms)} ms, smoothed "
+                     f"{_e(round(t.srtt_ms_median, 3))} ms median, {_e(t.retrans)} retransmits</p>")
+    for e in lk.efficiency:
+        parts.append(f"<p>{_e(e.op)} at {_e(fmt_bytes(e.size_bytes))}: job busbw "
+                     f"{_e(_num(e.job_busbw_gbps))} GB/s = {_e(fmt_pct(e.efficiency))} of the probe's</p>")
+    for s in lk.sampler:
+        parts.append(f'<p class="small">sampler on {_e(s.host)}: {_e(fmt_pct(s.cpu_fraction_of_core))} '
+                     f'of a core at {_e(s.hz)} Hz</p>')
     parts.append("</section>")
     return "".join(parts)
 
 
-def overhead_section(doc: dict) -> str:
-    o = doc.get("overhead") or {}
-    if not o.get("calls"):
+def overhead_section(report: Report) -> str:
+    o = report.overhead
+    if not o.calls:
         return ""
     return ('<section id="overhead"><h2>What commprof cost this run</h2><p>'
-            f"{_e(o['calls'])} calls recorded; recording measured at {_e(round(o['record_us_per_call'] or 0, 1))} µs "
-            f"per call inside the hooks, plus ≈ {_e(round(o['dispatch_us_per_call_estimate']))} µs per call "
+            f"{_e(o.calls)} calls recorded; recording measured at {_e(round(o.record_us_per_call or 0, 1))} µs "
+            f"per call inside the hooks, plus ≈ {_e(round(o.dispatch_us_per_call_estimate))} µs per call "
             f"of dispatch (benchmark)"
-            + (f", plus {_e(o['gpu_windows'])} GPU window(s) of torch.profiler taking "
-               f"{_e(fmt_seconds(o.get('gpu_window_s_per_rank')))} per rank (measured)"
-               if o.get("gpu_windows") else "")
-            + f": about {_e(fmt_pct(o.get('estimated_fraction_of_wall')))} of wall "
+            + (f", plus {_e(o.gpu_windows)} GPU window(s) of torch.profiler taking "
+               f"{_e(fmt_seconds(o.gpu_window_s_per_rank))} per rank (measured)"
+               if o.gpu_windows else "")
+            + f": about {_e(fmt_pct(o.estimated_fraction_of_wall))} of wall "
             "time.</p></section>")
 
 
-def notes_section(doc: dict) -> str:
-    items = [f"<li>{_e(n['text'])}</li>" for n in except_kind(doc, "straggler")]
-    items += [f"<li class=\"bad\">commprof degraded on rank {_e(d['rank'])}: {_e(d['where'])} failed "
-              f"{_e(d['count'])}x ({_e(d['error'])})</li>" for d in doc.get("degraded", [])]
+def notes_section(report: Report) -> str:
+    items = [f"<li>{_e(n.text)}</li>" for n in except_kind(report, "straggler")]
+    items += [f"<li class=\"bad\">commprof degraded on rank {_e(d.rank)}: {_e(d.where)} failed "
+              f"{_e(d.count)}x ({_e(d.error)})</li>" for d in report.degraded]
     return f'<section id="notes"><h2>Notes</h2><ul>{"".join(items)}</ul></section>' if items else ""
 
 
 # -- figures (plotly JSON) ---------------------------------------------------------------------
 
-def step_timeline(doc: dict) -> dict | None:
+def step_timeline(report: Report) -> dict | None:
     import plotly.graph_objects as go
-    rows = doc["steps"].get("per_step") or []
+    rows = report.steps.per_step or []
     if not rows:
         return None
-    x = [r["step"] for r in rows]
-    dur = [r["duration_s"] * 1e3 for r in rows]
-    comm = [min(r.get("comm_fraction") or 0, 1) for r in rows]
-    exp = [min(r.get("exposed_comm_fraction") or 0, c) for r, c in zip(rows, comm)]
+    x = [r.step for r in rows]
+    dur = [r.duration_s * 1e3 for r in rows]
+    comm = [min(r.comm_fraction or 0, 1) for r in rows]
+    exp = [min(r.exposed_comm_fraction or 0, c) for r, c in zip(rows, comm)]
     compute = [d * (1 - c) for d, c in zip(dur, comm)]
     hidden = [d * (c - e) for d, c, e in zip(dur, comm, exp)]
     exposed = [d * e for d, e in zip(dur, exp)]
@@ -227,72 +230,72 @@ def step_timeline(doc: dict) -> dict | None:
     return figure(data, dict(barmode="stack", xaxis_title="step", yaxis_title="ms"))
 
 
-def op_bandwidth(doc: dict) -> dict | None:
+def op_bandwidth(report: Report) -> dict | None:
     import plotly.graph_objects as go
-    rows = [r for r in doc.get("op_sizes") or [] if r.get("time_s") and r.get("bus_bytes")]
+    rows = [r for r in report.op_sizes or [] if r.time_s and r.bus_bytes]
     if not rows:
         return None
     data = []
-    for op in sorted({r["op"] for r in rows}):
-        mine = sorted((r for r in rows if r["op"] == op), key=lambda r: r["bytes"] / r["count"])
+    for op in sorted({r.op for r in rows}):
+        mine = sorted((r for r in rows if r.op == op), key=lambda r: r.bytes / r.count)
         data.append(go.Scatter(
-            x=[r["bytes"] / r["count"] for r in mine], y=[r["bus_bytes"] / r["time_s"] / 1e9 for r in mine],
+            x=[r.bytes / r.count for r in mine], y=[r.bus_bytes / r.time_s / 1e9 for r in mine],
             mode="markers+lines", name=op,
-            marker=dict(size=[min(30, 6 + 2 * r["count"] ** 0.5) for r in mine]),
-            text=[f"{r['count']} calls, n={r['group_size']}" for r in mine]))
-    curve = (doc.get("links") or {}).get("probe_curve") or []
-    for op in sorted({c["op"] for c in curve}):
-        pts = sorted((c for c in curve if c["op"] == op and c.get("busbw_gbps")), key=lambda c: c["size_bytes"])
-        data.append(go.Scatter(x=[c["size_bytes"] for c in pts], y=[c["busbw_gbps"] for c in pts],
+            marker=dict(size=[min(30, 6 + 2 * r.count ** 0.5) for r in mine]),
+            text=[f"{r.count} calls, n={r.group_size}" for r in mine]))
+    curve = (report.links.probe_curve if report.links else None) or []
+    for op in sorted({c.op for c in curve}):
+        pts = sorted((c for c in curve if c.op == op and c.busbw_gbps), key=lambda c: c.size_bytes)
+        data.append(go.Scatter(x=[c.size_bytes for c in pts], y=[c.busbw_gbps for c in pts],
                                mode="lines", line=dict(dash="dash"), name=f"probe {op}"))
     return figure(data, dict(xaxis=dict(type="log", title="message size S (bytes)"),
                            yaxis=dict(type="log", title="busbw (GB/s)", exponentformat="power")))
 
 
-def rank_view(doc: dict) -> dict | None:
+def rank_view(report: Report) -> dict | None:
     import plotly.graph_objects as go
-    ranks = [r for r in doc["ranks"] if r.get("comm_s") is not None]
+    ranks = [r for r in report.ranks if r.comm_s is not None]
     if not ranks:
         return None
-    x = [str(r["rank"]) for r in ranks]
-    data = [go.Bar(x=x, y=[r["comm_s"] for r in ranks], name="in flight (s)", marker_color=_COLORS["hidden"]),
-            go.Bar(x=x, y=[r.get("exposed_comm_s") for r in ranks], name="exposed (s)",
+    x = [str(r.rank) for r in ranks]
+    data = [go.Bar(x=x, y=[r.comm_s for r in ranks], name="in flight (s)", marker_color=_COLORS["hidden"]),
+            go.Bar(x=x, y=[r.exposed_comm_s for r in ranks], name="exposed (s)",
                    marker_color=_COLORS["exposed"])]
-    if any(r.get("wait_s") is not None for r in ranks):
-        data += [go.Bar(x=x, y=[r.get("wait_s") for r in ranks], name="waiting for late ranks (s)",
+    if any(r.wait_s is not None for r in ranks):
+        data += [go.Bar(x=x, y=[r.wait_s for r in ranks], name="waiting for late ranks (s)",
                         marker_color="#e78ac3"),
-                 go.Bar(x=x, y=[r.get("transfer_s") for r in ranks], name="transfer (s)",
+                 go.Bar(x=x, y=[r.transfer_s for r in ranks], name="transfer (s)",
                         marker_color="#a6d854")]
     return figure(data, dict(barmode="group", xaxis=dict(title="rank", type="category"),
                            yaxis_title="seconds, whole run"))
 
 
-def arrivals(doc: dict) -> dict | None:
+def arrivals(report: Report) -> dict | None:
     """Per measured step, each rank's wait for late ranks (ms): the straggler waits ~0."""
     import plotly.graph_objects as go
-    rows = ((doc.get("cross_rank") or {}).get("per_step")) or []
+    rows = (report.cross_rank.per_step if report.cross_rank else None) or []
     if not rows:
         return None
-    ranks = rows[0]["ranks"]
-    data = [go.Scatter(x=[r["step"] for r in rows], y=[r["wait_s"][i] * 1e3 for r in rows],
+    ranks = rows[0].ranks
+    data = [go.Scatter(x=[r.step for r in rows], y=[r.wait_s[i] * 1e3 for r in rows],
                        mode="lines+markers", name=f"rank {rank}") for i, rank in enumerate(ranks)]
     return figure(data, dict(xaxis_title="step", yaxis_title="ms waiting for the last rank"))
 
 
-def link_timeline(doc: dict) -> dict | None:
+def link_timeline(report: Report) -> dict | None:
     import plotly.graph_objects as go
-    series = ((doc.get("links") or {}).get("timeline")) or []
-    series = [s for s in series if s.get("t_s")]
+    series = (report.links.timeline if report.links else None) or []
+    series = [s for s in series if s.t_s]
     if not series:
         return None
     data, shapes = [], []
     for s in series:
-        label = html.escape(f"{s['host']}:{s['source']}/{s['device']}")
-        for d in ("tx", "rx"):
-            if s.get(f"{d}_Bps"):
-                data.append(go.Scatter(x=s["t_s"], y=[v / 1e6 for v in s[f"{d}_Bps"]], mode="lines",
+        label = html.escape(f"{s.host}:{s.source}/{s.device}")
+        for d, rates in (("tx", s.tx_Bps), ("rx", s.rx_Bps)):
+            if rates:
+                data.append(go.Scatter(x=s.t_s, y=[v / 1e6 for v in rates], mode="lines",
                                        name=f"{label} {d}"))
-    for a, b in series[0].get("comm_windows_s", []):
+    for a, b in series[0].comm_windows_s or []:
         shapes.append(dict(type="rect", xref="x", yref="paper", x0=a, x1=b, y0=0, y1=1,
                            fillcolor="rgba(252,141,98,0.15)", line=dict(width=0), layer="below"))
     return figure(data, dict(xaxis_title="seconds since sampling started", yaxis_title="MB/s",

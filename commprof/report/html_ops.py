@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+from commprof.analysis.result.model import Report
 from commprof.format.units import fmt_bytes, fmt_seconds
 
 
@@ -21,31 +22,31 @@ def _table(table_id: str, head: list[str], rows: list[tuple]) -> str:
             + "".join(f"<th>{_e(h)}</th>" for h in head) + f"</tr></thead><tbody>{body}</tbody></table>")
 
 
-def groups_table(doc: dict) -> str:
+def groups_table(report: Report) -> str:
     """The op table per process group, when the run used more than one group ("" otherwise)."""
-    rows = doc.get("op_groups") or []
-    if len({r["group"] for r in rows}) < 2:
+    rows = report.op_groups or []
+    if len({r.group for r in rows}) < 2:
         return ""
     head = ["group", "description", "op", "n", "ranks", "calls", "bytes", "calls/step", "bytes/step"]
     return ('<h3>Per process group</h3><p class="help">Means over the ranks that issued the op in '
             'the group; per step: over measured steps, start-up traffic apart.</p>'
             + _table("op-group-table", head, [
-                (r["group"], r.get("group_desc") or "-", r["op"], r["group_size"], r["ranks"],
-                 _num(r.get("count")), fmt_bytes(r.get("bytes")), _num(r.get("calls_per_step")),
-                 fmt_bytes(r.get("bytes_per_step"))) for r in rows]))
+                (r.group, r.group_desc or "-", r.op, r.group_size, r.ranks,
+                 _num(r.count), fmt_bytes(r.bytes), _num(r.calls_per_step),
+                 fmt_bytes(r.bytes_per_step)) for r in rows]))
 
 
-def ops_section(doc: dict, chart: bool) -> str:
+def ops_section(report: Report, chart: bool) -> str:
     """The op table, the per-group table and (``chart``) the op-bandwidth chart's place."""
     head = ["op", "n", "count", "bytes", "bytes/step", "time", "p50", "p99", "algbw GB/s",
             "busbw GB/s", "dtype"]
     table = _table("op-table", head, [
-        (o["op"], "unknown" if o["group_size"] is None else o["group_size"], o["count"],
-         fmt_bytes(o["bytes"]), fmt_bytes(o.get("bytes_per_step")),
-         fmt_seconds(o["time_s"]), fmt_seconds(o["p50_s"]), fmt_seconds(o["p99_s"]),
-         _num(o.get("algbw_gbps")), _num(o.get("busbw_gbps")), o.get("dtype")) for o in doc["ops"]])
+        (o.op, "unknown" if o.group_size is None else o.group_size, o.count,
+         fmt_bytes(o.bytes), fmt_bytes(o.bytes_per_step),
+         fmt_seconds(o.time_s), fmt_seconds(o.p50_s), fmt_seconds(o.p99_s),
+         _num(o.algbw_gbps), _num(o.busbw_gbps), o.dtype) for o in report.ops])
     plot = ('<p class="help">Achieved busbw per call-size bucket (marker area: calls); dashed: '
             'the probe (<code>commprof probe</code>) when one was run.</p>'
             '<div id="op-bandwidth" class="chart"></div>') if chart else ""
     return (f'<section id="ops"><h2>Collectives (per rank, whole run)</h2>{table}'
-            f'{groups_table(doc)}{plot}</section>')
+            f'{groups_table(report)}{plot}</section>')

@@ -4,30 +4,35 @@ from __future__ import annotations
 
 import html
 
+from commprof.analysis.result.model import Report
 from commprof.report.html_plot import figure
 
 
-def loss_figure(doc: dict) -> dict | None:
+def loss_figure(report: Report) -> dict | None:
     """A plotly figure of ``training.loss`` and ``training.compare`` (None without a loss)."""
-    t = doc.get("training") or {}
-    curves = ([("this run", t["loss"])] if t.get("loss") else []) + [
-        (c.get("label") or "other", c) for c in t.get("compare") or []]
+    t = report.training
+    if t is None:
+        return None
+    curves = ([("this run", t.loss)] if t.loss else []) + [
+        (c.label or "other", c) for c in t.compare or []]
     if not curves:
         return None
     import plotly.graph_objects as go
-    data = [go.Scatter(x=c["steps"], y=c["values"], mode="lines+markers", name=html.escape(str(name)))
+    data = [go.Scatter(x=c.steps, y=c.values, mode="lines+markers", name=html.escape(str(name)))
             for name, c in curves]
     return figure(data, dict(xaxis_title="step", yaxis_title="loss (mean over ranks)"))
 
 
-def training_section(doc: dict, chart: bool) -> str:
-    t = doc.get("training") or {}
-    if not t:
+def training_section(report: Report, chart: bool) -> str:
+    """The training section: the fixes applied and (``chart``) the loss curve's place ("" when
+    the report has no ``training``)."""
+    t = report.training
+    if t is None:
         return ""
-    fixes = "".join(f"<li><b>{html.escape(str(f['fix']))}</b>: {html.escape(str(f['status']))}"
-                    + (f" — {html.escape(str(f['why']))}" if f.get("why") else "")
-                    + f" (ranks {html.escape(', '.join(map(str, f['ranks'])))})</li>"
-                    for f in t.get("fixes") or [])
+    fixes = "".join(f"<li><b>{html.escape(str(f.fix))}</b>: {html.escape(str(f.status))}"
+                    + (f" — {html.escape(str(f.why))}" if f.why else "")
+                    + f" (ranks {html.escape(', '.join(map(str, f.ranks)))})</li>"
+                    for f in t.fixes or [])
     return ('<section id="training"><h2>Training</h2><p class="help">The loss of each step, from '
             'the tensor passed to backward() (docs/try.md); the fixes commprof try applied.</p>'
             + (f"<ul>{fixes}</ul>" if fixes else "")

@@ -131,10 +131,10 @@ def from_document(report: Report, source: str, kind: str, skip_steps: int | str)
     values = {name: getattr(k, key) for name, key in VALUES.items()}
     if skip:  # fewer steps than the report measured: the values of the steps kept
         values.update(_step_values(series))
-    r = report.run
-    run = {"command": r.command, "world_size": r.world_size, "backend": r.backend, "path": r.path,
-           "torch_version": r.torch_version, "commprof_version": r.commprof_version,
-           "time_basis": k.time_basis or "host"}
+    job = report.run
+    run = {"command": job.command, "world_size": job.world_size, "backend": job.backend,
+           "path": job.path, "torch_version": job.torch_version,
+           "commprof_version": job.commprof_version, "time_basis": k.time_basis or "host"}
     if run["time_basis"] == "host_launch":  # launch times are not communication time
         series = {n: (x if n in ("step_time_mean", "step_time_median", "bytes_per_step")
                       else np.zeros(0)) for n, x in series.items()}

@@ -135,7 +135,7 @@ def compare_command(a: str | list[str], b: str | list[str], skip_steps: str | No
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     sys.stdout.write(gate_output.compare_text(rows, _describe(ma), _describe(mb), color=color,
                                               width=width, basis=basis))
-    if (ma.training or {}).get("loss") or (mb.training or {}).get("loss"):
+    if any(m.training is not None and m.training.loss is not None for m in (ma, mb)):
         from commprof.gate.runs import loss_judgement
         sys.stdout.write("\n".join(gate_output.loss_lines(loss_judgement(a_runs, b_runs))) + "\n")
     md = gate_output.compare_markdown(rows, ma.source, mb.source, basis)

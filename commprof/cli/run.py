@@ -130,9 +130,9 @@ def _one_line_summary(run_dir: Path) -> str:
     size = sum(p.stat().st_size for p in layout.capture_paths(run_dir))
     if size > SUMMARY_MAX_BYTES:
         return f"captured {size / 1e6:.0f} MB"
-    from commprof.cli.report import build_document
+    from commprof.cli.report import build_report
     try:
-        return build_document(str(run_dir), warmup=2)["verdict"]
+        return build_report(str(run_dir), warmup=2).verdict
     except Exception as exc:  # noqa: BLE001 - the job's exit status must still pass through
         return f"summary unavailable ({type(exc).__name__}: {exc}); try `commprof report`"
 

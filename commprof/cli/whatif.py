@@ -20,13 +20,13 @@ def _factor(text: str | None, flag: str, symbol: str) -> float:
 
 def _fix_change(spec: str, run: str, warmup: int) -> dict:
     """The what-if change of ``--fix SPEC`` from the run alone (docs/try.md, "Projections")."""
-    from commprof.cli.report import build_document
+    from commprof.cli.report import build_report
     from commprof.cli.try_checks import compute_estimates
     from commprof.fixes import parse
     from commprof.fixes.projection import change_for
     from commprof.gate.runfacts import run_facts
     fixes = parse(spec)
-    facts = run_facts(run, build_document(run, warmup))
+    facts = run_facts(run, build_report(run, warmup))
     change = change_for(fixes, facts, compute_estimates(fixes, facts))
     if not change:
         raise UsageError(f"--fix {spec}: cannot project it from {run}: the what-if has no model of it, "

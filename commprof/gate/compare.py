@@ -13,7 +13,7 @@ ORDER = list(METRICS)  # the KPI registry's gate metrics, in their order (analys
 
 
 def _op_metrics(a: Measurements, b: Measurements) -> list[str]:
-    ops = sorted({r["op"] for m in (a, b) for r in m.op_sizes if r.get("bus_bytes")})
+    ops = sorted({r.op for m in (a, b) for r in m.op_sizes if r.bus_bytes})
     return [f"busbw:{op}" for op in ops]
 
 

@@ -4,7 +4,9 @@ Three inputs, one result (:class:`Measurements`): a run directory (analysed here
 (``commprof report -o r.json``) or a baseline (``commprof report --save-baseline b.json``,
 schema ``commprof.baseline/1``: the same numbers, compact enough to commit).
 
-Values are the report's KPIs (``kpis``: one number per KPI, the same as every report shows).
+Values are the report's KPIs (``kpis``: one number per KPI, the same as every report shows), read
+from the typed :class:`~commprof.analysis.result.model.Report`; a baseline's ``op_sizes`` and
+``training`` are the report's sections, checked against the same model when the file is read.
 Per-step series — the report's ``steps.per_step`` rows, one per measured step — give the spread
 for confidence intervals: a bootstrap over steps of the same statistic (a mean, a ratio of sums
 for the time-weighted fractions, a median for ``*_median`` metrics).  ``skip_steps`` leaves out
@@ -24,18 +26,20 @@ import numpy as np
 
 from commprof.analysis.measures import kpi_registry as registry
 from commprof.analysis.measures.kpis import DEFAULT_WARMUP
+from commprof.analysis.result.model import Assessment, OpSizeRow, Report, Training
 from commprof.errors import ReportFileError, UsageError
+from commprof.format import typed
 from commprof.format.units import parse_size
 from commprof.gate.stats import mean, median, ratio_of_sums
 
 BASELINE_SCHEMA = "commprof.baseline/1"
 REPORT_PREFIX = "commprof.report/"
-# per-step series: name -> key of steps.per_step rows (means or medians over ranks of that step)
+# per-step series: name -> field of steps.per_step rows (means or medians over ranks of that step)
 SERIES = {"step_time_mean": "duration_mean_s", "comm_s": "comm_s", "exposed_s": "exposed_s",
           "bytes_per_step": "bytes", "step_time_median": "duration_s",
           "comm_fraction_step_median": "comm_fraction",
           "exposed_comm_fraction_step_median": "exposed_comm_fraction"}
-# values: gate name -> key of the report's kpis (the report's numbers), from the KPI registry
+# values: gate name -> field of the report's kpis (the report's numbers), from the KPI registry
 VALUES = {g.name: g.kpi for g in registry.gate_metrics() if g.kpi}
 
 
@@ -45,14 +49,14 @@ class Measurements:
 
     source: str
     kind: str  # "run", "report" or "baseline"
-    run: dict
+    run: dict  # command, world_size, backend, path, versions, time_basis (a baseline's "run")
     series: dict[str, np.ndarray]
     values: dict[str, float | None]
-    op_sizes: list[dict] = field(default_factory=list)
+    op_sizes: list[OpSizeRow] = field(default_factory=list)
     skipped_steps: int = 0
     steps_total: int = 0
-    training: dict | None = None  # the report's training section: loss curve, fixes (docs/try.md)
-    assessment: dict | None = None  # the report's verdict, when the values are the report's
+    training: Training | None = None  # the report's training section: loss curve, fixes (docs/try.md)
+    assessment: Assessment | None = None  # the report's verdict, when the values are the report's
     step_durations: dict[int, float] | None = None  # step -> mean duration over ranks (s)
 
     def verdict(self):
@@ -60,8 +64,8 @@ class Measurements:
         and words as the report of the same run — the report's own, which rests on the savings
         model's per-step projection and the measured waiting, when the values are its)."""
         from commprof.analysis.outcome.verdict import Verdict, assess
-        if self.assessment:
-            return Verdict(**{k: self.assessment.get(k) for k in Verdict.__dataclass_fields__})
+        if self.assessment is not None:
+            return Verdict(**{k: getattr(self.assessment, k) for k in Verdict.__dataclass_fields__})
         return assess({"time_basis": self.run.get("time_basis"),
                        "comm_fraction": self.values.get("comm_fraction"),
                        "exposed_comm_fraction": self.values.get("exposed_comm_fraction"),
@@ -92,9 +96,9 @@ def load(path: str | os.PathLike, skip_steps: int | str = "auto") -> Measurement
     from commprof.analysis.outcome.trace_summary import is_trace_input
     p = Path(path)
     if p.is_dir() or is_trace_input(p):
-        from commprof.report.document import build
+        from commprof.analysis.outcome.assemble import assemble
         kind = "traces" if is_trace_input(p) else "run"
-        return from_document(build(summarize_path(str(p), DEFAULT_WARMUP)), str(p), kind, skip_steps)
+        return from_document(assemble(summarize_path(str(p), DEFAULT_WARMUP)), str(p), kind, skip_steps)
     if not p.exists():
         raise UsageError(f"{p}: no such run directory, report or baseline")
     from commprof.format import safe_io
@@ -111,8 +115,10 @@ def load(path: str | os.PathLike, skip_steps: int | str = "auto") -> Measurement
     raise ReportFileError(p, f"neither a commprof report nor a baseline (schema {schema!r})")
 
 
-def from_document(doc: dict, source: str, kind: str, skip_steps: int | str) -> Measurements:
-    rows = sorted(doc["steps"].get("per_step") or [], key=lambda r: r.get("step", 0))
+def from_document(report: Report, source: str, kind: str, skip_steps: int | str) -> Measurements:
+    """The measurements of ``report`` (a run's, traces' or a saved report): its measured steps
+    (less ``skip_steps`` more, or none more with ``"auto"``) and its KPIs."""
+    rows = sorted(report.steps.per_step or [], key=lambda r: r.step)
     if skip_steps == "auto":
         skip = 0  # the report's measured steps: its warm-up already left out
     else:
@@ -120,23 +126,24 @@ def from_document(doc: dict, source: str, kind: str, skip_steps: int | str) -> M
         if skip < 0:
             raise UsageError(f"--skip-steps {skip_steps}: must be >= 0 or 'auto'")
     kept = rows[skip:] if skip < len(rows) else rows[-1:]
-    series = {name: _finite([r.get(key) for r in kept]) for name, key in SERIES.items()}
-    k = doc.get("kpis", {})
-    values = {name: k.get(key) for name, key in VALUES.items()}
+    series = {name: _finite([getattr(r, key) for r in kept]) for name, key in SERIES.items()}
+    k = report.kpis
+    values = {name: getattr(k, key) for name, key in VALUES.items()}
     if skip:  # fewer steps than the report measured: the values of the steps kept
         values.update(_step_values(series))
-    run = {key: doc["run"].get(key) for key in ("command", "world_size", "backend", "path",
-                                                 "torch_version", "commprof_version")}
-    run["time_basis"] = k.get("time_basis") or "host"
+    job = report.run
+    run = {"command": job.command, "world_size": job.world_size, "backend": job.backend,
+           "path": job.path, "torch_version": job.torch_version,
+           "commprof_version": job.commprof_version, "time_basis": k.time_basis or "host"}
     if run["time_basis"] == "host_launch":  # launch times are not communication time
         series = {n: (x if n in ("step_time_mean", "step_time_median", "bytes_per_step")
                       else np.zeros(0)) for n, x in series.items()}
-    return Measurements(source, kind, run, series, values, list(doc.get("op_sizes") or []),
-                        skip + int(doc["steps"].get("warmup") or 0),
-                        len(rows) + int(doc["steps"].get("warmup") or 0), doc.get("training"),
-                        None if skip else doc.get("assessment"),
-                        {int(r["step"]): float(r["duration_mean_s"]) for r in rows
-                         if r.get("step") is not None and r.get("duration_mean_s") is not None})
+    warmup = int(report.steps.warmup or 0)
+    return Measurements(source, kind, run, series, values, list(report.op_sizes or []),
+                        skip + warmup, len(rows) + warmup, report.training,
+                        None if skip else report.assessment,
+                        {int(s.step): float(s.duration_mean_s) for s in rows
+                         if s.duration_mean_s is not None})
 
 
 def _step_values(series: dict[str, np.ndarray]) -> dict[str, float | None]:
@@ -175,8 +182,8 @@ def baseline_document(m: Measurements) -> dict:
     return {"schema": BASELINE_SCHEMA, "created_wall_ns": time.time_ns(), "source": m.source,
             "run": m.run, "skipped_steps": m.skipped_steps, "steps_total": m.steps_total,
             "series": {k: [round(float(v), 9) for v in x] for k, x in m.series.items()},
-            "values": m.values, "op_sizes": m.op_sizes,
-            **({"training": m.training} if m.training else {})}
+            "values": m.values, "op_sizes": [r.to_dict() for r in m.op_sizes],
+            **({"training": m.training.to_dict()} if m.training is not None else {})}
 
 
 def from_baseline(doc: dict, source: str) -> Measurements:
@@ -193,9 +200,23 @@ def from_baseline(doc: dict, source: str) -> Measurements:
         out = _upgrade_series(out)                         # time-weighted
         values.update({k: v for k, v in _step_values(out).items() if values.get(k) is None})
     return Measurements(source, "baseline", doc.get("run") or {}, out, values,
-                        list(doc.get("op_sizes") or []), int(doc.get("skipped_steps") or 0),
-                        int(doc.get("steps_total") or 0),
-                        doc.get("training") if isinstance(doc.get("training"), dict) else None)
+                        _baseline_op_sizes(doc.get("op_sizes"), source),
+                        int(doc.get("skipped_steps") or 0), int(doc.get("steps_total") or 0),
+                        _baseline_training(doc.get("training"), source))
+
+
+def _baseline_op_sizes(rows, source: str) -> list[OpSizeRow]:
+    """A baseline's ``op_sizes`` (the report's rows, saved as they were), checked row by row."""
+    if not rows:
+        return []
+    if not isinstance(rows, list):
+        raise ReportFileError(source, f"op_sizes: expected a list, got {typed.describe(rows)}")
+    return [typed.parse(OpSizeRow, row, source, f"op_sizes[{i}]") for i, row in enumerate(rows)]
+
+
+def _baseline_training(section, source: str) -> Training | None:
+    """A baseline's ``training`` (the report's section), checked; None when it has none."""
+    return typed.parse(Training, section, source, "training") if isinstance(section, dict) else None
 
 
 def save_baseline(m: Measurements, path: str | os.PathLike) -> None:
@@ -218,10 +239,9 @@ def metric_value(m: Measurements, name: str) -> tuple[float | None, np.ndarray |
     b = BUSBW_METRIC.match(name)
     if b:
         op, size = b.group(1), size_in_rule(b.group(2), name) if b.group(2) else 0
-        rows = [r for r in m.op_sizes if r.get("op") == op and r.get("count")
-                and r["bytes"] / r["count"] >= size]
-        t = sum(r["time_s"] for r in rows)
-        return (sum(r["bus_bytes"] for r in rows) / t / 1e9 if t > 0 else None), None
+        rows = [r for r in m.op_sizes if r.op == op and r.count and r.bytes / r.count >= size]
+        t = sum(r.time_s for r in rows)
+        return (sum(r.bus_bytes for r in rows) / t / 1e9 if t > 0 else None), None
     draws = m.draws(name)
     value = m.values.get(name)
     if value is None and draws is not None:  # a *_median metric: the median of its series

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from commprof.analysis.result.model import Report
 from commprof.errors import CommprofError
 
 LAST_N = 10  # the steps each rank's final loss is averaged over (analysis/host/training.py's N)
@@ -21,8 +22,8 @@ FACTS_KEYS = ("backend", "measured_steps", "last_step", "max_steps_exit", "ops",
               "gradient_bytes", "fixes", "loss_by_rank", "ddp_model")
 
 
-def run_facts(run: str | Path, document: dict) -> dict | None:
-    """The facts of the run directory ``run`` whose report is ``document``; None when ``run``
+def run_facts(run: str | Path, report: Report) -> dict | None:
+    """The facts of the run directory ``run`` whose report is ``report``; None when ``run``
     is not a run directory (a saved report, a baseline file, profiler traces)."""
     from commprof.analysis.outcome import frames
     from commprof.analysis.host import load
@@ -35,10 +36,10 @@ def run_facts(run: str | Path, document: dict) -> dict | None:
         return None
     from commprof.format.schema import SPAN_BACKWARD
     calls = frames.build_calls(data)
-    measured = sorted({int(r["step"]) for r in document["steps"].get("per_step") or []})
+    measured = sorted({int(r.step) for r in report.steps.per_step or []})
     backward_seen = bool(len(data.spans)) and bool((data.spans["kind"] == SPAN_BACKWARD).any())
     return {
-        "backend": _backend(data, document),
+        "backend": _backend(data, report),
         "measured_steps": len(measured),
         "last_step": _last_step(data),
         "max_steps_exit": _max_steps_exit(data),
@@ -98,7 +99,7 @@ def loss_by_rank(losses) -> dict | None:
     return out or None
 
 
-def _backend(data, document: dict) -> str | None:
+def _backend(data, report: Report) -> str | None:
     groups = data.groups
     if len(groups):
         default = groups[groups["desc"].astype(str) == "default_pg"]
@@ -106,7 +107,7 @@ def _backend(data, document: dict) -> str | None:
         value = pick["backend"].dropna()
         if len(value):
             return str(value.iloc[0]).lower()
-    backend = (document.get("run") or {}).get("backend")
+    backend = report.run.backend
     return str(backend).lower() if backend else None
 
 

@@ -112,8 +112,8 @@ def loss_judgement(a: list[Measurements], b: list[Measurements]) -> dict | None:
     start = max(m.skipped_steps for m in a + b)
 
     def curves(ms):
-        return [cv.Curve.of(loss["steps"], loss["values"], start, m.step_durations)
-                for m in ms if (loss := (m.training or {}).get("loss"))]
+        return [cv.Curve.of(loss.steps, loss.values, start, m.step_durations)
+                for m in ms if m.training is not None and (loss := m.training.loss) is not None]
     ca, cb = curves(a), curves(b)
     if not ca or not cb:
         return None

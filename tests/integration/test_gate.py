@@ -205,9 +205,13 @@ def test_rules_from_pyproject_and_flags_override(tmp_path):
     ([], "no gate rules"),
     (["--baseline", "old.json", "--max-regression", "step_time=+10%"], "commprof.baseline/0"),
     (["--skip-steps", "x", "--max-step-time", "1s"], "--skip-steps"),
+    # a baseline's op_sizes rows are the report's, checked against the report's model
+    (["--baseline", "rows.json", "--max-regression", "step_time=+10%"], "rows.json: op_sizes[0].bus_bytes: missing"),
 ])
 def test_bad_input_is_exit_2_with_one_line(tmp_path, args, words):
     baseline_file(tmp_path / "b.json", noisy(0.1, 0.01), noisy(0.2, 0.02))
+    baseline_file(tmp_path / "rows.json", noisy(0.1, 0.01), noisy(0.2, 0.02), busbw_rows=[
+        {"op": "all_reduce", "group_size": 2, "bucket": 20, "count": 1, "bytes": 1.5e6, "time_s": 1e-3}])
     cur = baseline_file(tmp_path / "c.json", noisy(0.1, 0.01), noisy(0.2, 0.02))
     (tmp_path / "old.json").write_text('{"schema": "commprof.baseline/0"}')
     proc = run_gate("gate", str(cur), *args, cwd=tmp_path)
@@ -287,6 +291,22 @@ def test_save_baseline_round_trip_from_a_run(tmp_path):
     assert proc.returncode == 0, proc.stdout
     proc = run_gate("compare", str(path), str(run))
     assert proc.returncode == 0 and "within noise" in proc.stdout or "same" in proc.stdout
+
+
+def test_a_baselines_training_section_is_read_as_the_reports(tmp_path):
+    """A baseline keeps the report's training section; it is read back into the same typed
+    section (its loss curve), and one that is not the report's is one clear error naming the key."""
+    from commprof.errors import ReportFileError
+    path = baseline_file(tmp_path / "t.json", noisy(0.1, 0.01), noisy(0.2, 0.01))
+    doc = json.loads(path.read_text())
+    loss = {"steps": [3, 4], "values": [2.5, 2.0], "ranks": 2, "final": 2.0, "lost": 0, "source": "backward"}
+    path.write_text(json.dumps({**doc, "training": {"loss": loss, "fixes": []}}))
+    m = measure.load(path)
+    assert (m.training.loss.steps, m.training.loss.values) == ([3, 4], [2.5, 2.0])
+    assert measure.baseline_document(m)["training"] == {"loss": loss, "fixes": []}
+    path.write_text(json.dumps({**doc, "training": {"loss": {"steps": [3]}, "fixes": []}}))
+    with pytest.raises(ReportFileError, match=r"training\.loss\.values: missing"):
+        measure.load(path)
 
 
 def test_binomial_tail_is_exact_and_survives_long_runs():

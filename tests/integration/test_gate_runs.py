@@ -98,10 +98,12 @@ def test_a_config_file_may_list_several_baseline_runs(tmp_path):
 def _loss_run(high: float, low: float, step_s: float) -> measure.Measurements:
     """A run of 40 measured steps: loss ``high`` for steps 0-19, ``low`` after; each step
     ``step_s`` long (values and durations exact in binary floating point)."""
+    from commprof.analysis.result.model import LossCurve, Training
     steps = list(range(40))
-    return measure.Measurements("r", "run", {}, {}, {}, training={
-        "loss": {"steps": steps, "values": [high if s < 20 else low for s in steps]}},
-        step_durations={s: step_s for s in steps})
+    values = [high if s < 20 else low for s in steps]
+    loss = LossCurve(steps=steps, values=values, ranks=1, final=values[-1], lost=0, source="backward")
+    return measure.Measurements("r", "run", {}, {}, {}, training=Training(loss=loss, fixes=[]),
+                                step_durations={s: step_s for s in steps})
 
 
 def test_compare_states_the_smoothed_loss_with_its_band_and_the_time_to_target():

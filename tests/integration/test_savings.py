@@ -3,6 +3,9 @@ verdict's bounds, and recommendations that follow the parallelism.  Expected val
 from the model's definitions, not read from the code."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,8 +14,10 @@ from commprof.analysis.outcome import advice, parallelism
 from commprof.analysis.outcome.verdict import assess
 from commprof.analysis.outcome.whatif import (Baseline, bounds, link_share, project, scenarios,
                                       step_components, step_waits)
+from commprof.analysis.result.model import Report
 
 DDP_APIS = ("no_sync", "register_comm_hook", "bf16_compress_hook", "DDP", "bucket_cap_mb")
+GOLDEN_DEMO = Path(__file__).resolve().parents[1] / "golden" / "reports" / "demo.json"
 
 
 def _meas(rows):
@@ -136,13 +141,18 @@ def test_the_parts_of_a_step_add_up_and_are_named():
 
 # -- recommendations ---------------------------------------------------------------------------
 
-def _doc(ops, baseline, world=2, **kw):
-    whatif = scenarios(baseline)
+def _report(ops, baseline, world=2, **kw) -> Report:
+    """A report of ``ops`` with ``baseline``'s what-if rows and KPIs, ``world`` ranks and no ranks
+    or stragglers of note.  What advice.recommendations reads is the test's; the committed demo
+    report fills the keys it does not read (and each op row's other columns)."""
+    doc = json.loads(GOLDEN_DEMO.read_text())
     i = baseline.inputs()
-    doc = {"kpis": {"step_time_s": i["step_s"], "exposed_comm_fraction": i["exposed_s_per_step"] / i["step_s"],
-                    "exposed_comm_s_per_step": i["exposed_s_per_step"], "bytes_per_step": 1e6},
-           "ops": ops, "run": {"world_size": world}, "ranks": [], "stragglers": [], **kw}
-    return doc, whatif
+    doc["kpis"].update(step_time_s=i["step_s"], exposed_comm_fraction=i["exposed_s_per_step"] / i["step_s"],
+                       exposed_comm_s_per_step=i["exposed_s_per_step"], bytes_per_step=1e6)
+    doc["run"].update(world_size=world, commprof_version=None)  # the golden copy leaves the version out
+    doc.update(ops=[{**doc["ops"][0], **o} for o in ops], ranks=[], stragglers=[],
+               whatif=scenarios(baseline), **kw)
+    return Report.from_dict(doc)
 
 
 FSDP_OPS = [{"op": "all_gather", "group_size": 2, "time_s": 2.0, "bytes": 2e6, "dtype": "float32"},
@@ -152,8 +162,7 @@ FSDP_OPS = [{"op": "all_gather", "group_size": 2, "time_s": 2.0, "bytes": 2e6, "
 def test_fsdp_gets_fsdps_knobs_and_no_ddp_api():
     b = Baseline(step_s=0.100, comm_s=0.060, exposed_s=0.050,
                  kept_share=parallelism.kept_share(FSDP_OPS, 2))
-    doc, whatif = _doc(FSDP_OPS, b)
-    recs = advice.recommendations(doc, whatif)
+    recs = advice.recommendations(_report(FSDP_OPS, b))
     text = " ".join(r["action"] + " " + r["evidence"] for r in recs)
     assert parallelism.detect(FSDP_OPS, 2)["kind"] == "fsdp"
     assert not any(api in text for api in DDP_APIS), text
@@ -165,8 +174,7 @@ def test_expert_parallel_all_to_all_is_not_told_to_add_a_gradient_hook():
     ops = [{"op": "all_to_all", "group_size": 8, "time_s": 2.0, "bytes": 2e6, "dtype": "float32"},
            {"op": "all_reduce", "group_size": 8, "time_s": 1.0, "bytes": 1e6, "dtype": "float32"}]
     b = Baseline(step_s=0.100, comm_s=0.060, exposed_s=0.050, kept_share=parallelism.kept_share(ops, 8))
-    doc, whatif = _doc(ops, b, world=8)
-    recs = advice.recommendations(doc, whatif)
+    recs = advice.recommendations(_report(ops, b, world=8))
     assert parallelism.detect(ops, 8)["kind"] == "expert"
     text = " ".join(r["action"] for r in recs)
     assert "all_to_all" in text and not any(api in text for api in DDP_APIS + ("hook",)), text
@@ -176,11 +184,11 @@ def test_ddp_gets_ddps_api_and_a_jobs_own_all_reduces_do_not():
     own = [{"op": "all_reduce", "group_size": 2, "time_s": 1.0, "bytes": 1e6, "dtype": "float32"}]
     ddp = own + [{"op": "broadcast", "group_size": 2, "time_s": 0.01, "bytes": 1e3, "dtype": "float32"}]
     b = Baseline(step_s=0.100, comm_s=0.060, exposed_s=0.050)
-    recs = advice.recommendations(*_doc(ddp, b))
+    recs = advice.recommendations(_report(ddp, b))
     assert parallelism.detect(ddp, 2)["kind"] == "ddp"
     assert any("bf16_compress_hook" in r["action"] for r in recs)
     assert any("no_sync" in r["action"] for r in recs)
-    recs = advice.recommendations(*_doc(own, b))
+    recs = advice.recommendations(_report(own, b))
     text = " ".join(r["action"] + " " + r["evidence"] for r in recs)
     assert parallelism.detect(own, 2)["kind"] == "allreduce"
     assert recs and not any(api in text for api in DDP_APIS), text
@@ -191,7 +199,7 @@ def test_when_waiting_dominates_balance_comes_first_and_the_network_last():
     # 60 ms blocking communication, 45 ms of it waiting; the transfer is large enough that a
     # faster network's projected saving would not put it last on its own merits
     b = Baseline(step_s=0.100, comm_s=0.060, exposed_s=0.060, straggler_wait_s=0.045, wait_measured=True)
-    recs = advice.recommendations(*_doc(ops, b))
+    recs = advice.recommendations(_report(ops, b))
     assert recs[0]["scenario"] == "no straggler"
     assert recs[-1]["action"] == "a 2× faster network"
     net = next(r for r in recs if r["scenario"] == "bandwidth x2")
@@ -201,7 +209,7 @@ def test_when_waiting_dominates_balance_comes_first_and_the_network_last():
 def test_one_node_is_never_told_to_buy_a_network():
     ops = [{"op": "all_reduce", "group_size": 2, "time_s": 1.0, "bytes": 1e6, "dtype": "float32"}]
     b = Baseline(step_s=0.100, comm_s=0.060, exposed_s=0.060, single_node=True)
-    recs = advice.recommendations(*_doc(ops, b))
+    recs = advice.recommendations(_report(ops, b))
     assert recs and not any("network" in r["action"] for r in recs)
     (note,) = advice.notes(b, {"hosts": ["h"], "ranks_captured": 2, "backend": "gloo"}, None)
     assert note.kind == "single_node" and "no network purchase can help a single node" in note.text
@@ -219,7 +227,6 @@ def test_a_job_far_below_the_probed_bandwidth_is_told_what_bounds_it():
 # -- the op table's bytes per step -------------------------------------------------------------
 
 def test_op_table_bytes_per_step_leave_start_up_and_warm_up_out(tmp_path):
-    import json
     from runner import commprof
     from synthetic import MS, Coll, periodic_rank, write_run
     ranks = []
@@ -241,7 +248,6 @@ def test_op_table_bytes_per_step_leave_start_up_and_warm_up_out(tmp_path):
 
 
 def test_the_op_table_per_process_group_in_every_format(tmp_path):
-    import json
     from runner import commprof
     from synthetic import MS, Coll, periodic_rank, write_run
     ranks = []

@@ -41,18 +41,18 @@ def _errs(measured: list, projected: float | None) -> str:
 def main(path: str, warmup: int = 3) -> int:
     from commprof.analysis.outcome import whatif
     from commprof.cli.report import summarize_run
-    from commprof.cli.try_ import Side, _document
+    from commprof.cli.try_ import Side, _report
     from commprof.cli.try_checks import fix_checks, measured_compute
     from commprof.fixes import parse
     from commprof.fixes.projection import whatif_keywords
     doc = json.loads(Path(path).read_text())
     base = Side("baseline", [Path(r) for r in doc["baseline"]])
-    base.docs = [_document(r, warmup) for r in base.runs]
+    base.docs = [_report(r, warmup) for r in base.runs]
     b = summarize_run(str(base.runs[0]), 2).baseline
 
     def projector(**change):
         return whatif.project(b, **change)["step_time_s"]
-    times = [d["kpis"].get("step_time_s") for d in base.docs]
+    times = [d.kpis.step_time_s for d in base.docs]
     print(f"baseline runs: {_ms(times)}; compute per step (step − exposed): "
           f"{_ms(measured_compute(d) for d in base.docs)}")
     print("| fix | bytes only | estimated compute | reruns measured | error: bytes only | error: estimated "
@@ -63,10 +63,10 @@ def main(path: str, warmup: int = 3) -> int:
               f"{_errs(times[1:], times[0])} | | | |")
     for r in doc["results"]:
         side = Side(r["fix"], [Path(x) for x in doc["runs"][r["fix"]]])
-        side.docs = [_document(x, warmup) for x in side.runs]
+        side.docs = [_report(x, warmup) for x in side.runs]
         checks = fix_checks(base, side, parse(r["fix"], warmup), projector)
         change = checks["projection"] or {}
-        measured = [d["kpis"].get("step_time_s") for d in side.docs]
+        measured = [d.kpis.step_time_s for d in side.docs]
         plain = {k: v for k, v in whatif_keywords(change).items() if k not in ("compute_add_s", "keep_compute")}
         only = projector(**plain) if plain else None
         est = checks["projected_step_time"]

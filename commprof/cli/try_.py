@@ -8,6 +8,7 @@ says, and the what-if's projection of the same fix next to the measured step tim
 """
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from commprof.analysis.result.model import FixRow, Report
 from commprof.cli.try_checks import print_ruled
 from commprof.cli.try_compare import compare_table
 from commprof.cli.try_output import out as _out, print_tried, write_json
@@ -28,33 +30,35 @@ BYTES_TOLERANCE = 0.02  # measured bytes per step vs the fix's arithmetic, where
 
 @dataclass
 class Side:
-    """The runs of one side (the baseline or one fix) and their merged measurements."""
+    """The runs of one side (the baseline or one fix) and their merged measurements (``docs``:
+    the runs' typed reports, one per run)."""
 
     label: str
     runs: list[Path] = field(default_factory=list)
-    docs: list[dict] = field(default_factory=list)
+    docs: list[Report] = field(default_factory=list)
 
     def step_time(self) -> float | None:
-        steps = [r["duration_mean_s"] for d in self.docs for r in d["steps"].get("per_step") or []
-                 if r.get("duration_mean_s") is not None]
+        steps = [r.duration_mean_s for d in self.docs for r in d.steps.per_step
+                 if r.duration_mean_s is not None]
         return float(np.mean(steps)) if steps else None
 
     def kpi(self, name: str) -> float | None:
-        vals = [d["kpis"].get(name) for d in self.docs if d["kpis"].get(name) is not None]
+        vals = [getattr(d.kpis, name) for d in self.docs if getattr(d.kpis, name) is not None]
         return float(np.mean(vals)) if vals else None
 
     def loss(self) -> dict | None:
-        curves = [(d.get("training") or {}).get("loss") for d in self.docs]
-        curves = [c for c in curves if c]
+        """The loss curve of the side: each step its runs all have, their mean (``steps``,
+        ``values``, ``final``)."""
+        curves = [d.training.loss for d in self.docs if d.training and d.training.loss]
         if not curves:
             return None
-        steps = sorted(set.intersection(*(set(c["steps"]) for c in curves)))
-        by = [dict(zip(c["steps"], c["values"])) for c in curves]
+        steps = sorted(set.intersection(*(set(c.steps) for c in curves)))
+        by = [dict(zip(c.steps, c.values)) for c in curves]
         values = [float(np.mean([b[s] for b in by])) for s in steps]
         return {"steps": steps, "values": values, "final": values[-1] if values else None}
 
-    def fixes(self) -> list[dict]:
-        return [f for d in self.docs for f in (d.get("training") or {}).get("fixes") or []]
+    def fixes(self) -> list[FixRow]:
+        return [f for d in self.docs for f in (d.training.fixes if d.training else None) or []]
 
 
 def _finished(out: Path, fix: str | None) -> bool:
@@ -97,15 +101,17 @@ def _commprof_run(out: Path, command: list[str], fix: str | None, opts: dict, sa
     return out
 
 
-_DOCUMENTS: dict[tuple[str, int], dict] = {}
+_REPORTS: dict[tuple[str, int], Report] = {}
 
 
-def _document(run: Path, warmup: int) -> dict:
-    from commprof.cli.report import build_document
+def _report(run: Path, warmup: int) -> Report:
+    """The typed report of ``run`` (:func:`commprof.cli.report.build_report`), once per run and
+    warm-up."""
+    from commprof.cli.report import build_report
     key = (str(run), warmup)
-    if key not in _DOCUMENTS:
-        _DOCUMENTS[key] = build_document(str(run), warmup)
-    return _DOCUMENTS[key]
+    if key not in _REPORTS:
+        _REPORTS[key] = build_report(str(run), warmup)
+    return _REPORTS[key]
 
 
 def run_sides(command, fixes: list[str], baseline: str | None, repeat: int, root: Path, opts: dict,
@@ -125,29 +131,32 @@ def run_sides(command, fixes: list[str], baseline: str | None, repeat: int, root
             base.runs.append(_commprof_run(root / f"baseline-{i + 1}", command, None, opts, say, i))
         if i == 0 and ruled is not None and sides:
             kept, out = rule_out([s.label for s in sides], base.runs[0],
-                                 _document(base.runs[0], opts["warmup"]), opts["fix_warmup"], say)
+                                 _report(base.runs[0], opts["warmup"]), opts["fix_warmup"], say)
             ruled += out
             sides = [s for s in sides if s.label in kept]
         for side in sides:
             side.runs.append(_commprof_run(root / f"{_slug(side.label)}-{i + 1}", command, side.label,
                                            opts, say, i))
     for side in (base, *sides):
-        side.docs = [_document(r, opts["warmup"]) for r in side.runs]
+        side.docs = [_report(r, opts["warmup"]) for r in side.runs]
     return base, sides
 
 
 def _html(root: Path, base: Side, side: Side) -> Path | None:
     """The fix's report (its first run) with the baseline's loss curve beside its own."""
+    from commprof.analysis.result.model_sections import LossSeries
     from commprof.report.html import HtmlRenderer
     if not side.docs:
         return None
-    doc = dict(side.docs[0])
+    report = side.docs[0]
     curve = base.loss()
-    if curve and doc.get("training"):
-        doc["training"] = dict(doc["training"], compare=[
-            {"label": "baseline", "steps": curve["steps"], "values": curve["values"]}])
+    if curve and report.training:
+        compare = [LossSeries(label="baseline", steps=curve["steps"], values=curve["values"])]
+        training = dataclasses.replace(report.training, compare=compare,
+                                       absent_keys=report.training.absent_keys - {"compare"})
+        report = dataclasses.replace(report, training=training)  # the cached report unchanged
     path = root / f"{_slug(side.label)}.html"
-    path.write_text(HtmlRenderer().render(doc))
+    path.write_text(HtmlRenderer().render(report))
     return path
 
 
@@ -171,10 +180,9 @@ def assess_fix(base: Side, side: Side, fix_warmup: int = 5, warmup: int = 2, met
     from commprof.fixes import parse
     applied_fixes = parse(side.label, fix_warmup)
     specs = {f.spec for f in applied_fixes}
-    status = {f["status"] for f in side.fixes() if f["fix"] in specs}
-    applied = status == {"applied"} and {f["fix"] for f in side.fixes()} >= specs
-    why = "; ".join(sorted({f"{f['fix']}: {f['why']}" for f in side.fixes()
-                            if f["fix"] in specs and f.get("why")}))
+    status = {f.status for f in side.fixes() if f.fix in specs}
+    applied = status == {"applied"} and {f.fix for f in side.fixes()} >= specs
+    why = "; ".join(sorted({f"{f.fix}: {f.why}" for f in side.fixes() if f.fix in specs and f.why}))
     fix = _combined(applied_fixes)
     t0, t1 = base.step_time(), side.step_time()
     b0, b1 = base.kpi("bytes_per_step"), side.kpi("bytes_per_step")
@@ -183,7 +191,7 @@ def assess_fix(base: Side, side: Side, fix_warmup: int = 5, warmup: int = 2, met
     bytes_ok = None
     if expect and b0 and b1 is not None:
         bytes_ok = abs(b1 / b0 - 1 / expect) <= BYTES_TOLERANCE
-    n = sum(len(d["steps"].get("per_step") or []) for d in side.docs) // max(len(side.docs), 1)
+    n = sum(len(d.steps.per_step) for d in side.docs) // max(len(side.docs), 1)
     if every and b0 and b1 is not None and n:
         bytes_ok = _sync_ratio_ok(b1 / b0, int(every), n)
         expect = float(every)
@@ -264,7 +272,7 @@ def run_auto(command, baseline: str | None, root: Path, opts: dict, say, metric:
         t0 = time.monotonic()
         base.runs.append(_commprof_run(root / f"baseline-{i + 1}", command, None, opts, say, i))
         walls.append(time.monotonic() - t0)
-    base.docs = [_document(r, opts["warmup"]) for r in base.runs]
+    base.docs = [_report(r, opts["warmup"]) for r in base.runs]
     full = opts["steps"] or ts.full_length(base.docs)
     from commprof.cli.try_checks import rule_out, say_projections
     candidates, ruled = rule_out(ts.candidates_for(base.docs[0]), base.runs[0], base.docs[0], fix_warmup, say)
@@ -282,7 +290,7 @@ def run_auto(command, baseline: str | None, root: Path, opts: dict, say, metric:
             if path not in made:  # the full rung's second call reuses its first run
                 made.add(_commprof_run(path, command, fix, run_opts, lambda m: None, i))
             side.runs.append(path)
-        side.docs = [_document(r, opts["warmup"]) for r in side.runs]
+        side.docs = [_report(r, opts["warmup"]) for r in side.runs]
         against = base if steps >= full else Side("baseline", base.runs, [ts.truncated(d, steps) for d in base.docs])
         result = assess_fix(against, side, fix_warmup, opts["warmup"], metric if steps >= full else "")
         return dict(result, wall_s=time.monotonic() - t0, runs=[str(r) for r in side.runs])
@@ -346,7 +354,7 @@ def try_command(spec: str, command: list[str], baseline: str | None, steps: int 
             return 0
         sides = [Side(r["fix"], [Path(p) for p in r["runs"]]) for r in results]
         for side in sides:
-            side.docs = [_document(r, opts["warmup"]) for r in side.runs]
+            side.docs = [_report(r, opts["warmup"]) for r in side.runs]
         for r in results:
             _out("\n".join(report_lines(r)))
     else:

@@ -7,21 +7,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from commprof.analysis.result.model import Report
+
 _FACTS: dict[tuple, dict | None] = {}
 
 
-def facts_of(run: Path, document: dict) -> dict | None:
+def facts_of(run: Path, report: Report) -> dict | None:
     """:func:`commprof.gate.runfacts.run_facts`, once per run and measured steps."""
     from commprof.gate.runfacts import run_facts
-    key = (str(Path(run).resolve()), tuple(r.get("step") for r in document["steps"].get("per_step") or []))
+    key = (str(Path(run).resolve()), tuple(r.step for r in report.steps.per_step))
     if key not in _FACTS:
-        _FACTS[key] = run_facts(run, document)
+        _FACTS[key] = run_facts(run, report)
     return _FACTS[key]
 
 
-def merged_facts(runs, docs) -> dict | None:
+def merged_facts(runs, reports: list[Report]) -> dict | None:
     """The facts of one side's runs: per-op bytes averaged over its runs, the rest of the first."""
-    facts = [f for f in (facts_of(r, d) for r, d in zip(runs, docs)) if f]
+    facts = [f for f in (facts_of(r, d) for r, d in zip(runs, reports)) if f]
     if not facts:
         return None
     out = dict(facts[0])
@@ -32,15 +34,21 @@ def merged_facts(runs, docs) -> dict | None:
     return out
 
 
-def rule_out(specs: list[str], base_run: Path, base_doc: dict, fix_warmup: int, say
+def applicable_input(report: Report) -> dict:
+    """What :func:`commprof.fixes.checks.applicable` reads of the baseline's report, as the plain
+    dict it works on (commprof/fixes works on plain dicts): the run's backend and the ops' names."""
+    return {"run": {"backend": report.run.backend}, "ops": [{"op": o.op} for o in report.ops]}
+
+
+def rule_out(specs: list[str], base_run: Path, base_report: Report, fix_warmup: int, say
              ) -> tuple[list[str], list[tuple[str, str]]]:
     """(the specs to run, [(spec, why not)] for those the baseline cannot take)."""
     from commprof.fixes import parse
     from commprof.fixes.checks import applicable
-    facts = facts_of(base_run, base_doc)
+    facts = facts_of(base_run, base_report)
     kept, ruled = [], []
     for spec in specs:
-        ok, why = applicable(parse(spec, fix_warmup), base_doc, facts)
+        ok, why = applicable(parse(spec, fix_warmup), applicable_input(base_report), facts)
         if ok:
             kept.append(spec)
         else:
@@ -69,10 +77,9 @@ def compute_estimates(fixes, base_facts: dict | None) -> dict:
     return out
 
 
-def measured_compute(doc: dict) -> float | None:
+def measured_compute(report: Report) -> float | None:
     """A run's compute per step: its mean step minus its exposed communication."""
-    k = doc.get("kpis") or {}
-    t, e = k.get("step_time_s"), k.get("exposed_comm_s_per_step")
+    t, e = report.kpis.step_time_s, report.kpis.exposed_comm_s_per_step
     return t - e if t is not None and e is not None else None
 
 
@@ -105,7 +112,7 @@ def calibrated(base, side, change: dict, projector) -> dict | None:
     if not change or len(side.docs) < 2 or not base.docs:
         return None
     cf, cb = measured_compute(side.docs[0]), measured_compute(base.docs[0])
-    later = [d["kpis"].get("step_time_s") for d in side.docs[1:] if (d.get("kpis") or {}).get("step_time_s")]
+    later = [d.kpis.step_time_s for d in side.docs[1:] if d.kpis.step_time_s]
     if cf is None or cb is None or not later:
         return None
     projected = projector(**whatif_keywords(dict(change, compute_add_s=cf - cb)))
@@ -155,7 +162,7 @@ def print_ruled(ruled: list[tuple[str, str]]) -> None:
         print(printable(f"commprof try: not running {spec}: {why}"))
 
 
-def baseline_projections(specs: list[str], run: Path, document: dict, fix_warmup: int) -> dict:
+def baseline_projections(specs: list[str], run: Path, report: Report, fix_warmup: int) -> dict:
     """Spec -> (projected step time in seconds, the change) of each fix from the baseline's
     first run alone, before any fix runs (docs/try.md, "Projections"); fixes the what-if has no
     model of are left out."""
@@ -164,7 +171,7 @@ def baseline_projections(specs: list[str], run: Path, document: dict, fix_warmup
     from commprof.fixes import parse
     from commprof.fixes.projection import change_for, whatif_keywords
     b = summarize_run(str(run), 2).baseline
-    facts = facts_of(run, document)
+    facts = facts_of(run, report)
     out = {}
     for spec in specs:
         fixes = parse(spec, fix_warmup)
@@ -189,10 +196,10 @@ def projection_text(step_s: float, base_s: float | None, change: dict) -> str:
     return f"{fmt_seconds(step_s)} ({'; '.join(notes)})"
 
 
-def say_projections(specs: list[str], run: Path, document: dict, fix_warmup: int, say) -> None:
+def say_projections(specs: list[str], run: Path, report: Report, fix_warmup: int, say) -> None:
     """One line: each candidate's projection from the baseline alone (``try auto``)."""
-    proj = baseline_projections(specs, run, document, fix_warmup)
+    proj = baseline_projections(specs, run, report, fix_warmup)
     if proj:
-        base_s = (document.get("kpis") or {}).get("step_time_s")
+        base_s = report.kpis.step_time_s
         say("projected from the baseline alone (docs/try.md): "
             + ", ".join(f"{s} {projection_text(t, base_s, c)}" for s, (t, c) in proj.items()))

@@ -21,11 +21,13 @@ cap of a third of trying them all (docs/try.md, "commprof try auto").
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
 from dataclasses import dataclass, field
 
+from commprof.analysis.result.model import Report
 from commprof.errors import UsageError
 
 # Within a family, mildest first: PowerSGD's rank falling, local SGD's period growing.
@@ -50,10 +52,10 @@ def parse_budget(text: str | None) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
-def candidates_for(base_doc: dict) -> list[str]:
+def candidates_for(base_report: Report) -> list[str]:
     """The candidates of the job's kind, from the baseline's collectives: all_reduce → DDP's,
     reduce_scatter → FSDP2's."""
-    ops = {o.get("op") for o in base_doc.get("ops") or []}
+    ops = {o.op for o in base_report.ops}
     out = list(DDP_CANDIDATES) if "all_reduce" in ops else []
     if "reduce_scatter" in ops:
         out += FSDP_CANDIDATES
@@ -341,36 +343,38 @@ def _x(v: float | None) -> str:
     return f"{v:.2f}x" if v else "-"
 
 
-def truncated(doc: dict, steps: int) -> dict:
-    """The baseline's report document cut to its first ``steps`` steps (the loss, the per-step
-    rows and the step time over them; the job's metrics, taken at the end, dropped)."""
-    out = dict(doc)
-    st = dict(doc.get("steps") or {})
-    st["per_step"] = [r for r in st.get("per_step") or [] if int(r["step"]) < steps]
-    out["steps"] = st
-    durations = [r["duration_mean_s"] for r in st["per_step"] if r.get("duration_mean_s") is not None]
-    out["kpis"] = dict(doc.get("kpis") or {}, step_time_s=sum(durations) / len(durations) if durations else None)
-    training = dict(doc.get("training") or {})
-    loss = training.get("loss")
-    if loss:
-        keep = [i for i, s in enumerate(loss["steps"]) if s < steps]
-        training["loss"] = dict(loss, steps=[loss["steps"][i] for i in keep],
-                                values=[loss["values"][i] for i in keep])
-    training.pop("metrics", None)
-    out["training"] = training
-    return out
+def _replaced(obj, **changes):
+    """A copy of a report's object with ``changes`` (keys it lacked are present in the copy)."""
+    return dataclasses.replace(obj, **changes, absent_keys=obj.absent_keys - set(changes))
 
 
-def full_length(base_docs: list[dict]) -> int:
+def truncated(report: Report, steps: int) -> Report:
+    """The baseline's report cut to its first ``steps`` steps (the loss, the per-step rows and the
+    step time over them; the job's metrics, taken at the end, dropped)."""
+    per_step = [r for r in report.steps.per_step if r.step < steps]
+    durations = [r.duration_mean_s for r in per_step if r.duration_mean_s is not None]
+    kpis = _replaced(report.kpis, step_time_s=sum(durations) / len(durations) if durations else None)
+    training = report.training
+    if training is not None:
+        loss = training.loss
+        if loss:
+            keep = [i for i, s in enumerate(loss.steps) if s < steps]
+            loss = _replaced(loss, steps=[loss.steps[i] for i in keep], values=[loss.values[i] for i in keep])
+        training = dataclasses.replace(training, loss=loss, metrics=None,
+                                       absent_keys=training.absent_keys | {"metrics"})
+    return dataclasses.replace(report, steps=_replaced(report.steps, per_step=per_step), kpis=kpis,
+                               training=training)
+
+
+def full_length(base_reports: list[Report]) -> int:
     """Steps of the baseline's runs (the shortest run's last step + 1)."""
-    lasts = [max((int(r["step"]) for r in (d.get("steps") or {}).get("per_step") or []), default=-1)
-             for d in base_docs]
+    lasts = [max((r.step for r in d.steps.per_step), default=-1) for d in base_reports]
     return min(lasts) + 1
 
 
-def costs_of(walls: list[float], base_docs: list[dict], steps: int) -> Costs:
+def costs_of(walls: list[float], base_reports: list[Report], steps: int) -> Costs:
     """A run's start-up and time per step, from the baseline's runs (wall time, step time)."""
-    step_s = [d["kpis"].get("step_time_s") for d in base_docs if d["kpis"].get("step_time_s")]
+    step_s = [d.kpis.step_time_s for d in base_reports if d.kpis.step_time_s]
     per = sum(step_s) / len(step_s) if step_s else 0.0
     wall = sum(walls) / len(walls)
     return Costs(max(wall - steps * per, 0.0), per)

@@ -2,7 +2,7 @@
 to target, run-to-run spread and machine load (docs/try.md, "How a fix is judged").
 
 The statistics are :mod:`commprof.analysis.outcome.convergence`'s; this module reads them off the runs'
-report documents (one per run: run *i* of every side ran with seed offset *i*, so the sides are
+typed reports (one per run: run *i* of every side ran with seed offset *i*, so the sides are
 paired by seed) and words the verdict.
 """
 from __future__ import annotations
@@ -10,43 +10,48 @@ from __future__ import annotations
 import numpy as np
 
 from commprof.analysis.outcome import convergence as cv
+from commprof.analysis.result.model import MetricSeries, Report
 
 LOAD_TOLERANCE = 0.15  # compute time per step: a change beyond this that no fix explains = load
 ADDS_COMPUTE = ("bf16-compress", "fp16-compress", "powersgd")  # casts, matrix products
 
 
-def _warmup(doc: dict) -> int:
-    return int((doc.get("steps") or {}).get("warmup") or 0)
+def _warmup(report: Report) -> int:
+    return int(report.steps.warmup or 0)
 
 
-def loss_curve(doc: dict, start: int) -> cv.Curve | None:
+def loss_curve(report: Report, start: int) -> cv.Curve | None:
     """The run's loss per step from step ``start``, with each step's mean duration over ranks."""
-    loss = (doc.get("training") or {}).get("loss")
+    loss = report.training.loss if report.training else None
     if not loss:
         return None
-    durations = {int(r["step"]): float(r["duration_mean_s"]) for r in (doc.get("steps") or {}).get("per_step") or []
-                 if r.get("duration_mean_s") is not None}
-    return cv.Curve.of(loss["steps"], loss["values"], start, durations)
+    durations = {int(r.step): float(r.duration_mean_s) for r in report.steps.per_step
+                 if r.duration_mean_s is not None}
+    return cv.Curve.of(loss.steps, loss.values, start, durations)
 
 
-def metric_of(doc: dict, name: str) -> dict | None:
-    return next((m for m in (doc.get("training") or {}).get("metrics") or [] if m["name"] == name), None)
+def _metrics(report: Report) -> list[MetricSeries]:
+    return (report.training.metrics if report.training else None) or []
 
 
-def common_metric(docs: list[dict], wanted: str | None = None) -> str | None:
+def metric_of(report: Report, name: str) -> MetricSeries | None:
+    return next((m for m in _metrics(report) if m.name == name), None)
+
+
+def common_metric(reports: list[Report], wanted: str | None = None) -> str | None:
     """The metric every run reported (``wanted`` if given, else the first name in order)."""
     names = None
-    for d in docs:
-        mine = [m["name"] for m in (d.get("training") or {}).get("metrics") or []]
+    for d in reports:
+        mine = [m.name for m in _metrics(d)]
         names = mine if names is None else [n for n in names if n in mine]
     if wanted is not None:
         return wanted if names and wanted in names else None
     return names[0] if names else None
 
 
-def _metric_stat(m: dict) -> cv.Stat:
+def _metric_stat(m: MetricSeries) -> cv.Stat:
     """A metric's statistic: its mean over the last quarter of its reports (one report: itself)."""
-    values = np.asarray(m["values"], dtype=np.float64)
+    values = np.asarray(m.values, dtype=np.float64)
     k = max(1, int(np.ceil(cv.TAIL_FRACTION * len(values)))) if len(values) >= 4 else 1
     tail = values[-k:]
     return cv.Stat(float(np.mean(tail)), float(np.std(tail, ddof=1) / np.sqrt(k)) if k > 1 else None, k)
@@ -58,8 +63,8 @@ def _spread(values: list[float]) -> float | None:
     return (max(vals) - min(vals)) / float(np.mean(vals)) if len(vals) > 1 and np.mean(vals) else None
 
 
-def _run_means(docs: list[dict], key: str) -> list[float | None]:
-    return [(d.get("kpis") or {}).get(key) for d in docs]
+def _run_means(reports: list[Report], key: str) -> list[float | None]:
+    return [getattr(d.kpis, key) for d in reports]
 
 
 def diverged(base: list[cv.Curve], fix: list[cv.Curve]) -> str | None:
@@ -81,10 +86,10 @@ def diverged(base: list[cv.Curve], fix: list[cv.Curve]) -> str | None:
     return None
 
 
-def machine_load(base_docs: list[dict], fix_docs: list[dict], fix: str) -> str | None:
+def machine_load(base_reports: list[Report], fix_reports: list[Report], fix: str) -> str | None:
     """Why the timings are unreliable (a change in compute time per step the fix cannot
     explain), or None."""
-    b, f = _run_means(base_docs, "compute_s_per_step"), _run_means(fix_docs, "compute_s_per_step")
+    b, f = _run_means(base_reports, "compute_s_per_step"), _run_means(fix_reports, "compute_s_per_step")
     spread = _spread(b)
     if spread is not None and spread > LOAD_TOLERANCE:
         return (f"the baseline's compute time per step differs {spread:.0%} between its runs "
@@ -101,18 +106,19 @@ def machine_load(base_docs: list[dict], fix_docs: list[dict], fix: str) -> str |
     return None
 
 
-def decide(base_docs: list[dict], fix_docs: list[dict], fix: str, warmup: int, metric: str | None = None) -> dict:
-    """The judgement of ``fix_docs`` against ``base_docs`` (see the module docstring).  ``warmup``:
-    the steps left out at the start of every run (the comparison's warm-up)."""
-    name = common_metric(base_docs + fix_docs, metric)
-    start = max([warmup] + [_warmup(d) for d in base_docs + fix_docs])
-    base_curves = [c for c in (loss_curve(d, start) for d in base_docs) if c is not None and len(c.values)]
-    fix_curves = [c for c in (loss_curve(d, start) for d in fix_docs) if c is not None and len(c.values)]
+def decide(base_reports: list[Report], fix_reports: list[Report], fix: str, warmup: int,
+           metric: str | None = None) -> dict:
+    """The judgement of ``fix_reports`` against ``base_reports`` (see the module docstring).
+    ``warmup``: the steps left out at the start of every run (the comparison's warm-up)."""
+    name = common_metric(base_reports + fix_reports, metric)
+    start = max([warmup] + [_warmup(d) for d in base_reports + fix_reports])
+    base_curves = [c for c in (loss_curve(r, start) for r in base_reports) if c is not None and len(c.values)]
+    fix_curves = [c for c in (loss_curve(r, start) for r in fix_reports) if c is not None and len(c.values)]
     loss_base = [cv.statistic(c) for c in base_curves]
     if name:
-        higher = bool(metric_of(base_docs[0], name)["higher_is_better"])
-        quality = cv.judge([_metric_stat(metric_of(d, name)) for d in base_docs],
-                           [_metric_stat(metric_of(d, name)) for d in fix_docs], higher)
+        higher = bool(metric_of(base_reports[0], name).higher_is_better)
+        quality = cv.judge([_metric_stat(metric_of(d, name)) for d in base_reports],
+                           [_metric_stat(metric_of(d, name)) for d in fix_reports], higher)
         basis = f"{name} (the job's metric, {'higher' if higher else 'lower'} is better)"
     else:
         quality = cv.judge(loss_base, [cv.statistic(c) for c in fix_curves])
@@ -120,7 +126,7 @@ def decide(base_docs: list[dict], fix_docs: list[dict], fix: str, warmup: int, m
     short = cv.too_short(base_curves, cv.noise_band(loss_base), start) if base_curves else {
         "too_short": False, "why": "no loss recorded: the run's length is not checked", "steps_needed": None}
     speed = cv.effective_speedup(base_curves, fix_curves)
-    t_base, t_fix = _run_means(base_docs, "step_time_s"), _run_means(fix_docs, "step_time_s")
+    t_base, t_fix = _run_means(base_reports, "step_time_s"), _run_means(fix_reports, "step_time_s")
     lost = diverged(base_curves, fix_curves)
     if lost:
         quality = dict(quality, verdict="worse", diverged=lost)
@@ -129,10 +135,10 @@ def decide(base_docs: list[dict], fix_docs: list[dict], fix: str, warmup: int, m
         verdict = "too short"
     return {"basis": basis, "metric": name, **quality, "quality_verdict": quality["verdict"],
             "verdict": verdict, "short": short,
-            "time_to_target": speed, "runs": len(fix_docs), "baseline_runs": len(base_docs),
+            "time_to_target": speed, "runs": len(fix_reports), "baseline_runs": len(base_reports),
             "step_times_base": t_base, "step_times": t_fix,
             "spread_base": _spread(t_base), "spread": _spread(t_fix),
-            "machine_load": machine_load(base_docs, fix_docs, fix)}
+            "machine_load": machine_load(base_reports, fix_reports, fix)}
 
 
 def verdict_line(d: dict) -> str:

@@ -15,6 +15,7 @@ import json
 import pytest
 
 from commprof.analysis.outcome.convergence import MIN_TAIL
+from commprof.analysis.result.model import Report
 from commprof.capture.config import ENV_SEED_OFFSET
 from commprof.cli.try_verdict import decide
 from runner import HERE, commprof, report_json, torchrun
@@ -33,10 +34,11 @@ def test_baselines_with_different_seeds_are_within_noise(tmp_path):
         docs.append(report_json(run))
     finals = [d["training"]["loss"]["values"][-1] for d in docs]
     assert len(set(finals)) == 4  # the seeds differ: so do the runs
-    on_metric = decide(docs[:2], docs[2:], "baseline", 2)
+    reports = [Report.from_dict(d) for d in docs]  # decide reads the typed report
+    on_metric = decide(reports[:2], reports[2:], "baseline", 2)
     assert on_metric["metric"] == "val_acc" and on_metric["band"] is not None
     assert on_metric["quality_verdict"] == "ok", on_metric
-    on_loss = decide(docs[:2], docs[2:], "baseline", 2, metric="none-reported")
+    on_loss = decide(reports[:2], reports[2:], "baseline", 2, metric="none-reported")
     assert on_loss["metric"] is None and on_loss["basis"].startswith("training loss alone")
     assert on_loss["quality_verdict"] == "ok", on_loss
 

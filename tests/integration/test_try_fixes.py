@@ -205,8 +205,9 @@ def test_bf16_reduce_halves_the_reduce_scatter_bytes(fsdp_runs):
 
 
 def _facts(run, *extra):
+    from commprof.analysis.result.model import Report
     from commprof.gate.runfacts import run_facts
-    return run_facts(run, shared_report(run, *extra))
+    return run_facts(run, Report.from_dict(shared_report(run, *extra)))
 
 
 def test_powersgd_bytes_are_checked_against_its_shapes_arithmetic(runs):

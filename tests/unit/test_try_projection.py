@@ -99,9 +99,9 @@ def test_every_ddp_model_records_its_gradient_shapes():
 def test_the_projection_calibrated_on_the_first_run_is_judged_on_the_later_runs():
     from commprof.cli.try_checks import calibrated, projection_lines
 
-    def side(*kpis):
-        return types.SimpleNamespace(docs=[{"kpis": {"step_time_s": t, "exposed_comm_s_per_step": e}}
-                                           for t, e in kpis])
+    def side(*kpis):  # the runs' reports: only their KPIs are read
+        return types.SimpleNamespace(docs=[types.SimpleNamespace(kpis=types.SimpleNamespace(
+            step_time_s=t, exposed_comm_s_per_step=e)) for t, e in kpis])
     base = side((0.100, 0.080))  # compute per step: 20 ms
     fix = side((0.050, 0.020), (0.060, 0.025))  # run 1's compute: 30 ms (+10 ms)
 

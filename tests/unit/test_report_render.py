@@ -774,3 +774,29 @@ def test_the_ranks_table_fits_the_terminal_without_cutting_a_cell(width):
     status = commprof_rank_status(report.ranks[1], None)
     assert all(word in section for word in status.split()), (status, section)
     assert ("too narrow for" in text) == (width < 110), text  # left columns out only when needed
+
+
+def test_the_terminal_shows_every_captured_string_escaped_and_leaves_the_report_alone(scenario_report):
+    """Strings anywhere in the typed report (a nested model's field, a free-form dict's key, an
+    unknown key) reach the terminal escaped (``printable``: each control character as its Python
+    escape); the report the caller passed keeps its strings."""
+    from commprof.format.text import printable
+    from commprof.report.terminal import TerminalRenderer, printable_copy
+    report = scenario_report("sampled")
+    clear, link = "\x1b[2J", "\x1b]8;;http://evil\x1b\\"
+    report.run.command = ["python", "t.py", clear]
+    report.links.interfaces[0].host = "node0" + link
+    (name, status), *_ = report.links.sampler[0].sources.items()
+    report.links.sampler[0].sources = {name + clear: status}
+    report.hang = {"note" + clear: [link]}
+    report.extra_keys = {"later_key": {"k" + clear: "v" + link}}
+    copy_ = printable_copy(report)
+    assert copy_.run.command == ["python", "t.py", printable(clear)] == ["python", "t.py", "\\x1b[2J"]
+    assert copy_.links.interfaces[0].host == "node0" + printable(link)
+    assert list(copy_.links.sampler[0].sources) == [name + printable(clear)]
+    assert copy_.hang == {"note" + printable(clear): [printable(link)]}
+    assert copy_.extra_keys == {"later_key": {"k" + printable(clear): "v" + printable(link)}}
+    assert report.run.command[-1] == clear and report.links.interfaces[0].host.endswith(link)
+    assert copy_.to_dict()["kpis"] == report.to_dict()["kpis"]  # numbers pass unchanged
+    text = TerminalRenderer().render(report, width=300)
+    assert "\x1b" not in text and "t.py \\x1b[2J" in text

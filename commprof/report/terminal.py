@@ -1,6 +1,7 @@
 """The one-page terminal report (rich): banner with the three KPIs, per-op and per-rank tables."""
 from __future__ import annotations
 
+import dataclasses
 import io
 
 from rich import box
@@ -9,10 +10,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from commprof.analysis.result.model import ClockAlignment, Kpis, Model, RankRow, Report, Run
 from commprof.format.text import printable_data
+from commprof.format.typed import model_fields
+from commprof.format.units import fmt_bytes, fmt_gbps, fmt_pct, fmt_seconds
 from commprof.report.notes import (clocked_split_text, except_kind, gpu_line, is_trace, of_kind,
                                    rank_status, trace_ranks_line, training_line)
-from commprof.format.units import fmt_bytes, fmt_gbps, fmt_pct, fmt_seconds
+from commprof.report.terminal_links import bw_cell, links_section, num_cell
 
 MAX_RANK_ROWS = 16
 
@@ -23,30 +27,43 @@ class TerminalRenderer:
     name = "terminal"
     suffixes = (".txt",)
 
-    def render(self, doc: dict, *, color: bool = False, width: int | None = None) -> str:
-        doc = printable_data(doc)  # every string of a run (command, groups, notes) shown, never sent
+    def render(self, report: Report, *, color: bool = False, width: int | None = None) -> str:
+        report = printable_copy(report)  # every string of a run (command, groups, notes) shown, never sent
         buf = io.StringIO()
         console = Console(file=buf, force_terminal=color, no_color=not color, width=width or 120,
                           highlight=False, soft_wrap=False)
-        console.print(banner(doc))
-        if doc.get("hang"):
-            console.print(hang_panel(doc["hang"]))
-        if doc["ops"]:
-            console.print(ops_table(doc))
-        if len({g["group"] for g in doc.get("op_groups") or []}) > 1:
-            console.print(groups_table(doc))
-        if doc["ranks"]:
-            console.print(ranks_table(doc, console.width))
-        if doc.get("links"):
-            for part in links_section(doc["links"]):
+        console.print(banner(report))
+        if report.hang:
+            console.print(hang_panel(report.hang))
+        if report.ops:
+            console.print(ops_table(report))
+        if len({g.group for g in report.op_groups or []}) > 1:
+            console.print(groups_table(report))
+        if report.ranks:
+            console.print(ranks_table(report, console.width))
+        if report.links:
+            for part in links_section(report.links):
                 console.print(part)
-        if doc.get("whatif"):
-            for part in whatif_section(doc):
+        if report.whatif:
+            for part in whatif_section(report):
                 console.print(part)
-        for line in notes(doc):
+        for line in notes(report):
             console.print(line)
-        console.print(Text(doc["verdict"], style="bold"))
+        console.print(Text(report.verdict, style="bold"))
         return buf.getvalue()
+
+
+def printable_copy(obj):
+    """A copy of ``obj`` (a typed model, or lists and dicts of them) with every string made
+    printable (:func:`commprof.format.text.printable_data`), keys of free-form dicts included."""
+    if isinstance(obj, Model):
+        return dataclasses.replace(obj, extra_keys=printable_data(obj.extra_keys), **{
+            f.name: printable_copy(getattr(obj, f.name)) for f in model_fields(type(obj))})
+    if isinstance(obj, dict):
+        return {printable_data(k): printable_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [printable_copy(v) for v in obj]
+    return printable_data(obj)
 
 
 def hang_panel(hang: dict) -> Panel:
@@ -58,81 +75,82 @@ def hang_panel(hang: dict) -> Panel:
                  title_align="left", border_style="red")
 
 
-def banner(doc: dict) -> Panel:
-    run, steps, k = doc["run"], doc["steps"], doc["kpis"]
+def banner(report: Report) -> Panel:
+    """The run, its steps, the three KPIs and their parts, training, commprof's own cost."""
+    run, steps, k = report.run, report.steps, report.kpis
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    argv = list(run.get("command") or [])
+    argv = list(run.command or [])
     if argv and "/" in argv[0]:
         argv[0] = argv[0].rsplit("/", 1)[1]  # the interpreter's path says little
     command = " ".join(argv) or "-"
     # Captured strings (command, hosts, paths, group names) are Text, never rich markup.
     if is_trace(run):  # no command, no exit: say what the report was built from
-        grid.add_row("source", Text(f"{run.get('source')}: {run['ranks_captured']} trace file(s)"))
+        grid.add_row("source", Text(f"{run.source}: {run.ranks_captured} trace file(s)"))
         grid.add_row("ranks", Text(trace_ranks_line(run)))
     else:
         grid.add_row("command", Text(command if len(command) < 200 else command[:197] + "..."))
-        grid.add_row("ranks", Text(f"{run['ranks_captured']} of world size {run['world_size']} on "
-                                   f"{run['nodes']} node(s), backend {run['backend']}; exit code "
+        grid.add_row("ranks", Text(f"{run.ranks_captured} of world size {run.world_size} on "
+                                   f"{run.nodes} node(s), backend {run.backend}; exit code "
                                    f"{_exit(run)}"))
-    step_line = (f"{steps['count']} ({steps['source']}); mean {fmt_seconds(k.get('step_time_s'))}, "
-                 f"median {fmt_seconds(steps['median_s'])}, over {steps['measured']} measured after "
-                 f"{steps['warmup']} warm-up" if steps["count"] else "none detected (see notes)")
+    step_line = (f"{steps.count} ({steps.source}); mean {fmt_seconds(k.step_time_s)}, "
+                 f"median {fmt_seconds(steps.median_s)}, over {steps.measured} measured after "
+                 f"{steps.warmup} warm-up" if steps.count else "none detected (see notes)")
     grid.add_row("steps", step_line)
     grid.add_row("", "")
-    grid.add_row("bytes synchronized", f"{fmt_bytes(k['bytes_per_step'])} per step per rank "
-                                       f"(bus {fmt_bytes(k['bus_bytes_per_step'])})")
-    basis = k.get("time_basis") or "host"
+    grid.add_row("bytes synchronized", f"{fmt_bytes(k.bytes_per_step)} per step per rank "
+                                       f"(bus {fmt_bytes(k.bus_bytes_per_step)})")
+    basis = k.time_basis or "host"
     if basis == "host_launch":
         grid.add_row("communication", Text("GPU timeline not measured (NCCL: the host sees only "
                                            "launches; see notes)", style="bold"))
     else:
         grid.add_row("communication" + TIMELINE_LABEL.get(basis, ""),
-                     f"in flight {fmt_pct(k['comm_fraction'])} of step time, "
-                     f"exposed {fmt_pct(k['exposed_comm_fraction'])} "
-                     f"(worst rank {fmt_pct(k['exposed_comm_fraction_max_rank'])}; "
+                     f"in flight {fmt_pct(k.comm_fraction)} of step time, "
+                     f"exposed {fmt_pct(k.exposed_comm_fraction)} "
+                     f"(worst rank {fmt_pct(k.exposed_comm_fraction_max_rank)}; "
                      "time-weighted: Σ over steps ÷ Σ step time)")
-    if k.get("gpu_comm_fraction") is not None:
+    if k.gpu_comm_fraction is not None:
         grid.add_row("  GPU timeline", gpu_line(k, steps))
-    if k.get("host"):
-        h = k["host"]
-        grid.add_row("  host-side", f"in flight {fmt_pct(h.get('comm_fraction'))}, exposed "
-                                    f"{fmt_pct(h.get('exposed_comm_fraction'))} of a "
-                                    f"{fmt_seconds(h.get('step_time_s'))} step (host clocks"
+    if k.host:
+        h = k.host
+        grid.add_row("  host-side", f"in flight {fmt_pct(h.comm_fraction)}, exposed "
+                                    f"{fmt_pct(h.exposed_comm_fraction)} of a "
+                                    f"{fmt_seconds(h.step_time_s)} step (host clocks"
                                     + ("; NCCL launch times, not transfers)" if basis != "gpu_trace" else ")"))
-    if k.get("step_time_s") is not None and k.get("compute_s_per_step") is not None:
+    if k.step_time_s is not None and k.compute_s_per_step is not None:
         grid.add_row("  per step (mean)", step_parts_line(k))
-    grid.add_row("  whole run", f"in flight {fmt_pct(k['comm_fraction_wall'])} of wall time, "
-                                f"exposed {fmt_pct(k['exposed_comm_fraction_wall'])}")
-    grid.add_row("observed bandwidth", f"algbw {fmt_gbps(k['algbw_gbps'])}, busbw "
-                                       f"{fmt_gbps(k['busbw_gbps'])} (time-weighted, all ops)")
-    t = doc.get("training") or {}
-    if t:
-        grid.add_row("training", training_line(t))
-    o = doc.get("overhead") or {}
-    if o.get("calls"):
+    grid.add_row("  whole run", f"in flight {fmt_pct(k.comm_fraction_wall)} of wall time, "
+                                f"exposed {fmt_pct(k.exposed_comm_fraction_wall)}")
+    grid.add_row("observed bandwidth", f"algbw {fmt_gbps(k.algbw_gbps)}, busbw "
+                                       f"{fmt_gbps(k.busbw_gbps)} (time-weighted, all ops)")
+    if report.training:
+        grid.add_row("training", training_line(report.training))
+    o = report.overhead
+    if o.calls:
         grid.add_row("commprof's own cost",
-                     f"{o['record_us_per_call']:.1f} µs/call recording (measured"
-                     + (f", {o['capture_path']} kernel" if o.get("capture_path") else "") + ") + ≈ "
-                     f"{o['dispatch_us_per_call_estimate']:.1f} µs/call dispatch (benchmark) ≈ "
-                     f"{fmt_pct(o['estimated_fraction_of_wall'])} of wall time"
-                     + (f" (incl. {o['gpu_windows']} GPU window(s): "
-                        f"{fmt_seconds(o.get('gpu_window_s_per_rank'))}/rank)"
-                        if o.get("gpu_windows") else "") + clocked_split_text(o))
-    return Panel(grid, title=Text(f"commprof report — {run['path']}"), title_align="left")
+                     f"{o.record_us_per_call:.1f} µs/call recording (measured"
+                     + (f", {o.capture_path} kernel" if o.capture_path else "") + ") + ≈ "
+                     f"{o.dispatch_us_per_call_estimate:.1f} µs/call dispatch (benchmark) ≈ "
+                     f"{fmt_pct(o.estimated_fraction_of_wall)} of wall time"
+                     + (f" (incl. {o.gpu_windows} GPU window(s): "
+                        f"{fmt_seconds(o.gpu_window_s_per_rank)}/rank)"
+                        if o.gpu_windows else "") + clocked_split_text(o))
+    return Panel(grid, title=Text(f"commprof report — {run.path}"), title_align="left")
 
 
 TIMELINE_LABEL = {"gpu_windows": " (GPU)", "gpu_trace": " (GPU)"}
 
 
-def _exit(run: dict) -> str:
-    if run.get("signal"):
-        return f"{run['exit_code']} (signal {run['signal']})"
-    return "-" if run.get("exit_code") is None else str(run["exit_code"])
+def _exit(run: Run) -> str:
+    if run.signal:
+        return f"{run.exit_code} (signal {run.signal})"
+    return "-" if run.exit_code is None else str(run.exit_code)
 
 
-def ops_table(doc: dict) -> Table:
+def ops_table(report: Report) -> Table:
+    """Per (op, group size): counts, bytes, times and bandwidths per rank, whole run."""
     t = Table(title="Collectives (per rank, whole run; bandwidth in GB/s)", title_justify="left",
               box=box.SIMPLE_HEAD, caption="n = group size; count, bytes, time = per rank (mean over "
               "ranks); bytes/step = over measured steps, start-up traffic apart; p50/p99 = call durations", caption_justify="left")
@@ -140,15 +158,15 @@ def ops_table(doc: dict) -> Table:
                        ("bytes/step", "right"), ("time", "right"), ("p50", "right"),
                        ("p99", "right"), ("algbw", "right"), ("busbw", "right")):
         t.add_column(name, justify=just, no_wrap=True)
-    steps = doc["steps"]["count"] or None
-    for op in doc["ops"]:
-        per_step = op.get("bytes_per_step")  # over measured steps (start-up apart), else the run's
-        if per_step is None and steps and op["bytes"] is not None:
-            per_step = op["bytes"] / steps
-        t.add_row(Text(op["op"]), _or_unknown(op["group_size"]), str(op["count"]), fmt_bytes(op["bytes"]),
-                  fmt_bytes(per_step) if steps else "-", fmt_seconds(op["time_s"]),
-                  fmt_seconds(op["p50_s"]), fmt_seconds(op["p99_s"]), _bw(op["algbw_gbps"]),
-                  _bw(op["busbw_gbps"]))
+    steps = report.steps.count or None
+    for op in report.ops:
+        per_step = op.bytes_per_step  # over measured steps (start-up apart), else the run's
+        if per_step is None and steps and op.bytes is not None:
+            per_step = op.bytes / steps
+        t.add_row(Text(op.op), _or_unknown(op.group_size), str(op.count), fmt_bytes(op.bytes),
+                  fmt_bytes(per_step) if steps else "-", fmt_seconds(op.time_s),
+                  fmt_seconds(op.p50_s), fmt_seconds(op.p99_s), bw_cell(op.algbw_gbps),
+                  bw_cell(op.busbw_gbps))
     return t
 
 
@@ -156,43 +174,32 @@ def _or_unknown(value) -> str:
     return "unknown" if value is None else str(value)
 
 
-def groups_table(doc: dict) -> Table:
+def groups_table(report: Report) -> Table:
     """The op table per process group (``op_groups``): means over the ranks that issued the op."""
     t = Table(title="Per process group (per rank that issued the op; per step: measured steps)",
               title_justify="left", box=box.SIMPLE_HEAD)
     for name in ("group", "description", "op", "n", "ranks", "calls", "bytes", "calls/step", "bytes/step"):
         t.add_column(name, justify="left" if name in ("group", "description", "op") else "right",
                      no_wrap=True)
-    for g in doc["op_groups"]:
-        t.add_row(Text(str(g["group"])), Text(str(g.get("group_desc") or "-")), Text(g["op"]),
-                  str(g["group_size"]), str(g["ranks"]), _num(g.get("count"), ".3g"),
-                  fmt_bytes(g.get("bytes")), _num(g.get("calls_per_step"), ".3g"),
-                  fmt_bytes(g.get("bytes_per_step")))
+    for g in report.op_groups:
+        t.add_row(Text(str(g.group)), Text(str(g.group_desc or "-")), Text(g.op),
+                  str(g.group_size), str(g.ranks), num_cell(g.count, ".3g"),
+                  fmt_bytes(g.bytes), num_cell(g.calls_per_step, ".3g"),
+                  fmt_bytes(g.bytes_per_step))
     return t
-
-
-def _num(value, spec: str, suffix: str = "") -> str:
-    """``value`` formatted, or ``-`` for null."""
-    return "-" if value is None else f"{value:{spec}}{suffix}"
-
-
-def _bw(gbps) -> str:
-    if gbps is None:
-        return "-"
-    return f"{gbps:.3g}" if gbps >= 0.001 or gbps == 0 else "<0.001"
 
 
 # Dropped first when the terminal is too narrow for every column (the JSON keeps them all).
 _RANK_COLUMNS_BY_PRIORITY = ("exposed\n(wall)", "ops", "last", "host", "transfer", "bytes")
 
 
-def ranks_table(doc: dict, width: int = 120) -> Table:
+def ranks_table(report: Report, width: int = 120) -> Table:
     """Per-rank rows (the extremes when there are many), fitted to ``width`` columns of text:
     the least needed columns are left out, and the caption says which."""
-    rows = doc["ranks"]
+    rows = report.ranks
     shown = rows if len(rows) <= MAX_RANK_ROWS else _extremes(rows)
-    cross = any(r.get("wait_s") is not None for r in rows)
-    columns = _rank_columns(shown, doc.get("hang"), cross)
+    cross = any(r.wait_s is not None for r in rows)
+    columns = _rank_columns(shown, report.hang, cross)
     dropped = []
     for name in _RANK_COLUMNS_BY_PRIORITY:
         if _table_width(columns) <= width:
@@ -209,7 +216,7 @@ def ranks_table(doc: dict, width: int = 120) -> Table:
                      min_width={"host": 6, "status": min(max(widest_word, 6), 24)}.get(name))
     for i in range(len(shown)):
         t.add_row(*(values[i] for values in columns.values()))
-    legend = _ranks_legend(doc, cross)
+    legend = _ranks_legend(report.run, cross)
     if len(shown) < len(rows):
         legend = f"{len(shown)} of {len(rows)} ranks shown (most and least exposed); see --format json. " + legend
     if dropped:
@@ -218,20 +225,20 @@ def ranks_table(doc: dict, width: int = 120) -> Table:
     return t
 
 
-def _rank_columns(shown: list[dict], hang, cross: bool) -> dict:
+def _rank_columns(shown: list[RankRow], hang: dict | None, cross: bool) -> dict:
     """Column name -> its cells, in display order."""
-    cols = {"rank": [str(r["rank"]) for r in shown],
-            "host": [Text(str(r.get("host") or "-")) for r in shown],
-            "ops": [str(r["ops"]) for r in shown],
-            "bytes": [fmt_bytes(r["bytes"]) for r in shown],
-            "step": [fmt_seconds(r.get("step_median_s")) for r in shown],
-            "comm": [fmt_pct(r.get("comm_fraction")) for r in shown],
-            "exposed": [fmt_pct(r.get("exposed_comm_fraction")) for r in shown],
-            "exposed\n(wall)": [fmt_pct(r.get("exposed_comm_fraction_wall")) for r in shown]}
+    cols = {"rank": [str(r.rank) for r in shown],
+            "host": [Text(str(r.host or "-")) for r in shown],
+            "ops": [str(r.ops) for r in shown],
+            "bytes": [fmt_bytes(r.bytes) for r in shown],
+            "step": [fmt_seconds(r.step_median_s) for r in shown],
+            "comm": [fmt_pct(r.comm_fraction) for r in shown],
+            "exposed": [fmt_pct(r.exposed_comm_fraction) for r in shown],
+            "exposed\n(wall)": [fmt_pct(r.exposed_comm_fraction_wall) for r in shown]}
     if cross:
-        cols["wait"] = [fmt_seconds(r.get("wait_s")) for r in shown]
-        cols["transfer"] = [fmt_seconds(r.get("transfer_s")) for r in shown]
-        cols["last"] = [fmt_pct(r.get("last_share")) for r in shown]
+        cols["wait"] = [fmt_seconds(r.wait_s) for r in shown]
+        cols["transfer"] = [fmt_seconds(r.transfer_s) for r in shown]
+        cols["last"] = [fmt_pct(r.last_share) for r in shown]
     cols["status"] = [rank_status(r, hang) for r in shown]
     return cols
 
@@ -249,33 +256,34 @@ def _table_width(columns: dict) -> int:
     return total
 
 
-def _ranks_legend(doc: dict, cross: bool) -> str:
+def _ranks_legend(run: Run, cross: bool) -> str:
     legend = "exposed (wall) = exposed share of the whole run, init to teardown"
     if cross:
         legend += ("; wait = after arriving, until the last rank arrived; transfer = from then to "
-                   + ("the end of its own kernel" if is_trace(doc["run"]) else "the first completion")
+                   + ("the end of its own kernel" if is_trace(run) else "the first completion")
                    + "; last = share of matched collectives at which this rank arrived last")
     return legend
 
 
-def _extremes(rows: list[dict]) -> list[dict]:
-    key = [r for r in rows if r.get("exposed_comm_fraction") is not None]
-    key.sort(key=lambda r: r["exposed_comm_fraction"])
+def _extremes(rows: list[RankRow]) -> list[RankRow]:
+    key = [r for r in rows if r.exposed_comm_fraction is not None]
+    key.sort(key=lambda r: r.exposed_comm_fraction)
     half = MAX_RANK_ROWS // 2
     picked = key[:half] + key[-half:] if len(key) > MAX_RANK_ROWS else key
-    return sorted({r["rank"]: r for r in picked}.values(), key=lambda r: r["rank"])
+    return sorted({r.rank: r for r in picked}.values(), key=lambda r: r.rank)
 
 
-def notes(doc: dict) -> list[Text]:
-    out = [Text(f"straggler: {n['text']}", style="bold magenta") for n in of_kind(doc, "straggler")]
-    ca = doc.get("clock_alignment")
-    if ca and ca.get("max_uncertainty_ms") is not None:
-        out.append(Text(clock_line(ca, is_trace(doc["run"])), style="dim"))
-    out += [Text(f"note: {n['text']}", style="yellow" if n.get("severity") != "info" else "dim")
-            for n in except_kind(doc, "straggler")]
-    for d in doc.get("degraded", []):
-        out.append(Text(f"commprof degraded on rank {d['rank']}: {d['where']} failed {d['count']}x "
-                        f"({d['error']})", style="red"))
+def notes(report: Report) -> list[Text]:
+    """Stragglers, the clock alignment, the notes and commprof's own failures, one line each."""
+    out = [Text(f"straggler: {n.text}", style="bold magenta") for n in of_kind(report, "straggler")]
+    ca = report.clock_alignment
+    if ca and ca.max_uncertainty_ms is not None:
+        out.append(Text(clock_line(ca, is_trace(report.run)), style="dim"))
+    out += [Text(f"note: {n.text}", style="yellow" if n.severity != "info" else "dim")
+            for n in except_kind(report, "straggler")]
+    for d in report.degraded:
+        out.append(Text(f"commprof degraded on rank {d.rank}: {d.where} failed {d.count}x "
+                        f"({d.error})", style="red"))
     return out
 
 
@@ -284,114 +292,47 @@ _CLOCK_METHODS = {"barrier": "barrier probes", "same-host": "one host's clock",
                   "same-clock": "one clock (offsets within noise)", "none": "not aligned"}
 
 
-def clock_line(ca: dict, trace: bool) -> str:
+def clock_line(ca: ClockAlignment, trace: bool) -> str:
     """How the ranks' clocks were aligned, and the wait/transfer definitions."""
-    methods = sorted({r["method"] for r in ca.get("ranks", []) if r["method"] != "reference"})
+    methods = sorted({r.method for r in ca.ranks if r.method != "reference"})
     how = ", ".join(_CLOCK_METHODS.get(m, m) for m in methods) or "reference only"
-    return (f"clocks aligned to rank {ca.get('reference_rank', 0)} ({how}; uncertainty up to "
-            f"{ca['max_uncertainty_ms']:.3g} ms); wait = time after arriving until the last rank "
+    return (f"clocks aligned to rank {ca.reference_rank} ({how}; uncertainty up to "
+            f"{ca.max_uncertainty_ms:.3g} ms); wait = time after arriving until the last rank "
             "arrived, transfer = from then to " + ("the end of the rank's kernel" if trace else
                                                    "the first completion"))
 
 
-def _rate(bps) -> str:
-    return "-" if bps is None else fmt_bytes(bps) + "/s"
-
-
-def links_section(links: dict) -> list:
-    """Tables: link throughput (node sampler), TCP RTT, efficiency against the probe."""
-    out = []
-    rows = [r for r in links.get("interfaces", []) if (r.get("tx_bytes") or 0) + (r.get("rx_bytes") or 0) > 0]
-    idle = len(links.get("interfaces", [])) - len(rows)
-    costs = [f"{s['host']}: {fmt_pct(s.get('cpu_fraction_of_core'))} of a core at {s.get('hz'):g} Hz"
-             for s in links.get("sampler", []) if s.get("hz")]
-    if links.get("sampler"):
-        t = Table(title=Text("Links (node sampler; bytes/s, 1 MB = 1e6 B; cost " + "; ".join(costs) + ")"),
-                  title_justify="left", box=box.SIMPLE_HEAD)
-        for name in ("link", "tx", "tx mean", "tx peak", "tx in comm", "rx mean", "rx peak",
-                     "wire/logical"):
-            t.add_column(name, justify="left" if name == "link" else "right", no_wrap=True)
-        for r in sorted(rows, key=lambda r: -(r.get("tx_bytes") or 0)):
-            name = f"{r['host']}:{r['source']}/{r['device']}" + (" (loopback)" if r.get("loopback") else "")
-            ratio = r.get("wire_to_logical")
-            t.add_row(Text(name), fmt_bytes(r.get("tx_bytes")), _rate(r.get("tx_mean_Bps")),
-                      _rate(r.get("tx_peak_Bps")), _rate(r.get("tx_comm_Bps")),
-                      _rate(r.get("rx_mean_Bps")), _rate(r.get("rx_peak_Bps")),
-                      "-" if ratio is None else f"{ratio:.3f}")
-        t.caption = ("tx in comm = mean tx while any collective was in flight; wire/logical = bytes the "
-                     "link carried ÷ the collectives' bus bytes on this host (≈1: all traffic is "
-                     "the job's collectives)")
-        if idle:
-            t.caption = f"{idle} idle interface(s) not shown; see --format json. " + t.caption
-        t.caption_justify = "left"
-        out.append(t)
-        for g in links.get("gauges", []):
-            value = (f"{fmt_bytes(g['mean'])}/s mean, {fmt_bytes(g['peak'])}/s peak" if g["unit"] == "B/s"
-                     else f"{g['mean']:.1f}{g['unit']} mean, {g['peak']:.1f}{g['unit']} peak")
-            out.append(Text(f"{g['host']}:{g['source']}/{g['device']} {g['metric']}: {value}"))
-        for r in links.get("tcp", []):
-            path = "" if r.get("minrtt_ms") is None else f"path RTT {r['minrtt_ms']:.3g} ms (min); "
-            out.append(Text(f"TCP to {r['peer']} ({r['host']}): {path}smoothed RTT "
-                            f"{r['srtt_ms_median']:.3g} ms median, {r['srtt_ms_p90']:.3g} ms p90 over "
-                            f"{r['samples']} samples; "
-                            f"rttvar {_num(r.get('rttvar_ms_median'), '.3g')} ms; {_num(r.get('retrans'), '.0f')} retransmits; "
-                            f"{r['connections_max']} connection(s)"))
-        for s in links.get("sampler", []):
-            missing = [f"{name}: {st.get('why')}" for name, st in sorted(s.get("sources", {}).items())
-                       if not st.get("available")]
-            if missing:
-                out.append(Text(f"not sampled on {s['host']}: " + "; ".join(missing), style="dim"))
-    probe = links.get("probe")
-    if probe:
-        lat = probe.get("latency_us") or {}
-        out.append(Text(f"probe: {probe.get('backend')} on {probe.get('world_size')} ranks; small-message "
-                        f"latency {lat.get('all_reduce', '-')} µs (all_reduce), "
-                        f"{lat.get('sendrecv', '-')} µs one way (send/recv)"))
-    if links.get("efficiency"):
-        t = Table(title="Efficiency: the job's busbw vs the probe's at the same size (GB/s)",
-                  title_justify="left", box=box.SIMPLE_HEAD)
-        for name in ("op", "n", "size", "calls (all ranks)", "job busbw", "probe busbw", "efficiency"):
-            t.add_column(name, justify="left" if name == "op" else "right", no_wrap=True)
-        for e in links["efficiency"]:
-            t.add_row(Text(e["op"]), str(e["group_size"]), fmt_bytes(e["size_bytes"]), str(e["count"]),
-                      _bw(e["job_busbw_gbps"]), _bw(e["probe_busbw_gbps"]),
-                      fmt_pct(e["efficiency"]) + ("" if e.get("same_group_size") else " (n differs)"))
-        out.append(t)
-    for n in links.get("notes", []):
-        out.append(Text(f"note: {n}", style="yellow"))
-    return out
-
-
-def step_parts_line(k: dict) -> str:
+def step_parts_line(k: Kpis) -> str:
     """The mean step as the parts that add up (docs/whatif.md, "The parts of a step")."""
-    no_comm = k.get("no_comm_s_per_step", k.get("compute_s_per_step"))
-    idle = k.get("idle_s_per_step")
+    no_comm = k.no_comm_s_per_step if k.has("no_comm_s_per_step") else k.compute_s_per_step
+    idle = k.idle_s_per_step
     parts = [f"{fmt_seconds(no_comm)} with no communication in flight"
              + (f" (of which GPU idle {fmt_seconds(idle)})" if idle is not None else ""),
-             f"{fmt_seconds(k.get('hidden_comm_s_per_step'))} communication hidden under compute"]
-    if k.get("wait_s_per_step") is not None:
-        parts += [f"{fmt_seconds(k.get('exposed_transfer_s_per_step'))} exposed transfer",
-                  f"{fmt_seconds(k['wait_s_per_step'])} waiting for late ranks"]
+             f"{fmt_seconds(k.hidden_comm_s_per_step)} communication hidden under compute"]
+    if k.wait_s_per_step is not None:
+        parts += [f"{fmt_seconds(k.exposed_transfer_s_per_step)} exposed transfer",
+                  f"{fmt_seconds(k.wait_s_per_step)} waiting for late ranks"]
     else:
-        parts.append(f"{fmt_seconds(k.get('exposed_comm_s_per_step'))} exposed communication")
-    return f"{fmt_seconds(k['step_time_s'])} = " + " + ".join(parts)
+        parts.append(f"{fmt_seconds(k.exposed_comm_s_per_step)} exposed communication")
+    return f"{fmt_seconds(k.step_time_s)} = " + " + ".join(parts)
 
 
-def whatif_section(doc: dict) -> list:
+def whatif_section(report: Report) -> list:
     """Projected step time under each scenario, then the ranked recommendations."""
     t = Table(title="What if (projected from this run; model: docs/whatif.md)", title_justify="left",
               box=box.SIMPLE_HEAD)
     for name in ("scenario", "step", "speed-up", "comm", "exposed"):
         t.add_column(name, justify="left" if name == "scenario" else "right", no_wrap=True)
-    t.add_row("measured", fmt_seconds(doc["kpis"].get("step_time_s")), "1.00x",
-              fmt_pct(doc["kpis"].get("comm_fraction")), fmt_pct(doc["kpis"].get("exposed_comm_fraction")))
-    for w in doc["whatif"]:
-        t.add_row(w["name"], fmt_seconds(w["step_time_s"]), _num(w.get("speedup"), ".2f", "x"),
-                  fmt_pct(w["comm_fraction"]), fmt_pct(w["exposed_comm_fraction"]))
+    k = report.kpis
+    t.add_row("measured", fmt_seconds(k.step_time_s), "1.00x", fmt_pct(k.comm_fraction),
+              fmt_pct(k.exposed_comm_fraction))
+    for w in report.whatif:
+        t.add_row(w.name, fmt_seconds(w.step_time_s), num_cell(w.speedup, ".2f", "x"),
+                  fmt_pct(w.comm_fraction), fmt_pct(w.exposed_comm_fraction))
     out = [t]
-    recs = doc.get("recommendations") or []
+    recs = report.recommendations or []
     if recs:
         out.append(Text("Recommendations (ranked by projected saving per step):", style="bold"))
-        out += [Text(f"  {i}. ({r['kind']}) {r['action']}: ~{r['projected_saving'] * 100:.0f}% — "
-                     f"{r['evidence']}") for i, r in enumerate(recs[:5], 1)]
+        out += [Text(f"  {i}. ({r.kind}) {r.action}: ~{r.projected_saving * 100:.0f}% — "
+                     f"{r.evidence}") for i, r in enumerate(recs[:5], 1)]
     return out

@@ -146,7 +146,7 @@ def test_nested_ranges_external_ids_memcpy_and_fused_matmuls(tmp_path):
 
 
 def test_the_report_lists_each_counted_kernel_and_its_rule(tmp_path):
-    from commprof.cli.report import build_document
+    from commprof.cli.report import build_report
     from test_gpu_timeline import write
     nccl = "ncclDevKernel_AllReduce_Sum_f32_RING_LL(x)"
     path = write(tmp_path, [
@@ -154,7 +154,7 @@ def test_the_report_lists_each_counted_kernel_and_its_rule(tmp_path):
         launch(2, 60), kernel(nccl, 200, 30, 2, stream=13),
         launch(3, 70), kernel("k(int)", 300, 20, 3, stream=13, **{"Collective name": "broadcast"}),
         launch(4, 80), kernel("void gemm(float*)", 400, 10, 4)], name="rank-0.json")
-    doc = build_document(str(path), 0)
+    doc = build_report(str(path), 0).to_dict()
     rules = {r["rule"]: (r["kernels"], r["time_s"]) for r in doc["gpu_comm"]["rules"]}
     assert rules == {"launched_by_comm_op": (1, pytest.approx(50e-6)),
                      "collective_args": (1, pytest.approx(20e-6)),

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from commprof.cli.report import build_document
+from commprof.analysis.result.model import Report
+from commprof.cli.report import build_report
 from commprof.errors import UsageError
 from commprof.format.kineto import read_trace
 from commprof.report.renderers import renderers
@@ -129,7 +130,7 @@ def test_dlrm_report_names_waiting_as_the_main_cost_and_not_the_network(dlrm_doc
 def test_dlrm_terminal_report_says_what_the_source_is(dlrm_doc):
     """The terminal page of the same document (``commprof report DLRM --width 200`` renders it
     with this renderer; the document is the one the CLI wrote)."""
-    text = renderers()["terminal"].render(dlrm_doc, width=200)
+    text = renderers()["terminal"].render(Report.from_dict(dlrm_doc), width=200)
     for placeholder in ("node(s)", "exit code", "command "):
         assert placeholder not in text, placeholder
     assert "PyTorch-profiler traces" in text and "wait for each other" in text
@@ -137,7 +138,7 @@ def test_dlrm_terminal_report_says_what_the_source_is(dlrm_doc):
 
 @needs_dlrm
 def test_one_rank_alone_leaves_the_split_unknown():
-    doc = build_document(str(sorted(DLRM.glob("rank3.*"))[0]), 0)
+    doc = build_report(str(sorted(DLRM.glob("rank3.*"))[0]), 0).to_dict()
     assert doc["ranks"][0]["wait_s"] is None and doc["ranks"][0]["transfer_s"] is None
     assert doc["kpis"]["wait_fraction_wall"] is None and doc["cross_rank"] is None
     assert any("needs the other ranks' traces" in n for n in doc["notes"])
@@ -214,7 +215,7 @@ def test_two_hosts_with_a_clock_offset_are_aligned_from_the_collectives_ends(tmp
                  for n, end, starts in ARRIVALS if not (r == 2 and n == 3)]  # rank 2 lacks seq 3
         write_trace(tmp_path / f"rank{r}.json", r, 4, colls, host=host[r], shift_us=shift[r],
                     nccl="2.21.5", args_on=args_on)
-    doc = build_document(str(tmp_path), 0)
+    doc = build_report(str(tmp_path), 0).to_dict()
     clocks = {c["rank"]: c for c in doc["clock_alignment"]["ranks"]}
     assert clocks[1]["method"] == "same-host" and clocks[1]["offset_ms"] == 0
     for r in (2, 3):
@@ -237,7 +238,7 @@ def test_missing_sequence_numbers_fall_back_to_order_with_a_note(tmp_path):
     for r in range(4):
         colls = [(n, starts[r], end, "AllReduce") for n, end, starts in ARRIVALS]
         write_trace(tmp_path / f"rank{r}.json", r, 4, colls, seq=False)
-    doc = build_document(str(tmp_path), 0)
+    doc = build_report(str(tmp_path), 0).to_dict()
     assert any("no sequence numbers" in n and "by order" in n for n in doc["notes"])
     want = split(_truth())
     for row in doc["ranks"]:
@@ -252,7 +253,7 @@ def test_order_matching_drops_instances_whose_kernels_name_different_ops(tmp_pat
     for r in range(2):
         colls = [(n, starts[r], end, ops[n]) for n, end, starts in ARRIVALS if not (r == 1 and n == 1)]
         write_trace(tmp_path / f"rank{r}.json", r, 2, colls, pg=None, seq=False)
-    doc = build_document(str(tmp_path), 0)
+    doc = build_report(str(tmp_path), 0).to_dict()
     assert any("no process group recorded" in n for n in doc["notes"])
     assert any("different ops" in n for n in doc["notes"])
     # rank 1's kernels shift by one after its missing all_gather: only the first instance agrees
@@ -265,7 +266,7 @@ def test_order_matching_drops_instances_whose_kernels_name_different_ops(tmp_pat
 def test_worker_names_give_the_rank_and_rank_option_gives_it_to_a_trace_without_one(tmp_path):
     colls = [(0, 100.0, 200.0, "AllReduce")]
     worker = write_trace(tmp_path / "worker3.1623143089861.pt.trace.json", 3, None, colls)
-    doc = build_document(str(worker), 0)
+    doc = build_report(str(worker), 0).to_dict()
     assert doc["ranks"][0]["rank"] == 3 and any("file name" in n for n in doc["notes"])
     bare = write_trace(tmp_path / "trace.json", 0, None, colls)
     proc = commprof("report", str(bare), "-f", "json")
@@ -274,7 +275,7 @@ def test_worker_names_give_the_rank_and_rank_option_gives_it_to_a_trace_without_
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["ranks"][0]["rank"] == 5
     with pytest.raises(UsageError, match="one trace file"):
-        build_document(str(tmp_path), 0, rank=1)
+        build_report(str(tmp_path), 0, rank=1)
 
 
 def test_a_directory_of_traces_of_different_jobs_is_refused_naming_the_files(tmp_path):

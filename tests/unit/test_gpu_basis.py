@@ -19,10 +19,10 @@ import json
 import numpy as np
 import pytest
 
+from commprof.analysis.outcome.assemble import assemble
 from commprof.analysis.outcome.summary import summarize
 from commprof.cli import main
 from commprof.gate import measure
-from commprof.report.document import build
 from synthetic import MS, Kernel, nccl_rank, periodic_rank, write_run
 
 US = 1_000
@@ -87,8 +87,14 @@ def _expected(ranks: list[int], window: tuple[int, int], warmup: int = 2) -> dic
                          for r in ranks}}
 
 
+def _report(run):
+    """The run's typed report (:class:`~commprof.analysis.result.model.Report`)."""
+    return assemble(summarize(run))
+
+
 def _doc(run) -> dict:
-    return json.loads(json.dumps(build(summarize(run))))
+    """The run's report document, as plain JSON."""
+    return json.loads(json.dumps(_report(run).to_dict()))
 
 
 @pytest.fixture(scope="module")
@@ -188,9 +194,9 @@ def test_a_gloo_run_is_timed_on_the_host(tmp_path):
 
 def test_every_renderer_labels_the_time_basis(gpu_run, launch_run, tmp_path):
     from commprof.report.terminal import TerminalRenderer
-    gpu_text = TerminalRenderer().render(_doc(gpu_run))
+    gpu_text = TerminalRenderer().render(_report(gpu_run))
     assert "communication (GPU)" in gpu_text and "host-side" in gpu_text and "GPU timeline" in gpu_text
-    launch_text = TerminalRenderer().render(_doc(launch_run))
+    launch_text = TerminalRenderer().render(_report(launch_run))
     assert "GPU timeline not measured" in launch_text
     page = tmp_path / "r.html"
     assert main(["report", str(gpu_run), "-o", str(page)]) == 0

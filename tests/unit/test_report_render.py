@@ -5,6 +5,7 @@ the real loader, so these tests cover format → load → analysis → document 
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -15,7 +16,8 @@ from commprof.analysis.measures import collectives as coll_mod, latency
 from commprof.analysis.host.load import load_run
 from commprof.analysis.host.steps import wall_window
 from commprof.analysis.outcome.summary import summarize
-from commprof.cli.report import build_document
+from commprof.analysis.result.model import Report
+from commprof.cli.report import build_report
 from commprof.format import schema
 from commprof.report.renderers import renderers
 from commprof.report.document import load as load_document
@@ -27,7 +29,8 @@ TOL = 1e-9
 
 
 def doc_of(run_dir, warmup=0) -> dict:
-    return build_document(str(run_dir), warmup)
+    """The run's report document, as the JSON a user reads (``Report.to_dict``)."""
+    return build_report(str(run_dir), warmup).to_dict()
 
 
 def summary_of(run_dir, warmup=0):
@@ -524,15 +527,21 @@ SCENARIOS = {"normal": normal_run, "zero_collectives": zero_collectives_run,
 
 
 @pytest.fixture(scope="module")
-def scenario_doc(tmp_path_factory):
-    """Documents of the scenarios (warm-up 2), each built once per module."""
+def scenario_report(tmp_path_factory):
+    """Typed reports of the scenarios (warm-up 2), each built once per module."""
     cache = {}
 
-    def get(name):
+    def get(name) -> Report:
         if name not in cache:
-            cache[name] = doc_of(SCENARIOS[name](tmp_path_factory.mktemp(name)), warmup=2)
-        return json.loads(json.dumps(cache[name]))  # a private copy per test
+            cache[name] = build_report(str(SCENARIOS[name](tmp_path_factory.mktemp(name))), 2)
+        return copy.deepcopy(cache[name])  # a private copy per test
     return get
+
+
+@pytest.fixture(scope="module")
+def scenario_doc(scenario_report):
+    """The scenarios' report documents, as JSON (``Report.to_dict``)."""
+    return lambda name: scenario_report(name).to_dict()
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -541,13 +550,13 @@ def test_document_contract(scenario_doc, scenario, tmp_path):
     assert_contract(doc)
     saved = tmp_path / "saved.json"
     saved.write_text(json.dumps(doc))
-    assert load_document(saved) == doc  # what `commprof report saved.json` reads back
+    assert load_document(saved).to_dict() == doc  # what `commprof report saved.json` reads back
 
 
-def test_captured_strings_are_never_markup(scenario_doc):
-    doc = scenario_doc("hostile_strings")
-    out = renderers()["terminal"].render(doc, color=True, width=200)
-    plain = renderers()["terminal"].render(doc, color=False, width=300)
+def test_captured_strings_are_never_markup(scenario_report):
+    report = scenario_report("hostile_strings")
+    out = renderers()["terminal"].render(report, color=True, width=200)
+    plain = renderers()["terminal"].render(report, color=False, width=300)
     assert f"torchrun {HOSTILE} t.py" in plain  # the command, printed as typed
     assert re.search(r"^\s*1\s+" + re.escape(HOSTILE), plain, re.M)  # rank 1's host
     assert f"on group {HOSTILE} [{HOSTILE}]" in plain  # a group name in the hang panel
@@ -557,15 +566,16 @@ def test_captured_strings_are_never_markup(scenario_doc):
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 @pytest.mark.parametrize("name", RENDERERS)
-def test_every_renderer_renders_every_scenario(scenario_doc, name, scenario):
-    doc = scenario_doc(scenario)
+def test_every_renderer_renders_every_scenario(scenario_report, name, scenario):
+    report = scenario_report(scenario)
+    doc = report.to_dict()
     assert doc["schema"] == "commprof.report/1"
     r = renderers()[name]
     for color in (False, True):
         for width in (None, 60, 200):
-            out = r.render(doc, color=color, width=width)
+            out = r.render(report, color=color, width=width)
             assert isinstance(out, str) and out.strip()
-    out = r.render(doc, color=False, width=None)
+    out = r.render(report, color=False, width=None)
     if name == "json":
         parsed = json.loads(out)
         assert parsed == doc
@@ -583,8 +593,9 @@ def test_every_renderer_renders_every_scenario(scenario_doc, name, scenario):
             assert _flat(note)[:40] in flat
 
 
-def test_normal_run_document(scenario_doc):
-    doc = scenario_doc("normal")
+def test_normal_run_document(scenario_report):
+    report = scenario_report("normal")
+    doc = report.to_dict()
     assert doc["run"]["world_size"] == 2
     assert doc["run"]["backend"] == "gloo"
     assert doc["run"]["command"] == ["torchrun", "--nproc-per-node=2", "t.py"]
@@ -596,7 +607,7 @@ def test_normal_run_document(scenario_doc):
     assert doc["kpis"]["comm_fraction"] == approx(0.3)
     assert doc["degraded"] == [{"rank": 0, "where": "wait_tensor", "count": 2,
                                 "error": "RuntimeError: boom"}]
-    out = renderers()["terminal"].render(doc)
+    out = renderers()["terminal"].render(report)
     assert "incomplete" in out
     assert "node1" in out
     assert "commprof degraded on rank 0: wait_tensor failed 2x" in _flat(out)
@@ -617,8 +628,9 @@ def test_zero_collectives_run(scenario_doc):
     assert doc["verdict"].startswith("No communication captured")
 
 
-def test_no_steps_run(scenario_doc):
-    doc = scenario_doc("no_steps")
+def test_no_steps_run(scenario_report):
+    report = scenario_report("no_steps")
+    doc = report.to_dict()
     assert doc["steps"]["count"] == 0
     assert doc["steps"]["median_s"] is None
     k = doc["kpis"]
@@ -628,7 +640,7 @@ def test_no_steps_run(scenario_doc):
     assert k["exposed_comm_fraction_wall"] == approx(0.1)
     assert any("no training steps" in n for n in doc["notes"])
     assert "of wall time" in doc["verdict"]
-    assert "none detected" in renderers()["terminal"].render(doc)
+    assert "none detected" in renderers()["terminal"].render(report)
 
 
 def test_damaged_capture_is_a_note(tmp_path):
@@ -690,8 +702,9 @@ def test_torchrun_attempts_are_kept_apart(tmp_path):
     assert any("2 attempts" in n for n in doc["notes"])
 
 
-def test_links_section(scenario_doc):
-    doc = scenario_doc("sampled")
+def test_links_section(scenario_report):
+    report = scenario_report("sampled")
+    doc = report.to_dict()
     lk = doc["links"]
     (lo,) = [r for r in lk["interfaces"] if r["device"] == "lo"]
     assert lo["loopback"] and lo["tx_mean_Bps"] == approx(20e6)
@@ -705,7 +718,7 @@ def test_links_section(scenario_doc):
     assert eff["probe_busbw_gbps"] == approx(0.5)
     assert eff["job_busbw_gbps"] == approx(4_000_000 / 30e6)  # S / (issue -> done = 30 ms)
     assert lk["probe"]["latency_us"] == {"all_reduce": 120.0, "sendrecv": 40.0}
-    text = _flat(renderers()["terminal"].render(doc, color=False, width=160))
+    text = _flat(renderers()["terminal"].render(report, color=False, width=160))
     assert "Links (node sampler" in text and "node0:nic/lo (loopback)" in text
     assert "node0:nvlink/gpu0" in text and "Efficiency" in text
 
@@ -748,7 +761,9 @@ def test_the_ranks_table_fits_the_terminal_without_cutting_a_cell(width):
     from commprof.report.terminal import rank_status as commprof_rank_status
     doc = json.loads((Path(__file__).resolve().parents[1] / "golden" / "reports" / "demo.json").read_text())
     doc["ranks"][1].update(complete=False, exit_reason=None)  # status: a long text
-    text = TerminalRenderer().render(doc, width=width)
+    doc["run"]["commprof_version"] = None  # the golden copy leaves the version out
+    report = Report.from_dict(doc)
+    text = TerminalRenderer().render(report, width=width)
     lines = text[text.index("Ranks ("):].splitlines()
     table = lines[:next(i for i, l in enumerate(lines) if l.startswith(("exposed (wall) =", "too narrow")))]
     section = "\n".join(table)
@@ -756,6 +771,32 @@ def test_the_ranks_table_fits_the_terminal_without_cutting_a_cell(width):
     assert len(rows) >= 2 and "…" not in section, section
     assert all(len(l.rstrip()) <= width for l in table)
     assert re.search(r"\bok\b", rows[0]), section
-    status = commprof_rank_status(doc["ranks"][1], None)
+    status = commprof_rank_status(report.ranks[1], None)
     assert all(word in section for word in status.split()), (status, section)
     assert ("too narrow for" in text) == (width < 110), text  # left columns out only when needed
+
+
+def test_the_terminal_shows_every_captured_string_escaped_and_leaves_the_report_alone(scenario_report):
+    """Strings anywhere in the typed report (a nested model's field, a free-form dict's key, an
+    unknown key) reach the terminal escaped (``printable``: each control character as its Python
+    escape); the report the caller passed keeps its strings."""
+    from commprof.format.text import printable
+    from commprof.report.terminal import TerminalRenderer, printable_copy
+    report = scenario_report("sampled")
+    clear, link = "\x1b[2J", "\x1b]8;;http://evil\x1b\\"
+    report.run.command = ["python", "t.py", clear]
+    report.links.interfaces[0].host = "node0" + link
+    (name, status), *_ = report.links.sampler[0].sources.items()
+    report.links.sampler[0].sources = {name + clear: status}
+    report.hang = {"note" + clear: [link]}
+    report.extra_keys = {"later_key": {"k" + clear: "v" + link}}
+    copy_ = printable_copy(report)
+    assert copy_.run.command == ["python", "t.py", printable(clear)] == ["python", "t.py", "\\x1b[2J"]
+    assert copy_.links.interfaces[0].host == "node0" + printable(link)
+    assert list(copy_.links.sampler[0].sources) == [name + printable(clear)]
+    assert copy_.hang == {"note" + printable(clear): [printable(link)]}
+    assert copy_.extra_keys == {"later_key": {"k" + printable(clear): "v" + printable(link)}}
+    assert report.run.command[-1] == clear and report.links.interfaces[0].host.endswith(link)
+    assert copy_.to_dict()["kpis"] == report.to_dict()["kpis"]  # numbers pass unchanged
+    text = TerminalRenderer().render(report, width=300)
+    assert "\x1b" not in text and "t.py \\x1b[2J" in text

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from commprof.cli.report import build_document
+from commprof.cli.report import build_report
 from commprof.analysis.result.model import Report
 from commprof.report.renderers import renderers
 from test_gpu_timeline import SHARED, kernel, launch, step, write
@@ -104,27 +104,28 @@ def check_text(text: str, fmt: str) -> None:
         assert not found, f"{fmt}: {found.group(0)!r} in …{text[max(0, found.start() - 80):found.end() + 40]}…"
 
 
-def check_everything(path) -> dict:
-    doc = build_document(str(path), 0)
-    check_document(doc)
+def check_everything(path) -> Report:
+    report = build_report(str(path), 0)
+    check_document(report.to_dict())
     for fmt in ("terminal", "html"):
-        check_text(renderers()[fmt].render(doc, width=140), fmt)
-    return doc
+        check_text(renderers()[fmt].render(report, width=140), fmt)
+    return report
 
 
 @pytest.mark.parametrize("path", shared_inputs(), ids=lambda p: p.name)
 def test_no_negative_or_placeholder_size_on_shared_traces(path, tmp_path):
-    doc = check_everything(_as_rank0(path, tmp_path))
+    report = check_everything(_as_rank0(path, tmp_path))
+    doc = report.to_dict()
     if path.name == "param_dlrm_v100_8ranks":  # no message-size args at all
         assert doc["kpis"]["bytes_per_step"] is None and all(r["bytes"] is None for r in doc["ranks"])
         assert {op["op"] for op in doc["ops"]} == {"all_reduce", "all_to_all"}
-        text = renderers()["terminal"].render(doc, width=140)
+        text = renderers()["terminal"].render(report, width=140)
         assert re.search(r"bytes synchronized\s+unknown per step", text)
 
 
 @pytest.mark.parametrize("kind", ["no_sizes", "mixed", "no_comm"])
 def test_no_negative_or_placeholder_size_on_synthetic_traces(kind, tmp_path):
-    doc = check_everything(synthetic(tmp_path, kind))
+    doc = check_everything(synthetic(tmp_path, kind)).to_dict()
     ops = {op["op"]: op for op in doc["ops"]}
     if kind == "no_sizes":
         assert doc["kpis"]["bytes_per_step"] is None and doc["ranks"][0]["bytes"] is None

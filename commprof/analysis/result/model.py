@@ -1,7 +1,7 @@
 """The report document ``commprof.report/1`` as one typed model (stdlib dataclasses).
 
-Every key :func:`commprof.report.document.build` writes is a field here, with its JSON type:
-``int`` (an integral JSON number), ``float`` (any finite JSON number), ``str``, ``bool``,
+Every key :func:`commprof.analysis.outcome.assemble.assemble` writes is a field here, with its
+JSON type: ``int`` (an integral JSON number), ``float`` (any finite JSON number), ``str``, ``bool``,
 ``X | None`` (may be null), ``list[X]``, ``dict[str, X]`` (an object with free keys), a nested
 model class, or ``dict[str, Any]`` / ``Any`` for free-form content (the hang report, which has its
 own schema ``commprof.hang/1``; a what-if scenario's parameters).
@@ -14,7 +14,7 @@ own schema ``commprof.hang/1``; a what-if scenario's parameters).
 * Keys the model does not know are allowed (the contract only ever adds keys) and kept, in
   ``extra_keys`` of the object that holds them.
 * A field declared with :func:`optional` may be absent: the key was added to ``commprof.report/1``
-  after documents were already saved without it, or :func:`build` writes it only when the run
+  after documents were already saved without it, or the assembler writes it only when the run
   has the data (e.g. ``ranks[].wait_s`` needs two ranks).  Absent reads as ``None``
   (like a null); ``obj.has(key)`` tells the two apart.
 

@@ -11,10 +11,13 @@ For each source, --reps times, the sources interleaved (machine-load drifts spre
                checkout (e.g. the code before the typed result, whose builder returned a dict and
                checked nothing), interleaved with this one
 
-Medians are printed, with the parse's share of assemble and of the command (CPU).
+Medians are printed, with the parse's share of assemble and of the command (CPU).  With --widen
+N..., also ``Report.from_dict`` of the demo's golden document (tests/golden/reports/demo.json) with
+its rank rows and per-step rows repeated N times: CPU ms and MB of JSON per CPU second.
 
     python benchmarks/assemble_cost.py --reps 5 tests/golden/demo_run \\
         ../shared/gpu_traces/param_dlrm_v100_8ranks [--before /path/to/old/checkout]
+    python benchmarks/assemble_cost.py --reps 5 --widen 1 64 1024
 """
 from __future__ import annotations
 
@@ -96,15 +99,33 @@ def command(source: str, checkout: Path, into: dict, name: str) -> None:
     into.setdefault(name, []).append((wall, cpu))
 
 
+def widened(times: int) -> tuple[float, float]:
+    """(MB of JSON, median CPU seconds of ``Report.from_dict``) of the demo's golden document with
+    its rank rows and per-step rows repeated ``times`` times."""
+    from commprof.analysis.result.model import Report
+    doc = json.loads((ROOT / "tests" / "golden" / "reports" / "demo.json").read_text())
+    doc["run"]["commprof_version"] = "0"  # the golden copies leave it out
+    ranks = doc["ranks"]
+    doc["ranks"] = [dict(ranks[i % len(ranks)], rank=i) for i in range(len(ranks) * times)]
+    doc["steps"]["per_step"] = doc["steps"]["per_step"] * times
+    cpu = []
+    for _ in range(5):
+        start = time.process_time()
+        Report.from_dict(doc)
+        cpu.append(time.process_time() - start)
+    return len(json.dumps(doc)) / 1e6, statistics.median(cpu)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sources", nargs="+")
+    ap.add_argument("sources", nargs="*")
+    ap.add_argument("--widen", nargs="+", type=int, default=[], metavar="N")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--before", type=Path, help="another checkout: its `commprof report` too")
     args = ap.parse_args()
     results: dict[str, dict] = {s: {} for s in args.sources}
-    for rep in range(args.reps):
+    for rep in range(args.reps if args.sources else 0):
         for source in args.sources:
             runs = [lambda s=source: in_process(s, args.warmup, results[s]),
                     lambda s=source: command(s, ROOT, results[s], "command")]
@@ -113,6 +134,10 @@ def main() -> int:
             for run in (runs if rep % 2 == 0 else runs[::-1]):  # alternate the order too
                 run()
         print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr, flush=True)
+    for times in args.widen:
+        mb, cpu = widened(times)
+        print(f"from_dict, demo document x{times}: {mb:.2f} MB JSON, {cpu * 1e3:.1f} CPU ms, "
+              f"{mb / cpu:.1f} MB/s")
     for source, res in results.items():
         print(f"\n{source}  (median of {args.reps}; wall ms / CPU ms)")
         med = {k: (statistics.median(w for w, _ in v) * 1e3, statistics.median(c for _, c in v) * 1e3)

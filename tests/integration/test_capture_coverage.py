@@ -304,19 +304,19 @@ def test_ddp_report_bytes_and_steps(job_run):
     steps x the gradient bytes, steps == optimizer steps, bytes per step == gradient bytes."""
     from commprof.analysis.host.load import load_run
     from commprof.analysis.outcome.summary import summarize
-    from commprof.report.document import build
+    from commprof.analysis.outcome.assemble import assemble
 
     run = job_run("ddp_mlp.py")
     facts = run.expect[0]["facts"]
     grad_bytes = spec_bytes(facts["grad_param_specs"])
-    doc = build(summarize(load_run(run.run_dir)))
-    all_reduce = {(o["op"], o["group_size"]): o for o in doc["ops"]}[("all_reduce", 2)]
-    assert all_reduce["bytes"] == facts["steps"] * grad_bytes
-    assert all_reduce["ranks"] == 2
-    assert doc["steps"]["count"] == facts["steps"] and doc["steps"]["source"] == "optimizer"
-    assert doc["kpis"]["bytes_per_step"] == grad_bytes
-    for row in doc["ranks"]:
-        assert row["bytes_per_step"] == grad_bytes
+    report = assemble(summarize(load_run(run.run_dir)))
+    all_reduce = {(o.op, o.group_size): o for o in report.ops}[("all_reduce", 2)]
+    assert all_reduce.bytes == facts["steps"] * grad_bytes
+    assert all_reduce.ranks == 2
+    assert report.steps.count == facts["steps"] and report.steps.source == "optimizer"
+    assert report.kpis.bytes_per_step == grad_bytes
+    for row in report.ranks:
+        assert row.bytes_per_step == grad_bytes
 
 
 # -- 2. Python API ------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from commprof.analysis.scale import node_summary, reduce as reduce_mod
 from commprof.analysis.outcome import summary as summary_mod
 from commprof.format import layout
-from commprof.report import document
+from commprof.analysis.outcome.assemble import assemble
 from demo_run import demo_run, end_of_last_record
 from runner import commprof
 
@@ -52,12 +52,12 @@ def test_the_report_from_summaries_equals_the_report_from_captures(run_dir):
 
 def test_no_capture_is_reduced_when_summaries_cover_them(run_dir, tmp_path, monkeypatch):
     run = _copy(run_dir, tmp_path)
-    expected = document.build(summary_mod.summarize(run, node_summaries=False))
+    expected = assemble(summary_mod.summarize(run, node_summaries=False)).to_dict()
 
     def refuse(path):
         raise AssertionError(f"{path} was reduced although a summary stands for it")
     monkeypatch.setattr(reduce_mod, "reduce_file", refuse)
-    got = document.build(summary_mod.summarize(run, jobs=1))
+    got = assemble(summary_mod.summarize(run, jobs=1)).to_dict()
     assert json.dumps(got, sort_keys=True, default=str) == json.dumps(expected, sort_keys=True, default=str)
 
 

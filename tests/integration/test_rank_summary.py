@@ -24,7 +24,7 @@ from commprof.analysis.host.rank import RankResult
 from commprof.analysis.scale.reduce import reduce_file
 from commprof.errors import CaptureFormatError
 from commprof.analysis.scale import summary_file as rank_summary
-from commprof.report import document
+from commprof.analysis.outcome.assemble import assemble
 
 QS = np.linspace(0, 1, 201).tolist() + [1e-9, 0.001, 0.25, 0.5, 0.75, 0.99, 0.999, 1 - 1e-9]
 
@@ -189,10 +189,10 @@ def test_unstorable_values_are_refused_when_writing():
 def test_summarize_of_decoded_results_gives_the_same_report(name, demo, synthetic_runs, monkeypatch):
     run_dir = run_dirs(demo, synthetic_runs)[name]
     data = rank_summary.encode(reduced(run_dir), {"run": str(run_dir)})
-    original = document.build(summary_mod.summarize(open_run(run_dir), jobs=1))
+    original = assemble(summary_mod.summarize(open_run(run_dir), jobs=1)).to_dict()
 
     monkeypatch.setattr(summary_mod, "reduce_run", yielding(lambda: rank_summary.decode(data, "n")[1]))
-    again = document.build(summary_mod.summarize(open_run(run_dir), jobs=1))
+    again = assemble(summary_mod.summarize(open_run(run_dir), jobs=1)).to_dict()
     assert summary_mod.reduce_run.calls == 1
     assert dump(again) == dump(original)
 
@@ -234,9 +234,9 @@ def test_summarize_of_decoded_results_with_gpu_tables_and_notes_gives_the_same_r
 
     data = rank_summary.encode(results(), {})
     monkeypatch.setattr(summary_mod, "reduce_run", yielding(results))
-    original = document.build(summary_mod.summarize(open_run(run_dir), jobs=1))
+    original = assemble(summary_mod.summarize(open_run(run_dir), jobs=1)).to_dict()
     monkeypatch.setattr(summary_mod, "reduce_run", yielding(lambda: rank_summary.decode(data, "n")[1]))
-    again = document.build(summary_mod.summarize(open_run(run_dir), jobs=1))
+    again = assemble(summary_mod.summarize(open_run(run_dir), jobs=1)).to_dict()
     assert "torn record" in dump(original) and "host + gpu" in dump(original)
     assert dump(again) == dump(original)
 

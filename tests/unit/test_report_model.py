@@ -7,10 +7,11 @@
   report must still render in every format; so must a null wherever the model allows one.
   The formats are the registry's (``commprof.report.renderers.renderers()``): a new renderer is
   tested by itself;
-* ``from_dict``/``to_dict`` round-trip real documents; the documents ``build()`` writes hold no
-  key the model lacks;
+* ``from_dict``/``to_dict`` round-trip real documents (an absent optional key stays absent, a null
+  stays null); the reports ``assemble()`` builds hold no key the model lacks;
 * ``docs/report-schema.json`` is the generated schema, and real documents validate against it;
-* the renderers read only keys the model defines.
+* the renderers read only keys the model defines, from the typed objects (never through
+  ``to_dict()``, the dict round trip the typed result ended; the JSON renderer excepted).
 
 Documents come from synthetic runs written through the real capture writer (tests/synthetic.py);
 a real demo job's document: tests/integration/test_report_model_job.py.  The command line runs in-process
@@ -27,7 +28,7 @@ import jsonschema
 import pytest
 
 from commprof.cli import main
-from commprof.cli.report import build_document
+from commprof.cli.report import build_report
 from commprof.errors import ReportFileError
 from commprof.format.writer import CaptureWriter
 from commprof.analysis.result import model
@@ -155,14 +156,18 @@ def other_runs(base: Path) -> dict[str, Path]:
 def docs(tmp_path_factory) -> dict[str, dict]:
     base = tmp_path_factory.mktemp("docs")
     runs = {"full": full_run(base), **other_runs(base)}
-    docs = {name: json.loads(json.dumps(build_document(str(run), 2))) for name, run in runs.items()}
-    _add_trace_only_keys(docs["full"], json.loads(json.dumps(build_document(str(_trace(base)), 2))))
+    docs = {name: built(run) for name, run in runs.items()}
+    _add_trace_only_keys(docs["full"], built(_trace(base)))
     gpu = write_run(base / "gpu", [nccl_rank(0), nccl_rank(1)])  # GPU windows: kpis.host
-    docs["full"]["kpis"]["host"] = json.loads(json.dumps(build_document(str(gpu), 2)))["kpis"]["host"]
+    docs["full"]["kpis"]["host"] = built(gpu)["kpis"]["host"]
     docs["full"]["training"]["compare"] = [{"label": "baseline", "steps": [0, 1], "values": [2.3, 2.2]}]
-    docs["nccl_no_gpu"] = json.loads(json.dumps(build_document(
-        str(write_run(base / "nccl", [nccl_rank(0, window=None), nccl_rank(1, window=None)])), 2)))
+    docs["nccl_no_gpu"] = built(write_run(base / "nccl", [nccl_rank(0, window=None), nccl_rank(1, window=None)]))
     return docs
+
+
+def built(run: Path) -> dict:
+    """The JSON document of ``run``'s report (as ``commprof report -f json`` writes it)."""
+    return json.loads(json.dumps(build_report(str(run), 2).to_dict()))
 
 
 def _trace(base):
@@ -243,12 +248,15 @@ def wrong_value(tp):
     return ["x"]  # an object: a model class, dict[str, X], free-form dict
 
 
-def edited(doc: dict, parts: list, value=model.ABSENT) -> dict:
+DELETE = object()  # edited(): the key deleted
+
+
+def edited(doc: dict, parts: list, value=DELETE) -> dict:
     doc = fresh(doc)
     obj = doc
     for p in parts[:-1]:
         obj = obj[p]
-    if value is model.ABSENT:
+    if value is DELETE:
         del obj[parts[-1]]
     else:
         obj[parts[-1]] = value
@@ -342,7 +350,7 @@ def test_every_renderer_is_spared_a_refused_file(full_doc, fmt, cli_dir, capsys)
         _refused_type(full_doc, key, fmt, cli_dir, capsys)
 
 
-# Optional keys: older documents lack them, or build() writes them only with the data; the
+# Optional keys: older documents lack them, or assemble() writes them only with the data; the
 # report must still render, in every format (slow renderers: once without all of them, below).
 @pytest.mark.parametrize("key, fmt", _cases(OPTIONAL, PER_KEY_FORMATS))
 def test_deleted_optional_key(full_doc, key, fmt, cli_dir, capsys):
@@ -362,7 +370,7 @@ def test_without_any_optional_key(full_doc, fmt, cli_dir, capsys):
 
 def test_html_with_comm_s_but_no_exposed_comm_s(full_doc):
     doc = edited(full_doc, ["ranks", 0, "exposed_comm_s"])
-    renderers()["html"].render(doc)
+    renderers()["html"].render(model.Report.from_dict(doc))
 
 
 @pytest.mark.parametrize("key", TYPED, ids=lambda k: k.path)
@@ -449,7 +457,40 @@ def test_typed_access(full_doc):
     assert r.hang["schema"] == "commprof.hang/1"
     single = fresh(full_doc)
     del single["ranks"][0]["wait_s"]
-    assert model.Report.from_dict(single).ranks[0].wait_s is model.ABSENT
+    row = model.Report.from_dict(single).ranks[0]
+    assert row.wait_s is None and not row.has("wait_s") and row.absent_keys == {"wait_s"}
+    assert model.Report.from_dict(full_doc).ranks[0].has("wait_s")
+
+
+def _holder(report: model.Report, parts: list):
+    """The object (a model object, or a dict of free keys) that holds the key ``parts[-1]``."""
+    obj = report
+    for p in parts[:-1]:
+        obj = obj[p] if isinstance(p, int) or isinstance(obj, dict) else getattr(obj, p)
+    return obj
+
+
+def _read(holder, name):
+    return holder[name] if isinstance(holder, dict) else getattr(holder, name)
+
+
+@pytest.mark.parametrize("key", [k for k in KEY_PATHS if k.optional or model.split_none(k.type)[1]],
+                         ids=lambda k: k.path)
+def test_absent_stays_absent_and_null_stays_null(full_doc, key):
+    """A document lacking an optional key reads it as None (``has()`` False) and writes it back
+    lacking it; a null reads as None (``has()`` True) and is written back as a null."""
+    parts = concrete(full_doc, key.path)
+    cases = ([(edited(full_doc, parts), False)] if key.optional else []) + \
+        ([(edited(full_doc, parts, None), True)] if model.split_none(key.type)[1] else [])
+    for doc, present in cases:
+        report = model.Report.from_dict(doc)
+        holder = _holder(report, parts)
+        if isinstance(holder, model.Model):
+            assert holder.has(parts[-1]) == present and _read(holder, parts[-1]) is None
+            assert (parts[-1] in holder.absent_keys) == (not present)
+        else:  # a free key of an object: absent or null, as in the document
+            assert (parts[-1] in holder) == present
+        assert json.dumps(report.to_dict()) == json.dumps(doc)
 
 
 def test_unknown_keys_are_kept(full_doc):
@@ -481,18 +522,20 @@ def _extra_paths(obj, path="") -> list[str]:
     return out
 
 
-def test_build_writes_no_key_the_model_lacks(docs):
-    """Every key of the documents build() writes is a field of the model: when build() gains a
-    key, commprof/analysis/result/model.py (and with it docs/report-schema.json) gains it too."""
+def test_assemble_writes_no_key_the_model_lacks(docs):
+    """Every key of the reports assemble() builds is a field of the model: when the analysis
+    gains a key, commprof/analysis/result/model.py (and with it docs/report-schema.json) gains it too."""
     for name, doc in docs.items():
         extra = sorted(set(_extra_paths(model.Report.from_dict(doc))))
         assert not extra, (name, extra)
 
 
-def test_load_validates_through_the_model_and_returns_the_dict(full_doc, tmp_path):
+def test_load_validates_through_the_model_and_returns_the_report(full_doc, tmp_path):
     saved = tmp_path / "r.json"
     saved.write_text(json.dumps(full_doc))
-    assert load_document(saved) == full_doc
+    loaded = load_document(saved)
+    assert isinstance(loaded, model.Report) and loaded == model.Report.from_dict(full_doc)
+    assert json.dumps(loaded.to_dict()) == json.dumps(full_doc)
     bad = fresh(full_doc)
     bad["links"]["tcp"][0]["samples"] = "many"
     saved.write_text(json.dumps(bad))
@@ -538,13 +581,23 @@ def test_schema_rejects_what_the_model_rejects(full_doc):
 
 
 # -- renderers read only what the model defines -------------------------------------------------
+# Renderers read the typed report: every attribute read of a model object, every key read of a
+# dict inside it (free-form sections, objects with free keys, ``extra_keys``) and every ``has()``
+# is noted as a key path (list items: ``[]``).  A read of ``extra_keys`` or of an attribute that is
+# no field is a key the model does not define; ``to_dict()`` is the dict round trip.  Each key
+# path has its own recording class, so a copy a renderer makes (``dataclasses.replace``, as the
+# terminal's printable copy does) records its reads at the same paths.
+
+ROUND_TRIP = "to_dict()"
+_MODEL_API = {"has", "to_dict", "from_dict", "absent_keys", "key_order", "OPEN"}  # not keys
+
 
 class Recorded(dict):
-    """A dict that notes every key read (``[]``, ``get``, ``in``, iteration), its children wrapped."""
+    """A dict that notes every key read (``[]``, ``get``, ``in``, iteration), its values recorded."""
 
-    def __init__(self, data: dict, path: tuple, seen: set):
-        super().__init__({k: _wrap(v, path + (k,), seen) for k, v in data.items()})
-        self._path, self._seen = path, seen
+    def __init__(self, data: dict, path: tuple, recorder: "Recorder"):
+        super().__init__({k: recorder.record(v, path + (k,)) for k, v in data.items()})
+        self._path, self._seen = path, recorder.seen
 
     def _read(self, k):
         self._seen.add(self._path + (k,))
@@ -576,32 +629,110 @@ class Recorded(dict):
         return [v for _, v in self.items()]
 
 
-class RecordedList(list):
-    pass
+class Recorder:
+    """What a renderer reads of one report: ``seen``, the key paths read."""
+
+    def __init__(self):
+        self.seen: set = set()
+        self._classes: dict = {}
+
+    def record(self, value, path: tuple = ()):
+        """``value`` (a parsed report, or a part of one at key path ``path``) noting its reads."""
+        if isinstance(value, model.Model):
+            for f in model.model_fields(type(value)):
+                setattr(value, f.name, self.record(getattr(value, f.name), path + (f.name,)))
+            value.extra_keys = Recorded(value.extra_keys, path, self)
+            value.__class__ = self._recording_class(type(value), path)
+            return value
+        if isinstance(value, dict):
+            return Recorded(value, path, self)
+        if isinstance(value, list):
+            return [self.record(v, path + ("[]",)) for v in value]
+        return value
+
+    def _recording_class(self, cls: type, path: tuple) -> type:
+        """A subclass of model class ``cls`` whose instances note what is read of them at ``path``."""
+        if (cls, path) in self._classes:
+            return self._classes[cls, path]
+        recorder = self
+
+        def __getattribute__(obj, name):
+            if not name.startswith("_") and name not in _MODEL_API and name != "extra_keys":
+                recorder.seen.add(path + (name,))  # a field, or (undefined) any other attribute
+            return super(sub, obj).__getattribute__(name)
+
+        def has(obj, name):
+            recorder.seen.add(path + (name,))
+            return super(sub, obj).has(name)
+
+        def to_dict(obj):  # noted once: not again for the objects inside
+            if not any(p[-1] == ROUND_TRIP and path[:len(p) - 1] == p[:-1] for p in recorder.seen):
+                recorder.seen.add(path + (ROUND_TRIP,))
+            return super(sub, obj).to_dict()
+
+        sub = type(f"Recording{cls.__name__}", (cls,),
+                   {"__getattribute__": __getattribute__, "has": has, "to_dict": to_dict})
+        self._classes[cls, path] = sub
+        return sub
 
 
-def _wrap(value, path: tuple, seen: set):
-    if isinstance(value, dict):
-        return Recorded(value, path, seen)
-    if isinstance(value, list):
-        return RecordedList(_wrap(v, path + ("[]",), seen) for v in value)
-    return value
+def test_the_recorder_notes_what_is_read(full_doc):
+    """The checks below can fail: reads of fields, dict keys, ``has``, unknown keys and
+    attributes, and ``to_dict()`` are all noted, at their key paths, those of a copy too."""
+    import dataclasses
+    doc = fresh(full_doc)
+    doc["ops"][0]["future_column"] = 1
+    rec = Recorder()
+    r = rec.record(model.Report.from_dict(doc))
+    assert isinstance(r, model.Report) and isinstance(r.ops[0], model.OpRow)
+    assert (r.ops[0].count, r.ops[0].extra_keys.get("future_column")) == (doc["ops"][0]["count"], 1)
+    r.links.sampler[0].sources["nic"].why
+    r.hang.get("blocked")
+    r.ranks[0].has("wait_s")
+    getattr(r.kpis, "no_such_kpi", None)
+    r.steps.to_dict()
+    assert rec.seen >= {("ops", "[]", "count"), ("ops", "[]", "future_column"), ("hang", "blocked"),
+                        ("links", "sampler", "[]", "sources", "nic", "why"), ("ranks", "[]", "wait_s"),
+                        ("kpis", "no_such_kpi"), ("steps", ROUND_TRIP)}
+    undefined = {p for p in rec.seen if not model.defines(p)}
+    assert undefined == {("ops", "[]", "future_column"), ("kpis", "no_such_kpi"), ("steps", ROUND_TRIP)}
+    copy = dataclasses.replace(r.steps, count=5)  # the copy's reads: at the original's paths
+    rec.seen.clear()
+    assert copy.count == 5 and copy.has("p90_s") and getattr(copy, "no_such_key", None) is None
+    assert rec.seen == {("steps", "count"), ("steps", "p90_s"), ("steps", "no_such_key")}
+
+
+@pytest.fixture(scope="module")
+def reads(docs):
+    """``reads(name)``: {document name: the :class:`Recorder` of renderer ``name`` on it}, made once."""
+    cache: dict = {}
+
+    def of(name: str) -> dict[str, Recorder]:
+        if name not in cache:
+            out = {}
+            for doc_name, doc in docs.items():
+                rec = Recorder()
+                renderers()[name].render(rec.record(model.Report.from_dict(fresh(doc))),
+                                         color=False, width=120)
+                out[doc_name] = rec
+            cache[name] = out
+        return cache[name]
+    return of
 
 
 @pytest.mark.parametrize("name", FORMATS)
-def test_renderers_read_only_model_keys(docs, name):
-    r = renderers()[name]
-    for doc_name, doc in docs.items():
-        seen: set = set()
-        r.render(_wrap(fresh(doc), (), seen), color=False, width=120)
-        undefined = sorted(".".join(p) for p in seen if not model.defines(p))
+def test_renderers_read_only_model_keys(reads, name):
+    for doc_name, rec in reads(name).items():
+        round_trips = sorted(".".join(p[:-1]) or "report" for p in rec.seen if p[-1] == ROUND_TRIP)
+        assert not round_trips or (name == "json" and round_trips == ["report"]), (doc_name, round_trips)
+        undefined = sorted(".".join(p) for p in rec.seen if p[-1] != ROUND_TRIP and not model.defines(p))
         assert not undefined, (doc_name, undefined)
 
 
 # -- renderers accept null wherever the model does ---------------------------------------------
 
 NULLABLE = [k for k in KEY_PATHS if model.split_none(k.type)[1]]
-# Renderers that fail on a null the model allows (and build() can write): none today; a new one
+# Renderers that fail on a null the model allows (and assemble() can write): none today; a new one
 # is listed here as a strict xfail while it is being fixed.
 NULL_GAPS: dict = {}
 
@@ -620,7 +751,7 @@ def _null_cases():
 
 @pytest.mark.parametrize("key, fmt", _null_cases())
 def test_renderers_accept_null(full_doc, key, fmt):
-    renderers()[fmt].render(edited(full_doc, concrete(full_doc, key.path), None))
+    renderers()[fmt].render(model.Report.from_dict(edited(full_doc, concrete(full_doc, key.path), None)))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -630,5 +761,4 @@ def test_every_allowed_null_at_once(full_doc, fmt):
         parts = concrete(doc, key.path)
         if parts is not None and (key.path, fmt) not in NULL_GAPS:
             doc = edited(doc, parts, None)
-    model.Report.from_dict(doc)
-    renderers()[fmt].render(doc)
+    renderers()[fmt].render(model.Report.from_dict(doc))

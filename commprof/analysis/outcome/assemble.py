@@ -14,6 +14,7 @@ import pandas as pd
 from commprof.analysis.outcome import advice, whatif
 from commprof.analysis.outcome.summary import Summary
 from commprof.analysis.result.model import SCHEMA, Recommendation, Report
+from commprof.format import typed
 
 __all__ = ["assemble", "SCHEMA"]
 SOURCE = "<analysis>"  # what a ReportFileError names when the analysis itself produced a bad value
@@ -42,7 +43,8 @@ def assemble(summary: Summary) -> Report:
     plain["whatif"] = _clean(whatif.scenarios(summary.baseline))
     plain["recommendations"] = []  # read from the typed what-if rows just below
     report = Report.from_dict(plain, SOURCE)
-    report.recommendations = [Recommendation(**r) for r in _clean(advice.recommendations(report))]
+    report.recommendations = [typed.parse(Recommendation, r, SOURCE, f"recommendations[{i}]")
+                              for i, r in enumerate(_clean(advice.recommendations(report)))]
     return report
 
 

@@ -15,7 +15,7 @@ own schema ``commprof.hang/1``; a what-if scenario's parameters).
 * Keys the model does not know are allowed (the contract only ever adds keys) and kept, in
   ``extra_keys`` of the object that holds them.
 * A field declared with :func:`optional` may be absent: the key was added to ``commprof.report/1``
-  after documents were already saved without it, or :func:`build` writes it only when the run
+  after documents were already saved without it, or the assembler writes it only when the run
   has the data (e.g. ``ranks[].wait_s`` needs two ranks).  Absent reads as ``None``
   (like a null); ``obj.has(key)`` tells the two apart.
 

@@ -8,7 +8,6 @@ says, and the what-if's projection of the same fix next to the measured step tim
 """
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import time
@@ -152,9 +151,7 @@ def _html(root: Path, base: Side, side: Side) -> Path | None:
     curve = base.loss()
     if curve and report.training:
         compare = [LossSeries(label="baseline", steps=curve["steps"], values=curve["values"])]
-        training = dataclasses.replace(report.training, compare=compare,
-                                       absent_keys=report.training.absent_keys - {"compare"})
-        report = dataclasses.replace(report, training=training)  # the cached report unchanged
+        report = report.replaced(training=report.training.replaced(compare=compare))  # a copy
     path = root / f"{_slug(side.label)}.html"
     path.write_text(HtmlRenderer().render(report))
     return path

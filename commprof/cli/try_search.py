@@ -21,7 +21,6 @@ cap of a third of trying them all (docs/try.md, "commprof try auto").
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import time
@@ -343,27 +342,20 @@ def _x(v: float | None) -> str:
     return f"{v:.2f}x" if v else "-"
 
 
-def _replaced(obj, **changes):
-    """A copy of a report's object with ``changes`` (keys it lacked are present in the copy)."""
-    return dataclasses.replace(obj, **changes, absent_keys=obj.absent_keys - set(changes))
-
-
 def truncated(report: Report, steps: int) -> Report:
     """The baseline's report cut to its first ``steps`` steps (the loss, the per-step rows and the
     step time over them; the job's metrics, taken at the end, dropped)."""
     per_step = [r for r in report.steps.per_step if r.step < steps]
     durations = [r.duration_mean_s for r in per_step if r.duration_mean_s is not None]
-    kpis = _replaced(report.kpis, step_time_s=sum(durations) / len(durations) if durations else None)
+    kpis = report.kpis.replaced(step_time_s=sum(durations) / len(durations) if durations else None)
     training = report.training
     if training is not None:
         loss = training.loss
         if loss:
             keep = [i for i, s in enumerate(loss.steps) if s < steps]
-            loss = _replaced(loss, steps=[loss.steps[i] for i in keep], values=[loss.values[i] for i in keep])
-        training = dataclasses.replace(training, loss=loss, metrics=None,
-                                       absent_keys=training.absent_keys | {"metrics"})
-    return dataclasses.replace(report, steps=_replaced(report.steps, per_step=per_step), kpis=kpis,
-                               training=training)
+            loss = loss.replaced(steps=[loss.steps[i] for i in keep], values=[loss.values[i] for i in keep])
+        training = training.replaced(loss=loss).without("metrics")
+    return report.replaced(steps=report.steps.replaced(per_step=per_step), kpis=kpis, training=training)
 
 
 def full_length(base_reports: list[Report]) -> int:

@@ -53,6 +53,21 @@ class Model:
     # True where further keys are part of the design (they differ per instance, e.g. per source)
     OPEN: ClassVar[bool] = False
 
+    def replaced(self, **changes: Any) -> "Model":
+        """A copy with ``changes`` (field name -> value); a key the original lacked is present in
+        the copy.  The original is unchanged."""
+        return dataclasses.replace(self, **changes, absent_keys=self.absent_keys - set(changes))
+
+    def without(self, *names: str) -> "Model":
+        """A copy lacking the optional keys ``names`` (they read as ``None``; ``to_dict`` leaves
+        them out).  A required key cannot be removed."""
+        fields = {f.name: f for f in model_fields(type(self))}
+        for name in names:
+            if name not in fields or not is_optional(fields[name]):
+                raise ValueError(f"{type(self).__name__}.{name}: not an optional key")
+        return dataclasses.replace(self, **{n: None for n in names},
+                                   absent_keys=self.absent_keys | set(names))
+
     def has(self, name: str) -> bool:
         """Whether the document has key ``name`` (an optional key may be absent; it reads as
         ``None`` either way)."""

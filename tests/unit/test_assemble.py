@@ -147,3 +147,32 @@ def test_a_wrong_type_from_the_what_if_or_the_advice_names_the_key(demo, monkeyp
         return out
     monkeypatch.setattr(advice, "recommendations", bad_recommendations)
     _refused(demo, f"recommendations[{n - 1}].projected_saving: expected a number, got null")
+
+
+def _golden_report() -> Report:
+    doc = json.loads((golden.GOLDEN / "reports" / "demo.json").read_text())
+    doc["run"]["commprof_version"] = None  # the golden copy drops it
+    return Report.from_dict(doc)
+
+
+def test_replaced_makes_a_key_present_and_leaves_the_original_alone():
+    report = _golden_report()
+    assert report.training.compare is None and not report.training.has("compare")
+    training = report.training.replaced(compare=[])
+    assert training.has("compare") and training.to_dict()["compare"] == []
+    assert "compare" not in report.training.to_dict()
+    steps = report.steps.replaced(mean_s=1.25)
+    assert steps.mean_s == 1.25 and steps.has("mean_s") and steps.to_dict()["mean_s"] == 1.25
+    assert report.steps.mean_s != 1.25
+    cut = report.replaced(steps=steps)
+    assert cut.to_dict()["steps"]["mean_s"] == 1.25 and report.to_dict()["steps"]["mean_s"] != 1.25
+
+
+def test_without_makes_an_optional_key_absent_and_refuses_a_required_one():
+    report = _golden_report()
+    assert report.has("whatif")
+    lacking = report.without("whatif")
+    assert lacking.whatif is None and not lacking.has("whatif") and "whatif" not in lacking.to_dict()
+    assert report.has("whatif") and report.whatif
+    with pytest.raises(ValueError, match="Report.kpis: not an optional key"):
+        report.without("kpis")

@@ -27,10 +27,11 @@ INTEGRATION = TESTS / "integration"
 
 # Files whose tests run on one worker, one after another, because they share something:
 SHARED_GROUPS = {
-    # at most one shaped-link lab at a time: a lab's rates and RTTs (tests/netlab/lab.py) were
-    # measured with both cores busy, not with a second lab's relay and iperf3 on them
-    "netlab": ["test_netlab.py", "test_links_netlab.py", "test_whatif_netlab.py",
-               "test_try_netlab.py", "test_crossrank_integration.py"],
+    # one shaped-link lab at a time: a lab's rates and RTTs (tests/netlab/lab.py) were measured
+    # with both cores busy, not with a second lab's relay and iperf3 beside it (the labs of
+    # test_whatif_netlab and test_try_netlab run ALONE; test_crossrank_integration's only
+    # checks that two node directories merge)
+    "netlab": ["test_netlab.py", "test_links_netlab.py"],
     # the session's demo run (tests/demo_run.py demo_run): made once, not once per worker
     "demo-run": ["test_rank_summary.py", "test_latency_sketch.py", "test_load_run_api.py",
                  "test_node_summary.py", "test_report_model_job.py", "test_export_parquet.py",

@@ -123,7 +123,7 @@ def ranks_section(report: Report, arrivals_chart: bool = False) -> str:
             "last arrival", "status"]
     rows = "".join(
         "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
-            r.rank, r.host, r.ops, fmt_bytes(r.bytes), fmt_seconds(r.step_median_s),
+            r.rank, r.host or "unknown", r.ops, fmt_bytes(r.bytes), fmt_seconds(r.step_median_s),
             fmt_pct(r.comm_fraction), fmt_pct(r.exposed_comm_fraction),
             fmt_seconds(r.wait_s), fmt_seconds(r.transfer_s), fmt_pct(r.last_share),
             rank_status(r, report.hang))) + "</tr>" for r in report.ranks)

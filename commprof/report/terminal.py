@@ -228,7 +228,7 @@ def ranks_table(report: Report, width: int = 120) -> Table:
 def _rank_columns(shown: list[RankRow], hang: dict | None, cross: bool) -> dict:
     """Column name -> its cells, in display order."""
     cols = {"rank": [str(r.rank) for r in shown],
-            "host": [Text(str(r.host or "-")) for r in shown],
+            "host": [Text(str(r.host or "unknown")) for r in shown],
             "ops": [str(r.ops) for r in shown],
             "bytes": [fmt_bytes(r.bytes) for r in shown],
             "step": [fmt_seconds(r.step_median_s) for r in shown],

@@ -189,7 +189,8 @@ class RankRow(Model):
     """One rank process."""
 
     rank: int = key()
-    host: str = key()
+    host: str | None = key("null: the capture does not name its host (a file of an older minor "
+                           "header version)")
     attempt: int = key()
     ops: int = key()
     bytes: int | None = key("null: unknown (a trace without message sizes)")

@@ -52,7 +52,7 @@ def _load_side(paths: list[str], skip):
 
 def gate_command(run: str | list[str], flags: dict, config: str | None, junit: str | None,
                  markdown: str | None, json_out: str | None, width: int | None) -> int:
-    from commprof.gate import measure, rules
+    from commprof.gate import rules
     from commprof.gate import output as gate_output
     table, cfg_path = rules.load_config(Path(config) if config else None)
     opts = dict(table)

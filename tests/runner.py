@@ -24,12 +24,76 @@ def torchrun(script: Path | str, *args: str, nproc: int = 2) -> list[str]:
             str(script), *args]
 
 
+# Commands that only read files and print (and may write the files they are told to): the
+# harness runs them in this process, through the CLI's own entry point, unless a test asks for a
+# process.  A fresh interpreter costs ~0.8 s of CPU importing pandas and commprof, about as much
+# as the command's own work; the suite calls these a few hundred times.
+IN_PROCESS = frozenset({"report", "gate", "compare", "whatif"})
+
+
 def commprof(*args: str, env: dict | None = None, timeout: float = 180,
-             cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
-    """``python -m commprof ARGS`` with captured output."""
-    full_env = dict(os.environ, **(env or {}))
+             cwd: str | os.PathLike | None = None,
+             process: bool = False) -> subprocess.CompletedProcess:
+    """``commprof ARGS`` with captured output: ``python -m commprof ARGS`` in a subprocess, or,
+    for a command of :data:`IN_PROCESS` run in this working directory (no ``cwd``) and not asked
+    for as a ``process``, :func:`in_process`.  ``env`` is added to this process's environment (a
+    value of None removes the variable).  ``timeout`` bounds a subprocess only: pytest-timeout
+    bounds the test."""
+    if not process and cwd is None and args and args[0] in IN_PROCESS:
+        return in_process(*args, env=env)
     return subprocess.run([sys.executable, "-m", "commprof", *args], capture_output=True,
-                          text=True, timeout=timeout, env=full_env, cwd=cwd)
+                          text=True, timeout=timeout, env=_environ(env), cwd=cwd)
+
+
+def _environ(env: dict | None) -> dict:
+    full = dict(os.environ, **{k: v for k, v in (env or {}).items() if v is not None})
+    for name in [k for k, v in (env or {}).items() if v is None]:
+        full.pop(name, None)
+    return full
+
+
+def _set_environ(values: dict) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``commprof ARGS`` run by :func:`commprof.cli.main` (the only place errors become exit
+    codes, as in ``python -m commprof``) with stdout and stderr captured as text and ``env``
+    applied to ``os.environ`` for the call: what a subprocess would give.  Stdout and stderr
+    are not terminals here, as in a subprocess with pipes, so the commands choose the same
+    width, colour and progress output."""
+    import contextlib
+    import io
+
+    from commprof.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    _set_environ(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # as the interpreter turns it into a status
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        _set_environ(saved)
+    return subprocess.CompletedProcess(["commprof", *args], code, out.getvalue(), err.getvalue())
+
+
+def side_by_side(calls: dict, workers: int = 2) -> dict:
+    """``{name: call()}`` for every ``call`` of ``calls``, ``workers`` at a time (threads; each
+    call starts its own processes): for a fixture's runs that are checked for what they record,
+    never for how long they take.  A 2-rank job leaves much of a 2-core machine idle (torchrun's
+    start-up before its workers, the workers' exit, ``commprof run``'s closing), which a second
+    job beside it uses.  The first call that raised raises here, after every call has ended."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(call) for name, call in calls.items()}
+    return {name: future.result() for name, future in futures.items()}
 
 
 def report_json(run_dir: Path, *extra: str) -> dict:

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import functools
 import subprocess
-import sys
 from pathlib import Path
 
 
 def report_cli(source: str | Path, *extra: str) -> subprocess.CompletedProcess:
-    """The finished ``python -m commprof report SOURCE -f json EXTRA...`` (exit status, stdout,
-    stderr), run the first time it is asked for.  Sources are told apart by their spelling (the
-    report holds the path as given, and the golden comparison replaces it)."""
+    """The finished ``commprof report SOURCE -f json EXTRA...`` (exit status, stdout, stderr;
+    through the CLI's entry point in this process: runner.in_process), run the first time it is
+    asked for.  Sources are told apart by their spelling (the report holds the path as given, and
+    the golden comparison replaces it)."""
     return _run(str(source), extra)
 
 
 @functools.lru_cache(maxsize=None)
 def _run(source: str, extra: tuple[str, ...]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "commprof", "report", source, "-f", "json", *extra],
-                          capture_output=True, text=True, timeout=600)
+    from runner import in_process
+    return in_process("report", source, "-f", "json", *extra)

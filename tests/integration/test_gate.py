@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -13,6 +10,7 @@ import pytest
 from commprof.errors import UsageError
 from commprof.gate import measure, rules, stats
 from commprof.gate.compare import compare
+from runner import commprof
 from synthetic import periodic_rank, write_run
 
 _SEEDS = iter(range(1000, 100000))
@@ -39,10 +37,10 @@ def noisy(center, spread, n=40, seed=None):
 
 
 def run_gate(*args, cwd=None, env=None):
-    full_env = dict(os.environ, NO_COLOR="1", **(env or {}))
-    full_env.pop("GITHUB_STEP_SUMMARY", None) if "GITHUB_STEP_SUMMARY" not in (env or {}) else None
-    return subprocess.run([sys.executable, "-m", "commprof", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd, env=full_env)
+    """``commprof ARGS`` without colour and, unless ``env`` sets one, without a GitHub step
+    summary file (in this process, or in a subprocess where ``cwd`` is given: runner.commprof)."""
+    return commprof(*args, cwd=cwd, timeout=120,
+                    env={"NO_COLOR": "1", "GITHUB_STEP_SUMMARY": None, **(env or {})})
 
 
 # -- statistics --------------------------------------------------------------------------------

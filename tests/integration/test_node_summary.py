@@ -26,7 +26,7 @@ def run_dir(tmp_path_factory):
 
 
 def _doc(run, *args) -> dict:
-    proc = commprof("report", str(run), "--format", "json", *args, timeout=240)
+    proc = commprof("report", str(run), "--format", "json", *args, timeout=240, process=True)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 

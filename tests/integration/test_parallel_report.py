@@ -26,7 +26,7 @@ def damaged_run(tmp_path_factory):
 
 
 def _report(run, *args) -> dict:
-    proc = commprof("report", str(run), "--format", "json", *args, timeout=240)
+    proc = commprof("report", str(run), "--format", "json", *args, timeout=240, process=True)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -60,7 +60,7 @@ def test_a_dask_cluster_gives_the_same_report(damaged_run, sequential):
     (["--scheduler", "no-port-here"], "cannot reach the Dask scheduler"),
 ])
 def test_bad_reduction_options_are_one_line_errors(damaged_run, args, message):
-    proc = commprof("report", str(damaged_run), *args, timeout=120)
+    proc = commprof("report", str(damaged_run), *args, timeout=120, process=True)
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], proc.stderr

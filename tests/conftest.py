@@ -8,16 +8,17 @@ netlab, chromium). Every test under ``tests/integration/`` gets the ``integratio
 Helper modules (runner.py, synthetic.py, native_kernel.py, ...) stay in ``tests/``: pyproject's
 ``pythonpath`` puts it (and both folders, whose modules import each other's helpers) on sys.path.
 
-The suite runs on two pytest-xdist workers (pyproject's addopts; docs/testing.md).  Each test
-gets one ``xdist_group`` here (``--dist loadgroup`` runs a group on one worker, in file order):
-its file's, or a group shared by files that share a session's work or a resource
-(:data:`SHARED_GROUPS`).  The tests of :data:`ALONE` compare wall times of separate runs and
+The suite runs serially by default; ``-n 2 --dist loadgroup`` runs it on two pytest-xdist
+workers (docs/testing.md says what each gives).  Each test gets one ``xdist_group`` here
+(``--dist loadgroup`` runs a group on one worker, in file order): its file's, or a group shared
+by files that share a session's work or a resource (:data:`SHARED_GROUPS`).  The tests of :data:`ALONE` compare wall times of separate runs and
 measure the other processes' load while they run: under xdist they run while the other worker
 waits (:func:`pytest_runtest_protocol`)."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,22 @@ def _turn(config, alone: bool):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def commprof_bytecode():
+    """Compile commprof's modules to bytecode once, as ``pip install`` does for an installed
+    package: the suite starts about a thousand Python processes that import commprof (``commprof
+    run`` and its workers' bootstrap), and under PYTHONDONTWRITEBYTECODE=1 (set on this project's
+    machines) an editable checkout without ``__pycache__`` is compiled again in every one of them
+    (~0.1 s of CPU each).  Source files newer than their bytecode are recompiled, as Python itself
+    does; a checkout that cannot be written is left as it is."""
+    import compileall
+
+    import commprof
+    package = Path(commprof.__file__).resolve().parent
+    if os.access(package, os.W_OK):
+        compileall.compile_dir(str(package), quiet=2, workers=1)
 
 
 @pytest.fixture(scope="session", autouse=True)

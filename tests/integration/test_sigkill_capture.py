@@ -9,8 +9,8 @@ import pytest
 
 from commprof.analysis.host.load import load_run
 from commprof.format.reader import capture_paths, read_capture
-from runner import HERE, commprof, report_json, torchrun
-from test_capture_coverage import require_native
+from native_kernel import _NATIVE, require_native
+from runner import HERE, commprof, report_json, side_by_side, torchrun
 
 pytestmark = pytest.mark.slow
 JOB = HERE / "fault_jobs" / "dies_after_k.py"
@@ -19,14 +19,29 @@ CASES = [("kill", 3, "python"), ("segv", 5, "python"), ("outside", 7, "python"),
 # (how rank 1 dies, its collectives before, the capture path)
 
 
+def _die(base, how: str, k: int, path: str):
+    run = base / f"died-{how}-{path}" / "run"
+    proc = commprof("run", "--capture", path, "--out", str(run), "--", *torchrun(JOB, how, str(k)),
+                    timeout=300)
+    return run, k, proc
+
+
+@pytest.fixture(scope="module")
+def every_death(tmp_path_factory):
+    """Every case's run, two at a time (runner.side_by_side: the tests count records, never
+    time); the native ones where the kernel is built (``died`` skips or fails them otherwise)."""
+    base = tmp_path_factory.mktemp("died")
+    native = bool(_NATIVE.get("ok"))
+    return side_by_side({case: (lambda c=case: _die(base, *c)) for case in CASES
+                         if case[2] == "python" or native})
+
+
 @pytest.fixture(scope="module", params=CASES, ids=[f"{how}-{path}" for how, _, path in CASES])
-def died(request, tmp_path_factory):
+def died(request, every_death):
     how, k, path = request.param
     if path == "native":
         require_native()
-    run = tmp_path_factory.mktemp(f"died-{how}-{path}") / "run"
-    proc = commprof("run", "--capture", path, "--out", str(run), "--", *torchrun(JOB, how, str(k)),
-                    timeout=300)
+    run, k, proc = every_death[request.param]
     assert proc.returncode != 0, proc.stderr  # torchrun reports the failed worker
     assert "native capture unavailable" not in proc.stderr
     paths = {e["path"] for p in capture_paths(run) for e in read_capture(p).events

@@ -20,7 +20,7 @@ import pytest
 
 from commprof.analysis.host.load import load_run
 from demo_run import fsdp2_run, shared_report
-from runner import HERE, commprof, torchrun
+from runner import HERE, commprof, side_by_side, torchrun
 
 pytestmark = pytest.mark.slow
 DEMO = HERE.parent / "commprof" / "examples" / "demo_train.py"
@@ -74,21 +74,23 @@ def _run(base, name, *fix_args, width=64, steps=STEPS, job=None):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """One run of the demo per fix, two at a time (runner.side_by_side: the tests count bytes,
+    calls and dtypes, never time)."""
     base = tmp_path_factory.mktemp("try")
     fw = ("--fix-warmup", str(WARMUP))
-    return {
-        "baseline": _run(base, "baseline", "--max-steps", "9", steps=40),
-        "bf16": _run(base, "bf16", "--fix", "bf16-compress"),
-        "fp16": _run(base, "fp16", "--fix", "fp16-compress"),
-        "powersgd": _run(base, "powersgd", "--fix", "powersgd:2", *fw),
-        "localsgd": _run(base, "localsgd", "--fix", "local-sgd:4", *fw),
-        "options": _run(base, "options", "--fix", "bucket-cap:8,static-graph,grad-as-bucket-view",
-                        width=1024, steps=6),
-        "own_hook": _run(base, "own_hook", "--fix", "bf16-compress",
-                         job=[str(DEMO), "--steps", "6", "--width", "64", "--compress", "fp16"]),
-        "no_ddp": _run(base, "no_ddp", "--fix", "local-sgd:4",
-                       job=[str(HERE / "jobs" / "allreduce_loop.py"), "5", "1000"]),
-    }
+    own_hook = [str(DEMO), "--steps", "6", "--width", "64", "--compress", "fp16"]
+    return side_by_side({
+        "baseline": lambda: _run(base, "baseline", "--max-steps", "9", steps=40),
+        "bf16": lambda: _run(base, "bf16", "--fix", "bf16-compress"),
+        "fp16": lambda: _run(base, "fp16", "--fix", "fp16-compress"),
+        "powersgd": lambda: _run(base, "powersgd", "--fix", "powersgd:2", *fw),
+        "localsgd": lambda: _run(base, "localsgd", "--fix", "local-sgd:4", *fw),
+        "options": lambda: _run(base, "options", "--fix",
+                                "bucket-cap:8,static-graph,grad-as-bucket-view", width=1024, steps=6),
+        "own_hook": lambda: _run(base, "own_hook", "--fix", "bf16-compress", job=own_hook),
+        "no_ddp": lambda: _run(base, "no_ddp", "--fix", "local-sgd:4",
+                               job=[str(HERE / "jobs" / "allreduce_loop.py"), "5", "1000"]),
+    })
 
 
 def _per_step(run) -> pd.DataFrame:

@@ -20,9 +20,12 @@ import signal
 import socket
 import subprocess
 import sys
+import functools
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -97,21 +100,49 @@ PATHS = ("python", "native")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(request, tmp_path_factory):
     """runs(name, path) runs tests/jobs/<name> once per module under ``--capture path``; later
-    calls return the same run."""
-    cache: dict[tuple, JobRun] = {}
+    calls return the same run.  A job's first run starts its run on the other path beside it (one
+    background thread) when a test of this session will ask for that path: these tests count
+    records, never time, and a second 2-rank job uses the cores one leaves idle (its launcher's
+    start-up, its exit, ``commprof run``'s closing; tests/runner.py ``side_by_side``)."""
+    cache: dict[tuple, Future] = {}
+    wanted = _paths_asked_for(request)
+    pool = ThreadPoolExecutor(max_workers=1)
+
+    def start(job: str, path: str, torchrun: bool) -> Callable[[], JobRun]:
+        base = tmp_path_factory.mktemp(f"{job.replace('.py', '')}-{path}")
+        return functools.partial(run_job, base, job, torchrun=torchrun, capture=path)
 
     def get(job: str, path: str, torchrun: bool = True) -> JobRun:
         if path == "native":
             require_native()
         if (job, path) not in cache:
-            base = tmp_path_factory.mktemp(f"{job.replace('.py', '')}-{path}")
-            cache[(job, path)] = run_job(base, job, torchrun=torchrun, capture=path)
-        return cache[(job, path)]
+            twin = next(p for p in PATHS if p != path)
+            if (job, twin) not in cache and twin in wanted and (twin == "python" or _NATIVE.get("ok")):
+                cache[(job, twin)] = pool.submit(start(job, twin, torchrun))
+            run = start(job, path, torchrun)()  # cached once it ran (a failure raises here)
+            cache[(job, path)] = done = Future()
+            done.set_result(run)
+        return cache[(job, path)].result()
 
     yield get
+    pool.shutdown(wait=True)
     cache.clear()
+
+
+def _paths_asked_for(request) -> set[str]:
+    """The capture paths this session's selected tests of this module will run jobs on."""
+    paths: set[str] = set()
+    for item in request.session.items:
+        if getattr(item, "module", None) is not request.module:
+            continue
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "job_run" in params:
+            paths.add(params["job_run"])
+        elif "runs" in getattr(item, "fixturenames", ()):
+            paths.update(PATHS)
+    return paths
 
 
 @pytest.fixture(scope="module", params=PATHS)

@@ -11,9 +11,9 @@ Helper modules (runner.py, synthetic.py, native_kernel.py, ...) stay in ``tests/
 The suite runs serially by default; ``-n 2 --dist loadgroup`` runs it on two pytest-xdist
 workers (docs/testing.md says what each gives).  Each test gets one ``xdist_group`` here
 (``--dist loadgroup`` runs a group on one worker, in file order): its file's, or a group shared
-by files that share a session's work or a resource (:data:`SHARED_GROUPS`).  The tests of :data:`ALONE` compare wall times of separate runs and
-measure the other processes' load while they run: under xdist they run while the other worker
-waits (:func:`pytest_runtest_protocol`)."""
+by files that share a session's work or a resource (:data:`SHARED_GROUPS`).  The tests of
+:data:`ALONE` compare wall times of separate runs and measure the other processes' load while
+they run: under xdist they run while the other worker waits (:func:`pytest_runtest_protocol`)."""
 from __future__ import annotations
 
 import contextlib

@@ -46,18 +46,19 @@ def commprof(*args: str, env: dict | None = None, timeout: float = 180,
 
 
 def _environ(env: dict | None) -> dict:
-    full = dict(os.environ, **{k: v for k, v in (env or {}).items() if v is not None})
-    for name in [k for k, v in (env or {}).items() if v is None]:
-        full.pop(name, None)
+    """This process's environment with ``env`` applied (:func:`_apply`), for a subprocess."""
+    full = dict(os.environ)
+    _apply(full, env or {})
     return full
 
 
-def _set_environ(values: dict) -> None:
+def _apply(environ, values: dict) -> None:
+    """Set each variable of ``values`` in ``environ``; a value of None removes it."""
     for name, value in values.items():
         if value is None:
-            os.environ.pop(name, None)
+            environ.pop(name, None)
         else:
-            os.environ[name] = value
+            environ[name] = value
 
 
 def in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -72,7 +73,7 @@ def in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     from commprof.cli import main
     out, err = io.StringIO(), io.StringIO()
     saved = {k: os.environ.get(k) for k in env or {}}
-    _set_environ(env or {})
+    _apply(os.environ, env or {})
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -80,7 +81,7 @@ def in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProce
             except SystemExit as exc:  # as the interpreter turns it into a status
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
-        _set_environ(saved)
+        _apply(os.environ, saved)
     return subprocess.CompletedProcess(["commprof", *args], code, out.getvalue(), err.getvalue())
 
 
